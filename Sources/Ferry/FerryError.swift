@@ -1,0 +1,38 @@
+import FerryRedis
+
+/// Why a Ferry operation failed, with a code that maps onto the `ferry` exit codes.
+///
+/// Validation problems (``Code/invalidInput``) are the caller's to fix and nothing was written;
+/// ``Code/redis`` keeps the underlying ``RedisError`` with its prefix (`OOM`, `NOAUTH`, …).
+public struct FerryError: Error, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        let name: String
+        public var description: String { name }
+
+        /// The input breaks a rule (queue name, empty type, payload size, …); nothing was written.
+        public static let invalidInput = Code(name: "invalidInput")
+        /// The thing asked for does not exist.
+        public static let notFound = Code(name: "notFound")
+        /// Redis was unreachable or refused; see ``FerryError/redisError``.
+        public static let redis = Code(name: "redis")
+    }
+
+    public var code: Code
+    /// What is wrong and what to do about it.
+    public var message: String
+    /// The Redis failure behind a ``Code/redis`` error.
+    public var redisError: RedisError?
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public init(_ redisError: RedisError) {
+        self.code = .redis
+        self.message = redisError.description
+        self.redisError = redisError
+    }
+
+    public var description: String { message }
+}

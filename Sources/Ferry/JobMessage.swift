@@ -1,0 +1,210 @@
+import FerryRedis
+import Foundation
+
+/// A job as the wire format carries it: what a producer publishes and what a worker reads.
+///
+/// Only ``type`` is required. `redis-cli XADD 'ferry:{emails}:jobs' '*' type send data '{}'` is a
+/// complete job; Ferry's own publisher adds `published_at` and `v`. Fields Ferry does not know are
+/// kept in ``otherFields`` and written back unchanged, so a redriven job loses nothing.
+public struct JobMessage: Sendable, Hashable {
+    /// Routes the job to a handler. Non-empty UTF-8.
+    public var type: String
+    /// The payload: JSON by convention, but any bytes, possibly empty.
+    public var data: [UInt8]
+    /// A stable id chosen by the producer; when nil the stream entry ID serves as the job id.
+    public var jobID: String?
+    /// Publishing twice with the same key within the dedup window adds one entry; a worker runs
+    /// a key that already completed at most once.
+    public var idempotencyKey: String?
+    /// Free-form string attributes, like Pub/Sub message attributes (`attr.<name>` fields).
+    public var attributes: [String: String]
+    /// When the producer published the job (`published_at`, milliseconds since the epoch).
+    public var publishedAt: Date?
+    /// W3C trace context, carried through to handlers.
+    public var traceparent: String?
+    /// Overrides the worker's maximum delivery attempts for this job.
+    public var maxAttempts: Int?
+    /// Overrides the worker's job timeout for this job (`timeout_ms`).
+    public var timeout: Duration?
+    /// Fields outside the format, and known fields whose value Ferry could not use, as given.
+    public var otherFields: [JobField]
+
+    public init(
+        type: String, data: [UInt8] = [], jobID: String? = nil, idempotencyKey: String? = nil,
+        attributes: [String: String] = [:], publishedAt: Date? = nil, traceparent: String? = nil,
+        maxAttempts: Int? = nil, timeout: Duration? = nil, otherFields: [JobField] = []
+    ) {
+        self.type = type
+        self.data = data
+        self.jobID = jobID
+        self.idempotencyKey = idempotencyKey
+        self.attributes = attributes
+        self.publishedAt = publishedAt
+        self.traceparent = traceparent
+        self.maxAttempts = maxAttempts
+        self.timeout = timeout
+        self.otherFields = otherFields
+    }
+
+    /// Convenience for text payloads such as JSON.
+    public init(type: String, data: String, jobID: String? = nil, idempotencyKey: String? = nil, attributes: [String: String] = [:]) {
+        self.init(type: type, data: Array(data.utf8), jobID: jobID, idempotencyKey: idempotencyKey, attributes: attributes)
+    }
+}
+
+/// One field of a stream entry, name and value as raw bytes.
+public struct JobField: Sendable, Hashable {
+    public var name: [UInt8]
+    public var value: [UInt8]
+
+    public init(name: [UInt8], value: [UInt8]) {
+        self.name = name
+        self.value = value
+    }
+
+    public init(_ name: String, _ value: String) {
+        self.init(name: Array(name.utf8), value: Array(value.utf8))
+    }
+
+    var nameText: String { String(decoding: name, as: UTF8.self) }
+}
+
+// MARK: - Validation and encoding
+
+extension JobMessage {
+    /// Checks what a publisher must refuse before writing anything.
+    ///
+    /// - Throws: ``FerryError`` with code ``FerryError/Code/invalidInput`` naming the problem.
+    public func validateForPublishing(maxPayloadBytes: Int) throws(FerryError) {
+        func invalid(_ message: String) -> FerryError { FerryError(.invalidInput, message) }
+        if type.isEmpty { throw invalid("the job type is empty; give it a type such as --type send-email") }
+        if data.count > maxPayloadBytes {
+            throw invalid("the payload is \(data.count) bytes, over the limit of \(maxPayloadBytes) bytes; store large content elsewhere (object storage) and publish a reference to it")
+        }
+        if jobID == "" { throw invalid("the job id is empty; omit it to use the stream entry ID") }
+        if idempotencyKey == "" { throw invalid("the idempotency key is empty; omit it to publish without deduplication") }
+        if let maxAttempts, maxAttempts < 1 { throw invalid("max attempts must be a positive integer (got \(maxAttempts))") }
+        if let timeout, timeout.milliseconds < 1 { throw invalid("the job timeout must be at least 1 ms") }
+        if attributes.keys.contains("") { throw invalid("an attribute name is empty; write attributes as name=value") }
+    }
+
+    /// The entry's fields as XADD arguments, in a fixed order that reads well in `XRANGE`:
+    /// type, data, ids, times, overrides, attributes (sorted by name), unknown fields, `v`.
+    public func encodedFields() -> [RedisArgumentPair] {
+        typealias F = WireFormat.Field
+        var fields: [RedisArgumentPair] = [(.string(F.type), .string(type)), (.string(F.data), .bytes(data))]
+        if let jobID { fields.append((.string(F.jobID), .string(jobID))) }
+        if let idempotencyKey { fields.append((.string(F.idempotencyKey), .string(idempotencyKey))) }
+        if let publishedAt {
+            fields.append((.string(F.publishedAt), .integer(Int64((publishedAt.timeIntervalSince1970 * 1000).rounded(.down)))))
+        }
+        if let traceparent { fields.append((.string(F.traceparent), .string(traceparent))) }
+        if let maxAttempts { fields.append((.string(F.maxAttempts), .integer(Int64(maxAttempts)))) }
+        if let timeout { fields.append((.string(F.timeoutMilliseconds), .integer(timeout.milliseconds))) }
+        for name in attributes.keys.sorted() {
+            fields.append((.string(F.attributePrefix + name), .string(attributes[name]!)))
+        }
+        for field in otherFields where field.nameText != F.version {
+            fields.append((.bytes(field.name), .bytes(field.value)))
+        }
+        fields.append((.string(F.version), .string(WireFormat.version)))
+        return fields
+    }
+}
+
+/// A field name and value ready to append to a command.
+public typealias RedisArgumentPair = (name: RedisArgument, value: RedisArgument)
+
+// MARK: - Decoding
+
+extension JobMessage {
+    /// Reads a stream entry's fields strictly, the way a worker must before running a job.
+    ///
+    /// Accepts anything a producer may legally write (no `data`, no `v`, unknown fields) and
+    /// refuses what breaks the format: a missing, empty or non-UTF-8 `type`; a `v` other than
+    /// `1`; `max_attempts` or `timeout_ms` that is not a positive integer; a reserved field given
+    /// twice; `data` over `maxPayloadBytes`; a `job_id` or `idempotency_key` that is not UTF-8.
+    ///
+    /// - Throws: ``WireFormatError`` naming the first offending field.
+    public init(decoding fields: [JobField], maxPayloadBytes: Int = WireFormat.defaultMaxPayloadBytes) throws(WireFormatError) {
+        typealias F = WireFormat.Field
+        var seenReserved: Set<String> = []
+        var type: String?
+        var message = JobMessage(type: "")
+
+        func text(_ field: JobField, _ name: String) throws(WireFormatError) -> String {
+            guard let text = String(validating: field.value, as: UTF8.self) else {
+                throw WireFormatError(field: name, problem: "the value is not valid UTF-8")
+            }
+            return text
+        }
+        func positiveInteger(_ field: JobField, _ name: String) throws(WireFormatError) -> Int {
+            let digits = field.value
+            guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ (48...57).contains($0) }),
+                let value = Int(String(decoding: digits, as: UTF8.self)), value > 0
+            else {
+                throw WireFormatError(field: name, problem: "must be a positive integer in decimal digits, got \"\(String(decoding: digits.prefix(40), as: UTF8.self).debugEscaped)\"")
+            }
+            return value
+        }
+
+        for field in fields {
+            let name = field.nameText
+            if F.reserved.contains(name) {
+                guard seenReserved.insert(name).inserted else {
+                    throw WireFormatError(field: name, problem: "given more than once; each reserved field may appear once")
+                }
+            }
+            switch name {
+            case F.type:
+                type = try text(field, name)
+            case F.data:
+                guard field.value.count <= maxPayloadBytes else {
+                    throw WireFormatError(field: name, problem: "\(field.value.count) bytes, over the limit of \(maxPayloadBytes) bytes")
+                }
+                message.data = field.value
+            case F.jobID:
+                let id = try text(field, name)
+                if !id.isEmpty { message.jobID = id }
+            case F.idempotencyKey:
+                let key = try text(field, name)
+                if !key.isEmpty { message.idempotencyKey = key }
+            case F.maxAttempts:
+                message.maxAttempts = try positiveInteger(field, name)
+            case F.timeoutMilliseconds:
+                message.timeout = .milliseconds(try positiveInteger(field, name))
+            case F.version:
+                guard field.value == Array(WireFormat.version.utf8) else {
+                    throw WireFormatError(field: name, problem: "unsupported format version \"\(String(decoding: field.value.prefix(20), as: UTF8.self).debugEscaped)\"; this worker reads version \(WireFormat.version)")
+                }
+            case F.publishedAt where message.publishedAt == nil:
+                if let milliseconds = Int64(String(decoding: field.value, as: UTF8.self)), milliseconds >= 0 {
+                    message.publishedAt = Date(timeIntervalSince1970: Double(milliseconds) / 1000)
+                } else {
+                    message.otherFields.append(field)
+                }
+            case F.traceparent where message.traceparent == nil:
+                if let value = String(validating: field.value, as: UTF8.self) {
+                    message.traceparent = value
+                } else {
+                    message.otherFields.append(field)
+                }
+            default:
+                if name.hasPrefix(F.attributePrefix),
+                    let value = String(validating: field.value, as: UTF8.self),
+                    case let attribute = String(name.dropFirst(F.attributePrefix.count)),
+                    !attribute.isEmpty, message.attributes[attribute] == nil,
+                    String(validating: field.name, as: UTF8.self) != nil
+                {
+                    message.attributes[attribute] = value
+                } else {
+                    message.otherFields.append(field)
+                }
+            }
+        }
+        guard let type else { throw WireFormatError(field: F.type, problem: "missing; every job needs a type that routes it to a handler") }
+        guard !type.isEmpty else { throw WireFormatError(field: F.type, problem: "empty; every job needs a type that routes it to a handler") }
+        message.type = type
+        self = message
+    }
+}

@@ -1,0 +1,151 @@
+import Foundation
+import FerryRedis
+import Logging
+import Synchronization
+
+/// Appends jobs to a queue's stream in wire format v1.
+///
+/// A job without an idempotency key is one `XADD`. A job with one runs the `publish` script
+/// (`ops/lua/publish.lua`), which adds the entry only if the key was not published within the
+/// dedup window and returns the first job id otherwise, atomically, so concurrent publishers in
+/// any number of processes add exactly one entry. Batches are pipelined: one round trip per
+/// ``Configuration/pipelineDepth`` jobs.
+///
+/// Every job of a call is validated before anything is written: a bad queue name, an empty type
+/// or an oversized payload writes nothing.
+public final class Publisher: Sendable {
+    /// Long-lived publishing settings.
+    public struct Configuration: Sendable {
+        /// The largest `data` accepted, in bytes; workers should be given the same limit.
+        public var maxPayloadBytes = WireFormat.defaultMaxPayloadBytes
+        /// How long a publish idempotency key is remembered (Pub/Sub's and asynq's default: 24 h).
+        public var dedupWindow: Duration = .seconds(24 * 3600)
+        /// When set, entries older than this are trimmed from the job stream, never one that a
+        /// consumer group has not finished (see `trim.lua`). Off by default: a stream holds what
+        /// was published until an operator decides otherwise.
+        public var retention: Duration?
+        /// How often, at most, a publisher enforces ``retention``.
+        public var retentionInterval: Duration = .seconds(1)
+        /// How many jobs go in one pipelined round trip.
+        public var pipelineDepth = 1000
+
+        public init() {}
+    }
+
+    public let queue: QueueName
+    public let keys: QueueKeys
+    public let configuration: Configuration
+    private let connection: RedisConnection
+    private let lastTrim = Mutex<ContinuousClock.Instant?>(nil)
+
+    static let publishScript = RedisScript(name: "publish", source: EmbeddedLuaScripts.publish)
+    static let trimScript = RedisScript(name: "trim", source: EmbeddedLuaScripts.trim)
+
+    public init(queue: QueueName, connection: RedisConnection, configuration: Configuration = Configuration()) {
+        self.queue = queue
+        self.keys = QueueKeys(queue: queue)
+        self.configuration = configuration
+        self.connection = connection
+    }
+
+    /// Publishes one job.
+    ///
+    /// - Returns: the job id (the one given, or the stream entry ID) and whether it was a duplicate.
+    /// - Throws: ``FerryError``: ``FerryError/Code/invalidInput`` when the job breaks a rule (nothing
+    ///   is written), ``FerryError/Code/redis`` when Redis is unreachable or refuses (`OOM`, `NOPERM`).
+    public func publish(_ job: JobMessage) async throws(FerryError) -> PublishReceipt {
+        try await publish([job])[0]
+    }
+
+    /// Publishes several jobs, pipelined, and returns a receipt for each, in order.
+    ///
+    /// If Redis fails part-way the call throws, and jobs before the failure may have been added:
+    /// publish with idempotency keys to make a retry of the whole batch safe.
+    public func publish(_ jobs: [JobMessage]) async throws(FerryError) -> [PublishReceipt] {
+        for job in jobs { try job.validateForPublishing(maxPayloadBytes: configuration.maxPayloadBytes) }
+        let now = Date()
+        var receipts: [PublishReceipt] = []
+        receipts.reserveCapacity(jobs.count)
+        var start = 0
+        while start < jobs.count {
+            let chunk = jobs[start..<min(start + configuration.pipelineDepth, jobs.count)]
+            let commands = chunk.map { job in
+                var stamped = job
+                if stamped.publishedAt == nil { stamped.publishedAt = now }
+                return command(publishing: stamped)
+            }
+            let replies: [RedisReply]
+            do {
+                replies = try await connection.pipeline(commands)
+            } catch {
+                throw FerryError(error)
+            }
+            for (job, (command, reply)) in zip(chunk, zip(commands, replies)) {
+                receipts.append(try receipt(for: job, command: command, reply: reply))
+            }
+            start += chunk.count
+        }
+        try await enforceRetentionIfDue()
+        return receipts
+    }
+
+    /// Trims entries older than ``Configuration/retention`` that every group has finished.
+    ///
+    /// - Returns: how many entries were removed (0 when retention is off).
+    @discardableResult
+    public func trimExpiredJobs() async throws(FerryError) -> Int {
+        guard let retention = configuration.retention else { return 0 }
+        do {
+            let reply = try await connection.run(
+                Self.trimScript, keys: [.string(keys.jobs)], arguments: [.integer(retention.milliseconds)])
+            return Int(reply.integer ?? 0)
+        } catch {
+            throw FerryError(error)
+        }
+    }
+
+    private func enforceRetentionIfDue() async throws(FerryError) {
+        guard configuration.retention != nil else { return }
+        let due = lastTrim.withLock { last -> Bool in
+            let now = ContinuousClock.now
+            if let last, now - last < configuration.retentionInterval { return false }
+            last = now
+            return true
+        }
+        if due { try await trimExpiredJobs() }
+    }
+
+    private func command(publishing job: JobMessage) -> RedisCommand {
+        let fields = job.encodedFields().flatMap { [$0.name, $0.value] }
+        guard let idempotencyKey = job.idempotencyKey else {
+            return RedisCommand("XADD", [.string(keys.jobs), "*"] + fields)
+        }
+        return Self.publishScript.command(
+            keys: [.string(keys.jobs), .string(keys.publishDedup(idempotencyKey: idempotencyKey))],
+            arguments: [.integer(configuration.dedupWindow.milliseconds), .string(job.jobID ?? "")] + fields)
+    }
+
+    private func receipt(for job: JobMessage, command: RedisCommand, reply: RedisReply) throws(FerryError) -> PublishReceipt {
+        if case .error(let message) = reply {
+            throw FerryError(RedisError.server(message, command: command.name, endpoint: connection.configuration.redactedURL))
+        }
+        if job.idempotencyKey == nil, let entryID = reply.string {
+            return PublishReceipt(jobID: job.jobID ?? entryID, entryID: entryID, isDuplicate: false)
+        }
+        if let parts = reply.array, parts.count >= 2, let added = parts[0].integer, let jobID = parts[1].string {
+            return PublishReceipt(jobID: jobID, entryID: parts.count > 2 ? parts[2].string : nil, isDuplicate: added == 0)
+        }
+        throw FerryError(RedisError(kind: .protocolError, message: "unexpected reply to \(command.name) while publishing: \(reply)"))
+    }
+}
+
+/// What publishing one job did.
+public struct PublishReceipt: Sendable, Hashable {
+    /// The job's id: the one the producer gave, else the stream entry ID. For a duplicate, the
+    /// id of the job first published with the idempotency key.
+    public var jobID: String
+    /// The new stream entry's ID; nil for a duplicate, which added nothing.
+    public var entryID: String?
+    /// True when the idempotency key was already published within the dedup window.
+    public var isDuplicate: Bool
+}

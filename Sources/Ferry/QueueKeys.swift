@@ -1,0 +1,47 @@
+import Crypto
+
+/// The Redis keys of one queue, as the wire format (docs/wire-format.md) names them.
+///
+/// Every key carries the queue name in braces, a Redis Cluster hash tag: all keys of a queue
+/// hash to one slot, so the multi-key scripts stay legal on a cluster. Ids and idempotency keys
+/// come from producers in any language, so they enter keys through ``keyComponent(_:)``.
+public struct QueueKeys: Sendable, Hashable {
+    public let queue: QueueName
+
+    public init(queue: QueueName) { self.queue = queue }
+
+    /// `ferry:{Q}`: the prefix every key of the queue starts with.
+    public var prefix: String { "ferry:{\(queue.rawValue)}" }
+    /// `ferry:{Q}:jobs`: the job stream (the topic).
+    public var jobs: String { prefix + ":jobs" }
+    /// `ferry:{Q}:dead`: the dead-letter stream.
+    public var deadLetter: String { prefix + ":dead" }
+
+    /// `ferry:{Q}:job:<job_id>`: the job's status hash.
+    public func jobStatus(jobID: String) -> String { prefix + ":job:" + Self.keyComponent(jobID) }
+    /// `ferry:{Q}:idem:pub:<key>`: publish dedup; holds the first job id published with the key.
+    public func publishDedup(idempotencyKey: String) -> String { prefix + ":idem:pub:" + Self.keyComponent(idempotencyKey) }
+    /// `ferry:{Q}:idem:done:<key>`: set when a job with the key completed.
+    public func completed(idempotencyKey: String) -> String { prefix + ":idem:done:" + Self.keyComponent(idempotencyKey) }
+    /// `ferry:{Q}:idem:lock:<key>`: held while a job with the key runs.
+    public func inFlightLock(idempotencyKey: String) -> String { prefix + ":idem:lock:" + Self.keyComponent(idempotencyKey) }
+
+    /// The `SCAN MATCH` pattern that finds every queue's job stream.
+    public static let jobStreamPattern = "ferry:{*}:jobs"
+
+    /// How a producer-supplied id appears inside a key.
+    ///
+    /// Short ids of safe characters (`[A-Za-z0-9._-]{1,128}`) appear as given, so keys stay
+    /// readable in redis-cli. Anything else (braces that would change the cluster slot, `*`,
+    /// newlines, NULs, colons, 10 KB of text) appears as `~` and the SHA-256 of its UTF-8 bytes
+    /// in hex. `~` is not a safe character, so a hashed form never equals an id given as is.
+    public static func keyComponent(_ id: String) -> String {
+        let bytes = Array(id.utf8)
+        if !bytes.isEmpty, bytes.count <= 128, bytes.allSatisfy(QueueName.isAllowed) {
+            return id
+        }
+        return "~" + SHA256.hash(data: bytes).map { byte in
+            (byte < 16 ? "0" : "") + String(byte, radix: 16)
+        }.joined()
+    }
+}

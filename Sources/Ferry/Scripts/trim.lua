@@ -1,0 +1,47 @@
+-- Ferry retention: trim job entries older than a maximum age, but never one that a consumer
+-- group has not finished with.
+--
+-- KEYS[1]  the job stream  ferry:{Q}:jobs
+-- ARGV[1]  maximum age in milliseconds
+--
+-- The cut-off is the lowest of: now minus the maximum age (Redis's clock), and for each group
+-- its oldest pending entry, or where it has read up to when nothing is pending (entries after
+-- that are not delivered yet). With no group at all nothing is trimmed: jobs published before
+-- the first worker starts wait for it. XTRIM MINID removes only entries below the cut-off; the
+-- '~' lets Redis stop at a macro-node boundary, which may keep a few more, never fewer.
+-- Returns the number of entries removed.
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function lower(a, b)
+  local a_ms, a_seq = parse(a)
+  local b_ms, b_seq = parse(b)
+  if a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq) then
+    return a
+  end
+  return b
+end
+
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then
+  return 0
+end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local cutoff = string.format('%.0f-0', math.max(now_ms - tonumber(ARGV[1]), 0))
+for _, group in ipairs(groups) do
+  local info = {}
+  for i = 1, #group, 2 do
+    info[group[i]] = group[i + 1]
+  end
+  local keep_from = info['last-delivered-id']
+  if tonumber(info['pending']) > 0 then
+    keep_from = redis.call('XPENDING', KEYS[1], info['name'])[2]
+  end
+  cutoff = lower(cutoff, keep_from)
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', cutoff)

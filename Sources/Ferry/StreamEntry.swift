@@ -1,0 +1,53 @@
+import FerryRedis
+
+/// One stream entry as Redis returned it: its ID and its fields in order, duplicates included.
+///
+/// Kept raw so that checking the wire format (``JobMessage/init(decoding:maxPayloadBytes:)``)
+/// sees exactly what the producer wrote, and a dead-lettered entry keeps every byte.
+public struct StreamEntry: Sendable, Hashable {
+    /// The stream entry ID (`1700000000000-0`).
+    public var id: String
+    public var fields: [JobField]
+
+    public init(id: String, fields: [JobField]) {
+        self.id = id
+        self.fields = fields
+    }
+
+    /// Parses one `[id, [field, value, ...]]` element of an `XRANGE` or `XREADGROUP` reply.
+    /// Returns nil for an entry whose fields are nil (XAUTOCLAIM and XREADGROUP report an entry
+    /// deleted while pending that way).
+    public init?(reply: RedisReply) {
+        guard case .array(let parts) = reply, parts.count == 2, let id = parts[0].string,
+            case .array(let flat) = parts[1]
+        else { return nil }
+        var fields: [JobField] = []
+        fields.reserveCapacity(flat.count / 2)
+        var index = 0
+        while index + 1 < flat.count {
+            fields.append(JobField(name: flat[index].bytes ?? [], value: flat[index + 1].bytes ?? []))
+            index += 2
+        }
+        self.init(id: id, fields: fields)
+    }
+
+    /// The first value of a field, as bytes.
+    public func value(of name: String) -> [UInt8]? {
+        let name = Array(name.utf8)
+        return fields.first { $0.name == name }?.value
+    }
+
+    /// Decodes the entry as a job; the job id falls back to the entry ID.
+    public func decodedJob(maxPayloadBytes: Int = WireFormat.defaultMaxPayloadBytes) throws(WireFormatError) -> JobMessage {
+        var job = try JobMessage(decoding: fields, maxPayloadBytes: maxPayloadBytes)
+        if job.jobID == nil { job.jobID = id }
+        return job
+    }
+}
+
+extension StreamEntry {
+    /// Parses an `XRANGE` / `XREVRANGE` reply.
+    public static func entries(from reply: RedisReply) -> [StreamEntry] {
+        (reply.array ?? []).compactMap(StreamEntry.init(reply:))
+    }
+}

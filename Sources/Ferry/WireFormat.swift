@@ -1,0 +1,42 @@
+/// The names and limits of wire format version 1 (docs/wire-format.md): the public contract
+/// between producers in any language and Ferry's workers.
+public enum WireFormat {
+    /// The format version written in the `v` field.
+    public static let version = "1"
+    /// The default largest accepted `data`, in bytes: 1 MiB is accepted, one byte more is not.
+    public static let defaultMaxPayloadBytes = 1_048_576
+
+    /// Field names of a job entry.
+    public enum Field {
+        public static let type = "type"
+        public static let data = "data"
+        public static let jobID = "job_id"
+        public static let idempotencyKey = "idempotency_key"
+        public static let publishedAt = "published_at"
+        public static let traceparent = "traceparent"
+        public static let maxAttempts = "max_attempts"
+        public static let timeoutMilliseconds = "timeout_ms"
+        public static let version = "v"
+        /// Prefix of attribute fields: `attr.customer` carries attribute `customer`.
+        public static let attributePrefix = "attr."
+
+        /// Fields that may appear at most once; a second copy makes the entry malformed.
+        public static let reserved: Set<String> = [type, data, jobID, idempotencyKey, maxAttempts, timeoutMilliseconds, version]
+    }
+}
+
+/// Why a stream entry is not a valid job, naming the field. Such an entry is never run; the
+/// worker moves it to the dead-letter stream at once with this message as the reason.
+public struct WireFormatError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The offending field (`type`, `max_attempts`, …).
+    public var field: String
+    /// What is wrong with it, in words a producer can act on.
+    public var problem: String
+
+    public init(field: String, problem: String) {
+        self.field = field
+        self.problem = problem
+    }
+
+    public var description: String { "field \"\(field)\": \(problem)" }
+}

@@ -1,0 +1,324 @@
+import CHiredis
+import Foundation
+import Logging
+
+/// One connection to Redis over hiredis's blocking API, on a thread of its own.
+///
+/// The actor runs on a ``BlockingThreadExecutor``, so hiredis may block in `read(2)` without
+/// stalling Swift's cooperative pool; callers simply `await`. Commands are serialised: use one
+/// connection per concurrent activity (a worker reads on one and acks on another, so an ack never
+/// waits behind a blocked `XREADGROUP`).
+///
+/// The connection dials lazily, on the first command. A connection that sees an I/O error, a
+/// timeout or a protocol error is closed at once, because a late reply would otherwise be read as
+/// the answer to the next command; the next command re-dials, waiting out a capped exponential
+/// backoff after failed dials. The failing command itself throws: it is never retried silently,
+/// since Redis may already have applied it.
+public actor RedisConnection {
+    /// Where and how this connection dials.
+    public nonisolated let configuration: RedisConfiguration
+
+    private let executor: BlockingThreadExecutor
+    private var logger: Logger
+    private var context: UnsafeMutablePointer<redisContext>?
+    private var socketTimeout: Duration?
+    private var failedDials = 0
+    private var nextDialAllowed: ContinuousClock.Instant?
+    private var isClosed = false
+    /// How many times this connection has been dialled successfully; visible for tests and metrics.
+    public private(set) var dialCount = 0
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor {
+        executor.asUnownedSerialExecutor()
+    }
+
+    /// Creates a connection; nothing is dialled until the first command (or ``connect()``).
+    public init(configuration: RedisConfiguration, logger: Logger = Logger(label: "ferry.redis")) {
+        self.configuration = configuration
+        self.executor = BlockingThreadExecutor(name: "ferry-redis")
+        self.logger = logger
+        self.logger[metadataKey: "redis.endpoint"] = "\(configuration.redactedURL)"
+    }
+
+    /// Creates a connection from a URL such as `redis://user:pass@host:6379/0`.
+    public init(url: String, logger: Logger = Logger(label: "ferry.redis")) throws(RedisError) {
+        self.init(configuration: try RedisConfiguration(url: url), logger: logger)
+    }
+
+    isolated deinit {
+        if let context { redisFree(context) }
+        executor.shutdown()
+    }
+
+    /// Dials now, so a wrong URL, password or unreachable server is reported up front.
+    public func connect() throws(RedisError) {
+        _ = try connectedContext()
+    }
+
+    /// Closes the socket and refuses further commands with ``RedisError/Kind/closed``.
+    public func close() {
+        dropContext()
+        isClosed = true
+    }
+
+    /// Sends one command and returns its reply.
+    ///
+    /// - Parameter timeout: how long the socket may wait; defaults to the configured command
+    ///   timeout. A blocking command must pass more than its `BLOCK` time.
+    /// - Throws: ``RedisError``: a server error reply keeps its ``RedisError/prefix``; exchange
+    ///   failures close the connection (see the type's overview).
+    @discardableResult
+    public func send(_ command: RedisCommand, timeout: Duration? = nil) throws(RedisError) -> RedisReply {
+        let reply = try pipeline([command], timeout: timeout)[0]
+        if case .error(let message) = reply {
+            throw RedisError.server(message, command: command.name, endpoint: configuration.redactedURL)
+        }
+        return reply
+    }
+
+    /// Sends every command, then reads every reply: one round trip for the lot.
+    ///
+    /// Error replies come back in place as ``RedisReply/error(_:)`` so one failed command does not
+    /// hide the others' results. An `EVALSHA` built by ``RedisScript`` that meets `NOSCRIPT` (after
+    /// a restart or `SCRIPT FLUSH`) is sent again as `EVAL`: `NOSCRIPT` means it never ran.
+    ///
+    /// - Throws: ``RedisError`` when the exchange itself fails; then no reply is returned, and
+    ///   any of the commands may or may not have been applied.
+    public func pipeline(_ commands: [RedisCommand], timeout: Duration? = nil) throws(RedisError) -> [RedisReply] {
+        var replies = try exchange(commands, timeout: timeout)
+        let missingScripts = commands.indices.filter { index in
+            commands[index].script != nil && replies[index].isNoScriptError
+        }
+        if !missingScripts.isEmpty {
+            let retried = try exchange(missingScripts.map { commands[$0].evalFallback() }, timeout: timeout)
+            for (index, reply) in zip(missingScripts, retried) { replies[index] = reply }
+        }
+        return replies
+    }
+
+    /// The name of the thread running this actor: lets tests prove hiredis stays off the pool.
+    func executingThreadName() -> String {
+        var name = [CChar](repeating: 0, count: 16)
+        ferry_get_thread_name(&name)
+        return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    // MARK: - Exchange
+
+    private func exchange(_ commands: [RedisCommand], timeout: Duration?) throws(RedisError) -> [RedisReply] {
+        if commands.isEmpty { return [] }
+        let context = try connectedContext()
+        do {
+            return try roundTrip(commands, on: context, timeout: timeout ?? configuration.commandTimeout)
+        } catch {
+            dropContext()
+            logger.info("Redis connection dropped; it will be re-dialled", metadata: ["redis.error": "\(error.message)"])
+            throw error
+        }
+    }
+
+    /// Writes the commands and reads one reply for each, on a context known to be healthy.
+    private func roundTrip(
+        _ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>, timeout: Duration
+    ) throws(RedisError) -> [RedisReply] {
+        if socketTimeout != timeout {
+            guard redisSetTimeout(context, ferry_timeval_ms(timeout.milliseconds)) == REDIS_OK else {
+                throw failure(of: context, command: commands[0].name, timeout: timeout, savedErrno: Glibc.errno)
+            }
+            socketTimeout = timeout
+        }
+        for command in commands {
+            let appended = command.packed.withUnsafeBufferPointer { bytes in
+                command.lengths.withUnsafeBufferPointer { lengths in
+                    bytes.withMemoryRebound(to: CChar.self) { chars in
+                        ferry_redis_append_packed(context, Int32(lengths.count), chars.baseAddress, lengths.baseAddress)
+                    }
+                }
+            }
+            guard appended == REDIS_OK else {
+                throw failure(of: context, command: command.name, timeout: timeout, savedErrno: 0)
+            }
+        }
+        var replies: [RedisReply] = []
+        replies.reserveCapacity(commands.count)
+        for command in commands {
+            var reply: UnsafeMutablePointer<redisReply>?
+            var savedErrno: Int32 = 0
+            guard ferry_redis_get_reply(context, &reply, &savedErrno) == REDIS_OK, let reply else {
+                throw failure(of: context, command: command.name, timeout: timeout, savedErrno: savedErrno)
+            }
+            replies.append(RedisReply(copying: reply))
+            freeReplyObject(reply)
+        }
+        return replies
+    }
+
+    /// Turns hiredis's error state into a ``RedisError`` that says what happened and what to do.
+    private func failure(
+        of context: UnsafeMutablePointer<redisContext>, command: String, timeout: Duration, savedErrno: Int32
+    ) -> RedisError {
+        let detail = String(cString: ferry_redis_errstr(context))
+        let endpoint = configuration.redactedURL
+        switch context.pointee.err {
+        case REDIS_ERR_IO where savedErrno == EAGAIN || savedErrno == EWOULDBLOCK:
+            return RedisError(
+                kind: .timeout,
+                message: "no reply within \(timeout.milliseconds) ms; Redis may be overloaded, paused or unreachable. The connection will be re-dialled",
+                errno: savedErrno, command: command, endpoint: endpoint)
+        case REDIS_ERR_PROTOCOL:
+            return RedisError(
+                kind: .protocolError, message: "Redis sent a reply hiredis cannot parse (\(detail)); is this port really Redis?",
+                command: command, endpoint: endpoint)
+        case REDIS_ERR_EOF:
+            return RedisError(
+                kind: .connectionLost, message: "Redis closed the connection (it may have restarted, or hit its client limit)",
+                command: command, endpoint: endpoint)
+        default:
+            return RedisError(
+                kind: .connectionLost, message: "connection to Redis lost: \(detail)",
+                errno: savedErrno == 0 ? nil : savedErrno, command: command, endpoint: endpoint)
+        }
+    }
+
+    // MARK: - Dialling
+
+    private func connectedContext() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+        if isClosed {
+            throw RedisError(kind: .closed, message: "the connection was closed by its owner", endpoint: configuration.redactedURL)
+        }
+        if let context { return context }
+        if let nextDialAllowed {
+            let wait = nextDialAllowed - .now
+            if wait > .zero { Thread.sleep(forTimeInterval: wait.seconds) }
+        }
+        do {
+            let context = try dial()
+            self.context = context
+            failedDials = 0
+            nextDialAllowed = nil
+            dialCount += 1
+            if dialCount > 1 { logger.info("Redis connection re-established") }
+            return context
+        } catch {
+            failedDials += 1
+            nextDialAllowed = .now + reconnectDelay(afterFailures: failedDials)
+            throw error
+        }
+    }
+
+    /// Capped exponential backoff with up to 20 % jitter, so many workers do not re-dial in step.
+    private func reconnectDelay(afterFailures failures: Int) -> Duration {
+        let base = configuration.minimumReconnectDelay * (1 << min(failures - 1, 16))
+        let capped = min(base, configuration.maximumReconnectDelay)
+        return capped + capped * Double.random(in: 0...0.2)
+    }
+
+    private func dial() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+        let timeval = ferry_timeval_ms(configuration.connectTimeout.milliseconds)
+        let endpoint = configuration.redactedURL
+        let dialled: UnsafeMutablePointer<redisContext>?
+        switch configuration.endpoint {
+        case .tcp(let host, let port): dialled = redisConnectWithTimeout(host, Int32(port), timeval)
+        case .unixSocket(let path): dialled = redisConnectUnixWithTimeout(path, timeval)
+        }
+        guard let context = dialled else {
+            throw RedisError(kind: .connectionFailed, message: "cannot allocate a hiredis context", endpoint: endpoint)
+        }
+        if context.pointee.err != 0 {
+            let detail = String(cString: ferry_redis_errstr(context))
+            redisFree(context)
+            throw RedisError(
+                kind: .connectionFailed,
+                message: "cannot connect to Redis: \(detail). Is redis-server running, and is the URL (--redis or FERRY_REDIS_URL) right?",
+                endpoint: endpoint)
+        }
+        socketTimeout = nil
+        if case .tcp = configuration.endpoint { _ = redisEnableKeepAlive(context) }
+        do {
+            try handshake(on: context)
+        } catch {
+            redisFree(context)
+            throw error
+        }
+        return context
+    }
+
+    /// AUTH, SELECT and CLIENT SETNAME in one round trip. The AUTH arguments never reach an error message.
+    private func handshake(on context: UnsafeMutablePointer<redisContext>) throws(RedisError) {
+        var commands: [RedisCommand] = []
+        if let password = configuration.password {
+            var auth = RedisCommand("AUTH")
+            if let username = configuration.username { auth.append(username) }
+            auth.append(password)
+            commands.append(auth)
+        }
+        if configuration.database != 0 {
+            commands.append(RedisCommand("SELECT", [.integer(Int64(configuration.database))]))
+        }
+        if let clientName = configuration.clientName {
+            commands.append(RedisCommand("CLIENT SETNAME", [.string(clientName)]))
+        }
+        let replies = try roundTrip(commands, on: context, timeout: configuration.connectTimeout)
+        for (command, reply) in zip(commands, replies) {
+            guard case .error(let message) = reply else { continue }
+            var error = RedisError.server(message, command: command.name, endpoint: configuration.redactedURL)
+            switch error.prefix {
+            case .wrongPass?, .noAuth?:
+                error.message = "authentication failed (\(message)); check the user name and password in the Redis URL"
+            default:
+                break
+            }
+            throw error
+        }
+    }
+
+    private func dropContext() {
+        if let context { redisFree(context) }
+        context = nil
+        socketTimeout = nil
+    }
+}
+
+extension RedisReply {
+    /// Deep-copies a hiredis reply into Swift values; the caller still frees the original.
+    init(copying reply: UnsafePointer<redisReply>) {
+        let raw = reply.pointee
+        switch raw.type {
+        case REDIS_REPLY_STRING:
+            self = .bulk(raw.len == 0 ? [] : Array(UnsafeRawBufferPointer(start: raw.str, count: raw.len)))
+        case REDIS_REPLY_STATUS:
+            self = .status(String(decoding: UnsafeRawBufferPointer(start: raw.str, count: raw.len), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            self = .error(String(decoding: UnsafeRawBufferPointer(start: raw.str, count: raw.len), as: UTF8.self))
+        case REDIS_REPLY_INTEGER:
+            self = .integer(raw.integer)
+        case REDIS_REPLY_ARRAY:
+            var elements: [RedisReply] = []
+            elements.reserveCapacity(raw.elements)
+            for index in 0..<raw.elements {
+                if let element = raw.element[index] { elements.append(RedisReply(copying: element)) }
+            }
+            self = .array(elements)
+        default:
+            self = .null
+        }
+    }
+
+    var isNoScriptError: Bool {
+        if case .error(let message) = self { return message.hasPrefix("NOSCRIPT") }
+        return false
+    }
+}
+
+extension Duration {
+    /// The duration in whole milliseconds, rounded down.
+    public var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,45 @@
+import Crypto
+
+/// A Lua script run with `EVALSHA`, falling back to `EVAL` when Redis answers `NOSCRIPT`.
+///
+/// Scripts make multi-key steps atomic (publish with dedup, dead-lettering). Sending the SHA1
+/// instead of the source keeps each call small; the script cache is empty after a restart or
+/// `SCRIPT FLUSH`, and the `EVAL` fallback refills it. Every key a script touches must be passed
+/// in `keys`, so the script stays legal on Redis Cluster.
+///
+/// See <https://redis.io/docs/latest/commands/evalsha/>.
+public struct RedisScript: Sendable, Hashable, CustomStringConvertible {
+    /// A short name for logs and errors (`publish`).
+    public let name: String
+    public let source: String
+    /// The lowercase hex SHA1 of ``source``, as `SCRIPT LOAD` returns it.
+    public let sha1: String
+
+    public init(name: String, source: String) {
+        self.name = name
+        self.source = source
+        self.sha1 = Insecure.SHA1.hash(data: Array(source.utf8)).map { byte in
+            let hex = String(byte, radix: 16)
+            return byte < 16 ? "0" + hex : hex
+        }.joined()
+    }
+
+    /// The `EVALSHA` command for one call, to send alone or inside a pipeline.
+    public func command(keys: [RedisArgument], arguments: [RedisArgument]) -> RedisCommand {
+        var command = RedisCommand("EVALSHA", [.string(sha1), .integer(Int64(keys.count))] + keys + arguments)
+        command.script = self
+        return command
+    }
+
+    public var description: String { "script \(name) (\(sha1.prefix(12)))" }
+}
+
+extension RedisConnection {
+    /// Runs a script and returns its reply.
+    ///
+    /// - Throws: ``RedisError``; an error raised by the script (`redis.error_reply`) keeps its prefix.
+    @discardableResult
+    public func run(_ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument]) throws(RedisError) -> RedisReply {
+        try send(script.command(keys: keys, arguments: arguments))
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+import FerryRedis
+
+/// A real, throwaway `redis-server` on a free loopback port, in a temporary directory.
+///
+/// Fault tests own one each so they can stop, pause (`SIGSTOP`), kill or restart it without
+/// disturbing other tests. Everything else shares ``TestRedis/sharedURL()``.
+public final class RedisServerProcess: @unchecked Sendable {
+    // @unchecked: a test drives its own server from one task at a time.
+    public let port: Int
+    public let directory: URL
+    public let extraArguments: [String]
+    private var process: ChildProcess?
+
+    public var url: String { "redis://127.0.0.1:\(port)" }
+
+    /// Starts a server and waits until it answers PING.
+    public init(extraArguments: [String] = []) async throws {
+        self.port = try freeLoopbackPort()
+        self.directory = FileManager.default.temporaryDirectory.appending(path: "ferry-redis-\(UUID().uuidString)")
+        self.extraArguments = extraArguments
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        try await start()
+    }
+
+    deinit {
+        process?.signal(SIGCONT)
+        process = nil
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    public var processIdentifier: Int32? { process?.pid }
+
+    /// Starts (or restarts, on the same port and directory) the server.
+    public func start() async throws {
+        process = try ChildProcess(
+            try executable(named: "redis-server"),
+            [
+                "--port", String(port), "--bind", "127.0.0.1", "--dir", directory.path(),
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--logfile", directory.appending(path: "redis.log").path(),
+            ] + extraArguments)
+        try await waitUntilReady()
+    }
+
+    /// SIGTERM, then waits for the process to exit (SIGKILL after 10 s).
+    public func stop() async {
+        guard let process else { return }
+        process.signal(SIGCONT)
+        process.signal(SIGTERM)
+        await process.waitForExit(killAfter: .seconds(10))
+    }
+
+    /// SIGKILL: the server vanishes without a word, as on a crash.
+    public func kill9() async {
+        guard let process else { return }
+        process.signal(SIGKILL)
+        await process.waitForExit(killAfter: .seconds(10))
+    }
+
+    /// SIGSTOP: the socket stays open but nothing answers, like a frozen host.
+    public func pause() {
+        process?.signal(SIGSTOP)
+    }
+
+    public func resume() {
+        process?.signal(SIGCONT)
+    }
+
+    public func restart() async throws {
+        await stop()
+        try await start()
+    }
+
+    private func waitUntilReady() async throws {
+        let deadline = ContinuousClock.now + .seconds(15)
+        while ContinuousClock.now < deadline {
+            let probe = RedisConnection(configuration: try RedisConfiguration(url: url))
+            if (try? await probe.send(RedisCommand("PING"))) != nil { return }
+            if let process, !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let log = (try? String(contentsOf: directory.appending(path: "redis.log"), encoding: .utf8)) ?? ""
+        throw TestSupportError("redis-server on port \(port) did not become ready:\n\(log.suffix(2000))")
+    }
+}
+
+/// The server most tests share: `FERRY_TEST_REDIS_URL` when the test script started one,
+/// otherwise one started on first use, so a plain `swift test` works too.
+public enum TestRedis {
+    private static let fallback = Task { try await RedisServerProcess() }
+
+    public static func sharedURL() async throws -> String {
+        if let url = ProcessInfo.processInfo.environment["FERRY_TEST_REDIS_URL"], !url.isEmpty { return url }
+        return try await fallback.value.url
+    }
+
+    /// A new connection to the shared server.
+    public static func connection() async throws -> RedisConnection {
+        try RedisConnection(url: try await sharedURL())
+    }
+}
+
+/// A name no other test uses, so tests can share one server and run in parallel.
+public func uniqueName(_ prefix: String = "t") -> String {
+    "\(prefix)-\(UUID().uuidString.prefix(13).lowercased())"
+}
+
+public struct TestSupportError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Asks the kernel for a free TCP port on 127.0.0.1 by binding port 0.
+public func freeLoopbackPort() throws -> Int {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { throw TestSupportError("socket() failed: errno \(errno)") }
+    defer { close(descriptor) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = 0
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
+            bind(descriptor, generic, length) == 0 && getsockname(descriptor, generic, &length) == 0
+        }
+    }
+    guard bound else { throw TestSupportError("bind() to a free port failed: errno \(errno)") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// Finds an executable on PATH, as a shell would.
+public func executable(named name: String) throws -> URL {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    for directory in path.split(separator: ":") {
+        let candidate = URL(fileURLWithPath: String(directory)).appending(path: name)
+        if FileManager.default.isExecutableFile(atPath: candidate.path()) { return candidate }
+    }
+    for directory in ["/usr/sbin", "/usr/local/bin", "/usr/bin"] {
+        let candidate = URL(fileURLWithPath: directory).appending(path: name)
+        if FileManager.default.isExecutableFile(atPath: candidate.path()) { return candidate }
+    }
+    throw TestSupportError("\(name) is not installed; run ops/test.sh, which installs it")
+}
+
