@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
     ],
     targets: [
         // System libraries: declared without pkgConfig (see the shim headers for why).
@@ -54,6 +55,7 @@ let package = Package(
                 "FerryRedis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Subprocess", package: "swift-subprocess"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -88,6 +90,11 @@ let package = Package(
         .testTarget(
             name: "FerryCLITests",
             dependencies: ["FerryCLI", "Ferry", "FerryRedis", "FerryTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "OpsTests",
+            dependencies: ["Ferry", "FerryRedis", "FerryTestSupport"],
             swiftSettings: swiftSettings
         ),
     ]

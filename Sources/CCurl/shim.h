@@ -35,4 +35,9 @@ static inline CURLcode ferry_curl_getinfo_double(CURL *handle, CURLINFO info, do
     return curl_easy_getinfo(handle, info, value);
 }
 
+/* CURLVERSION_NOW is a macro aliasing an enum case, which Swift does not import. */
+static inline curl_version_info_data *ferry_curl_version_info(void) {
+    return curl_version_info(CURLVERSION_NOW);
+}
+
 #endif

@@ -5,30 +5,8 @@
  * so the module is declared without pkgConfig and includes the header directly. */
 #include <hiredis/hiredis.h>
 #include <errno.h>
-#include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/time.h>
-
-/* Appends one command whose arguments are packed back to back in `base`, argument i being
- * `lengths[i]` bytes long. Swift keeps a command as one contiguous buffer, so building the
- * `const char *argv[]` here avoids an array of pointers per command on the Swift side.
- * hiredis copies the arguments into its output buffer, so `base` need only live for the call. */
-static inline int ferry_redis_append_packed(redisContext *c, int argc, const char *base, const size_t *lengths) {
-    const char *stack_argv[32];
-    const char **argv = stack_argv;
-    if (argc > 32) {
-        argv = malloc(sizeof(char *) * (size_t)argc);
-        if (argv == NULL) return REDIS_ERR;
-    }
-    size_t offset = 0;
-    for (int i = 0; i < argc; i++) {
-        argv[i] = base + offset;
-        offset += lengths[i];
-    }
-    int rc = redisAppendCommandArgv(c, argc, argv, lengths);
-    if (argv != stack_argv) free(argv);
-    return rc;
-}
 
 /* redisGetReply, keeping the errno of the failed read or write: a blocking socket that hit its
  * SO_RCVTIMEO reports EAGAIN, and that is the only way to tell a timeout from a lost connection. */

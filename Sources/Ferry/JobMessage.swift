@@ -91,24 +91,41 @@ extension JobMessage {
     /// The entry's fields as XADD arguments, in a fixed order that reads well in `XRANGE`:
     /// type, data, ids, times, overrides, attributes (sorted by name), unknown fields, `v`.
     public func encodedFields() -> [RedisArgumentPair] {
-        typealias F = WireFormat.Field
-        var fields: [RedisArgumentPair] = [(.string(F.type), .string(type)), (.string(F.data), .bytes(data))]
-        if let jobID { fields.append((.string(F.jobID), .string(jobID))) }
-        if let idempotencyKey { fields.append((.string(F.idempotencyKey), .string(idempotencyKey))) }
-        if let publishedAt {
-            fields.append((.string(F.publishedAt), .integer(Int64((publishedAt.timeIntervalSince1970 * 1000).rounded(.down)))))
-        }
-        if let traceparent { fields.append((.string(F.traceparent), .string(traceparent))) }
-        if let maxAttempts { fields.append((.string(F.maxAttempts), .integer(Int64(maxAttempts)))) }
-        if let timeout { fields.append((.string(F.timeoutMilliseconds), .integer(timeout.milliseconds))) }
-        for name in attributes.keys.sorted() {
-            fields.append((.string(F.attributePrefix + name), .string(attributes[name]!)))
-        }
-        for field in otherFields where field.nameText != F.version {
-            fields.append((.bytes(field.name), .bytes(field.value)))
-        }
-        fields.append((.string(F.version), .string(WireFormat.version)))
+        var fields: [RedisArgumentPair] = []
+        encode { fields.append(($0, $1)) }
         return fields
+    }
+
+    /// Appends the entry's fields to an `XADD` (or publish script) command, in the order of
+    /// ``encodedFields()``, without building intermediate arrays: this is the publish hot path.
+    public func appendFields(to command: inout RedisCommand) {
+        encode { name, value in
+            command.append(name)
+            command.append(value)
+        }
+    }
+
+    private func encode(_ field: (RedisArgument, RedisArgument) -> Void) {
+        typealias F = WireFormat.Field
+        field(.string(F.type), .string(type))
+        field(.string(F.data), .bytes(data))
+        if let jobID { field(.string(F.jobID), .string(jobID)) }
+        if let idempotencyKey { field(.string(F.idempotencyKey), .string(idempotencyKey)) }
+        if let publishedAt {
+            field(.string(F.publishedAt), .integer(Int64((publishedAt.timeIntervalSince1970 * 1000).rounded(.down))))
+        }
+        if let traceparent { field(.string(F.traceparent), .string(traceparent)) }
+        if let maxAttempts { field(.string(F.maxAttempts), .integer(Int64(maxAttempts))) }
+        if let timeout { field(.string(F.timeoutMilliseconds), .integer(timeout.milliseconds)) }
+        if !attributes.isEmpty {
+            for name in attributes.keys.sorted() {
+                field(.string(F.attributePrefix + name), .string(attributes[name]!))
+            }
+        }
+        for other in otherFields where other.nameText != F.version {
+            field(.bytes(other.name), .bytes(other.value))
+        }
+        field(.string(F.version), .string(WireFormat.version))
     }
 }
 

@@ -116,13 +116,18 @@ public final class Publisher: Sendable {
     }
 
     private func command(publishing job: JobMessage) -> RedisCommand {
-        let fields = job.encodedFields().flatMap { [$0.name, $0.value] }
-        guard let idempotencyKey = job.idempotencyKey else {
-            return RedisCommand("XADD", [.string(keys.jobs), "*"] + fields)
+        var command: RedisCommand
+        if let idempotencyKey = job.idempotencyKey {
+            command = Self.publishScript.command(
+                keys: [.string(keys.jobs), .string(keys.publishDedup(idempotencyKey: idempotencyKey))],
+                arguments: [.integer(configuration.dedupWindow.milliseconds), .string(job.jobID ?? "")])
+        } else {
+            command = RedisCommand("XADD", reservingCapacity: job.data.count + 160)
+            command.append(keys.jobs)
+            command.append("*")
         }
-        return Self.publishScript.command(
-            keys: [.string(keys.jobs), .string(keys.publishDedup(idempotencyKey: idempotencyKey))],
-            arguments: [.integer(configuration.dedupWindow.milliseconds), .string(job.jobID ?? "")] + fields)
+        job.appendFields(to: &command)
+        return command
     }
 
     private func receipt(for job: JobMessage, command: RedisCommand, reply: RedisReply) throws(FerryError) -> PublishReceipt {

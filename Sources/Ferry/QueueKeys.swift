@@ -7,15 +7,19 @@ import Crypto
 /// come from producers in any language, so they enter keys through ``keyComponent(_:)``.
 public struct QueueKeys: Sendable, Hashable {
     public let queue: QueueName
-
-    public init(queue: QueueName) { self.queue = queue }
-
     /// `ferry:{Q}`: the prefix every key of the queue starts with.
-    public var prefix: String { "ferry:{\(queue.rawValue)}" }
+    public let prefix: String
     /// `ferry:{Q}:jobs`: the job stream (the topic).
-    public var jobs: String { prefix + ":jobs" }
+    public let jobs: String
     /// `ferry:{Q}:dead`: the dead-letter stream.
-    public var deadLetter: String { prefix + ":dead" }
+    public let deadLetter: String
+
+    public init(queue: QueueName) {
+        self.queue = queue
+        self.prefix = "ferry:{\(queue.rawValue)}"
+        self.jobs = prefix + ":jobs"
+        self.deadLetter = prefix + ":dead"
+    }
 
     /// `ferry:{Q}:job:<job_id>`: the job's status hash.
     public func jobStatus(jobID: String) -> String { prefix + ":job:" + Self.keyComponent(jobID) }

@@ -34,7 +34,7 @@ final class BlockingThreadExecutor: SerialExecutor, @unchecked Sendable {
     }
 
     /// Lets the thread exit once the jobs queued so far have run. Safe from any thread, also
-    /// from a job running on this executor (an isolated `deinit`).
+    /// from a job running on this executor.
     func shutdown() {
         condition.lock()
         stopping = true

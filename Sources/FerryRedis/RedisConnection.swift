@@ -20,7 +20,7 @@ public actor RedisConnection {
 
     private let executor: BlockingThreadExecutor
     private var logger: Logger
-    private var context: UnsafeMutablePointer<redisContext>?
+    private var context: HiredisContext?
     private var socketTimeout: Duration?
     private var failedDials = 0
     private var nextDialAllowed: ContinuousClock.Instant?
@@ -45,8 +45,8 @@ public actor RedisConnection {
         self.init(configuration: try RedisConfiguration(url: url), logger: logger)
     }
 
-    isolated deinit {
-        if let context { redisFree(context) }
+    deinit {
+        // The context, if any, is freed by HiredisContext's deinit as the stored property goes.
         executor.shutdown()
     }
 
@@ -109,7 +109,7 @@ public actor RedisConnection {
         if commands.isEmpty { return [] }
         let context = try connectedContext()
         do {
-            return try roundTrip(commands, on: context, timeout: timeout ?? configuration.commandTimeout)
+            return try roundTrip(commands, on: context.pointer, timeout: timeout ?? configuration.commandTimeout)
         } catch {
             dropContext()
             logger.info("Redis connection dropped; it will be re-dialled", metadata: ["redis.error": "\(error.message)"])
@@ -127,17 +127,14 @@ public actor RedisConnection {
             }
             socketTimeout = timeout
         }
-        for command in commands {
-            let appended = command.packed.withUnsafeBufferPointer { bytes in
-                command.lengths.withUnsafeBufferPointer { lengths in
-                    bytes.withMemoryRebound(to: CChar.self) { chars in
-                        ferry_redis_append_packed(context, Int32(lengths.count), chars.baseAddress, lengths.baseAddress)
-                    }
-                }
-            }
-            guard appended == REDIS_OK else {
-                throw failure(of: context, command: command.name, timeout: timeout, savedErrno: 0)
-            }
+        var encoded: [UInt8] = []
+        encoded.reserveCapacity(commands.reduce(0) { $0 + $1.body.count + 16 })
+        for command in commands { command.write(to: &encoded) }
+        let appended = encoded.withUnsafeBufferPointer { bytes in
+            bytes.withMemoryRebound(to: CChar.self) { redisAppendFormattedCommand(context, $0.baseAddress, $0.count) }
+        }
+        guard appended == REDIS_OK else {
+            throw failure(of: context, command: commands[0].name, timeout: timeout, savedErrno: 0)
         }
         var replies: [RedisReply] = []
         replies.reserveCapacity(commands.count)
@@ -182,7 +179,7 @@ public actor RedisConnection {
 
     // MARK: - Dialling
 
-    private func connectedContext() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+    private func connectedContext() throws(RedisError) -> HiredisContext {
         if isClosed {
             throw RedisError(kind: .closed, message: "the connection was closed by its owner", endpoint: configuration.redactedURL)
         }
@@ -213,7 +210,7 @@ public actor RedisConnection {
         return capped + capped * Double.random(in: 0...0.2)
     }
 
-    private func dial() throws(RedisError) -> UnsafeMutablePointer<redisContext> {
+    private func dial() throws(RedisError) -> HiredisContext {
         let timeval = ferry_timeval_ms(configuration.connectTimeout.milliseconds)
         let endpoint = configuration.redactedURL
         let dialled: UnsafeMutablePointer<redisContext>?
@@ -221,25 +218,20 @@ public actor RedisConnection {
         case .tcp(let host, let port): dialled = redisConnectWithTimeout(host, Int32(port), timeval)
         case .unixSocket(let path): dialled = redisConnectUnixWithTimeout(path, timeval)
         }
-        guard let context = dialled else {
+        guard let dialled else {
             throw RedisError(kind: .connectionFailed, message: "cannot allocate a hiredis context", endpoint: endpoint)
         }
-        if context.pointee.err != 0 {
-            let detail = String(cString: ferry_redis_errstr(context))
-            redisFree(context)
+        let context = HiredisContext(dialled)
+        if dialled.pointee.err != 0 {
+            let detail = String(cString: ferry_redis_errstr(dialled))
             throw RedisError(
                 kind: .connectionFailed,
                 message: "cannot connect to Redis: \(detail). Is redis-server running, and is the URL (--redis or FERRY_REDIS_URL) right?",
                 endpoint: endpoint)
         }
         socketTimeout = nil
-        if case .tcp = configuration.endpoint { _ = redisEnableKeepAlive(context) }
-        do {
-            try handshake(on: context)
-        } catch {
-            redisFree(context)
-            throw error
-        }
+        if case .tcp = configuration.endpoint { _ = redisEnableKeepAlive(dialled) }
+        try handshake(on: dialled)
         return context
     }
 
@@ -273,7 +265,6 @@ public actor RedisConnection {
     }
 
     private func dropContext() {
-        if let context { redisFree(context) }
         context = nil
         socketTimeout = nil
     }

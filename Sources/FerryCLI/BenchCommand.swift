@@ -1,0 +1,127 @@
+import ArgumentParser
+import Ferry
+import FerryRedis
+import Foundation
+import Subprocess
+
+/// `ferry bench`: throughput figures printed beside a baseline measured in the same run.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure Ferry against a plain-Redis baseline on the configured server.",
+        subcommands: [PublishBenchmark.self])
+}
+
+/// Publish throughput, one at a time and batched, beside `redis-benchmark -c 1 -P <batch> XADD`
+/// with the same fields on the same server, as a ratio. Build with `-c release` for real figures.
+struct PublishBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "publish",
+        abstract: "Publish throughput beside redis-benchmark XADD.")
+
+    @Option(help: "Jobs to publish batched.")
+    var jobs = 200_000
+
+    @Option(help: "Jobs to publish one at a time (each waits for its reply).")
+    var singleJobs = 20_000
+
+    @Option(help: "Jobs per pipelined batch, and redis-benchmark's -P.")
+    var batch = 100
+
+    @Option(help: "Payload size in bytes.")
+    var payloadBytes = 64
+
+    @Option(help: "Rounds of Ferry and baseline, alternating; the median is printed.")
+    var rounds = 3
+
+    @OptionGroup var redis: RedisOptions
+
+    func validate() throws {
+        guard jobs > 0, singleJobs > 0, batch > 0, rounds > 0, payloadBytes >= 0, jobs >= batch else {
+            throw ValidationError("--jobs, --single-jobs, --batch and --rounds must be positive, --jobs at least --batch, --payload-bytes not negative")
+        }
+    }
+
+    func run() async throws {
+        let connection = try await redis.connect(clientName: "ferry-bench")
+        let queue = try QueueName("ferry-bench-\(getpid())")
+        var configuration = Publisher.Configuration()
+        configuration.pipelineDepth = batch
+        let publisher = Publisher(queue: queue, connection: connection, configuration: configuration)
+        let payload = String(repeating: "x", count: payloadBytes)
+        let job = JobMessage(type: "bench", data: payload)
+
+        print("Publish throughput against \(connection.configuration.redactedURL), payload \(payloadBytes) bytes, median of \(rounds) rounds")
+        // The baseline writes the same fields Ferry does (published_at as a fixed value). Ferry
+        // and baseline alternate, so a noisy neighbour on the machine hits both alike.
+        let fields = ["type", "bench", "data", payload, "published_at", "1700000000000", "v", "1"]
+        let baselineKey = publisher.keys.prefix + ":baseline"
+        let baselineCommand = ["XADD", baselineKey, "*"] + fields
+        var single: [(ferry: Double, baseline: Double?)] = []
+        var batched: [(ferry: Double, baseline: Double?)] = []
+        for _ in 0..<rounds {
+            let singleRate = try await measure(jobs: singleJobs) { _ = try await publisher.publish(job) }
+            single.append((singleRate, try await redisBenchmark(pipeline: 1, requests: singleJobs, command: baselineCommand)))
+            let batch = Array(repeating: job, count: self.batch)
+            let batchedRate = try await measure(jobs: jobs / self.batch * self.batch, step: self.batch) {
+                _ = try await publisher.publish(batch)
+            }
+            batched.append((batchedRate, try await redisBenchmark(pipeline: self.batch, requests: jobs, command: baselineCommand)))
+            try await connection.send(RedisCommand("DEL", [.string(publisher.keys.jobs), .string(baselineKey)]))
+        }
+
+        printTable([
+            ["", "ferry jobs/s", "redis-benchmark XADD/s", "ratio"],
+            row("one at a time (-P 1)", single),
+            row("batched (-P \(self.batch))", batched),
+        ])
+        if single.contains(where: { $0.baseline == nil }) {
+            print("redis-benchmark was not found (Debian: apt-get install redis-tools); no baseline measured.")
+        }
+    }
+
+    /// Runs `body` until `jobs` jobs are done, `step` jobs per call, and returns jobs per second.
+    private func measure(jobs: Int, step: Int = 1, _ body: () async throws -> Void) async throws -> Double {
+        let start = ContinuousClock.now
+        for _ in 0..<(jobs / step) { try await body() }
+        return Double(jobs) / secondsSince(start)
+    }
+
+    private func row(_ label: String, _ rounds: [(ferry: Double, baseline: Double?)]) -> [String] {
+        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
+        let rate = median(rounds.map(\.ferry))
+        let baselines = rounds.compactMap(\.baseline)
+        let baseline = baselines.isEmpty ? nil : median(baselines)
+        let ratio = baselines.count == rounds.count ? median(rounds.map { $0.ferry / $0.baseline! }) : nil
+        return [label, String(format: "%.0f", rate), baseline.map { String(format: "%.0f", $0) } ?? "-",
+                ratio.map { String(format: "%.2f", $0) } ?? "-"]
+    }
+
+    /// Runs `redis-benchmark -c 1` with the same server settings and returns its requests per second.
+    private func redisBenchmark(pipeline: Int, requests: Int, command: [String]) async throws -> Double? {
+        let configuration = try RedisConfiguration(url: redis.resolvedURL)
+        var arguments = ["-c", "1", "-n", String(requests), "-P", String(pipeline), "--csv", "--dbnum", String(configuration.database)]
+        switch configuration.endpoint {
+        case .tcp(let host, let port): arguments += ["-h", host, "-p", String(port)]
+        case .unixSocket(let path): arguments += ["-s", path]
+        }
+        if let user = configuration.username { arguments += ["--user", user] }
+        if let password = configuration.password { arguments += ["-a", password, "--no-auth-warning"] }
+        guard
+            let result = try? await Subprocess.run(
+                .name("redis-benchmark"), arguments: Arguments(arguments + command),
+                output: .string(limit: 1 << 16), error: .discarded)
+        else { return nil }
+        // --csv prints a header line, then "command","rps", and six latency columns.
+        let lines = result.standardOutput.split(separator: "\n")
+        guard lines.count >= 2 else { return nil }
+        let columns = lines[1].split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+        return columns.count >= 8 ? Double(columns[columns.count - 7]) : nil
+    }
+}
+
+/// Seconds elapsed since `start`, as a Double for rates.
+func secondsSince(_ start: ContinuousClock.Instant) -> Double {
+    let (seconds, attoseconds) = (ContinuousClock.now - start).components
+    return Double(seconds) + Double(attoseconds) / 1e18
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Ferry
+import FerryRedis
+import Foundation
+import Logging
+
+/// The `ferry` command: one thin file per subcommand over the Ferry library.
+///
+/// Exit codes are the same for every subcommand (``ExitStatus``), so scripts can tell a typo from
+/// an outage: 0 ok, 1 not found, 2 bad usage or invalid input, 3 Redis unreachable or refusing.
+@main
+struct FerryTool: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ferry",
+        abstract: "A job queue on Redis Streams.",
+        discussion: """
+            Exit codes: 0 ok, 1 not found, 2 bad usage or invalid input, 3 Redis unreachable or refusing.
+            The Redis URL comes from --redis or FERRY_REDIS_URL (default \(RedisConfiguration.defaultURL)).
+            """,
+        subcommands: [PublishCommand.self, PeekCommand.self, BenchCommand.self]
+    )
+
+    static func main() async {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = ProcessInfo.processInfo.environment["FERRY_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
+            return handler
+        }
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withFailure: error)
+        }
+    }
+
+    /// Prints the error the way a user can act on it and exits with its ``ExitStatus``.
+    static func exit(withFailure error: any Error) -> Never {
+        if let status = ExitStatus(error) {
+            FileHandle.standardError.write(Data("ferry: error: \(error)\n".utf8))
+            Foundation.exit(status.rawValue)
+        }
+        if exitCode(for: error) == .validationFailure {
+            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            Foundation.exit(ExitStatus.usage.rawValue)
+        }
+        exit(withError: error)
+    }
+}
+
+/// The exit codes every `ferry` subcommand shares.
+enum ExitStatus: Int32 {
+    case ok = 0
+    case notFound = 1
+    case usage = 2
+    case redis = 3
+
+    /// The status for a Ferry or Redis error; nil for argument-parser errors, which keep their own handling.
+    init?(_ error: any Error) {
+        switch error {
+        case let error as FerryError:
+            switch error.code {
+            case .invalidInput: self = .usage
+            case .notFound: self = .notFound
+            default: self = .redis
+            }
+        case let error as RedisError:
+            self = error.kind == .invalidConfiguration ? .usage : .redis
+        case is InputError:
+            self = .usage
+        default:
+            return nil
+        }
+    }
+}
+
+/// Input the command line could not use (an unreadable file, a malformed `--attr`).
+struct InputError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,89 @@
+import ArgumentParser
+import Ferry
+import FerryRedis
+import Foundation
+
+/// `ferry peek`: the queue's entries as the worker will see them, wire format checked.
+///
+/// `redis-cli XRANGE` shows raw fields; this shows each entry's job id, type, payload size and
+/// attributes, and for an entry that breaks the format, the field at fault.
+struct PeekCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "peek",
+        abstract: "Show the oldest entries of a queue as jobs, checking the wire format.")
+
+    @Argument(help: "The queue name.")
+    var queue: String
+
+    @Option(help: "How many entries to show, oldest first.")
+    var count: Int = 20
+
+    @Flag(help: "Print a JSON array instead of a table.")
+    var json = false
+
+    @OptionGroup var redis: RedisOptions
+
+    func validate() throws {
+        if count < 1 { throw ValidationError("--count must be at least 1") }
+    }
+
+    /// One entry as printed; field names are the JSON keys.
+    struct Row: Encodable {
+        var entry_id: String
+        var job_id: String?
+        var type: String?
+        var data_bytes: Int?
+        var data_preview: String?
+        var attributes: [String: String]?
+        var malformed: String?
+    }
+
+    func run() async throws {
+        let keys = QueueKeys(queue: try QueueName(queue))
+        let connection = try await redis.connect(clientName: "ferry-peek")
+        let reply = try await connection.send(RedisCommand("XRANGE", [.string(keys.jobs), "-", "+", "COUNT", .integer(Int64(count))]))
+        let rows = StreamEntry.entries(from: reply).map { entry -> Row in
+            do {
+                let job = try entry.decodedJob()
+                let preview = String(validating: job.data.prefix(60), as: UTF8.self)
+                return Row(
+                    entry_id: entry.id, job_id: job.jobID, type: job.type, data_bytes: job.data.count,
+                    data_preview: preview, attributes: job.attributes)
+            } catch {
+                return Row(entry_id: entry.id, malformed: "\(error)")
+            }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(rows), as: UTF8.self))
+            return
+        }
+        if rows.isEmpty {
+            print("no entries in \(keys.jobs)")
+            return
+        }
+        let table = [["ENTRY ID", "JOB ID", "TYPE", "BYTES", "ATTRIBUTES / PROBLEM"]] + rows.map { row in
+            if let malformed = row.malformed { return [row.entry_id, "-", "MALFORMED", "-", malformed] }
+            let attributes = (row.attributes ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            return [row.entry_id, row.job_id ?? "-", row.type ?? "-", String(row.data_bytes ?? 0), attributes]
+        }
+        printTable(table)
+    }
+}
+
+/// Prints rows as left-aligned columns separated by two spaces.
+func printTable(_ rows: [[String]]) {
+    let widths = rows.reduce(into: [Int]()) { widths, row in
+        for (index, cell) in row.enumerated() {
+            if index >= widths.count { widths.append(0) }
+            widths[index] = max(widths[index], cell.count)
+        }
+    }
+    for row in rows {
+        let cells = row.enumerated().map { index, cell in
+            index == row.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+        }
+        print(cells.joined(separator: "  "))
+    }
+}

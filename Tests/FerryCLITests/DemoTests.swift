@@ -1,0 +1,18 @@
+import FerryTestSupport
+import Foundation
+import Testing
+
+@Suite("The README's demo command")
+struct DemoTests {
+    @Test("ops/demo.sh publishes the sample jobs and shows them with redis-cli and ferry")
+    func demoRuns() async throws {
+        let result = try await runProcess(
+            try executable(named: "bash"), [repositoryRoot.appending(path: "ops/demo.sh").path()],
+            environment: ["FERRY_BIN": try ferryExecutable().path()])
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(result.standardOutput.contains("send-welcome"))
+        #expect(result.standardOutput.contains("MALFORMED"))
+        #expect(result.standardOutput.contains("field \"type\": missing"))
+        #expect(result.lines.filter { $0.contains("send-digest") }.count == 3)
+    }
+}

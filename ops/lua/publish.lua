@@ -1,0 +1,1 @@
+../../Sources/Ferry/Scripts/publish.lua
