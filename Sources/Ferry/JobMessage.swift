@@ -47,7 +47,9 @@ public struct JobMessage: Sendable, Hashable {
     }
 
     /// Convenience for text payloads such as JSON.
-    public init(type: String, data: String, jobID: String? = nil, idempotencyKey: String? = nil, attributes: [String: String] = [:]) {
+    public init(
+        type: String, data: String, jobID: String? = nil, idempotencyKey: String? = nil, attributes: [String: String] = [:]
+    ) {
         self.init(type: type, data: Array(data.utf8), jobID: jobID, idempotencyKey: idempotencyKey, attributes: attributes)
     }
 }
@@ -79,7 +81,9 @@ extension JobMessage {
         func invalid(_ message: String) -> FerryError { FerryError(.invalidInput, message) }
         if type.isEmpty { throw invalid("the job type is empty; give it a type such as --type send-email") }
         if data.count > maxPayloadBytes {
-            throw invalid("the payload is \(data.count) bytes, over the limit of \(maxPayloadBytes) bytes; store large content elsewhere (object storage) and publish a reference to it")
+            throw invalid(
+                "the payload is \(data.count) bytes, over the limit of \(maxPayloadBytes) bytes; store large content elsewhere (object storage) and publish a reference to it"
+            )
         }
         if jobID == "" { throw invalid("the job id is empty; omit it to use the stream entry ID") }
         if idempotencyKey == "" { throw invalid("the idempotency key is empty; omit it to publish without deduplication") }
@@ -160,7 +164,11 @@ extension JobMessage {
             guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ (48...57).contains($0) }),
                 let value = Int(String(decoding: digits, as: UTF8.self)), value > 0
             else {
-                throw WireFormatError(field: name, problem: "must be a positive integer in decimal digits, got \"\(String(decoding: digits.prefix(40), as: UTF8.self).debugEscaped)\"")
+                throw WireFormatError(
+                    field: name,
+                    problem:
+                        "must be a positive integer in decimal digits, got \"\(String(decoding: digits.prefix(40), as: UTF8.self).debugEscaped)\""
+                )
             }
             return value
         }
@@ -177,7 +185,8 @@ extension JobMessage {
                 type = try text(field, name)
             case F.data:
                 guard field.value.count <= maxPayloadBytes else {
-                    throw WireFormatError(field: name, problem: "\(field.value.count) bytes, over the limit of \(maxPayloadBytes) bytes")
+                    throw WireFormatError(
+                        field: name, problem: "\(field.value.count) bytes, over the limit of \(maxPayloadBytes) bytes")
                 }
                 message.data = field.value
             case F.jobID:
@@ -192,7 +201,11 @@ extension JobMessage {
                 message.timeout = .milliseconds(try positiveInteger(field, name))
             case F.version:
                 guard field.value == Array(WireFormat.version.utf8) else {
-                    throw WireFormatError(field: name, problem: "unsupported format version \"\(String(decoding: field.value.prefix(20), as: UTF8.self).debugEscaped)\"; this worker reads version \(WireFormat.version)")
+                    throw WireFormatError(
+                        field: name,
+                        problem:
+                            "unsupported format version \"\(String(decoding: field.value.prefix(20), as: UTF8.self).debugEscaped)\"; this worker reads version \(WireFormat.version)"
+                    )
                 }
             case F.publishedAt where message.publishedAt == nil:
                 if let milliseconds = Int64(String(decoding: field.value, as: UTF8.self)), milliseconds >= 0 {
@@ -219,8 +232,12 @@ extension JobMessage {
                 }
             }
         }
-        guard let type else { throw WireFormatError(field: F.type, problem: "missing; every job needs a type that routes it to a handler") }
-        guard !type.isEmpty else { throw WireFormatError(field: F.type, problem: "empty; every job needs a type that routes it to a handler") }
+        guard let type else {
+            throw WireFormatError(field: F.type, problem: "missing; every job needs a type that routes it to a handler")
+        }
+        guard !type.isEmpty else {
+            throw WireFormatError(field: F.type, problem: "empty; every job needs a type that routes it to a handler")
+        }
         message.type = type
         self = message
     }

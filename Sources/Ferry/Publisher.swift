@@ -1,5 +1,5 @@
-import Foundation
 import FerryRedis
+import Foundation
 import Logging
 import Synchronization
 
@@ -140,7 +140,8 @@ public final class Publisher: Sendable {
         if let parts = reply.array, parts.count >= 2, let added = parts[0].integer, let jobID = parts[1].string {
             return PublishReceipt(jobID: jobID, entryID: parts.count > 2 ? parts[2].string : nil, isDuplicate: added == 0)
         }
-        throw FerryError(RedisError(kind: .protocolError, message: "unexpected reply to \(command.name) while publishing: \(reply)"))
+        throw FerryError(
+            RedisError(kind: .protocolError, message: "unexpected reply to \(command.name) while publishing: \(reply)"))
     }
 }
 

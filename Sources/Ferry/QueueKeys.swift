@@ -44,8 +44,9 @@ public struct QueueKeys: Sendable, Hashable {
         if !bytes.isEmpty, bytes.count <= 128, bytes.allSatisfy(QueueName.isAllowed) {
             return id
         }
-        return "~" + SHA256.hash(data: bytes).map { byte in
-            (byte < 16 ? "0" : "") + String(byte, radix: 16)
-        }.joined()
+        return "~"
+            + SHA256.hash(data: bytes).map { byte in
+                (byte < 16 ? "0" : "") + String(byte, radix: 16)
+            }.joined()
     }
 }

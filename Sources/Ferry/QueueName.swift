@@ -43,7 +43,8 @@ extension String {
     /// The string with control characters escaped and cut to 64 characters, for echoing
     /// producer-supplied text in an error message on one readable line.
     var debugEscaped: String {
-        let escaped = unicodeScalars.map { $0.properties.generalCategory == .control ? $0.escaped(asASCII: true) : String($0) }.joined()
+        let escaped = unicodeScalars.map { $0.properties.generalCategory == .control ? $0.escaped(asASCII: true) : String($0) }
+            .joined()
         return escaped.count > 64 ? escaped.prefix(64) + "…" : escaped
     }
 }

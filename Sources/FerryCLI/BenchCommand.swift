@@ -38,7 +38,9 @@ struct PublishBenchmark: AsyncParsableCommand {
 
     func validate() throws {
         guard jobs > 0, singleJobs > 0, batch > 0, rounds > 0, payloadBytes >= 0, jobs >= batch else {
-            throw ValidationError("--jobs, --single-jobs, --batch and --rounds must be positive, --jobs at least --batch, --payload-bytes not negative")
+            throw ValidationError(
+                "--jobs, --single-jobs, --batch and --rounds must be positive, --jobs at least --batch, --payload-bytes not negative"
+            )
         }
     }
 
@@ -51,7 +53,9 @@ struct PublishBenchmark: AsyncParsableCommand {
         let payload = String(repeating: "x", count: payloadBytes)
         let job = JobMessage(type: "bench", data: payload)
 
-        print("Publish throughput against \(connection.configuration.redactedURL), payload \(payloadBytes) bytes, median of \(rounds) rounds")
+        print(
+            "Publish throughput against \(connection.configuration.redactedURL), payload \(payloadBytes) bytes, median of \(rounds) rounds"
+        )
         // The baseline writes the same fields Ferry does (published_at as a fixed value). Ferry
         // and baseline alternate, so a noisy neighbour on the machine hits both alike.
         let fields = ["type", "bench", "data", payload, "published_at", "1700000000000", "v", "1"]
@@ -66,7 +70,8 @@ struct PublishBenchmark: AsyncParsableCommand {
             let batchedRate = try await measure(jobs: jobs / self.batch * self.batch, step: self.batch) {
                 _ = try await publisher.publish(batch)
             }
-            batched.append((batchedRate, try await redisBenchmark(pipeline: self.batch, requests: jobs, command: baselineCommand)))
+            batched.append(
+                (batchedRate, try await redisBenchmark(pipeline: self.batch, requests: jobs, command: baselineCommand)))
             try await connection.send(RedisCommand("DEL", [.string(publisher.keys.jobs), .string(baselineKey)]))
         }
 
@@ -93,14 +98,18 @@ struct PublishBenchmark: AsyncParsableCommand {
         let baselines = rounds.compactMap(\.baseline)
         let baseline = baselines.isEmpty ? nil : median(baselines)
         let ratio = baselines.count == rounds.count ? median(rounds.map { $0.ferry / $0.baseline! }) : nil
-        return [label, String(format: "%.0f", rate), baseline.map { String(format: "%.0f", $0) } ?? "-",
-                ratio.map { String(format: "%.2f", $0) } ?? "-"]
+        return [
+            label, String(format: "%.0f", rate), baseline.map { String(format: "%.0f", $0) } ?? "-",
+            ratio.map { String(format: "%.2f", $0) } ?? "-",
+        ]
     }
 
     /// Runs `redis-benchmark -c 1` with the same server settings and returns its requests per second.
     private func redisBenchmark(pipeline: Int, requests: Int, command: [String]) async throws -> Double? {
         let configuration = try RedisConfiguration(url: redis.resolvedURL)
-        var arguments = ["-c", "1", "-n", String(requests), "-P", String(pipeline), "--csv", "--dbnum", String(configuration.database)]
+        var arguments = [
+            "-c", "1", "-n", String(requests), "-P", String(pipeline), "--csv", "--dbnum", String(configuration.database),
+        ]
         switch configuration.endpoint {
         case .tcp(let host, let port): arguments += ["-h", host, "-p", String(port)]
         case .unixSocket(let path): arguments += ["-s", path]

@@ -27,30 +27,36 @@ struct PeekCommand: AsyncParsableCommand {
         if count < 1 { throw ValidationError("--count must be at least 1") }
     }
 
-    /// One entry as printed; field names are the JSON keys.
+    /// One entry as printed; the JSON keys are snake_case like the wire format's fields.
     struct Row: Encodable {
-        var entry_id: String
-        var job_id: String?
+        var entryID: String
+        var jobID: String?
         var type: String?
-        var data_bytes: Int?
-        var data_preview: String?
+        var dataBytes: Int?
+        var dataPreview: String?
         var attributes: [String: String]?
         var malformed: String?
+
+        enum CodingKeys: String, CodingKey {
+            case entryID = "entry_id", jobID = "job_id", type, dataBytes = "data_bytes", dataPreview = "data_preview"
+            case attributes, malformed
+        }
     }
 
     func run() async throws {
         let keys = QueueKeys(queue: try QueueName(queue))
         let connection = try await redis.connect(clientName: "ferry-peek")
-        let reply = try await connection.send(RedisCommand("XRANGE", [.string(keys.jobs), "-", "+", "COUNT", .integer(Int64(count))]))
+        let reply = try await connection.send(
+            RedisCommand("XRANGE", [.string(keys.jobs), "-", "+", "COUNT", .integer(Int64(count))]))
         let rows = StreamEntry.entries(from: reply).map { entry -> Row in
             do {
                 let job = try entry.decodedJob()
                 let preview = String(validating: job.data.prefix(60), as: UTF8.self)
                 return Row(
-                    entry_id: entry.id, job_id: job.jobID, type: job.type, data_bytes: job.data.count,
-                    data_preview: preview, attributes: job.attributes)
+                    entryID: entry.id, jobID: job.jobID, type: job.type, dataBytes: job.data.count,
+                    dataPreview: preview, attributes: job.attributes)
             } catch {
-                return Row(entry_id: entry.id, malformed: "\(error)")
+                return Row(entryID: entry.id, malformed: "\(error)")
             }
         }
         if json {
@@ -63,11 +69,14 @@ struct PeekCommand: AsyncParsableCommand {
             print("no entries in \(keys.jobs)")
             return
         }
-        let table = [["ENTRY ID", "JOB ID", "TYPE", "BYTES", "ATTRIBUTES / PROBLEM"]] + rows.map { row in
-            if let malformed = row.malformed { return [row.entry_id, "-", "MALFORMED", "-", malformed] }
-            let attributes = (row.attributes ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
-            return [row.entry_id, row.job_id ?? "-", row.type ?? "-", String(row.data_bytes ?? 0), attributes]
-        }
+        let table =
+            [["ENTRY ID", "JOB ID", "TYPE", "BYTES", "ATTRIBUTES / PROBLEM"]]
+            + rows.map { row in
+                if let malformed = row.malformed { return [row.entryID, "-", "MALFORMED", "-", malformed] }
+                let attributes = (row.attributes ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(
+                    separator: " ")
+                return [row.entryID, row.jobID ?? "-", row.type ?? "-", String(row.dataBytes ?? 0), attributes]
+            }
         printTable(table)
     }
 }

@@ -47,7 +47,8 @@ struct PublishCommand: AsyncParsableCommand {
         if data != nil && dataFile != nil { throw ValidationError("give the payload once: --data or --data-file, not both") }
         if count < 1 { throw ValidationError("--count must be at least 1") }
         if count > 1 && (jobID != nil || idempotencyKey != nil) {
-            throw ValidationError("--count gives every job a generated id; it cannot be combined with --job-id or --idempotency-key")
+            throw ValidationError(
+                "--count gives every job a generated id; it cannot be combined with --job-id or --idempotency-key")
         }
         if maxPayloadBytes < 0 { throw ValidationError("--max-payload-bytes must not be negative") }
     }
@@ -76,7 +77,8 @@ struct PublishCommand: AsyncParsableCommand {
             let receipts = try await publisher.publish(Array(repeating: job, count: batch))
             print(receipts.map(\.jobID).joined(separator: "\n"))
             if receipts.count == 1, receipts[0].isDuplicate {
-                FileHandle.standardError.write(Data("ferry: idempotency key already published; nothing added, printed the first job id\n".utf8))
+                FileHandle.standardError.write(
+                    Data("ferry: idempotency key already published; nothing added, printed the first job id\n".utf8))
             }
             remaining -= batch
         }
@@ -87,7 +89,8 @@ struct PublishCommand: AsyncParsableCommand {
         if let data { return Array(data.utf8) }
         if let dataFile {
             guard let handle = FileHandle(forReadingAtPath: dataFile) else {
-                throw InputError("cannot read --data-file \(dataFile): \(String(cString: strerror(errno))); check the path and permissions")
+                throw InputError(
+                    "cannot read --data-file \(dataFile): \(String(cString: strerror(errno))); check the path and permissions")
             }
             defer { try? handle.close() }
             return try readBounded(handle)
@@ -99,7 +102,9 @@ struct PublishCommand: AsyncParsableCommand {
     private func readBounded(_ handle: FileHandle) throws -> [UInt8] {
         var payload: [UInt8] = []
         while payload.count <= maxPayloadBytes {
-            guard let chunk = try handle.read(upToCount: min(1 << 20, maxPayloadBytes + 1 - payload.count)), !chunk.isEmpty else { break }
+            guard let chunk = try handle.read(upToCount: min(1 << 20, maxPayloadBytes + 1 - payload.count)), !chunk.isEmpty else {
+                break
+            }
             payload.append(contentsOf: chunk)
         }
         return payload

@@ -8,7 +8,8 @@ struct RedisOptions: ParsableArguments {
         name: .customLong("redis"),
         help: ArgumentHelp(
             "Redis URL: redis://[user:password@]host:port/db or unix:///path/to/socket.",
-            discussion: "Defaults to $FERRY_REDIS_URL, then \(RedisConfiguration.defaultURL). Prefer the environment variable for URLs with a password: command lines are visible to other users.",
+            discussion:
+                "Defaults to $FERRY_REDIS_URL, then \(RedisConfiguration.defaultURL). Prefer the environment variable for URLs with a password: command lines are visible to other users.",
             valueName: "url"))
     var url: String?
 

@@ -72,7 +72,9 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
         case "rediss":
             throw RedisError(
                 kind: .invalidConfiguration,
-                message: "rediss:// (TLS) is not supported: hiredis 0.14 has no TLS. Run a TLS sidecar (stunnel in client mode, see ops/) and use redis://127.0.0.1:<its port>")
+                message:
+                    "rediss:// (TLS) is not supported: hiredis 0.14 has no TLS. Run a TLS sidecar (stunnel in client mode, see ops/) and use redis://127.0.0.1:<its port>"
+            )
         default:
             throw invalid("unknown scheme \"\(scheme)\"")
         }

@@ -160,7 +160,8 @@ public actor RedisConnection {
         case REDIS_ERR_IO where savedErrno == EAGAIN || savedErrno == EWOULDBLOCK:
             return RedisError(
                 kind: .timeout,
-                message: "no reply within \(timeout.milliseconds) ms; Redis may be overloaded, paused or unreachable. The connection will be re-dialled",
+                message:
+                    "no reply within \(timeout.milliseconds) ms; Redis may be overloaded, paused or unreachable. The connection will be re-dialled",
                 errno: savedErrno, command: command, endpoint: endpoint)
         case REDIS_ERR_PROTOCOL:
             return RedisError(
@@ -181,7 +182,8 @@ public actor RedisConnection {
 
     private func connectedContext() throws(RedisError) -> HiredisContext {
         if isClosed {
-            throw RedisError(kind: .closed, message: "the connection was closed by its owner", endpoint: configuration.redactedURL)
+            throw RedisError(
+                kind: .closed, message: "the connection was closed by its owner", endpoint: configuration.redactedURL)
         }
         if let context { return context }
         if let nextDialAllowed {
@@ -226,7 +228,8 @@ public actor RedisConnection {
             let detail = String(cString: ferry_redis_errstr(dialled))
             throw RedisError(
                 kind: .connectionFailed,
-                message: "cannot connect to Redis: \(detail). Is redis-server running, and is the URL (--redis or FERRY_REDIS_URL) right?",
+                message:
+                    "cannot connect to Redis: \(detail). Is redis-server running, and is the URL (--redis or FERRY_REDIS_URL) right?",
                 endpoint: endpoint)
         }
         socketTimeout = nil

@@ -15,14 +15,17 @@ struct PublishCommandTests {
 
     private func entries(_ queue: String) async throws -> [StreamEntry] {
         let redis = try await TestRedis.connection()
-        let reply = try await redis.send(RedisCommand("XRANGE", [.string(QueueKeys(queue: try QueueName(queue)).jobs), "-", "+"]))
+        let reply = try await redis.send(
+            RedisCommand("XRANGE", [.string(QueueKeys(queue: try QueueName(queue)).jobs), "-", "+"]))
         return StreamEntry.entries(from: reply)
     }
 
     @Test("prints the job id, and the entry holds type, data and attributes")
     func publishPrintsJobID() async throws {
         let queue = uniqueName("cli")
-        let result = try await ferry(["publish", queue, "--type", "send", "--data", #"{"to":"a@example.com"}"#, "--attr", "tenant=acme", "--attr", "eq=a=b"])
+        let result = try await ferry([
+            "publish", queue, "--type", "send", "--data", #"{"to":"a@example.com"}"#, "--attr", "tenant=acme", "--attr", "eq=a=b",
+        ])
         #expect(result.status == 0, "\(result.standardError)")
         let stored = try await entries(queue)
         #expect(result.lines == [stored[0].id])
@@ -69,7 +72,8 @@ struct PublishCommandTests {
         #expect(try await entries(queue).count == 1)
     }
 
-    @Test("bad input exits 2 with a message naming the problem, and writes nothing",
+    @Test(
+        "bad input exits 2 with a message naming the problem, and writes nothing",
         arguments: [
             (["publish", "bad name", "--type", "t"], "invalid queue name"),
             (["publish", "QUEUE", "--type", ""], "type is empty"),

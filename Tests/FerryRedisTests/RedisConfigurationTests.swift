@@ -31,14 +31,16 @@ struct RedisConfigurationTests {
         #expect(withDatabase.database == 4)
     }
 
-    @Test("bad URLs are refused with a reason, never echoing the URL", arguments: [
-        ("http://localhost:6379", "unknown scheme"),
-        ("redis://:pw@host:99999", "out of range"),
-        ("redis://host:6379/notanumber", "database"),
-        ("rediss://user:topsecret@host:6380", "stunnel"),
-        ("not a url at all", "expected redis://"),
-        ("unix://", "socket path"),
-    ])
+    @Test(
+        "bad URLs are refused with a reason, never echoing the URL",
+        arguments: [
+            ("http://localhost:6379", "unknown scheme"),
+            ("redis://:pw@host:99999", "out of range"),
+            ("redis://host:6379/notanumber", "database"),
+            ("rediss://user:topsecret@host:6380", "stunnel"),
+            ("not a url at all", "expected redis://"),
+            ("unix://", "socket path"),
+        ])
     func badURLs(url: String, reason: String) {
         #expect {
             try RedisConfiguration(url: url)

@@ -82,7 +82,8 @@ struct RedisAuthenticationTests {
         let user = uniqueName("user")
         try await admin.send(RedisCommand("ACL SETUSER", [.string(user), "on", ">s3cret-pass", "~*", "+@all"]))
         let base = try await TestRedis.sharedURL()
-        let authenticated = try RedisConnection(url: base.replacingOccurrences(of: "redis://", with: "redis://\(user):s3cret-pass@"))
+        let authenticated = try RedisConnection(
+            url: base.replacingOccurrences(of: "redis://", with: "redis://\(user):s3cret-pass@"))
         #expect(try await authenticated.send(RedisCommand("ACL WHOAMI")).string == user)
     }
 

@@ -1,6 +1,7 @@
-@testable import FerryRedis
 import FerryTestSupport
 import Testing
+
+@testable import FerryRedis
 
 @Suite("Errors keep Redis's prefix and tell failures apart")
 struct RedisErrorTests {
@@ -32,7 +33,8 @@ struct RedisErrorTests {
             RedisCommand("XREADGROUP", ["GROUP", "nope", "c", "COUNT", "1", "STREAMS", .string(key + ":s"), ">"]), on: redis)
         #expect(noGroup.prefix == .noGroup)
 
-        let noScript = try await serverError(RedisCommand("EVALSHA", [.string(String(repeating: "a", count: 40)), "0"]), on: redis)
+        let noScript = try await serverError(
+            RedisCommand("EVALSHA", [.string(String(repeating: "a", count: 40)), "0"]), on: redis)
         #expect(noScript.prefix == .noScript)
 
         let unknown = try await serverError(RedisCommand("NOSUCHCOMMAND"), on: redis)
@@ -42,12 +44,16 @@ struct RedisErrorTests {
 
     @Test("transient server states are retryable and permanent ones are not")
     func retryability() {
-        for transient in ["LOADING Redis is loading the dataset in memory", "BUSY Redis is busy running a script",
-            "READONLY You can't write against a read only replica.", "TRYAGAIN", "MASTERDOWN Link with MASTER is down"] {
+        for transient in [
+            "LOADING Redis is loading the dataset in memory", "BUSY Redis is busy running a script",
+            "READONLY You can't write against a read only replica.", "TRYAGAIN", "MASTERDOWN Link with MASTER is down",
+        ] {
             #expect(RedisError.server(transient).isRetryable, "\(transient)")
         }
-        for permanent in ["WRONGPASS invalid username-password pair", "NOGROUP No such key", "ERR syntax error",
-            "OOM command not allowed when used memory > 'maxmemory'."] {
+        for permanent in [
+            "WRONGPASS invalid username-password pair", "NOGROUP No such key", "ERR syntax error",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+        ] {
             #expect(!RedisError.server(permanent).isRetryable, "\(permanent)")
         }
         #expect(RedisError.server("OOM command not allowed").prefix == .oom)

@@ -1,5 +1,5 @@
-import Foundation
 import FerryRedis
+import Foundation
 
 /// A real, throwaway `redis-server` on a free loopback port, in a temporary directory.
 ///
@@ -143,4 +143,3 @@ public func executable(named name: String) throws -> URL {
     }
     throw TestSupportError("\(name) is not installed; run ops/test.sh, which installs it")
 }
-

@@ -20,7 +20,8 @@ struct PublisherTests {
     func publishOne() async throws {
         let (publisher, redis) = try await makePublisher()
         let before = Date()
-        let receipt = try await publisher.publish(JobMessage(type: "send", data: #"{"to":"a@example.com"}"#, attributes: ["tenant": "acme"]))
+        let receipt = try await publisher.publish(
+            JobMessage(type: "send", data: #"{"to":"a@example.com"}"#, attributes: ["tenant": "acme"]))
         let stored = try await entries(publisher, redis)
         #expect(stored.count == 1)
         #expect(receipt.jobID == stored[0].id)
@@ -172,6 +173,8 @@ struct PublisherTests {
             print(sorted(k.decode() for k in fields), fields[b"data"].hex(), fields[b"v"].decode())
             """
         let result = try await runPython(script, [try await TestRedis.sharedURL(), publisher.keys.jobs])
-        #expect(result.standardOutput == "['attr.k', 'data', 'job_id', 'published_at', 'type', 'v'] ff00 1\n", "\(result.standardError)")
+        #expect(
+            result.standardOutput == "['attr.k', 'data', 'job_id', 'published_at', 'type', 'v'] ff00 1\n",
+            "\(result.standardError)")
     }
 }

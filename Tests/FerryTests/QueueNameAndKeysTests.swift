@@ -3,13 +3,15 @@ import Testing
 
 @Suite("Queue names and keys")
 struct QueueNameAndKeysTests {
-    @Test("names of letters, digits, dot, underscore and dash up to 128 characters are accepted",
+    @Test(
+        "names of letters, digits, dot, underscore and dash up to 128 characters are accepted",
         arguments: ["emails", "a", "rag.queries_v2-eu", String(repeating: "x", count: 128)])
     func validNames(name: String) throws {
         #expect(try QueueName(name).rawValue == name)
     }
 
-    @Test("anything else is refused, saying which rule failed",
+    @Test(
+        "anything else is refused, saying which rule failed",
         arguments: ["", String(repeating: "x", count: 129), "a{b}", "with space", "a:b", "über", "new\nline", "*"])
     func invalidNames(name: String) {
         #expect {

@@ -23,10 +23,12 @@ struct RetentionTests {
         try await redis.send(RedisCommand("XGROUP CREATE", [.string(jobs), "fast", "0"]))
         try await redis.send(RedisCommand("XGROUP CREATE", [.string(jobs), "slow", "0"]))
         let all = StreamEntry.entries(from: try await redis.send(RedisCommand("XRANGE", [.string(jobs), "-", "+"])))
-        _ = try await redis.send(RedisCommand("XREADGROUP", ["GROUP", "fast", "c", "COUNT", "1000", "STREAMS", .string(jobs), ">"]))
+        _ = try await redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "fast", "c", "COUNT", "1000", "STREAMS", .string(jobs), ">"]))
         let fastAcks = all.enumerated().filter { $0.offset != 150 }.map { RedisArgument.string($0.element.id) }
         try await redis.send(RedisCommand("XACK", [.string(jobs), "fast"] + fastAcks))
-        _ = try await redis.send(RedisCommand("XREADGROUP", ["GROUP", "slow", "c", "COUNT", "101", "STREAMS", .string(jobs), ">"]))
+        _ = try await redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "slow", "c", "COUNT", "101", "STREAMS", .string(jobs), ">"]))
         try await redis.send(RedisCommand("XACK", [.string(jobs), "slow"] + all.prefix(101).map { .string($0.id) }))
 
         try await Task.sleep(for: .milliseconds(5))

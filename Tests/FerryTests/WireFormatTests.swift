@@ -21,12 +21,13 @@ struct WireFormatTests {
 
     @Test("every known field is read, and unknown fields are kept in order")
     func allFields() throws {
-        let job = try JobMessage(decoding: fields([
-            ("type", "export"), ("data", "x"), ("job_id", "j-1"), ("idempotency_key", "k-1"),
-            ("attr.tenant", "acme"), ("attr.region", "eu"), ("published_at", "1700000000123"),
-            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
-            ("max_attempts", "7"), ("timeout_ms", "2500"), ("v", "1"), ("custom", "kept"), ("x-trace", "also"),
-        ]))
+        let job = try JobMessage(
+            decoding: fields([
+                ("type", "export"), ("data", "x"), ("job_id", "j-1"), ("idempotency_key", "k-1"),
+                ("attr.tenant", "acme"), ("attr.region", "eu"), ("published_at", "1700000000123"),
+                ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                ("max_attempts", "7"), ("timeout_ms", "2500"), ("v", "1"), ("custom", "kept"), ("x-trace", "also"),
+            ]))
         #expect(job.jobID == "j-1")
         #expect(job.idempotencyKey == "k-1")
         #expect(job.attributes == ["tenant": "acme", "region": "eu"])

@@ -17,7 +17,8 @@ struct OpsFilesTests {
     @Test("every YAML file passes yamllint")
     func yamlLint() async throws {
         let result = try await runProcess(
-            try executable(named: "yamllint"), ["--strict", "-c", ".yamllint", "docker-compose.yml", "ops"].map {
+            try executable(named: "yamllint"),
+            ["--strict", "-c", ".yamllint", "docker-compose.yml", "ops"].map {
                 $0.hasPrefix("-") || $0 == "--strict" ? $0 : repositoryRoot.appending(path: $0).path()
             })
         #expect(result.status == 0, "\(result.standardOutput)\(result.standardError)")
@@ -37,10 +38,12 @@ struct OpsFilesTests {
             again = r.evalsha(sha, 2, stream, dedup, 86400000, "", *fields)
             print(first[0], first[1].decode(), again[0], again[1].decode())
             """
-        let result = try await runPython(script, [
-            try await TestRedis.sharedURL(), keys.jobs, keys.publishDedup(idempotencyKey: "doc-7"),
-            repositoryRoot.appending(path: "ops/lua/publish.lua").path(),
-        ])
+        let result = try await runPython(
+            script,
+            [
+                try await TestRedis.sharedURL(), keys.jobs, keys.publishDedup(idempotencyKey: "doc-7"),
+                repositoryRoot.appending(path: "ops/lua/publish.lua").path(),
+            ])
         #expect(result.status == 0, "\(result.standardError)")
         let words = result.standardOutput.split(separator: " ").map(String.init)
         #expect(words.count == 4)
