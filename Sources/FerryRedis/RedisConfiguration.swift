@@ -8,7 +8,7 @@ import Foundation
 ///
 /// `rediss://` is refused: hiredis 0.14 has no TLS, so run a TLS sidecar such as stunnel in client
 /// mode and point Ferry at its plain local port.
-public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
+public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible {
     /// The socket to dial.
     public enum Endpoint: Sendable, Hashable {
         case tcp(host: String, port: Int)
@@ -108,4 +108,7 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { redactedURL }
+
+    /// Also redacted, so `String(reflecting:)` and `dump` cannot print the password either.
+    public var debugDescription: String { "RedisConfiguration(\(redactedURL))" }
 }

@@ -121,9 +121,10 @@ public actor RedisConnection {
     private func roundTrip(
         _ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>, timeout: Duration
     ) throws(RedisError) -> [RedisReply] {
+        guard let firstName = commands.first?.name else { return [] }
         if socketTimeout != timeout {
             guard redisSetTimeout(context, ferry_timeval_ms(timeout.milliseconds)) == REDIS_OK else {
-                throw failure(of: context, command: commands[0].name, timeout: timeout, savedErrno: Glibc.errno)
+                throw failure(of: context, command: firstName, timeout: timeout, savedErrno: Glibc.errno)
             }
             socketTimeout = timeout
         }
@@ -134,7 +135,7 @@ public actor RedisConnection {
             bytes.withMemoryRebound(to: CChar.self) { redisAppendFormattedCommand(context, $0.baseAddress, $0.count) }
         }
         guard appended == REDIS_OK else {
-            throw failure(of: context, command: commands[0].name, timeout: timeout, savedErrno: 0)
+            throw failure(of: context, command: firstName, timeout: timeout, savedErrno: 0)
         }
         var replies: [RedisReply] = []
         replies.reserveCapacity(commands.count)
@@ -290,7 +291,8 @@ extension RedisReply {
             var elements: [RedisReply] = []
             elements.reserveCapacity(raw.elements)
             for index in 0..<raw.elements {
-                if let element = raw.element[index] { elements.append(RedisReply(copying: element)) }
+                // A NULL element cannot come from a well-formed reply; keep the indices all the same.
+                elements.append(raw.element[index].map { RedisReply(copying: $0) } ?? .null)
             }
             self = .array(elements)
         default:

@@ -11,6 +11,9 @@ struct RedisConfigurationTests {
         #expect(full.password == "p@ss")
         #expect(full.database == 2)
         #expect(full.redactedURL == "redis://alice:***@redis.internal:6380/2")
+        for printed in ["\(full)", String(reflecting: full)] {
+            #expect(!printed.contains("p@ss") && !printed.contains("p%40ss"), "\(printed)")
+        }
 
         let passwordOnly = try RedisConfiguration(url: "redis://:secret@127.0.0.1")
         #expect(passwordOnly.username == nil)
