@@ -102,20 +102,22 @@ extension JobMessage {
 
     /// Appends the entry's fields to an `XADD` (or publish script) command, in the order of
     /// ``encodedFields()``, without building intermediate arrays: this is the publish hot path.
-    public func appendFields(to command: inout RedisCommand) {
-        encode { name, value in
+    ///
+    /// - Parameter defaultPublishedAt: written as `published_at` when ``publishedAt`` is nil.
+    public func appendFields(to command: inout RedisCommand, defaultPublishedAt: Date? = nil) {
+        encode(defaultPublishedAt: defaultPublishedAt) { name, value in
             command.append(name)
             command.append(value)
         }
     }
 
-    private func encode(_ field: (RedisArgument, RedisArgument) -> Void) {
+    private func encode(defaultPublishedAt: Date? = nil, _ field: (RedisArgument, RedisArgument) -> Void) {
         typealias F = WireFormat.Field
         field(.string(F.type), .string(type))
         field(.string(F.data), .bytes(data))
         if let jobID { field(.string(F.jobID), .string(jobID)) }
         if let idempotencyKey { field(.string(F.idempotencyKey), .string(idempotencyKey)) }
-        if let publishedAt {
+        if let publishedAt = publishedAt ?? defaultPublishedAt {
             field(.string(F.publishedAt), .integer(Int64((publishedAt.timeIntervalSince1970 * 1000).rounded(.down))))
         }
         if let traceparent { field(.string(F.traceparent), .string(traceparent)) }

@@ -69,11 +69,7 @@ public final class Publisher: Sendable {
         var start = 0
         while start < jobs.count {
             let chunk = jobs[start..<min(start + configuration.pipelineDepth, jobs.count)]
-            let commands = chunk.map { job in
-                var stamped = job
-                if stamped.publishedAt == nil { stamped.publishedAt = now }
-                return command(publishing: stamped)
-            }
+            let commands = chunk.map { command(publishing: $0, at: now) }
             let replies: [RedisReply]
             do {
                 replies = try await connection.pipeline(commands)
@@ -115,7 +111,7 @@ public final class Publisher: Sendable {
         if due { try await trimExpiredJobs() }
     }
 
-    private func command(publishing job: JobMessage) -> RedisCommand {
+    private func command(publishing job: JobMessage, at now: Date) -> RedisCommand {
         var command: RedisCommand
         if let idempotencyKey = job.idempotencyKey {
             command = Self.publishScript.command(
@@ -126,7 +122,7 @@ public final class Publisher: Sendable {
             command.append(keys.jobs)
             command.append("*")
         }
-        job.appendFields(to: &command)
+        job.appendFields(to: &command, defaultPublishedAt: now)
         return command
     }
 

@@ -32,7 +32,7 @@ struct PublishBenchmark: AsyncParsableCommand {
     var payloadBytes = 64
 
     @Option(help: "Rounds of Ferry and baseline, alternating; the median is printed.")
-    var rounds = 3
+    var rounds = 5
 
     @OptionGroup var redis: RedisOptions
 
