@@ -1,0 +1,54 @@
+import FerryRedis
+
+/// Runs jobs of one or more types. Return to acknowledge the job; throw to have it delivered
+/// again after a backoff; throw ``PermanentJobError`` to dead-letter it at once.
+///
+/// Handlers run concurrently (up to the worker's concurrency) and may see a job more than once:
+/// delivery is at least once, so side effects should be idempotent or guarded.
+public protocol JobHandler: Sendable {
+    func handle(_ job: Job) async throws
+}
+
+/// A handler written as a closure: `worker.handlers["send"] = JobHandlerClosure { job in ... }`.
+public struct JobHandlerClosure: JobHandler {
+    private let body: @Sendable (Job) async throws -> Void
+
+    public init(_ body: @escaping @Sendable (Job) async throws -> Void) {
+        self.body = body
+    }
+
+    public func handle(_ job: Job) async throws {
+        try await body(job)
+    }
+}
+
+/// Thrown by a handler when retrying cannot help (a payload that can never be processed): the
+/// job goes to the dead-letter stream at once with this message as its reason.
+public struct PermanentJobError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { message }
+}
+
+/// A job as a handler receives it.
+public struct Job: Sendable {
+    /// The producer's `job_id`, or the stream entry ID.
+    public let id: String
+    /// The stream entry ID: what acknowledgements and `ferry pending` refer to.
+    public let entryID: String
+    public let queue: QueueName
+    /// The consumer group (subscription) this delivery belongs to.
+    public let group: String
+    /// 1 on first delivery; grows with each redelivery (after a failure or an expired lease).
+    public let deliveryAttempt: Int
+    /// Everything the producer wrote, decoded.
+    public let message: JobMessage
+
+    public var type: String { message.type }
+    public var data: [UInt8] { message.data }
+    public var attributes: [String: String] { message.attributes }
+}

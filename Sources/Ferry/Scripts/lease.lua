@@ -1,0 +1,22 @@
+-- Ferry: set the idle time of entries this consumer owns, without counting a delivery.
+--
+-- KEYS[1]  the job stream  ferry:{Q}:jobs
+-- ARGV[1]  the consumer group
+-- ARGV[2]  this consumer's name
+-- ARGV[3]  the idle time to set, in milliseconds
+-- ARGV[4..] entry IDs
+--
+-- Idle 0 extends the lease of a running job (as Pub/Sub clients extend ack deadlines): other
+-- workers reclaim only entries idle longer than the lease. Idle (lease - backoff) schedules a
+-- retry: the entry becomes reclaimable once the backoff has passed. JUSTID keeps the delivery
+-- count unchanged. Returns the IDs this consumer no longer owns.
+local lost = {}
+for i = 4, #ARGV do
+  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if pending[1] and pending[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost

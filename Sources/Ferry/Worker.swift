@@ -1,0 +1,467 @@
+import FerryRedis
+import Foundation
+import Logging
+import Synchronization
+
+/// Consumes one queue as one consumer of a consumer group: Pub/Sub subscription semantics on
+/// Redis Streams.
+///
+/// - Every group on a queue receives every job (fan-out); the workers of one group share them.
+/// - A job is acknowledged only after its handler returns. A failure schedules a redelivery
+///   after the retry policy's backoff; after the last attempt, or at once for a malformed entry,
+///   an unknown type or a ``PermanentJobError``, the job moves to the dead-letter stream with
+///   its reason (`deadletter.lua`), atomically with the acknowledgement.
+/// - An entry idle longer than the lease (its worker crashed) is reclaimed with `XAUTOCLAIM` by
+///   a live worker; a running job's lease is extended so a slow job is never stolen.
+/// - Acknowledgements, extensions and dead-lettering check that this consumer still owns the
+///   entry, so a worker that lost a lease cannot interfere with the new owner.
+///
+/// Blocking reads and control traffic use separate connections, so an acknowledgement never
+/// waits behind an `XREADGROUP BLOCK`.
+public final class Worker: Sendable {
+    /// Long-lived worker settings.
+    public struct Configuration: Sendable {
+        /// The consumer group (subscription); created at the start of the stream if missing.
+        public var group = "workers"
+        /// Unique per process by default (host name and pid), so scaled containers need no setup.
+        public var consumer = Worker.defaultConsumerName()
+        /// Jobs run at once, 1 to 1000; the worker never reads more entries than it can start.
+        public var concurrency = 16
+        /// How long an entry may sit idle before another worker reclaims it (Pub/Sub's ack deadline).
+        public var lease: Duration = .seconds(30)
+        public var retry = RetryPolicy()
+        /// How long to wait for in-flight jobs after ``Worker/stop()`` before cancelling them.
+        public var shutdownGrace: Duration = .seconds(25)
+        /// The longest `XREADGROUP BLOCK`; shorter when the lease asks for more frequent reclaims.
+        public var readBlock: Duration = .seconds(2)
+        /// The largest `data` a job may have; larger entries are dead-lettered as malformed.
+        public var maxPayloadBytes = WireFormat.defaultMaxPayloadBytes
+
+        public init() {}
+
+        /// How often idle entries are looked for, and leases of running jobs extended.
+        var maintenanceInterval: Duration {
+            min(max(lease / 4, .milliseconds(50)), .seconds(5))
+        }
+
+        /// - Throws: ``FerryError`` with ``FerryError/Code/invalidInput`` naming the bad setting.
+        public func validate() throws(FerryError) {
+            func invalid(_ message: String) -> FerryError { FerryError(.invalidInput, message) }
+            guard (1...1000).contains(concurrency) else { throw invalid("concurrency must be 1 to 1000 (got \(concurrency))") }
+            guard !group.isEmpty, !consumer.isEmpty else { throw invalid("the group and consumer names must not be empty") }
+            guard lease >= .milliseconds(100) else { throw invalid("the lease must be at least 100ms") }
+            guard retry.maxAttempts >= 1 else { throw invalid("max attempts must be at least 1") }
+            guard retry.minimumBackoff > .zero, retry.minimumBackoff <= retry.maximumBackoff else {
+                throw invalid("the minimum backoff must be positive and no larger than the maximum backoff")
+            }
+            guard readBlock >= .milliseconds(10) else { throw invalid("the read block must be at least 10ms") }
+        }
+    }
+
+    public let queue: QueueName
+    public let keys: QueueKeys
+    public let configuration: Configuration
+    private let redis: RedisConfiguration
+    private let handlers: [String: any JobHandler]
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    private struct State {
+        var stopping = false
+        /// Entry IDs of running jobs, whose leases the maintenance loop extends.
+        var running: Set<String> = []
+    }
+
+    static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
+    static let leaseScript = RedisScript(name: "lease", source: EmbeddedLuaScripts.lease)
+    static let deadLetterScript = RedisScript(name: "deadletter", source: EmbeddedLuaScripts.deadletter)
+    static let releaseConsumerScript = RedisScript(name: "release_consumer", source: EmbeddedLuaScripts.release_consumer)
+
+    /// - Parameter handlers: by job type; a job of any other type is dead-lettered as unknown.
+    public init(
+        queue: QueueName, redis: RedisConfiguration, handlers: [String: any JobHandler],
+        configuration: Configuration = Configuration(), logger: Logger = Logger(label: "ferry.worker")
+    ) {
+        self.queue = queue
+        self.keys = QueueKeys(queue: queue)
+        self.redis = redis
+        self.handlers = handlers
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "ferry.queue"] = "\(queue)"
+        logger[metadataKey: "ferry.group"] = "\(configuration.group)"
+        logger[metadataKey: "ferry.consumer"] = "\(configuration.consumer)"
+        self.logger = logger
+    }
+
+    /// `<host name>-<pid>`: unique per process, stable for its lifetime.
+    public static func defaultConsumerName() -> String {
+        var host = [CChar](repeating: 0, count: 256)
+        gethostname(&host, host.count)
+        let name = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(name.isEmpty ? "worker" : name)-\(getpid())"
+    }
+
+    /// Begins a graceful shutdown: no more entries are read; running jobs get the shutdown grace
+    /// to finish and be acknowledged, then are cancelled and left pending for other workers.
+    public func stop() {
+        state.withLock { $0.stopping = true }
+    }
+
+    private var isStopping: Bool { state.withLock { $0.stopping } }
+
+    /// Reads and runs jobs until ``stop()`` has drained them, or the task is cancelled.
+    ///
+    /// Redis errors (a restart, `LOADING`, `READONLY`, `OOM`, a lost connection) make the worker
+    /// back off and try again; they never end the loop.
+    ///
+    /// - Throws: ``FerryError`` for an invalid configuration, before anything is read.
+    public func run() async throws(FerryError) {
+        try configuration.validate()
+        let reader = RedisConnection(configuration: connectionConfiguration(role: "read"), logger: logger)
+        let control = RedisConnection(configuration: connectionConfiguration(role: "control"), logger: logger)
+        let slots = JobSlots(limit: configuration.concurrency)
+        logger.info("worker_started", metadata: ["ferry.concurrency": "\(configuration.concurrency)"])
+
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.maintainLeases(control) }
+            await dispatch(reader: reader, control: control, slots: slots, group: &group)
+            let inFlight = await slots.used
+            logger.info("worker_stopping", metadata: ["ferry.in_flight": "\(inFlight)"])
+            group.addTask {
+                try? await Task.sleep(for: self.configuration.shutdownGrace)
+                if await slots.used > 0 {
+                    self.logger.info("shutdown grace over; cancelling running jobs, which stay pending for other workers")
+                }
+                await slots.cancelAfterGrace()
+            }
+            await slots.waitUntilIdle()
+            group.cancelAll()
+        }
+        await releaseConsumer(control)
+    }
+
+    private func connectionConfiguration(role: String) -> RedisConfiguration {
+        var configuration = redis
+        configuration.clientName = "ferry-worker-\(role)-\(self.configuration.consumer)"
+            .map { $0 == " " ? "_" : $0 }.reduce(into: "") { $0.append($1) }
+        return configuration
+    }
+
+    // MARK: - Dispatch
+
+    /// The read loop: reclaim idle entries when due, then read new ones, never more than free slots.
+    private func dispatch(
+        reader: RedisConnection, control: RedisConnection, slots: JobSlots, group: inout DiscardingTaskGroup
+    ) async {
+        var groupReady = false
+        var errorBackoff = Duration.milliseconds(100)
+        var nextReclaim = ContinuousClock.now
+        var reclaimCursor = "0-0"
+        let block = min(configuration.readBlock, configuration.maintenanceInterval)
+
+        while !isStopping && !Task.isCancelled {
+            await slots.waitForFreeSlot()
+            if isStopping || Task.isCancelled { break }
+            do {
+                if !groupReady {
+                    try await ensureGroup(control)
+                    groupReady = true
+                }
+                var deliveries: [(StreamEntry, Int)] = []
+                if ContinuousClock.now >= nextReclaim {
+                    nextReclaim = .now + configuration.maintenanceInterval
+                    let (claimed, cursor) = try await reclaim(control, from: reclaimCursor, count: await slots.free)
+                    reclaimCursor = cursor
+                    deliveries = claimed
+                }
+                if deliveries.isEmpty {
+                    deliveries = try await read(reader, count: await slots.free, block: block).map { ($0, 1) }
+                }
+                for (entry, attempt) in deliveries {
+                    await slots.take(entry.id)
+                    state.withLock { _ = $0.running.insert(entry.id) }
+                    group.addTask {
+                        await self.process(entry, attempt: attempt, control: control)
+                        self.state.withLock { _ = $0.running.remove(entry.id) }
+                        await slots.release(entry.id)
+                    }
+                }
+                errorBackoff = .milliseconds(100)
+            } catch {
+                if error.prefix == .noGroup {
+                    logger.info("the stream or group disappeared (NOGROUP); recreating it", metadata: redisMetadata(error))
+                    groupReady = false
+                    continue
+                }
+                logger.info(
+                    "Redis error in the read loop; backing off",
+                    metadata: redisMetadata(error).merging(["ferry.backoff_ms": "\(errorBackoff.milliseconds)"]) { $1 })
+                try? await Task.sleep(for: errorBackoff)
+                errorBackoff = min(errorBackoff * 2, .seconds(5))
+            }
+        }
+    }
+
+    /// Creates the group at the start of the stream (`0`), so jobs published before the first
+    /// worker started are delivered, never skipped. An existing group is fine.
+    private func ensureGroup(_ control: RedisConnection) async throws(RedisError) {
+        do {
+            try await control.send(
+                RedisCommand("XGROUP CREATE", [.string(keys.jobs), .string(configuration.group), "0", "MKSTREAM"]))
+            logger.info("group_created")
+        } catch  where error.prefix == .busyGroup {
+            return
+        }
+    }
+
+    private func read(_ reader: RedisConnection, count: Int, block: Duration) async throws(RedisError) -> [StreamEntry] {
+        let reply = try await reader.send(
+            RedisCommand(
+                "XREADGROUP",
+                [
+                    "GROUP", .string(configuration.group), .string(configuration.consumer), "COUNT", .integer(Int64(count)),
+                    "BLOCK", .integer(block.milliseconds), "STREAMS", .string(keys.jobs), ">",
+                ]),
+            timeout: block + redis.commandTimeout)
+        // [[stream, [[id, [field, value, ...]], ...]]], or nil when BLOCK timed out.
+        guard let streams = reply.array, let first = streams.first?.array, first.count == 2 else { return [] }
+        return StreamEntry.entries(from: first[1])
+    }
+
+    /// Claims entries idle longer than the lease (their worker died, or a retry's backoff is
+    /// over) and reads their delivery counts. Entries deleted while pending are counted and logged.
+    private func reclaim(
+        _ control: RedisConnection, from cursor: String, count: Int
+    ) async throws(RedisError) -> ([(StreamEntry, Int)], String) {
+        let reply = try await control.send(
+            RedisCommand(
+                "XAUTOCLAIM",
+                [
+                    .string(keys.jobs), .string(configuration.group), .string(configuration.consumer),
+                    .integer(configuration.lease.milliseconds), .string(cursor), "COUNT", .integer(Int64(count)),
+                ]))
+        guard let parts = reply.array, parts.count >= 2 else { return ([], "0-0") }
+        let nextCursor = parts[0].string ?? "0-0"
+        let entries = StreamEntry.entries(from: parts[1])
+        if parts.count > 2, let deleted = parts[2].array, !deleted.isEmpty {
+            logger.info(
+                "reclaimed_deleted",
+                metadata: ["ferry.count": "\(deleted.count)", "ferry.entry_ids": "\(deleted.compactMap(\.string))"])
+        }
+        guard let first = entries.first, let last = entries.last else { return ([], nextCursor) }
+        let pending = try await control.send(
+            RedisCommand(
+                "XPENDING",
+                [
+                    .string(keys.jobs), .string(configuration.group), .string(first.id), .string(last.id),
+                    .integer(Int64(entries.count)), .string(configuration.consumer),
+                ]))
+        var deliveries: [String: Int] = [:]
+        for item in pending.array ?? [] {
+            if let fields = item.array, fields.count >= 4, let id = fields[0].string, let count = fields[3].integer {
+                deliveries[id] = Int(count)
+            }
+        }
+        for entry in entries {
+            logger.info(
+                "reclaimed",
+                metadata: ["ferry.entry_id": "\(entry.id)", "ferry.delivery_attempt": "\(deliveries[entry.id] ?? 2)"])
+        }
+        return (entries.map { ($0, deliveries[$0.id] ?? 2) }, nextCursor)
+    }
+
+    // MARK: - One job
+
+    private func process(_ entry: StreamEntry, attempt: Int, control: RedisConnection) async {
+        var logger = self.logger
+        logger[metadataKey: "ferry.entry_id"] = "\(entry.id)"
+        logger[metadataKey: "ferry.delivery_attempt"] = "\(attempt)"
+
+        let message: JobMessage
+        do {
+            message = try entry.decodedJob(maxPayloadBytes: configuration.maxPayloadBytes)
+        } catch {
+            await deadLetter(
+                entry, attempt: attempt, errorClass: "malformed_entry", error: error.description, control: control, logger: logger
+            )
+            return
+        }
+        let jobID = message.jobID ?? entry.id
+        logger[metadataKey: "ferry.job_id"] = "\(jobID)"
+        let maxAttempts = message.maxAttempts ?? configuration.retry.maxAttempts
+        if attempt > maxAttempts {
+            await deadLetter(
+                entry, attempt: attempt, errorClass: "worker_lost",
+                error: "delivered \(attempt) times without an outcome: the workers running it stopped or crashed",
+                control: control, logger: logger)
+            return
+        }
+        guard let handler = handlers[message.type] else {
+            await deadLetter(
+                entry, attempt: attempt, errorClass: "unknown_type",
+                error: "no handler for job type \"\(message.type.debugEscaped)\" in this worker", control: control, logger: logger
+            )
+            return
+        }
+
+        let job = Job(
+            id: jobID, entryID: entry.id, queue: queue, group: configuration.group, deliveryAttempt: attempt, message: message)
+        logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
+        let started = ContinuousClock.now
+        do {
+            try await handler.handle(job)
+            await acknowledge(entry.id, control: control, logger: logger)
+            logger.info("job_completed", metadata: ["ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)"])
+        } catch let error as PermanentJobError {
+            await deadLetter(
+                entry, attempt: attempt, errorClass: "permanent_failure", error: error.message, control: control, logger: logger)
+        } catch is CancellationError {
+            logger.info("job_cancelled; left pending for another worker")
+        } catch {
+            let errorClass = String(describing: type(of: error))
+            logger.info(
+                "job_failed",
+                metadata: [
+                    "ferry.error_class": "\(errorClass)", "ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)",
+                ])
+            if attempt >= maxAttempts {
+                await deadLetter(
+                    entry, attempt: attempt, errorClass: errorClass, error: "\(error)", control: control, logger: logger)
+            } else {
+                await scheduleRetry(entry.id, attempt: attempt, control: control, logger: logger)
+            }
+        }
+    }
+
+    private func acknowledge(_ entryID: String, control: RedisConnection, logger: Logger) async {
+        do {
+            let lost = try await control.run(
+                Self.ackScript, keys: [.string(keys.jobs)],
+                arguments: [.string(configuration.group), .string(configuration.consumer), .string(entryID)])
+            if let lost = lost.array, !lost.isEmpty {
+                logger.info("lease_lost: another worker owns the entry now; not acknowledged")
+            }
+        } catch {
+            logger.info("ack failed; the job will be delivered again after the lease", metadata: redisMetadata(error))
+        }
+    }
+
+    /// Makes the entry reclaimable once the backoff has passed: its idle time is set to
+    /// (lease - backoff). A backoff longer than the lease is held to the lease.
+    private func scheduleRetry(_ entryID: String, attempt: Int, control: RedisConnection, logger: Logger) async {
+        let backoff = min(configuration.retry.backoff(afterAttempt: attempt), configuration.lease)
+        let idle = configuration.lease - backoff
+        do {
+            try await control.run(
+                Self.leaseScript, keys: [.string(keys.jobs)],
+                arguments: [
+                    .string(configuration.group), .string(configuration.consumer), .integer(idle.milliseconds), .string(entryID),
+                ])
+            logger.info("retry_scheduled", metadata: ["ferry.backoff_ms": "\(backoff.milliseconds)"])
+        } catch {
+            logger.info("could not schedule the retry; the job comes back after the lease", metadata: redisMetadata(error))
+        }
+    }
+
+    private func deadLetter(
+        _ entry: StreamEntry, attempt: Int, errorClass: String, error: String, control: RedisConnection, logger: Logger
+    ) async {
+        let failedAt = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+        let fields: [RedisArgument] = [
+            "dead_letter.source_stream", .string(keys.jobs), "dead_letter.source_group", .string(configuration.group),
+            "dead_letter.source_id", .string(entry.id), "dead_letter.delivery_count", .integer(Int64(attempt)),
+            "dead_letter.error_class", .string(errorClass), "dead_letter.error", .string(String(error.prefix(4096))),
+            "dead_letter.failed_at", .integer(failedAt), "dead_letter.consumer", .string(configuration.consumer),
+        ]
+        do {
+            let moved = try await control.run(
+                Self.deadLetterScript, keys: [.string(keys.jobs), .string(keys.deadLetter)],
+                arguments: [.string(configuration.group), .string(configuration.consumer), .string(entry.id)] + fields)
+            if moved.integer == 1 {
+                logger.info("dead_lettered", metadata: ["ferry.error_class": "\(errorClass)"])
+            } else {
+                logger.info("lease_lost: another worker owns the entry now; not dead-lettered")
+            }
+        } catch {
+            logger.info(
+                "dead-lettering failed; the entry stays pending and comes back after the lease", metadata: redisMetadata(error))
+        }
+    }
+
+    // MARK: - Leases and shutdown
+
+    /// Extends the lease of every running job at a quarter of the lease, so a slow job on a live
+    /// worker is never reclaimed by another.
+    private func maintainLeases(_ control: RedisConnection) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.maintenanceInterval)
+            let running = state.withLock { Array($0.running) }
+            if running.isEmpty { continue }
+            do {
+                let lost = try await control.run(
+                    Self.leaseScript, keys: [.string(keys.jobs)],
+                    arguments: [.string(configuration.group), .string(configuration.consumer), 0] + running.map { .string($0) })
+                for id in lost.array?.compactMap(\.string) ?? [] {
+                    logger.info("lease_lost", metadata: ["ferry.entry_id": "\(id)"])
+                }
+                logger.debug("lease_extended", metadata: ["ferry.count": "\(running.count)"])
+            } catch {
+                logger.info("lease extension failed", metadata: redisMetadata(error))
+            }
+        }
+    }
+
+    /// Removes this consumer from the group when it holds nothing, so finished containers do not
+    /// pile up in `XINFO CONSUMERS`. A consumer that still holds entries is kept.
+    private func releaseConsumer(_ control: RedisConnection) async {
+        _ = try? await control.run(
+            Self.releaseConsumerScript, keys: [.string(keys.jobs)],
+            arguments: [.string(configuration.group), .string(configuration.consumer)])
+    }
+
+    private func redisMetadata(_ error: RedisError) -> Logger.Metadata {
+        ["redis.error": "\(error.message)", "redis.error_prefix": "\(error.prefix?.rawValue ?? error.kind.description)"]
+    }
+}
+
+/// Counts running jobs against the concurrency limit and lets the read loop wait for a free slot.
+actor JobSlots {
+    let limit: Int
+    private(set) var used = 0
+    private var slotWaiter: CheckedContinuation<Void, Never>?
+    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+
+    init(limit: Int) { self.limit = limit }
+
+    var free: Int { limit - used }
+
+    func take(_ id: String) { used += 1 }
+
+    func release(_ id: String) {
+        used -= 1
+        slotWaiter?.resume()
+        slotWaiter = nil
+        if used == 0 {
+            idleWaiters.forEach { $0.resume() }
+            idleWaiters.removeAll()
+        }
+    }
+
+    func waitForFreeSlot() async {
+        if used < limit { return }
+        await withCheckedContinuation { slotWaiter = $0 }
+    }
+
+    func waitUntilIdle() async {
+        if used == 0 { return }
+        await withCheckedContinuation { idleWaiters.append($0) }
+    }
+
+    /// Called when the shutdown grace is over: nothing to do here but let waiters through,
+    /// since the task group's cancellation reaches the running handlers.
+    func cancelAfterGrace() {
+        idleWaiters.forEach { $0.resume() }
+        idleWaiters.removeAll()
+    }
+}

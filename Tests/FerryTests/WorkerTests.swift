@@ -1,0 +1,363 @@
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Synchronization
+import Testing
+
+@testable import Ferry
+
+/// Records what handlers saw, from any task.
+final class Deliveries: Sendable {
+    private let seen = Mutex<[(id: String, attempt: Int)]>([])
+    func record(_ job: Job) { seen.withLock { $0.append((job.id, job.deliveryAttempt)) } }
+    var all: [(id: String, attempt: Int)] { seen.withLock { $0 } }
+    var count: Int { seen.withLock { $0.count } }
+}
+
+/// Polls `condition` until it holds or `timeout` passes; a probe that throws counts as "not yet".
+func eventually(_ timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if (try? await condition()) == true { return true }
+        try? await Task.sleep(for: .milliseconds(20))
+    }
+    return (try? await condition()) == true
+}
+
+@Suite("Worker")
+struct WorkerTests {
+    struct Setup {
+        let queue: QueueName
+        let keys: QueueKeys
+        let redis: RedisConnection
+        let redisConfiguration: RedisConfiguration
+        let publisher: Publisher
+
+        init() async throws {
+            queue = try QueueName(uniqueName("work"))
+            keys = QueueKeys(queue: queue)
+            redisConfiguration = try RedisConfiguration(url: try await TestRedis.sharedURL())
+            redis = RedisConnection(configuration: redisConfiguration)
+            publisher = Publisher(queue: queue, connection: redis)
+        }
+
+        func worker(
+            _ handlers: [String: any JobHandler], group: String = "workers", consumer: String = uniqueName("c"),
+            configure: (inout Worker.Configuration) -> Void = { _ in }
+        ) -> Worker {
+            var configuration = Worker.Configuration()
+            configuration.group = group
+            configuration.consumer = consumer
+            configuration.lease = .milliseconds(600)
+            configuration.retry = RetryPolicy(
+                maxAttempts: 3, minimumBackoff: .milliseconds(50), maximumBackoff: .milliseconds(100))
+            configuration.shutdownGrace = .seconds(5)
+            configure(&configuration)
+            return Worker(queue: queue, redis: redisConfiguration, handlers: handlers, configuration: configuration)
+        }
+
+        func pendingCount(group: String = "workers") async throws -> Int64 {
+            let summary = try await redis.send(RedisCommand("XPENDING", [.string(keys.jobs), .string(group)]))
+            return summary.array?.first?.integer ?? -1
+        }
+
+        func deadEntries() async throws -> [StreamEntry] {
+            StreamEntry.entries(from: try await redis.send(RedisCommand("XRANGE", [.string(keys.deadLetter), "-", "+"])))
+        }
+    }
+
+    /// Runs `worker` while `body` runs, then stops it gracefully and waits for it to return.
+    func running(_ workers: Worker..., body: () async throws -> Void) async throws {
+        let tasks = workers.map { worker in Task { try await worker.run() } }
+        do {
+            try await body()
+        } catch {
+            workers.forEach { $0.stop() }
+            throw error
+        }
+        workers.forEach { $0.stop() }
+        for task in tasks { try await task.value }
+    }
+
+    @Test("jobs published before the first worker starts are delivered, run once each, and acknowledged")
+    func deliversAndAcknowledges() async throws {
+        let setup = try await Setup()
+        let receipts = try await setup.publisher.publish((0..<50).map { JobMessage(type: "t", data: "\($0)") })
+        let seen = Deliveries()
+        let worker = setup.worker(["t": JobHandlerClosure { seen.record($0) }])
+        try await running(worker) {
+            #expect(await eventually { seen.count == 50 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(Set(seen.all.map(\.id)) == Set(receipts.map(\.jobID)))
+        #expect(seen.all.allSatisfy { $0.attempt == 1 })
+    }
+
+    @Test("a failing job is delivered again after the backoff, with a growing attempt, until it succeeds")
+    func retriesWithBackoff() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let worker = setup.worker([
+            "flaky": JobHandlerClosure { job in
+                seen.record(job)
+                if job.deliveryAttempt < 3 { throw PushBackError() }
+            }
+        ]) { $0.retry = RetryPolicy(maxAttempts: 5, minimumBackoff: .milliseconds(200), maximumBackoff: .milliseconds(200)) }
+        let start = ContinuousClock.now
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "flaky", data: ""))
+            #expect(await eventually { seen.count == 3 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(seen.all.map(\.attempt) == [1, 2, 3])
+        #expect(ContinuousClock.now - start >= .milliseconds(200), "two backoffs of at least 100 ms (half of 200 ms, jittered)")
+        #expect(try await setup.deadEntries().isEmpty)
+    }
+
+    @Test("a poison job is dead-lettered after exactly max attempts with its fields and every dead_letter field")
+    func poisonJob() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let worker = setup.worker([
+            "poison": JobHandlerClosure { job in
+                seen.record(job)
+                throw PushBackError()
+            }
+        ])
+        try await running(worker) {
+            _ = try await setup.publisher.publish(
+                JobMessage(type: "poison", data: [0xFF, 0x00], jobID: "p-1", attributes: ["k": "v"]))
+            #expect(await eventually { try await setup.deadEntries().count == 1 })
+        }
+        #expect(seen.all.map(\.attempt) == [1, 2, 3])
+        #expect(try await setup.pendingCount() == 0, "acknowledged in its group")
+        let dead = try #require(try await setup.deadEntries().first)
+        func text(_ field: String) -> String? { dead.value(of: field).map { String(decoding: $0, as: UTF8.self) } }
+        #expect(dead.value(of: "data") == [0xFF, 0x00])
+        #expect(text("job_id") == "p-1")
+        #expect(text("attr.k") == "v")
+        #expect(text("dead_letter.source_stream") == setup.keys.jobs)
+        #expect(text("dead_letter.source_group") == "workers")
+        #expect(text("dead_letter.source_id")?.contains("-") == true)
+        #expect(text("dead_letter.delivery_count") == "3")
+        #expect(text("dead_letter.error_class") == "PushBackError")
+        #expect(text("dead_letter.error")?.contains("pushed back") == true)
+        #expect(text("dead_letter.failed_at").flatMap { Int64($0) } ?? 0 > 1_700_000_000_000)
+        #expect(text("dead_letter.consumer")?.hasPrefix("c-") == true)
+    }
+
+    @Test("a malformed entry written by hand is dead-lettered at once, naming the field; no handler runs")
+    func malformedEntry() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        try await setup.redis.send(RedisCommand("XADD", [.string(setup.keys.jobs), "*", "data", "no type here"]))
+        try await setup.redis.send(RedisCommand("XADD", [.string(setup.keys.jobs), "*", "type", "t", "max_attempts", "0"]))
+        let worker = setup.worker(["t": JobHandlerClosure { seen.record($0) }])
+        try await running(worker) {
+            #expect(await eventually { try await setup.deadEntries().count == 2 })
+        }
+        let dead = try await setup.deadEntries()
+        #expect(
+            dead.map { String(decoding: $0.value(of: "dead_letter.error_class") ?? [], as: UTF8.self) } == [
+                "malformed_entry", "malformed_entry",
+            ])
+        #expect(String(decoding: dead[0].value(of: "dead_letter.error") ?? [], as: UTF8.self).contains("field \"type\": missing"))
+        #expect(String(decoding: dead[1].value(of: "dead_letter.error") ?? [], as: UTF8.self).contains("max_attempts"))
+        #expect(dead[0].value(of: "data") == Array("no type here".utf8), "the original fields are kept")
+        #expect(seen.count == 0)
+    }
+
+    @Test("an unknown type and a permanent failure are dead-lettered at once")
+    func immediateDeadLetters() async throws {
+        let setup = try await Setup()
+        let worker = setup.worker(["refuse": JobHandlerClosure { _ in throw PermanentJobError("the invoice is cancelled") }])
+        try await running(worker) {
+            _ = try await setup.publisher.publish([
+                JobMessage(type: "nobody-handles-this", data: ""), JobMessage(type: "refuse", data: ""),
+            ])
+            #expect(await eventually { try await setup.deadEntries().count == 2 })
+        }
+        let dead = try await setup.deadEntries()
+        let classes = Set(dead.map { String(decoding: $0.value(of: "dead_letter.error_class") ?? [], as: UTF8.self) })
+        #expect(classes == ["unknown_type", "permanent_failure"])
+        #expect(dead.allSatisfy { $0.value(of: "dead_letter.delivery_count") == Array("1".utf8) })
+    }
+
+    @Test("two groups on one queue each process every job")
+    func fanOut() async throws {
+        let setup = try await Setup()
+        let billing = Deliveries(), audit = Deliveries()
+        let workers = [
+            setup.worker(["t": JobHandlerClosure { billing.record($0) }], group: "billing"),
+            setup.worker(["t": JobHandlerClosure { audit.record($0) }], group: "audit"),
+        ]
+        try await running(workers[0], workers[1]) {
+            _ = try await setup.publisher.publish((0..<20).map { JobMessage(type: "t", data: "\($0)") })
+            #expect(await eventually { billing.count == 20 && audit.count == 20 })
+        }
+        #expect(Set(billing.all.map(\.id)) == Set(audit.all.map(\.id)))
+    }
+
+    @Test("workers of one group share the jobs: each runs once")
+    func sharedGroup() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let handler = JobHandlerClosure { job in
+            try await Task.sleep(for: .milliseconds(5))
+            seen.record(job)
+        }
+        try await running(setup.worker(["t": handler]), setup.worker(["t": handler])) {
+            _ = try await setup.publisher.publish((0..<60).map { JobMessage(type: "t", data: "\($0)") })
+            #expect(await eventually { seen.count >= 60 })
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(seen.count == 60)
+        #expect(Set(seen.all.map(\.id)).count == 60)
+    }
+
+    @Test("an entry left pending by a vanished consumer is reclaimed after the lease and runs with attempt 2")
+    func reclaimsFromDeadConsumer() async throws {
+        let setup = try await Setup()
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "orphan"))
+        try await setup.redis.send(RedisCommand("XGROUP CREATE", [.string(setup.keys.jobs), "workers", "0"]))
+        _ = try await setup.redis.send(
+            RedisCommand(
+                "XREADGROUP", ["GROUP", "workers", "crashed-container", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), ">"]))
+        let seen = Deliveries()
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
+            #expect(await eventually { seen.count == 1 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(seen.all.first?.attempt == 2)
+    }
+
+    @Test("a job slower than the lease, on a live worker, is not stolen and runs once")
+    func slowJobKeepsItsLease() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let slow = JobHandlerClosure { job in
+            seen.record(job)
+            try await Task.sleep(for: .milliseconds(1800))
+        }
+        try await running(setup.worker(["t": slow]), setup.worker(["t": slow])) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: ""))
+            #expect(await eventually { try await setup.pendingCount() == 0 && seen.count > 0 })
+        }
+        #expect(seen.count == 1)
+        #expect(seen.all.first?.attempt == 1)
+    }
+
+    @Test("a job reclaimed after its workers died max-attempts times is dead-lettered without running")
+    func workerLost() async throws {
+        let setup = try await Setup()
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: ""))
+        try await setup.redis.send(RedisCommand("XGROUP CREATE", [.string(setup.keys.jobs), "workers", "0"]))
+        let read = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), ">"]))
+        let id = try #require(read.array?.first?.array?[1].array?.first?.array?.first?.string)
+        for _ in 0..<2 {  // two more deliveries that "crashed": the count is now 3, the maximum
+            try await setup.redis.send(RedisCommand("XCLAIM", [.string(setup.keys.jobs), "workers", "ghost", "0", .string(id)]))
+        }
+        let seen = Deliveries()
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
+            #expect(await eventually { try await setup.deadEntries().count == 1 })
+        }
+        #expect(seen.count == 0)
+        let dead = try await setup.deadEntries()[0]
+        #expect(dead.value(of: "dead_letter.error_class") == Array("worker_lost".utf8))
+        #expect(dead.value(of: "dead_letter.delivery_count") == Array("4".utf8))
+    }
+
+    @Test("stop() lets a running job finish and acknowledges it; nothing more is read")
+    func gracefulStop() async throws {
+        let setup = try await Setup()
+        let started = Deliveries(), finished = Deliveries()
+        let worker = setup.worker([
+            "t": JobHandlerClosure { job in
+                started.record(job)
+                try await Task.sleep(for: .milliseconds(700))
+                finished.record(job)
+            }
+        ]) { $0.concurrency = 1 }
+        let task = Task { try await worker.run() }
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "1"))
+        #expect(await eventually { started.count == 1 })
+        worker.stop()
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "2"))
+        try await task.value
+        #expect(finished.count == 1)
+        #expect(started.count == 1, "nothing is read after stop()")
+        #expect(try await setup.pendingCount() == 0)
+    }
+
+    @Test("a consumer that exits cleanly holding nothing removes itself; one that holds entries stays")
+    func consumerCleanup() async throws {
+        let setup = try await Setup()
+        let worker = setup.worker(["t": JobHandlerClosure { _ in }], consumer: "leaving-cleanly")
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: ""))
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        let consumers = try await setup.redis.send(RedisCommand("XINFO CONSUMERS", [.string(setup.keys.jobs), "workers"]))
+        #expect(consumers.array?.isEmpty == true)
+
+        _ = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "holder", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), "0"]))
+        try await setup.redis.send(RedisCommand("XADD", [.string(setup.keys.jobs), "*", "type", "t"]))
+        _ = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "holder", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), ">"]))
+        let released = try await setup.redis.run(
+            Worker.releaseConsumerScript, keys: [.string(setup.keys.jobs)], arguments: ["workers", "holder"])
+        #expect(released == .integer(0))
+    }
+
+    @Test("a worker that lost its lease cannot acknowledge, extend or dead-letter the new owner's delivery")
+    func zombieCannotInterfere() async throws {
+        let setup = try await Setup()
+        let receipt = try await setup.publisher.publish(JobMessage(type: "t", data: ""))
+        let keys: [RedisArgument] = [.string(setup.keys.jobs)]
+        try await setup.redis.send(RedisCommand("XGROUP CREATE", [.string(setup.keys.jobs), "workers", "0"]))
+        _ = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "zombie", "STREAMS", .string(setup.keys.jobs), ">"]))
+        try await setup.redis.send(
+            RedisCommand("XCLAIM", [.string(setup.keys.jobs), "workers", "new-owner", "0", .string(receipt.jobID)]))
+
+        let ack = try await setup.redis.run(
+            Worker.ackScript, keys: keys, arguments: ["workers", "zombie", .string(receipt.jobID)])
+        #expect(ack == .array([.bulk(Array(receipt.jobID.utf8))]), "reported as lost, not acknowledged")
+        let lease = try await setup.redis.run(
+            Worker.leaseScript, keys: keys, arguments: ["workers", "zombie", 0, .string(receipt.jobID)])
+        #expect(lease.array?.count == 1)
+        let dead = try await setup.redis.run(
+            Worker.deadLetterScript, keys: keys + [.string(setup.keys.deadLetter)],
+            arguments: ["workers", "zombie", .string(receipt.jobID), "dead_letter.error", "x"])
+        #expect(dead == .integer(0))
+        #expect(try await setup.pendingCount() == 1, "still pending for the new owner")
+        #expect(try await setup.deadEntries().isEmpty)
+    }
+
+    @Test("if the group disappears mid-run (a flush), the worker recreates it and goes on")
+    func groupRecreated() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "before"))
+            #expect(await eventually { seen.count == 1 })
+            try await setup.redis.send(RedisCommand("DEL", [.string(setup.keys.jobs)]))
+            try await Task.sleep(for: .milliseconds(300))
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "after"))
+            #expect(await eventually { seen.count == 2 })
+        }
+    }
+
+    @Test("invalid settings are refused before anything is read")
+    func invalidConfiguration() async throws {
+        let setup = try await Setup()
+        let worker = setup.worker([:]) { $0.concurrency = 0 }
+        await #expect(throws: FerryError.self) { try await worker.run() }
+    }
+}
+
+struct PushBackError: Error, CustomStringConvertible {
+    var description: String { "pushed back by the test handler" }
+}
