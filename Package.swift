@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // System libraries: declared without pkgConfig (see the shim headers for why).
@@ -48,10 +49,20 @@ let package = Package(
             swiftSettings: swiftSettings,
             plugins: ["EmbedLuaScripts"]
         ),
+        .target(
+            name: "FerryExec",
+            dependencies: [
+                "Ferry",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "FerryCLI",
             dependencies: [
                 "Ferry",
+                "FerryExec",
                 "FerryRedis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -85,6 +96,11 @@ let package = Package(
         .testTarget(
             name: "FerryTests",
             dependencies: ["Ferry", "FerryRedis", "FerryTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FerryExecTests",
+            dependencies: ["FerryExec", "Ferry", "FerryRedis", "FerryTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

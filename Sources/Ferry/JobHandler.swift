@@ -34,6 +34,17 @@ public struct PermanentJobError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// A handler ran longer than its job timeout; it was cancelled, and the job is retried.
+public struct JobTimeoutError: Error, Sendable, CustomStringConvertible {
+    public var timeout: Duration
+
+    public init(timeout: Duration) {
+        self.timeout = timeout
+    }
+
+    public var description: String { "the job ran longer than its timeout of \(timeout.milliseconds) ms and was cancelled" }
+}
+
 /// A job as a handler receives it.
 public struct Job: Sendable {
     /// The producer's `job_id`, or the stream entry ID.

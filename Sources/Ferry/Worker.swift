@@ -36,6 +36,9 @@ public final class Worker: Sendable {
         public var readBlock: Duration = .seconds(2)
         /// The largest `data` a job may have; larger entries are dead-lettered as malformed.
         public var maxPayloadBytes = WireFormat.defaultMaxPayloadBytes
+        /// How long one run of a handler may take before it is cancelled and counted as a
+        /// failure; nil for no limit. A job's `timeout_ms` field overrides it.
+        public var jobTimeout: Duration?
 
         public init() {}
 
@@ -310,7 +313,7 @@ public final class Worker: Sendable {
         logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
         let started = ContinuousClock.now
         do {
-            try await handler.handle(job)
+            try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout)
             await acknowledge(entry.id, control: control, logger: logger)
             logger.info("job_completed", metadata: ["ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)"])
         } catch let error as PermanentJobError {
@@ -331,6 +334,21 @@ public final class Worker: Sendable {
             } else {
                 await scheduleRetry(entry.id, attempt: attempt, control: control, logger: logger)
             }
+        }
+    }
+
+    /// Runs the handler, cancelling it once `timeout` has passed (the exec handler then kills
+    /// its process group) and throwing ``JobTimeoutError``.
+    static func runHandler(_ handler: any JobHandler, _ job: Job, timeout: Duration?) async throws {
+        guard let timeout else { return try await handler.handle(job) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await handler.handle(job) }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw JobTimeoutError(timeout: timeout)
+            }
+            defer { group.cancelAll() }
+            try await group.next()
         }
     }
 

@@ -1,0 +1,106 @@
+import Ferry
+import Foundation
+import Subprocess
+import SystemPackage
+
+/// Runs each job as a shell command, so handlers can be written in any language: `ferry worker
+/// QUEUE --exec CMD`.
+///
+/// The command runs as `/bin/sh -c CMD` in a process group of its own, so a job timeout or a
+/// cancelled job kills everything it started. The job's `data` arrives on standard input, its
+/// metadata in the environment (see ``environment(for:)``). The exit status decides the outcome,
+/// following sysexits.h:
+///
+/// | exit status | outcome |
+/// | --- | --- |
+/// | 0 | acknowledged |
+/// | 75 (`EX_TEMPFAIL`) | retried after the backoff |
+/// | 65 (`EX_DATAERR`) | dead-lettered at once |
+/// | anything else, or killed by a signal | retried until the maximum attempts |
+///
+/// The last 4 KiB of standard error become the failure's message (`dead_letter.error`, the
+/// job's `last_error`); standard output goes to the worker's standard error, keeping the
+/// worker's standard output for its own log lines.
+public struct CommandJobHandler: JobHandler {
+    /// The exit status that asks for a retry (`EX_TEMPFAIL`).
+    public static let retryStatus: Int32 = 75
+    /// The exit status that dead-letters the job at once (`EX_DATAERR`).
+    public static let deadLetterStatus: Int32 = 65
+    static let stderrTailBytes = 4096
+
+    public let command: String
+
+    public init(command: String) {
+        self.command = command
+    }
+
+    public func handle(_ job: Job) async throws {
+        var options = PlatformOptions()
+        options.processGroupID = 0  // a new group led by the child: killable as a whole
+        let environment = Environment.inherit.updating(
+            Dictionary(
+                uniqueKeysWithValues: Self.environment(for: job).map { (Environment.Key(stringLiteral: $0.key), $0.value) }))
+        let result = try await Subprocess.run(
+            .path("/bin/sh"), arguments: ["-c", command], environment: environment, platformOptions: options,
+            input: .array(job.data), output: .currentStandardError, error: .sequence
+        ) { execution in
+            try await withTaskCancellationHandler {
+                var tail: [UInt8] = []
+                for try await buffer in execution.standardError {
+                    buffer.withUnsafeBytes { tail.append(contentsOf: $0) }
+                    if tail.count > 2 * Self.stderrTailBytes { tail.removeFirst(tail.count - Self.stderrTailBytes) }
+                }
+                return Array(tail.suffix(Self.stderrTailBytes))
+            } onCancel: {
+                try? execution.send(signal: .kill, toProcessGroup: true)
+            }
+        }
+        try Task.checkCancellation()
+        let stderrTail = String(decoding: result.closureResult, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        switch result.terminationStatus {
+        case .exited(0):
+            return
+        case .exited(Self.deadLetterStatus):
+            throw PermanentJobError(stderrTail.isEmpty ? "the command exited with 65 (EX_DATAERR)" : stderrTail)
+        case .exited(let status):
+            throw CommandFailure(status: "exited with \(status)", standardError: stderrTail)
+        case .signaled(let signal):
+            throw CommandFailure(status: "was killed by signal \(signal)", standardError: stderrTail)
+        }
+    }
+
+    /// What the command finds in its environment:
+    /// `FERRY_JOB_ID`, `FERRY_JOB_TYPE`, `FERRY_QUEUE`, `FERRY_GROUP`, `FERRY_DELIVERY_ATTEMPT`,
+    /// `FERRY_ATTRIBUTES` (a JSON object) and one `FERRY_ATTR_<NAME>` per attribute, the name
+    /// upper-cased with every character other than A-Z, 0-9 and `_` turned into `_`.
+    public static func environment(for job: Job) -> [String: String] {
+        var environment = [
+            "FERRY_JOB_ID": job.id, "FERRY_JOB_TYPE": job.type, "FERRY_QUEUE": job.queue.rawValue,
+            "FERRY_GROUP": job.group, "FERRY_DELIVERY_ATTEMPT": String(job.deliveryAttempt),
+        ]
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        environment["FERRY_ATTRIBUTES"] =
+            (try? encoder.encode(job.attributes)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        for (name, value) in job.attributes {
+            let variable = name.uppercased().unicodeScalars.map { scalar -> String in
+                switch scalar {
+                case "A"..."Z", "0"..."9", "_": return String(scalar)
+                default: return "_"
+                }
+            }.joined()
+            environment["FERRY_ATTR_" + variable] = value
+        }
+        return environment
+    }
+}
+
+/// A command that failed in a way worth retrying: its status and the tail of its standard error.
+public struct CommandFailure: Error, Sendable, CustomStringConvertible {
+    public var status: String
+    public var standardError: String
+
+    public var description: String {
+        standardError.isEmpty ? "the command \(status)" : "the command \(status): \(standardError)"
+    }
+}

@@ -1,0 +1,76 @@
+import FerryExec
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Testing
+
+@testable import Ferry
+
+@Suite("--exec handlers")
+struct CommandJobHandlerTests {
+    private func job(data: String = "", attributes: [String: String] = [:], attempt: Int = 1) -> Job {
+        Job(
+            id: "job-1", entryID: "1-0", queue: "q", group: "workers", deliveryAttempt: attempt,
+            message: JobMessage(type: "convert", data: Array(data.utf8), attributes: attributes))
+    }
+
+    @Test("data arrives on stdin and metadata in the environment")
+    func inputAndEnvironment() async throws {
+        let out = FileManager.default.temporaryDirectory.appending(path: uniqueName("exec"))
+        defer { try? FileManager.default.removeItem(at: out) }
+        let handler = CommandJobHandler(
+            command: """
+                { cat; echo; echo "$FERRY_JOB_ID $FERRY_JOB_TYPE $FERRY_QUEUE $FERRY_GROUP $FERRY_DELIVERY_ATTEMPT"; \
+                echo "$FERRY_ATTR_TENANT_ID $FERRY_ATTRIBUTES"; } > '\(out.path())'
+                """)
+        try await handler.handle(job(data: #"{"doc":1}"#, attributes: ["tenant-id": "acme"], attempt: 2))
+        let written = try String(contentsOf: out, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(written == [#"{"doc":1}"#, "job-1 convert q workers 2", #"acme {"tenant-id":"acme"}"#])
+    }
+
+    @Test("exit 0 acknowledges, 75 and other codes retry, 65 dead-letters, with the stderr tail as the reason")
+    func exitCodes() async throws {
+        try await CommandJobHandler(command: "exit 0").handle(job())
+        await #expect {
+            try await CommandJobHandler(command: "echo 'busy, try later' >&2; exit 75").handle(job())
+        } throws: { error in
+            (error as? CommandFailure)?.description == "the command exited with 75: busy, try later"
+        }
+        await #expect {
+            try await CommandJobHandler(command: "echo 'bad input' >&2; exit 65").handle(job())
+        } throws: { error in
+            (error as? PermanentJobError)?.message == "bad input"
+        }
+        await #expect {
+            try await CommandJobHandler(command: "exit 3").handle(job())
+        } throws: { error in
+            (error as? CommandFailure)?.status == "exited with 3"
+        }
+    }
+
+    @Test("only the last 4 KiB of a long stderr is kept")
+    func stderrTail() async throws {
+        await #expect {
+            try await CommandJobHandler(command: "head -c 100000 /dev/zero | tr '\\\\0' x >&2; echo END >&2; exit 1").handle(
+                job())
+        } throws: { error in
+            guard let failure = error as? CommandFailure else { return false }
+            return failure.standardError.hasSuffix("END") && failure.standardError.utf8.count <= 4096
+        }
+    }
+
+    @Test("a job timeout kills the whole process group, children included")
+    func timeoutKillsProcessGroup() async throws {
+        let marker = FileManager.default.temporaryDirectory.appending(path: uniqueName("grandchild"))
+        defer { try? FileManager.default.removeItem(at: marker) }
+        // The grandchild would write the marker after 1.5 s if it survived the kill.
+        let handler = CommandJobHandler(command: "(sleep 1.5; touch '\(marker.path())') & sleep 30")
+        let start = ContinuousClock.now
+        await #expect(throws: JobTimeoutError.self) {
+            try await Worker.runHandler(handler, job(), timeout: .milliseconds(300))
+        }
+        #expect(ContinuousClock.now - start < .seconds(5))
+        try await Task.sleep(for: .seconds(2))
+        #expect(!FileManager.default.fileExists(atPath: marker.path()))
+    }
+}
