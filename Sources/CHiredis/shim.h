@@ -5,6 +5,7 @@
  * so the module is declared without pkgConfig and includes the header directly. */
 #include <hiredis/hiredis.h>
 #include <errno.h>
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/time.h>
 
@@ -27,6 +28,16 @@ static inline struct timeval ferry_timeval_ms(long long milliseconds) {
     tv.tv_sec = (time_t)(milliseconds / 1000);
     tv.tv_usec = (suseconds_t)((milliseconds % 1000) * 1000);
     return tv;
+}
+
+/* hiredis writes with write(2): once Redis has closed the socket, the kernel raises SIGPIPE,
+ * whose default action kills the process. Ignore it so the write fails with EPIPE instead,
+ * unless the application installed a handler of its own. */
+static inline void ferry_ignore_sigpipe_if_default(void) {
+    struct sigaction current;
+    if (sigaction(SIGPIPE, NULL, &current) == 0 && current.sa_handler == SIG_DFL) {
+        signal(SIGPIPE, SIG_IGN);
+    }
 }
 
 /* Names the calling thread (15 bytes at most), so the thread that blocks in hiredis shows in

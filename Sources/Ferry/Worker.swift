@@ -66,6 +66,7 @@ public final class Worker: Sendable {
     public let configuration: Configuration
     private let redis: RedisConfiguration
     private let handlers: [String: any JobHandler]
+    private let fallbackHandler: (any JobHandler)?
     private let logger: Logger
     private let state = Mutex(State())
 
@@ -80,15 +81,20 @@ public final class Worker: Sendable {
     static let deadLetterScript = RedisScript(name: "deadletter", source: EmbeddedLuaScripts.deadletter)
     static let releaseConsumerScript = RedisScript(name: "release_consumer", source: EmbeddedLuaScripts.release_consumer)
 
-    /// - Parameter handlers: by job type; a job of any other type is dead-lettered as unknown.
+    /// - Parameters:
+    ///   - handlers: by job type.
+    ///   - fallbackHandler: runs every type without a handler of its own (`ferry worker --exec`);
+    ///     without one, such a job is dead-lettered as unknown.
     public init(
         queue: QueueName, redis: RedisConfiguration, handlers: [String: any JobHandler],
-        configuration: Configuration = Configuration(), logger: Logger = Logger(label: "ferry.worker")
+        configuration: Configuration = Configuration(), fallbackHandler: (any JobHandler)? = nil,
+        logger: Logger = Logger(label: "ferry.worker")
     ) {
         self.queue = queue
         self.keys = QueueKeys(queue: queue)
         self.redis = redis
         self.handlers = handlers
+        self.fallbackHandler = fallbackHandler
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: "ferry.queue"] = "\(queue)"
@@ -300,7 +306,7 @@ public final class Worker: Sendable {
                 control: control, logger: logger)
             return
         }
-        guard let handler = handlers[message.type] else {
+        guard let handler = handlers[message.type] ?? fallbackHandler else {
             await deadLetter(
                 entry, attempt: attempt, errorClass: "unknown_type",
                 error: "no handler for job type \"\(message.type.debugEscaped)\" in this worker", control: control, logger: logger

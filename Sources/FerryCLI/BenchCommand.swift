@@ -45,6 +45,7 @@ struct PublishBenchmark: AsyncParsableCommand {
     }
 
     func run() async throws {
+        LogOutput.text.bootstrap()
         let connection = try await redis.connect(clientName: "ferry-bench")
         let queue = try QueueName("ferry-bench-\(getpid())")
         var configuration = Publisher.Configuration()

@@ -17,16 +17,10 @@ struct FerryTool: AsyncParsableCommand {
             Exit codes: 0 ok, 1 not found, 2 bad usage or invalid input, 3 Redis unreachable or refusing.
             The Redis URL comes from --redis or FERRY_REDIS_URL (default \(RedisConfiguration.defaultURL)).
             """,
-        subcommands: [PublishCommand.self, PeekCommand.self, BenchCommand.self]
+        subcommands: [PublishCommand.self, WorkerCommand.self, PeekCommand.self, BenchCommand.self]
     )
 
     static func main() async {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel =
-                ProcessInfo.processInfo.environment["FERRY_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .warning
-            return handler
-        }
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {
@@ -75,6 +69,30 @@ enum ExitStatus: Int32 {
             self = .usage
         default:
             return nil
+        }
+    }
+}
+
+/// Where a command's log lines go; each command picks one at the start of `run()`, since
+/// swift-log can be bootstrapped only once per process. The level comes from `FERRY_LOG_LEVEL`.
+enum LogOutput {
+    /// Plain text on standard error, warnings and above by default: keeps standard output for
+    /// results such as job ids.
+    case text
+    /// JSON lines on standard output, info and above by default: for long-running workers.
+    case json
+
+    func bootstrap() {
+        let configured = ProcessInfo.processInfo.environment["FERRY_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
+        switch self {
+        case .text:
+            LoggingSystem.bootstrap { label in
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = configured ?? .warning
+                return handler
+            }
+        case .json:
+            LoggingSystem.bootstrap { _ in JSONLogHandler(logLevel: configured ?? .info) }
         }
     }
 }

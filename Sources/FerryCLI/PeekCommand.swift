@@ -44,6 +44,7 @@ struct PeekCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        LogOutput.text.bootstrap()
         let keys = QueueKeys(queue: try QueueName(queue))
         let connection = try await redis.connect(clientName: "ferry-peek")
         let reply = try await connection.send(

@@ -54,6 +54,7 @@ struct PublishCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        LogOutput.text.bootstrap()
         let queueName = try QueueName(queue)
         var attributeMap: [String: String] = [:]
         for attribute in attributes {

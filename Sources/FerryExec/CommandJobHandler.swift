@@ -40,9 +40,12 @@ public struct CommandJobHandler: JobHandler {
         let environment = Environment.inherit.updating(
             Dictionary(
                 uniqueKeysWithValues: Self.environment(for: job).map { (Environment.Key(stringLiteral: $0.key), $0.value) }))
+        // The payload goes in through an unlinked temporary file, not a pipe: a command that never
+        // reads its standard input must not make the worker's write fail (EPIPE).
+        let payload = try Self.payloadFile(job.data)
         let result = try await Subprocess.run(
             .path("/bin/sh"), arguments: ["-c", command], environment: environment, platformOptions: options,
-            input: .array(job.data), output: .currentStandardError, error: .sequence
+            input: .fileDescriptor(payload, closeAfterSpawningProcess: true), output: .currentStandardError, error: .sequence
         ) { execution in
             try await withTaskCancellationHandler {
                 var tail: [UInt8] = []
@@ -67,6 +70,28 @@ public struct CommandJobHandler: JobHandler {
         case .signaled(let signal):
             throw CommandFailure(status: "was killed by signal \(signal)", standardError: stderrTail)
         }
+    }
+
+    /// Writes the payload to a temporary file that is unlinked at once and rewinds it, so the
+    /// child reads it as standard input and it vanishes when the descriptor closes.
+    static func payloadFile(_ data: [UInt8]) throws -> FileDescriptor {
+        let directory = ProcessInfo.processInfo.environment["TMPDIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        var template = Array("\(directory)/ferry-payload-XXXXXX".utf8CString)
+        let raw = mkstemp(&template)
+        guard raw >= 0 else {
+            throw CommandFailure(
+                status: "could not start", standardError: "cannot create a payload file in \(directory): errno \(errno)")
+        }
+        unlink(template)
+        let descriptor = FileDescriptor(rawValue: raw)
+        do {
+            _ = try descriptor.writeAll(data)
+            _ = try descriptor.seek(offset: 0, from: .start)
+        } catch {
+            try? descriptor.close()
+            throw CommandFailure(status: "could not start", standardError: "cannot write the payload file: \(error)")
+        }
+        return descriptor
     }
 
     /// What the command finds in its environment:

@@ -28,12 +28,19 @@ public actor RedisConnection {
     /// How many times this connection has been dialled successfully; visible for tests and metrics.
     public private(set) var dialCount = 0
 
+    /// hiredis writes with plain `write(2)`: when Redis has closed the socket, the kernel raises
+    /// SIGPIPE, whose default action kills the process. Ignoring it process-wide (once, before the
+    /// first connection) turns that into an `EPIPE` error, reported as ``RedisError/Kind/connectionLost``.
+    /// Every hiredis application has to do this; a process that installed its own handler keeps it.
+    private static let brokenPipesIgnored: Void = ferry_ignore_sigpipe_if_default()
+
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
         executor.asUnownedSerialExecutor()
     }
 
     /// Creates a connection; nothing is dialled until the first command (or ``connect()``).
     public init(configuration: RedisConfiguration, logger: Logger = Logger(label: "ferry.redis")) {
+        _ = Self.brokenPipesIgnored
         self.configuration = configuration
         self.executor = BlockingThreadExecutor(name: "ferry-redis")
         self.logger = logger

@@ -119,6 +119,21 @@ struct PublishCommandTests {
         #expect(!result.standardError.contains("SuperSecret123"))
     }
 
+    @Test("Redis killed in the middle of a long publish: exit 3 and a clear error, not death by SIGPIPE")
+    func redisDiesMidPublish() async throws {
+        let server = try await RedisServerProcess()
+        let publishing = Task {
+            try await ferry(
+                ["publish", "q", "--type", "t", "--data", String(repeating: "x", count: 2000), "--count", "2000000"],
+                redisURL: server.url)
+        }
+        try await Task.sleep(for: .milliseconds(400))
+        await server.kill9()
+        let result = try await publishing.value
+        #expect(result.status == 3, "\(result.standardError)")
+        #expect(result.standardError.contains("ferry: error:"))
+    }
+
     @Test("Redis out of memory exits 3 with Redis's OOM error")
     func outOfMemory() async throws {
         let server = try await RedisServerProcess(extraArguments: ["--maxmemory-policy", "noeviction"])

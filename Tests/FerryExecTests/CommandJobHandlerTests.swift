@@ -48,6 +48,12 @@ struct CommandJobHandlerTests {
         }
     }
 
+    @Test("a command that never reads its 1 MiB standard input still succeeds")
+    func unreadInput() async throws {
+        let large = String(repeating: "x", count: 1 << 20)
+        for _ in 0..<20 { try await CommandJobHandler(command: "exit 0").handle(job(data: large)) }
+    }
+
     @Test("only the last 4 KiB of a long stderr is kept")
     func stderrTail() async throws {
         await #expect {

@@ -14,16 +14,6 @@ final class Deliveries: Sendable {
     var count: Int { seen.withLock { $0.count } }
 }
 
-/// Polls `condition` until it holds or `timeout` passes; a probe that throws counts as "not yet".
-func eventually(_ timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async -> Bool {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if (try? await condition()) == true { return true }
-        try? await Task.sleep(for: .milliseconds(20))
-    }
-    return (try? await condition()) == true
-}
-
 @Suite("Worker")
 struct WorkerTests {
     struct Setup {

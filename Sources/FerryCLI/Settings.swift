@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+
+/// Resolves a setting the way containers expect: the flag, else `FERRY_<NAME>` from the
+/// environment, else the default. A bad value from either source is refused with the name of
+/// the flag and the variable, and exit code 2.
+struct Settings {
+    var environment = ProcessInfo.processInfo.environment
+
+    func value<Value>(
+        _ flag: String?, option: String, variable: String, default defaultValue: Value, parse: (String) -> Value?
+    ) throws -> Value {
+        let (text, source): (String?, String) =
+            if let flag { (flag, "--\(option)") } else { (environment[variable].flatMap { $0.isEmpty ? nil : $0 }, variable) }
+        guard let text else { return defaultValue }
+        guard let parsed = parse(text) else {
+            throw InputError("invalid value \"\(text)\" for \(source)")
+        }
+        return parsed
+    }
+
+    func duration(_ flag: String?, option: String, variable: String, default defaultValue: Duration) throws -> Duration {
+        do {
+            return try value(flag, option: option, variable: variable, default: defaultValue, parse: Self.parseDuration)
+        } catch {
+            throw InputError("\(error): write a whole number and a unit, such as 500ms, 30s, 5m or 1h")
+        }
+    }
+
+    func optionalDuration(_ flag: String?, option: String, variable: String) throws -> Duration? {
+        let parsed: Duration? = try value(flag, option: option, variable: variable, default: nil) { Self.parseDuration($0) }
+        return parsed
+    }
+
+    func integer(_ flag: String?, option: String, variable: String, default defaultValue: Int) throws -> Int {
+        try value(flag, option: option, variable: variable, default: defaultValue) { Int($0) }
+    }
+
+    func string(_ flag: String?, variable: String, default defaultValue: String) -> String {
+        flag ?? environment[variable].flatMap { $0.isEmpty ? nil : $0 } ?? defaultValue
+    }
+
+    /// `500ms`, `30s`, `5m`, `1h`: a whole number and a unit, nothing else.
+    static func parseDuration(_ text: String) -> Duration? {
+        let digits = text.prefix { $0.isASCII && $0.isNumber }
+        guard !digits.isEmpty, digits.count <= 12, let amount = Int64(digits) else { return nil }
+        switch text.dropFirst(digits.count) {
+        case "ms": return .milliseconds(amount)
+        case "s": return .seconds(amount)
+        case "m": return .seconds(amount * 60)
+        case "h": return .seconds(amount * 3600)
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,193 @@
+import Ferry
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Testing
+
+/// `ferry worker --exec` as real processes against a real redis-server: crashes, SIGTERM,
+/// the exit-code contract, a Redis restart.
+@Suite("ferry worker processes")
+struct WorkerProcessTests {
+    /// A scratch folder where handler commands leave their traces.
+    final class Scratch: @unchecked Sendable {
+        let url = FileManager.default.temporaryDirectory.appending(path: uniqueName("worker"))
+        init() throws { try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true) }
+        deinit { try? FileManager.default.removeItem(at: url) }
+        func path(_ name: String) -> String { url.appending(path: name).path() }
+        func lines(_ name: String) -> [String] {
+            ((try? String(contentsOfFile: path(name), encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+    }
+
+    private func startWorker(
+        _ queue: String, redisURL: String, exec: String, scratch: Scratch, name: String, options: [String] = []
+    ) throws -> ChildProcess {
+        try ChildProcess(
+            try ferryExecutable(), ["worker", queue, "--exec", exec, "--consumer", name] + options,
+            environment: ProcessInfo.processInfo.environment.merging(["FERRY_REDIS_URL": redisURL]) { $1 },
+            standardOutput: scratch.path("\(name).log"), standardError: scratch.path("\(name).err"))
+    }
+
+    private func pending(_ redis: RedisConnection, _ queue: String) async throws -> Int64 {
+        let keys = QueueKeys(queue: try QueueName(queue))
+        return try await redis.send(RedisCommand("XPENDING", [.string(keys.jobs), "workers"])).array?.first?.integer ?? -1
+    }
+
+    @Test("kill -9 of a worker and its job mid-run: the job completes on another worker after the lease, once")
+    func crashedWorker() async throws {
+        let url = try await TestRedis.sharedURL()
+        let redis = try await TestRedis.connection()
+        let queue = uniqueName("crash"), scratch = try Scratch()
+        // The job records its process group, works for a while, then records completion.
+        let exec = "echo $$ >> '\(scratch.path("groups"))'; sleep 1; echo $FERRY_JOB_ID >> '\(scratch.path("done"))'"
+        let victim = try startWorker(
+            queue, redisURL: url, exec: exec, scratch: scratch, name: "victim", options: ["--lease", "1s"])
+        let receipt = try await Publisher(queue: try QueueName(queue), connection: redis).publish(JobMessage(type: "t", data: ""))
+        #expect(await eventually { scratch.lines("groups").count == 1 })
+
+        // A container crash: the worker and everything it started die at once.
+        victim.signal(SIGKILL)
+        kill(-(pid_t(scratch.lines("groups")[0]) ?? 0), SIGKILL)
+        await victim.waitForExit()
+        let survivor = try startWorker(
+            queue, redisURL: url, exec: exec, scratch: scratch, name: "survivor", options: ["--lease", "1s"])
+        #expect(await eventually(.seconds(15)) { scratch.lines("done").count == 1 })
+        #expect(await eventually { try await pending(redis, queue) == 0 })
+        survivor.signal(SIGTERM)
+        #expect(await survivor.waitForExit() == 0)
+        #expect(scratch.lines("done") == [receipt.jobID], "completed exactly once")
+        #expect(scratch.lines("groups").count == 2, "started by the victim, then by the survivor")
+    }
+
+    @Test("SIGTERM during a batch: running jobs finish and are acknowledged, none is lost or run twice")
+    func sigtermDrains() async throws {
+        let url = try await TestRedis.sharedURL()
+        let redis = try await TestRedis.connection()
+        let queue = uniqueName("drain"), scratch = try Scratch()
+        let exec =
+            "echo $FERRY_JOB_ID >> '\(scratch.path("started"))'; sleep 0.7; echo $FERRY_JOB_ID >> '\(scratch.path("done"))'"
+        let receipts = try await Publisher(queue: try QueueName(queue), connection: redis)
+            .publish((0..<8).map { JobMessage(type: "t", data: "\($0)") })
+        let first = try startWorker(
+            queue, redisURL: url, exec: exec, scratch: scratch, name: "first", options: ["--concurrency", "3"])
+        #expect(await eventually { scratch.lines("started").count >= 3 })
+        first.signal(SIGTERM)
+        #expect(await first.waitForExit() == 0)
+        let startedByFirst = Set(scratch.lines("started"))
+        #expect(Set(scratch.lines("done")) == startedByFirst, "every job the first worker started finished before it exited")
+        #expect(try await pending(redis, queue) == 0, "and was acknowledged")
+
+        let second = try startWorker(
+            queue, redisURL: url, exec: exec, scratch: scratch, name: "second", options: ["--concurrency", "8"])
+        #expect(await eventually(.seconds(15)) { scratch.lines("done").count >= 8 })
+        second.signal(SIGTERM)
+        #expect(await second.waitForExit() == 0)
+        #expect(scratch.lines("done").sorted() == receipts.map(\.jobID).sorted(), "every job ran exactly once")
+    }
+
+    @Test("--exec exit codes: 0 acks, 75 retries, 65 dead-letters at once, others retry to max attempts; redis-py jobs run")
+    func exitCodeContract() async throws {
+        let url = try await TestRedis.sharedURL()
+        let redis = try await TestRedis.connection()
+        let queue = uniqueName("codes"), scratch = try Scratch()
+        let keys = QueueKeys(queue: try QueueName(queue))
+        let script = """
+            import sys, redis
+            r = redis.Redis.from_url(sys.argv[1])
+            for kind in ["ok", "tempfail", "dataerr", "other"]:
+                r.xadd(sys.argv[2], {"type": kind, "data": "from python"})
+            """
+        #expect(try await runPython(script, [url, keys.jobs]).status == 0)
+        let exec = """
+            echo "$FERRY_JOB_TYPE $FERRY_DELIVERY_ATTEMPT $(cat)" >> '\(scratch.path("runs"))'
+            case $FERRY_JOB_TYPE in
+              ok) exit 0 ;;
+              tempfail) [ "$FERRY_DELIVERY_ATTEMPT" -ge 2 ] && exit 0; exit 75 ;;
+              dataerr) echo 'bad input: field x' >&2; exit 65 ;;
+              *) echo 'always broken' >&2; exit 3 ;;
+            esac
+            """
+        let worker = try startWorker(
+            queue, redisURL: url, exec: exec, scratch: scratch, name: "codes",
+            options: ["--max-attempts", "2", "--min-backoff", "100ms", "--max-backoff", "100ms", "--lease", "1s"])
+        let deadEntries = { () async throws -> [StreamEntry] in
+            StreamEntry.entries(from: try await redis.send(RedisCommand("XRANGE", [.string(keys.deadLetter), "-", "+"])))
+        }
+        #expect(
+            await eventually(.seconds(15)) {
+                let deadCount = try await deadEntries().count
+                let pendingCount = try await pending(redis, queue)
+                return deadCount == 2 && pendingCount == 0
+            })
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0)
+
+        let runs = scratch.lines("runs").sorted()
+        #expect(
+            runs == [
+                "dataerr 1 from python", "ok 1 from python", "other 1 from python", "other 2 from python",
+                "tempfail 1 from python", "tempfail 2 from python",
+            ])
+        let dead = Dictionary(
+            uniqueKeysWithValues: try await deadEntries().map { entry in
+                (String(decoding: entry.value(of: "type") ?? [], as: UTF8.self), entry)
+            })
+        func text(_ type: String, _ field: String) -> String? {
+            dead[type]?.value(of: field).map { String(decoding: $0, as: UTF8.self) }
+        }
+        #expect(text("dataerr", "dead_letter.error") == "bad input: field x")
+        #expect(text("dataerr", "dead_letter.delivery_count") == "1")
+        #expect(text("other", "dead_letter.delivery_count") == "2")
+        #expect(text("other", "dead_letter.error")?.contains("always broken") == true)
+        let log = (try? String(contentsOfFile: scratch.path("codes.log"), encoding: .utf8)) ?? ""
+        #expect(log.contains(#""event":"retry_scheduled""#) && log.contains(#""event":"dead_lettered""#))
+        #expect(!log.contains("from python"), "payloads never reach the logs")
+    }
+
+    @Test("Redis restarted mid-run (AOF on): the worker reconnects and finishes every job")
+    func redisRestart() async throws {
+        let server = try await RedisServerProcess(extraArguments: ["--appendonly", "yes", "--appendfsync", "always"])
+        let redis = try RedisConnection(url: server.url)
+        let queue = uniqueName("restart"), scratch = try Scratch()
+        let publisher = Publisher(queue: try QueueName(queue), connection: redis)
+        let exec = "echo $FERRY_JOB_ID >> '\(scratch.path("done"))'"
+        let worker = try startWorker(
+            queue, redisURL: server.url, exec: exec, scratch: scratch, name: "steady", options: ["--lease", "1s"])
+        var ids = try await publisher.publish((0..<20).map { JobMessage(type: "t", data: "\($0)") }).map(\.jobID)
+        let firstBatchDone = await eventually { Set(scratch.lines("done")).count == 20 }
+        if !firstBatchDone {
+            let status = await worker.waitForExit(killAfter: .milliseconds(1))
+            Issue.record("status: \(status) \(scratch.lines("steady.err").suffix(8))")
+        }
+
+        try await server.restart()
+        var published: [PublishReceipt] = []
+        for attempt in 0..<20 where published.isEmpty {
+            published = (try? await publisher.publish((20..<40).map { JobMessage(type: "t", data: "\($0)") })) ?? []
+            if published.isEmpty { try await Task.sleep(for: .milliseconds(100 * (attempt + 1))) }
+        }
+        ids += published.map(\.jobID)
+        #expect(ids.count == 40)
+        #expect(await eventually(.seconds(20)) { Set(scratch.lines("done")) == Set(ids) })
+        #expect(await eventually { try await pending(redis, queue) == 0 })
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0)
+    }
+
+    @Test(
+        "bad settings are refused at start-up with exit code 2, before any job is read",
+        arguments: [
+            (["--lease", "5x"], [:], "--lease"),
+            (["--concurrency", "0"], [:], "concurrency"),
+            ([], ["FERRY_MAX_ATTEMPTS": "many"], "FERRY_MAX_ATTEMPTS"),
+            ([], ["FERRY_MIN_BACKOFF": "10"], "FERRY_MIN_BACKOFF"),
+            (["--min-backoff", "2m", "--max-backoff", "1m"], [:], "backoff"),
+        ] as [([String], [String: String], String)])
+    func badSettings(options: [String], environment: [String: String], message: String) async throws {
+        let result = try await runProcess(
+            try ferryExecutable(), ["worker", uniqueName("bad"), "--exec", "true"] + options,
+            environment: environment.merging(["FERRY_REDIS_URL": try await TestRedis.sharedURL()]) { $1 })
+        #expect(result.status == 2)
+        #expect(result.standardError.contains(message), "\(result.standardError)")
+    }
+}
