@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Ferry's demo on a fresh machine: installs what is missing, builds, starts a throwaway local
 # redis-server, publishes sample jobs (from ferry and from redis-cli, as any producer would),
-# then shows them with redis-cli XRANGE and with ferry. The server is stopped on exit.
+# shows them with redis-cli XRANGE and with ferry, then runs a worker whose handler is a shell
+# command: the jobs are processed, a poison job lands in the dead-letter stream with its reason.
+# The server and the worker are stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ops/lib.sh
@@ -13,6 +15,12 @@ if [ -z "${FERRY_BIN:-}" ]; then
 fi
 ferry() { "$FERRY_BIN" "$@"; }
 ferry_start_redis
+worker_pid=""
+stop_demo() {
+  [ -n "$worker_pid" ] && kill -TERM "$worker_pid" 2>/dev/null && wait "$worker_pid" 2>/dev/null
+  ferry_stop_redis
+}
+trap stop_demo EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -36,3 +44,29 @@ redis-cli -p "$FERRY_REDIS_PORT" XRANGE 'ferry:{emails}:jobs' - + COUNT 2
 
 step "ferry peek emails: every entry checked against the wire format"
 ferry peek emails
+
+step "a poison job: its handler exits 65 (EX_DATAERR), which dead-letters it at once"
+ferry publish emails --type send-welcome --data '{"to":"not-an-address"}' --job-id poison-1
+
+step "ferry worker emails --exec …: a shell command handles every job (JSON log lines below)"
+# The handler reads the job's data on stdin; metadata arrives as FERRY_* variables.
+handler='payload=$(cat)
+case "$payload" in
+  *not-an-address*) echo "invalid recipient in $payload" >&2; exit 65 ;;
+esac
+echo "  handled $FERRY_JOB_TYPE $FERRY_JOB_ID (attempt $FERRY_DELIVERY_ATTEMPT): $payload" >&2'
+"$FERRY_BIN" worker emails --exec "$handler" --lease 5s --shutdown-grace 5s > "$FERRY_REDIS_DIR/worker.log" &
+worker_pid=$!
+for _ in $(seq 1 100); do
+  [ "$(redis-cli -p "$FERRY_REDIS_PORT" XLEN 'ferry:{emails}:dead')" -ge 2 ] && \
+    [ "$(redis-cli -p "$FERRY_REDIS_PORT" XPENDING 'ferry:{emails}:jobs' workers | head -1)" = 0 ] && break
+  sleep 0.1
+done
+kill -TERM "$worker_pid"
+wait "$worker_pid"  # a graceful stop exits 0
+worker_pid=""
+grep -E '"event":"(job_completed|dead_lettered)"' "$FERRY_REDIS_DIR/worker.log" | head -4
+
+step "the dead-letter stream: the malformed entry and the poison job, each with its reason"
+redis-cli -p "$FERRY_REDIS_PORT" --no-raw XRANGE 'ferry:{emails}:dead' - + | \
+  grep -A1 -E '"(type|job_id|dead_letter.error_class|dead_letter.error|dead_letter.delivery_count)"' | grep -v '^--'

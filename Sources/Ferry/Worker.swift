@@ -39,6 +39,9 @@ public final class Worker: Sendable {
         /// How long one run of a handler may take before it is cancelled and counted as a
         /// failure; nil for no limit. A job's `timeout_ms` field overrides it.
         public var jobTimeout: Duration?
+        /// How long a completed idempotency key is remembered (`ferry:{Q}:idem:done:<key>`): a
+        /// job with the key delivered again within it is acknowledged without running.
+        public var idempotencyTTL: Duration = .seconds(24 * 3600)
 
         public init() {}
 
@@ -74,12 +77,17 @@ public final class Worker: Sendable {
         var stopping = false
         /// Entry IDs of running jobs, whose leases the maintenance loop extends.
         var running: Set<String> = []
+        /// The in-flight lock key of each running job that has an idempotency key, by entry ID.
+        var locks: [String: String] = [:]
     }
 
     static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
     static let leaseScript = RedisScript(name: "lease", source: EmbeddedLuaScripts.lease)
     static let deadLetterScript = RedisScript(name: "deadletter", source: EmbeddedLuaScripts.deadletter)
     static let releaseConsumerScript = RedisScript(name: "release_consumer", source: EmbeddedLuaScripts.release_consumer)
+    static let beginScript = RedisScript(name: "begin", source: EmbeddedLuaScripts.begin)
+    static let completeScript = RedisScript(name: "complete", source: EmbeddedLuaScripts.complete)
+    static let extendLockScript = RedisScript(name: "extend_lock", source: EmbeddedLuaScripts.extend_lock)
 
     /// - Parameters:
     ///   - handlers: by job type.
@@ -314,13 +322,22 @@ public final class Worker: Sendable {
             return
         }
 
+        if let key = message.idempotencyKey {
+            guard await mayRun(entry.id, idempotencyKey: key, attempt: attempt, control: control, logger: logger) else { return }
+        }
+        defer { state.withLock { _ = $0.locks.removeValue(forKey: entry.id) } }
+
         let job = Job(
             id: jobID, entryID: entry.id, queue: queue, group: configuration.group, deliveryAttempt: attempt, message: message)
         logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
         let started = ContinuousClock.now
         do {
             try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout)
-            await acknowledge(entry.id, control: control, logger: logger)
+            if let key = message.idempotencyKey {
+                await complete(entry.id, jobID: jobID, idempotencyKey: key, control: control, logger: logger)
+            } else {
+                await acknowledge(entry.id, control: control, logger: logger)
+            }
             logger.info("job_completed", metadata: ["ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)"])
         } catch let error as PermanentJobError {
             await deadLetter(
@@ -366,6 +383,61 @@ public final class Worker: Sendable {
             if let lost = lost.array, !lost.isEmpty {
                 logger.info("lease_lost: another worker owns the entry now; not acknowledged")
             }
+        } catch {
+            logger.info("ack failed; the job will be delivered again after the lease", metadata: redisMetadata(error))
+        }
+    }
+
+    /// The idempotency guard before a job with a key runs: skips (and acknowledges) a key that
+    /// already completed, and lets only one entry per key run at a time. Returns true to run.
+    private func mayRun(
+        _ entryID: String, idempotencyKey key: String, attempt: Int, control: RedisConnection, logger: Logger
+    ) async -> Bool {
+        let lock = keys.inFlightLock(idempotencyKey: key)
+        let decision: String?
+        do {
+            decision = try await control.run(
+                Self.beginScript, keys: [.string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(lock)],
+                arguments: [
+                    .string(configuration.group), .string(configuration.consumer), .string(entryID),
+                    .integer(configuration.lease.milliseconds),
+                ]
+            ).string
+        } catch {
+            logger.info("idempotency check failed; the job comes back after the lease", metadata: redisMetadata(error))
+            return false
+        }
+        switch decision {
+        case "run":
+            state.withLock { $0.locks[entryID] = lock }
+            return true
+        case "skip":
+            logger.info("idempotent_skip")
+        case "busy":
+            logger.info("idempotency key in flight on another entry; retrying later")
+            await scheduleRetry(entryID, attempt: attempt, control: control, logger: logger)
+        default:
+            logger.info("lease_lost: another worker owns the entry now")
+        }
+        return false
+    }
+
+    /// Acknowledges a job with an idempotency key, marks the key done and releases its lock, atomically.
+    private func complete(
+        _ entryID: String, jobID: String, idempotencyKey key: String, control: RedisConnection, logger: Logger
+    ) async {
+        do {
+            let completed = try await control.run(
+                Self.completeScript,
+                keys: [
+                    .string(keys.jobs), .string(keys.completed(idempotencyKey: key)),
+                    .string(keys.inFlightLock(idempotencyKey: key)),
+                ],
+                arguments: [
+                    .string(configuration.group), .string(configuration.consumer), .string(entryID),
+                    .integer(configuration.idempotencyTTL.milliseconds), .string(jobID),
+                ])
+            if completed.integer != 1 { logger.info("lease_lost: another worker owns the entry now; not acknowledged") }
         } catch {
             logger.info("ack failed; the job will be delivered again after the lease", metadata: redisMetadata(error))
         }
@@ -420,7 +492,7 @@ public final class Worker: Sendable {
     private func maintainLeases(_ control: RedisConnection) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.maintenanceInterval)
-            let running = state.withLock { Array($0.running) }
+            let (running, locks) = state.withLock { (Array($0.running), $0.locks) }
             if running.isEmpty { continue }
             do {
                 let lost = try await control.run(
@@ -428,6 +500,11 @@ public final class Worker: Sendable {
                     arguments: [.string(configuration.group), .string(configuration.consumer), 0] + running.map { .string($0) })
                 for id in lost.array?.compactMap(\.string) ?? [] {
                     logger.info("lease_lost", metadata: ["ferry.entry_id": "\(id)"])
+                }
+                if !locks.isEmpty {
+                    try await control.run(
+                        Self.extendLockScript, keys: locks.values.map { .string($0) },
+                        arguments: [.integer(configuration.lease.milliseconds)] + locks.keys.map { .string($0) })
                 }
                 logger.debug("lease_extended", metadata: ["ferry.count": "\(running.count)"])
             } catch {

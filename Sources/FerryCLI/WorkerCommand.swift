@@ -15,7 +15,7 @@ struct WorkerCommand: AsyncParsableCommand {
         discussion: """
             Every option can also be set from the environment (FERRY_QUEUE, FERRY_GROUP, FERRY_CONSUMER, \
             FERRY_CONCURRENCY, FERRY_LEASE, FERRY_MAX_ATTEMPTS, FERRY_MIN_BACKOFF, FERRY_MAX_BACKOFF, \
-            FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_EXEC); a flag wins over the environment. \
+            FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_EXEC); a flag wins over the environment. \
             Durations are written 500ms, 30s, 5m or 1h. SIGTERM or SIGINT stops reading, lets running \
             jobs finish within the shutdown grace, and exits 0; a second signal cancels them at once.
 
@@ -54,6 +54,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "How long running jobs may take to finish after SIGTERM (default 25s).")
     var shutdownGrace: String?
 
+    @Option(help: "How long a completed idempotency key is remembered (default 24h).")
+    var idempotencyTTL: String?
+
     @Option(
         name: .customLong("exec"), help: ArgumentHelp("The handler: a shell command run for every job.", valueName: "command"))
     var command: String?
@@ -84,6 +87,8 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.jobTimeout = try settings.optionalDuration(jobTimeout, option: "job-timeout", variable: "FERRY_JOB_TIMEOUT")
         configuration.shutdownGrace = try settings.duration(
             shutdownGrace, option: "shutdown-grace", variable: "FERRY_SHUTDOWN_GRACE", default: configuration.shutdownGrace)
+        configuration.idempotencyTTL = try settings.duration(
+            idempotencyTTL, option: "idempotency-ttl", variable: "FERRY_IDEMPOTENCY_TTL", default: configuration.idempotencyTTL)
         try configuration.validate()
 
         LogOutput.json.bootstrap()

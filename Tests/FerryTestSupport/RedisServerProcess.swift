@@ -1,5 +1,6 @@
 import FerryRedis
 import Foundation
+import Synchronization
 
 /// A real, throwaway `redis-server` on a free loopback port, in a temporary directory.
 ///
@@ -88,7 +89,17 @@ public final class RedisServerProcess: @unchecked Sendable {
 /// The server most tests share: `FERRY_TEST_REDIS_URL` when the test script started one,
 /// otherwise one started on first use, so a plain `swift test` works too.
 public enum TestRedis {
-    private static let fallback = Task { try await RedisServerProcess() }
+    private static let fallback = Task {
+        let server = try await RedisServerProcess()
+        // Statics are never deinitialised, so stop the server when the test process exits.
+        fallbackPID.withLock { $0 = server.processIdentifier ?? 0 }
+        atexit {
+            let pid = TestRedis.fallbackPID.withLock { $0 }
+            if pid > 0 { kill(pid, SIGKILL) }
+        }
+        return server
+    }
+    private static let fallbackPID = Mutex<pid_t>(0)
 
     public static func sharedURL() async throws -> String {
         if let url = ProcessInfo.processInfo.environment["FERRY_TEST_REDIS_URL"], !url.isEmpty { return url }

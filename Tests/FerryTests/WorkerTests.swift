@@ -6,6 +6,19 @@ import Testing
 
 @testable import Ferry
 
+/// Notices when two handlers run at the same time.
+final class OverlapDetector: Sendable {
+    private let state = Mutex((active: 0, overlapped: false))
+    func enter() {
+        state.withLock {
+            $0.active += 1
+            if $0.active > 1 { $0.overlapped = true }
+        }
+    }
+    func leave() { state.withLock { $0.active -= 1 } }
+    var sawOverlap: Bool { state.withLock { $0.overlapped } }
+}
+
 /// Records what handlers saw, from any task.
 final class Deliveries: Sendable {
     private let seen = Mutex<[(id: String, attempt: Int)]>([])
@@ -338,6 +351,52 @@ struct WorkerTests {
             _ = try await setup.publisher.publish(JobMessage(type: "t", data: "after"))
             #expect(await eventually { seen.count == 2 })
         }
+    }
+
+    @Test("two entries with one idempotency key, on two workers: the handler runs once, never concurrently")
+    func idempotencyGuard() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let overlap = OverlapDetector()
+        let handler = JobHandlerClosure { job in
+            overlap.enter()
+            seen.record(job)
+            try await Task.sleep(for: .milliseconds(300))
+            overlap.leave()
+        }
+        // Written with XADD, so publish dedup does not apply: the worker's guard must.
+        for _ in 0..<2 {
+            try await setup.redis.send(
+                RedisCommand("XADD", [.string(setup.keys.jobs), "*", "type", "t", "idempotency_key", "order-7"]))
+        }
+        try await running(setup.worker(["t": handler]), setup.worker(["t": handler])) {
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(seen.count == 1)
+        #expect(!overlap.sawOverlap)
+        let done = setup.keys.completed(idempotencyKey: "order-7")
+        let ttl = try await setup.redis.send(RedisCommand("PTTL", [.string(done)])).integer ?? 0
+        #expect(ttl > 23 * 3600 * 1000, "the key is remembered for 24 h")
+        #expect(
+            try await setup.redis.send(RedisCommand("EXISTS", [.string(setup.keys.inFlightLock(idempotencyKey: "order-7"))]))
+                == .integer(0))
+    }
+
+    @Test("a job whose key already completed is acknowledged without running; a first publish of a key still runs")
+    func idempotentSkip() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        try await setup.redis.send(
+            RedisCommand("SET", [.string(setup.keys.completed(idempotencyKey: "done-before")), "earlier-job"]))
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
+            _ = try await setup.publisher.publish([
+                JobMessage(type: "t", data: "", jobID: "skipped", idempotencyKey: "done-before"),
+                JobMessage(type: "t", data: "", jobID: "first-time", idempotencyKey: "new-key"),
+            ])
+            #expect(await eventually { try await setup.pendingCount() == 0 && seen.count == 1 })
+        }
+        #expect(seen.all.map(\.id) == ["first-time"])
+        #expect(try await setup.deadEntries().isEmpty)
     }
 
     @Test("invalid settings are refused before anything is read")

@@ -1,0 +1,24 @@
+-- Ferry idempotency guard: a job with an idempotency key succeeded.
+--
+-- KEYS[1]  the job stream     ferry:{Q}:jobs
+-- KEYS[2]  the done marker    ferry:{Q}:idem:done:<key>
+-- KEYS[3]  the in-flight lock ferry:{Q}:idem:lock:<key>
+-- ARGV[1]  the consumer group
+-- ARGV[2]  this consumer's name
+-- ARGV[3]  the entry ID (the lock's token)
+-- ARGV[4]  how long the done marker lives, in milliseconds
+-- ARGV[5]  the job id, stored in the done marker
+--
+-- Acknowledges the entry, marks the key done and releases the lock in one step, so no crash
+-- can leave a key acknowledged but not marked (it would run again) or marked but pending.
+-- Returns 1, or 0 when this consumer no longer owns the entry (nothing is written then).
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if not (pending[1] and pending[1][2] == ARGV[2]) then
+  return 0
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
+if redis.call('GET', KEYS[3]) == ARGV[3] then
+  redis.call('DEL', KEYS[3])
+end
+return 1
