@@ -20,6 +20,7 @@ ferry_install_dependencies() {
   python3 -c 'import redis' >/dev/null 2>&1 || python_missing+=(redis)
   command -v check-jsonschema >/dev/null 2>&1 || python_missing+=(check-jsonschema)
   command -v yamllint >/dev/null 2>&1 || python_missing+=(yamllint)
+  python3 -c 'import dockerfile_parse' >/dev/null 2>&1 || python_missing+=(dockerfile-parse)
   if [ "${#python_missing[@]}" -gt 0 ]; then
     echo "ferry: installing ${python_missing[*]} from PyPI" >&2
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${python_missing[@]}"
