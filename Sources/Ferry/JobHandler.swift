@@ -58,6 +58,14 @@ public struct Job: Sendable {
     public let deliveryAttempt: Int
     /// Everything the producer wrote, decoded.
     public let message: JobMessage
+    /// Writes progress to the job's status hash; set by the worker.
+    var progressReporter: @Sendable (Int, String?) async -> Void = { _, _ in }
+
+    /// Reports how far the job has come (0-100) and, optionally, what it is doing, in the job's
+    /// status hash, where `ferry job status` shows it. Cheap enough for a few calls per job.
+    public func reportProgress(_ percent: Int, stage: String? = nil) async {
+        await progressReporter(percent, stage)
+    }
 
     public var type: String { message.type }
     public var data: [UInt8] { message.data }

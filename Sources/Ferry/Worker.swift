@@ -42,6 +42,11 @@ public final class Worker: Sendable {
         /// How long a completed idempotency key is remembered (`ferry:{Q}:idem:done:<key>`): a
         /// job with the key delivered again within it is acknowledged without running.
         public var idempotencyTTL: Duration = .seconds(24 * 3600)
+        /// Whether each job's status hash (`ferry:{Q}:job:<job_id>`) is kept up to date; costs
+        /// a write per state change.
+        public var recordsStatus = true
+        /// How long a status hash lives after the job's terminal state (succeeded, dead).
+        public var statusTTL: Duration = .seconds(24 * 3600)
 
         public init() {}
 
@@ -300,7 +305,8 @@ public final class Worker: Sendable {
             message = try entry.decodedJob(maxPayloadBytes: configuration.maxPayloadBytes)
         } catch {
             await deadLetter(
-                entry, attempt: attempt, errorClass: "malformed_entry", error: error.description, control: control, logger: logger
+                entry, jobID: entry.id, attempt: attempt, errorClass: "malformed_entry", error: error.description,
+                control: control, logger: logger
             )
             return
         }
@@ -309,26 +315,35 @@ public final class Worker: Sendable {
         let maxAttempts = message.maxAttempts ?? configuration.retry.maxAttempts
         if attempt > maxAttempts {
             await deadLetter(
-                entry, attempt: attempt, errorClass: "worker_lost",
+                entry, jobID: jobID, attempt: attempt, errorClass: "worker_lost",
                 error: "delivered \(attempt) times without an outcome: the workers running it stopped or crashed",
                 control: control, logger: logger)
             return
         }
         guard let handler = handlers[message.type] ?? fallbackHandler else {
             await deadLetter(
-                entry, attempt: attempt, errorClass: "unknown_type",
+                entry, jobID: jobID, attempt: attempt, errorClass: "unknown_type",
                 error: "no handler for job type \"\(message.type.debugEscaped)\" in this worker", control: control, logger: logger
             )
             return
         }
 
         if let key = message.idempotencyKey {
-            guard await mayRun(entry.id, idempotencyKey: key, attempt: attempt, control: control, logger: logger) else { return }
+            guard await mayRun(entry.id, jobID: jobID, idempotencyKey: key, attempt: attempt, control: control, logger: logger)
+            else { return }
         }
         defer { state.withLock { _ = $0.locks.removeValue(forKey: entry.id) } }
 
+        await recordStatus(
+            jobID, "running", attempt: attempt, terminal: false, control: control,
+            fields: ["type": .string(message.type), "entry_id": .string(entry.id), "started_at": now(), "next_attempt_at": ""])
         let job = Job(
-            id: jobID, entryID: entry.id, queue: queue, group: configuration.group, deliveryAttempt: attempt, message: message)
+            id: jobID, entryID: entry.id, queue: queue, group: configuration.group, deliveryAttempt: attempt, message: message,
+            progressReporter: { [self] percent, stage in
+                var fields: [String: RedisArgument] = ["progress": .integer(Int64(min(max(percent, 0), 100)))]
+                if let stage { fields["stage"] = .string(stage) }
+                await recordStatus(jobID, nil, attempt: attempt, terminal: false, control: control, fields: fields)
+            })
         logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
         let started = ContinuousClock.now
         do {
@@ -339,9 +354,13 @@ public final class Worker: Sendable {
                 await acknowledge(entry.id, control: control, logger: logger)
             }
             logger.info("job_completed", metadata: ["ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)"])
+            await recordStatus(
+                jobID, "succeeded", attempt: attempt, terminal: true, control: control,
+                fields: ["finished_at": now(), "progress": 100])
         } catch let error as PermanentJobError {
             await deadLetter(
-                entry, attempt: attempt, errorClass: "permanent_failure", error: error.message, control: control, logger: logger)
+                entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message, control: control,
+                logger: logger)
         } catch is CancellationError {
             logger.info("job_cancelled; left pending for another worker")
         } catch {
@@ -353,9 +372,11 @@ public final class Worker: Sendable {
                 ])
             if attempt >= maxAttempts {
                 await deadLetter(
-                    entry, attempt: attempt, errorClass: errorClass, error: "\(error)", control: control, logger: logger)
+                    entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: "\(error)", control: control,
+                    logger: logger)
             } else {
-                await scheduleRetry(entry.id, attempt: attempt, control: control, logger: logger)
+                await scheduleRetry(
+                    entry.id, jobID: jobID, attempt: attempt, error: (errorClass, "\(error)"), control: control, logger: logger)
             }
         }
     }
@@ -391,7 +412,7 @@ public final class Worker: Sendable {
     /// The idempotency guard before a job with a key runs: skips (and acknowledges) a key that
     /// already completed, and lets only one entry per key run at a time. Returns true to run.
     private func mayRun(
-        _ entryID: String, idempotencyKey key: String, attempt: Int, control: RedisConnection, logger: Logger
+        _ entryID: String, jobID: String, idempotencyKey key: String, attempt: Int, control: RedisConnection, logger: Logger
     ) async -> Bool {
         let lock = keys.inFlightLock(idempotencyKey: key)
         let decision: String?
@@ -413,9 +434,12 @@ public final class Worker: Sendable {
             return true
         case "skip":
             logger.info("idempotent_skip")
+            await recordStatus(
+                jobID, "succeeded", attempt: attempt, terminal: true, control: control,
+                fields: ["finished_at": now(), "note": "idempotent_skip: the key had already completed"])
         case "busy":
             logger.info("idempotency key in flight on another entry; retrying later")
-            await scheduleRetry(entryID, attempt: attempt, control: control, logger: logger)
+            await scheduleRetry(entryID, jobID: jobID, attempt: attempt, error: nil, control: control, logger: logger)
         default:
             logger.info("lease_lost: another worker owns the entry now")
         }
@@ -445,7 +469,10 @@ public final class Worker: Sendable {
 
     /// Makes the entry reclaimable once the backoff has passed: its idle time is set to
     /// (lease - backoff). A backoff longer than the lease is held to the lease.
-    private func scheduleRetry(_ entryID: String, attempt: Int, control: RedisConnection, logger: Logger) async {
+    private func scheduleRetry(
+        _ entryID: String, jobID: String, attempt: Int, error: (errorClass: String, message: String)?, control: RedisConnection,
+        logger: Logger
+    ) async {
         let backoff = min(configuration.retry.backoff(afterAttempt: attempt), configuration.lease)
         let idle = configuration.lease - backoff
         do {
@@ -455,13 +482,20 @@ public final class Worker: Sendable {
                     .string(configuration.group), .string(configuration.consumer), .integer(idle.milliseconds), .string(entryID),
                 ])
             logger.info("retry_scheduled", metadata: ["ferry.backoff_ms": "\(backoff.milliseconds)"])
+            var fields: [String: RedisArgument] = ["next_attempt_at": .integer(nowMilliseconds() + backoff.milliseconds)]
+            if let error {
+                fields["error_class"] = .string(error.errorClass)
+                fields["last_error"] = .string(String(error.message.prefix(4096)))
+            }
+            await recordStatus(jobID, "retrying", attempt: attempt, terminal: false, control: control, fields: fields)
         } catch {
             logger.info("could not schedule the retry; the job comes back after the lease", metadata: redisMetadata(error))
         }
     }
 
     private func deadLetter(
-        _ entry: StreamEntry, attempt: Int, errorClass: String, error: String, control: RedisConnection, logger: Logger
+        _ entry: StreamEntry, jobID: String, attempt: Int, errorClass: String, error: String, control: RedisConnection,
+        logger: Logger
     ) async {
         let failedAt = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
         let fields: [RedisArgument] = [
@@ -476,6 +510,12 @@ public final class Worker: Sendable {
                 arguments: [.string(configuration.group), .string(configuration.consumer), .string(entry.id)] + fields)
             if moved.integer == 1 {
                 logger.info("dead_lettered", metadata: ["ferry.error_class": "\(errorClass)"])
+                await recordStatus(
+                    jobID, "dead", attempt: attempt, terminal: true, control: control,
+                    fields: [
+                        "error_class": .string(errorClass), "last_error": .string(String(error.prefix(4096))),
+                        "finished_at": now(),
+                    ])
             } else {
                 logger.info("lease_lost: another worker owns the entry now; not dead-lettered")
             }
@@ -484,6 +524,45 @@ public final class Worker: Sendable {
                 "dead-lettering failed; the entry stays pending and comes back after the lease", metadata: redisMetadata(error))
         }
     }
+
+    // MARK: - Job status
+
+    /// Updates the job's status hash (`state`, `attempts`, `consumer`, `updated_at` and `fields`;
+    /// a nil state leaves the state as it is). A terminal state starts the hash's expiry; any
+    /// other state clears it. A failed write is logged and never changes the job's outcome.
+    private func recordStatus(
+        _ jobID: String, _ state: String?, attempt: Int, terminal: Bool, control: RedisConnection,
+        fields: [String: RedisArgument] = [:]
+    ) async {
+        guard configuration.recordsStatus else { return }
+        let key = keys.jobStatus(jobID: jobID)
+        var hset = RedisCommand("HSET")
+        hset.append(key)
+        var all = fields
+        all["job_id"] = .string(jobID)
+        all["attempts"] = .integer(Int64(attempt))
+        all["consumer"] = .string(configuration.consumer)
+        all["group"] = .string(configuration.group)
+        all["updated_at"] = now()
+        if let state { all["state"] = .string(state) }
+        for (name, value) in all.sorted(by: { $0.key < $1.key }) {
+            hset.append(name)
+            hset.append(value)
+        }
+        let expiry =
+            terminal
+            ? RedisCommand("PEXPIRE", [.string(key), .integer(configuration.statusTTL.milliseconds)])
+            : RedisCommand("PERSIST", [.string(key)])
+        do {
+            _ = try await control.pipeline([hset, expiry])
+        } catch {
+            logger.debug("job status not recorded", metadata: redisMetadata(error))
+        }
+    }
+
+    private func now() -> RedisArgument { .integer(nowMilliseconds()) }
+
+    private func nowMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
 
     // MARK: - Leases and shutdown
 

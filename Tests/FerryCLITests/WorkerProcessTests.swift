@@ -139,6 +139,11 @@ struct WorkerProcessTests {
         #expect(text("dataerr", "dead_letter.delivery_count") == "1")
         #expect(text("other", "dead_letter.delivery_count") == "2")
         #expect(text("other", "dead_letter.error")?.contains("always broken") == true)
+        let deadJob = try #require(text("dataerr", "dead_letter.source_id"))
+        let status = try await runProcess(try ferryExecutable(), ["job", "status", queue, deadJob, "--json", "--redis", url])
+        let statusObject = try JSONSerialization.jsonObject(with: Data(status.outputBytes)) as? [String: Any]
+        #expect(statusObject?["state"] as? String == "dead")
+        #expect(statusObject?["last_error"] as? String == "bad input: field x")
         let log = (try? String(contentsOfFile: scratch.path("codes.log"), encoding: .utf8)) ?? ""
         #expect(log.contains(#""event":"retry_scheduled""#) && log.contains(#""event":"dead_lettered""#))
         #expect(!log.contains("from python"), "payloads never reach the logs")

@@ -399,6 +399,70 @@ struct WorkerTests {
         #expect(try await setup.deadEntries().isEmpty)
     }
 
+    @Test("a job's status goes running, with reported progress, to succeeded, and expires after that")
+    func statusLifecycle() async throws {
+        let setup = try await Setup()
+        let worker = setup.worker([
+            "render": JobHandlerClosure { job in
+                await job.reportProgress(40, stage: "rendering")
+                try await Task.sleep(for: .milliseconds(400))
+            }
+        ])
+        let status = { () async throws -> [String: String] in
+            (try await JobStatus.load(jobID: "doc-1", queue: setup.queue, connection: setup.redis))?.fields ?? [:]
+        }
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "render", data: "", jobID: "doc-1"))
+            #expect(await eventually { try await status()["progress"] == "40" })
+            let midway = try await status()
+            #expect(midway["state"] == "running")
+            #expect(midway["stage"] == "rendering")
+            #expect(await eventually { try await status()["state"] == "succeeded" })
+        }
+        let final = try await status()
+        #expect(final["attempts"] == "1")
+        #expect(final["progress"] == "100")
+        #expect(final["type"] == "render")
+        let started = try #require(final["started_at"].flatMap { Int64($0) })
+        let finished = try #require(final["finished_at"].flatMap { Int64($0) })
+        #expect(finished - started >= 400)
+        let ttl = try await setup.redis.send(RedisCommand("PTTL", [.string(setup.keys.jobStatus(jobID: "doc-1"))])).integer ?? 0
+        #expect(ttl > 23 * 3600 * 1000, "expires 24 h after the terminal state")
+    }
+
+    @Test("a failing job's status shows retrying with its error and next attempt time, then dead")
+    func statusOfFailingJob() async throws {
+        let setup = try await Setup()
+        let worker = setup.worker(["t": JobHandlerClosure { _ in throw PushBackError() }]) {
+            $0.retry = RetryPolicy(maxAttempts: 2, minimumBackoff: .milliseconds(400), maximumBackoff: .milliseconds(400))
+        }
+        let status = { () async throws -> [String: String] in
+            (try await JobStatus.load(jobID: "j-9", queue: setup.queue, connection: setup.redis))?.fields ?? [:]
+        }
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "j-9"))
+            #expect(await eventually { try await status()["state"] == "retrying" })
+            let retrying = try await status()
+            #expect(retrying["last_error"] == "pushed back by the test handler")
+            #expect(retrying["error_class"] == "PushBackError")
+            let next = try #require(retrying["next_attempt_at"].flatMap { Int64($0) })
+            #expect(next > Int64(Date().timeIntervalSince1970 * 1000) - 1000)
+            #expect(await eventually { try await status()["state"] == "dead" })
+        }
+        #expect(try await status()["attempts"] == "2")
+    }
+
+    @Test("with status recording off, no status hash is written")
+    func statusOff() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }]) { $0.recordsStatus = false }) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "quiet"))
+            #expect(await eventually { seen.count == 1 })
+        }
+        #expect(try await JobStatus.load(jobID: "quiet", queue: setup.queue, connection: setup.redis) == nil)
+    }
+
     @Test("invalid settings are refused before anything is read")
     func invalidConfiguration() async throws {
         let setup = try await Setup()

@@ -1,0 +1,44 @@
+import FerryRedis
+import Foundation
+
+/// A job's status as its workers recorded it in `ferry:{Q}:job:<job_id>`.
+///
+/// Fields: `state` (`running`, `retrying`, `succeeded`, `dead`), `attempts`, `error_class`,
+/// `last_error`, `next_attempt_at` (retry guidance), `progress` (0-100) and `stage` when the
+/// handler reports them, `started_at`, `finished_at`, `updated_at` (milliseconds since the epoch),
+/// `consumer`, `group`, `type`, `entry_id`. The hash expires a while after a terminal state.
+public struct JobStatus: Sendable, Hashable {
+    public var jobID: String
+    /// Every field as stored, for views that show them all.
+    public var fields: [String: String]
+
+    public var state: String? { fields["state"] }
+    public var attempts: Int? { fields["attempts"].flatMap { Int($0) } }
+
+    /// The fields whose values are times, in milliseconds since the epoch.
+    public static func isTime(_ field: String) -> Bool { field.hasSuffix("_at") }
+    /// The fields whose values are counts.
+    public static let countFields: Set<String> = ["attempts", "progress"]
+
+    /// Reads a job's status.
+    ///
+    /// - Returns: nil when there is none: the job never ran with status recording on, or its
+    ///   status expired.
+    public static func load(jobID: String, queue: QueueName, connection: RedisConnection) async throws(FerryError) -> JobStatus? {
+        let reply: RedisReply
+        do {
+            reply = try await connection.send(RedisCommand("HGETALL", [.string(QueueKeys(queue: queue).jobStatus(jobID: jobID))]))
+        } catch {
+            throw FerryError(error)
+        }
+        let flat = reply.array ?? []
+        guard !flat.isEmpty else { return nil }
+        var fields: [String: String] = [:]
+        var index = 0
+        while index + 1 < flat.count {
+            fields[flat[index].string ?? ""] = flat[index + 1].string ?? ""
+            index += 2
+        }
+        return JobStatus(jobID: jobID, fields: fields)
+    }
+}

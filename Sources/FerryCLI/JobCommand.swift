@@ -1,0 +1,73 @@
+import ArgumentParser
+import Ferry
+import FerryRedis
+import Foundation
+
+/// `ferry job`: one job's view.
+struct JobCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "job", abstract: "Show one job.", subcommands: [JobStatusCommand.self])
+}
+
+/// `ferry job status QUEUE JOB_ID [--json]`: the job's status hash, times made readable.
+struct JobStatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "status",
+        abstract: "Show a job's state, attempts, last error, progress and times.",
+        discussion: "Exits 1 when the job has no status: it never ran with status on, or its status expired.")
+
+    @Argument(help: "The queue name.")
+    var queue: String
+
+    @Argument(help: "The job id (the producer's job_id, or the stream entry ID).")
+    var jobID: String
+
+    @Flag(help: "Print JSON: counts as numbers, times as RFC 3339 strings.")
+    var json = false
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let queueName = try QueueName(queue)
+        let connection = try await redis.connect(clientName: "ferry-job")
+        guard let status = try await JobStatus.load(jobID: jobID, queue: queueName, connection: connection) else {
+            throw FerryError(
+                .notFound,
+                "no status for job \"\(jobID)\" in queue \(queue): it has not run with status recording on, or its status expired"
+            )
+        }
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        func time(_ value: String) -> String? {
+            Int64(value).map { formatter.string(from: Date(timeIntervalSince1970: Double($0) / 1000)) }
+        }
+        if json {
+            var object: [String: Any] = [:]
+            for (field, value) in status.fields where !value.isEmpty {
+                if JobStatus.isTime(field) {
+                    object[field] = time(value) ?? value
+                } else if JobStatus.countFields.contains(field), let count = Int(value) {
+                    object[field] = count
+                } else {
+                    object[field] = value
+                }
+            }
+            let data = try JSONSerialization.data(
+                withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        let order = [
+            "job_id", "state", "attempts", "progress", "stage", "error_class", "last_error", "next_attempt_at",
+            "type", "entry_id", "group", "consumer", "started_at", "finished_at", "updated_at",
+        ]
+        let known = order.filter { status.fields[$0].map { !$0.isEmpty } ?? false }
+        let rest = status.fields.keys.filter { !order.contains($0) && !(status.fields[$0]?.isEmpty ?? true) }.sorted()
+        printTable(
+            (known + rest).map { field in
+                let value = status.fields[field] ?? ""
+                return [field, JobStatus.isTime(field) ? (time(value) ?? value) : value]
+            })
+    }
+}
