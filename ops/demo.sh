@@ -70,3 +70,6 @@ grep -E '"event":"(job_completed|dead_lettered)"' "$FERRY_REDIS_DIR/worker.log" 
 step "the dead-letter stream: the malformed entry and the poison job, each with its reason"
 redis-cli -p "$FERRY_REDIS_PORT" --no-raw XRANGE 'ferry:{emails}:dead' - + | \
   grep -A1 -E '"(type|job_id|dead_letter.error_class|dead_letter.error|dead_letter.delivery_count)"' | grep -v '^--'
+
+step "ferry job status emails poison-1: the job's history as the worker recorded it"
+ferry job status emails poison-1

@@ -14,5 +14,8 @@ struct DemoTests {
         #expect(result.standardOutput.contains("MALFORMED"))
         #expect(result.standardOutput.contains("field \"type\": missing"))
         #expect(result.lines.filter { $0.contains("send-digest") }.count == 3)
+        #expect(result.standardOutput.contains(#""event":"job_completed""#), "the worker ran the jobs")
+        #expect(result.lines.contains { $0.hasPrefix("state") && $0.hasSuffix("dead") }, "ferry job status shows the poison job")
+        #expect(result.lines.contains { $0.hasPrefix("last_error") && $0.contains("invalid recipient") })
     }
 }
