@@ -41,4 +41,29 @@ public struct JobStatus: Sendable, Hashable {
         }
         return JobStatus(jobID: jobID, fields: fields)
     }
+
+    static let cancelScript = RedisScript(name: "cancel", source: EmbeddedLuaScripts.cancel)
+
+    /// Asks for a job to be cancelled: one that has not started is acknowledged as `cancelled`
+    /// without running; a running one has its handler cancelled (an `--exec` command's process
+    /// group is killed) and is acknowledged as `cancelled`.
+    ///
+    /// - Parameter keepFor: how long a request for a job no worker has recorded yet is kept.
+    /// - Returns: the job's state before the request (`unknown` when none was recorded); a job
+    ///   already `succeeded`, `dead` or `cancelled` is left as it is.
+    public static func requestCancellation(
+        jobID: String, queue: QueueName, connection: RedisConnection, keepFor: Duration = .seconds(7 * 24 * 3600)
+    ) async throws(FerryError) -> String {
+        do {
+            let reply = try await connection.run(
+                cancelScript, keys: [.string(QueueKeys(queue: queue).jobStatus(jobID: jobID))],
+                arguments: [
+                    .integer(Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))), .integer(keepFor.milliseconds),
+                    .string(jobID),
+                ])
+            return reply.string ?? "unknown"
+        } catch {
+            throw FerryError(error)
+        }
+    }
 }

@@ -84,6 +84,10 @@ public final class Worker: Sendable {
         var running: Set<String> = []
         /// The in-flight lock key of each running job that has an idempotency key, by entry ID.
         var locks: [String: String] = [:]
+        /// Running handlers by entry ID: their job id, and how to cancel them on request.
+        var handlers: [String: (jobID: String, cancel: @Sendable () -> Void)] = [:]
+        /// Entry IDs whose handlers were cancelled because someone asked (`ferry job cancel`).
+        var cancelledOnRequest: Set<String> = []
     }
 
     static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
@@ -328,6 +332,11 @@ public final class Worker: Sendable {
             return
         }
 
+        if await cancellationRequested(jobID, control: control) {
+            await acknowledge(entry.id, control: control, logger: logger)
+            await recordCancelled(jobID, attempt: attempt, control: control, logger: logger)
+            return
+        }
         if let key = message.idempotencyKey {
             guard await mayRun(entry.id, jobID: jobID, idempotencyKey: key, attempt: attempt, control: control, logger: logger)
             else { return }
@@ -347,7 +356,16 @@ public final class Worker: Sendable {
         logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
         let started = ContinuousClock.now
         do {
-            try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout)
+            let handlerTask = Task {
+                try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout)
+            }
+            state.withLock { $0.handlers[entry.id] = (jobID, { handlerTask.cancel() }) }
+            defer { state.withLock { _ = $0.handlers.removeValue(forKey: entry.id) } }
+            try await withTaskCancellationHandler {
+                try await handlerTask.value
+            } onCancel: {
+                handlerTask.cancel()
+            }
             if let key = message.idempotencyKey {
                 await complete(entry.id, jobID: jobID, idempotencyKey: key, control: control, logger: logger)
             } else {
@@ -362,7 +380,12 @@ public final class Worker: Sendable {
                 entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message, control: control,
                 logger: logger)
         } catch is CancellationError {
-            logger.info("job_cancelled; left pending for another worker")
+            if state.withLock({ $0.cancelledOnRequest.remove(entry.id) != nil }) {
+                await acknowledge(entry.id, control: control, logger: logger)
+                await recordCancelled(jobID, attempt: attempt, control: control, logger: logger)
+            } else {
+                logger.info("job_interrupted; left pending for another worker")
+            }
         } catch {
             let errorClass = String(describing: type(of: error))
             logger.info(
@@ -560,6 +583,29 @@ public final class Worker: Sendable {
         }
     }
 
+    private func cancellationRequested(_ jobID: String, control: RedisConnection) async -> Bool {
+        let reply = try? await control.send(RedisCommand("HEXISTS", [.string(keys.jobStatus(jobID: jobID)), "cancel_requested"]))
+        return reply == .integer(1)
+    }
+
+    private func recordCancelled(_ jobID: String, attempt: Int, control: RedisConnection, logger: Logger) async {
+        logger.info("job_cancelled")
+        await recordStatus(jobID, "cancelled", attempt: attempt, terminal: true, control: control, fields: ["finished_at": now()])
+    }
+
+    /// Cancels the handlers of running jobs someone asked to cancel (`ferry job cancel`).
+    private func cancelRequestedJobs(_ control: RedisConnection) async throws(RedisError) {
+        let running = state.withLock { $0.handlers }
+        if running.isEmpty { return }
+        let entries = Array(running)
+        let replies = try await control.pipeline(
+            entries.map { RedisCommand("HEXISTS", [.string(keys.jobStatus(jobID: $0.value.jobID)), "cancel_requested"]) })
+        for (entry, reply) in zip(entries, replies) where reply == .integer(1) {
+            state.withLock { _ = $0.cancelledOnRequest.insert(entry.key) }
+            entry.value.cancel()
+        }
+    }
+
     private func now() -> RedisArgument { .integer(nowMilliseconds()) }
 
     private func nowMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
@@ -586,6 +632,7 @@ public final class Worker: Sendable {
                         arguments: [.integer(configuration.lease.milliseconds)] + locks.keys.map { .string($0) })
                 }
                 logger.debug("lease_extended", metadata: ["ferry.count": "\(running.count)"])
+                try await cancelRequestedJobs(control)
             } catch {
                 logger.info("lease extension failed", metadata: redisMetadata(error))
             }

@@ -6,7 +6,7 @@ import Foundation
 /// `ferry job`: one job's view.
 struct JobCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "job", abstract: "Show one job.", subcommands: [JobStatusCommand.self])
+        commandName: "job", abstract: "Show or cancel one job.", subcommands: [JobStatusCommand.self, JobCancelCommand.self])
 }
 
 /// `ferry job status QUEUE JOB_ID [--json]`: the job's status hash, times made readable.
@@ -69,5 +69,36 @@ struct JobStatusCommand: AsyncParsableCommand {
                 let value = status.fields[field] ?? ""
                 return [field, JobStatus.isTime(field) ? (time(value) ?? value) : value]
             })
+    }
+}
+
+/// `ferry job cancel QUEUE JOB_ID`: a job that has not started will not run; a running one is
+/// signalled (its handler sees cancellation) within a quarter of the lease.
+struct JobCancelCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cancel",
+        abstract: "Cancel a job: one not started will not run; a running one is signalled.")
+
+    @Argument(help: "The queue name.")
+    var queue: String
+
+    @Argument(help: "The job id (the producer's job_id, or the stream entry ID).")
+    var jobID: String
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let queueName = try QueueName(queue)
+        let connection = try await redis.connect(clientName: "ferry-job")
+        let previous = try await JobStatus.requestCancellation(jobID: jobID, queue: queueName, connection: connection)
+        switch previous {
+        case "succeeded", "dead", "cancelled":
+            print("job \(jobID) is already \(previous); nothing to cancel")
+        case "running":
+            print("job \(jobID) is running; its handler will be cancelled and the job acknowledged as cancelled")
+        default:
+            print("job \(jobID) will not run: a worker acknowledges it as cancelled when it is delivered")
+        }
     }
 }

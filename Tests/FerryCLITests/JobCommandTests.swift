@@ -36,4 +36,20 @@ struct JobCommandTests {
         #expect(missing.status == 1)
         #expect(missing.standardError.contains("no status for job \"nope\""))
     }
+
+    @Test("ferry job cancel says what it did")
+    func cancel() async throws {
+        let url = try await TestRedis.sharedURL()
+        let redis = try await TestRedis.connection()
+        let queue = uniqueName("cancel")
+        let key = QueueKeys(queue: try QueueName(queue)).jobStatus(jobID: "done-job")
+        try await redis.send(RedisCommand("HSET", [.string(key), "state", "succeeded"]))
+        let finished = try await runProcess(try ferryExecutable(), ["job", "cancel", queue, "done-job", "--redis", url])
+        #expect(finished.status == 0)
+        #expect(finished.standardOutput.contains("already succeeded"))
+        let pending = try await runProcess(try ferryExecutable(), ["job", "cancel", queue, "later-job", "--redis", url])
+        #expect(pending.standardOutput.contains("will not run"))
+        let status = try await JobStatus.load(jobID: "later-job", queue: try QueueName(queue), connection: redis)
+        #expect(status?.fields["cancel_requested"] != nil)
+    }
 }

@@ -463,6 +463,52 @@ struct WorkerTests {
         #expect(try await JobStatus.load(jobID: "quiet", queue: setup.queue, connection: setup.redis) == nil)
     }
 
+    @Test("a job cancelled before it starts is acknowledged as cancelled without running")
+    func cancelBeforeStart() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "not-wanted"))
+        #expect(
+            try await JobStatus.requestCancellation(jobID: "not-wanted", queue: setup.queue, connection: setup.redis) == "unknown"
+        )
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(seen.count == 0)
+        #expect(try await JobStatus.load(jobID: "not-wanted", queue: setup.queue, connection: setup.redis)?.state == "cancelled")
+    }
+
+    @Test("a running job that is cancelled sees cancellation, and is acknowledged as cancelled, not retried")
+    func cancelWhileRunning() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries(), sawCancellation = Deliveries()
+        let worker = setup.worker([
+            "t": JobHandlerClosure { job in
+                seen.record(job)
+                do {
+                    try await Task.sleep(for: .seconds(30))
+                } catch {
+                    sawCancellation.record(job)
+                    throw error
+                }
+            }
+        ])
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "long-export"))
+            #expect(await eventually { seen.count == 1 })
+            #expect(
+                try await JobStatus.requestCancellation(jobID: "long-export", queue: setup.queue, connection: setup.redis)
+                    == "running")
+            #expect(await eventually { sawCancellation.count == 1 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(seen.count == 1, "not retried")
+        #expect(try await JobStatus.load(jobID: "long-export", queue: setup.queue, connection: setup.redis)?.state == "cancelled")
+        #expect(
+            try await JobStatus.requestCancellation(jobID: "long-export", queue: setup.queue, connection: setup.redis)
+                == "cancelled")
+    }
+
     @Test("invalid settings are refused before anything is read")
     func invalidConfiguration() async throws {
         let setup = try await Setup()
