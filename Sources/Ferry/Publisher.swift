@@ -28,6 +28,11 @@ public final class Publisher: Sendable {
         public var retentionInterval: Duration = .seconds(1)
         /// How many jobs go in one pipelined round trip.
         public var pipelineDepth = 1000
+        /// Whether each new job's status hash is created in state `queued` (one more round trip
+        /// per batch), so `ferry job status` knows a job before a worker takes it.
+        public var recordsStatus = true
+        /// How long a queued status lives if no worker ever runs the job.
+        public var statusTTL: Duration = .seconds(24 * 3600)
 
         public init() {}
     }
@@ -40,6 +45,7 @@ public final class Publisher: Sendable {
 
     static let publishScript = RedisScript(name: "publish", source: EmbeddedLuaScripts.publish)
     static let trimScript = RedisScript(name: "trim", source: EmbeddedLuaScripts.trim)
+    static let queuedScript = RedisScript(name: "queued", source: EmbeddedLuaScripts.queued)
 
     public init(queue: QueueName, connection: RedisConnection, configuration: Configuration = Configuration()) {
         self.queue = queue
@@ -76,8 +82,12 @@ public final class Publisher: Sendable {
             } catch {
                 throw FerryError(error)
             }
+            let first = receipts.count
             for (job, (command, reply)) in zip(chunk, zip(commands, replies)) {
                 receipts.append(try receipt(for: job, command: command, reply: reply))
+            }
+            if configuration.recordsStatus {
+                try await recordQueued(zip(chunk, receipts[first...]), at: now)
             }
             start += chunk.count
         }
@@ -109,6 +119,25 @@ public final class Publisher: Sendable {
             return true
         }
         if due { try await trimExpiredJobs() }
+    }
+
+    /// Creates the status hashes of the jobs just added (not of duplicates), in one round trip.
+    private func recordQueued(_ published: some Sequence<(JobMessage, PublishReceipt)>, at now: Date) async throws(FerryError) {
+        let nowMilliseconds = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
+        let commands = published.compactMap { job, receipt -> RedisCommand? in
+            guard let entryID = receipt.entryID, !receipt.isDuplicate else { return nil }
+            return Self.queuedScript.command(
+                keys: [.string(keys.jobStatus(jobID: receipt.jobID))],
+                arguments: [
+                    .integer(nowMilliseconds), .integer(configuration.statusTTL.milliseconds), .string(receipt.jobID),
+                    .string(job.type), .string(entryID),
+                ])
+        }
+        do {
+            _ = try await connection.pipeline(commands)
+        } catch {
+            throw FerryError(error)
+        }
     }
 
     private func command(publishing job: JobMessage, at now: Date) -> RedisCommand {

@@ -37,6 +37,31 @@ struct PublisherTests {
         #expect(abs(publishedAt.timeIntervalSince(before)) < 5)
     }
 
+    @Test("a published job's status is queued until a worker takes it; with status off there is none")
+    func queuedStatus() async throws {
+        let (publisher, redis) = try await makePublisher()
+        let receipt = try await publisher.publish(JobMessage(type: "resize", data: ""))
+        let status = try #require(try await JobStatus.load(jobID: receipt.jobID, queue: publisher.queue, connection: redis))
+        #expect(status.state == "queued")
+        #expect(status.fields["type"] == "resize")
+        #expect(status.fields["entry_id"] == receipt.entryID)
+        let ttl =
+            try await redis.send(RedisCommand("PTTL", [.string(publisher.keys.jobStatus(jobID: receipt.jobID))])).integer ?? 0
+        #expect(ttl > 0, "a job no worker ever runs does not leave its status forever")
+
+        // A worker that got there first is never overwritten.
+        let key = publisher.keys.jobStatus(jobID: "raced")
+        try await redis.send(RedisCommand("HSET", [.string(key), "state", "running"]))
+        _ = try await publisher.publish(JobMessage(type: "t", data: "", jobID: "raced"))
+        #expect(try await JobStatus.load(jobID: "raced", queue: publisher.queue, connection: redis)?.state == "running")
+
+        var quiet = Publisher.Configuration()
+        quiet.recordsStatus = false
+        let (silent, _) = try await makePublisher(quiet)
+        let unrecorded = try await silent.publish(JobMessage(type: "t", data: ""))
+        #expect(try await JobStatus.load(jobID: unrecorded.jobID, queue: silent.queue, connection: redis) == nil)
+    }
+
     @Test("a producer-chosen job id is kept and returned")
     func chosenJobID() async throws {
         let (publisher, redis) = try await makePublisher()
