@@ -452,7 +452,7 @@ struct WorkerTests {
         #expect(try await status()["attempts"] == "2")
     }
 
-    @Test("with status recording off, no status hash is written")
+    @Test("with status recording off, the worker writes nothing to the status hash")
     func statusOff() async throws {
         let setup = try await Setup()
         let seen = Deliveries()
@@ -460,7 +460,9 @@ struct WorkerTests {
             _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "quiet"))
             #expect(await eventually { seen.count == 1 })
         }
-        #expect(try await JobStatus.load(jobID: "quiet", queue: setup.queue, connection: setup.redis) == nil)
+        let status = try await JobStatus.load(jobID: "quiet", queue: setup.queue, connection: setup.redis)
+        #expect(status?.state == "queued", "as the publisher left it")
+        #expect(status?.fields["started_at"] == nil)
     }
 
     @Test("a job cancelled before it starts is acknowledged as cancelled without running")
@@ -469,7 +471,7 @@ struct WorkerTests {
         let seen = Deliveries()
         _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "not-wanted"))
         #expect(
-            try await JobStatus.requestCancellation(jobID: "not-wanted", queue: setup.queue, connection: setup.redis) == "unknown"
+            try await JobStatus.requestCancellation(jobID: "not-wanted", queue: setup.queue, connection: setup.redis) == "queued"
         )
         try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
             #expect(await eventually { try await setup.pendingCount() == 0 })
