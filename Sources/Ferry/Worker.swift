@@ -88,6 +88,8 @@ public final class Worker: Sendable {
         var handlers: [String: (jobID: String, cancel: @Sendable () -> Void)] = [:]
         /// Entry IDs whose handlers were cancelled because someone asked (`ferry job cancel`).
         var cancelledOnRequest: Set<String> = []
+        /// Batches acknowledgements; made on first use, as it needs the control connection.
+        var ackBatcher: AckBatcher?
     }
 
     static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
@@ -420,15 +422,25 @@ public final class Worker: Sendable {
     }
 
     private func acknowledge(_ entryID: String, control: RedisConnection, logger: Logger) async {
-        do {
-            let lost = try await control.run(
-                Self.ackScript, keys: [.string(keys.jobs)],
-                arguments: [.string(configuration.group), .string(configuration.consumer), .string(entryID)])
-            if let lost = lost.array, !lost.isEmpty {
-                logger.info("lease_lost: another worker owns the entry now; not acknowledged")
+        let batcher = state.withLock { state -> AckBatcher in
+            if let batcher = state.ackBatcher { return batcher }
+            let batcher = AckBatcher { [self] ids in
+                do {
+                    let lost = try await control.run(
+                        Self.ackScript, keys: [.string(keys.jobs)],
+                        arguments: [.string(configuration.group), .string(configuration.consumer)] + ids.map { .string($0) })
+                    return Set(lost.array?.compactMap(\.string) ?? [])
+                } catch {
+                    self.logger.info(
+                        "ack failed; the jobs will be delivered again after the lease", metadata: ["redis.error": "\(error)"])
+                    return nil
+                }
             }
-        } catch {
-            logger.info("ack failed; the job will be delivered again after the lease", metadata: redisMetadata(error))
+            state.ackBatcher = batcher
+            return batcher
+        }
+        if await batcher.acknowledge(entryID) == false {
+            logger.info("lease_lost: another worker owns the entry now; not acknowledged")
         }
     }
 

@@ -1,0 +1,182 @@
+import ArgumentParser
+import Ferry
+import FerryRedis
+import Foundation
+import Subprocess
+import Synchronization
+
+/// `ferry bench worker`: end-to-end throughput and start latency of the worker, beside a plain
+/// redis-py consumer-group loop on the same server in the same run.
+struct WorkerBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Worker throughput (publish to ack) and start latency, beside a redis-py consumer loop.")
+
+    @Option(help: "Jobs per throughput run.")
+    var jobs = 20_000
+
+    @Option(help: "Seconds of steady publishing at --rate for the latency measurement.")
+    var latencySeconds = 5
+
+    @Option(help: "Jobs per second for the latency measurement.")
+    var rate = 1000
+
+    @OptionGroup var redis: RedisOptions
+
+    func validate() throws {
+        guard jobs > 0, latencySeconds > 0, rate > 0 else {
+            throw ValidationError("--jobs, --latency-seconds and --rate must be positive")
+        }
+    }
+
+    /// Counts handled jobs and collects start latencies, from any handler task.
+    final class Tally: Sendable {
+        let state = Mutex((count: 0, latencies: [Double]()))
+        func record(latency: Double?) {
+            state.withLock {
+                $0.count += 1
+                if let latency { $0.latencies.append(latency) }
+            }
+        }
+        var count: Int { state.withLock { $0.count } }
+    }
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let redisConfiguration = try RedisConfiguration(url: redis.resolvedURL)
+        let connection = try await redis.connect(clientName: "ferry-bench")
+        print("Worker benchmark against \(redisConfiguration.redactedURL): \(jobs) jobs per run, no-op Swift handler")
+
+        var rows: [[String]] = [["run", "jobs/s"]]
+        let baseline = try await pythonBaseline()
+        rows.append([
+            "redis-py XREADGROUP COUNT 100 + batched XACK (baseline)", baseline.map { String(format: "%.0f", $0) } ?? "-",
+        ])
+        for status in [false, true] {
+            for concurrency in [1, 16, 256] {
+                let rate = try await throughput(
+                    concurrency: concurrency, status: status, connection: connection, redis: redisConfiguration)
+                let ratio = baseline.map { String(format: " (%.2f of baseline)", rate / $0) } ?? ""
+                rows.append([
+                    "ferry, concurrency \(concurrency), status \(status ? "on" : "off")", String(format: "%.0f", rate) + ratio,
+                ])
+            }
+        }
+        printTable(rows)
+        if baseline == nil { print("python3 with redis-py was not found; no baseline measured (pip install redis).") }
+
+        let latencies = try await startLatency(connection: connection, redis: redisConfiguration).sorted()
+        func percentile(_ p: Double) -> String {
+            latencies.isEmpty
+                ? "-" : String(format: "%.2f ms", latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))])
+        }
+        print(
+            "Publish-to-start latency at \(rate) jobs/s for \(latencySeconds) s (concurrency 16, status on): p50 \(percentile(0.5)), p99 \(percentile(0.99))"
+        )
+    }
+
+    private func throughput(
+        concurrency: Int, status: Bool, connection: RedisConnection, redis: RedisConfiguration
+    ) async throws -> Double {
+        let queue = try QueueName("ferry-bench-\(getpid())-\(concurrency)-\(status)")
+        var publishing = Publisher.Configuration()
+        publishing.recordsStatus = status
+        let publisher = Publisher(queue: queue, connection: connection, configuration: publishing)
+        let job = JobMessage(type: "noop", data: "{}")
+        var published = 0
+        while published < jobs {
+            published += try await publisher.publish(Array(repeating: job, count: min(1000, jobs - published))).count
+        }
+        let tally = Tally()
+        var configuration = Worker.Configuration()
+        configuration.concurrency = concurrency
+        configuration.recordsStatus = status
+        configuration.consumer = "bench"
+        let worker = Worker(
+            queue: queue, redis: redis, handlers: ["noop": JobHandlerClosure { _ in tally.record(latency: nil) }],
+            configuration: configuration)
+        let start = ContinuousClock.now
+        let running = Task { try await worker.run() }
+        while tally.count < jobs { try await Task.sleep(for: .milliseconds(5)) }
+        let elapsed = secondsSince(start)
+        worker.stop()
+        try await running.value
+        try await cleanUp(queue, connection: connection)
+        return Double(jobs) / elapsed
+    }
+
+    private func startLatency(connection: RedisConnection, redis: RedisConfiguration) async throws -> [Double] {
+        let queue = try QueueName("ferry-bench-\(getpid())-latency")
+        let publisher = Publisher(queue: queue, connection: connection)
+        let tally = Tally()
+        var configuration = Worker.Configuration()
+        configuration.consumer = "bench"
+        let worker = Worker(
+            queue: queue, redis: redis,
+            handlers: [
+                "timed": JobHandlerClosure { job in
+                    let sent = Double(String(decoding: job.data, as: UTF8.self)) ?? 0
+                    tally.record(latency: (Date().timeIntervalSince1970 - sent) * 1000)
+                }
+            ],
+            configuration: configuration)
+        let running = Task { try await worker.run() }
+        try await Task.sleep(for: .milliseconds(300))
+        let total = rate * latencySeconds
+        let start = ContinuousClock.now
+        for index in 0..<total {
+            let due = start + .seconds(Double(index) / Double(rate))
+            if due > .now { try await Task.sleep(until: due) }
+            _ = try await publisher.publish(JobMessage(type: "timed", data: String(Date().timeIntervalSince1970)))
+        }
+        while tally.count < total { try await Task.sleep(for: .milliseconds(5)) }
+        worker.stop()
+        try await running.value
+        try await cleanUp(queue, connection: connection)
+        return tally.state.withLock { $0.latencies }
+    }
+
+    private func cleanUp(_ queue: QueueName, connection: RedisConnection) async throws {
+        let keys = QueueKeys(queue: queue)
+        var cursor = "0"
+        repeat {
+            let reply = try await connection.send(
+                RedisCommand("SCAN", [.string(cursor), "MATCH", .string(keys.prefix + ":*"), "COUNT", 1000]))
+            guard let parts = reply.array, parts.count == 2 else { break }
+            cursor = parts[0].string ?? "0"
+            let found = parts[1].array?.compactMap { $0.bytes } ?? []
+            if !found.isEmpty { try await connection.send(RedisCommand("UNLINK", found.map { .bytes($0) })) }
+        } while cursor != "0"
+    }
+
+    /// A plain redis-py consumer-group loop: XREADGROUP COUNT 100, then one XACK for the batch.
+    private func pythonBaseline() async throws -> Double? {
+        let script = """
+            import sys, time, redis
+            r = redis.Redis.from_url(sys.argv[1])
+            stream, n = sys.argv[2], int(sys.argv[3])
+            r.delete(stream)
+            pipe = r.pipeline(transaction=False)
+            for i in range(n):
+                pipe.xadd(stream, {"type": "noop", "data": "{}"})
+                if i % 1000 == 999: pipe.execute()
+            pipe.execute()
+            r.xgroup_create(stream, "g", id="0")
+            done, start = 0, time.perf_counter()
+            while done < n:
+                reply = r.xreadgroup("g", "c", {stream: ">"}, count=100, block=1000)
+                if not reply: continue
+                ids = [entry_id for entry_id, _ in reply[0][1]]
+                r.xack(stream, "g", *ids)
+                done += len(ids)
+            print(n / (time.perf_counter() - start))
+            r.delete(stream)
+            """
+        guard
+            let result = try? await Subprocess.run(
+                .name("python3"), arguments: ["-c", script, redis.resolvedURL, "ferry-bench:\(getpid()):baseline", String(jobs)],
+                output: .string(limit: 4096), error: .discarded)
+        else { return nil }
+        return Double(result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+}
