@@ -207,12 +207,12 @@ public final class Worker: Sendable {
                     deliveries = try await read(reader, count: await slots.free, block: block).map { ($0, 1) }
                 }
                 for (entry, attempt) in deliveries {
-                    await slots.take(entry.id)
+                    await slots.take()
                     state.withLock { _ = $0.running.insert(entry.id) }
                     group.addTask {
                         await self.process(entry, attempt: attempt, control: control)
                         self.state.withLock { _ = $0.running.remove(entry.id) }
-                        await slots.release(entry.id)
+                        await slots.release()
                     }
                 }
                 errorBackoff = .milliseconds(100)
@@ -661,46 +661,5 @@ public final class Worker: Sendable {
 
     private func redisMetadata(_ error: RedisError) -> Logger.Metadata {
         ["redis.error": "\(error.message)", "redis.error_prefix": "\(error.prefix?.rawValue ?? error.kind.description)"]
-    }
-}
-
-/// Counts running jobs against the concurrency limit and lets the read loop wait for a free slot.
-actor JobSlots {
-    let limit: Int
-    private(set) var used = 0
-    private var slotWaiter: CheckedContinuation<Void, Never>?
-    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
-
-    init(limit: Int) { self.limit = limit }
-
-    var free: Int { limit - used }
-
-    func take(_ id: String) { used += 1 }
-
-    func release(_ id: String) {
-        used -= 1
-        slotWaiter?.resume()
-        slotWaiter = nil
-        if used == 0 {
-            idleWaiters.forEach { $0.resume() }
-            idleWaiters.removeAll()
-        }
-    }
-
-    func waitForFreeSlot() async {
-        if used < limit { return }
-        await withCheckedContinuation { slotWaiter = $0 }
-    }
-
-    func waitUntilIdle() async {
-        if used == 0 { return }
-        await withCheckedContinuation { idleWaiters.append($0) }
-    }
-
-    /// Called when the shutdown grace is over: nothing to do here but let waiters through,
-    /// since the task group's cancellation reaches the running handlers.
-    func cancelAfterGrace() {
-        idleWaiters.forEach { $0.resume() }
-        idleWaiters.removeAll()
     }
 }

@@ -3,6 +3,15 @@ import Ferry
 import FerryRedis
 import Foundation
 
+/// `QUEUE JOB_ID`, the arguments every `ferry job` subcommand takes.
+struct JobReference: ParsableArguments {
+    @Argument(help: "The queue name.")
+    var queue: String
+
+    @Argument(help: "The job id (the producer's job_id, or the stream entry ID).")
+    var jobID: String
+}
+
 /// `ferry job`: one job's view.
 struct JobCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -16,11 +25,7 @@ struct JobStatusCommand: AsyncParsableCommand {
         abstract: "Show a job's state, attempts, last error, progress and times.",
         discussion: "Exits 1 when the job has no status: it never ran with status on, or its status expired.")
 
-    @Argument(help: "The queue name.")
-    var queue: String
-
-    @Argument(help: "The job id (the producer's job_id, or the stream entry ID).")
-    var jobID: String
+    @OptionGroup var job: JobReference
 
     @Flag(help: "Print JSON: counts as numbers, times as RFC 3339 strings.")
     var json = false
@@ -29,12 +34,12 @@ struct JobStatusCommand: AsyncParsableCommand {
 
     func run() async throws {
         LogOutput.text.bootstrap()
-        let queueName = try QueueName(queue)
+        let queueName = try QueueName(job.queue)
         let connection = try await redis.connect(clientName: "ferry-job")
-        guard let status = try await JobStatus.load(jobID: jobID, queue: queueName, connection: connection) else {
+        guard let status = try await JobStatus.load(jobID: job.jobID, queue: queueName, connection: connection) else {
             throw FerryError(
                 .notFound,
-                "no status for job \"\(jobID)\" in queue \(queue): it has not run with status recording on, or its status expired"
+                "no status for job \"\(job.jobID)\" in queue \(job.queue): it has not run with status recording on, or its status expired"
             )
         }
         let formatter = ISO8601DateFormatter()
@@ -79,26 +84,22 @@ struct JobCancelCommand: AsyncParsableCommand {
         commandName: "cancel",
         abstract: "Cancel a job: one not started will not run; a running one is signalled.")
 
-    @Argument(help: "The queue name.")
-    var queue: String
-
-    @Argument(help: "The job id (the producer's job_id, or the stream entry ID).")
-    var jobID: String
+    @OptionGroup var job: JobReference
 
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
         LogOutput.text.bootstrap()
-        let queueName = try QueueName(queue)
+        let queueName = try QueueName(job.queue)
         let connection = try await redis.connect(clientName: "ferry-job")
-        let previous = try await JobStatus.requestCancellation(jobID: jobID, queue: queueName, connection: connection)
+        let previous = try await JobStatus.requestCancellation(jobID: job.jobID, queue: queueName, connection: connection)
         switch previous {
         case "succeeded", "dead", "cancelled":
-            print("job \(jobID) is already \(previous); nothing to cancel")
+            print("job \(job.jobID) is already \(previous); nothing to cancel")
         case "running":
-            print("job \(jobID) is running; its handler will be cancelled and the job acknowledged as cancelled")
+            print("job \(job.jobID) is running; its handler will be cancelled and the job acknowledged as cancelled")
         default:
-            print("job \(jobID) will not run: a worker acknowledges it as cancelled when it is delivered")
+            print("job \(job.jobID) will not run: a worker acknowledges it as cancelled when it is delivered")
         }
     }
 }
