@@ -88,8 +88,10 @@ public final class Worker: Sendable {
         var handlers: [String: (jobID: String, cancel: @Sendable () -> Void)] = [:]
         /// Entry IDs whose handlers were cancelled because someone asked (`ferry job cancel`).
         var cancelledOnRequest: Set<String> = []
-        /// Batches acknowledgements; made on first use, as it needs the control connection.
-        var ackBatcher: AckBatcher?
+        /// Batch acknowledgements and status writes; made on first use, as they need the
+        /// control connection.
+        var acks: GroupCommit<String, Bool?>?
+        var statusWrites: GroupCommit<[RedisCommand], Void>?
     }
 
     static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
@@ -206,11 +208,13 @@ public final class Worker: Sendable {
                 if deliveries.isEmpty {
                     deliveries = try await read(reader, count: await slots.free, block: block).map { ($0, 1) }
                 }
+                let cancelled = await cancellationRequests(for: deliveries.map(\.0), control: control)
                 for (entry, attempt) in deliveries {
                     await slots.take()
                     state.withLock { _ = $0.running.insert(entry.id) }
+                    let cancelRequested = cancelled.contains(entry.id)
                     group.addTask {
-                        await self.process(entry, attempt: attempt, control: control)
+                        await self.process(entry, attempt: attempt, cancelRequested: cancelRequested, control: control)
                         self.state.withLock { _ = $0.running.remove(entry.id) }
                         await slots.release()
                     }
@@ -301,7 +305,7 @@ public final class Worker: Sendable {
 
     // MARK: - One job
 
-    private func process(_ entry: StreamEntry, attempt: Int, control: RedisConnection) async {
+    private func process(_ entry: StreamEntry, attempt: Int, cancelRequested: Bool, control: RedisConnection) async {
         var logger = self.logger
         logger[metadataKey: "ferry.entry_id"] = "\(entry.id)"
         logger[metadataKey: "ferry.delivery_attempt"] = "\(attempt)"
@@ -334,7 +338,7 @@ public final class Worker: Sendable {
             return
         }
 
-        if await cancellationRequested(jobID, control: control) {
+        if cancelRequested {
             await acknowledge(entry.id, control: control, logger: logger)
             await recordCancelled(jobID, attempt: attempt, control: control, logger: logger)
             return
@@ -421,25 +425,27 @@ public final class Worker: Sendable {
         }
     }
 
+    /// Acknowledges through the group commit. Returns when the entry's batch is flushed.
     private func acknowledge(_ entryID: String, control: RedisConnection, logger: Logger) async {
-        let batcher = state.withLock { state -> AckBatcher in
-            if let batcher = state.ackBatcher { return batcher }
-            let batcher = AckBatcher { [self] ids in
+        let acks = state.withLock { state in
+            if let acks = state.acks { return acks }
+            let acks = GroupCommit<String, Bool?> { [self] ids in
                 do {
                     let lost = try await control.run(
                         Self.ackScript, keys: [.string(keys.jobs)],
                         arguments: [.string(configuration.group), .string(configuration.consumer)] + ids.map { .string($0) })
-                    return Set(lost.array?.compactMap(\.string) ?? [])
+                    let lostIDs = Set(lost.array?.compactMap(\.string) ?? [])
+                    return ids.map { !lostIDs.contains($0) }
                 } catch {
                     self.logger.info(
                         "ack failed; the jobs will be delivered again after the lease", metadata: ["redis.error": "\(error)"])
-                    return nil
+                    return ids.map { _ in nil }
                 }
             }
-            state.ackBatcher = batcher
-            return batcher
+            state.acks = acks
+            return acks
         }
-        if await batcher.acknowledge(entryID) == false {
+        if await acks.submit(entryID) == false {
             logger.info("lease_lost: another worker owns the entry now; not acknowledged")
         }
     }
@@ -588,16 +594,36 @@ public final class Worker: Sendable {
             terminal
             ? RedisCommand("PEXPIRE", [.string(key), .integer(configuration.statusTTL.milliseconds)])
             : RedisCommand("PERSIST", [.string(key)])
-        do {
-            _ = try await control.pipeline([hset, expiry])
-        } catch {
-            logger.debug("job status not recorded", metadata: redisMetadata(error))
+        let writes = self.state.withLock { state in
+            if let writes = state.statusWrites { return writes }
+            let writes = GroupCommit<[RedisCommand], Void> { [self] batches in
+                do {
+                    _ = try await control.pipeline(batches.flatMap { $0 })
+                } catch {
+                    self.logger.debug("job status not recorded", metadata: ["redis.error": "\(error)"])
+                }
+                return batches.map { _ in () }
+            }
+            state.statusWrites = writes
+            return writes
         }
+        await writes.submit([hset, expiry])
     }
 
-    private func cancellationRequested(_ jobID: String, control: RedisConnection) async -> Bool {
-        let reply = try? await control.send(RedisCommand("HEXISTS", [.string(keys.jobStatus(jobID: jobID)), "cancel_requested"]))
-        return reply == .integer(1)
+    /// The entry IDs of a read batch whose jobs someone asked to cancel, in one round trip. The
+    /// job id is read from the raw `job_id` field, as the decoder will read it. If Redis fails
+    /// here, no job is taken as cancelled; a running one is still caught at the next lease extension.
+    private func cancellationRequests(for entries: [StreamEntry], control: RedisConnection) async -> Set<String> {
+        if entries.isEmpty { return [] }
+        let jobIDs = entries.map { entry in
+            entry.value(of: WireFormat.Field.jobID).flatMap { String(validating: $0, as: UTF8.self) }.flatMap {
+                $0.isEmpty ? nil : $0
+            }
+                ?? entry.id
+        }
+        let commands = jobIDs.map { RedisCommand("HEXISTS", [.string(keys.jobStatus(jobID: $0)), "cancel_requested"]) }
+        guard let replies = try? await control.pipeline(commands) else { return [] }
+        return Set(zip(entries, replies).filter { $0.1 == .integer(1) }.map(\.0.id))
     }
 
     private func recordCancelled(_ jobID: String, attempt: Int, control: RedisConnection, logger: Logger) async {

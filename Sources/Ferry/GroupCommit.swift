@@ -1,0 +1,48 @@
+import Synchronization
+
+/// Sends work to Redis in batches by group commit: the first item submitted starts a flush at
+/// once; items submitted while it is in flight go together in the next one. A lone item waits
+/// for no timer, and a busy worker pays one round trip for many items instead of one each.
+/// The worker uses it for acknowledgements (one `ack.lua` call for many entries) and for status
+/// writes (one pipeline for many jobs).
+final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
+    private typealias Waiting = (item: Item, done: CheckedContinuation<Outcome, Never>)
+    private let state = Mutex<(waiting: [Waiting], flushing: Bool)>(([], false))
+    private let flush: @Sendable ([Item]) async -> [Outcome]
+
+    /// - Parameter flush: does the work for a batch and returns one outcome per item, in order.
+    init(flush: @escaping @Sendable ([Item]) async -> [Outcome]) {
+        self.flush = flush
+    }
+
+    /// Waits until the item's batch is flushed and returns its outcome.
+    func submit(_ item: Item) async -> Outcome {
+        await withCheckedContinuation { done in
+            let startsFlush = state.withLock { state -> Bool in
+                state.waiting.append((item, done))
+                if state.flushing { return false }
+                state.flushing = true
+                return true
+            }
+            if startsFlush {
+                Task { await self.flushUntilEmpty() }
+            }
+        }
+    }
+
+    private func flushUntilEmpty() async {
+        while true {
+            let batch = state.withLock { state -> [Waiting] in
+                let batch = state.waiting
+                state.waiting.removeAll()
+                if batch.isEmpty { state.flushing = false }
+                return batch
+            }
+            if batch.isEmpty { return }
+            let outcomes = await flush(batch.map(\.item))
+            for (waiting, outcome) in zip(batch, outcomes) {
+                waiting.done.resume(returning: outcome)
+            }
+        }
+    }
+}
