@@ -118,7 +118,7 @@ extension JobMessage {
         if let jobID { field(.string(F.jobID), .string(jobID)) }
         if let idempotencyKey { field(.string(F.idempotencyKey), .string(idempotencyKey)) }
         if let publishedAt = publishedAt ?? defaultPublishedAt {
-            field(.string(F.publishedAt), .integer(Int64((publishedAt.timeIntervalSince1970 * 1000).rounded(.down))))
+            field(.string(F.publishedAt), .integer(publishedAt.millisecondsSince1970))
         }
         if let traceparent { field(.string(F.traceparent), .string(traceparent)) }
         if let maxAttempts { field(.string(F.maxAttempts), .integer(Int64(maxAttempts))) }

@@ -58,7 +58,7 @@ public struct JobStatus: Sendable, Hashable {
             let reply = try await connection.run(
                 cancelScript, keys: [.string(QueueKeys(queue: queue).jobStatus(jobID: jobID))],
                 arguments: [
-                    .integer(Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))), .integer(keepFor.milliseconds),
+                    .integer(Date().millisecondsSince1970), .integer(keepFor.milliseconds),
                     .string(jobID),
                 ])
             return reply.string ?? "unknown"

@@ -123,7 +123,7 @@ public final class Publisher: Sendable {
 
     /// Creates the status hashes of the jobs just added (not of duplicates), in one round trip.
     private func recordQueued(_ published: some Sequence<(JobMessage, PublishReceipt)>, at now: Date) async throws(FerryError) {
-        let nowMilliseconds = Int64((now.timeIntervalSince1970 * 1000).rounded(.down))
+        let nowMilliseconds = now.millisecondsSince1970
         let commands = published.compactMap { job, receipt -> RedisCommand? in
             guard let entryID = receipt.entryID, !receipt.isDuplicate else { return nil }
             return Self.queuedScript.command(

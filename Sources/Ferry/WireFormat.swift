@@ -1,3 +1,5 @@
+import Foundation
+
 /// The names and limits of wire format version 1 (docs/wire-format.md): the public contract
 /// between producers in any language and Ferry's workers.
 public enum WireFormat {
@@ -39,4 +41,10 @@ public struct WireFormatError: Error, Sendable, Hashable, CustomStringConvertibl
     }
 
     public var description: String { "field \"\(field)\": \(problem)" }
+}
+
+extension Date {
+    /// Milliseconds since the Unix epoch, rounded down: how the wire format and the status hash
+    /// write times (`published_at`, `started_at`, `dead_letter.failed_at`, …).
+    var millisecondsSince1970: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
 }

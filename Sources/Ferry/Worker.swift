@@ -88,10 +88,6 @@ public final class Worker: Sendable {
         var handlers: [String: (jobID: String, cancel: @Sendable () -> Void)] = [:]
         /// Entry IDs whose handlers were cancelled because someone asked (`ferry job cancel`).
         var cancelledOnRequest: Set<String> = []
-        /// Batch acknowledgements and status writes; made on first use, as they need the
-        /// control connection.
-        var acks: GroupCommit<String, Bool?>?
-        var statusWrites: GroupCommit<[RedisCommand], Void>?
     }
 
     static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
@@ -149,7 +145,7 @@ public final class Worker: Sendable {
     public func run() async throws(FerryError) {
         try configuration.validate()
         let reader = RedisConnection(configuration: connectionConfiguration(role: "read"), logger: logger)
-        let control = RedisConnection(configuration: connectionConfiguration(role: "control"), logger: logger)
+        let control = makeControlChannel(RedisConnection(configuration: connectionConfiguration(role: "control"), logger: logger))
         let slots = JobSlots(limit: configuration.concurrency)
         logger.info("worker_started", metadata: ["ferry.concurrency": "\(configuration.concurrency)"])
 
@@ -171,6 +167,32 @@ public final class Worker: Sendable {
         await releaseConsumer(control)
     }
 
+    /// The control channel for one run, its batchers bound to `connection`.
+    private func makeControlChannel(_ connection: RedisConnection) -> ControlChannel {
+        ControlChannel(
+            connection: connection,
+            acks: GroupCommit { [self] ids in
+                do throws(RedisError) {
+                    let lost = try await connection.run(
+                        Self.ackScript, keys: [.string(keys.jobs)],
+                        arguments: [.string(configuration.group), .string(configuration.consumer)] + ids.map { .string($0) })
+                    let lostIDs = Set(lost.array?.compactMap(\.string) ?? [])
+                    return ids.map { !lostIDs.contains($0) }
+                } catch {
+                    logger.info("ack failed; the jobs will be delivered again after the lease", metadata: redisMetadata(error))
+                    return ids.map { _ in nil }
+                }
+            },
+            statusWrites: GroupCommit { [self] batches in
+                do throws(RedisError) {
+                    _ = try await connection.pipeline(batches.flatMap { $0 })
+                } catch {
+                    logger.debug("job status not recorded", metadata: redisMetadata(error))
+                }
+                return batches.map { _ in () }
+            })
+    }
+
     private func connectionConfiguration(role: String) -> RedisConfiguration {
         var configuration = redis
         configuration.clientName = "ferry-worker-\(role)-\(self.configuration.consumer)"
@@ -182,7 +204,7 @@ public final class Worker: Sendable {
 
     /// The read loop: reclaim idle entries when due, then read new ones, never more than free slots.
     private func dispatch(
-        reader: RedisConnection, control: RedisConnection, slots: JobSlots, group: inout DiscardingTaskGroup
+        reader: RedisConnection, control: ControlChannel, slots: JobSlots, group: inout DiscardingTaskGroup
     ) async {
         var groupReady = false
         var errorBackoff = Duration.milliseconds(100)
@@ -237,7 +259,7 @@ public final class Worker: Sendable {
 
     /// Creates the group at the start of the stream (`0`), so jobs published before the first
     /// worker started are delivered, never skipped. An existing group is fine.
-    private func ensureGroup(_ control: RedisConnection) async throws(RedisError) {
+    private func ensureGroup(_ control: ControlChannel) async throws(RedisError) {
         do {
             try await control.send(
                 RedisCommand("XGROUP CREATE", [.string(keys.jobs), .string(configuration.group), "0", "MKSTREAM"]))
@@ -264,7 +286,7 @@ public final class Worker: Sendable {
     /// Claims entries idle longer than the lease (their worker died, or a retry's backoff is
     /// over) and reads their delivery counts. Entries deleted while pending are counted and logged.
     private func reclaim(
-        _ control: RedisConnection, from cursor: String, count: Int
+        _ control: ControlChannel, from cursor: String, count: Int
     ) async throws(RedisError) -> ([(StreamEntry, Int)], String) {
         let reply = try await control.send(
             RedisCommand(
@@ -305,7 +327,7 @@ public final class Worker: Sendable {
 
     // MARK: - One job
 
-    private func process(_ entry: StreamEntry, attempt: Int, cancelRequested: Bool, control: RedisConnection) async {
+    private func process(_ entry: StreamEntry, attempt: Int, cancelRequested: Bool, control: ControlChannel) async {
         var logger = self.logger
         logger[metadataKey: "ferry.entry_id"] = "\(entry.id)"
         logger[metadataKey: "ferry.delivery_attempt"] = "\(attempt)"
@@ -426,26 +448,8 @@ public final class Worker: Sendable {
     }
 
     /// Acknowledges through the group commit. Returns when the entry's batch is flushed.
-    private func acknowledge(_ entryID: String, control: RedisConnection, logger: Logger) async {
-        let acks = state.withLock { state in
-            if let acks = state.acks { return acks }
-            let acks = GroupCommit<String, Bool?> { [self] ids in
-                do {
-                    let lost = try await control.run(
-                        Self.ackScript, keys: [.string(keys.jobs)],
-                        arguments: [.string(configuration.group), .string(configuration.consumer)] + ids.map { .string($0) })
-                    let lostIDs = Set(lost.array?.compactMap(\.string) ?? [])
-                    return ids.map { !lostIDs.contains($0) }
-                } catch {
-                    self.logger.info(
-                        "ack failed; the jobs will be delivered again after the lease", metadata: ["redis.error": "\(error)"])
-                    return ids.map { _ in nil }
-                }
-            }
-            state.acks = acks
-            return acks
-        }
-        if await acks.submit(entryID) == false {
+    private func acknowledge(_ entryID: String, control: ControlChannel, logger: Logger) async {
+        if await control.acks.submit(entryID) == false {
             logger.info("lease_lost: another worker owns the entry now; not acknowledged")
         }
     }
@@ -453,7 +457,7 @@ public final class Worker: Sendable {
     /// The idempotency guard before a job with a key runs: skips (and acknowledges) a key that
     /// already completed, and lets only one entry per key run at a time. Returns true to run.
     private func mayRun(
-        _ entryID: String, jobID: String, idempotencyKey key: String, attempt: Int, control: RedisConnection, logger: Logger
+        _ entryID: String, jobID: String, idempotencyKey key: String, attempt: Int, control: ControlChannel, logger: Logger
     ) async -> Bool {
         let lock = keys.inFlightLock(idempotencyKey: key)
         let decision: String?
@@ -489,7 +493,7 @@ public final class Worker: Sendable {
 
     /// Acknowledges a job with an idempotency key, marks the key done and releases its lock, atomically.
     private func complete(
-        _ entryID: String, jobID: String, idempotencyKey key: String, control: RedisConnection, logger: Logger
+        _ entryID: String, jobID: String, idempotencyKey key: String, control: ControlChannel, logger: Logger
     ) async {
         do {
             let completed = try await control.run(
@@ -511,7 +515,7 @@ public final class Worker: Sendable {
     /// Makes the entry reclaimable once the backoff has passed: its idle time is set to
     /// (lease - backoff). A backoff longer than the lease is held to the lease.
     private func scheduleRetry(
-        _ entryID: String, jobID: String, attempt: Int, error: (errorClass: String, message: String)?, control: RedisConnection,
+        _ entryID: String, jobID: String, attempt: Int, error: (errorClass: String, message: String)?, control: ControlChannel,
         logger: Logger
     ) async {
         let backoff = min(configuration.retry.backoff(afterAttempt: attempt), configuration.lease)
@@ -535,10 +539,10 @@ public final class Worker: Sendable {
     }
 
     private func deadLetter(
-        _ entry: StreamEntry, jobID: String, attempt: Int, errorClass: String, error: String, control: RedisConnection,
+        _ entry: StreamEntry, jobID: String, attempt: Int, errorClass: String, error: String, control: ControlChannel,
         logger: Logger
     ) async {
-        let failedAt = Int64((Date().timeIntervalSince1970 * 1000).rounded(.down))
+        let failedAt = Date().millisecondsSince1970
         let fields: [RedisArgument] = [
             "dead_letter.source_stream", .string(keys.jobs), "dead_letter.source_group", .string(configuration.group),
             "dead_letter.source_id", .string(entry.id), "dead_letter.delivery_count", .integer(Int64(attempt)),
@@ -572,7 +576,7 @@ public final class Worker: Sendable {
     /// a nil state leaves the state as it is). A terminal state starts the hash's expiry; any
     /// other state clears it. A failed write is logged and never changes the job's outcome.
     private func recordStatus(
-        _ jobID: String, _ state: String?, attempt: Int, terminal: Bool, control: RedisConnection,
+        _ jobID: String, _ state: String?, attempt: Int, terminal: Bool, control: ControlChannel,
         fields: [String: RedisArgument] = [:]
     ) async {
         guard configuration.recordsStatus else { return }
@@ -594,26 +598,13 @@ public final class Worker: Sendable {
             terminal
             ? RedisCommand("PEXPIRE", [.string(key), .integer(configuration.statusTTL.milliseconds)])
             : RedisCommand("PERSIST", [.string(key)])
-        let writes = self.state.withLock { state in
-            if let writes = state.statusWrites { return writes }
-            let writes = GroupCommit<[RedisCommand], Void> { [self] batches in
-                do {
-                    _ = try await control.pipeline(batches.flatMap { $0 })
-                } catch {
-                    self.logger.debug("job status not recorded", metadata: ["redis.error": "\(error)"])
-                }
-                return batches.map { _ in () }
-            }
-            state.statusWrites = writes
-            return writes
-        }
-        await writes.submit([hset, expiry])
+        await control.statusWrites.submit([hset, expiry])
     }
 
     /// The entry IDs of a read batch whose jobs someone asked to cancel, in one round trip. The
     /// job id is read from the raw `job_id` field, as the decoder will read it. If Redis fails
     /// here, no job is taken as cancelled; a running one is still caught at the next lease extension.
-    private func cancellationRequests(for entries: [StreamEntry], control: RedisConnection) async -> Set<String> {
+    private func cancellationRequests(for entries: [StreamEntry], control: ControlChannel) async -> Set<String> {
         if entries.isEmpty { return [] }
         let jobIDs = entries.map { entry in
             entry.value(of: WireFormat.Field.jobID).flatMap { String(validating: $0, as: UTF8.self) }.flatMap {
@@ -626,13 +617,13 @@ public final class Worker: Sendable {
         return Set(zip(entries, replies).filter { $0.1 == .integer(1) }.map(\.0.id))
     }
 
-    private func recordCancelled(_ jobID: String, attempt: Int, control: RedisConnection, logger: Logger) async {
+    private func recordCancelled(_ jobID: String, attempt: Int, control: ControlChannel, logger: Logger) async {
         logger.info("job_cancelled")
         await recordStatus(jobID, "cancelled", attempt: attempt, terminal: true, control: control, fields: ["finished_at": now()])
     }
 
     /// Cancels the handlers of running jobs someone asked to cancel (`ferry job cancel`).
-    private func cancelRequestedJobs(_ control: RedisConnection) async throws(RedisError) {
+    private func cancelRequestedJobs(_ control: ControlChannel) async throws(RedisError) {
         let running = state.withLock { $0.handlers }
         if running.isEmpty { return }
         let entries = Array(running)
@@ -646,13 +637,13 @@ public final class Worker: Sendable {
 
     private func now() -> RedisArgument { .integer(nowMilliseconds()) }
 
-    private func nowMilliseconds() -> Int64 { Int64((Date().timeIntervalSince1970 * 1000).rounded(.down)) }
+    private func nowMilliseconds() -> Int64 { Date().millisecondsSince1970 }
 
     // MARK: - Leases and shutdown
 
     /// Extends the lease of every running job at a quarter of the lease, so a slow job on a live
     /// worker is never reclaimed by another.
-    private func maintainLeases(_ control: RedisConnection) async {
+    private func maintainLeases(_ control: ControlChannel) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.maintenanceInterval)
             let (running, locks) = state.withLock { (Array($0.running), $0.locks) }
@@ -679,7 +670,7 @@ public final class Worker: Sendable {
 
     /// Removes this consumer from the group when it holds nothing, so finished containers do not
     /// pile up in `XINFO CONSUMERS`. A consumer that still holds entries is kept.
-    private func releaseConsumer(_ control: RedisConnection) async {
+    private func releaseConsumer(_ control: ControlChannel) async {
         _ = try? await control.run(
             Self.releaseConsumerScript, keys: [.string(keys.jobs)],
             arguments: [.string(configuration.group), .string(configuration.consumer)])
