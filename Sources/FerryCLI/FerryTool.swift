@@ -36,11 +36,11 @@ struct FerryTool: AsyncParsableCommand {
     /// Prints the error the way a user can act on it and exits with its ``ExitStatus``.
     static func exit(withFailure error: any Error) -> Never {
         if let status = ExitStatus(error) {
-            FileHandle.standardError.write(Data("ferry: error: \(error)\n".utf8))
+            FileHandle.standardError.writeBestEffort("ferry: error: \(error)\n")
             Foundation.exit(status.rawValue)
         }
         if exitCode(for: error) == .validationFailure {
-            FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+            FileHandle.standardError.writeBestEffort(fullMessage(for: error) + "\n")
             Foundation.exit(ExitStatus.usage.rawValue)
         }
         exit(withError: error)

@@ -31,12 +31,13 @@ struct JSONLogHandler: LogHandler {
         guard var line = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])
         else { return }
         line.append(10)
-        Self.output.withLock { _ in FileHandle.standardOutput.write(line) }
+        Self.output.withLock { _ in FileHandle.standardOutput.writeBestEffort(line) }
     }
 
+    /// Built once: every job logs a few lines, and a formatter per line is measurable.
+    private static let timestampStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
     private static func timestamp() -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date())
+        timestampStyle.format(Date())
     }
 }

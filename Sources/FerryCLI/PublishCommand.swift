@@ -78,8 +78,8 @@ struct PublishCommand: AsyncParsableCommand {
             let receipts = try await publisher.publish(Array(repeating: job, count: batch))
             print(receipts.map(\.jobID).joined(separator: "\n"))
             if receipts.count == 1, receipts[0].isDuplicate {
-                FileHandle.standardError.write(
-                    Data("ferry: idempotency key already published; nothing added, printed the first job id\n".utf8))
+                FileHandle.standardError.writeBestEffort(
+                    "ferry: idempotency key already published; nothing added, printed the first job id\n")
             }
             remaining -= batch
         }

@@ -179,6 +179,32 @@ struct WorkerProcessTests {
         #expect(await worker.waitForExit() == 0)
     }
 
+    @Test("a worker whose log reader goes away (ferry worker | head) keeps working and exits 0 on SIGTERM")
+    func closedStandardOutput() async throws {
+        let url = try await TestRedis.sharedURL()
+        let redis = try await TestRedis.connection()
+        let queue = uniqueName("closedout"), scratch = try Scratch()
+        // head exits after the first byte, so every later log line meets a closed pipe.
+        let pipeline = """
+            "$FERRY_BIN" worker "$QUEUE" --exec 'echo $FERRY_JOB_ID >> "$DONE"' | head -c 1 > /dev/null
+            echo "worker exit ${PIPESTATUS[0]}" > "$STATUS"
+            """
+        let shell = try ChildProcess(
+            try executable(named: "bash"), ["-c", pipeline],
+            environment: ProcessInfo.processInfo.environment.merging([
+                "FERRY_BIN": try ferryExecutable().path(), "FERRY_REDIS_URL": url, "QUEUE": queue,
+                "DONE": scratch.path("done"), "STATUS": scratch.path("status"),
+            ]) { $1 })
+        try await Task.sleep(for: .milliseconds(500))
+        let receipts = try await Publisher(queue: try QueueName(queue), connection: redis)
+            .publish((0..<5).map { JobMessage(type: "t", data: "\($0)") })
+        #expect(await eventually { scratch.lines("done").count == 5 })
+        #expect(Set(scratch.lines("done")) == Set(receipts.map(\.jobID)))
+        _ = try await runProcess(try executable(named: "pkill"), ["-TERM", "-f", "worker \(queue)"])
+        await shell.waitForExit(killAfter: .seconds(30))
+        #expect(scratch.lines("status") == ["worker exit 0"])
+    }
+
     @Test(
         "bad settings are refused at start-up with exit code 2, before any job is read",
         arguments: [
