@@ -11,7 +11,7 @@ import Synchronization
 ///   after the retry policy's backoff; after the last attempt, or at once for a malformed entry,
 ///   an unknown type or a ``PermanentJobError``, the job moves to the dead-letter stream with
 ///   its reason (`deadletter.lua`), atomically with the acknowledgement.
-/// - An entry idle longer than the lease (its worker crashed) is reclaimed with `XAUTOCLAIM` by
+/// - An entry idle longer than the lease plus its backoff (its worker crashed) is reclaimed by
 ///   a live worker; a running job's lease is extended so a slow job is never stolen.
 /// - Acknowledgements, extensions and dead-lettering check that this consumer still owns the
 ///   entry, so a worker that lost a lease cannot interfere with the new owner.
@@ -50,9 +50,15 @@ public final class Worker: Sendable {
 
         public init() {}
 
-        /// How often idle entries are looked for, and leases of running jobs extended.
+        /// How often leases of running jobs are extended.
         var maintenanceInterval: Duration {
             min(max(lease / 4, .milliseconds(50)), .seconds(5))
+        }
+
+        /// How often idle entries are looked for: often enough that a retry comes back close
+        /// to its backoff, and a crashed worker's job close to its lease.
+        var reclaimInterval: Duration {
+            min(maintenanceInterval, max(retry.minimumBackoff / 2, .milliseconds(50)))
         }
 
         /// - Throws: ``FerryError`` with ``FerryError/Code/invalidInput`` naming the bad setting.
@@ -92,6 +98,7 @@ public final class Worker: Sendable {
 
     static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
     static let leaseScript = RedisScript(name: "lease", source: EmbeddedLuaScripts.lease)
+    static let claimScript = RedisScript(name: "claim", source: EmbeddedLuaScripts.claim)
     static let deadLetterScript = RedisScript(name: "deadletter", source: EmbeddedLuaScripts.deadletter)
     static let releaseConsumerScript = RedisScript(name: "release_consumer", source: EmbeddedLuaScripts.release_consumer)
     static let beginScript = RedisScript(name: "begin", source: EmbeddedLuaScripts.begin)
@@ -209,8 +216,8 @@ public final class Worker: Sendable {
         var groupReady = false
         var errorBackoff = Duration.milliseconds(100)
         var nextReclaim = ContinuousClock.now
-        var reclaimCursor = "0-0"
-        let block = min(configuration.readBlock, configuration.maintenanceInterval)
+        var reclaimCursor = ReclaimCursor()
+        let block = min(configuration.readBlock, configuration.reclaimInterval)
 
         while !isStopping && !Task.isCancelled {
             await slots.waitForFreeSlot()
@@ -222,10 +229,9 @@ public final class Worker: Sendable {
                 }
                 var deliveries: [(StreamEntry, Int)] = []
                 if ContinuousClock.now >= nextReclaim {
-                    nextReclaim = .now + configuration.maintenanceInterval
-                    let (claimed, cursor) = try await reclaim(control, from: reclaimCursor, count: await slots.free)
-                    reclaimCursor = cursor
-                    deliveries = claimed
+                    deliveries = try await reclaim(control, cursor: &reclaimCursor, count: await slots.free)
+                    // A pass that stopped part-way through the pending list goes on at once.
+                    nextReclaim = reclaimCursor.start == "-" ? .now + configuration.reclaimInterval : .now
                 }
                 if deliveries.isEmpty {
                     deliveries = try await read(reader, count: await slots.free, block: block).map { ($0, 1) }
@@ -283,46 +289,65 @@ public final class Worker: Sendable {
         return StreamEntry.entries(from: first[1])
     }
 
-    /// Claims entries idle longer than the lease (their worker died, or a retry's backoff is
-    /// over) and reads their delivery counts. Entries deleted while pending are counted and logged.
+    /// Where the reclaim scan of the pending list resumes: `-` for the start, else `(ID`.
+    struct ReclaimCursor: Sendable {
+        var start = "-"
+    }
+
+    /// How many pending entries one reclaim pass looks at, at most.
+    static let reclaimScanLimit = 100
+
+    /// Claims entries whose lease ran out and whose backoff is over: their worker died, or a
+    /// retry is due. An entry is due once idle for the lease plus the backoff of its delivery
+    /// count (``RetryPolicy/backoff(afterAttempt:entryID:)``, the same in every worker), so a
+    /// crashed worker's job comes back with the same backoff as a failed one, and a scheduled
+    /// retry (idle set to the lease) comes back after its backoff however long it is. Entries
+    /// deleted while pending are counted and logged. Returns the claimed entries and attempts.
     private func reclaim(
-        _ control: ControlChannel, from cursor: String, count: Int
-    ) async throws(RedisError) -> ([(StreamEntry, Int)], String) {
-        let reply = try await control.send(
-            RedisCommand(
-                "XAUTOCLAIM",
-                [
-                    .string(keys.jobs), .string(configuration.group), .string(configuration.consumer),
-                    .integer(configuration.lease.milliseconds), .string(cursor), "COUNT", .integer(Int64(count)),
-                ]))
-        guard let parts = reply.array, parts.count >= 2 else { return ([], "0-0") }
-        let nextCursor = parts[0].string ?? "0-0"
-        let entries = StreamEntry.entries(from: parts[1])
-        if parts.count > 2, let deleted = parts[2].array, !deleted.isEmpty {
-            logger.info(
-                "reclaimed_deleted",
-                metadata: ["ferry.count": "\(deleted.count)", "ferry.entry_ids": "\(deleted.compactMap(\.string))"])
-        }
-        guard let first = entries.first, let last = entries.last else { return ([], nextCursor) }
+        _ control: ControlChannel, cursor: inout ReclaimCursor, count: Int
+    ) async throws(RedisError) -> [(StreamEntry, Int)] {
+        let lease = configuration.lease.milliseconds
         let pending = try await control.send(
             RedisCommand(
                 "XPENDING",
                 [
-                    .string(keys.jobs), .string(configuration.group), .string(first.id), .string(last.id),
-                    .integer(Int64(entries.count)), .string(configuration.consumer),
+                    .string(keys.jobs), .string(configuration.group), "IDLE", .integer(lease), .string(cursor.start), "+",
+                    .integer(Int64(Self.reclaimScanLimit)),
                 ]))
-        var deliveries: [String: Int] = [:]
-        for item in pending.array ?? [] {
-            if let fields = item.array, fields.count >= 4, let id = fields[0].string, let count = fields[3].integer {
-                deliveries[id] = Int(count)
-            }
+        let items = pending.array ?? []
+        var due: [(id: String, deliveries: Int)] = []
+        var lastConsidered: String?
+        for item in items {
+            guard let fields = item.array, fields.count >= 4, let id = fields[0].string, let idle = fields[2].integer,
+                let deliveries = fields[3].integer
+            else { continue }
+            if due.count == count { break }
+            lastConsidered = id
+            let backoff = configuration.retry.backoff(afterAttempt: Int(deliveries), entryID: id)
+            if idle >= lease + backoff.milliseconds { due.append((id, Int(deliveries))) }
         }
-        for entry in entries {
+        let scannedAll = items.count < Self.reclaimScanLimit && lastConsidered == items.last?.array?.first?.string
+        cursor.start = scannedAll ? "-" : lastConsidered.map { "(" + $0 } ?? cursor.start
+        if due.isEmpty { return [] }
+
+        var arguments: [RedisArgument] = [.string(configuration.group), .string(configuration.consumer)]
+        for (id, deliveries) in due {
+            let backoff = configuration.retry.backoff(afterAttempt: deliveries, entryID: id)
+            arguments += [.string(id), .integer(lease + backoff.milliseconds)]
+        }
+        let reply = try await control.run(Self.claimScript, keys: [.string(keys.jobs)], arguments: arguments)
+        guard let parts = reply.array, parts.count == 2 else { return [] }
+        if let deleted = parts[1].array, !deleted.isEmpty {
             logger.info(
-                "reclaimed",
-                metadata: ["ferry.entry_id": "\(entry.id)", "ferry.delivery_attempt": "\(deliveries[entry.id] ?? 2)"])
+                "reclaimed_deleted",
+                metadata: ["ferry.count": "\(deleted.count)", "ferry.entry_ids": "\(deleted.compactMap(\.string))"])
         }
-        return (entries.map { ($0, deliveries[$0.id] ?? 2) }, nextCursor)
+        let deliveries = Dictionary(due.map { ($0.id, $0.deliveries + 1) }) { first, _ in first }
+        return StreamEntry.entries(from: parts[0]).map { entry in
+            let attempt = deliveries[entry.id] ?? 2
+            logger.info("reclaimed", metadata: ["ferry.entry_id": "\(entry.id)", "ferry.delivery_attempt": "\(attempt)"])
+            return (entry, attempt)
+        }
     }
 
     // MARK: - One job
@@ -413,6 +438,14 @@ public final class Worker: Sendable {
                 await recordCancelled(jobID, attempt: attempt, control: control, logger: logger)
             } else {
                 logger.info("job_interrupted; left pending for another worker")
+                let comesBack = configuration.lease + configuration.retry.backoff(afterAttempt: attempt, entryID: entry.id)
+                await recordStatus(
+                    jobID, "failed", attempt: attempt, terminal: false, control: control,
+                    fields: [
+                        "error_class": "interrupted",
+                        "last_error": "the worker stopped before the job finished; another worker runs it again",
+                        "next_attempt_at": .integer(nowMilliseconds() + comesBack.milliseconds),
+                    ])
             }
         } catch {
             let errorClass = String(describing: type(of: error))
@@ -512,14 +545,14 @@ public final class Worker: Sendable {
         }
     }
 
-    /// Makes the entry reclaimable once the backoff has passed: its idle time is set to
-    /// (lease - backoff). A backoff longer than the lease is held to the lease.
+    /// Makes the entry reclaimable once the backoff has passed: its idle time is set to the
+    /// lease, and reclaim waits for the lease plus the backoff of this delivery.
     private func scheduleRetry(
         _ entryID: String, jobID: String, attempt: Int, error: (errorClass: String, message: String)?, control: ControlChannel,
         logger: Logger
     ) async {
-        let backoff = min(configuration.retry.backoff(afterAttempt: attempt), configuration.lease)
-        let idle = configuration.lease - backoff
+        let backoff = configuration.retry.backoff(afterAttempt: attempt, entryID: entryID)
+        let idle = configuration.lease
         do {
             try await control.run(
                 Self.leaseScript, keys: [.string(keys.jobs)],
@@ -660,7 +693,9 @@ public final class Worker: Sendable {
                         Self.extendLockScript, keys: locks.values.map { .string($0) },
                         arguments: [.integer(configuration.lease.milliseconds)] + locks.keys.map { .string($0) })
                 }
-                logger.debug("lease_extended", metadata: ["ferry.count": "\(running.count)"])
+                logger.info(
+                    "lease_extended",
+                    metadata: ["ferry.count": "\(running.count)", "ferry.entry_ids": "\(running.prefix(20).sorted())"])
                 try await cancelRequestedJobs(control)
             } catch {
                 logger.info("lease extension failed", metadata: redisMetadata(error))

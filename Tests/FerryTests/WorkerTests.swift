@@ -271,6 +271,112 @@ struct WorkerTests {
         #expect(dead.value(of: "dead_letter.delivery_count") == Array("4".utf8))
     }
 
+    /// Reads one entry as a consumer that then "crashes", and returns its ID and when it was read.
+    func readAsCrashedConsumer(_ setup: Setup) async throws -> (id: String, readAt: ContinuousClock.Instant) {
+        try await setup.redis.send(RedisCommand("XGROUP CREATE", [.string(setup.keys.jobs), "workers", "0"]))
+        let readAt = ContinuousClock.now
+        let read = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), ">"]))
+        return (try #require(read.array?.first?.array?[1].array?.first?.array?.first?.string), readAt)
+    }
+
+    @Test("a crashed worker's job comes back after the lease plus the backoff of its delivery, not before")
+    func leaseExpiryWaitsTheBackoff() async throws {
+        let setup = try await Setup()
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: ""))
+        let (_, readAt) = try await readAsCrashedConsumer(setup)
+        let startedAt = Mutex<ContinuousClock.Instant?>(nil)
+        let worker = setup.worker(["t": JobHandlerClosure { _ in startedAt.withLock { $0 = .now } }]) {
+            $0.lease = .milliseconds(300)
+            $0.retry = RetryPolicy(maxAttempts: 5, minimumBackoff: .seconds(1), maximumBackoff: .seconds(1))
+        }
+        try await running(worker) {
+            #expect(await eventually { startedAt.withLock { $0 } != nil })
+        }
+        let waited = try #require(startedAt.withLock { $0 }) - readAt
+        #expect(waited >= .milliseconds(1300), "lease 300 ms + backoff 1 s; it came back after \(waited)")
+    }
+
+    @Test("a backoff longer than the lease is kept in full")
+    func backoffLongerThanLease() async throws {
+        let setup = try await Setup()
+        let attempts = Mutex<[ContinuousClock.Instant]>([])
+        let worker = setup.worker([
+            "t": JobHandlerClosure { _ in
+                let count = attempts.withLock {
+                    $0.append(.now)
+                    return $0.count
+                }
+                if count == 1 { throw PushBackError() }
+            }
+        ]) {
+            $0.lease = .milliseconds(200)
+            $0.retry = RetryPolicy(maxAttempts: 5, minimumBackoff: .milliseconds(1500), maximumBackoff: .milliseconds(1500))
+        }
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: ""))
+            #expect(await eventually { attempts.withLock { $0.count } == 2 })
+        }
+        let times = attempts.withLock { $0 }
+        #expect(times[1] - times[0] >= .milliseconds(1500), "the retry came after \(times[1] - times[0])")
+    }
+
+    @Test("backoffs are the same in every worker for one delivery, grow with the attempt, and stay in bounds")
+    func deterministicBackoff() {
+        let policy = RetryPolicy(maxAttempts: 5, minimumBackoff: .seconds(1), maximumBackoff: .seconds(60))
+        #expect(policy.backoff(afterAttempt: 3, entryID: "1-0") == policy.backoff(afterAttempt: 3, entryID: "1-0"))
+        let firsts = Set((0..<50).map { policy.backoff(afterAttempt: 4, entryID: "17000000000\($0)-0") })
+        #expect(firsts.count > 40, "jitter spreads jobs that failed together")
+        for attempt in 1...10 {
+            let backoff = policy.backoff(afterAttempt: attempt, entryID: "5-\(attempt)")
+            let ceiling = min(Duration.seconds(1) * (1 << (attempt - 1)), .seconds(60))
+            #expect(backoff >= max(ceiling / 2, .seconds(1)) && backoff <= ceiling)
+        }
+    }
+
+    @Test("an entry deleted while pending is cleared from the pending list; the others still run")
+    func deletedWhilePending() async throws {
+        let setup = try await Setup()
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "trimmed", jobID: "gone"))
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "kept", jobID: "kept"))
+        try await setup.redis.send(RedisCommand("XGROUP CREATE", [.string(setup.keys.jobs), "workers", "0"]))
+        let read = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "ghost", "COUNT", "2", "STREAMS", .string(setup.keys.jobs), ">"]))
+        let first = try #require(read.array?.first?.array?[1].array?.first?.array?.first?.string)
+        try await setup.redis.send(RedisCommand("XDEL", [.string(setup.keys.jobs), .string(first)]))
+        let seen = Deliveries()
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(seen.all.map(\.id) == ["kept"])
+        #expect(try await setup.deadEntries().isEmpty)
+    }
+
+    @Test("a job interrupted by shutdown is recorded as failed with its next attempt, and runs again on another worker")
+    func interruptedJobIsFailed() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let stopping = setup.worker([
+            "t": JobHandlerClosure { job in
+                seen.record(job)
+                try await Task.sleep(for: .seconds(30))
+            }
+        ]) { $0.shutdownGrace = .milliseconds(100) }
+        let task = Task { try await stopping.run() }
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "cut-short"))
+        #expect(await eventually { seen.count == 1 })
+        stopping.stop()
+        try await task.value
+        let status = try #require(try await JobStatus.load(jobID: "cut-short", queue: setup.queue, connection: setup.redis))
+        #expect(status.fields["state"] == "failed")
+        #expect(status.fields["error_class"] == "interrupted")
+        #expect(status.fields["next_attempt_at"].flatMap { Int64($0) } ?? 0 > Date().millisecondsSince1970)
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(seen.all.map(\.attempt) == [1, 2])
+    }
+
     @Test("stop() lets a running job finish and acknowledges it; nothing more is read")
     func gracefulStop() async throws {
         let setup = try await Setup()
