@@ -1,40 +1,89 @@
-/// Counts running jobs against the concurrency limit and lets the read loop wait for a free slot.
-actor JobSlots {
+import Synchronization
+
+/// Counts running jobs against the concurrency limit, lets the read loop wait for a free slot,
+/// and keeps each running job's task so that shutdown and `ferry job cancel` can cancel it.
+///
+/// A lock rather than an actor: it is touched twice per job on the hot path, and an actor hop
+/// there cost a thread wake-up each time (measured with `ferry bench worker` under `perf`).
+final class JobSlots: Sendable {
+    struct Running {
+        let jobID: String
+        let task: Task<Void, Never>
+    }
+
+    private struct State {
+        var used = 0
+        var slotWaiter: CheckedContinuation<Void, Never>?
+        var idleWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Running jobs by entry ID.
+        var running: [String: Running] = [:]
+    }
+
     let limit: Int
-    private(set) var used = 0
-    private var slotWaiter: CheckedContinuation<Void, Never>?
-    private var idleWaiters: [CheckedContinuation<Void, Never>] = []
+    private let state = Mutex(State())
 
     init(limit: Int) { self.limit = limit }
 
+    var used: Int { state.withLock { $0.used } }
     var free: Int { limit - used }
 
-    func take() { used += 1 }
-
-    func release() {
-        used -= 1
-        slotWaiter?.resume()
-        slotWaiter = nil
-        if used == 0 {
-            idleWaiters.forEach { $0.resume() }
-            idleWaiters.removeAll()
+    /// Takes a slot and starts `body` as the job's task, which gives the slot back when it ends.
+    func start(entryID: String, jobID: String, _ body: @escaping @Sendable () async -> Void) {
+        state.withLock { state in
+            state.used += 1
+            // The task cannot finish before it is registered: its last step takes this lock.
+            let task = Task {
+                await body()
+                self.finish(entryID)
+            }
+            state.running[entryID] = Running(jobID: jobID, task: task)
         }
     }
 
+    private func finish(_ entryID: String) {
+        let (slotWaiter, idleWaiters) = state.withLock { state in
+            state.used -= 1
+            state.running.removeValue(forKey: entryID)
+            let slotWaiter = state.slotWaiter
+            state.slotWaiter = nil
+            var idleWaiters: [CheckedContinuation<Void, Never>] = []
+            if state.used == 0 { swap(&idleWaiters, &state.idleWaiters) }
+            return (slotWaiter, idleWaiters)
+        }
+        slotWaiter?.resume()
+        idleWaiters.forEach { $0.resume() }
+    }
+
+    /// The running jobs, by entry ID.
+    var running: [String: Running] { state.withLock { $0.running } }
+
     func waitForFreeSlot() async {
-        if used < limit { return }
-        await withCheckedContinuation { slotWaiter = $0 }
+        if state.withLock({ $0.used < limit }) { return }
+        await withCheckedContinuation { waiter in
+            let free = state.withLock { state in
+                if state.used < limit { return true }
+                state.slotWaiter = waiter
+                return false
+            }
+            if free { waiter.resume() }
+        }
     }
 
     func waitUntilIdle() async {
-        if used == 0 { return }
-        await withCheckedContinuation { idleWaiters.append($0) }
+        if state.withLock({ $0.used == 0 }) { return }
+        await withCheckedContinuation { waiter in
+            let idle = state.withLock { state in
+                if state.used == 0 { return true }
+                state.idleWaiters.append(waiter)
+                return false
+            }
+            if idle { waiter.resume() }
+        }
     }
 
-    /// Called when the shutdown grace is over: nothing to do here but let waiters through,
-    /// since the task group's cancellation reaches the running handlers.
-    func cancelAfterGrace() {
-        idleWaiters.forEach { $0.resume() }
-        idleWaiters.removeAll()
+    /// Cancels every running job's task (the shutdown grace is over, or the worker's task was cancelled).
+    func cancelAll() {
+        state.withLock { $0.running }.values.forEach { $0.task.cancel() }
     }
+
 }

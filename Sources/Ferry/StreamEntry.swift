@@ -37,6 +37,13 @@ public struct StreamEntry: Sendable, Hashable {
         return fields.first { $0.name == name }?.value
     }
 
+    /// The job id read from the raw `job_id` field as the decoder reads it, else the entry ID:
+    /// known before (and even without) decoding, for cancellation checks and bookkeeping.
+    public var jobID: String {
+        value(of: WireFormat.Field.jobID).flatMap { String(validating: $0, as: UTF8.self) }.flatMap { $0.isEmpty ? nil : $0 }
+            ?? id
+    }
+
     /// Decodes the entry as a job; the job id falls back to the entry ID.
     public func decodedJob(maxPayloadBytes: Int = WireFormat.defaultMaxPayloadBytes) throws(WireFormatError) -> JobMessage {
         var job = try JobMessage(decoding: fields, maxPayloadBytes: maxPayloadBytes)

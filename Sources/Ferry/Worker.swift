@@ -86,12 +86,8 @@ public final class Worker: Sendable {
 
     private struct State {
         var stopping = false
-        /// Entry IDs of running jobs, whose leases the maintenance loop extends.
-        var running: Set<String> = []
         /// The in-flight lock key of each running job that has an idempotency key, by entry ID.
         var locks: [String: String] = [:]
-        /// Running handlers by entry ID: their job id, and how to cancel them on request.
-        var handlers: [String: (jobID: String, cancel: @Sendable () -> Void)] = [:]
         /// Entry IDs whose handlers were cancelled because someone asked (`ferry job cancel`).
         var cancelledOnRequest: Set<String> = []
     }
@@ -156,20 +152,24 @@ public final class Worker: Sendable {
         let slots = JobSlots(limit: configuration.concurrency)
         logger.info("worker_started", metadata: ["ferry.concurrency": "\(configuration.concurrency)"])
 
-        await withDiscardingTaskGroup { group in
-            group.addTask { await self.maintainLeases(control) }
-            await dispatch(reader: reader, control: control, slots: slots, group: &group)
-            let inFlight = await slots.used
-            logger.info("worker_stopping", metadata: ["ferry.in_flight": "\(inFlight)"])
-            group.addTask {
-                try? await Task.sleep(for: self.configuration.shutdownGrace)
-                if await slots.used > 0 {
-                    self.logger.info("shutdown grace over; cancelling running jobs, which stay pending for other workers")
+        await withTaskCancellationHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.maintainLeases(control, slots: slots) }
+                await dispatch(reader: reader, control: control, slots: slots)
+                logger.info("worker_stopping", metadata: ["ferry.in_flight": "\(slots.used)"])
+                group.addTask {
+                    try? await Task.sleep(for: self.configuration.shutdownGrace)
+                    if slots.used > 0 {
+                        self.logger.info("shutdown grace over; cancelling running jobs, which stay pending for other workers")
+                    }
+                    slots.cancelAll()
                 }
-                await slots.cancelAfterGrace()
+                await slots.waitUntilIdle()
+                group.cancelAll()
             }
-            await slots.waitUntilIdle()
-            group.cancelAll()
+        } onCancel: {
+            stop()
+            slots.cancelAll()
         }
         await releaseConsumer(control)
     }
@@ -210,9 +210,7 @@ public final class Worker: Sendable {
     // MARK: - Dispatch
 
     /// The read loop: reclaim idle entries when due, then read new ones, never more than free slots.
-    private func dispatch(
-        reader: RedisConnection, control: ControlChannel, slots: JobSlots, group: inout DiscardingTaskGroup
-    ) async {
+    private func dispatch(reader: RedisConnection, control: ControlChannel, slots: JobSlots) async {
         var groupReady = false
         var errorBackoff = Duration.milliseconds(100)
         var nextReclaim = ContinuousClock.now
@@ -229,22 +227,18 @@ public final class Worker: Sendable {
                 }
                 var deliveries: [(StreamEntry, Int)] = []
                 if ContinuousClock.now >= nextReclaim {
-                    deliveries = try await reclaim(control, cursor: &reclaimCursor, count: await slots.free)
+                    deliveries = try await reclaim(control, cursor: &reclaimCursor, count: slots.free)
                     // A pass that stopped part-way through the pending list goes on at once.
                     nextReclaim = reclaimCursor.start == "-" ? .now + configuration.reclaimInterval : .now
                 }
                 if deliveries.isEmpty {
-                    deliveries = try await read(reader, count: await slots.free, block: block).map { ($0, 1) }
+                    deliveries = try await read(reader, count: slots.free, block: block).map { ($0, 1) }
                 }
                 let cancelled = await cancellationRequests(for: deliveries.map(\.0), control: control)
                 for (entry, attempt) in deliveries {
-                    await slots.take()
-                    state.withLock { _ = $0.running.insert(entry.id) }
                     let cancelRequested = cancelled.contains(entry.id)
-                    group.addTask {
+                    slots.start(entryID: entry.id, jobID: entry.jobID) {
                         await self.process(entry, attempt: attempt, cancelRequested: cancelRequested, control: control)
-                        self.state.withLock { _ = $0.running.remove(entry.id) }
-                        await slots.release()
                     }
                 }
                 errorBackoff = .milliseconds(100)
@@ -409,16 +403,7 @@ public final class Worker: Sendable {
         logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
         let started = ContinuousClock.now
         do {
-            let handlerTask = Task {
-                try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout)
-            }
-            state.withLock { $0.handlers[entry.id] = (jobID, { handlerTask.cancel() }) }
-            defer { state.withLock { _ = $0.handlers.removeValue(forKey: entry.id) } }
-            try await withTaskCancellationHandler {
-                try await handlerTask.value
-            } onCancel: {
-                handlerTask.cancel()
-            }
+            try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout)
             if let key = message.idempotencyKey {
                 await complete(entry.id, jobID: jobID, idempotencyKey: key, control: control, logger: logger)
             } else {
@@ -468,6 +453,7 @@ public final class Worker: Sendable {
     /// Runs the handler, cancelling it once `timeout` has passed (the exec handler then kills
     /// its process group) and throwing ``JobTimeoutError``.
     static func runHandler(_ handler: any JobHandler, _ job: Job, timeout: Duration?) async throws {
+        try Task.checkCancellation()  // cancelled on request before it started
         guard let timeout else { return try await handler.handle(job) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await handler.handle(job) }
@@ -634,18 +620,13 @@ public final class Worker: Sendable {
         await control.statusWrites.submit([hset, expiry])
     }
 
-    /// The entry IDs of a read batch whose jobs someone asked to cancel, in one round trip. The
-    /// job id is read from the raw `job_id` field, as the decoder will read it. If Redis fails
+    /// The entry IDs of a read batch whose jobs someone asked to cancel, in one round trip. If Redis fails
     /// here, no job is taken as cancelled; a running one is still caught at the next lease extension.
     private func cancellationRequests(for entries: [StreamEntry], control: ControlChannel) async -> Set<String> {
         if entries.isEmpty { return [] }
-        let jobIDs = entries.map { entry in
-            entry.value(of: WireFormat.Field.jobID).flatMap { String(validating: $0, as: UTF8.self) }.flatMap {
-                $0.isEmpty ? nil : $0
-            }
-                ?? entry.id
+        let commands = entries.map(\.jobID).map {
+            RedisCommand("HEXISTS", [.string(keys.jobStatus(jobID: $0)), "cancel_requested"])
         }
-        let commands = jobIDs.map { RedisCommand("HEXISTS", [.string(keys.jobStatus(jobID: $0)), "cancel_requested"]) }
         guard let replies = try? await control.pipeline(commands) else { return [] }
         return Set(zip(entries, replies).filter { $0.1 == .integer(1) }.map(\.0.id))
     }
@@ -656,15 +637,15 @@ public final class Worker: Sendable {
     }
 
     /// Cancels the handlers of running jobs someone asked to cancel (`ferry job cancel`).
-    private func cancelRequestedJobs(_ control: ControlChannel) async throws(RedisError) {
-        let running = state.withLock { $0.handlers }
+    private func cancelRequestedJobs(_ control: ControlChannel, slots: JobSlots) async throws(RedisError) {
+        let running = slots.running
         if running.isEmpty { return }
         let entries = Array(running)
         let replies = try await control.pipeline(
             entries.map { RedisCommand("HEXISTS", [.string(keys.jobStatus(jobID: $0.value.jobID)), "cancel_requested"]) })
         for (entry, reply) in zip(entries, replies) where reply == .integer(1) {
             state.withLock { _ = $0.cancelledOnRequest.insert(entry.key) }
-            entry.value.cancel()
+            entry.value.task.cancel()
         }
     }
 
@@ -676,10 +657,11 @@ public final class Worker: Sendable {
 
     /// Extends the lease of every running job at a quarter of the lease, so a slow job on a live
     /// worker is never reclaimed by another.
-    private func maintainLeases(_ control: ControlChannel) async {
+    private func maintainLeases(_ control: ControlChannel, slots: JobSlots) async {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.maintenanceInterval)
-            let (running, locks) = state.withLock { (Array($0.running), $0.locks) }
+            let running = Array(slots.running.keys)
+            let locks = state.withLock { $0.locks }
             if running.isEmpty { continue }
             do {
                 let lost = try await control.run(
@@ -696,7 +678,7 @@ public final class Worker: Sendable {
                 logger.info(
                     "lease_extended",
                     metadata: ["ferry.count": "\(running.count)", "ferry.entry_ids": "\(running.prefix(20).sorted())"])
-                try await cancelRequestedJobs(control)
+                try await cancelRequestedJobs(control, slots: slots)
             } catch {
                 logger.info("lease extension failed", metadata: redisMetadata(error))
             }
