@@ -159,7 +159,11 @@ struct WorkerTests {
         try await running(worker) {
             #expect(await eventually { try await setup.deadEntries().count == 2 })
         }
-        let dead = try await setup.deadEntries()
+        // Jobs run concurrently: the dead-letter stream's order is not the job stream's.
+        let dead = try await setup.deadEntries().sorted {
+            ($0.value(of: "dead_letter.source_id").map { String(decoding: $0, as: UTF8.self) } ?? "")
+                < ($1.value(of: "dead_letter.source_id").map { String(decoding: $0, as: UTF8.self) } ?? "")
+        }
         #expect(
             dead.map { String(decoding: $0.value(of: "dead_letter.error_class") ?? [], as: UTF8.self) } == [
                 "malformed_entry", "malformed_entry",
