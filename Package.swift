@@ -15,6 +15,7 @@ let package = Package(
     products: [
         .library(name: "Ferry", targets: ["Ferry"]),
         .library(name: "FerryRedis", targets: ["FerryRedis"]),
+        .library(name: "FerryHTTP", targets: ["FerryHTTP"]),
         .executable(name: "ferry", targets: ["FerryCLI"]),
     ],
     dependencies: [
@@ -58,11 +59,23 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "FerryHTTP",
+            dependencies: [
+                "CCurl",
+                "Ferry",
+                "FerryRedis",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "FerryCLI",
             dependencies: [
                 "Ferry",
                 "FerryExec",
+                "FerryHTTP",
                 "FerryRedis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -81,6 +94,7 @@ let package = Package(
             name: "FerryTestSupport",
             dependencies: ["FerryRedis"],
             path: "Tests/FerryTestSupport",
+            exclude: ["push_endpoint.py"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -106,6 +120,11 @@ let package = Package(
         .testTarget(
             name: "FerryCLITests",
             dependencies: ["FerryCLI", "Ferry", "FerryRedis", "FerryTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FerryHTTPTests",
+            dependencies: ["FerryHTTP", "Ferry", "FerryRedis", "FerryTestSupport"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

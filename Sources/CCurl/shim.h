@@ -35,6 +35,10 @@ static inline CURLcode ferry_curl_getinfo_double(CURL *handle, CURLINFO info, do
     return curl_easy_getinfo(handle, info, value);
 }
 
+static inline CURLMcode ferry_curl_multi_setopt_long(CURLM *multi, CURLMoption option, long value) {
+    return curl_multi_setopt(multi, option, value);
+}
+
 /* CURLVERSION_NOW is a macro aliasing an enum case, which Swift does not import. */
 static inline curl_version_info_data *ferry_curl_version_info(void) {
     return curl_version_info(CURLVERSION_NOW);

@@ -34,6 +34,20 @@ public struct PermanentJobError: Error, Sendable, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// A failure that names its own class and may ask for a later retry: the worker reports
+/// ``errorClass`` in logs and the job status instead of the Swift type name, and waits at least
+/// ``retryAfter`` (an HTTP `Retry-After`) as well as the retry policy's backoff.
+public protocol RetryableJobError: Error {
+    /// Short and stable, for grouping failures: `http_503`, `curl_7`.
+    var errorClass: String { get }
+    /// The earliest time to try again, from now; nil leaves it to the backoff.
+    var retryAfter: Duration? { get }
+}
+
+extension RetryableJobError {
+    public var retryAfter: Duration? { nil }
+}
+
 /// A handler ran longer than its job timeout; it was cancelled, and the job is retried.
 public struct JobTimeoutError: Error, Sendable, CustomStringConvertible {
     public var timeout: Duration

@@ -13,12 +13,17 @@ public struct QueueKeys: Sendable, Hashable {
     public let jobs: String
     /// `ferry:{Q}:dead`: the dead-letter stream.
     public let deadLetter: String
+    /// `ferry:{Q}:retry_after`: a hash of the earliest time (ms since the epoch) a pending entry
+    /// may be redelivered, when a handler asked for one (HTTP `Retry-After`); fields are
+    /// `<entry ID> <group>`.
+    public let retryAfter: String
 
     public init(queue: QueueName) {
         self.queue = queue
         self.prefix = "ferry:{\(queue.rawValue)}"
         self.jobs = prefix + ":jobs"
         self.deadLetter = prefix + ":dead"
+        self.retryAfter = prefix + ":retry_after"
     }
 
     /// `ferry:{Q}:job:<job_id>`: the job's status hash.

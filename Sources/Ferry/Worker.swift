@@ -81,6 +81,7 @@ public final class Worker: Sendable {
     private let redis: RedisConfiguration
     private let handlers: [String: any JobHandler]
     private let fallbackHandler: (any JobHandler)?
+    private let observer: (any JobEventObserver)?
     private let logger: Logger
     private let state = Mutex(State())
 
@@ -95,6 +96,7 @@ public final class Worker: Sendable {
     static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
     static let leaseScript = RedisScript(name: "lease", source: EmbeddedLuaScripts.lease)
     static let claimScript = RedisScript(name: "claim", source: EmbeddedLuaScripts.claim)
+    static let retryScript = RedisScript(name: "retry", source: EmbeddedLuaScripts.retry)
     static let deadLetterScript = RedisScript(name: "deadletter", source: EmbeddedLuaScripts.deadletter)
     static let releaseConsumerScript = RedisScript(name: "release_consumer", source: EmbeddedLuaScripts.release_consumer)
     static let beginScript = RedisScript(name: "begin", source: EmbeddedLuaScripts.begin)
@@ -105,11 +107,13 @@ public final class Worker: Sendable {
     ///   - handlers: by job type.
     ///   - fallbackHandler: runs every type without a handler of its own (`ferry worker --exec`);
     ///     without one, such a job is dead-lettered as unknown.
+    ///   - observer: hears about every job that succeeds, is dead-lettered or is cancelled here.
     public init(
         queue: QueueName, redis: RedisConfiguration, handlers: [String: any JobHandler],
         configuration: Configuration = Configuration(), fallbackHandler: (any JobHandler)? = nil,
-        logger: Logger = Logger(label: "ferry.worker")
+        observer: (any JobEventObserver)? = nil, logger: Logger = Logger(label: "ferry.worker")
     ) {
+        self.observer = observer
         self.queue = queue
         self.keys = QueueKeys(queue: queue)
         self.redis = redis
@@ -329,7 +333,8 @@ public final class Worker: Sendable {
             let backoff = configuration.retry.backoff(afterAttempt: deliveries, entryID: id)
             arguments += [.string(id), .integer(lease + backoff.milliseconds)]
         }
-        let reply = try await control.run(Self.claimScript, keys: [.string(keys.jobs)], arguments: arguments)
+        let reply = try await control.run(
+            Self.claimScript, keys: [.string(keys.jobs), .string(keys.retryAfter)], arguments: arguments)
         guard let parts = reply.array, parts.count == 2 else { return [] }
         if let deleted = parts[1].array, !deleted.isEmpty {
             logger.info(
@@ -381,7 +386,7 @@ public final class Worker: Sendable {
 
         if cancelRequested {
             await acknowledge(entry.id, control: control, logger: logger)
-            await recordCancelled(jobID, attempt: attempt, control: control, logger: logger)
+            await recordCancelled(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
             return
         }
         if let key = message.idempotencyKey {
@@ -413,6 +418,7 @@ public final class Worker: Sendable {
             await recordStatus(
                 jobID, "succeeded", attempt: attempt, terminal: true, control: control,
                 fields: ["finished_at": now(), "progress": 100])
+            notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
         } catch let error as PermanentJobError {
             await deadLetter(
                 entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message, control: control,
@@ -420,7 +426,7 @@ public final class Worker: Sendable {
         } catch is CancellationError {
             if state.withLock({ $0.cancelledOnRequest.remove(entry.id) != nil }) {
                 await acknowledge(entry.id, control: control, logger: logger)
-                await recordCancelled(jobID, attempt: attempt, control: control, logger: logger)
+                await recordCancelled(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
             } else {
                 logger.info("job_interrupted; left pending for another worker")
                 let comesBack = configuration.lease + configuration.retry.backoff(afterAttempt: attempt, entryID: entry.id)
@@ -433,11 +439,12 @@ public final class Worker: Sendable {
                     ])
             }
         } catch {
-            let errorClass = String(describing: type(of: error))
+            let errorClass = (error as? any RetryableJobError)?.errorClass ?? String(describing: type(of: error))
             logger.info(
                 "job_failed",
                 metadata: [
                     "ferry.error_class": "\(errorClass)", "ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)",
+                    "ferry.error": "\(String("\(error)".prefix(300)))",
                 ])
             if attempt >= maxAttempts {
                 await deadLetter(
@@ -445,7 +452,8 @@ public final class Worker: Sendable {
                     logger: logger)
             } else {
                 await scheduleRetry(
-                    entry.id, jobID: jobID, attempt: attempt, error: (errorClass, "\(error)"), control: control, logger: logger)
+                    entry.id, jobID: jobID, attempt: attempt, error: (errorClass, "\(error)"),
+                    retryAfter: (error as? any RetryableJobError)?.retryAfter, control: control, logger: logger)
             }
         }
     }
@@ -531,22 +539,29 @@ public final class Worker: Sendable {
         }
     }
 
-    /// Makes the entry reclaimable once the backoff has passed: its idle time is set to the
-    /// lease, and reclaim waits for the lease plus the backoff of this delivery.
+    /// Makes the entry reclaimable once the backoff (and `retryAfter`, if later) has passed
+    /// (`retry.lua`): its idle time is set to the lease, and reclaim waits for the lease plus
+    /// the backoff of this delivery, and for the earliest time if one was asked for.
     private func scheduleRetry(
-        _ entryID: String, jobID: String, attempt: Int, error: (errorClass: String, message: String)?, control: ControlChannel,
-        logger: Logger
+        _ entryID: String, jobID: String, attempt: Int, error: (errorClass: String, message: String)?,
+        retryAfter: Duration? = nil, control: ControlChannel, logger: Logger
     ) async {
         let backoff = configuration.retry.backoff(afterAttempt: attempt, entryID: entryID)
-        let idle = configuration.lease
+        let delay = max(backoff, retryAfter ?? .zero)
+        let notBefore = retryAfter.map { nowMilliseconds() + $0.milliseconds } ?? 0
         do {
-            try await control.run(
-                Self.leaseScript, keys: [.string(keys.jobs)],
+            let scheduled = try await control.run(
+                Self.retryScript, keys: [.string(keys.jobs), .string(keys.retryAfter)],
                 arguments: [
-                    .string(configuration.group), .string(configuration.consumer), .integer(idle.milliseconds), .string(entryID),
+                    .string(configuration.group), .string(configuration.consumer), .integer(configuration.lease.milliseconds),
+                    .string(entryID), .integer(notBefore),
                 ])
-            logger.info("retry_scheduled", metadata: ["ferry.backoff_ms": "\(backoff.milliseconds)"])
-            var fields: [String: RedisArgument] = ["next_attempt_at": .integer(nowMilliseconds() + backoff.milliseconds)]
+            guard scheduled.integer == 1 else {
+                logger.info("lease_lost: another worker owns the entry now; retry not scheduled")
+                return
+            }
+            logger.info("retry_scheduled", metadata: ["ferry.backoff_ms": "\(delay.milliseconds)"])
+            var fields: [String: RedisArgument] = ["next_attempt_at": .integer(nowMilliseconds() + delay.milliseconds)]
             if let error {
                 fields["error_class"] = .string(error.errorClass)
                 fields["last_error"] = .string(String(error.message.prefix(4096)))
@@ -580,6 +595,7 @@ public final class Worker: Sendable {
                         "error_class": .string(errorClass), "last_error": .string(String(error.prefix(4096))),
                         "finished_at": now(),
                     ])
+                notify(.dead, jobID: jobID, entry: entry, attempt: attempt, errorClass: errorClass, error: error)
             } else {
                 logger.info("lease_lost: another worker owns the entry now; not dead-lettered")
             }
@@ -631,9 +647,11 @@ public final class Worker: Sendable {
         return Set(zip(entries, replies).filter { $0.1 == .integer(1) }.map(\.0.id))
     }
 
-    private func recordCancelled(_ jobID: String, attempt: Int, control: ControlChannel, logger: Logger) async {
+    private func recordCancelled(_ jobID: String, entry: StreamEntry, attempt: Int, control: ControlChannel, logger: Logger) async
+    {
         logger.info("job_cancelled")
         await recordStatus(jobID, "cancelled", attempt: attempt, terminal: true, control: control, fields: ["finished_at": now()])
+        notify(.cancelled, jobID: jobID, entry: entry, attempt: attempt)
     }
 
     /// Cancels the handlers of running jobs someone asked to cancel (`ferry job cancel`).
@@ -647,6 +665,20 @@ public final class Worker: Sendable {
             state.withLock { _ = $0.cancelledOnRequest.insert(entry.key) }
             entry.value.task.cancel()
         }
+    }
+
+    /// Tells the observer, if any, that a job reached a terminal state.
+    private func notify(
+        _ state: JobEvent.State, jobID: String, entry: StreamEntry, attempt: Int, message: JobMessage? = nil,
+        errorClass: String? = nil, error: String? = nil
+    ) {
+        guard let observer else { return }
+        let message = message ?? (try? entry.decodedJob(maxPayloadBytes: .max))
+        observer.jobFinished(
+            JobEvent(
+                jobID: jobID, entryID: entry.id, queue: queue, group: configuration.group, state: state, attempts: attempt,
+                type: message?.type, errorClass: errorClass, error: error.map { String($0.prefix(4096)) },
+                publishedAt: message?.publishedAt))
     }
 
     private func now() -> RedisArgument { .integer(nowMilliseconds()) }

@@ -2,26 +2,31 @@ import ArgumentParser
 import Dispatch
 import Ferry
 import FerryExec
+import FerryHTTP
 import FerryRedis
 import Foundation
 import Logging
 import Synchronization
 
-/// `ferry worker`: consume a queue with a shell command as the handler.
+/// `ferry worker`: consume a queue with a shell command or an HTTP endpoint as the handler.
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "worker",
-        abstract: "Consume a queue, running each job with a shell command.",
+        abstract: "Consume a queue, running each job with a shell command or delivering it to an HTTP endpoint.",
         discussion: """
             Every option can also be set from the environment (FERRY_QUEUE, FERRY_GROUP, FERRY_CONSUMER, \
             FERRY_CONCURRENCY, FERRY_LEASE, FERRY_MAX_ATTEMPTS, FERRY_MIN_BACKOFF, FERRY_MAX_BACKOFF, \
-            FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_EXEC); a flag wins over the environment. \
+            FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_EXEC, FERRY_PUSH, FERRY_PUSH_HEADER \
+            (one header per line), FERRY_PUSH_SECRET_FILE, FERRY_PUSH_TIMEOUT, FERRY_PUSH_FORMAT, FERRY_NOTIFY, \
+            FERRY_NOTIFY_SECRET_FILE); a flag wins over the environment. \
             Durations are written 500ms, 30s, 5m or 1h. SIGTERM or SIGINT stops reading, lets running \
             jobs finish within the shutdown grace, and exits 0; a second signal cancels them at once.
 
             The command runs as /bin/sh -c CMD with the job's data on stdin. Exit 0 acknowledges the job, \
             75 retries it after the backoff, 65 dead-letters it at once, anything else retries it until \
-            the maximum attempts. Log lines are JSON on stdout.
+            the maximum attempts. With --push, each job is POSTed to the URL: 102, 200, 201, 202 and 204 \
+            acknowledge, 400, 401, 403, 404, 410, 413 and 422 dead-letter at once, anything else retries \
+            (429 and 503 no earlier than Retry-After); see docs/push.md. Log lines are JSON on stdout.
             """)
 
     @Argument(help: "The queue name (or FERRY_QUEUE).")
@@ -61,6 +66,32 @@ struct WorkerCommand: AsyncParsableCommand {
         name: .customLong("exec"), help: ArgumentHelp("The handler: a shell command run for every job.", valueName: "command"))
     var command: String?
 
+    @Option(help: ArgumentHelp("The handler: POST every job to this http(s) URL.", valueName: "url"))
+    var push: String?
+
+    @Option(help: ArgumentHelp("An extra header on every push request, 'Name: value' (repeatable).", valueName: "header"))
+    var pushHeader: [String] = []
+
+    @Option(help: ArgumentHelp("Sign push requests and notifications with the secret in this file.", valueName: "file"))
+    var pushSecretFile: String?
+
+    @Option(help: "Per push request (default: the lease).")
+    var pushTimeout: String?
+
+    @Option(help: "wrapped (a Pub/Sub-style JSON envelope, default) or raw (data as the body, metadata in Ferry-* headers).")
+    var pushFormat: String?
+
+    @Option(help: ArgumentHelp("Statuses that dead-letter at once (default 400,401,403,404,410,413,422).", valueName: "codes"))
+    var pushPermanentStatuses: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "POST a signed JSON event here when a job succeeds, is dead-lettered or is cancelled.", valueName: "url"))
+    var notify: String?
+
+    @Option(help: ArgumentHelp("Sign notifications with this secret instead of the push secret.", valueName: "file"))
+    var notifySecretFile: String?
+
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
@@ -70,7 +101,13 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         let queueName = try QueueName(queueText)
         let command = settings.string(command, variable: "FERRY_EXEC", default: "")
-        if command.isEmpty { throw InputError("give the handler command with --exec CMD or FERRY_EXEC") }
+        let pushURL = settings.string(push, variable: "FERRY_PUSH", default: "")
+        if command.isEmpty == pushURL.isEmpty {
+            throw InputError(
+                command.isEmpty
+                    ? "give the handler: --exec CMD (or FERRY_EXEC) for a command, or --push URL (or FERRY_PUSH) for an HTTP endpoint"
+                    : "give one handler, --exec or --push, not both")
+        }
 
         var configuration = Worker.Configuration()
         configuration.group = settings.string(group, variable: "FERRY_GROUP", default: configuration.group)
@@ -90,13 +127,29 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.idempotencyTTL = try settings.duration(
             idempotencyTTL, option: "idempotency-ttl", variable: "FERRY_IDEMPOTENCY_TTL", default: configuration.idempotencyTTL)
         try configuration.validate()
+        let handler: any JobHandler =
+            pushURL.isEmpty
+            ? CommandJobHandler(command: command)
+            : PushJobHandler(
+                endpoint: try pushEndpoint(url: pushURL, settings: settings, lease: configuration.lease),
+                concurrency: configuration.concurrency)
+        let notifyURL = settings.string(notify, variable: "FERRY_NOTIFY", default: "")
+        var notifier: WebhookNotifier?
+        if !notifyURL.isEmpty {
+            try PushEndpoint.validateURL(notifyURL, purpose: "--notify")
+            let secretFile = settings.string(
+                notifySecretFile ?? pushSecretFile, variable: "FERRY_NOTIFY_SECRET_FILE", default: "")
+            let fallbackFile = settings.string(pushSecretFile, variable: "FERRY_PUSH_SECRET_FILE", default: "")
+            let secret = try readSecret(secretFile.isEmpty ? fallbackFile : secretFile)
+            notifier = WebhookNotifier(url: notifyURL, secret: secret)
+        }
 
         LogOutput.json.bootstrap()
         let redisConfiguration = try RedisConfiguration(url: redis.resolvedURL)
         try await RedisConnection(configuration: redisConfiguration).connect()
         let worker = Worker(
             queue: queueName, redis: redisConfiguration, handlers: [:], configuration: configuration,
-            fallbackHandler: CommandJobHandler(command: command))
+            fallbackHandler: handler, observer: notifier)
         let running = Task { try await worker.run() }
         let received = Mutex(0)
         let signals = [SIGTERM, SIGINT].map { signalNumber in
@@ -114,5 +167,45 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         defer { signals.forEach { $0.cancel() } }
         try await running.value
+    }
+
+    /// The push endpoint from flags and environment, checked before anything is read.
+    private func pushEndpoint(url: String, settings: Settings, lease: Duration) throws -> PushEndpoint {
+        var headers = pushHeader
+        if headers.isEmpty, let fromEnvironment = settings.environment["FERRY_PUSH_HEADER"] {
+            headers = fromEnvironment.split(separator: "\n").map(String.init).filter { !$0.isEmpty }
+        }
+        let formatText = settings.string(pushFormat, variable: "FERRY_PUSH_FORMAT", default: "wrapped")
+        guard let format = PushEndpoint.Format(rawValue: formatText) else {
+            throw InputError("invalid value \"\(formatText)\" for --push-format: write wrapped or raw")
+        }
+        var endpoint = PushEndpoint(
+            url: url, headers: headers,
+            secret: try readSecret(settings.string(pushSecretFile, variable: "FERRY_PUSH_SECRET_FILE", default: "")),
+            format: format,
+            timeout: try settings.duration(pushTimeout, option: "push-timeout", variable: "FERRY_PUSH_TIMEOUT", default: lease))
+        if let pushPermanentStatuses {
+            let codes = pushPermanentStatuses.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+            guard codes.allSatisfy({ $0.map { (400..<600).contains($0) } ?? false }) else {
+                throw InputError(
+                    "invalid value \"\(pushPermanentStatuses)\" for --push-permanent-statuses: write status codes such as 400,410,422"
+                )
+            }
+            endpoint.permanentStatuses = Set(codes.compactMap { $0 })
+        }
+        try endpoint.validate()
+        return endpoint
+    }
+
+    /// The secret in `path` (a trailing newline is not part of it), or nil for no path.
+    private func readSecret(_ path: String) throws -> [UInt8]? {
+        if path.isEmpty { return nil }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw InputError("cannot read the secret file \(path): check that it exists and this user may read it")
+        }
+        var secret = Array(data)
+        while let last = secret.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: "\r") { secret.removeLast() }
+        guard !secret.isEmpty else { throw InputError("the secret file \(path) is empty") }
+        return secret
     }
 }

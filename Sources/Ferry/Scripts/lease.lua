@@ -7,9 +7,8 @@
 -- ARGV[4..] entry IDs
 --
 -- Idle 0 extends the lease of a running job (as Pub/Sub clients extend ack deadlines): other
--- workers reclaim only entries idle longer than the lease. Idle (lease - backoff) schedules a
--- retry: the entry becomes reclaimable once the backoff has passed. JUSTID keeps the delivery
--- count unchanged. Returns the IDs this consumer no longer owns.
+-- workers reclaim only entries idle longer than the lease (plus backoff). JUSTID keeps the
+-- delivery count unchanged. Returns the IDs this consumer no longer owns.
 local lost = {}
 for i = 4, #ARGV do
   local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)

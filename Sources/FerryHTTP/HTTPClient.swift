@@ -1,0 +1,291 @@
+import CCurl
+import FerryRedis
+import Foundation
+import Synchronization
+
+/// One HTTP POST to send: what push delivery and webhooks need, nothing more.
+public struct HTTPRequest: Sendable {
+    public var url: String
+    /// `Name: value` lines, as curl takes them.
+    public var headers: [String]
+    public var body: [UInt8]
+    /// The whole exchange, connection included.
+    public var timeout: Duration
+    public var connectTimeout: Duration
+    /// How much of the response body is kept; a longer body ends the transfer there.
+    public var maxResponseBytes: Int
+
+    public init(
+        url: String, headers: [String] = [], body: [UInt8], timeout: Duration, connectTimeout: Duration = .seconds(10),
+        maxResponseBytes: Int = 64 * 1024
+    ) {
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+        self.connectTimeout = connectTimeout
+        self.maxResponseBytes = maxResponseBytes
+    }
+}
+
+/// An HTTP response: the status, the headers (names lower-cased) and the start of the body.
+public struct HTTPResponse: Sendable {
+    public var status: Int
+    public var headers: [String: String]
+    public var body: [UInt8]
+    /// The body was longer than the request's `maxResponseBytes`; ``body`` is its start.
+    public var bodyTruncated: Bool
+}
+
+/// A transfer that got no HTTP response: curl's error code and text (connection refused, DNS
+/// failure, timeout, TLS verification), kept so logs and job statuses can name them.
+public struct HTTPTransferError: Error, Sendable, CustomStringConvertible {
+    /// The `CURLcode` (7 couldn't connect, 28 timeout, 6 could not resolve host, 60 TLS peer).
+    public var code: Int
+    public var message: String
+
+    public var description: String { "curl error \(code): \(message)" }
+}
+
+/// Sends HTTP requests with libcurl's multi interface on a thread of its own.
+///
+/// libcurl's transfers block or need an event loop; neither belongs on Swift's cooperative
+/// pool. One thread drives every transfer of the client with `curl_multi_poll`, so many
+/// requests run at once on one thread, and the multi handle's connection cache reuses
+/// keep-alive connections across requests. Callers simply `await`; cancelling the calling task
+/// aborts its transfer.
+public final class HTTPClient: Sendable {
+    private let multi: CurlMulti
+
+    /// - Parameter maxConnections: connections kept open for reuse (curl's `MAXCONNECTS`).
+    public init(maxConnections: Int = 64) {
+        self.multi = CurlMulti(maxConnections: maxConnections)
+        let multi = self.multi
+        let thread = Thread { multi.run() }
+        thread.name = "ferry-http"
+        thread.start()
+    }
+
+    deinit {
+        close()
+    }
+
+    /// Stops the loop thread; transfers still running end with `CancellationError`.
+    public func close() {
+        multi.inbox.withLock { $0.closing = true }
+        multi.wakeUp()
+    }
+
+    /// Sends the request and returns the response, whatever its status.
+    ///
+    /// - Throws: ``HTTPTransferError`` when no response came; `CancellationError` when the task
+    ///   was cancelled or the client closed.
+    public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+        let transfer = try Transfer(request)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                let accepted = multi.inbox.withLock { inbox -> Bool in
+                    if transfer.cancelled || inbox.closing { return false }
+                    transfer.continuation = continuation
+                    inbox.added.append(transfer)
+                    return true
+                }
+                if accepted {
+                    multi.wakeUp()
+                } else {
+                    continuation.resume(throwing: CancellationError())
+                }
+            }
+        } onCancel: {
+            multi.inbox.withLock { inbox in
+                transfer.cancelled = true
+                if transfer.continuation != nil { inbox.cancelled.append(transfer) }
+            }
+            multi.wakeUp()
+        }
+    }
+}
+
+/// One request in flight: its easy handle and everything curl points into while it runs.
+/// Touched by the caller until it is handed over under the inbox lock, then only by the loop.
+final class Transfer: @unchecked Sendable {
+    let easy: UnsafeMutableRawPointer
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    private let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+    let maxResponseBytes: Int
+    var responseBody: [UInt8] = []
+    var responseHeaders: [String: String] = [:]
+    var truncated = false
+    var cancelled = false
+    var continuation: CheckedContinuation<HTTPResponse, any Error>?
+
+    init(_ request: HTTPRequest) throws {
+        guard let easy = curl_easy_init() else { throw HTTPTransferError(code: -1, message: "curl_easy_init failed") }
+        self.easy = easy
+        self.maxResponseBytes = request.maxResponseBytes
+        errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        for header in request.headers { headerList = curl_slist_append(headerList, header) }
+        // No 100-continue round trip before larger bodies.
+        headerList = curl_slist_append(headerList, "Expect:")
+
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        var status = CURLE_OK
+        func set(_ code: CURLcode) { if status == CURLE_OK { status = code } }
+        set(ferry_curl_setopt_string(easy, CURLOPT_URL, request.url))
+        set(ferry_curl_setopt_string(easy, CURLOPT_PROTOCOLS_STR, "http,https"))
+        set(ferry_curl_setopt_long(easy, CURLOPT_NOSIGNAL, 1))
+        set(ferry_curl_setopt_long(easy, CURLOPT_POST, 1))
+        set(ferry_curl_setopt_long(easy, CURLOPT_POSTFIELDSIZE, request.body.count))
+        request.body.withUnsafeBytes { bytes in
+            // COPYPOSTFIELDS copies, so the body need not outlive this call.
+            let empty: StaticString = ""
+            let pointer = bytes.baseAddress ?? UnsafeRawPointer(empty.utf8Start)
+            set(ferry_curl_setopt_pointer(easy, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: pointer)))
+        }
+        set(ferry_curl_setopt_slist(easy, CURLOPT_HTTPHEADER, headerList))
+        set(ferry_curl_setopt_long(easy, CURLOPT_TIMEOUT_MS, Int(request.timeout.milliseconds)))
+        set(ferry_curl_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, Int(request.connectTimeout.milliseconds)))
+        set(ferry_curl_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, 1))
+        set(ferry_curl_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, 2))
+        set(ferry_curl_setopt_long(easy, CURLOPT_FOLLOWLOCATION, 0))
+        set(ferry_curl_setopt_long(easy, CURLOPT_TCP_KEEPALIVE, 1))
+        set(ferry_curl_setopt_string(easy, CURLOPT_USERAGENT, "ferry"))
+        set(ferry_curl_setopt_pointer(easy, CURLOPT_ERRORBUFFER, errorBuffer))
+        set(
+            ferry_curl_setopt_data_callback(easy, CURLOPT_WRITEFUNCTION) { data, size, count, context in
+                Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue().receiveBody(data, size * count)
+            })
+        set(ferry_curl_setopt_pointer(easy, CURLOPT_WRITEDATA, context))
+        set(
+            ferry_curl_setopt_data_callback(easy, CURLOPT_HEADERFUNCTION) { data, size, count, context in
+                Unmanaged<Transfer>.fromOpaque(context!).takeUnretainedValue().receiveHeader(data, size * count)
+            })
+        set(ferry_curl_setopt_pointer(easy, CURLOPT_HEADERDATA, context))
+        if status != CURLE_OK {
+            throw HTTPTransferError(code: Int(status.rawValue), message: String(cString: curl_easy_strerror(status)))
+        }
+    }
+
+    deinit {
+        curl_easy_cleanup(easy)
+        curl_slist_free_all(headerList)
+        errorBuffer.deallocate()
+    }
+
+    private func receiveBody(_ data: UnsafeMutablePointer<CChar>?, _ length: Int) -> Int {
+        guard let data else { return length }
+        let room = maxResponseBytes - responseBody.count
+        let bytes = UnsafeRawBufferPointer(start: data, count: length)
+        responseBody.append(contentsOf: bytes.prefix(max(room, 0)))
+        if length > room {
+            truncated = true
+            return 0  // ends the transfer: the rest is not read
+        }
+        return length
+    }
+
+    private func receiveHeader(_ data: UnsafeMutablePointer<CChar>?, _ length: Int) -> Int {
+        guard let data else { return length }
+        let line = String(decoding: UnsafeRawBufferPointer(start: data, count: length), as: UTF8.self)
+        if line.hasPrefix("HTTP/") {
+            responseHeaders = [:]  // a new response (after 100 Continue, say)
+        } else if let colon = line.firstIndex(of: ":") {
+            let name = line[..<colon].trimmingCharacters(in: .whitespaces).lowercased()
+            responseHeaders[name] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        return length
+    }
+
+    /// Resumes the caller with the outcome of a finished transfer.
+    func finish(_ result: CURLcode) {
+        var status = 0
+        ferry_curl_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
+        let outcome: Result<HTTPResponse, any Error>
+        if status > 0 && (result == CURLE_OK || (result == CURLE_WRITE_ERROR && truncated)) {
+            outcome = .success(
+                HTTPResponse(status: status, headers: responseHeaders, body: responseBody, bodyTruncated: truncated))
+        } else {
+            let detail = String(cString: errorBuffer)
+            let text = String(cString: curl_easy_strerror(result))
+            outcome = .failure(
+                HTTPTransferError(code: Int(result.rawValue), message: detail.isEmpty ? text : "\(text): \(detail)"))
+        }
+        continuation?.resume(with: outcome)
+        continuation = nil
+    }
+
+    func finishCancelled() {
+        continuation?.resume(throwing: CancellationError())
+        continuation = nil
+    }
+}
+
+/// The multi handle and the loop that drives it. Callers reach the loop only through `inbox`.
+final class CurlMulti: @unchecked Sendable {
+    /// Requests waiting for the loop thread.
+    struct Inbox {
+        var added: [Transfer] = []
+        var cancelled: [Transfer] = []
+        var closing = false
+    }
+
+    private let handle: UnsafeMutableRawPointer
+    let inbox = Mutex(Inbox())
+
+    init(maxConnections: Int) {
+        handle = curl_multi_init()  // nil only when out of memory at start-up
+        ferry_curl_multi_setopt_long(handle, CURLMOPT_MAXCONNECTS, maxConnections)
+    }
+
+    func wakeUp() {
+        curl_multi_wakeup(handle)
+    }
+
+    func run() {
+        var active: [UnsafeMutableRawPointer: Transfer] = [:]
+        while true {
+            let (added, cancelled, closing) = inbox.withLock { inbox in
+                defer {
+                    inbox.added.removeAll()
+                    inbox.cancelled.removeAll()
+                }
+                return (inbox.added, inbox.cancelled, inbox.closing)
+            }
+            for transfer in added {
+                if transfer.cancelled {
+                    transfer.finishCancelled()
+                    continue
+                }
+                active[transfer.easy] = transfer
+                curl_multi_add_handle(handle, transfer.easy)
+            }
+            for transfer in cancelled where active.removeValue(forKey: transfer.easy) != nil {
+                curl_multi_remove_handle(handle, transfer.easy)
+                transfer.finishCancelled()
+            }
+            if closing { break }
+
+            var running: Int32 = 0
+            curl_multi_perform(handle, &running)
+            var left: Int32 = 0
+            while let message = curl_multi_info_read(handle, &left) {
+                guard message.pointee.msg == CURLMSG_DONE, let easy = message.pointee.easy_handle,
+                    let transfer = active.removeValue(forKey: easy)
+                else { continue }
+                let result = message.pointee.data.result
+                curl_multi_remove_handle(handle, easy)
+                transfer.finish(result)
+            }
+            curl_multi_poll(handle, nil, 0, 1000, nil)
+        }
+        for transfer in active.values {
+            curl_multi_remove_handle(handle, transfer.easy)
+            transfer.finishCancelled()
+        }
+        inbox.withLock { inbox in
+            inbox.added.forEach { $0.finishCancelled() }
+            inbox.added.removeAll()
+        }
+        curl_multi_cleanup(handle)
+    }
+}

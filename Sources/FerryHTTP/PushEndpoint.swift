@@ -1,0 +1,85 @@
+import Ferry
+import Foundation
+
+/// Where and how a push subscription delivers jobs: `ferry worker --push URL …`.
+public struct PushEndpoint: Sendable {
+    /// How a job becomes a request body.
+    public enum Format: String, Sendable, CaseIterable {
+        /// A JSON body shaped like a Pub/Sub push request (docs/push.md).
+        case wrapped
+        /// The job's `data` as the body; metadata in `Ferry-*` headers.
+        case raw
+    }
+
+    public var url: String
+    /// Extra `Name: value` headers on every request (`Authorization: Bearer …`).
+    public var headers: [String]
+    /// Signs every request (``RequestSigner``) when set.
+    public var secret: [UInt8]?
+    public var format: Format
+    /// Per request; the worker's lease by default.
+    public var timeout: Duration
+    public var connectTimeout: Duration
+    /// How much of a response body is read: enough for an error message.
+    public var maxResponseBytes: Int
+    /// Statuses that dead-letter a job at once: retrying cannot fix them.
+    public var permanentStatuses: Set<Int>
+
+    /// Pub/Sub push's "do not retry" statuses.
+    public static let defaultPermanentStatuses: Set<Int> = [400, 401, 403, 404, 410, 413, 422]
+
+    public init(
+        url: String, headers: [String] = [], secret: [UInt8]? = nil, format: Format = .wrapped, timeout: Duration = .seconds(30),
+        connectTimeout: Duration = .seconds(10), maxResponseBytes: Int = 16 * 1024,
+        permanentStatuses: Set<Int> = PushEndpoint.defaultPermanentStatuses
+    ) {
+        self.url = url
+        self.headers = headers
+        self.secret = secret
+        self.format = format
+        self.timeout = timeout
+        self.connectTimeout = connectTimeout
+        self.maxResponseBytes = maxResponseBytes
+        self.permanentStatuses = permanentStatuses
+    }
+
+    /// Refuses what would fail every request, before any job is read.
+    ///
+    /// - Throws: ``FerryError`` with ``FerryError/Code/invalidInput`` naming the bad part.
+    public func validate() throws(FerryError) {
+        try Self.validateURL(url, purpose: "push")
+        for header in headers {
+            guard let colon = header.firstIndex(of: ":"), colon != header.startIndex,
+                !header[..<colon].contains(where: { $0 == " " || $0 == "\t" })
+            else {
+                throw FerryError(
+                    .invalidInput,
+                    "the header \"\(header.debugDescription.dropFirst().dropLast())\" has no name and colon; write it as 'Name: value'"
+                )
+            }
+            guard !header.contains(where: { $0 == "\r" || $0 == "\n" }) else {
+                throw FerryError(.invalidInput, "a header must be one line: \(header.prefix(40).debugDescription)")
+            }
+        }
+        guard timeout >= .milliseconds(10), connectTimeout >= .milliseconds(10) else {
+            throw FerryError(.invalidInput, "the push timeouts must be at least 10ms")
+        }
+    }
+
+    /// Accepts absolute http and https URLs with a host; names what is wrong otherwise.
+    public static func validateURL(_ text: String, purpose: String) throws(FerryError) {
+        guard let url = URLComponents(string: text), let scheme = url.scheme?.lowercased() else {
+            throw FerryError(
+                .invalidInput, "the \(purpose) URL \(text.debugDescription) is not a URL; write it as https://host/path")
+        }
+        guard scheme == "http" || scheme == "https" else {
+            throw FerryError(
+                .invalidInput,
+                "the \(purpose) URL \(text.debugDescription) has the scheme \"\(scheme)\"; only http and https are supported")
+        }
+        guard let host = url.host, !host.isEmpty else {
+            throw FerryError(
+                .invalidInput, "the \(purpose) URL \(text.debugDescription) has no host; write it as https://host/path")
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import Ferry
+import Foundation
+
+/// Turns a job into the body and headers of a push request, in either format (docs/push.md).
+struct PushRequestBuilder: Sendable {
+    let endpoint: PushEndpoint
+    let signer: RequestSigner?
+
+    /// The JSON body of the `wrapped` format: a Pub/Sub push request's shape.
+    struct Envelope: Encodable {
+        struct Message: Encodable {
+            let data: String
+            let attributes: [String: String]
+            let messageId: String
+            let publishTime: String
+            let deliveryAttempt: Int
+            let jobId: String
+            let type: String
+        }
+        let message: Message
+        let subscription: String
+    }
+
+    func request(for job: Job) throws -> HTTPRequest {
+        let publishTime = Self.timestamp(job.message.publishedAt ?? Self.entryTime(job.entryID))
+        var headers: [String] = []
+        let body: [UInt8]
+        switch endpoint.format {
+        case .wrapped:
+            let envelope = Envelope(
+                message: .init(
+                    data: Data(job.data).base64EncodedString(), attributes: job.attributes, messageId: job.entryID,
+                    publishTime: publishTime, deliveryAttempt: job.deliveryAttempt, jobId: job.id, type: job.type),
+                subscription: "\(job.queue)/\(job.group)")
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            body = Array(try encoder.encode(envelope))
+            headers.append("Content-Type: application/json")
+        case .raw:
+            body = job.data
+            let attributes = try JSONSerialization.data(withJSONObject: job.attributes, options: [.sortedKeys])
+            headers += [
+                "Content-Type: application/octet-stream",
+                "Ferry-Job-Id: \(Self.headerValue(job.id))",
+                "Ferry-Job-Type: \(Self.headerValue(job.type))",
+                "Ferry-Message-Id: \(job.entryID)",
+                "Ferry-Publish-Time: \(publishTime)",
+                "Ferry-Delivery-Attempt: \(job.deliveryAttempt)",
+                "Ferry-Subscription: \(Self.headerValue("\(job.queue)/\(job.group)"))",
+                "Ferry-Attributes: \(Self.headerValue(String(decoding: attributes, as: UTF8.self)))",
+            ]
+        }
+        if let traceparent = job.message.traceparent {
+            headers.append("traceparent: \(Self.headerValue(traceparent))")
+        }
+        let userNames = Set(endpoint.headers.map { $0.prefix { $0 != ":" }.lowercased() })
+        headers.removeAll { userNames.contains($0.prefix { $0 != ":" }.lowercased()) }
+        headers += endpoint.headers
+        if let signer { headers += signer.headers(body: body) }
+        return HTTPRequest(
+            url: endpoint.url, headers: headers, body: body, timeout: endpoint.timeout, connectTimeout: endpoint.connectTimeout,
+            maxResponseBytes: endpoint.maxResponseBytes)
+    }
+
+    /// RFC 3339 in UTC with milliseconds, as Pub/Sub writes `publishTime`.
+    static func timestamp(_ date: Date) -> String {
+        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+    }
+
+    /// A stream entry ID starts with the milliseconds Redis added it at: the publish time of a
+    /// job written without `published_at`.
+    static func entryTime(_ entryID: String) -> Date {
+        Date(timeIntervalSince1970: Double(Int64(entryID.prefix { $0 != "-" }) ?? 0) / 1000)
+    }
+
+    /// Producers write ids, types and attributes freely; a header value must be one line of
+    /// visible ASCII. Anything else (CR, LF, control bytes, non-ASCII, `%`) is percent-encoded.
+    static func headerValue(_ text: String) -> String {
+        var result = ""
+        for byte in text.utf8 {
+            if byte >= 0x20 && byte < 0x7f && byte != UInt8(ascii: "%") {
+                result.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                result += "%" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+            }
+        }
+        return result
+    }
+}

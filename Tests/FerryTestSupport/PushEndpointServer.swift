@@ -1,0 +1,61 @@
+import Foundation
+
+/// A real HTTP/1.1 server on loopback (push_endpoint.py beside this file), and what it received.
+public final class PushEndpointServer: Sendable {
+    public let port: Int
+    private let process: ChildProcess
+    private let logPath: String
+
+    /// One request as the server saw it.
+    public struct Request: Decodable, Sendable {
+        public let path: String
+        public let headers: [String: String]
+        public let body: String
+        public let clientPort: Int
+        public let inFlight: Int
+        public let status: Int
+        public let signatureValid: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case path, headers, body, status
+            case clientPort = "client_port", inFlight = "in_flight", signatureValid = "signature_valid"
+        }
+
+        public var bodyBytes: [UInt8] { Array(Data(base64Encoded: body) ?? Data()) }
+        public var json: [String: Any]? { (try? JSONSerialization.jsonObject(with: Data(bodyBytes))) as? [String: Any] }
+        public var message: [String: Any]? { json?["message"] as? [String: Any] }
+    }
+
+    public init(secret: String? = nil) async throws {
+        let scratch = FileManager.default.temporaryDirectory.appending(path: "ferry-push-\(UUID().uuidString)").path()
+        let portFile = scratch + ".port"
+        logPath = scratch + ".log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let script = repositoryRoot.appending(path: "Tests/FerryTestSupport/push_endpoint.py").path()
+        process = try ChildProcess(
+            try executable(named: "python3"), [script, portFile, logPath] + (secret.map { [$0] } ?? []),
+            standardError: scratch + ".err")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while ContinuousClock.now < deadline {
+            if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let port = Int(text) {
+                self.port = port
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        process.signal(SIGKILL)
+        throw TestSupportError("the push endpoint did not start; see \(scratch).err")
+    }
+
+    public func url(_ path: String = "/") -> String { "http://127.0.0.1:\(port)\(path)" }
+
+    public var requests: [Request] {
+        let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { try? JSONDecoder().decode(Request.self, from: Data($0.utf8)) }
+    }
+
+    public func stop() async {
+        process.signal(SIGKILL)
+        _ = await process.waitForExit()
+    }
+}
