@@ -353,8 +353,10 @@ public final class Worker: Sendable {
 
     private func process(_ entry: StreamEntry, attempt: Int, cancelRequested: Bool, control: ControlChannel) async {
         var logger = self.logger
-        logger[metadataKey: "ferry.entry_id"] = "\(entry.id)"
-        logger[metadataKey: "ferry.delivery_attempt"] = "\(attempt)"
+        // One metadata update per job: a handler may re-render its metadata on every change.
+        logger.handler.metadata.merge(
+            ["ferry.entry_id": "\(entry.id)", "ferry.delivery_attempt": "\(attempt)", "ferry.job_id": "\(entry.jobID)"]
+        ) { $1 }
 
         let message: JobMessage
         do {
@@ -367,7 +369,6 @@ public final class Worker: Sendable {
             return
         }
         let jobID = message.jobID ?? entry.id
-        logger[metadataKey: "ferry.job_id"] = "\(jobID)"
         let maxAttempts = message.maxAttempts ?? configuration.retry.maxAttempts
         if attempt > maxAttempts {
             await deadLetter(

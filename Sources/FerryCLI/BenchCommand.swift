@@ -9,7 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure Ferry against a plain-Redis baseline on the configured server.",
-        subcommands: [PublishBenchmark.self, WorkerBenchmark.self])
+        subcommands: [PublishBenchmark.self, WorkerBenchmark.self, PushBenchmark.self, LoopbackEndpoint.self])
 }
 
 /// Publish throughput, one at a time and batched, beside `redis-benchmark -c 1 -P <batch> XADD`

@@ -10,7 +10,7 @@ import Foundation
 /// and connection failures retry with the worker's backoff.
 public struct PushJobHandler: JobHandler {
     public let endpoint: PushEndpoint
-    private let client: HTTPClient
+    private let client: CurlHTTPClient
     private let builder: PushRequestBuilder
     private let flowControl: PushFlowControl
 
@@ -18,9 +18,9 @@ public struct PushJobHandler: JobHandler {
     public static let successStatuses: Set<Int> = [102, 200, 201, 202, 204]
 
     /// - Parameter concurrency: the most requests in flight; the worker's concurrency.
-    public init(endpoint: PushEndpoint, concurrency: Int, client: HTTPClient? = nil) {
+    public init(endpoint: PushEndpoint, concurrency: Int, client: CurlHTTPClient? = nil) {
         self.endpoint = endpoint
-        self.client = client ?? HTTPClient(maxConnections: max(concurrency, 16))
+        self.client = client ?? CurlHTTPClient(maxConnections: max(concurrency, 16))
         self.builder = PushRequestBuilder(endpoint: endpoint, signer: endpoint.secret.map(RequestSigner.init(secret:)))
         self.flowControl = PushFlowControl(limit: concurrency)
     }
@@ -31,7 +31,7 @@ public struct PushJobHandler: JobHandler {
     public func handle(_ job: Job) async throws {
         let request = try builder.request(for: job)
         try await flowControl.acquire()
-        let outcome: Result<HTTPResponse, any Error>
+        let outcome: Result<CurlHTTPClient.Response, any Error>
         do {
             outcome = .success(try await client.send(request))
         } catch {
@@ -42,7 +42,7 @@ public struct PushJobHandler: JobHandler {
             let healthy = !(response.status == 429 || response.status >= 500)
             flowControl.release(healthy: healthy)
             try settle(response)
-        case .failure(let error as HTTPTransferError):
+        case .failure(let error as CurlTransferError):
             flowControl.release(healthy: false)
             throw PushError.transfer(error)
         case .failure(let error):
@@ -51,7 +51,7 @@ public struct PushJobHandler: JobHandler {
         }
     }
 
-    private func settle(_ response: HTTPResponse) throws {
+    private func settle(_ response: CurlHTTPClient.Response) throws {
         if Self.successStatuses.contains(response.status) { return }
         let reason = PushError.reason(response)
         if endpoint.permanentStatuses.contains(response.status) {
@@ -79,7 +79,7 @@ public struct PushJobHandler: JobHandler {
 /// Why a push delivery will be retried: the HTTP status, or curl's error.
 public enum PushError: RetryableJobError, CustomStringConvertible {
     case status(Int, reason: String, retryAfter: Duration?)
-    case transfer(HTTPTransferError)
+    case transfer(CurlTransferError)
 
     public var errorClass: String {
         switch self {
@@ -101,7 +101,7 @@ public enum PushError: RetryableJobError, CustomStringConvertible {
     }
 
     /// `HTTP 410: <start of the body>`: what the job status and the dead-letter reason show.
-    static func reason(_ response: HTTPResponse) -> String {
+    static func reason(_ response: CurlHTTPClient.Response) -> String {
         let body = String(decoding: response.body.prefix(512), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return body.isEmpty ? "HTTP \(response.status)" : "HTTP \(response.status): \(body)"
     }

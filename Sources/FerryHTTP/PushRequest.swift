@@ -21,7 +21,7 @@ struct PushRequestBuilder: Sendable {
         let subscription: String
     }
 
-    func request(for job: Job) throws -> HTTPRequest {
+    func request(for job: Job) throws -> CurlHTTPClient.Request {
         let publishTime = Self.timestamp(job.message.publishedAt ?? Self.entryTime(job.entryID))
         var headers: [String] = []
         let body: [UInt8]
@@ -32,9 +32,7 @@ struct PushRequestBuilder: Sendable {
                     data: Data(job.data).base64EncodedString(), attributes: job.attributes, messageId: job.entryID,
                     publishTime: publishTime, deliveryAttempt: job.deliveryAttempt, jobId: job.id, type: job.type),
                 subscription: "\(job.queue)/\(job.group)")
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-            body = Array(try encoder.encode(envelope))
+            body = Array(try Self.encoder.encode(envelope))
             headers.append("Content-Type: application/json")
         case .raw:
             body = job.data
@@ -57,14 +55,23 @@ struct PushRequestBuilder: Sendable {
         headers.removeAll { userNames.contains($0.prefix { $0 != ":" }.lowercased()) }
         headers += endpoint.headers
         if let signer { headers += signer.headers(body: body) }
-        return HTTPRequest(
+        return CurlHTTPClient.Request(
             url: endpoint.url, headers: headers, body: body, timeout: endpoint.timeout, connectTimeout: endpoint.connectTimeout,
             maxResponseBytes: endpoint.maxResponseBytes)
     }
 
+    /// One encoder for every request: building one per request showed in profiles.
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    private static let timestampStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
     /// RFC 3339 in UTC with milliseconds, as Pub/Sub writes `publishTime`.
     static func timestamp(_ date: Date) -> String {
-        date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
+        date.formatted(timestampStyle)
     }
 
     /// A stream entry ID starts with the milliseconds Redis added it at: the publish time of a

@@ -10,7 +10,7 @@ import Synchronization
 /// counted, never fatal. Events beyond ``maxPending`` waiting at once are dropped the same way.
 public final class WebhookNotifier: JobEventObserver {
     public let url: String
-    private let client: HTTPClient
+    private let client: CurlHTTPClient
     private let signer: RequestSigner?
     private let headers: [String]
     private let timeout: Duration
@@ -23,7 +23,7 @@ public final class WebhookNotifier: JobEventObserver {
     /// - Parameter backoffs: the waits between attempts; their count + 1 is the number of attempts.
     public init(
         url: String, secret: [UInt8]? = nil, headers: [String] = [], timeout: Duration = .seconds(10),
-        backoffs: [Duration] = [.milliseconds(500), .seconds(2), .seconds(8)], client: HTTPClient = HTTPClient(),
+        backoffs: [Duration] = [.milliseconds(500), .seconds(2), .seconds(8)], client: CurlHTTPClient = CurlHTTPClient(),
         logger: Logger = Logger(label: "ferry.notify")
     ) {
         self.url = url
@@ -85,7 +85,7 @@ public final class WebhookNotifier: JobEventObserver {
         var lastError = ""
         for attempt in 0...backoffs.count {
             if attempt > 0 { try? await Task.sleep(for: backoffs[attempt - 1]) }
-            var request = HTTPRequest(
+            var request = CurlHTTPClient.Request(
                 url: url, headers: ["Content-Type: application/json"] + headers, body: body, timeout: timeout,
                 maxResponseBytes: 4096)
             if let signer { request.headers += signer.headers(body: body) }

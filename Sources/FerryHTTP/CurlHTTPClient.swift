@@ -3,43 +3,45 @@ import FerryRedis
 import Foundation
 import Synchronization
 
-/// One HTTP POST to send: what push delivery and webhooks need, nothing more.
-public struct HTTPRequest: Sendable {
-    public var url: String
-    /// `Name: value` lines, as curl takes them.
-    public var headers: [String]
-    public var body: [UInt8]
-    /// The whole exchange, connection included.
-    public var timeout: Duration
-    public var connectTimeout: Duration
-    /// How much of the response body is kept; a longer body ends the transfer there.
-    public var maxResponseBytes: Int
+extension CurlHTTPClient {
+    /// One HTTP POST to send: what push delivery and webhooks need, nothing more.
+    public struct Request: Sendable {
+        public var url: String
+        /// `Name: value` lines, as curl takes them.
+        public var headers: [String]
+        public var body: [UInt8]
+        /// The whole exchange, connection included.
+        public var timeout: Duration
+        public var connectTimeout: Duration
+        /// How much of the response body is kept; a longer body ends the transfer there.
+        public var maxResponseBytes: Int
 
-    public init(
-        url: String, headers: [String] = [], body: [UInt8], timeout: Duration, connectTimeout: Duration = .seconds(10),
-        maxResponseBytes: Int = 64 * 1024
-    ) {
-        self.url = url
-        self.headers = headers
-        self.body = body
-        self.timeout = timeout
-        self.connectTimeout = connectTimeout
-        self.maxResponseBytes = maxResponseBytes
+        public init(
+            url: String, headers: [String] = [], body: [UInt8], timeout: Duration, connectTimeout: Duration = .seconds(10),
+            maxResponseBytes: Int = 64 * 1024
+        ) {
+            self.url = url
+            self.headers = headers
+            self.body = body
+            self.timeout = timeout
+            self.connectTimeout = connectTimeout
+            self.maxResponseBytes = maxResponseBytes
+        }
     }
-}
 
-/// An HTTP response: the status, the headers (names lower-cased) and the start of the body.
-public struct HTTPResponse: Sendable {
-    public var status: Int
-    public var headers: [String: String]
-    public var body: [UInt8]
-    /// The body was longer than the request's `maxResponseBytes`; ``body`` is its start.
-    public var bodyTruncated: Bool
+    /// An HTTP response: the status, the headers (names lower-cased) and the start of the body.
+    public struct Response: Sendable {
+        public var status: Int
+        public var headers: [String: String]
+        public var body: [UInt8]
+        /// The body was longer than the request's `maxResponseBytes`; ``body`` is its start.
+        public var bodyTruncated: Bool
+    }
 }
 
 /// A transfer that got no HTTP response: curl's error code and text (connection refused, DNS
 /// failure, timeout, TLS verification), kept so logs and job statuses can name them.
-public struct HTTPTransferError: Error, Sendable, CustomStringConvertible {
+public struct CurlTransferError: Error, Sendable, CustomStringConvertible {
     /// The `CURLcode` (7 couldn't connect, 28 timeout, 6 could not resolve host, 60 TLS peer).
     public var code: Int
     public var message: String
@@ -54,7 +56,7 @@ public struct HTTPTransferError: Error, Sendable, CustomStringConvertible {
 /// requests run at once on one thread, and the multi handle's connection cache reuses
 /// keep-alive connections across requests. Callers simply `await`; cancelling the calling task
 /// aborts its transfer.
-public final class HTTPClient: Sendable {
+public final class CurlHTTPClient: Sendable {
     private let multi: CurlMulti
 
     /// - Parameter maxConnections: connections kept open for reuse (curl's `MAXCONNECTS`).
@@ -78,9 +80,9 @@ public final class HTTPClient: Sendable {
 
     /// Sends the request and returns the response, whatever its status.
     ///
-    /// - Throws: ``HTTPTransferError`` when no response came; `CancellationError` when the task
+    /// - Throws: ``CurlTransferError`` when no response came; `CancellationError` when the task
     ///   was cancelled or the client closed.
-    public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+    public func send(_ request: CurlHTTPClient.Request) async throws -> CurlHTTPClient.Response {
         let transfer = try Transfer(request)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
@@ -117,10 +119,10 @@ final class Transfer: @unchecked Sendable {
     var responseHeaders: [String: String] = [:]
     var truncated = false
     var cancelled = false
-    var continuation: CheckedContinuation<HTTPResponse, any Error>?
+    var continuation: CheckedContinuation<CurlHTTPClient.Response, any Error>?
 
-    init(_ request: HTTPRequest) throws {
-        guard let easy = curl_easy_init() else { throw HTTPTransferError(code: -1, message: "curl_easy_init failed") }
+    init(_ request: CurlHTTPClient.Request) throws {
+        guard let easy = curl_easy_init() else { throw CurlTransferError(code: -1, message: "curl_easy_init failed") }
         self.easy = easy
         self.maxResponseBytes = request.maxResponseBytes
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
@@ -162,7 +164,7 @@ final class Transfer: @unchecked Sendable {
             })
         set(ferry_curl_setopt_pointer(easy, CURLOPT_HEADERDATA, context))
         if status != CURLE_OK {
-            throw HTTPTransferError(code: Int(status.rawValue), message: String(cString: curl_easy_strerror(status)))
+            throw CurlTransferError(code: Int(status.rawValue), message: String(cString: curl_easy_strerror(status)))
         }
     }
 
@@ -200,15 +202,15 @@ final class Transfer: @unchecked Sendable {
     func finish(_ result: CURLcode) {
         var status = 0
         ferry_curl_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
-        let outcome: Result<HTTPResponse, any Error>
+        let outcome: Result<CurlHTTPClient.Response, any Error>
         if status > 0 && (result == CURLE_OK || (result == CURLE_WRITE_ERROR && truncated)) {
             outcome = .success(
-                HTTPResponse(status: status, headers: responseHeaders, body: responseBody, bodyTruncated: truncated))
+                CurlHTTPClient.Response(status: status, headers: responseHeaders, body: responseBody, bodyTruncated: truncated))
         } else {
             let detail = String(cString: errorBuffer)
             let text = String(cString: curl_easy_strerror(result))
             outcome = .failure(
-                HTTPTransferError(code: Int(result.rawValue), message: detail.isEmpty ? text : "\(text): \(detail)"))
+                CurlTransferError(code: Int(result.rawValue), message: detail.isEmpty ? text : "\(text): \(detail)"))
         }
         continuation?.resume(with: outcome)
         continuation = nil
@@ -227,6 +229,9 @@ final class CurlMulti: @unchecked Sendable {
         var added: [Transfer] = []
         var cancelled: [Transfer] = []
         var closing = false
+        /// A wake-up was sent and the loop has not drained the inbox since: under load, one
+        /// wake-up (a write to curl's wake-up pipe) serves many requests.
+        var wakeUpPending = false
     }
 
     private let handle: UnsafeMutableRawPointer
@@ -237,8 +242,13 @@ final class CurlMulti: @unchecked Sendable {
         ferry_curl_multi_setopt_long(handle, CURLMOPT_MAXCONNECTS, maxConnections)
     }
 
+    /// Wakes the loop unless a wake-up is already on its way.
     func wakeUp() {
-        curl_multi_wakeup(handle)
+        let send = inbox.withLock { inbox in
+            defer { inbox.wakeUpPending = true }
+            return !inbox.wakeUpPending
+        }
+        if send { curl_multi_wakeup(handle) }
     }
 
     func run() {
@@ -248,6 +258,7 @@ final class CurlMulti: @unchecked Sendable {
                 defer {
                     inbox.added.removeAll()
                     inbox.cancelled.removeAll()
+                    inbox.wakeUpPending = false
                 }
                 return (inbox.added, inbox.cancelled, inbox.closing)
             }
