@@ -19,6 +19,8 @@ public enum WireFormat {
         public static let maxAttempts = "max_attempts"
         public static let timeoutMilliseconds = "timeout_ms"
         public static let version = "v"
+        /// Set by a redrive: only this consumer group runs the job; others acknowledge it unrun.
+        public static let redriveGroup = "redrive_group"
         /// Prefix of attribute fields: `attr.customer` carries attribute `customer`.
         public static let attributePrefix = "attr."
 

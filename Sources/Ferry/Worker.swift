@@ -358,6 +358,12 @@ public final class Worker: Sendable {
             ["ferry.entry_id": "\(entry.id)", "ferry.delivery_attempt": "\(attempt)", "ferry.job_id": "\(entry.jobID)"]
         ) { $1 }
 
+        if let target = entry.value(of: WireFormat.Field.redriveGroup), target != Array(configuration.group.utf8) {
+            // Redriven for another group; this group already ran it the first time.
+            logger.debug("redrive_skip: redriven for another group")
+            await acknowledge(entry.id, control: control, logger: logger)
+            return
+        }
         let message: JobMessage
         do {
             message = try entry.decodedJob(maxPayloadBytes: configuration.maxPayloadBytes)

@@ -17,7 +17,9 @@ struct FerryTool: AsyncParsableCommand {
             Exit codes: 0 ok, 1 not found, 2 bad usage or invalid input, 3 Redis unreachable or refusing.
             The Redis URL comes from --redis or FERRY_REDIS_URL (default \(RedisConfiguration.defaultURL)).
             """,
-        subcommands: [PublishCommand.self, WorkerCommand.self, JobCommand.self, PeekCommand.self, BenchCommand.self]
+        subcommands: [
+            PublishCommand.self, WorkerCommand.self, JobCommand.self, PeekCommand.self, DeadLetterCommand.self, BenchCommand.self,
+        ]
     )
 
     static func main() async {

@@ -15,7 +15,8 @@ struct JobReference: ParsableArguments {
 /// `ferry job`: one job's view.
 struct JobCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "job", abstract: "Show or cancel one job.", subcommands: [JobStatusCommand.self, JobCancelCommand.self])
+        commandName: "job", abstract: "Show, cancel or retry one job.",
+        subcommands: [JobStatusCommand.self, JobCancelCommand.self, JobRetryCommand.self])
 }
 
 /// `ferry job status QUEUE JOB_ID [--json]`: the job's status hash, times made readable.
@@ -101,5 +102,30 @@ struct JobCancelCommand: AsyncParsableCommand {
         default:
             print("job \(job.jobID) will not run: a worker acknowledges it as cancelled when it is delivered")
         }
+    }
+}
+
+/// `ferry job retry QUEUE JOB_ID`: redrive one dead-lettered job, found by its job id.
+struct JobRetryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "retry", abstract: "Put a dead-lettered job back on its queue (a redrive of one job).",
+        discussion: "Exits 1 when the job is not in the dead-letter stream.")
+
+    @OptionGroup var job: JobReference
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let deadLetters = DeadLetters(
+            queue: try QueueName(job.queue), connection: try await redis.connect(clientName: "ferry-job"))
+        guard let letter = try await deadLetters.letter(jobID: job.jobID), let newID = try await deadLetters.redrive(letter)
+        else {
+            throw FerryError(
+                .notFound,
+                "job \"\(job.jobID)\" is not in the dead-letter stream of \(job.queue); ferry job status \(job.queue) \(job.jobID) shows where it is"
+            )
+        }
+        print("job \(job.jobID) is queued again as \(newID) for group \(letter.sourceGroup ?? "-")")
     }
 }

@@ -1,0 +1,118 @@
+import FerryRedis
+import Foundation
+
+/// The dead-letter stream of a queue, `ferry:{Q}:dead`: what `ferry dlq` and `ferry job retry`
+/// read, redrive and purge.
+///
+/// Each entry holds the job's original fields plus `dead_letter.*` fields saying where it came
+/// from and why it failed (docs/wire-format.md).
+public struct DeadLetters: Sendable {
+    public let queue: QueueName
+    public let keys: QueueKeys
+    private let connection: RedisConnection
+
+    static let redriveScript = RedisScript(name: "redrive", source: EmbeddedLuaScripts.redrive)
+
+    public init(queue: QueueName, connection: RedisConnection) {
+        self.queue = queue
+        self.keys = QueueKeys(queue: queue)
+        self.connection = connection
+    }
+
+    /// One dead-lettered job.
+    public struct Letter: Sendable, Hashable {
+        public var entry: StreamEntry
+
+        public var id: String { entry.id }
+        /// The job id it will keep when redriven: its `job_id`, else its original entry ID.
+        public var jobID: String { text("job_id").flatMap { $0.isEmpty ? nil : $0 } ?? sourceID ?? entry.id }
+        public var type: String? { text("type") }
+        public var sourceID: String? { text("dead_letter.source_id") }
+        public var sourceGroup: String? { text("dead_letter.source_group") }
+        public var errorClass: String? { text("dead_letter.error_class") }
+        public var error: String? { text("dead_letter.error") }
+        public var deliveryCount: Int? { text("dead_letter.delivery_count").flatMap { Int($0) } }
+        public var failedAt: Date? {
+            text("dead_letter.failed_at").flatMap { Int64($0) }.map { Date(timeIntervalSince1970: Double($0) / 1000) }
+        }
+
+        public func text(_ field: String) -> String? {
+            entry.value(of: field).map { String(decoding: $0, as: UTF8.self) }
+        }
+    }
+
+    /// The number of dead-lettered jobs.
+    public func count() async throws(FerryError) -> Int {
+        Int(try await send(RedisCommand("XLEN", [.string(keys.deadLetter)])).integer ?? 0)
+    }
+
+    /// Dead-lettered jobs, oldest first, from `start` (an entry ID, `-` for the beginning).
+    public func list(from start: String = "-", limit: Int) async throws(FerryError) -> [Letter] {
+        let reply = try await send(
+            RedisCommand("XRANGE", [.string(keys.deadLetter), .string(start), "+", "COUNT", .integer(Int64(limit))]))
+        return StreamEntry.entries(from: reply).map(Letter.init(entry:))
+    }
+
+    /// Every dead-lettered job, read in pages.
+    public func all() async throws(FerryError) -> [Letter] {
+        var letters: [Letter] = []
+        var start = "-"
+        while true {
+            let page = try await list(from: start, limit: 1000)
+            letters += page
+            guard page.count == 1000, let last = page.last else { return letters }
+            start = "(" + last.id
+        }
+    }
+
+    /// One dead-lettered job by its dead-letter entry ID, or nil.
+    public func letter(id: String) async throws(FerryError) -> Letter? {
+        let reply = try await send(RedisCommand("XRANGE", [.string(keys.deadLetter), .string(id), .string(id)]))
+        return StreamEntry.entries(from: reply).first.map(Letter.init(entry:))
+    }
+
+    /// The dead-lettered job with this job id (its `job_id`, or the original entry ID), or nil.
+    public func letter(jobID: String) async throws(FerryError) -> Letter? {
+        try await all().last { $0.jobID == jobID }
+    }
+
+    /// Puts one dead-lettered job back on the queue, atomically with its removal from the
+    /// dead-letter stream (`redrive.lua`). Only the group that dead-lettered it runs it again.
+    ///
+    /// - Returns: the job's new entry ID, or nil when the dead-letter entry was already gone
+    ///   (redriven or purged by someone else): running a redrive twice is safe.
+    @discardableResult
+    public func redrive(_ letter: Letter) async throws(FerryError) -> String? {
+        try await send(
+            Self.redriveScript,
+            keys: [.string(keys.jobs), .string(keys.deadLetter), .string(keys.jobStatus(jobID: letter.jobID))],
+            arguments: [.string(letter.id), .integer(Date().millisecondsSince1970)]
+        ).string
+    }
+
+    /// Deletes dead-lettered jobs by entry ID. Returns how many existed.
+    @discardableResult
+    public func purge(ids: [String]) async throws(FerryError) -> Int {
+        if ids.isEmpty { return 0 }
+        return Int(try await send(RedisCommand("XDEL", [.string(keys.deadLetter)] + ids.map { .string($0) })).integer ?? 0)
+    }
+
+    /// Deletes every dead-lettered job dead-lettered before `date` (entry IDs are times).
+    @discardableResult
+    public func purge(before date: Date) async throws(FerryError) -> Int {
+        Int(
+            try await send(
+                RedisCommand("XTRIM", [.string(keys.deadLetter), "MINID", .string("\(date.millisecondsSince1970)-0")])
+            ).integer ?? 0)
+    }
+
+    private func send(_ command: RedisCommand) async throws(FerryError) -> RedisReply {
+        do { return try await connection.send(command) } catch { throw FerryError(error) }
+    }
+
+    private func send(
+        _ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument]
+    ) async throws(FerryError) -> RedisReply {
+        do { return try await connection.run(script, keys: keys, arguments: arguments) } catch { throw FerryError(error) }
+    }
+}

@@ -1,0 +1,48 @@
+-- Ferry: put one dead-lettered job back on its queue, atomically.
+--
+-- KEYS[1]  the job stream          ferry:{Q}:jobs
+-- KEYS[2]  the dead-letter stream  ferry:{Q}:dead
+-- KEYS[3]  the job's status hash   ferry:{Q}:job:<job_id>
+-- ARGV[1]  the dead-letter entry ID
+-- ARGV[2]  now, in ms since the epoch
+--
+-- The original fields go back on the job stream (a new entry: a fresh delivery count), without
+-- the dead_letter.* fields, with job_id set to the original entry ID when the job had none so
+-- its id survives, and with redrive_group naming the group that dead-lettered it: only that
+-- group runs it again; workers of other groups, which already ran it, acknowledge it unrun.
+-- The dead-letter entry is deleted in the same step, so a redrive run twice, or killed
+-- half-way, never duplicates or loses a job. The status hash, if any, shows `queued` again.
+-- Returns the new entry ID, or false when the dead-letter entry no longer exists.
+local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
+if not found[1] then
+  return false
+end
+local flat = found[1][2]
+local fields, hasJobID, sourceID, sourceGroup = {}, false, nil, nil
+for i = 1, #flat, 2 do
+  local name, value = flat[i], flat[i + 1]
+  if name == 'dead_letter.source_id' then
+    sourceID = value
+  elseif name == 'dead_letter.source_group' then
+    sourceGroup = value
+  elseif string.sub(name, 1, 12) ~= 'dead_letter.' and name ~= 'redrive_group' then
+    if name == 'job_id' then hasJobID = true end
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+  end
+end
+if not hasJobID and sourceID then
+  fields[#fields + 1] = 'job_id'
+  fields[#fields + 1] = sourceID
+end
+if sourceGroup then
+  fields[#fields + 1] = 'redrive_group'
+  fields[#fields + 1] = sourceGroup
+end
+local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+redis.call('XDEL', KEYS[2], ARGV[1])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('HSET', KEYS[3], 'state', 'queued', 'entry_id', id, 'redriven_at', ARGV[2], 'updated_at', ARGV[2])
+  redis.call('PERSIST', KEYS[3])
+end
+return id
