@@ -107,7 +107,8 @@ struct DeadLetterCommandTests {
     @Test("redrive by ID puts the job back with its job id and a fresh delivery count, once; a second redrive finds nothing")
     func redriveByID() async throws {
         let s = try await Setup()
-        let receipt = try await s.publisher.publish(JobMessage(type: "render", data: "fail"))  // no job_id: the entry ID is the job id
+        // No job_id: the entry ID is the job id.
+        let receipt = try await s.publisher.publish(JobMessage(type: "render", data: "fail"))
         _ = try await s.runWorker { try await s.settled(dead: 1) }
         let id = try #require(
             StreamEntry.entries(from: try await s.redis.send(RedisCommand("XRANGE", [.string(s.keys.deadLetter), "-", "+"])))
