@@ -18,7 +18,8 @@ struct FerryTool: AsyncParsableCommand {
             The Redis URL comes from --redis or FERRY_REDIS_URL (default \(RedisConfiguration.defaultURL)).
             """,
         subcommands: [
-            PublishCommand.self, WorkerCommand.self, JobCommand.self, PeekCommand.self, DeadLetterCommand.self, BenchCommand.self,
+            PublishCommand.self, WorkerCommand.self, JobCommand.self, PeekCommand.self, InspectCommand.self,
+            PendingCommand.self, DeadLetterCommand.self, GroupCommand.self, BenchCommand.self,
         ]
     )
 

@@ -1,0 +1,141 @@
+import FerryRedis
+import Foundation
+
+/// What `ferry inspect` shows: the state of queues, their groups and consumers, gathered in a
+/// few round trips. The views redis-cli cannot give in one command.
+public struct QueueInspector: Sendable {
+    private let connection: RedisConnection
+
+    public init(connection: RedisConnection) {
+        self.connection = connection
+    }
+
+    /// One queue: its stream, dead letters and groups.
+    public struct QueueReport: Sendable, Codable, Hashable {
+        public var queue: String
+        public var length: Int
+        public var deadLetters: Int
+        public var groups: [GroupReport]
+    }
+
+    /// One consumer group (subscription).
+    public struct GroupReport: Sendable, Codable, Hashable {
+        public var name: String
+        public var pending: Int
+        /// Entries not yet delivered to the group; nil when Redis cannot tell (after a seek).
+        public var lag: Int?
+        public var lastDeliveredID: String
+        /// The oldest pending entry: its ID, how long since it was published, how long idle.
+        public var oldestPendingID: String?
+        public var oldestPendingAgeMilliseconds: Int?
+        public var oldestPendingIdleMilliseconds: Int?
+        /// Delivery counts among pending entries (at most the first 1,000): lowest, highest,
+        /// and how many entries have each count.
+        public var deliveryCountMin: Int?
+        public var deliveryCountMax: Int?
+        public var deliveryCounts: [String: Int]
+        public var consumers: [ConsumerReport]
+    }
+
+    /// One consumer (a worker process) of a group.
+    public struct ConsumerReport: Sendable, Codable, Hashable {
+        public var name: String
+        public var pending: Int
+        public var idleMilliseconds: Int
+    }
+
+    /// Every queue's name, found with `SCAN` (never `KEYS`, which blocks Redis).
+    public func queues() async throws(FerryError) -> [QueueName] {
+        var names: Set<String> = []
+        var cursor = "0"
+        repeat {
+            let reply = try await send(
+                RedisCommand(
+                    "SCAN", [.string(cursor), "MATCH", .string(QueueKeys.jobStreamPattern), "COUNT", 1000, "TYPE", "stream"]))
+            guard let parts = reply.array, parts.count == 2 else { break }
+            cursor = parts[0].string ?? "0"
+            for key in parts[1].array?.compactMap(\.string) ?? [] {
+                if let open = key.firstIndex(of: "{"), let close = key.lastIndex(of: "}"), open < close {
+                    names.insert(String(key[key.index(after: open)..<close]))
+                }
+            }
+        } while cursor != "0"
+        return names.sorted().compactMap { try? QueueName($0) }
+    }
+
+    /// The report for one queue; nil when it has neither a job stream nor dead letters.
+    public func report(_ queue: QueueName) async throws(FerryError) -> QueueReport? {
+        let keys = QueueKeys(queue: queue)
+        let counts = try await pipeline([
+            RedisCommand("EXISTS", [.string(keys.jobs)]), RedisCommand("XLEN", [.string(keys.jobs)]),
+            RedisCommand("XLEN", [.string(keys.deadLetter)]),
+        ])
+        let exists = counts[0].integer == 1
+        let dead = Int(counts[2].integer ?? 0)
+        guard exists || dead > 0 else { return nil }
+        var groups: [GroupReport] = []
+        if exists {
+            for info in try await send(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)])).array ?? [] {
+                groups.append(try await groupReport(keys, Self.fields(info)))
+            }
+        }
+        return QueueReport(queue: queue.rawValue, length: Int(counts[1].integer ?? 0), deadLetters: dead, groups: groups)
+    }
+
+    private func groupReport(_ keys: QueueKeys, _ info: [String: RedisReply]) async throws(FerryError) -> GroupReport {
+        let name = info["name"]?.string ?? ""
+        let lastDelivered = info["last-delivered-id"]?.string ?? "0-0"
+        let replies = try await pipeline([
+            RedisCommand("XPENDING", [.string(keys.jobs), .string(name), "-", "+", 1000]),
+            RedisCommand("XINFO", ["CONSUMERS", .string(keys.jobs), .string(name)]),
+        ])
+        var report = GroupReport(
+            name: name, pending: Int(info["pending"]?.integer ?? 0), lag: info["lag"]?.integer.map { Int($0) },
+            lastDeliveredID: lastDelivered, deliveryCounts: [:], consumers: [])
+        let pending = (replies[0].array ?? []).compactMap(\.array).filter { $0.count >= 4 }
+        if let oldest = pending.first {
+            report.oldestPendingID = oldest[0].string
+            report.oldestPendingIdleMilliseconds = oldest[2].integer.map { Int($0) }
+            if let published = oldest[0].string.flatMap({ Int64($0.prefix { $0 != "-" }) }) {
+                report.oldestPendingAgeMilliseconds = Int(max(Date().millisecondsSince1970 - published, 0))
+            }
+        }
+        let deliveries = pending.compactMap { $0[3].integer.map { Int($0) } }
+        report.deliveryCountMin = deliveries.min()
+        report.deliveryCountMax = deliveries.max()
+        for count in deliveries { report.deliveryCounts[String(count), default: 0] += 1 }
+        report.consumers = (replies[1].array ?? []).map(Self.fields).map { consumer in
+            ConsumerReport(
+                name: consumer["name"]?.string ?? "", pending: Int(consumer["pending"]?.integer ?? 0),
+                idleMilliseconds: Int(consumer["idle"]?.integer ?? 0))
+        }
+        if report.lag == nil {
+            // Redis 7.0 loses track of the lag after XGROUP SETID; count what is left, up to a bound.
+            let after = try await send(
+                RedisCommand("XRANGE", [.string(keys.jobs), .string("(" + lastDelivered), "+", "COUNT", 10_000]))
+            let count = after.array?.count ?? 0
+            report.lag = count < 10_000 ? count : nil
+        }
+        return report
+    }
+
+    /// `[name, value, name, value, …]` as a dictionary.
+    static func fields(_ reply: RedisReply) -> [String: RedisReply] {
+        let flat = reply.array ?? []
+        var fields: [String: RedisReply] = [:]
+        var index = 0
+        while index + 1 < flat.count {
+            if let name = flat[index].string { fields[name] = flat[index + 1] }
+            index += 2
+        }
+        return fields
+    }
+
+    private func send(_ command: RedisCommand) async throws(FerryError) -> RedisReply {
+        do { return try await connection.send(command) } catch { throw FerryError(error) }
+    }
+
+    private func pipeline(_ commands: [RedisCommand]) async throws(FerryError) -> [RedisReply] {
+        do { return try await connection.pipeline(commands) } catch { throw FerryError(error) }
+    }
+}

@@ -1,0 +1,147 @@
+import ArgumentParser
+import Ferry
+import FerryRedis
+import Foundation
+
+/// `ferry group create|delete|seek`: manage subscriptions (consumer groups) of a queue.
+struct GroupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "group", abstract: "Create, delete or seek a consumer group (a subscription).",
+        subcommands: [GroupCreate.self, GroupDelete.self, GroupSeek.self])
+}
+
+/// `QUEUE GROUP`, which every `ferry group` subcommand takes.
+struct GroupReference: ParsableArguments {
+    @Argument(help: "The queue name.")
+    var queue: String
+
+    @Argument(help: "The consumer group.")
+    var group: String
+
+    var keys: QueueKeys { get throws { QueueKeys(queue: try QueueName(queue)) } }
+}
+
+/// Where a group reads from: `start`, `end`, an entry ID, or an RFC 3339 time.
+struct ReadPosition: ExpressibleByArgument {
+    /// The ID to give XGROUP: the group delivers entries after it.
+    let id: String
+
+    init?(argument: String) {
+        switch argument {
+        case "start", "0": id = "0"
+        case "end", "now", "$": id = "$"
+        default:
+            if argument.wholeMatch(of: /[0-9]{1,20}-[0-9]{1,20}/) != nil {
+                id = argument
+            } else if let date = try? Date(argument, strategy: .iso8601) {
+                // Deliver every entry added at or after the time: position just before its millisecond.
+                id = "\(max(date.millisecondsSince1970 - 1, 0))-18446744073709551615"
+            } else {
+                return nil
+            }
+        }
+    }
+
+    static var defaultCompletionKind: CompletionKind { .default }
+}
+
+extension Date {
+    fileprivate var millisecondsSince1970: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+}
+
+/// `ferry group create QUEUE GROUP [--to start|end|ID|TIME]`
+struct GroupCreate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "create", abstract: "Create a group; it receives every job from --to on (default: the start).")
+
+    @OptionGroup var reference: GroupReference
+
+    @Option(help: "start (every job in the stream), end (only new jobs), an entry ID, or an RFC 3339 time.")
+    var to = ReadPosition(argument: "start")!
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let connection = try await redis.connect(clientName: "ferry-group")
+        let keys = try reference.keys
+        do throws(RedisError) {
+            try await connection.send(
+                RedisCommand("XGROUP CREATE", [.string(keys.jobs), .string(reference.group), .string(to.id), "MKSTREAM"]))
+        } catch {
+            guard error.prefix == .busyGroup else { throw error }
+            throw FerryError(
+                .invalidInput, "group \(reference.group) already exists on \(reference.queue); use ferry group seek to move it")
+        }
+        print("created group \(reference.group) on \(reference.queue), reading after \(to.id)")
+    }
+}
+
+/// `ferry group delete QUEUE GROUP [--force]`
+struct GroupDelete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete", abstract: "Delete a group and its consumers.",
+        discussion: "Refuses while the group has pending entries, which would be dropped unfinished, unless --force.")
+
+    @OptionGroup var reference: GroupReference
+
+    @Flag(help: "Delete even with pending entries.")
+    var force = false
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let connection = try await redis.connect(clientName: "ferry-group")
+        let keys = try reference.keys
+        let pending: Int64
+        do throws(RedisError) {
+            pending =
+                try await connection.send(RedisCommand("XPENDING", [.string(keys.jobs), .string(reference.group)])).array?
+                .first?.integer ?? 0
+        } catch {
+            guard error.prefix == .noGroup else { throw error }
+            throw FerryError(.notFound, "queue \(reference.queue) has no group \(reference.group)")
+        }
+        if pending > 0 && !force {
+            throw FerryError(
+                .invalidInput,
+                "group \(reference.group) has \(pending) pending entries that would be dropped unfinished; stop its workers and let them drain, or add --force"
+            )
+        }
+        try await connection.send(RedisCommand("XGROUP DESTROY", [.string(keys.jobs), .string(reference.group)]))
+        print(
+            "deleted group \(reference.group) of \(reference.queue)\(pending > 0 ? " (\(pending) pending entries dropped)" : "")")
+    }
+}
+
+/// `ferry group seek QUEUE GROUP --to start|end|ID|TIME`
+struct GroupSeek: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "seek", abstract: "Move where a group reads from, by time or entry ID (Pub/Sub's seek).",
+        discussion: """
+            Seeking back delivers again every job after the position (replay); seeking forward skips what lies \
+            before it. Entries already pending stay pending and are finished or reclaimed as usual.
+            """)
+
+    @OptionGroup var reference: GroupReference
+
+    @Option(help: "start, end, an entry ID, or an RFC 3339 time such as 2026-11-23T09:00:00Z.")
+    var to: ReadPosition
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let connection = try await redis.connect(clientName: "ferry-group")
+        let keys = try reference.keys
+        do throws(RedisError) {
+            try await connection.send(
+                RedisCommand("XGROUP SETID", [.string(keys.jobs), .string(reference.group), .string(to.id)]))
+        } catch {
+            guard error.prefix == .noGroup else { throw error }
+            throw FerryError(.notFound, "queue \(reference.queue) has no group \(reference.group); ferry group create makes one")
+        }
+        print("group \(reference.group) of \(reference.queue) now reads after \(to.id)")
+    }
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Ferry
+import FerryRedis
+import Foundation
+
+/// `ferry inspect [QUEUE] [--json]`: queues, groups, consumers, backlog and dead letters at a glance.
+struct InspectCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Show queues with their groups, consumers, pending entries, lag and dead letters.",
+        discussion:
+            "Without a queue, every ferry:{*}:jobs stream is shown (found with SCAN). Exits 1 when the named queue does not exist."
+    )
+
+    @Argument(help: "The queue name; all queues when omitted.")
+    var queue: String?
+
+    @Flag(help: "Print JSON for scripts: durations in milliseconds.")
+    var json = false
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let inspector = QueueInspector(connection: try await redis.connect(clientName: "ferry-inspect"))
+        let names: [QueueName]
+        if let queue { names = [try QueueName(queue)] } else { names = try await inspector.queues() }
+        var reports: [QueueInspector.QueueReport] = []
+        for name in names {
+            if let report = try await inspector.report(name) { reports.append(report) }
+        }
+        if let queue, reports.isEmpty {
+            throw FerryError(.notFound, "queue \(queue) does not exist: no ferry:{\(queue)}:jobs stream and no dead letters")
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            print(String(decoding: try encoder.encode(reports), as: UTF8.self))
+            return
+        }
+        if reports.isEmpty {
+            print("no queues (no ferry:{*}:jobs streams)")
+            return
+        }
+        var rows = [["QUEUE", "LENGTH", "DEAD", "GROUP", "CONSUMERS", "PENDING", "LAG", "OLDEST PENDING", "DELIVERIES"]]
+        var consumers = [["QUEUE", "GROUP", "CONSUMER", "PENDING", "IDLE"]]
+        for report in reports {
+            if report.groups.isEmpty {
+                rows.append([report.queue, "\(report.length)", "\(report.deadLetters)", "-", "-", "-", "-", "-", "-"])
+            }
+            for group in report.groups {
+                let deliveries =
+                    group.deliveryCountMin.map { min in
+                        let max = group.deliveryCountMax ?? min
+                        return min == max ? "\(min)" : "\(min)-\(max)"
+                    } ?? "-"
+                rows.append([
+                    report.queue, "\(report.length)", "\(report.deadLetters)", group.name, "\(group.consumers.count)",
+                    "\(group.pending)", group.lag.map(String.init) ?? "10000+",
+                    group.oldestPendingAgeMilliseconds.map { durationText(milliseconds: $0) } ?? "-", deliveries,
+                ])
+                for consumer in group.consumers {
+                    consumers.append([
+                        report.queue, group.name, consumer.name, "\(consumer.pending)",
+                        durationText(milliseconds: consumer.idleMilliseconds),
+                    ])
+                }
+            }
+        }
+        printTable(rows)
+        if consumers.count > 1 {
+            print("")
+            printTable(consumers)
+        }
+    }
+}
+
+/// `1h02m`, `3m12s`, `4.2s`, `850ms`: short and readable in a table.
+func durationText(milliseconds: Int) -> String {
+    switch milliseconds {
+    case ..<1000: return "\(milliseconds)ms"
+    case ..<60_000: return String(format: "%.1fs", Double(milliseconds) / 1000)
+    case ..<3_600_000: return "\(milliseconds / 60_000)m\(String(format: "%02d", milliseconds / 1000 % 60))s"
+    default: return "\(milliseconds / 3_600_000)h\(String(format: "%02d", milliseconds / 60_000 % 60))m"
+    }
+}
