@@ -1,4 +1,5 @@
 import FerryRedis
+import Foundation
 
 /// One stream entry as Redis returned it: its ID and its fields in order, duplicates included.
 ///
@@ -42,6 +43,16 @@ public struct StreamEntry: Sendable, Hashable {
     public var jobID: String {
         value(of: WireFormat.Field.jobID).flatMap { String(validating: $0, as: UTF8.self) }.flatMap { $0.isEmpty ? nil : $0 }
             ?? id
+    }
+
+    /// The first value of a field as text, when it is valid UTF-8.
+    public func text(of name: String) -> String? {
+        value(of: name).flatMap { String(validating: $0, as: UTF8.self) }
+    }
+
+    /// When Redis added the entry: the milliseconds its ID starts with.
+    public var time: Date {
+        Date(timeIntervalSince1970: Double(Int64(id.prefix { $0 != "-" }) ?? 0) / 1000)
     }
 
     /// Decodes the entry as a job; the job id falls back to the entry ID.

@@ -83,10 +83,14 @@ public final class Worker: Sendable {
     private let fallbackHandler: (any JobHandler)?
     private let observer: (any JobEventObserver)?
     private let logger: Logger
+    private let metrics: WorkerMetrics
     private let state = Mutex(State())
 
     private struct State {
         var stopping = false
+        var running = false
+        /// When the maintenance and read loops last came round: what `/healthz` checks.
+        var lastLoopTurn: ContinuousClock.Instant?
         /// The in-flight lock key of each running job that has an idempotency key, by entry ID.
         var locks: [String: String] = [:]
         /// Entry IDs whose handlers were cancelled because someone asked (`ferry job cancel`).
@@ -114,6 +118,7 @@ public final class Worker: Sendable {
         observer: (any JobEventObserver)? = nil, logger: Logger = Logger(label: "ferry.worker")
     ) {
         self.observer = observer
+        self.metrics = WorkerMetrics(queue: queue, group: configuration.group)
         self.queue = queue
         self.keys = QueueKeys(queue: queue)
         self.redis = redis
@@ -143,6 +148,36 @@ public final class Worker: Sendable {
 
     private var isStopping: Bool { state.withLock { $0.stopping } }
 
+    /// Whether the worker's loops are turning: what a liveness probe (`/healthz`) asks.
+    public struct Health: Sendable {
+        /// ``run()`` has started and not returned.
+        public var running: Bool
+        /// ``stop()`` was called: draining, reading nothing new.
+        public var stopping: Bool
+        /// When a loop of the worker last came round; nil before the first turn.
+        public var lastLoopTurn: ContinuousClock.Instant?
+        /// The longest a healthy worker goes between loop turns.
+        public var expectedTurnInterval: Duration
+
+        /// Running, and a loop came round recently enough.
+        public var isHealthy: Bool {
+            guard running, let lastLoopTurn else { return false }
+            return ContinuousClock.now - lastLoopTurn < expectedTurnInterval * 3 + .seconds(5)
+        }
+    }
+
+    public var health: Health {
+        state.withLock {
+            Health(
+                running: $0.running, stopping: $0.stopping, lastLoopTurn: $0.lastLoopTurn,
+                expectedTurnInterval: configuration.maintenanceInterval)
+        }
+    }
+
+    private func loopTurned() {
+        state.withLock { $0.lastLoopTurn = .now }
+    }
+
     /// Reads and runs jobs until ``stop()`` has drained them, or the task is cancelled.
     ///
     /// Redis errors (a restart, `LOADING`, `READONLY`, `OOM`, a lost connection) make the worker
@@ -155,6 +190,11 @@ public final class Worker: Sendable {
         let control = makeControlChannel(RedisConnection(configuration: connectionConfiguration(role: "control"), logger: logger))
         let slots = JobSlots(limit: configuration.concurrency)
         logger.info("worker_started", metadata: ["ferry.concurrency": "\(configuration.concurrency)"])
+        state.withLock {
+            $0.running = true
+            $0.lastLoopTurn = .now
+        }
+        defer { state.withLock { $0.running = false } }
 
         await withTaskCancellationHandler {
             await withDiscardingTaskGroup { group in
@@ -190,7 +230,7 @@ public final class Worker: Sendable {
                     let lostIDs = Set(lost.array?.compactMap(\.string) ?? [])
                     return ids.map { !lostIDs.contains($0) }
                 } catch {
-                    logger.info("ack failed; the jobs will be delivered again after the lease", metadata: redisMetadata(error))
+                    logger.info("ack failed; the jobs will be delivered again after the lease", metadata: redisFailure(error))
                     return ids.map { _ in nil }
                 }
             },
@@ -198,7 +238,7 @@ public final class Worker: Sendable {
                 do throws(RedisError) {
                     _ = try await connection.pipeline(batches.flatMap { $0 })
                 } catch {
-                    logger.debug("job status not recorded", metadata: redisMetadata(error))
+                    logger.debug("job status not recorded", metadata: redisFailure(error))
                 }
                 return batches.map { _ in () }
             })
@@ -222,6 +262,7 @@ public final class Worker: Sendable {
         let block = min(configuration.readBlock, configuration.reclaimInterval)
 
         while !isStopping && !Task.isCancelled {
+            loopTurned()
             await slots.waitForFreeSlot()
             if isStopping || Task.isCancelled { break }
             do {
@@ -248,13 +289,13 @@ public final class Worker: Sendable {
                 errorBackoff = .milliseconds(100)
             } catch {
                 if error.prefix == .noGroup {
-                    logger.info("the stream or group disappeared (NOGROUP); recreating it", metadata: redisMetadata(error))
+                    logger.info("the stream or group disappeared (NOGROUP); recreating it", metadata: redisFailure(error))
                     groupReady = false
                     continue
                 }
                 logger.info(
                     "Redis error in the read loop; backing off",
-                    metadata: redisMetadata(error).merging(["ferry.backoff_ms": "\(errorBackoff.milliseconds)"]) { $1 })
+                    metadata: redisFailure(error).merging(["ferry.backoff_ms": "\(errorBackoff.milliseconds)"]) { $1 })
                 try? await Task.sleep(for: errorBackoff)
                 errorBackoff = min(errorBackoff * 2, .seconds(5))
             }
@@ -342,6 +383,7 @@ public final class Worker: Sendable {
                 metadata: ["ferry.count": "\(deleted.count)", "ferry.entry_ids": "\(deleted.compactMap(\.string))"])
         }
         let deliveries = Dictionary(due.map { ($0.id, $0.deliveries + 1) }) { first, _ in first }
+        metrics.reclaimed(parts[0].array?.count ?? 0)
         return StreamEntry.entries(from: parts[0]).map { entry in
             let attempt = deliveries[entry.id] ?? 2
             logger.info("reclaimed", metadata: ["ferry.entry_id": "\(entry.id)", "ferry.delivery_attempt": "\(attempt)"])
@@ -397,7 +439,10 @@ public final class Worker: Sendable {
             return
         }
         if let key = message.idempotencyKey {
-            guard await mayRun(entry.id, jobID: jobID, idempotencyKey: key, attempt: attempt, control: control, logger: logger)
+            guard
+                await mayRun(
+                    entry.id, jobID: jobID, type: message.type, idempotencyKey: key, attempt: attempt, control: control,
+                    logger: logger)
             else { return }
         }
         defer { state.withLock { _ = $0.locks.removeValue(forKey: entry.id) } }
@@ -413,6 +458,7 @@ public final class Worker: Sendable {
                 await recordStatus(jobID, nil, attempt: attempt, terminal: false, control: control, fields: fields)
             })
         logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
+        metrics.started(publishedAt: message.publishedAt ?? entry.time)
         let started = ContinuousClock.now
         do {
             try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout)
@@ -422,11 +468,15 @@ public final class Worker: Sendable {
                 await acknowledge(entry.id, control: control, logger: logger)
             }
             logger.info("job_completed", metadata: ["ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)"])
+            metrics.job(.completed, type: message.type)
+            metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
             await recordStatus(
                 jobID, "succeeded", attempt: attempt, terminal: true, control: control,
                 fields: ["finished_at": now(), "progress": 100])
             notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
         } catch let error as PermanentJobError {
+            metrics.job(.failed, type: message.type)
+            metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
             await deadLetter(
                 entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message, control: control,
                 logger: logger)
@@ -446,6 +496,8 @@ public final class Worker: Sendable {
                     ])
             }
         } catch {
+            metrics.job(.failed, type: message.type)
+            metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
             let errorClass = (error as? any RetryableJobError)?.errorClass ?? String(describing: type(of: error))
             logger.info(
                 "job_failed",
@@ -458,6 +510,7 @@ public final class Worker: Sendable {
                     entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: "\(error)", control: control,
                     logger: logger)
             } else {
+                metrics.job(.retried, type: message.type)
                 await scheduleRetry(
                     entry.id, jobID: jobID, attempt: attempt, error: (errorClass, "\(error)"),
                     retryAfter: (error as? any RetryableJobError)?.retryAfter, control: control, logger: logger)
@@ -491,7 +544,8 @@ public final class Worker: Sendable {
     /// The idempotency guard before a job with a key runs: skips (and acknowledges) a key that
     /// already completed, and lets only one entry per key run at a time. Returns true to run.
     private func mayRun(
-        _ entryID: String, jobID: String, idempotencyKey key: String, attempt: Int, control: ControlChannel, logger: Logger
+        _ entryID: String, jobID: String, type: String, idempotencyKey key: String, attempt: Int, control: ControlChannel,
+        logger: Logger
     ) async -> Bool {
         let lock = keys.inFlightLock(idempotencyKey: key)
         let decision: String?
@@ -504,7 +558,7 @@ public final class Worker: Sendable {
                 ]
             ).string
         } catch {
-            logger.info("idempotency check failed; the job comes back after the lease", metadata: redisMetadata(error))
+            logger.info("idempotency check failed; the job comes back after the lease", metadata: redisFailure(error))
             return false
         }
         switch decision {
@@ -513,6 +567,7 @@ public final class Worker: Sendable {
             return true
         case "skip":
             logger.info("idempotent_skip")
+            metrics.job(.skippedDuplicate, type: type)
             await recordStatus(
                 jobID, "succeeded", attempt: attempt, terminal: true, control: control,
                 fields: ["finished_at": now(), "note": "idempotent_skip: the key had already completed"])
@@ -542,7 +597,7 @@ public final class Worker: Sendable {
                 ])
             if completed.integer != 1 { logger.info("lease_lost: another worker owns the entry now; not acknowledged") }
         } catch {
-            logger.info("ack failed; the job will be delivered again after the lease", metadata: redisMetadata(error))
+            logger.info("ack failed; the job will be delivered again after the lease", metadata: redisFailure(error))
         }
     }
 
@@ -575,7 +630,7 @@ public final class Worker: Sendable {
             }
             await recordStatus(jobID, "retrying", attempt: attempt, terminal: false, control: control, fields: fields)
         } catch {
-            logger.info("could not schedule the retry; the job comes back after the lease", metadata: redisMetadata(error))
+            logger.info("could not schedule the retry; the job comes back after the lease", metadata: redisFailure(error))
         }
     }
 
@@ -596,6 +651,7 @@ public final class Worker: Sendable {
                 arguments: [.string(configuration.group), .string(configuration.consumer), .string(entry.id)] + fields)
             if moved.integer == 1 {
                 logger.info("dead_lettered", metadata: ["ferry.error_class": "\(errorClass)"])
+                metrics.job(.deadLettered, type: entry.text(of: WireFormat.Field.type))
                 await recordStatus(
                     jobID, "dead", attempt: attempt, terminal: true, control: control,
                     fields: [
@@ -608,7 +664,7 @@ public final class Worker: Sendable {
             }
         } catch {
             logger.info(
-                "dead-lettering failed; the entry stays pending and comes back after the lease", metadata: redisMetadata(error))
+                "dead-lettering failed; the entry stays pending and comes back after the lease", metadata: redisFailure(error))
         }
     }
 
@@ -657,6 +713,7 @@ public final class Worker: Sendable {
     private func recordCancelled(_ jobID: String, entry: StreamEntry, attempt: Int, control: ControlChannel, logger: Logger) async
     {
         logger.info("job_cancelled")
+        metrics.job(.cancelled, type: entry.text(of: WireFormat.Field.type))
         await recordStatus(jobID, "cancelled", attempt: attempt, terminal: true, control: control, fields: ["finished_at": now()])
         notify(.cancelled, jobID: jobID, entry: entry, attempt: attempt)
     }
@@ -697,9 +754,12 @@ public final class Worker: Sendable {
     /// Extends the lease of every running job at a quarter of the lease, so a slow job on a live
     /// worker is never reclaimed by another.
     private func maintainLeases(_ control: ControlChannel, slots: JobSlots) async {
+        defer { metrics.inFlight(0) }
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.maintenanceInterval)
+            loopTurned()
             let running = Array(slots.running.keys)
+            metrics.inFlight(running.count)
             let locks = state.withLock { $0.locks }
             if running.isEmpty { continue }
             do {
@@ -714,12 +774,13 @@ public final class Worker: Sendable {
                         Self.extendLockScript, keys: locks.values.map { .string($0) },
                         arguments: [.integer(configuration.lease.milliseconds)] + locks.keys.map { .string($0) })
                 }
+                metrics.leasesExtended(running.count)
                 logger.info(
                     "lease_extended",
                     metadata: ["ferry.count": "\(running.count)", "ferry.entry_ids": "\(running.prefix(20).sorted())"])
                 try await cancelRequestedJobs(control, slots: slots)
             } catch {
-                logger.info("lease extension failed", metadata: redisMetadata(error))
+                logger.info("lease extension failed", metadata: redisFailure(error))
             }
         }
     }
@@ -732,7 +793,9 @@ public final class Worker: Sendable {
             arguments: [.string(configuration.group), .string(configuration.consumer)])
     }
 
-    private func redisMetadata(_ error: RedisError) -> Logger.Metadata {
-        ["redis.error": "\(error.message)", "redis.error_prefix": "\(error.prefix?.rawValue ?? error.kind.description)"]
+    /// Counts a Redis error (`ferry_redis_errors_total`) and describes it for a log line.
+    private func redisFailure(_ error: RedisError) -> Logger.Metadata {
+        metrics.redisError(error)
+        return ["redis.error": "\(error.message)", "redis.error_prefix": "\(error.prefix?.rawValue ?? error.kind.description)"]
     }
 }

@@ -1,11 +1,14 @@
 import ArgumentParser
 import Dispatch
 import Ferry
+import FerryAdmin
 import FerryExec
 import FerryHTTP
 import FerryRedis
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import Synchronization
 
 /// `ferry worker`: consume a queue with a shell command or an HTTP endpoint as the handler.
@@ -18,7 +21,7 @@ struct WorkerCommand: AsyncParsableCommand {
             FERRY_CONCURRENCY, FERRY_LEASE, FERRY_MAX_ATTEMPTS, FERRY_MIN_BACKOFF, FERRY_MAX_BACKOFF, \
             FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_EXEC, FERRY_PUSH, FERRY_PUSH_HEADER \
             (one header per line), FERRY_PUSH_SECRET_FILE, FERRY_PUSH_TIMEOUT, FERRY_PUSH_FORMAT, FERRY_NOTIFY, \
-            FERRY_NOTIFY_SECRET_FILE); a flag wins over the environment. \
+            FERRY_NOTIFY_SECRET_FILE, FERRY_ADMIN_PORT, FERRY_ADMIN_HOST); a flag wins over the environment. \
             Durations are written 500ms, 30s, 5m or 1h. SIGTERM or SIGINT stops reading, lets running \
             jobs finish within the shutdown grace, and exits 0; a second signal cancels them at once.
 
@@ -92,6 +95,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Sign notifications with this secret instead of the push secret.", valueName: "file"))
     var notifySecretFile: String?
 
+    @Option(help: "Serve /metrics, /healthz and /readyz on this port (default off; 0 picks a free port).")
+    var adminPort: String?
+
+    @Option(help: "The address the admin endpoints listen on (default 0.0.0.0).")
+    var adminHost: String?
+
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
@@ -144,12 +153,42 @@ struct WorkerCommand: AsyncParsableCommand {
             notifier = WebhookNotifier(url: notifyURL, secret: secret)
         }
 
+        let adminPortNumber: Int? = try settings.value(
+            adminPort, option: "admin-port", variable: "FERRY_ADMIN_PORT", default: nil
+        ) { text in Int(text).flatMap { (0...65535).contains($0) ? $0 : nil } }
+
         LogOutput.json.bootstrap()
+        let registry = PrometheusCollectorRegistry()
+        if adminPortNumber != nil {
+            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            Gauge(label: "ferry_worker_start_time_seconds").record(Date().timeIntervalSince1970)
+        }
         let redisConfiguration = try RedisConfiguration(url: redis.resolvedURL)
         try await RedisConnection(configuration: redisConfiguration).connect()
         let worker = Worker(
             queue: queueName, redis: redisConfiguration, handlers: [:], configuration: configuration,
             fallbackHandler: handler, observer: notifier)
+        // The admin endpoints failing (a port in use, say) stops the worker: probes and metrics
+        // that silently do not exist are worse than a restart with a clear reason.
+        let adminFailure = FailureBox()
+        let adminHost = settings.string(adminHost, variable: "FERRY_ADMIN_HOST", default: "0.0.0.0")
+        let admin = adminPortNumber.map { port in
+            Task {
+                let server = AdminServer(
+                    host: adminHost, port: port, worker: worker, redis: redisConfiguration, registry: registry)
+                let sampler = QueueSampler(queue: queueName, redis: redisConfiguration, logger: Logger(label: "ferry.admin"))
+                do {
+                    try await withThrowingDiscardingTaskGroup { group in
+                        group.addTask { try await server.run() }
+                        group.addTask { await sampler.run() }
+                    }
+                } catch  where !Task.isCancelled {
+                    adminFailure.error.withLock { $0 = error }
+                    worker.stop()
+                } catch {}
+            }
+        }
+        defer { admin?.cancel() }
         let running = Task { try await worker.run() }
         let received = Mutex(0)
         let signals = [SIGTERM, SIGINT].map { signalNumber in
@@ -167,6 +206,9 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         defer { signals.forEach { $0.cancel() } }
         try await running.value
+        if let error = adminFailure.error.withLock({ $0 }) {
+            throw FerryError(.invalidInput, "the admin endpoints could not run on port \(adminPortNumber ?? 0): \(error)")
+        }
     }
 
     /// The push endpoint from flags and environment, checked before anything is read.
@@ -208,4 +250,9 @@ struct WorkerCommand: AsyncParsableCommand {
         guard !secret.isEmpty else { throw InputError("the secret file \(path) is empty") }
         return secret
     }
+}
+
+/// The first error of a task that runs beside the worker, kept for the command to report.
+private final class FailureBox: Sendable {
+    let error = Mutex<(any Error)?>(nil)
 }

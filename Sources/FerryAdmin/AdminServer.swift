@@ -1,0 +1,110 @@
+import Ferry
+import FerryRedis
+import Foundation
+import Hummingbird
+import Logging
+import Prometheus
+
+/// The worker's admin endpoints, for Prometheus and Kubernetes (`ferry worker --admin-port`):
+///
+/// - `GET /metrics`: every metric in Prometheus text format.
+/// - `GET /healthz`: 200 while the worker's loops are turning (liveness), 503 otherwise.
+/// - `GET /readyz`: 200 when Redis answers and the worker's group exists (readiness), 503
+///   otherwise, with the reason in the body.
+public struct AdminServer: Sendable {
+    public var host: String
+    public var port: Int
+    public let worker: Worker
+    public let registry: PrometheusCollectorRegistry
+    private let redis: RedisConfiguration
+    private let logger: Logger
+
+    public init(
+        host: String = "0.0.0.0", port: Int, worker: Worker, redis: RedisConfiguration, registry: PrometheusCollectorRegistry,
+        logger: Logger = Logger(label: "ferry.admin")
+    ) {
+        self.host = host
+        self.port = port
+        self.worker = worker
+        self.redis = redis
+        self.registry = registry
+        self.logger = logger
+    }
+
+    /// Serves until the task is cancelled. `onListening` receives the bound port.
+    public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+        var probeConfiguration = redis
+        probeConfiguration.clientName = "ferry-worker-probe"
+        probeConfiguration.commandTimeout = .seconds(2)
+        let readiness = ReadinessProbe(
+            connection: RedisConnection(configuration: probeConfiguration, logger: logger), keys: worker.keys,
+            group: worker.configuration.group)
+        let router = Router()
+        let registry = self.registry
+        let worker = self.worker
+        router.get("/metrics") { _, _ -> Response in
+            Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+        }
+        router.get("/healthz") { _, _ -> Response in
+            let health = worker.health
+            return Self.text(
+                health.isHealthy ? .ok : .serviceUnavailable, health.isHealthy ? "ok\n" : "the worker's loops are not turning\n")
+        }
+        router.get("/readyz") { _, _ -> Response in
+            if worker.health.stopping { return Self.text(.serviceUnavailable, "stopping\n") }
+            if let problem = await readiness.problem() { return Self.text(.serviceUnavailable, problem + "\n") }
+            return Self.text(.ok, "ready\n")
+        }
+        var quiet = logger
+        quiet.logLevel = .warning
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "ferry-admin"),
+            onServerRunning: { [logger] channel in
+                let port = channel.localAddress?.port ?? 0
+                logger.info("admin_listening", metadata: ["ferry.admin_port": "\(port)"])
+                onListening(port)
+            }, logger: quiet)
+        try await app.runService(gracefulShutdownSignals: [])
+    }
+
+    private static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
+        Response(
+            status: status, headers: [.contentType: "text/plain; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: body)))
+    }
+}
+
+/// Answers "is this worker able to work": Redis reachable and its group present. Results are
+/// kept for a second so that frequent probes cost Redis one command per second at most.
+actor ReadinessProbe {
+    private let connection: RedisConnection
+    private let keys: QueueKeys
+    private let group: String
+    private var cached: (at: ContinuousClock.Instant, problem: String?)?
+
+    init(connection: RedisConnection, keys: QueueKeys, group: String) {
+        self.connection = connection
+        self.keys = keys
+        self.group = group
+    }
+
+    /// nil when ready; otherwise what is wrong.
+    func problem() async -> String? {
+        if let cached, ContinuousClock.now - cached.at < .seconds(1) { return cached.problem }
+        let problem: String?
+        do throws(RedisError) {
+            let groups = try await connection.send(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)]))
+            let names = (groups.array ?? []).compactMap { $0.array }.compactMap { info in
+                zip(info, info.dropFirst()).first { $0.0.string == "name" }?.1.string
+            }
+            problem = names.contains(group) ? nil : "the group \(group) does not exist on \(keys.jobs) yet"
+        } catch {
+            problem =
+                error.prefix == nil || error.isRetryable ? "Redis is unreachable: \(error.message)" : "Redis: \(error.message)"
+        }
+        cached = (.now, problem)
+        return problem
+    }
+}

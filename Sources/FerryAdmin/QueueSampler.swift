@@ -1,0 +1,49 @@
+import CoreMetrics
+import Ferry
+import FerryRedis
+import Logging
+
+/// Samples a queue's backlog into gauges every `interval`, so `/metrics` answers without
+/// touching Redis: `ferry_stream_length{queue}`, `ferry_dead_letters{queue}`, and per group
+/// `ferry_group_lag`, `ferry_group_pending`, `ferry_oldest_pending_age_seconds`.
+public struct QueueSampler: Sendable {
+    public let queue: QueueName
+    public let interval: Duration
+    private let redis: RedisConfiguration
+    private let logger: Logger
+
+    public init(queue: QueueName, redis: RedisConfiguration, interval: Duration = .seconds(15), logger: Logger) {
+        self.queue = queue
+        self.redis = redis
+        self.interval = interval
+        self.logger = logger
+    }
+
+    /// Samples until the task is cancelled. A failed sample is logged and tried again next time.
+    public func run() async {
+        var configuration = redis
+        configuration.clientName = "ferry-worker-sampler"
+        let inspector = QueueInspector(connection: RedisConnection(configuration: configuration, logger: logger))
+        while !Task.isCancelled {
+            do {
+                if let report = try await inspector.report(queue) { record(report) }
+            } catch {
+                logger.debug("queue sample failed", metadata: ["ferry.error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    func record(_ report: QueueInspector.QueueReport) {
+        let queue = [("queue", report.queue)]
+        Gauge(label: "ferry_stream_length", dimensions: queue).record(report.length)
+        Gauge(label: "ferry_dead_letters", dimensions: queue).record(report.deadLetters)
+        for group in report.groups {
+            let dimensions = queue + [("group", group.name)]
+            if let lag = group.lag { Gauge(label: "ferry_group_lag", dimensions: dimensions).record(lag) }
+            Gauge(label: "ferry_group_pending", dimensions: dimensions).record(group.pending)
+            Gauge(label: "ferry_oldest_pending_age_seconds", dimensions: dimensions)
+                .record(Double(group.oldestPendingAgeMilliseconds ?? 0) / 1000)
+        }
+    }
+}

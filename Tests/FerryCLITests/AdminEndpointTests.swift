@@ -1,0 +1,96 @@
+import Ferry
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Testing
+
+/// `ferry worker --admin-port`: /metrics, /healthz and /readyz of a real worker process.
+@Suite("ferry worker admin endpoints")
+struct AdminEndpointTests {
+    /// GET on loopback with curl (a real HTTP client), returning status and body.
+    func get(_ port: Int, _ path: String) async throws -> (status: Int, body: String) {
+        let result = try await runProcess(
+            try executable(named: "curl"), ["-s", "-m", "5", "-w", "\n%{http_code}", "http://127.0.0.1:\(port)\(path)"])
+        var lines = result.standardOutput.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let status = Int(lines.popLast() ?? "") ?? 0
+        return (status, lines.joined(separator: "\n"))
+    }
+
+    /// The value of one sample line of /metrics, or nil when absent.
+    func sample(_ metrics: String, _ prefix: String) -> Double? {
+        metrics.split(separator: "\n").first { $0.hasPrefix(prefix + " ") }.flatMap {
+            Double($0.split(separator: " ").last ?? "")
+        }
+    }
+
+    func startWorker(_ queue: String, redisURL: String, port: Int, exec: String) throws -> ChildProcess {
+        let log = FileManager.default.temporaryDirectory.appending(path: uniqueName("admin")).path()
+        return try ChildProcess(
+            try ferryExecutable(), ["worker", queue, "--exec", exec, "--admin-port", "\(port)", "--max-attempts", "1"],
+            environment: ProcessInfo.processInfo.environment.merging(["FERRY_REDIS_URL": redisURL]) { $1 },
+            standardOutput: log, standardError: log + ".err")
+    }
+
+    @Test("metrics scraped from a running worker change as jobs run; healthz and readyz answer 200")
+    func metricsFollowJobs() async throws {
+        let url = try await TestRedis.sharedURL()
+        let queue = uniqueName("metrics")
+        let port = try freeLoopbackPort()
+        let worker = try startWorker(queue, redisURL: url, port: port, exec: #"[ "$(cat)" = poison ] && exit 65; exit 0"#)
+        defer { worker.signal(SIGKILL) }
+        #expect(await eventually { try await get(port, "/healthz").status == 200 })
+        #expect(await eventually { try await get(port, "/readyz").status == 200 })
+        let before = try await get(port, "/metrics").body
+        #expect(before.contains("ferry_worker_start_time_seconds"))
+        #expect(sample(before, #"ferry_jobs_total{queue="\#(queue)",group="workers",type="t",outcome="completed"}"#) == nil)
+
+        let publisher = Publisher(queue: try QueueName(queue), connection: try await TestRedis.connection())
+        _ = try await publisher.publish(
+            (0..<3).map { JobMessage(type: "t", data: "ok-\($0)") } + [JobMessage(type: "t", data: "poison")])
+        let labels = #"queue="\#(queue)",group="workers",type="t""#
+        #expect(
+            await eventually {
+                sample(try await get(port, "/metrics").body, "ferry_jobs_total{\(labels),outcome=\"completed\"}") == 3
+            })
+        let after = try await get(port, "/metrics").body
+        #expect(sample(after, "ferry_jobs_total{\(labels),outcome=\"dead_lettered\"}") == 1)
+        #expect(sample(after, "ferry_jobs_total{\(labels),outcome=\"failed\"}") == 1)
+        #expect(sample(after, "ferry_job_duration_seconds_count{\(labels)}") == 4)
+        #expect(sample(after, #"ferry_job_start_latency_seconds_count{queue="\#(queue)",group="workers"}"#) == 4)
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0)
+    }
+
+    @Test("readyz turns unready when Redis stops and ready again when it returns; healthz stays 200")
+    func readinessFollowsRedis() async throws {
+        let server = try await RedisServerProcess()
+        defer { Task { await server.stop() } }
+        let port = try freeLoopbackPort()
+        let worker = try startWorker(uniqueName("ready"), redisURL: server.url, port: port, exec: "cat >/dev/null")
+        defer { worker.signal(SIGKILL) }
+        #expect(await eventually { try await get(port, "/readyz").status == 200 })
+        await server.stop()
+        #expect(await eventually { try await get(port, "/readyz").status == 503 })
+        let unready = try await get(port, "/readyz")
+        #expect(unready.body.contains("Redis"), "\(unready.body)")
+        #expect(try await get(port, "/healthz").status == 200, "the process is alive: no restart for a Redis outage")
+        try await server.start()
+        #expect(await eventually(.seconds(20)) { try await get(port, "/readyz").status == 200 })
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit(killAfter: .seconds(30)) == 0)
+    }
+
+    @Test("an admin port already in use stops the worker with a clear error")
+    func portInUse() async throws {
+        let url = try await TestRedis.sharedURL()
+        let port = try freeLoopbackPort()
+        let first = try startWorker(uniqueName("busy"), redisURL: url, port: port, exec: "true")
+        defer { first.signal(SIGKILL) }
+        #expect(await eventually { try await get(port, "/healthz").status == 200 })
+        let second = try await runProcess(
+            try ferryExecutable(), ["worker", uniqueName("busy"), "--exec", "true", "--admin-port", "\(port)"],
+            environment: ["FERRY_REDIS_URL": url], timeout: .seconds(30))
+        #expect(second.status != 0)
+        #expect(second.standardError.contains("admin endpoints could not run on port \(port)"), "\(second.standardError)")
+    }
+}
