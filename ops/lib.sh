@@ -3,7 +3,9 @@
 
 # Installs the Debian packages and PyPI packages Ferry builds and tests with, only when missing.
 ferry_install_dependencies() {
-  local wanted=(libhiredis-dev libcurl4-openssl-dev redis-server redis-tools)
+  # stunnel4 and openssl: the TLS sidecar test; prometheus: promtool for the alert rules; curl:
+  # the admin endpoint tests.
+  local wanted=(libhiredis-dev libcurl4-openssl-dev redis-server redis-tools stunnel4 openssl prometheus curl)
   local missing=()
   local package
   for package in "${wanted[@]}"; do
@@ -21,6 +23,7 @@ ferry_install_dependencies() {
   command -v check-jsonschema >/dev/null 2>&1 || python_missing+=(check-jsonschema)
   command -v yamllint >/dev/null 2>&1 || python_missing+=(yamllint)
   python3 -c 'import dockerfile_parse' >/dev/null 2>&1 || python_missing+=(dockerfile-parse)
+  command -v kubernetes-validate >/dev/null 2>&1 || python_missing+=(kubernetes-validate)
   if [ "${#python_missing[@]}" -gt 0 ]; then
     echo "ferry: installing ${python_missing[*]} from PyPI" >&2
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${python_missing[@]}"

@@ -104,6 +104,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
+        let signals = ShutdownSignals()
         let settings = Settings()
         guard let queueText = queue ?? settings.environment["FERRY_QUEUE"], !queueText.isEmpty else {
             throw InputError("name the queue: ferry worker QUEUE, or set FERRY_QUEUE")
@@ -160,7 +161,18 @@ struct WorkerCommand: AsyncParsableCommand {
         LogOutput.json.bootstrap()
         let registry = PrometheusCollectorRegistry()
         if adminPortNumber != nil {
-            MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+            var factory = PrometheusMetricsFactory(registry: registry)
+            // Jobs wait and run for minutes, not only milliseconds: the alert on a p95 start
+            // latency above 5 minutes needs buckets that reach that far.
+            let buckets: [Duration] = [
+                .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+                .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(120), .seconds(300),
+                .seconds(600), .seconds(1800), .seconds(3600),
+            ]
+            factory.durationHistogramBuckets = [
+                "ferry_job_start_latency_seconds": buckets, "ferry_job_duration_seconds": buckets,
+            ]
+            MetricsSystem.bootstrap(factory)
             Gauge(label: "ferry_worker_start_time_seconds").record(Date().timeIntervalSince1970)
         }
         let redisConfiguration = try RedisConfiguration(url: redis.resolvedURL)
@@ -190,21 +202,7 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         defer { admin?.cancel() }
         let running = Task { try await worker.run() }
-        let received = Mutex(0)
-        let signals = [SIGTERM, SIGINT].map { signalNumber in
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler {
-                let count = received.withLock { count in
-                    count += 1
-                    return count
-                }
-                if count == 1 { worker.stop() } else { running.cancel() }
-            }
-            source.resume()
-            return source
-        }
-        defer { signals.forEach { $0.cancel() } }
+        signals.attach(worker, running: running)
         try await running.value
         if let error = adminFailure.error.withLock({ $0 }) {
             throw FerryError(.invalidInput, "the admin endpoints could not run on port \(adminPortNumber ?? 0): \(error)")

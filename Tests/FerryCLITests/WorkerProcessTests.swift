@@ -39,7 +39,8 @@ struct WorkerProcessTests {
         let redis = try await TestRedis.connection()
         let queue = uniqueName("crash"), scratch = try Scratch()
         // The job records its process group, works for a while, then records completion.
-        let exec = "echo $$ >> '\(scratch.path("groups"))'; sleep 1; echo $FERRY_JOB_ID >> '\(scratch.path("done"))'"
+        // Long enough that the kill lands mid-job even on a loaded machine.
+        let exec = "echo $$ >> '\(scratch.path("groups"))'; sleep 3; echo $FERRY_JOB_ID >> '\(scratch.path("done"))'"
         let victim = try startWorker(
             queue, redisURL: url, exec: exec, scratch: scratch, name: "victim", options: ["--lease", "1s"])
         let receipt = try await Publisher(queue: try QueueName(queue), connection: redis).publish(JobMessage(type: "t", data: ""))
@@ -51,7 +52,7 @@ struct WorkerProcessTests {
         await victim.waitForExit()
         let survivor = try startWorker(
             queue, redisURL: url, exec: exec, scratch: scratch, name: "survivor", options: ["--lease", "1s"])
-        #expect(await eventually(.seconds(15)) { scratch.lines("done").count == 1 })
+        #expect(await eventually(.seconds(20)) { scratch.lines("done").count == 1 })
         #expect(await eventually { try await pending(redis, queue) == 0 })
         survivor.signal(SIGTERM)
         #expect(await survivor.waitForExit() == 0)

@@ -15,7 +15,7 @@ public final class RedisServerProcess: @unchecked Sendable {
 
     public var url: String { "redis://127.0.0.1:\(port)" }
 
-    /// Starts a server and waits until it answers PING.
+    /// Starts a server and waits until it answers PING (or refuses it: the default user may be off).
     public init(extraArguments: [String] = []) async throws {
         self.port = try freeLoopbackPort()
         self.directory = FileManager.default.temporaryDirectory.appending(path: "ferry-redis-\(UUID().uuidString)")
@@ -77,7 +77,13 @@ public final class RedisServerProcess: @unchecked Sendable {
         let deadline = ContinuousClock.now + .seconds(15)
         while ContinuousClock.now < deadline {
             let probe = RedisConnection(configuration: try RedisConfiguration(url: url))
-            if (try? await probe.send(RedisCommand("PING"))) != nil { return }
+            do throws(RedisError) {
+                _ = try await probe.send(RedisCommand("PING"))
+                return
+            } catch {
+                // An error reply (NOAUTH when the default user is off) is an answer too.
+                if error.prefix != nil { return }
+            }
             if let process, !process.isRunning { break }
             try await Task.sleep(for: .milliseconds(50))
         }

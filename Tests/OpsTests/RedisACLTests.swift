@@ -1,0 +1,109 @@
+import Ferry
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Testing
+
+/// ops/redis/users.acl loaded into a real redis-server: each user can do exactly what it must.
+@Suite("ops/redis/users.acl")
+struct RedisACLTests {
+    static let aclPath = repositoryRoot.appending(path: "ops/redis/users.acl").path()
+
+    func url(_ server: RedisServerProcess, user: String, password: String) -> String {
+        "redis://\(user):\(password)@127.0.0.1:\(server.port)"
+    }
+
+    /// Sends one command as `user`; returns the error prefix Redis answered, or nil on success.
+    func refusal(_ connection: RedisConnection, _ name: String, _ arguments: [RedisArgument]) async -> String? {
+        do {
+            _ = try await connection.send(RedisCommand(name, arguments))
+            return nil
+        } catch {
+            return error.prefix?.rawValue ?? "\(error)"
+        }
+    }
+
+    @Test("the producer publishes (plain and idempotent, by ferry publish) and can do nothing else")
+    func producer() async throws {
+        let server = try await RedisServerProcess(extraArguments: ["--aclfile", Self.aclPath])
+        defer { Task { await server.stop() } }
+        let producerURL = url(server, user: "producer", password: "producer-change-me")
+        let queue = uniqueName("acl")
+        for arguments in [["--type", "t", "--data", "x"], ["--type", "t", "--data", "y", "--idempotency-key", "k-1"]] {
+            let result = try await runProcess(try ferryExecutable(), ["publish", queue] + arguments + ["--redis", producerURL])
+            #expect(result.status == 0, "\(result.standardError)")
+        }
+        let producer = RedisConnection(configuration: try RedisConfiguration(url: producerURL))
+        let jobs = QueueKeys(queue: try QueueName(queue)).jobs
+        #expect(await refusal(producer, "XADD", ["not-ferry", "*", "type", "t"]) == "NOPERM", "only ferry:* keys")
+        #expect(await refusal(producer, "XREADGROUP", ["GROUP", "g", "c", "STREAMS", .string(jobs), ">"]) == "NOPERM")
+        #expect(await refusal(producer, "XRANGE", [.string(jobs), "-", "+"]) == "NOPERM")
+        #expect(await refusal(producer, "DEL", [.string(jobs)]) == "NOPERM")
+        #expect(await refusal(producer, "FLUSHALL", []) == "NOPERM")
+        #expect(await refusal(producer, "CONFIG", ["GET", "*"]) == "NOPERM")
+        #expect(
+            await refusal(producer, "EVAL", ["return redis.call('DEL', KEYS[1])", "1", .string(jobs)]) != nil,
+            "scripts run with the caller's rights")
+
+        let anonymous = RedisConnection(configuration: try RedisConfiguration(url: server.url))
+        #expect(await refusal(anonymous, "PING", []) != nil, "the default user is off")
+    }
+
+    @Test("the worker runs jobs, retries, dead-letters and keeps status with its user, and can do nothing else")
+    func worker() async throws {
+        let server = try await RedisServerProcess(extraArguments: ["--aclfile", Self.aclPath])
+        defer { Task { await server.stop() } }
+        let queue = uniqueName("acl")
+        let adminURL = url(server, user: "ferry-admin", password: "admin-change-me")
+        for (data, key) in [("ok", "once"), ("ok", "once"), ("poison", ""), ("flaky", "")] {
+            var arguments = [
+                "publish", queue, "--type", "t", "--data", data, "--redis",
+                url(server, user: "producer", password: "producer-change-me"),
+            ]
+            if !key.isEmpty { arguments += ["--idempotency-key", key] }
+            #expect(try await runProcess(try ferryExecutable(), arguments).status == 0)
+        }
+        let scratch = FileManager.default.temporaryDirectory.appending(path: uniqueName("acl")).path()
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        // poison: exit 65 (dead-letter at once); flaky: fails once (a retry), then succeeds.
+        let exec =
+            #"d=$(cat); [ "$d" = poison ] && exit 65; if [ "$d" = flaky ] && [ ! -e "$S/f" ]; then touch "$S/f"; exit 75; fi; echo "$d" >> "$S/done""#
+        let log = scratch + "/worker.log"
+        let worker = try ChildProcess(
+            try ferryExecutable(),
+            ["worker", queue, "--exec", exec, "--min-backoff", "100ms", "--max-backoff", "100ms", "--lease", "2s"],
+            environment: ProcessInfo.processInfo.environment.merging([
+                "FERRY_REDIS_URL": url(server, user: "worker", password: "worker-change-me"), "S": scratch,
+            ]) { $1 }, standardOutput: log, standardError: log + ".err")
+        defer { worker.signal(SIGKILL) }
+        let admin = RedisConnection(configuration: try RedisConfiguration(url: adminURL))
+        let keys = QueueKeys(queue: try QueueName(queue))
+        #expect(
+            await eventually(.seconds(15)) {
+                let done = (try? String(contentsOfFile: scratch + "/done", encoding: .utf8)) ?? ""
+                let dead = try await admin.send(RedisCommand("XLEN", [.string(keys.deadLetter)])).integer
+                return done.split(separator: "\n").sorted() == ["flaky", "ok"] && dead == 1
+            })
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0)
+        let logText = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(!logText.contains("NOPERM"), "no command of the worker was refused")
+
+        let workerConnection = RedisConnection(
+            configuration: try RedisConfiguration(url: url(server, user: "worker", password: "worker-change-me")))
+        #expect(await refusal(workerConnection, "SET", ["elsewhere", "x"]) == "NOPERM")
+        #expect(await refusal(workerConnection, "FLUSHALL", []) == "NOPERM")
+        #expect(await refusal(workerConnection, "KEYS", ["*"]) == "NOPERM")
+        #expect(await refusal(workerConnection, "CONFIG", ["SET", "appendonly", "no"]) == "NOPERM")
+        #expect(await refusal(workerConnection, "ACL", ["LIST"]) == "NOPERM")
+        #expect(await refusal(workerConnection, "XGROUP", ["DESTROY", .string(keys.jobs), "workers"]) == "NOPERM")
+
+        // The operator's user runs the inspection and dead-letter tools.
+        let inspect = try await runProcess(try ferryExecutable(), ["inspect", queue, "--redis", adminURL])
+        #expect(inspect.status == 0, "\(inspect.standardError)")
+        let list = try await runProcess(try ferryExecutable(), ["dlq", "list", queue, "--redis", adminURL])
+        #expect(list.status == 0, "\(list.standardError)")
+        #expect(list.standardOutput.contains("permanent_failure"))
+        #expect(await refusal(admin, "FLUSHALL", []) == "NOPERM")
+    }
+}
