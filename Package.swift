@@ -113,7 +113,7 @@ let package = Package(
 
         .target(
             name: "FerryTestSupport",
-            dependencies: ["FerryRedis"],
+            dependencies: ["Ferry", "FerryRedis"],
             path: "Tests/FerryTestSupport",
             exclude: ["push_endpoint.py"],
             swiftSettings: swiftSettings

@@ -18,7 +18,12 @@ struct GroupReference: ParsableArguments {
     @Argument(help: "The consumer group.")
     var group: String
 
-    var keys: QueueKeys { get throws { QueueKeys(queue: try QueueName(queue)) } }
+    /// Sets up logging and connects: what every `ferry group` subcommand does first.
+    func open(_ redis: RedisOptions) async throws -> (RedisConnection, QueueKeys) {
+        LogOutput.text.bootstrap()
+        let keys = QueueKeys(queue: try QueueName(queue))
+        return (try await redis.connect(clientName: "ferry-group"), keys)
+    }
 }
 
 /// Where a group reads from: `start`, `end`, an entry ID, or an RFC 3339 time.
@@ -62,17 +67,12 @@ struct GroupCreate: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
-        LogOutput.text.bootstrap()
-        let connection = try await redis.connect(clientName: "ferry-group")
-        let keys = try reference.keys
-        do throws(RedisError) {
-            try await connection.send(
-                RedisCommand("XGROUP CREATE", [.string(keys.jobs), .string(reference.group), .string(to.id), "MKSTREAM"]))
-        } catch {
-            guard error.prefix == .busyGroup else { throw error }
-            throw FerryError(
-                .invalidInput, "group \(reference.group) already exists on \(reference.queue); use ferry group seek to move it")
-        }
+        let (connection, keys) = try await reference.open(redis)
+        try await connection.send(
+            RedisCommand("XGROUP CREATE", [.string(keys.jobs), .string(reference.group), .string(to.id), "MKSTREAM"]),
+            translating: .busyGroup,
+            into: FerryError(
+                .invalidInput, "group \(reference.group) already exists on \(reference.queue); use ferry group seek to move it"))
         print("created group \(reference.group) on \(reference.queue), reading after \(to.id)")
     }
 }
@@ -91,18 +91,12 @@ struct GroupDelete: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
-        LogOutput.text.bootstrap()
-        let connection = try await redis.connect(clientName: "ferry-group")
-        let keys = try reference.keys
-        let pending: Int64
-        do throws(RedisError) {
-            pending =
-                try await connection.send(RedisCommand("XPENDING", [.string(keys.jobs), .string(reference.group)])).array?
-                .first?.integer ?? 0
-        } catch {
-            guard error.prefix == .noGroup else { throw error }
-            throw FerryError(.notFound, "queue \(reference.queue) has no group \(reference.group)")
-        }
+        let (connection, keys) = try await reference.open(redis)
+        let pending =
+            try await connection.send(
+                RedisCommand("XPENDING", [.string(keys.jobs), .string(reference.group)]), translating: .noGroup,
+                into: FerryError(.notFound, "queue \(reference.queue) has no group \(reference.group)")
+            ).array?.first?.integer ?? 0
         if pending > 0 && !force {
             throw FerryError(
                 .invalidInput,
@@ -132,16 +126,10 @@ struct GroupSeek: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
-        LogOutput.text.bootstrap()
-        let connection = try await redis.connect(clientName: "ferry-group")
-        let keys = try reference.keys
-        do throws(RedisError) {
-            try await connection.send(
-                RedisCommand("XGROUP SETID", [.string(keys.jobs), .string(reference.group), .string(to.id)]))
-        } catch {
-            guard error.prefix == .noGroup else { throw error }
-            throw FerryError(.notFound, "queue \(reference.queue) has no group \(reference.group); ferry group create makes one")
-        }
+        let (connection, keys) = try await reference.open(redis)
+        try await connection.send(
+            RedisCommand("XGROUP SETID", [.string(keys.jobs), .string(reference.group), .string(to.id)]), translating: .noGroup,
+            into: FerryError(.notFound, "queue \(reference.queue) has no group \(reference.group); ferry group create makes one"))
         print("group \(reference.group) of \(reference.queue) now reads after \(to.id)")
     }
 }

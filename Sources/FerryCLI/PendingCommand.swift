@@ -50,13 +50,9 @@ struct PendingCommand: AsyncParsableCommand {
             .string(keys.jobs), .string(group), "IDLE", .integer(idle), "-", "+", .integer(Int64(limit)),
         ]
         if let consumer { arguments.append(.string(consumer)) }
-        let reply: RedisReply
-        do throws(RedisError) {
-            reply = try await connection.send(RedisCommand("XPENDING", arguments))
-        } catch {
-            guard error.prefix == .noGroup else { throw error }
-            throw FerryError(.notFound, "queue \(queue) has no group \(group); ferry inspect \(queue) lists its groups")
-        }
+        let reply = try await connection.send(
+            RedisCommand("XPENDING", arguments), translating: .noGroup,
+            into: FerryError(.notFound, "queue \(queue) has no group \(group); ferry inspect \(queue) lists its groups"))
         let items = (reply.array ?? []).compactMap(\.array).filter { $0.count >= 4 }
         let entries = try await connection.pipeline(
             items.map {

@@ -7,62 +7,25 @@ import Testing
 /// `ferry inspect`, `ferry pending` and `ferry group` through the built binary.
 @Suite("ferry inspect, pending, group")
 struct InspectCommandTests {
-    struct Setup {
-        let url: String
-        let redis: RedisConnection
-        let queue: String
-        let keys: QueueKeys
-
-        init() async throws {
-            url = try await TestRedis.sharedURL()
-            redis = try await TestRedis.connection()
-            queue = uniqueName("ops")
-            keys = QueueKeys(queue: try QueueName(queue))
-        }
-
-        func ferry(_ arguments: String...) async throws -> ProcessResult {
-            try await runProcess(try ferryExecutable(), arguments + ["--redis", url])
-        }
-
-        func send(_ name: String, _ arguments: RedisArgument...) async throws {
-            _ = try await redis.send(RedisCommand(name, arguments))
-        }
-
-        /// Ten jobs; group "workers" holds 3 pending (2 by one consumer, 1 delivered twice to
-        /// another) and has 7 unread; group "audit" read everything; two dead letters.
-        func populate() async throws {
-            _ = try await Publisher(queue: try QueueName(queue), connection: redis).publish(
-                (0..<10).map { JobMessage(type: "render", data: "\($0)", jobID: "job-\($0)") })
-            try await send("XGROUP CREATE", .string(keys.jobs), "workers", "0")
-            try await send("XGROUP CREATE", .string(keys.jobs), "audit", "$")
-            try await send("XREADGROUP", "GROUP", "workers", "worker-a", "COUNT", "2", "STREAMS", .string(keys.jobs), ">")
-            let read = try await redis.send(
-                RedisCommand("XREADGROUP", ["GROUP", "workers", "worker-b", "COUNT", "1", "STREAMS", .string(keys.jobs), ">"]))
-            let third = read.array?.first?.array?[1].array?.first?.array?.first?.string ?? ""
-            try await send("XCLAIM", .string(keys.jobs), "workers", "worker-b", "0", .string(third))
-            for index in 0..<2 {
-                try await send("XADD", .string(keys.deadLetter), "*", "type", "render", "job_id", .string("dead-\(index)"))
-            }
-        }
-    }
+    typealias Setup = TestQueue
 
     @Test("inspect shows length, dead letters, groups, pending, lag, oldest pending age, delivery spread and consumers")
     func inspectTable() async throws {
         let s = try await Setup()
         try await s.populate()
-        let result = try await s.ferry("inspect", s.queue)
+        let result = try await s.ferry("inspect", s.name)
         #expect(result.status == 0, "\(result.standardError)")
-        let workers = try #require(result.lines.first { $0.hasPrefix(s.queue) && $0.contains(" workers ") })
+        let workers = try #require(result.lines.first { $0.hasPrefix(s.name) && $0.contains(" workers ") })
         let cells = workers.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
         // QUEUE LENGTH DEAD GROUP CONSUMERS PENDING LAG OLDEST DELIVERIES
         #expect(
             cells[1] == "10" && cells[2] == "2" && cells[3] == "workers" && cells[4] == "2" && cells[5] == "3" && cells[6] == "7")
         #expect(cells[8] == "1-2", "delivery counts from 1 to 2")
-        let audit = try #require(result.lines.first { $0.hasPrefix(s.queue) && $0.contains(" audit ") })
+        let audit = try #require(result.lines.first { $0.hasPrefix(s.name) && $0.contains(" audit ") })
         #expect(audit.split(separator: " ", omittingEmptySubsequences: true)[6] == "0", "audit is not lagging")
         #expect(result.lines.contains { $0.contains("worker-a") && $0.contains(" 2 ") })
 
-        let json = try await s.ferry("inspect", s.queue, "--json")
+        let json = try await s.ferry("inspect", s.name, "--json")
         let reports = try #require(try JSONSerialization.jsonObject(with: Data(json.outputBytes)) as? [[String: Any]])
         let groups = try #require(reports.first?["groups"] as? [[String: Any]])
         let group = try #require(groups.first { $0["name"] as? String == "workers" })
@@ -79,7 +42,7 @@ struct InspectCommandTests {
         try await s.populate()
         let all = try await s.ferry("inspect", "--json")
         let reports = try #require(try JSONSerialization.jsonObject(with: Data(all.outputBytes)) as? [[String: Any]])
-        #expect(reports.contains { $0["queue"] as? String == s.queue })
+        #expect(reports.contains { $0["queue"] as? String == s.name })
         let missing = try await s.ferry("inspect", uniqueName("nothing-here"))
         #expect(missing.status == 1)
         #expect(missing.standardError.contains("does not exist"))
@@ -89,43 +52,68 @@ struct InspectCommandTests {
     func pending() async throws {
         let s = try await Setup()
         try await s.populate()
-        let all = try await s.ferry("pending", s.queue, "--json")
+        let all = try await s.ferry("pending", s.name, "--json")
         #expect(all.status == 0, "\(all.standardError)")
         let rows = try #require(try JSONSerialization.jsonObject(with: Data(all.outputBytes)) as? [[String: Any]])
         #expect(rows.count == 3)
         #expect(Set(rows.compactMap { $0["job_id"] as? String }) == ["job-0", "job-1", "job-2"])
         #expect(rows.first { $0["job_id"] as? String == "job-2" }?["delivery_count"] as? Int == 2)
-        let mine = try await s.ferry("pending", s.queue, "--consumer", "worker-a")
+        let mine = try await s.ferry("pending", s.name, "--consumer", "worker-a")
         #expect(mine.lines.count == 3 && mine.lines.dropFirst().allSatisfy { $0.contains("worker-a") })
-        let idle = try await s.ferry("pending", s.queue, "--min-idle", "1h")
+        let idle = try await s.ferry("pending", s.name, "--min-idle", "1h")
         #expect(idle.standardOutput.contains("nothing pending"))
-        #expect(try await s.ferry("pending", s.queue, "--group", "nobody").status == 1)
+        #expect(try await s.ferry("pending", s.name, "--group", "nobody").status == 1)
     }
 
     @Test("group create, seek by time replays from that time, seek to end skips, delete refuses pending work")
     func groups() async throws {
         let s = try await Setup()
-        let publisher = Publisher(queue: try QueueName(s.queue), connection: s.redis)
+        let publisher = s.publisher
         _ = try await publisher.publish(JobMessage(type: "t", data: "early"))
         try await Task.sleep(for: .milliseconds(20))
         let cut = Date()
         try await Task.sleep(for: .milliseconds(20))
         _ = try await publisher.publish([JobMessage(type: "t", data: "late-1"), JobMessage(type: "t", data: "late-2")])
 
-        #expect(try await s.ferry("group", "create", s.queue, "replay", "--to", "end").status == 0)
-        #expect(try await s.ferry("group", "create", s.queue, "replay").status == 2, "already exists")
+        #expect(try await s.ferry("group", "create", s.name, "replay", "--to", "end").status == 0)
+        #expect(try await s.ferry("group", "create", s.name, "replay").status == 2, "already exists")
         let time = cut.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
-        let seek = try await s.ferry("group", "seek", s.queue, "replay", "--to", time)
+        let seek = try await s.ferry("group", "seek", s.name, "replay", "--to", time)
         #expect(seek.status == 0, "\(seek.standardError)")
         let read = try await s.redis.send(
             RedisCommand("XREADGROUP", ["GROUP", "replay", "c", "COUNT", "10", "STREAMS", .string(s.keys.jobs), ">"]))
         let data = StreamEntry.entries(from: read.array?.first?.array?[1] ?? .array([])).compactMap { $0.value(of: "data") }
         #expect(data == [Array("late-1".utf8), Array("late-2".utf8)], "the jobs published at or after the time")
 
-        #expect(try await s.ferry("group", "seek", s.queue, "replay", "--to", "yesterday").status == 2)
-        let refused = try await s.ferry("group", "delete", s.queue, "replay")
+        #expect(try await s.ferry("group", "seek", s.name, "replay", "--to", "yesterday").status == 2)
+        let refused = try await s.ferry("group", "delete", s.name, "replay")
         #expect(refused.status == 2 && refused.standardError.contains("2 pending"))
-        #expect(try await s.ferry("group", "delete", s.queue, "replay", "--force").status == 0)
-        #expect(try await s.ferry("group", "seek", s.queue, "replay", "--to", "end").status == 1)
+        #expect(try await s.ferry("group", "delete", s.name, "replay", "--force").status == 0)
+        #expect(try await s.ferry("group", "seek", s.name, "replay", "--to", "end").status == 1)
+    }
+}
+
+extension TestQueue {
+    fileprivate init() async throws { try await self.init("ops") }
+
+    fileprivate func send(_ name: String, _ arguments: RedisArgument...) async throws {
+        _ = try await redis.send(RedisCommand(name, arguments))
+    }
+
+    /// Ten jobs; group "workers" holds 3 pending (2 by one consumer, 1 delivered twice to
+    /// another) and has 7 unread; group "audit" read everything; two dead letters.
+    fileprivate func populate() async throws {
+        _ = try await publisher.publish(
+            (0..<10).map { JobMessage(type: "render", data: "\($0)", jobID: "job-\($0)") })
+        try await send("XGROUP CREATE", .string(keys.jobs), "workers", "0")
+        try await send("XGROUP CREATE", .string(keys.jobs), "audit", "$")
+        try await send("XREADGROUP", "GROUP", "workers", "worker-a", "COUNT", "2", "STREAMS", .string(keys.jobs), ">")
+        let read = try await redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "worker-b", "COUNT", "1", "STREAMS", .string(keys.jobs), ">"]))
+        let third = read.array?.first?.array?[1].array?.first?.array?.first?.string ?? ""
+        try await send("XCLAIM", .string(keys.jobs), "workers", "worker-b", "0", .string(third))
+        for index in 0..<2 {
+            try await send("XADD", .string(keys.deadLetter), "*", "type", "render", "job_id", .string("dead-\(index)"))
+        }
     }
 }

@@ -10,68 +10,7 @@ import Testing
 /// Push delivery against a real HTTP server on loopback and a real redis-server.
 @Suite("Push delivery")
 struct PushDeliveryTests {
-    struct Setup {
-        let queue: QueueName
-        let keys: QueueKeys
-        let redis: RedisConnection
-        let redisConfiguration: RedisConfiguration
-        let publisher: Publisher
-
-        init() async throws {
-            queue = try QueueName(uniqueName("push"))
-            keys = QueueKeys(queue: queue)
-            redisConfiguration = try RedisConfiguration(url: try await TestRedis.sharedURL())
-            redis = RedisConnection(configuration: redisConfiguration)
-            publisher = Publisher(queue: queue, connection: redis)
-        }
-
-        func publish(
-            _ respond: String, jobID: String? = nil, data: String = "{}", attributes: [String: String] = [:]
-        )
-            async throws
-        {
-            var message = JobMessage(
-                type: "t", data: data, jobID: jobID, attributes: attributes.merging(["respond": respond]) { $1 })
-            message.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-            _ = try await publisher.publish(message)
-        }
-
-        /// Runs a push worker while `body` runs, then stops it.
-        func withWorker(
-            _ endpoint: PushEndpoint, observer: (any JobEventObserver)? = nil,
-            configure: (inout Worker.Configuration) -> Void = { _ in }, body: () async throws -> Void
-        ) async throws {
-            var configuration = Worker.Configuration()
-            configuration.consumer = uniqueName("c")
-            configuration.lease = .seconds(5)
-            configuration.retry = RetryPolicy(
-                maxAttempts: 2, minimumBackoff: .milliseconds(50), maximumBackoff: .milliseconds(50))
-            configuration.shutdownGrace = .seconds(5)
-            configure(&configuration)
-            let worker = Worker(
-                queue: queue, redis: redisConfiguration, handlers: [:], configuration: configuration,
-                fallbackHandler: PushJobHandler(endpoint: endpoint, concurrency: configuration.concurrency), observer: observer)
-            let task = Task { try await worker.run() }
-            do { try await body() } catch {
-                worker.stop()
-                throw error
-            }
-            worker.stop()
-            try await task.value
-        }
-
-        func pendingCount() async throws -> Int64 {
-            try await redis.send(RedisCommand("XPENDING", [.string(keys.jobs), "workers"])).array?.first?.integer ?? -1
-        }
-
-        func deadEntries() async throws -> [StreamEntry] {
-            StreamEntry.entries(from: try await redis.send(RedisCommand("XRANGE", [.string(keys.deadLetter), "-", "+"])))
-        }
-
-        func streamLength() async throws -> Int64 {
-            try await redis.send(RedisCommand("XLEN", [.string(keys.jobs)])).integer ?? -1
-        }
-    }
+    typealias Setup = TestQueue
 
     static func text(_ entry: StreamEntry, _ field: String) -> String {
         String(decoding: entry.value(of: field) ?? [], as: UTF8.self)
@@ -343,5 +282,44 @@ enum DocsVerifier {
             let end = markdown.range(of: "\n```", range: start.upperBound..<markdown.endIndex)
         else { throw TestSupportError("docs/push.md has no python block") }
         return String(markdown[start.upperBound..<end.lowerBound])
+    }
+}
+
+extension TestQueue {
+    fileprivate init() async throws { try await self.init("push") }
+
+    fileprivate func publish(
+        _ respond: String, jobID: String? = nil, data: String = "{}", attributes: [String: String] = [:]
+    )
+        async throws
+    {
+        var message = JobMessage(
+            type: "t", data: data, jobID: jobID, attributes: attributes.merging(["respond": respond]) { $1 })
+        message.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        _ = try await publisher.publish(message)
+    }
+
+    /// Runs a push worker while `body` runs, then stops it.
+    fileprivate func withWorker(
+        _ endpoint: PushEndpoint, observer: (any JobEventObserver)? = nil,
+        configure: (inout Worker.Configuration) -> Void = { _ in }, body: () async throws -> Void
+    ) async throws {
+        var configuration = Worker.Configuration()
+        configuration.consumer = uniqueName("c")
+        configuration.lease = .seconds(5)
+        configuration.retry = RetryPolicy(
+            maxAttempts: 2, minimumBackoff: .milliseconds(50), maximumBackoff: .milliseconds(50))
+        configuration.shutdownGrace = .seconds(5)
+        configure(&configuration)
+        let worker = Worker(
+            queue: queue, redis: redisConfiguration, handlers: [:], configuration: configuration,
+            fallbackHandler: PushJobHandler(endpoint: endpoint, concurrency: configuration.concurrency), observer: observer)
+        let task = Task { try await worker.run() }
+        do { try await body() } catch {
+            worker.stop()
+            throw error
+        }
+        worker.stop()
+        try await task.value
     }
 }

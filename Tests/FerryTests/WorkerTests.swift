@@ -29,45 +29,7 @@ final class Deliveries: Sendable {
 
 @Suite("Worker")
 struct WorkerTests {
-    struct Setup {
-        let queue: QueueName
-        let keys: QueueKeys
-        let redis: RedisConnection
-        let redisConfiguration: RedisConfiguration
-        let publisher: Publisher
-
-        init() async throws {
-            queue = try QueueName(uniqueName("work"))
-            keys = QueueKeys(queue: queue)
-            redisConfiguration = try RedisConfiguration(url: try await TestRedis.sharedURL())
-            redis = RedisConnection(configuration: redisConfiguration)
-            publisher = Publisher(queue: queue, connection: redis)
-        }
-
-        func worker(
-            _ handlers: [String: any JobHandler], group: String = "workers", consumer: String = uniqueName("c"),
-            configure: (inout Worker.Configuration) -> Void = { _ in }
-        ) -> Worker {
-            var configuration = Worker.Configuration()
-            configuration.group = group
-            configuration.consumer = consumer
-            configuration.lease = .milliseconds(600)
-            configuration.retry = RetryPolicy(
-                maxAttempts: 3, minimumBackoff: .milliseconds(50), maximumBackoff: .milliseconds(100))
-            configuration.shutdownGrace = .seconds(5)
-            configure(&configuration)
-            return Worker(queue: queue, redis: redisConfiguration, handlers: handlers, configuration: configuration)
-        }
-
-        func pendingCount(group: String = "workers") async throws -> Int64 {
-            let summary = try await redis.send(RedisCommand("XPENDING", [.string(keys.jobs), .string(group)]))
-            return summary.array?.first?.integer ?? -1
-        }
-
-        func deadEntries() async throws -> [StreamEntry] {
-            StreamEntry.entries(from: try await redis.send(RedisCommand("XRANGE", [.string(keys.deadLetter), "-", "+"])))
-        }
-    }
+    typealias Setup = TestQueue
 
     /// Runs `worker` while `body` runs, then stops it gracefully and waits for it to return.
     func running(_ workers: Worker..., body: () async throws -> Void) async throws {
@@ -631,4 +593,23 @@ struct WorkerTests {
 
 struct PushBackError: Error, CustomStringConvertible {
     var description: String { "pushed back by the test handler" }
+}
+
+extension TestQueue {
+    fileprivate init() async throws { try await self.init("work") }
+
+    fileprivate func worker(
+        _ handlers: [String: any JobHandler], group: String = "workers", consumer: String = uniqueName("c"),
+        configure: (inout Worker.Configuration) -> Void = { _ in }
+    ) -> Worker {
+        var configuration = Worker.Configuration()
+        configuration.group = group
+        configuration.consumer = consumer
+        configuration.lease = .milliseconds(600)
+        configuration.retry = RetryPolicy(
+            maxAttempts: 3, minimumBackoff: .milliseconds(50), maximumBackoff: .milliseconds(100))
+        configuration.shutdownGrace = .seconds(5)
+        configure(&configuration)
+        return Worker(queue: queue, redis: redisConfiguration, handlers: handlers, configuration: configuration)
+    }
 }
