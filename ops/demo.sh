@@ -73,3 +73,9 @@ redis-cli -p "$FERRY_REDIS_PORT" --no-raw XRANGE 'ferry:{emails}:dead' - + | \
 
 step "ferry job status emails poison-1: the job's history as the worker recorded it"
 ferry job status emails poison-1
+
+step "ferry inspect: the queue, its group and consumers, and the dead-letter count at a glance"
+ferry inspect emails
+
+step "ferry dlq list emails: the dead-lettered jobs; after a fix, ferry dlq redrive puts them back"
+ferry dlq list emails

@@ -17,5 +17,7 @@ struct DemoTests {
         #expect(result.standardOutput.contains(#""event":"job_completed""#), "the worker ran the jobs")
         #expect(result.lines.contains { $0.hasPrefix("state") && $0.hasSuffix("dead") }, "ferry job status shows the poison job")
         #expect(result.lines.contains { $0.hasPrefix("last_error") && $0.contains("invalid recipient") })
+        #expect(result.lines.contains { $0.hasPrefix("emails") && $0.contains(" workers ") }, "ferry inspect shows the queue")
+        #expect(result.lines.contains { $0.contains("poison-1") && $0.contains("permanent_failure") }, "ferry dlq list")
     }
 }
