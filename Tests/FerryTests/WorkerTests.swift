@@ -336,7 +336,9 @@ struct WorkerTests {
         let status = try #require(try await JobStatus.load(jobID: "cut-short", queue: setup.queue, connection: setup.redis))
         #expect(status.fields["state"] == "failed")
         #expect(status.fields["error_class"] == "interrupted")
-        #expect(status.fields["next_attempt_at"].flatMap { Int64($0) } ?? 0 > Date().millisecondsSince1970)
+        let recordedAt = try #require(status.fields["updated_at"].flatMap { Int64($0) })
+        let next = try #require(status.fields["next_attempt_at"].flatMap { Int64($0) })
+        #expect(next - recordedAt >= 600, "at least the lease (600 ms) after the interruption")
         try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
             #expect(await eventually { try await setup.pendingCount() == 0 })
         }
