@@ -6,7 +6,7 @@ import Synchronization
 /// The worker uses it for acknowledgements (one `ack.lua` call for many entries) and for status
 /// writes (one pipeline for many jobs).
 final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
-    private typealias Waiting = (item: Item, done: CheckedContinuation<Outcome, Never>)
+    private typealias Waiting = (item: Item, done: CheckedContinuation<Outcome, Never>?)
     private let state = Mutex<(waiting: [Waiting], flushing: Bool)>(([], false))
     private let flush: @Sendable ([Item]) async -> [Outcome]
 
@@ -17,16 +17,25 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
 
     /// Waits until the item's batch is flushed and returns its outcome.
     func submit(_ item: Item) async -> Outcome {
-        await withCheckedContinuation { done in
-            let startsFlush = state.withLock { state -> Bool in
-                state.waiting.append((item, done))
-                if state.flushing { return false }
-                state.flushing = true
-                return true
-            }
-            if startsFlush {
-                Task { await self.flushUntilEmpty() }
-            }
+        await withCheckedContinuation { done in add(item, done: done) }
+    }
+
+    /// Adds the item to the next batch without waiting for it: for writes whose outcome the
+    /// caller does not act on. Batches are flushed in order, so a later ``submit(_:)`` returns
+    /// only after this item is flushed.
+    func enqueue(_ item: Item) {
+        add(item, done: nil)
+    }
+
+    private func add(_ item: Item, done: CheckedContinuation<Outcome, Never>?) {
+        let startsFlush = state.withLock { state -> Bool in
+            state.waiting.append((item, done))
+            if state.flushing { return false }
+            state.flushing = true
+            return true
+        }
+        if startsFlush {
+            Task { await self.flushUntilEmpty() }
         }
     }
 
@@ -41,7 +50,7 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
             if batch.isEmpty { return }
             let outcomes = await flush(batch.map(\.item))
             for (waiting, outcome) in zip(batch, outcomes) {
-                waiting.done.resume(returning: outcome)
+                waiting.done?.resume(returning: outcome)
             }
         }
     }

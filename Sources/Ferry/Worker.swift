@@ -215,6 +215,7 @@ public final class Worker: Sendable {
             stop()
             slots.cancelAll()
         }
+        await control.statusWrites.submit([])  // every status write enqueued before is flushed
         await releaseConsumer(control)
     }
 
@@ -449,7 +450,8 @@ public final class Worker: Sendable {
 
         await recordStatus(
             jobID, "running", attempt: attempt, terminal: false, control: control,
-            fields: ["type": .string(message.type), "entry_id": .string(entry.id), "started_at": now(), "next_attempt_at": ""])
+            fields: ["type": .string(message.type), "entry_id": .string(entry.id), "started_at": now(), "next_attempt_at": ""],
+            waitsForWrite: true)
         let job = Job(
             id: jobID, entryID: entry.id, queue: queue, group: configuration.group, deliveryAttempt: attempt, message: message,
             progressReporter: { [self] percent, stage in
@@ -673,9 +675,12 @@ public final class Worker: Sendable {
     /// Updates the job's status hash (`state`, `attempts`, `consumer`, `updated_at` and `fields`;
     /// a nil state leaves the state as it is). A terminal state starts the hash's expiry; any
     /// other state clears it. A failed write is logged and never changes the job's outcome.
+    ///
+    /// - Parameter waitsForWrite: true to return once the write is flushed (`running`, so the
+    ///   status is true while the handler runs); otherwise the job goes on without a round trip.
     private func recordStatus(
         _ jobID: String, _ state: String?, attempt: Int, terminal: Bool, control: ControlChannel,
-        fields: [String: RedisArgument] = [:]
+        fields: [String: RedisArgument] = [:], waitsForWrite: Bool = false
     ) async {
         guard configuration.recordsStatus else { return }
         let key = keys.jobStatus(jobID: jobID)
@@ -696,7 +701,12 @@ public final class Worker: Sendable {
             terminal
             ? RedisCommand("PEXPIRE", [.string(key), .integer(configuration.statusTTL.milliseconds)])
             : RedisCommand("PERSIST", [.string(key)])
-        await control.statusWrites.submit([hset, expiry])
+        if waitsForWrite {
+            await control.statusWrites.submit([hset, expiry])
+        } else {
+            // Batches keep their order, and the worker waits for the last one before it returns.
+            control.statusWrites.enqueue([hset, expiry])
+        }
     }
 
     /// The entry IDs of a read batch whose jobs someone asked to cancel, in one round trip. If Redis fails
