@@ -149,6 +149,46 @@ struct PushDeliveryTests {
         #expect(Self.text(dead, "dead_letter.error").contains("onnect"))
     }
 
+    @Test("https is verified: an endpoint whose certificate no one trusts is never sent a job (curl_60)")
+    func tlsVerification() async throws {
+        let directory = FileManager.default.temporaryDirectory.appending(path: uniqueName("push-tls")).path()
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let certificate = try await runProcess(
+            URL(fileURLWithPath: "/bin/sh"),
+            [
+                "-c",
+                "openssl req -x509 -newkey rsa:2048 -nodes -keyout \"$1/key.pem\" -out \"$1/cert.pem\" -days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1",
+                "sh", directory,
+            ])
+        #expect(certificate.status == 0, "\(certificate.standardError)")
+        let setup = try await Setup()
+        let server = try await PushEndpointServer(tls: (directory + "/cert.pem", directory + "/key.pem"))
+        defer { Task { await server.stop() } }
+        try await setup.publish("204", jobID: "self-signed")
+        try await setup.withWorker(PushEndpoint(url: server.url())) {
+            $0.retry.maxAttempts = 1
+        } body: {
+            #expect(await eventually { try await setup.deadEntries().count == 1 })
+        }
+        let dead = try #require(try await setup.deadEntries().first)
+        #expect(Self.text(dead, "dead_letter.error_class") == "curl_60", "\(Self.text(dead, "dead_letter.error"))")
+        #expect(server.requests.isEmpty, "no request reached the unverified server")
+    }
+
+    @Test("only the start of a large response body is read; the job still settles by its status")
+    func largeResponseBody() async throws {
+        let setup = try await Setup()
+        let server = try await PushEndpointServer()
+        defer { Task { await server.stop() } }
+        try await setup.publish("410,big=5000000", jobID: "huge")
+        try await setup.withWorker(PushEndpoint(url: server.url(), maxResponseBytes: 1024)) {
+            #expect(await eventually { try await setup.deadEntries().count == 1 })
+        }
+        let dead = try #require(try await setup.deadEntries().first)
+        let reason = Self.text(dead, "dead_letter.error")
+        #expect(reason.hasPrefix("HTTP 410: xxxx") && reason.count < 1024, "\(reason.count) characters")
+    }
+
     @Test("with a secret every request is signed; an independent verifier accepts it and refuses a tampered body")
     func signatures() async throws {
         let setup = try await Setup()

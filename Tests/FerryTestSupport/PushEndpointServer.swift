@@ -26,7 +26,12 @@ public final class PushEndpointServer: Sendable {
         public var message: [String: Any]? { json?["message"] as? [String: Any] }
     }
 
-    public init(secret: String? = nil) async throws {
+    /// Whether the server speaks HTTPS (with a certificate no client trusts by default).
+    public let isTLS: Bool
+
+    /// - Parameter tls: a certificate and key file to serve HTTPS with.
+    public init(secret: String? = nil, tls: (certificate: String, key: String)? = nil) async throws {
+        isTLS = tls != nil
         let scratch = FileManager.default.temporaryDirectory.appending(path: "ferry-push-\(UUID().uuidString)").path()
         let portFile = scratch + ".port"
         logPath = scratch + ".log"
@@ -34,6 +39,9 @@ public final class PushEndpointServer: Sendable {
         let script = repositoryRoot.appending(path: "Tests/FerryTestSupport/push_endpoint.py").path()
         process = try ChildProcess(
             try executable(named: "python3"), [script, portFile, logPath] + (secret.map { [$0] } ?? []),
+            environment: ProcessInfo.processInfo.environment.merging(
+                tls.map { ["PUSH_TLS_CERT": $0.certificate, "PUSH_TLS_KEY": $0.key] } ?? [:]
+            ) { $1 },
             standardError: scratch + ".err")
         let deadline = ContinuousClock.now + .seconds(10)
         while ContinuousClock.now < deadline {
@@ -47,7 +55,7 @@ public final class PushEndpointServer: Sendable {
         throw TestSupportError("the push endpoint did not start; see \(scratch).err")
     }
 
-    public func url(_ path: String = "/") -> String { "http://127.0.0.1:\(port)\(path)" }
+    public func url(_ path: String = "/") -> String { "\(isTLS ? "https" : "http")://127.0.0.1:\(port)\(path)" }
 
     public var requests: [Request] {
         let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""

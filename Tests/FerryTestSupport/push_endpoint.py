@@ -1,6 +1,7 @@
 """A real HTTP/1.1 endpoint on loopback for Ferry's push tests.
 
 Usage: push_endpoint.py PORT_FILE LOG_FILE [SECRET]
+(HTTPS instead of HTTP when PUSH_TLS_CERT and PUSH_TLS_KEY name a certificate and its key.)
 
 Writes its port to PORT_FILE once listening, then appends one JSON line per request to
 LOG_FILE: path, headers, body (base64), the client's port (one per TCP connection), whether the
@@ -11,7 +12,7 @@ the path after /respond/, else 204. A spec lists one answer per delivery attempt
 Retry-After: 2 and later ones 200. An answer is a status and options: sleep=<ms>, big=<bytes>.
 Keep-alive is on (HTTP/1.1), so connection reuse shows as repeated client ports.
 """
-import base64, hashlib, hmac, http.server, json, sys, threading, time, urllib.parse
+import base64, hashlib, hmac, http.server, json, os, sys, threading, time, urllib.parse
 
 port_file, log_file = sys.argv[1], sys.argv[2]
 secret = sys.argv[3].encode() if len(sys.argv) > 3 else None
@@ -92,8 +93,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 server.daemon_threads = True
+if os.environ.get("PUSH_TLS_CERT"):
+    # HTTPS with the given certificate, for the test that TLS verification is always on.
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(os.environ["PUSH_TLS_CERT"], os.environ["PUSH_TLS_KEY"])
+    server.socket = context.wrap_socket(server.socket, server_side=True)
 with open(port_file + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
-import os
 os.rename(port_file + ".tmp", port_file)
 server.serve_forever()
