@@ -3,7 +3,9 @@ import Foundation
 
 /// A job's status as its workers recorded it in `ferry:{Q}:job:<job_id>`.
 ///
-/// Fields: `state` (`running`, `retrying`, `succeeded`, `dead`), `attempts`, `error_class`,
+/// Fields: `state` (`queued`, `running`, `retrying`, `failed` (an attempt ended without an
+/// outcome, such as a worker shutting down mid-job; it runs again), `succeeded`, `dead`,
+/// `cancelled`), `attempts`, `error_class`,
 /// `last_error`, `next_attempt_at` (retry guidance), `progress` (0-100) and `stage` when the
 /// handler reports them, `started_at`, `finished_at`, `updated_at` (milliseconds since the epoch),
 /// `consumer`, `group`, `type`, `entry_id`. The hash expires a while after a terminal state.
