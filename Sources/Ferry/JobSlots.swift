@@ -28,8 +28,13 @@ final class JobSlots: Sendable {
     var free: Int { limit - used }
 
     /// Takes a slot and starts `body` as the job's task, which gives the slot back when it ends.
-    func start(entryID: String, jobID: String, _ body: @escaping @Sendable () async -> Void) {
+    /// Returns false, starting nothing, when the entry is already running here: this worker
+    /// reclaimed its own entry after a lease extension failed (a Redis hiccup), and running it
+    /// twice at once would be worse than letting the running copy finish.
+    @discardableResult
+    func start(entryID: String, jobID: String, _ body: @escaping @Sendable () async -> Void) -> Bool {
         state.withLock { state in
+            if state.running[entryID] != nil { return false }
             state.used += 1
             // The task cannot finish before it is registered: its last step takes this lock.
             let task = Task {
@@ -37,6 +42,7 @@ final class JobSlots: Sendable {
                 self.finish(entryID)
             }
             state.running[entryID] = Running(jobID: jobID, task: task)
+            return true
         }
     }
 

@@ -283,8 +283,13 @@ public final class Worker: Sendable {
                 let cancelled = await cancellationRequests(for: deliveries.map(\.0), control: control)
                 for (entry, attempt) in deliveries {
                     let cancelRequested = cancelled.contains(entry.id)
-                    slots.start(entryID: entry.id, jobID: entry.jobID) {
+                    let started = slots.start(entryID: entry.id, jobID: entry.jobID) {
                         await self.process(entry, attempt: attempt, cancelRequested: cancelRequested, control: control)
+                    }
+                    if !started {
+                        logger.info(
+                            "reclaimed_own_running_entry: left to the copy already running here",
+                            metadata: ["ferry.entry_id": "\(entry.id)"])
                     }
                 }
                 errorBackoff = .milliseconds(100)
