@@ -69,14 +69,17 @@ struct CommandJobHandlerTests {
     func timeoutKillsProcessGroup() async throws {
         let marker = FileManager.default.temporaryDirectory.appending(path: uniqueName("grandchild"))
         defer { try? FileManager.default.removeItem(at: marker) }
-        // The grandchild would write the marker after 1.5 s if it survived the kill.
-        let handler = CommandJobHandler(command: "(sleep 1.5; touch '\(marker.path())') & sleep 30")
+        // The grandchild would write the marker after 4 s if it survived the kill.
+        let handler = CommandJobHandler(command: "(sleep 4; touch '\(marker.path())') & sleep 30")
         let start = ContinuousClock.now
         await #expect(throws: JobTimeoutError.self) {
             try await Worker.runHandler(handler, job(), timeout: .milliseconds(300))
         }
-        #expect(ContinuousClock.now - start < .seconds(5))
-        try await Task.sleep(for: .seconds(2))
+        let returned = ContinuousClock.now
+        #expect(returned - start < .seconds(25), "the handler did not wait for the command's sleep 30")
+        // The grandchild started before the handler returned: were it alive, the marker would
+        // exist 4 s after that at the latest.
+        try await Task.sleep(until: returned + .seconds(5))
         #expect(!FileManager.default.fileExists(atPath: marker.path()))
     }
 }
