@@ -33,7 +33,7 @@ public struct DeadLetters: Sendable {
         public var error: String? { text("dead_letter.error") }
         public var deliveryCount: Int? { text("dead_letter.delivery_count").flatMap { Int($0) } }
         public var failedAt: Date? {
-            text("dead_letter.failed_at").flatMap { Int64($0) }.map { Date(timeIntervalSince1970: Double($0) / 1000) }
+            text("dead_letter.failed_at").flatMap { Int64($0) }.map(Date.init(millisecondsSince1970:))
         }
 
         public func text(_ field: String) -> String? {

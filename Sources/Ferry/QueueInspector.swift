@@ -96,7 +96,7 @@ public struct QueueInspector: Sendable {
         if let oldest = pending.first {
             report.oldestPendingID = oldest[0].string
             report.oldestPendingIdleMilliseconds = oldest[2].integer.map { Int($0) }
-            if let published = oldest[0].string.flatMap({ Int64($0.prefix { $0 != "-" }) }) {
+            if let published = oldest[0].string.flatMap(StreamEntry.milliseconds(ofID:)) {
                 report.oldestPendingAgeMilliseconds = Int(max(Date().millisecondsSince1970 - published, 0))
             }
         }

@@ -51,8 +51,12 @@ public struct StreamEntry: Sendable, Hashable {
     }
 
     /// When Redis added the entry: the milliseconds its ID starts with.
-    public var time: Date {
-        Date(timeIntervalSince1970: Double(Int64(id.prefix { $0 != "-" }) ?? 0) / 1000)
+    public var time: Date { Date(millisecondsSince1970: Self.milliseconds(ofID: id) ?? 0) }
+
+    /// The milliseconds since the epoch an entry ID (`1700000000000-0`) starts with: when Redis
+    /// added it. Nil for text that is not an entry ID.
+    public static func milliseconds(ofID id: String) -> Int64? {
+        Int64(id.prefix { $0 != "-" })
     }
 
     /// Decodes the entry as a job; the job id falls back to the entry ID.

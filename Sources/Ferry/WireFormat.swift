@@ -48,5 +48,17 @@ public struct WireFormatError: Error, Sendable, Hashable, CustomStringConvertibl
 extension Date {
     /// Milliseconds since the Unix epoch, rounded down: how the wire format and the status hash
     /// write times (`published_at`, `started_at`, `dead_letter.failed_at`, …).
-    var millisecondsSince1970: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+    public var millisecondsSince1970: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
+
+    /// RFC 3339 in UTC with milliseconds (`2023-11-14T22:13:20.500Z`): how every view, log line,
+    /// push request and webhook writes a time.
+    public var rfc3339: String { Self.rfc3339Style.format(self) }
+
+    /// Built once: times are formatted on hot paths (a log line, a push request per job).
+    private static let rfc3339Style = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+
+    /// The time a wire-format or stream-entry-ID millisecond count stands for.
+    public init(millisecondsSince1970 milliseconds: Int64) {
+        self.init(timeIntervalSince1970: Double(milliseconds) / 1000)
+    }
 }

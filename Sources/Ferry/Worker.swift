@@ -360,7 +360,7 @@ public final class Worker: Sendable {
                     .integer(Int64(Self.reclaimScanLimit)),
                 ]))
         let items = pending.array ?? []
-        var due: [(id: String, deliveries: Int)] = []
+        var due: [(id: String, deliveries: Int, minimumIdle: Int64)] = []
         var lastConsidered: String?
         for item in items {
             guard let fields = item.array, fields.count >= 4, let id = fields[0].string, let idle = fields[2].integer,
@@ -368,18 +368,15 @@ public final class Worker: Sendable {
             else { continue }
             if due.count == count { break }
             lastConsidered = id
-            let backoff = configuration.retry.backoff(afterAttempt: Int(deliveries), entryID: id)
-            if idle >= lease + backoff.milliseconds { due.append((id, Int(deliveries))) }
+            let minimumIdle = lease + configuration.retry.backoff(afterAttempt: Int(deliveries), entryID: id).milliseconds
+            if idle >= minimumIdle { due.append((id, Int(deliveries), minimumIdle)) }
         }
         let scannedAll = items.count < Self.reclaimScanLimit && lastConsidered == items.last?.array?.first?.string
         cursor.start = scannedAll ? "-" : lastConsidered.map { "(" + $0 } ?? cursor.start
         if due.isEmpty { return [] }
 
         var arguments: [RedisArgument] = [.string(configuration.group), .string(configuration.consumer)]
-        for (id, deliveries) in due {
-            let backoff = configuration.retry.backoff(afterAttempt: deliveries, entryID: id)
-            arguments += [.string(id), .integer(lease + backoff.milliseconds)]
-        }
+        for entry in due { arguments += [.string(entry.id), .integer(entry.minimumIdle)] }
         let reply = try await control.run(
             Self.claimScript, keys: [.string(keys.jobs), .string(keys.retryAfter)], arguments: arguments)
         guard let parts = reply.array, parts.count == 2 else { return [] }

@@ -87,7 +87,7 @@ struct DeadLetterList: AsyncParsableCommand {
                 row["delivery_count"] = letter.deliveryCount
                 row["error_class"] = letter.errorClass
                 row["error"] = letter.error
-                row["failed_at"] = letter.failedAt.map(rfc3339)
+                row["failed_at"] = letter.failedAt.map(\.rfc3339)
                 return row
             }
             try printJSON(rows)
@@ -99,7 +99,7 @@ struct DeadLetterList: AsyncParsableCommand {
                 + letters.map { letter in
                     [
                         letter.id, letter.jobID, letter.type ?? "-", letter.sourceGroup ?? "-",
-                        letter.deliveryCount.map(String.init) ?? "-", letter.failedAt.map(rfc3339) ?? "-",
+                        letter.deliveryCount.map(String.init) ?? "-", letter.failedAt.map(\.rfc3339) ?? "-",
                         letter.errorClass ?? "-",
                         oneLine(letter.error ?? "", limit: 60),
                     ]
@@ -129,7 +129,7 @@ struct DeadLetterShow: AsyncParsableCommand {
                 + letter.entry.fields.map { field in
                     let name = String(decoding: field.name, as: UTF8.self)
                     let value = String(validating: field.value, as: UTF8.self) ?? "<\(field.value.count) bytes, not UTF-8>"
-                    if name == "dead_letter.failed_at", let date = letter.failedAt { return [name, rfc3339(date)] }
+                    if name == "dead_letter.failed_at", let date = letter.failedAt { return [name, date.rfc3339] }
                     return [name, value]
                 })
     }
@@ -197,14 +197,14 @@ struct DeadLetterPurge: AsyncParsableCommand {
         var letters: [DeadLetters.Letter]
         var missing: [String] = []
         if let age = olderThan.flatMap(Settings.parseDuration) {
-            let cutoff = Date().addingTimeInterval(-Double(age.milliseconds) / 1000)
+            let cutoff = Date(millisecondsSince1970: Date().millisecondsSince1970 - age.milliseconds)
             if !selection.dryRun && selection.type == nil {
                 // One XTRIM MINID: entry IDs are the times jobs were dead-lettered.
                 print("\(try await deadLetters.purge(before: cutoff)) jobs purged")
                 return
             }
             letters = try await deadLetters.all().filter {
-                ($0.entryTime ?? .distantFuture) < cutoff && (selection.type == nil || $0.type == selection.type)
+                $0.entry.time < cutoff && (selection.type == nil || $0.type == selection.type)
             }
         } else {
             (letters, missing) = try await selection.select(deadLetters)
@@ -217,18 +217,6 @@ struct DeadLetterPurge: AsyncParsableCommand {
         }
         try reportMissing(missing, queue: selection.queue)
     }
-}
-
-extension DeadLetters.Letter {
-    /// When it was dead-lettered, from its entry ID.
-    var entryTime: Date? {
-        Int64(id.prefix { $0 != "-" }).map { Date(timeIntervalSince1970: Double($0) / 1000) }
-    }
-}
-
-/// RFC 3339 UTC with milliseconds, as every `ferry` view prints times.
-func rfc3339(_ date: Date) -> String {
-    date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
 }
 
 /// Text for one table cell: newlines flattened, long text cut with an ellipsis.

@@ -50,10 +50,6 @@ struct ReadPosition: ExpressibleByArgument {
     static var defaultCompletionKind: CompletionKind { .default }
 }
 
-extension Date {
-    fileprivate var millisecondsSince1970: Int64 { Int64((timeIntervalSince1970 * 1000).rounded(.down)) }
-}
-
 /// `ferry group create QUEUE GROUP [--to start|end|ID|TIME]`
 struct GroupCreate: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,3 +1,4 @@
+import Ferry
 import Foundation
 import Logging
 import Synchronization
@@ -34,10 +35,7 @@ struct JSONLogHandler: LogHandler {
         Self.output.withLock { _ in FileHandle.standardOutput.writeBestEffort(line) }
     }
 
-    /// Built once: every job logs a few lines, and a formatter per line is measurable.
-    private static let timestampStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-
     private static func timestamp() -> String {
-        timestampStyle.format(Date())
+        Date().rfc3339
     }
 }

@@ -43,10 +43,8 @@ struct JobStatusCommand: AsyncParsableCommand {
                 "no status for job \"\(job.jobID)\" in queue \(job.queue): it has not run with status recording on, or its status expired"
             )
         }
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         func time(_ value: String) -> String? {
-            Int64(value).map { formatter.string(from: Date(timeIntervalSince1970: Double($0) / 1000)) }
+            Int64(value).map { Date(millisecondsSince1970: $0).rfc3339 }
         }
         if json {
             var object: [String: Any] = [:]

@@ -31,24 +31,18 @@ public struct PushJobHandler: JobHandler {
     public func handle(_ job: Job) async throws {
         let request = try builder.request(for: job)
         try await flowControl.acquire()
-        let outcome: Result<CurlHTTPClient.Response, any Error>
+        let response: CurlHTTPClient.Response
         do {
-            outcome = .success(try await client.send(request))
-        } catch {
-            outcome = .failure(error)
-        }
-        switch outcome {
-        case .success(let response):
-            let healthy = !(response.status == 429 || response.status >= 500)
-            flowControl.release(healthy: healthy)
-            try settle(response)
-        case .failure(let error as CurlTransferError):
+            response = try await client.send(request)
+        } catch let error as CurlTransferError {
             flowControl.release(healthy: false)
             throw PushError.transfer(error)
-        case .failure(let error):
-            flowControl.release(healthy: true)
+        } catch {
+            flowControl.release(healthy: true)  // cancelled: says nothing about the endpoint
             throw error
         }
+        flowControl.release(healthy: !(response.status == 429 || response.status >= 500))
+        try settle(response)
     }
 
     private func settle(_ response: CurlHTTPClient.Response) throws {

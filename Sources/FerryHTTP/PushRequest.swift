@@ -22,7 +22,10 @@ struct PushRequestBuilder: Sendable {
     }
 
     func request(for job: Job) throws -> CurlHTTPClient.Request {
-        let publishTime = Self.timestamp(job.message.publishedAt ?? Self.entryTime(job.entryID))
+        // RFC 3339 UTC with milliseconds, as Pub/Sub writes publishTime.
+        let publishTime =
+            (job.message.publishedAt ?? Date(millisecondsSince1970: StreamEntry.milliseconds(ofID: job.entryID) ?? 0))
+            .rfc3339
         var headers: [String] = []
         let body: [UInt8]
         switch endpoint.format {
@@ -66,19 +69,6 @@ struct PushRequestBuilder: Sendable {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return encoder
     }()
-
-    private static let timestampStyle = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-
-    /// RFC 3339 in UTC with milliseconds, as Pub/Sub writes `publishTime`.
-    static func timestamp(_ date: Date) -> String {
-        date.formatted(timestampStyle)
-    }
-
-    /// A stream entry ID starts with the milliseconds Redis added it at: the publish time of a
-    /// job written without `published_at`.
-    static func entryTime(_ entryID: String) -> Date {
-        Date(timeIntervalSince1970: Double(Int64(entryID.prefix { $0 != "-" }) ?? 0) / 1000)
-    }
 
     /// Producers write ids, types and attributes freely; a header value must be one line of
     /// visible ASCII. Anything else (CR, LF, control bytes, non-ASCII, `%`) is percent-encoded.

@@ -55,6 +55,13 @@ public final class WebhookNotifier: JobEventObserver {
         let finishedAt: String
     }
 
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return encoder
+    }()
+
     public func jobFinished(_ event: JobEvent) {
         let admitted = counts.withLock { counts -> Bool in
             guard counts.pending < maxPending else {
@@ -76,12 +83,9 @@ public final class WebhookNotifier: JobEventObserver {
         let payload = Payload(
             event: "job.\(event.state.rawValue)", jobId: event.jobID, entryId: event.entryID, queue: event.queue.rawValue,
             group: event.group, state: event.state.rawValue, type: event.type, attempts: event.attempts,
-            errorClass: event.errorClass, error: event.error, publishedAt: event.publishedAt.map(PushRequestBuilder.timestamp),
-            finishedAt: PushRequestBuilder.timestamp(event.finishedAt))
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        encoder.keyEncodingStrategy = .convertToSnakeCase
-        guard let body = try? Array(encoder.encode(payload)) else { return }
+            errorClass: event.errorClass, error: event.error, publishedAt: event.publishedAt.map(\.rfc3339),
+            finishedAt: event.finishedAt.rfc3339)
+        guard let body = try? Array(Self.encoder.encode(payload)) else { return }
         var lastError = ""
         for attempt in 0...backoffs.count {
             if attempt > 0 { try? await Task.sleep(for: backoffs[attempt - 1]) }

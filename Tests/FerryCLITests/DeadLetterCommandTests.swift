@@ -165,10 +165,6 @@ struct DeadLetterCommandTests {
     }
 }
 
-extension Date {
-    fileprivate var millisecondsSince1970: Int64 { Int64(timeIntervalSince1970 * 1000) }
-}
-
 extension TestQueue {
     fileprivate init() async throws { try await self.init("dlq") }
 
