@@ -61,6 +61,29 @@ struct AdminEndpointTests {
         #expect(await worker.waitForExit() == 0)
     }
 
+    @Test("the queue is sampled into gauges: stream length and dead letters appear without touching Redis per scrape")
+    func sampledQueueGauges() async throws {
+        let url = try await TestRedis.sharedURL()
+        let queue = uniqueName("sampled")
+        let keys = QueueKeys(queue: try QueueName(queue))
+        let redis = try await TestRedis.connection()
+        _ = try await Publisher(queue: try QueueName(queue), connection: redis).publish([
+            JobMessage(type: "t", data: "1"), JobMessage(type: "t", data: "2"),
+        ])
+        try await redis.send(RedisCommand("XADD", [.string(keys.deadLetter), "*", "type", "t"]))
+        let port = try freeLoopbackPort()
+        let worker = try startWorker(queue, redisURL: url, port: port, exec: "cat >/dev/null")
+        defer { worker.signal(SIGKILL) }
+        #expect(
+            await eventually {
+                let metrics = try await get(port, "/metrics").body
+                return sample(metrics, #"ferry_stream_length{queue="\#(queue)"}"#) == 2
+                    && sample(metrics, #"ferry_dead_letters{queue="\#(queue)"}"#) == 1
+            })
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0)
+    }
+
     @Test("readyz turns unready when Redis stops and ready again when it returns; healthz stays 200")
     func readinessFollowsRedis() async throws {
         let server = try await RedisServerProcess()
