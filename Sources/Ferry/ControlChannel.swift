@@ -6,9 +6,15 @@ import FerryRedis
 /// Made once per ``Worker/run()`` so the batchers always use that run's connection.
 struct ControlChannel: Sendable {
     let connection: RedisConnection
-    /// Acknowledges entry IDs; the outcome is true when acknowledged, false when another
-    /// consumer owns the entry, nil when the call failed.
-    let acks: GroupCommit<String, Bool?>
+    /// An entry to acknowledge, and the status hash to mark `succeeded` with it, if any.
+    struct Acknowledgement: Sendable {
+        let entryID: String
+        var statusKey: String?
+    }
+
+    /// Acknowledges entries (`ack.lua`); the outcome is true when acknowledged, false when
+    /// another consumer owns the entry, nil when the call failed.
+    let acks: GroupCommit<Acknowledgement, Bool?>
     /// Sends status-hash commands; failures are logged and never change a job's outcome.
     let statusWrites: GroupCommit<[RedisCommand], Void>
 

@@ -6,7 +6,7 @@ import Synchronization
 /// The worker uses it for acknowledgements (one `ack.lua` call for many entries) and for status
 /// writes (one pipeline for many jobs).
 final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
-    private typealias Waiting = (item: Item, done: CheckedContinuation<Outcome, Never>?)
+    private typealias Waiting = (item: Item, then: (@Sendable (Outcome) -> Void)?)
     private let state = Mutex<(waiting: [Waiting], flushing: Bool)>(([], false))
     private let flush: @Sendable ([Item]) async -> [Outcome]
 
@@ -17,19 +17,22 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
 
     /// Waits until the item's batch is flushed and returns its outcome.
     func submit(_ item: Item) async -> Outcome {
-        await withCheckedContinuation { done in add(item, done: done) }
+        await withCheckedContinuation { done in add(item) { done.resume(returning: $0) } }
     }
 
-    /// Adds the item to the next batch without waiting for it: for writes whose outcome the
-    /// caller does not act on. Batches are flushed in order, so a later ``submit(_:)`` returns
-    /// only after this item is flushed.
-    func enqueue(_ item: Item) {
-        add(item, done: nil)
+    /// Adds the item to the next batch without waiting for it. Batches are flushed in order, so
+    /// a later ``submit(_:)`` returns only after this item is flushed.
+    ///
+    /// - Parameter then: runs with the item's outcome once its batch is flushed (on the task
+    ///   that flushed it, so it must be quick): a caller that need not wait learns the outcome
+    ///   without a task of its own sleeping on it.
+    func enqueue(_ item: Item, then: (@Sendable (Outcome) -> Void)? = nil) {
+        add(item, then: then)
     }
 
-    private func add(_ item: Item, done: CheckedContinuation<Outcome, Never>?) {
+    private func add(_ item: Item, then: (@Sendable (Outcome) -> Void)?) {
         let startsFlush = state.withLock { state -> Bool in
-            state.waiting.append((item, done))
+            state.waiting.append((item, then))
             if state.flushing { return false }
             state.flushing = true
             return true
@@ -50,7 +53,7 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
             if batch.isEmpty { return }
             let outcomes = await flush(batch.map(\.item))
             for (waiting, outcome) in zip(batch, outcomes) {
-                waiting.done?.resume(returning: outcome)
+                waiting.then?(outcome)
             }
         }
     }

@@ -3,6 +3,11 @@ import Synchronization
 /// Counts running jobs against the concurrency limit, lets the read loop wait for a free slot,
 /// and keeps each running job's task so that shutdown and `ferry job cancel` can cancel it.
 ///
+/// A job whose handler has returned but whose acknowledgement is still on its way gives its
+/// slot back at once, so the next read overlaps the acknowledgement's round trip; it stays in
+/// ``running`` (its lease extended) until ``finishAcknowledging(_:)``. Such jobs are bounded
+/// too: the read loop waits while `limit` of them are outstanding.
+///
 /// A lock rather than an actor: it is touched twice per job on the hot path, and an actor hop
 /// there cost a thread wake-up each time (measured with `ferry bench worker` under `perf`).
 final class JobSlots: Sendable {
@@ -12,11 +17,16 @@ final class JobSlots: Sendable {
     }
 
     private struct State {
+        /// Handlers running.
         var used = 0
+        /// Jobs whose acknowledgement is on its way.
+        var acknowledging = 0
         var slotWaiter: CheckedContinuation<Void, Never>?
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
-        /// Running jobs by entry ID.
+        /// Running and acknowledging jobs by entry ID.
         var running: [String: Running] = [:]
+
+        func hasFreeSlot(limit: Int) -> Bool { used < limit && acknowledging < limit }
     }
 
     let limit: Int
@@ -24,50 +34,70 @@ final class JobSlots: Sendable {
 
     init(limit: Int) { self.limit = limit }
 
+    /// Handlers running now.
     var used: Int { state.withLock { $0.used } }
-    var free: Int { limit - used }
+    /// How many more jobs may start now.
+    var free: Int { state.withLock { $0.hasFreeSlot(limit: limit) ? limit - $0.used : 0 } }
+
+    /// What a job's task leaves behind when it ends.
+    enum Exit: Sendable {
+        /// Nothing: the job is done with.
+        case done
+        /// An acknowledgement on its way, whose callback calls ``finishAcknowledging(_:)``.
+        case acknowledging
+    }
 
     /// Takes a slot and starts `body` as the job's task, which gives the slot back when it ends.
-    /// Returns false, starting nothing, when the entry is already running here: this worker
-    /// reclaimed its own entry after a lease extension failed (a Redis hiccup), and running it
-    /// twice at once would be worse than letting the running copy finish.
+    /// Returns false, starting nothing, when the entry is already running (or acknowledging)
+    /// here: this worker reclaimed its own entry after a lease extension failed (a Redis
+    /// hiccup), and running it twice at once would be worse than letting the first copy finish.
     @discardableResult
-    func start(entryID: String, jobID: String, _ body: @escaping @Sendable () async -> Void) -> Bool {
+    func start(entryID: String, jobID: String, _ body: @escaping @Sendable () async -> Exit) -> Bool {
         state.withLock { state in
             if state.running[entryID] != nil { return false }
             state.used += 1
             // The task cannot finish before it is registered: its last step takes this lock.
             let task = Task {
-                await body()
-                self.finish(entryID)
+                let exit = await body()
+                self.update(entryID) { state in
+                    state.used -= 1
+                    if exit == .acknowledging { state.acknowledging += 1 } else { state.running.removeValue(forKey: entryID) }
+                }
             }
             state.running[entryID] = Running(jobID: jobID, task: task)
             return true
         }
     }
 
-    private func finish(_ entryID: String) {
-        let (slotWaiter, idleWaiters) = state.withLock { state in
-            state.used -= 1
+    /// The acknowledgement of a job whose task ended with ``Exit/acknowledging`` was flushed.
+    func finishAcknowledging(_ entryID: String) {
+        update(entryID) { state in
+            state.acknowledging -= 1
             state.running.removeValue(forKey: entryID)
-            let slotWaiter = state.slotWaiter
-            state.slotWaiter = nil
+        }
+    }
+
+    private func update(_ entryID: String, _ change: (inout State) -> Void) {
+        let (slotWaiter, idleWaiters) = state.withLock { state in
+            change(&state)
+            var slotWaiter: CheckedContinuation<Void, Never>?
+            if state.hasFreeSlot(limit: limit) { swap(&slotWaiter, &state.slotWaiter) }
             var idleWaiters: [CheckedContinuation<Void, Never>] = []
-            if state.used == 0 { swap(&idleWaiters, &state.idleWaiters) }
+            if state.running.isEmpty { swap(&idleWaiters, &state.idleWaiters) }
             return (slotWaiter, idleWaiters)
         }
         slotWaiter?.resume()
         idleWaiters.forEach { $0.resume() }
     }
 
-    /// The running jobs, by entry ID.
+    /// The running and acknowledging jobs, by entry ID.
     var running: [String: Running] { state.withLock { $0.running } }
 
     func waitForFreeSlot() async {
-        if state.withLock({ $0.used < limit }) { return }
+        if state.withLock({ $0.hasFreeSlot(limit: limit) }) { return }
         await withCheckedContinuation { waiter in
             let free = state.withLock { state in
-                if state.used < limit { return true }
+                if state.hasFreeSlot(limit: limit) { return true }
                 state.slotWaiter = waiter
                 return false
             }
@@ -75,11 +105,12 @@ final class JobSlots: Sendable {
         }
     }
 
+    /// Waits until no job is running or acknowledging.
     func waitUntilIdle() async {
-        if state.withLock({ $0.used == 0 }) { return }
+        if state.withLock({ $0.running.isEmpty }) { return }
         await withCheckedContinuation { waiter in
             let idle = state.withLock { state in
-                if state.used == 0 { return true }
+                if state.running.isEmpty { return true }
                 state.idleWaiters.append(waiter)
                 return false
             }
@@ -91,5 +122,4 @@ final class JobSlots: Sendable {
     func cancelAll() {
         state.withLock { $0.running }.values.forEach { $0.task.cancel() }
     }
-
 }

@@ -50,15 +50,16 @@ public struct JobStatus: Sendable, Hashable {
     /// without running; a running one has its handler cancelled (an `--exec` command's process
     /// group is killed) and is acknowledged as `cancelled`.
     ///
-    /// - Parameter keepFor: how long a request for a job no worker has recorded yet is kept.
+    /// - Parameter keepFor: how long the request is kept: a job delivered after that runs.
     /// - Returns: the job's state before the request (`unknown` when none was recorded); a job
     ///   already `succeeded`, `dead` or `cancelled` is left as it is.
     public static func requestCancellation(
         jobID: String, queue: QueueName, connection: RedisConnection, keepFor: Duration = .seconds(7 * 24 * 3600)
     ) async throws(FerryError) -> String {
+        let keys = QueueKeys(queue: queue)
         do {
             let reply = try await connection.run(
-                cancelScript, keys: [.string(QueueKeys(queue: queue).jobStatus(jobID: jobID))],
+                cancelScript, keys: [.string(keys.jobStatus(jobID: jobID)), .string(keys.cancelRequests)],
                 arguments: [
                     .integer(Date().millisecondsSince1970), .integer(keepFor.milliseconds),
                     .string(jobID),

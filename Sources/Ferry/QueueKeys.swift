@@ -17,6 +17,10 @@ public struct QueueKeys: Sendable, Hashable {
     /// may be redelivered, when a handler asked for one (HTTP `Retry-After`); fields are
     /// `<entry ID> <group>`.
     public let retryAfter: String
+    /// `ferry:{Q}:cancel_requests`: a sorted set of job ids someone asked to cancel
+    /// (`ferry job cancel`), scored by when the request expires (ms since the epoch). Workers
+    /// look here once per read batch rather than in each job's status hash.
+    public let cancelRequests: String
 
     public init(queue: QueueName) {
         self.queue = queue
@@ -24,6 +28,7 @@ public struct QueueKeys: Sendable, Hashable {
         self.jobs = prefix + ":jobs"
         self.deadLetter = prefix + ":dead"
         self.retryAfter = prefix + ":retry_after"
+        self.cancelRequests = prefix + ":cancel_requests"
     }
 
     /// `ferry:{Q}:job:<job_id>`: the job's status hash.

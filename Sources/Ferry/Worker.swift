@@ -106,6 +106,7 @@ public final class Worker: Sendable {
     static let beginScript = RedisScript(name: "begin", source: EmbeddedLuaScripts.begin)
     static let completeScript = RedisScript(name: "complete", source: EmbeddedLuaScripts.complete)
     static let extendLockScript = RedisScript(name: "extend_lock", source: EmbeddedLuaScripts.extend_lock)
+    static let startBatchScript = RedisScript(name: "start_batch", source: EmbeddedLuaScripts.start_batch)
 
     /// - Parameters:
     ///   - handlers: by job type.
@@ -223,16 +224,28 @@ public final class Worker: Sendable {
     private func makeControlChannel(_ connection: RedisConnection) -> ControlChannel {
         ControlChannel(
             connection: connection,
-            acks: GroupCommit { [self] ids in
+            acks: GroupCommit { [self] acks in
+                var scriptKeys: [RedisArgument] = [.string(keys.jobs)]
+                var arguments: [RedisArgument] = [
+                    .string(configuration.group), .string(configuration.consumer), now(),
+                    .integer(configuration.statusTTL.milliseconds),
+                ]
+                for ack in acks {
+                    arguments.append(.string(ack.entryID))
+                    if let statusKey = ack.statusKey {
+                        scriptKeys.append(.string(statusKey))
+                        arguments.append(.integer(Int64(scriptKeys.count)))  // its index in KEYS, from 1
+                    } else {
+                        arguments.append(0)
+                    }
+                }
                 do throws(RedisError) {
-                    let lost = try await connection.run(
-                        Self.ackScript, keys: [.string(keys.jobs)],
-                        arguments: [.string(configuration.group), .string(configuration.consumer)] + ids.map { .string($0) })
+                    let lost = try await connection.run(Self.ackScript, keys: scriptKeys, arguments: arguments)
                     let lostIDs = Set(lost.array?.compactMap(\.string) ?? [])
-                    return ids.map { !lostIDs.contains($0) }
+                    return acks.map { !lostIDs.contains($0.entryID) }
                 } catch {
                     logger.info("ack failed; the jobs will be delivered again after the lease", metadata: redisFailure(error))
-                    return ids.map { _ in nil }
+                    return acks.map { _ in nil }
                 }
             },
             statusWrites: GroupCommit { [self] batches in
@@ -271,25 +284,30 @@ public final class Worker: Sendable {
                     try await ensureGroup(control)
                     groupReady = true
                 }
-                var deliveries: [(StreamEntry, Int)] = []
+                var delivered: [(StreamEntry, Int)] = []
+                // Reclaims are rare; after one, look for cancel requests without asking first.
+                var cancelRequestsExist = true
                 if ContinuousClock.now >= nextReclaim {
-                    deliveries = try await reclaim(control, cursor: &reclaimCursor, count: slots.free)
+                    delivered = try await reclaim(control, cursor: &reclaimCursor, count: slots.free)
                     // A pass that stopped part-way through the pending list goes on at once.
                     nextReclaim = reclaimCursor.start == "-" ? .now + configuration.reclaimInterval : .now
                 }
-                if deliveries.isEmpty {
-                    deliveries = try await read(reader, count: slots.free, block: block).map { ($0, 1) }
+                if delivered.isEmpty {
+                    let read = try await read(reader, count: slots.free, block: block)
+                    delivered = read.entries.map { ($0, 1) }
+                    cancelRequestsExist = read.cancelRequestsExist
                 }
-                let cancelled = await cancellationRequests(for: deliveries.map(\.0), control: control)
-                for (entry, attempt) in deliveries {
-                    let cancelRequested = cancelled.contains(entry.id)
-                    let started = slots.start(entryID: entry.id, jobID: entry.jobID) {
-                        await self.process(entry, attempt: attempt, cancelRequested: cancelRequested, control: control)
+                let deliveries = delivered.map { plan($0.0, attempt: $0.1) }
+                let cancelled = await startBatch(deliveries, cancelRequestsExist: cancelRequestsExist, control: control)
+                for delivery in deliveries {
+                    let cancelRequested = cancelled.contains(delivery.jobID)
+                    let started = slots.start(entryID: delivery.entry.id, jobID: delivery.jobID) {
+                        await self.process(delivery, cancelRequested: cancelRequested, control: control, slots: slots)
                     }
                     if !started {
                         logger.info(
                             "reclaimed_own_running_entry: left to the copy already running here",
-                            metadata: ["ferry.entry_id": "\(entry.id)"])
+                            metadata: ["ferry.entry_id": "\(delivery.entry.id)"])
                     }
                 }
                 errorBackoff = .milliseconds(100)
@@ -320,18 +338,29 @@ public final class Worker: Sendable {
         }
     }
 
-    private func read(_ reader: RedisConnection, count: Int, block: Duration) async throws(RedisError) -> [StreamEntry] {
-        let reply = try await reader.send(
-            RedisCommand(
-                "XREADGROUP",
-                [
-                    "GROUP", .string(configuration.group), .string(configuration.consumer), "COUNT", .integer(Int64(count)),
-                    "BLOCK", .integer(block.milliseconds), "STREAMS", .string(keys.jobs), ">",
-                ]),
-            timeout: block + redis.commandTimeout)
+    /// Reads new entries and, in the same round trip, whether anyone has asked to cancel a job
+    /// (Redis runs the `EXISTS` once the blocked read returns), so a batch only pays for the
+    /// cancel check when there is something to find.
+    private func read(
+        _ reader: RedisConnection, count: Int, block: Duration
+    ) async throws(RedisError) -> (entries: [StreamEntry], cancelRequestsExist: Bool) {
+        let read = RedisCommand(
+            "XREADGROUP",
+            [
+                "GROUP", .string(configuration.group), .string(configuration.consumer), "COUNT", .integer(Int64(count)),
+                "BLOCK", .integer(block.milliseconds), "STREAMS", .string(keys.jobs), ">",
+            ])
+        let replies = try await reader.pipeline(
+            [read, RedisCommand("EXISTS", [.string(keys.cancelRequests)])], timeout: block + redis.commandTimeout)
+        if case .error(let message) = replies[0] {
+            throw RedisError.server(message, command: read.name, endpoint: redis.redactedURL)
+        }
+        let cancelRequestsExist = replies[1] != .integer(0)  // an error reply counts as "maybe"
         // [[stream, [[id, [field, value, ...]], ...]]], or nil when BLOCK timed out.
-        guard let streams = reply.array, let first = streams.first?.array, first.count == 2 else { return [] }
-        return StreamEntry.entries(from: first[1])
+        guard let streams = replies[0].array, let first = streams.first?.array, first.count == 2 else {
+            return ([], cancelRequestsExist)
+        }
+        return (StreamEntry.entries(from: first[1]), cancelRequestsExist)
     }
 
     /// Where the reclaim scan of the pending list resumes: `-` for the start, else `(ID`.
@@ -396,64 +425,146 @@ public final class Worker: Sendable {
 
     // MARK: - One job
 
-    private func process(_ entry: StreamEntry, attempt: Int, cancelRequested: Bool, control: ControlChannel) async {
-        var logger = self.logger
-        // One metadata update per job: a handler may re-render its metadata on every change.
-        logger.handler.metadata.merge(
-            ["ferry.entry_id": "\(entry.id)", "ferry.delivery_attempt": "\(attempt)", "ferry.job_id": "\(entry.jobID)"]
-        ) { $1 }
+    /// A delivered entry and what it asks of this worker, decided before its task starts so a
+    /// read batch can be started (cancel requests, `running` status) in one round trip.
+    private struct Delivery: Sendable {
+        enum Plan: Sendable {
+            /// Redriven for another group, which ran it the first time: only acknowledged here.
+            case acknowledgeOnly
+            /// Dead-lettered without running: malformed, of an unknown type, or delivered
+            /// more than its attempts allow.
+            case deadLetter(errorClass: String, error: String)
+            case run(JobMessage, any JobHandler)
+        }
 
+        let entry: StreamEntry
+        let attempt: Int
+        /// The producer's `job_id`, or the entry ID when there is none (or it is unreadable).
+        let jobID: String
+        let plan: Plan
+
+        /// The message of a job that runs without the idempotency guard, whose `running` status
+        /// the batch start records (a guarded job records it once its key is taken).
+        var unguardedMessage: JobMessage? {
+            if case .run(let message, _) = plan, message.idempotencyKey == nil { return message }
+            return nil
+        }
+    }
+
+    private func plan(_ entry: StreamEntry, attempt: Int) -> Delivery {
         if let target = entry.value(of: WireFormat.Field.redriveGroup), target != Array(configuration.group.utf8) {
-            // Redriven for another group; this group already ran it the first time.
-            logger.debug("redrive_skip: redriven for another group")
-            await acknowledge(entry.id, control: control, logger: logger)
-            return
+            return Delivery(entry: entry, attempt: attempt, jobID: entry.jobID, plan: .acknowledgeOnly)
         }
         let message: JobMessage
         do {
             message = try entry.decodedJob(maxPayloadBytes: configuration.maxPayloadBytes)
         } catch {
-            await deadLetter(
-                entry, jobID: entry.id, attempt: attempt, errorClass: "malformed_entry", error: error.description,
-                control: control, logger: logger
-            )
-            return
+            return Delivery(
+                entry: entry, attempt: attempt, jobID: entry.id,
+                plan: .deadLetter(errorClass: "malformed_entry", error: error.description))
         }
         let jobID = message.jobID ?? entry.id
-        let maxAttempts = message.maxAttempts ?? configuration.retry.maxAttempts
-        if attempt > maxAttempts {
-            await deadLetter(
-                entry, jobID: jobID, attempt: attempt, errorClass: "worker_lost",
-                error: "delivered \(attempt) times without an outcome: the workers running it stopped or crashed",
-                control: control, logger: logger)
-            return
+        if attempt > message.maxAttempts ?? configuration.retry.maxAttempts {
+            return Delivery(
+                entry: entry, attempt: attempt, jobID: jobID,
+                plan: .deadLetter(
+                    errorClass: "worker_lost",
+                    error: "delivered \(attempt) times without an outcome: the workers running it stopped or crashed"))
         }
         guard let handler = handlers[message.type] ?? fallbackHandler else {
+            return Delivery(
+                entry: entry, attempt: attempt, jobID: jobID,
+                plan: .deadLetter(
+                    errorClass: "unknown_type", error: "no handler for job type \"\(message.type.debugEscaped)\" in this worker"))
+        }
+        return Delivery(entry: entry, attempt: attempt, jobID: jobID, plan: .run(message, handler))
+    }
+
+    /// Starts a read batch in one round trip (`start_batch.lua`): finds the jobs someone asked
+    /// to cancel and records the others that run unguarded as `running`. Skipped when there is
+    /// nothing to do. If Redis fails here, no job is taken as cancelled (a running one is still
+    /// caught at the next lease extension) and the status catches up at the job's outcome.
+    /// Returns the job ids to cancel.
+    private func startBatch(_ deliveries: [Delivery], cancelRequestsExist: Bool, control: ControlChannel) async -> Set<String> {
+        let runnable = deliveries.filter { if case .run = $0.plan { true } else { false } }
+        let recorded = configuration.recordsStatus ? deliveries.filter { $0.unguardedMessage != nil } : []
+        if recorded.isEmpty && (!cancelRequestsExist || runnable.isEmpty) { return [] }
+        let checked = cancelRequestsExist ? runnable.map(\.jobID) : []
+        var arguments: [RedisArgument] = [
+            now(), .string(configuration.consumer), .string(configuration.group), .integer(Int64(checked.count)),
+        ]
+        arguments += checked.map { .string($0) }
+        for delivery in recorded {
+            arguments += [
+                .string(delivery.jobID), .string(delivery.unguardedMessage?.type ?? ""), .string(delivery.entry.id),
+                .integer(Int64(delivery.attempt)),
+            ]
+        }
+        do {
+            let reply = try await control.run(
+                Self.startBatchScript,
+                keys: [.string(keys.cancelRequests)] + recorded.map { .string(keys.jobStatus(jobID: $0.jobID)) },
+                arguments: arguments)
+            return Set(reply.array?.compactMap(\.string) ?? [])
+        } catch {
+            logger.info("could not start the batch in Redis; statuses catch up later", metadata: redisFailure(error))
+            return []
+        }
+    }
+
+    /// Runs one delivery to its outcome. Returns ``JobSlots/Exit/acknowledging`` when the job
+    /// succeeded and its acknowledgement, batched with others' and not waited for, is on its way.
+    private func process(
+        _ delivery: Delivery, cancelRequested: Bool, control: ControlChannel, slots: JobSlots
+    ) async -> JobSlots.Exit {
+        let entry = delivery.entry
+        let attempt = delivery.attempt
+        let jobID = delivery.jobID
+        var logger = self.logger
+        // Every per-job line is info or debug; below that level, skip the metadata (a handler
+        // may re-render its metadata on every change, a cost paid per job). One update per job.
+        if logger.logLevel <= .info {
+            logger.handler.metadata.merge(
+                ["ferry.entry_id": "\(entry.id)", "ferry.delivery_attempt": "\(attempt)", "ferry.job_id": "\(jobID)"]
+            ) { $1 }
+        }
+
+        let message: JobMessage
+        let handler: any JobHandler
+        switch delivery.plan {
+        case .acknowledgeOnly:
+            logger.debug("redrive_skip: redriven for another group")
+            await acknowledge(entry.id, control: control, logger: logger)
+            return .done
+        case .deadLetter(let errorClass, let error):
             await deadLetter(
-                entry, jobID: jobID, attempt: attempt, errorClass: "unknown_type",
-                error: "no handler for job type \"\(message.type.debugEscaped)\" in this worker", control: control, logger: logger
-            )
-            return
+                entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: error, control: control, logger: logger)
+            return .done
+        case .run(let decoded, let chosen):
+            message = decoded
+            handler = chosen
         }
 
         if cancelRequested {
             await acknowledge(entry.id, control: control, logger: logger)
             await recordCancelled(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
-            return
+            return .done
         }
         if let key = message.idempotencyKey {
             guard
                 await mayRun(
                     entry.id, jobID: jobID, type: message.type, idempotencyKey: key, attempt: attempt, control: control,
                     logger: logger)
-            else { return }
+            else { return .done }
+            await recordStatus(
+                jobID, "running", attempt: attempt, terminal: false, control: control,
+                fields: [
+                    "type": .string(message.type), "entry_id": .string(entry.id), "started_at": now(), "next_attempt_at": "",
+                ],
+                waitsForWrite: true)
         }
         defer { state.withLock { _ = $0.locks.removeValue(forKey: entry.id) } }
 
-        await recordStatus(
-            jobID, "running", attempt: attempt, terminal: false, control: control,
-            fields: ["type": .string(message.type), "entry_id": .string(entry.id), "started_at": now(), "next_attempt_at": ""],
-            waitsForWrite: true)
         let job = Job(
             id: jobID, entryID: entry.id, queue: queue, group: configuration.group, deliveryAttempt: attempt, message: message,
             progressReporter: { [self] percent, stage in
@@ -466,18 +577,29 @@ public final class Worker: Sendable {
         let started = ContinuousClock.now
         do {
             try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout)
-            if let key = message.idempotencyKey {
-                await complete(entry.id, jobID: jobID, idempotencyKey: key, control: control, logger: logger)
-            } else {
-                await acknowledge(entry.id, control: control, logger: logger)
-            }
             logger.info("job_completed", metadata: ["ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)"])
             metrics.job(.completed, type: message.type)
             metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
-            await recordStatus(
-                jobID, "succeeded", attempt: attempt, terminal: true, control: control,
-                fields: ["finished_at": now(), "progress": 100])
-            notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
+            if let key = message.idempotencyKey {
+                if await complete(entry.id, jobID: jobID, idempotencyKey: key, control: control, logger: logger) {
+                    await recordStatus(
+                        jobID, "succeeded", attempt: attempt, terminal: true, control: control,
+                        fields: ["finished_at": now(), "progress": 100])
+                    notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
+                }
+                return .done
+            }
+            let acknowledgement = ControlChannel.Acknowledgement(
+                entryID: entry.id, statusKey: configuration.recordsStatus ? keys.jobStatus(jobID: jobID) : nil)
+            control.acks.enqueue(acknowledgement) { [self, logger] acknowledged in
+                switch acknowledged {
+                case true?: notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
+                case false?: logger.info("lease_lost: another worker owns the entry now; not acknowledged")
+                case nil: break  // the flush logged it; the job comes back after the lease
+                }
+                slots.finishAcknowledging(entry.id)
+            }
+            return .acknowledging
         } catch let error as PermanentJobError {
             metrics.job(.failed, type: message.type)
             metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
@@ -509,7 +631,7 @@ public final class Worker: Sendable {
                     "ferry.error_class": "\(errorClass)", "ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)",
                     "ferry.error": "\(String("\(error)".prefix(300)))",
                 ])
-            if attempt >= maxAttempts {
+            if attempt >= message.maxAttempts ?? configuration.retry.maxAttempts {
                 await deadLetter(
                     entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: "\(error)", control: control,
                     logger: logger)
@@ -520,6 +642,7 @@ public final class Worker: Sendable {
                     retryAfter: (error as? any RetryableJobError)?.retryAfter, control: control, logger: logger)
             }
         }
+        return .done
     }
 
     /// Runs the handler, cancelling it once `timeout` has passed (the exec handler then kills
@@ -538,9 +661,9 @@ public final class Worker: Sendable {
         }
     }
 
-    /// Acknowledges through the group commit. Returns when the entry's batch is flushed.
+    /// Acknowledges through the group commit, with no status. Returns when the entry's batch is flushed.
     private func acknowledge(_ entryID: String, control: ControlChannel, logger: Logger) async {
-        if await control.acks.submit(entryID) == false {
+        if await control.acks.submit(ControlChannel.Acknowledgement(entryID: entryID)) == false {
             logger.info("lease_lost: another worker owns the entry now; not acknowledged")
         }
     }
@@ -584,10 +707,11 @@ public final class Worker: Sendable {
         return false
     }
 
-    /// Acknowledges a job with an idempotency key, marks the key done and releases its lock, atomically.
+    /// Acknowledges a job with an idempotency key, marks the key done and releases its lock,
+    /// atomically. Returns true when it did; false when the entry was lost or Redis failed.
     private func complete(
         _ entryID: String, jobID: String, idempotencyKey key: String, control: ControlChannel, logger: Logger
-    ) async {
+    ) async -> Bool {
         do {
             let completed = try await control.run(
                 Self.completeScript,
@@ -599,10 +723,12 @@ public final class Worker: Sendable {
                     .string(configuration.group), .string(configuration.consumer), .string(entryID),
                     .integer(configuration.idempotencyTTL.milliseconds), .string(jobID),
                 ])
-            if completed.integer != 1 { logger.info("lease_lost: another worker owns the entry now; not acknowledged") }
+            if completed.integer == 1 { return true }
+            logger.info("lease_lost: another worker owns the entry now; not acknowledged")
         } catch {
             logger.info("ack failed; the job will be delivered again after the lease", metadata: redisFailure(error))
         }
+        return false
     }
 
     /// Makes the entry reclaimable once the backoff (and `retryAfter`, if later) has passed
@@ -711,17 +837,6 @@ public final class Worker: Sendable {
         }
     }
 
-    /// The entry IDs of a read batch whose jobs someone asked to cancel, in one round trip. If Redis fails
-    /// here, no job is taken as cancelled; a running one is still caught at the next lease extension.
-    private func cancellationRequests(for entries: [StreamEntry], control: ControlChannel) async -> Set<String> {
-        if entries.isEmpty { return [] }
-        let commands = entries.map(\.jobID).map {
-            RedisCommand("HEXISTS", [.string(keys.jobStatus(jobID: $0)), "cancel_requested"])
-        }
-        guard let replies = try? await control.pipeline(commands) else { return [] }
-        return Set(zip(entries, replies).filter { $0.1 == .integer(1) }.map(\.0.id))
-    }
-
     private func recordCancelled(_ jobID: String, entry: StreamEntry, attempt: Int, control: ControlChannel, logger: Logger) async
     {
         logger.info("job_cancelled")
@@ -735,9 +850,9 @@ public final class Worker: Sendable {
         let running = slots.running
         if running.isEmpty { return }
         let entries = Array(running)
-        let replies = try await control.pipeline(
-            entries.map { RedisCommand("HEXISTS", [.string(keys.jobStatus(jobID: $0.value.jobID)), "cancel_requested"]) })
-        for (entry, reply) in zip(entries, replies) where reply == .integer(1) {
+        let scores = try await control.send(
+            RedisCommand("ZMSCORE", [.string(keys.cancelRequests)] + entries.map { .string($0.value.jobID) }))
+        for (entry, score) in zip(entries, scores.array ?? []) where score != .null {
             state.withLock { _ = $0.cancelledOnRequest.insert(entry.key) }
             entry.value.task.cancel()
         }

@@ -15,6 +15,9 @@ struct WorkerBenchmark: AsyncParsableCommand {
     @Option(help: "Jobs per throughput run.")
     var jobs = 20_000
 
+    @Option(name: .customLong("concurrency"), help: "Worker concurrency to measure; repeat for several.")
+    var concurrencies = [1, 16, 256]
+
     @Option(help: "Seconds of steady publishing at --rate for the latency measurement.")
     var latencySeconds = 5
 
@@ -26,6 +29,9 @@ struct WorkerBenchmark: AsyncParsableCommand {
     func validate() throws {
         guard jobs > 0, latencySeconds > 0, rate > 0 else {
             throw ValidationError("--jobs, --latency-seconds and --rate must be positive")
+        }
+        guard concurrencies.allSatisfy({ (1...1000).contains($0) }) else {
+            throw ValidationError("--concurrency must be 1 to 1000")
         }
     }
 
@@ -53,7 +59,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
             "redis-py XREADGROUP COUNT 100 + batched XACK (baseline)", baseline.map { String(format: "%.0f", $0) } ?? "-",
         ])
         for status in [false, true] {
-            for concurrency in [1, 16, 256] {
+            for concurrency in concurrencies {
                 let rate = try await throughput(
                     concurrency: concurrency, status: status, connection: connection, redis: redisConfiguration)
                 let ratio = baseline.map { String(format: " (%.2f of baseline)", rate / $0) } ?? ""

@@ -8,7 +8,7 @@ import Synchronization
 /// disturbing other tests. Everything else shares ``TestRedis/sharedURL()``.
 public final class RedisServerProcess: @unchecked Sendable {
     // @unchecked: a test drives its own server from one task at a time.
-    public let port: Int
+    public private(set) var port: Int
     public let directory: URL
     public let extraArguments: [String]
     private var process: ChildProcess?
@@ -21,6 +21,15 @@ public final class RedisServerProcess: @unchecked Sendable {
         self.directory = FileManager.default.temporaryDirectory.appending(path: "ferry-redis-\(UUID().uuidString)")
         self.extraArguments = extraArguments
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        // Another test may take the free port between our probe and redis-server's bind.
+        for _ in 1..<5 {
+            do {
+                try await start()
+                return
+            } catch let error as TestSupportError where error.description.contains("Address already in use") {
+                port = try freeLoopbackPort()
+            }
+        }
         try await start()
     }
 

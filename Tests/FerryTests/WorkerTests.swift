@@ -291,13 +291,37 @@ struct WorkerTests {
     func noSecondCopyOfARunningEntry() async {
         let slots = JobSlots(limit: 4)
         let release = AsyncStream<Void>.makeStream()
-        #expect(slots.start(entryID: "1-0", jobID: "j") { for await _ in release.stream {} })
-        #expect(!slots.start(entryID: "1-0", jobID: "j") {}, "a reclaim of its own running entry starts nothing")
+        #expect(
+            slots.start(entryID: "1-0", jobID: "j") {
+                for await _ in release.stream {}
+                return .done
+            })
+        #expect(!slots.start(entryID: "1-0", jobID: "j") { .done }, "a reclaim of its own running entry starts nothing")
         #expect(slots.used == 1)
         release.continuation.finish()
         await slots.waitUntilIdle()
-        #expect(slots.start(entryID: "1-0", jobID: "j") {}, "once finished, a later delivery runs")
+        #expect(slots.start(entryID: "1-0", jobID: "j") { .done }, "once finished, a later delivery runs")
         await slots.waitUntilIdle()
+    }
+
+    @Test("a job whose acknowledgement is on its way frees its slot but stays running; such jobs are bounded too")
+    func acknowledgingJobs() async throws {
+        let slots = JobSlots(limit: 2)
+        #expect(slots.start(entryID: "2-0", jobID: "j") { .acknowledging })
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(slots.free == 2, "the handler is done, so the next read may overlap the acknowledgement")
+        #expect(slots.running["2-0"] != nil, "its lease is still extended until it is acknowledged")
+        #expect(!slots.start(entryID: "2-0", jobID: "j") { .done }, "and a reclaim of it starts nothing")
+        #expect(slots.start(entryID: "3-0", jobID: "k") { .acknowledging })
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(slots.free == 0, "as many acknowledgements outstanding as the limit: nothing more is read")
+        let waiting = Task { await slots.waitForFreeSlot() }
+        slots.finishAcknowledging("2-0")
+        await waiting.value
+        #expect(slots.free == 2)
+        slots.finishAcknowledging("3-0")
+        await slots.waitUntilIdle()
+        #expect(slots.running.isEmpty)
     }
 
     @Test("backoffs are the same in every worker for one delivery, grow with the attempt, and stay in bounds")
@@ -412,9 +436,13 @@ struct WorkerTests {
         try await setup.redis.send(
             RedisCommand("XCLAIM", [.string(setup.keys.jobs), "workers", "new-owner", "0", .string(receipt.jobID)]))
 
+        let statusKey = setup.keys.jobStatus(jobID: receipt.jobID)
         let ack = try await setup.redis.run(
-            Worker.ackScript, keys: keys, arguments: ["workers", "zombie", .string(receipt.jobID)])
+            Worker.ackScript, keys: keys + [.string(statusKey)],
+            arguments: ["workers", "zombie", 1_000, 60_000, .string(receipt.jobID), 2])
         #expect(ack == .array([.bulk(Array(receipt.jobID.utf8))]), "reported as lost, not acknowledged")
+        let state = try await setup.redis.send(RedisCommand("HGET", [.string(statusKey), "state"]))
+        #expect(state != .bulk(Array("succeeded".utf8)), "the zombie's success is not recorded for the new owner's delivery")
         let lease = try await setup.redis.run(
             Worker.leaseScript, keys: keys, arguments: ["workers", "zombie", 0, .string(receipt.jobID)])
         #expect(lease.array?.count == 1)

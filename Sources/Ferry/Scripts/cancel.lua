@@ -1,18 +1,24 @@
 -- Ferry: ask for a job to be cancelled.
 --
 -- KEYS[1]  the job's status hash  ferry:{Q}:job:<job_id>
+-- KEYS[2]  the cancel requests    ferry:{Q}:cancel_requests (sorted set: job id -> expiry, ms)
 -- ARGV[1]  now, in milliseconds since the epoch
--- ARGV[2]  how long a request for a job with no status yet is kept, in milliseconds
+-- ARGV[2]  how long the request is kept, in milliseconds
 -- ARGV[3]  the job id
 --
--- Sets cancel_requested. Workers check it before running a job (which is then acknowledged as
--- cancelled without running) and, for running jobs, with every lease extension (the handler is
--- cancelled). Returns the job's state before the request: a finished job ('succeeded', 'dead',
--- 'cancelled') is left alone; 'unknown' means no worker has recorded the job yet.
+-- Adds the job id to the cancel requests, where workers look before running a read batch (a
+-- requested job is then acknowledged as cancelled without running) and, for running jobs, with
+-- every lease extension (the handler is cancelled); expired requests are trimmed here. The
+-- status hash gets cancel_requested, for people reading it. Returns the job's state before the
+-- request: a finished job ('succeeded', 'dead', 'cancelled') is left alone; 'unknown' means no
+-- worker has recorded the job yet.
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
   return state
 end
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 redis.call('HSET', KEYS[1], 'cancel_requested', ARGV[1], 'updated_at', ARGV[1], 'job_id', ARGV[3])
 if not state then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
