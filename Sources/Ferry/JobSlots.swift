@@ -36,8 +36,6 @@ final class JobSlots: Sendable {
 
     /// Handlers running now.
     var used: Int { state.withLock { $0.used } }
-    /// How many more jobs may start now.
-    var free: Int { state.withLock { $0.hasFreeSlot(limit: limit) ? limit - $0.used : 0 } }
 
     /// What a job's task leaves behind when it ends.
     enum Exit: Sendable {
@@ -93,15 +91,23 @@ final class JobSlots: Sendable {
     /// The running and acknowledging jobs, by entry ID.
     var running: [String: Running] { state.withLock { $0.running } }
 
-    func waitForFreeSlot() async {
-        if state.withLock({ $0.hasFreeSlot(limit: limit) }) { return }
-        await withCheckedContinuation { waiter in
-            let free = state.withLock { state in
-                if state.hasFreeSlot(limit: limit) { return true }
-                state.slotWaiter = waiter
-                return false
+    /// Waits until a job may start, and returns how many may start now (at least one).
+    ///
+    /// Only the read loop starts jobs, but jobs that end while it reads raise the count of
+    /// acknowledgements on their way; so the count is taken here, in one step with the wait,
+    /// and never read again separately (an `XREADGROUP COUNT 0` would read the whole stream).
+    func waitForFreeSlots() async -> Int {
+        while true {
+            let free = state.withLock { $0.hasFreeSlot(limit: limit) ? limit - $0.used : 0 }
+            if free > 0 { return free }
+            await withCheckedContinuation { waiter in
+                let free = state.withLock { state in
+                    if state.hasFreeSlot(limit: limit) { return true }
+                    state.slotWaiter = waiter
+                    return false
+                }
+                if free { waiter.resume() }
             }
-            if free { waiter.resume() }
         }
     }
 

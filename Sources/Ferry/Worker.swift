@@ -277,7 +277,7 @@ public final class Worker: Sendable {
 
         while !isStopping && !Task.isCancelled {
             loopTurned()
-            await slots.waitForFreeSlot()
+            let free = await slots.waitForFreeSlots()
             if isStopping || Task.isCancelled { break }
             do {
                 if !groupReady {
@@ -288,12 +288,12 @@ public final class Worker: Sendable {
                 // Reclaims are rare; after one, look for cancel requests without asking first.
                 var cancelRequestsExist = true
                 if ContinuousClock.now >= nextReclaim {
-                    delivered = try await reclaim(control, cursor: &reclaimCursor, count: slots.free)
+                    delivered = try await reclaim(control, cursor: &reclaimCursor, count: free)
                     // A pass that stopped part-way through the pending list goes on at once.
                     nextReclaim = reclaimCursor.start == "-" ? .now + configuration.reclaimInterval : .now
                 }
                 if delivered.isEmpty {
-                    let read = try await read(reader, count: slots.free, block: block)
+                    let read = try await read(reader, count: free, block: block)
                     delivered = read.entries.map { ($0, 1) }
                     cancelRequestsExist = read.cancelRequestsExist
                 }
@@ -344,6 +344,7 @@ public final class Worker: Sendable {
     private func read(
         _ reader: RedisConnection, count: Int, block: Duration
     ) async throws(RedisError) -> (entries: [StreamEntry], cancelRequestsExist: Bool) {
+        precondition(count > 0, "XREADGROUP COUNT 0 reads the whole stream")
         let read = RedisCommand(
             "XREADGROUP",
             [

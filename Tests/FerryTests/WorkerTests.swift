@@ -22,7 +22,8 @@ final class OverlapDetector: Sendable {
 /// Records what handlers saw, from any task.
 final class Deliveries: Sendable {
     private let seen = Mutex<[(id: String, attempt: Int)]>([])
-    func record(_ job: Job) { seen.withLock { $0.append((job.id, job.deliveryAttempt)) } }
+    func record(_ job: Job) { record(id: job.id, attempt: job.deliveryAttempt) }
+    func record(id: String, attempt: Int) { seen.withLock { $0.append((id, attempt)) } }
     var all: [(id: String, attempt: Int)] { seen.withLock { $0 } }
     var count: Int { seen.withLock { $0.count } }
 }
@@ -167,6 +168,25 @@ struct WorkerTests {
         #expect(Set(billing.all.map(\.id)) == Set(audit.all.map(\.id)))
     }
 
+    @Test("with thousands of jobs waiting, a worker holds at most its concurrency running plus as many acknowledging")
+    func readsNoMoreThanItCanStart() async throws {
+        let setup = try await Setup()
+        var published = 0
+        while published < 3000 {
+            published += try await setup.publisher.publish((0..<500).map { JobMessage(type: "t", data: "\($0)") }).count
+        }
+        let seen = Deliveries()
+        var mostPending: Int64 = 0
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }]) { $0.concurrency = 4 }) {
+            let deadline = ContinuousClock.now + .seconds(60)
+            while seen.count < 3000 && ContinuousClock.now < deadline {
+                mostPending = max(mostPending, (try? await setup.pendingCount()) ?? 0)  // NOGROUP until the worker starts
+            }
+        }
+        #expect(seen.count == 3000)
+        #expect(mostPending <= 8, "the most entries pending at once was \(mostPending)")
+    }
+
     @Test("workers of one group share the jobs: each runs once")
     func sharedGroup() async throws {
         let setup = try await Setup()
@@ -309,16 +329,21 @@ struct WorkerTests {
         let slots = JobSlots(limit: 2)
         #expect(slots.start(entryID: "2-0", jobID: "j") { .acknowledging })
         try await Task.sleep(for: .milliseconds(50))
-        #expect(slots.free == 2, "the handler is done, so the next read may overlap the acknowledgement")
+        #expect(await slots.waitForFreeSlots() == 2, "the handler is done, so the next read may overlap the acknowledgement")
         #expect(slots.running["2-0"] != nil, "its lease is still extended until it is acknowledged")
         #expect(!slots.start(entryID: "2-0", jobID: "j") { .done }, "and a reclaim of it starts nothing")
         #expect(slots.start(entryID: "3-0", jobID: "k") { .acknowledging })
         try await Task.sleep(for: .milliseconds(50))
-        #expect(slots.free == 0, "as many acknowledgements outstanding as the limit: nothing more is read")
-        let waiting = Task { await slots.waitForFreeSlot() }
+        let returned = Deliveries()
+        let waiting = Task {
+            let free = await slots.waitForFreeSlots()
+            returned.record(id: "returned", attempt: 1)
+            return free
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(returned.count == 0, "as many acknowledgements outstanding as the limit: nothing more is read")
         slots.finishAcknowledging("2-0")
-        await waiting.value
-        #expect(slots.free == 2)
+        #expect(await waiting.value == 2, "one acknowledgement landed: the read loop goes on, never with a count of 0")
         slots.finishAcknowledging("3-0")
         await slots.waitUntilIdle()
         #expect(slots.running.isEmpty)
