@@ -74,6 +74,28 @@ struct PushDeliveryTests {
         #expect(publishTime.hasSuffix("Z") && publishTime.count == "2026-11-23T04:42:53.123Z".count, "\(publishTime)")
     }
 
+    @Test("the wrapped body is valid JSON for any text: quotes, backslashes, control characters, slashes, emoji")
+    func wrappedBodyEscaping() throws {
+        let hostile = "a\"b\\c/d\ne\rf\tg\u{01}h\u{1f}i é 🚢 \u{7f}"
+        let job = Job(
+            id: hostile, entryID: "1700000000000-7", queue: try QueueName("q"), group: "g/1", deliveryAttempt: 3,
+            message: JobMessage(type: hostile, data: [0, 255, 10], attributes: [hostile: hostile, "b": "", "a": "1"]))
+        let body = PushRequestBuilder.envelope(for: job, publishTime: "2023-11-14T22:13:20.000Z")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
+        #expect(json["subscription"] as? String == "q/g/1")
+        let message = try #require(json["message"] as? [String: Any])
+        #expect(message["attributes"] as? [String: String] == [hostile: hostile, "b": "", "a": "1"])
+        #expect(message["data"] as? String == Data([0, 255, 10]).base64EncodedString())
+        #expect(message["deliveryAttempt"] as? Int == 3)
+        #expect(message["jobId"] as? String == hostile)
+        #expect(message["type"] as? String == hostile)
+        #expect(message["messageId"] as? String == "1700000000000-7")
+        #expect(message["publishTime"] as? String == "2023-11-14T22:13:20.000Z")
+        #expect(Set(message.keys).count == 7 && Set(json.keys) == ["message", "subscription"])
+        let text = String(decoding: body, as: UTF8.self)
+        #expect(text.hasPrefix(#"{"message":{"attributes":{"a":"1","a\"b"#), "keys sorted, as before: \(text)")
+    }
+
     @Test("the raw format sends data as the body and metadata in Ferry-* headers, header-safe")
     func rawFormat() async throws {
         let setup = try await Setup()
