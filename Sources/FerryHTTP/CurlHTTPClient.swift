@@ -83,7 +83,7 @@ public final class CurlHTTPClient: Sendable {
     /// - Throws: ``CurlTransferError`` when no response came; `CancellationError` when the task
     ///   was cancelled or the client closed.
     public func send(_ request: CurlHTTPClient.Request) async throws -> CurlHTTPClient.Response {
-        let transfer = try Transfer(request)
+        let transfer = try Transfer(request, handles: multi.idleHandles)
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 let accepted = multi.inbox.withLock { inbox -> Bool in
@@ -108,10 +108,57 @@ public final class CurlHTTPClient: Sendable {
     }
 }
 
+/// Easy handles of finished transfers, kept for the next ones: a fresh handle per request
+/// (allocated, its buffers set up, then freed) showed in `ferry bench push` profiles, and
+/// libcurl recommends reusing handles. A handle is reset before reuse, so nothing of the
+/// previous request carries over; connections live in the multi handle's cache either way.
+final class EasyHandlePool: Sendable {
+    /// An easy handle at rest: owned by the pool, touched by no one until taken.
+    private struct Idle: @unchecked Sendable {
+        let easy: UnsafeMutableRawPointer
+    }
+
+    private let state = Mutex<(idle: [Idle], closed: Bool)>(([], false))
+    private let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// A reset handle, reused or new; nil only when libcurl cannot allocate one.
+    func take() -> UnsafeMutableRawPointer? {
+        if let idle = state.withLock({ $0.idle.popLast() }) {
+            curl_easy_reset(idle.easy)
+            return idle.easy
+        }
+        return curl_easy_init()
+    }
+
+    /// Keeps the handle for reuse, or frees it once the pool is full or closed.
+    func put(_ easy: UnsafeMutableRawPointer) {
+        let idle = Idle(easy: easy)
+        let kept = state.withLock { state in
+            if state.closed || state.idle.count >= capacity { return false }
+            state.idle.append(idle)
+            return true
+        }
+        if !kept { curl_easy_cleanup(easy) }
+    }
+
+    /// Frees every idle handle; handles put back later are freed at once.
+    func close() {
+        let idle = state.withLock { state in
+            state.closed = true
+            defer { state.idle.removeAll() }
+            return state.idle
+        }
+        idle.forEach { curl_easy_cleanup($0.easy) }
+    }
+}
+
 /// One request in flight: its easy handle and everything curl points into while it runs.
 /// Touched by the caller until it is handed over under the inbox lock, then only by the loop.
 final class Transfer: @unchecked Sendable {
     let easy: UnsafeMutableRawPointer
+    private let handles: EasyHandlePool
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private let errorBuffer = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
     let maxResponseBytes: Int
@@ -121,9 +168,10 @@ final class Transfer: @unchecked Sendable {
     var cancelled = false
     var continuation: CheckedContinuation<CurlHTTPClient.Response, any Error>?
 
-    init(_ request: CurlHTTPClient.Request) throws {
-        guard let easy = curl_easy_init() else { throw CurlTransferError(code: -1, message: "curl_easy_init failed") }
+    init(_ request: CurlHTTPClient.Request, handles: EasyHandlePool) throws {
+        guard let easy = handles.take() else { throw CurlTransferError(code: -1, message: "curl_easy_init failed") }
         self.easy = easy
+        self.handles = handles
         self.maxResponseBytes = request.maxResponseBytes
         errorBuffer.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
         for header in request.headers { headerList = curl_slist_append(headerList, header) }
@@ -169,7 +217,10 @@ final class Transfer: @unchecked Sendable {
     }
 
     deinit {
-        curl_easy_cleanup(easy)
+        // The handle is out of the multi handle by now (the loop removes it before finishing);
+        // its options still point at the header list and error buffer freed here, which the
+        // reset before its next use clears.
+        handles.put(easy)
         curl_slist_free_all(headerList)
         errorBuffer.deallocate()
     }
@@ -245,10 +296,12 @@ final class CurlMulti: @unchecked Sendable {
 
     private let handle: UnsafeMutableRawPointer
     let inbox = Mutex(Inbox())
+    let idleHandles: EasyHandlePool
 
     init(maxConnections: Int) {
         handle = curl_multi_init()  // nil only when out of memory at start-up
         ferry_curl_multi_setopt_long(handle, CURLMOPT_MAXCONNECTS, maxConnections)
+        idleHandles = EasyHandlePool(capacity: maxConnections * 2)
     }
 
     /// Wakes the loop unless a wake-up is already on its way.
@@ -307,5 +360,6 @@ final class CurlMulti: @unchecked Sendable {
             inbox.added.removeAll()
         }
         curl_multi_cleanup(handle)
+        idleHandles.close()
     }
 }

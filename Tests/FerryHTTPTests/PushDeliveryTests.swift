@@ -96,6 +96,27 @@ struct PushDeliveryTests {
         #expect(text.hasPrefix(#"{"message":{"attributes":{"a":"1","a\"b"#), "keys sorted, as before: \(text)")
     }
 
+    @Test("a reused curl handle carries nothing of the request before it: headers, body, timeout, status")
+    func handleReuse() async throws {
+        let server = try await PushEndpointServer()
+        defer { Task { await server.stop() } }
+        let client = CurlHTTPClient(maxConnections: 1)
+        defer { client.close() }
+        await #expect(throws: CurlTransferError.self) {
+            _ = try await client.send(
+                .init(url: server.url("/respond/204,sleep=800"), body: [], timeout: .milliseconds(200)))
+        }
+        let first = try await client.send(
+            .init(url: server.url("/respond/410"), headers: ["X-First: 1"], body: Array("first".utf8), timeout: .seconds(5)))
+        let second = try await client.send(.init(url: server.url(), body: Array("second".utf8), timeout: .seconds(5)))
+        #expect(first.status == 410 && second.status == 204)
+        #expect(second.body.isEmpty, "the first response's body is not carried over")
+        let seen = try #require(await eventually { server.requests.count == 3 } ? server.requests : nil)
+        let last = try #require(seen.first { $0.bodyBytes == Array("second".utf8) })
+        #expect(last.headers["x-first"] == nil)
+        #expect(seen.first { $0.bodyBytes == Array("first".utf8) }?.headers["x-first"] == "1")
+    }
+
     @Test("the raw format sends data as the body and metadata in Ferry-* headers, header-safe")
     func rawFormat() async throws {
         let setup = try await Setup()
