@@ -605,19 +605,30 @@ struct WorkerTests {
         #expect(status?.fields["started_at"] == nil)
     }
 
-    @Test("a job cancelled before it starts is acknowledged as cancelled without running")
-    func cancelBeforeStart() async throws {
+    @Test(
+        "a job cancelled before it starts is acknowledged as cancelled without running, in every group, status kept or not",
+        arguments: [true, false])
+    func cancelBeforeStart(recordsStatus: Bool) async throws {
         let setup = try await Setup()
         let seen = Deliveries()
         _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "not-wanted"))
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "wanted"))
         #expect(
             try await JobStatus.requestCancellation(jobID: "not-wanted", queue: setup.queue, connection: setup.redis) == "queued"
         )
-        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
+        let handler = JobHandlerClosure { seen.record($0) }
+        try await running(
+            setup.worker(["t": handler]) { $0.recordsStatus = recordsStatus },
+            setup.worker(["t": handler], group: "audit") { $0.recordsStatus = recordsStatus }
+        ) {
+            #expect(await eventually { seen.count == 2 })
             #expect(await eventually { try await setup.pendingCount() == 0 })
+            #expect(await eventually { try await setup.pendingCount(group: "audit") == 0 })
         }
-        #expect(seen.count == 0)
-        #expect(try await JobStatus.load(jobID: "not-wanted", queue: setup.queue, connection: setup.redis)?.state == "cancelled")
+        #expect(seen.all.map(\.id) == ["wanted", "wanted"], "each group ran the other job, neither the cancelled one")
+        let state = try await JobStatus.load(jobID: "not-wanted", queue: setup.queue, connection: setup.redis)?.state
+        #expect(state == "queued" || recordsStatus, "a worker that keeps no status writes none")
+        #expect(state == "cancelled" || !recordsStatus)
     }
 
     @Test("a running job that is cancelled sees cancellation, and is acknowledged as cancelled, not retried")
