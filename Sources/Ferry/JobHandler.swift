@@ -76,7 +76,8 @@ public struct Job: Sendable {
     var progressReporter: @Sendable (Int, String?) async -> Void = { _, _ in }
 
     /// Reports how far the job has come (0-100) and, optionally, what it is doing, in the job's
-    /// status hash, where `ferry job status` shows it. Cheap enough for a few calls per job.
+    /// status hash, where `ferry job status` shows it. Returns once written (batched with other
+    /// jobs' writes): cheap enough for a few calls per job, not for one per item of a long loop.
     public func reportProgress(_ percent: Int, stage: String? = nil) async {
         await progressReporter(percent, stage)
     }

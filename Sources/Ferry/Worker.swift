@@ -571,7 +571,10 @@ public final class Worker: Sendable {
             progressReporter: { [self] percent, stage in
                 var fields: [String: RedisArgument] = ["progress": .integer(Int64(min(max(percent, 0), 100)))]
                 if let stage { fields["stage"] = .string(stage) }
-                await recordStatus(jobID, nil, attempt: attempt, terminal: false, control: control, fields: fields)
+                // Waited for: the success is recorded by the acknowledgement, on another batcher,
+                // and a progress write still queued could land after it (and clear its expiry).
+                await recordStatus(
+                    jobID, nil, attempt: attempt, terminal: false, control: control, fields: fields, waitsForWrite: true)
             })
         logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
         metrics.started(publishedAt: message.publishedAt ?? entry.time)
@@ -806,7 +809,8 @@ public final class Worker: Sendable {
     /// other state clears it. A failed write is logged and never changes the job's outcome.
     ///
     /// - Parameter waitsForWrite: true to return once the write is flushed (`running`, so the
-    ///   status is true while the handler runs); otherwise the job goes on without a round trip.
+    ///   status is true while the handler runs; progress, so it cannot land after the success
+    ///   that `ack.lua` records); otherwise the job goes on without a round trip.
     private func recordStatus(
         _ jobID: String, _ state: String?, attempt: Int, terminal: Bool, control: ControlChannel,
         fields: [String: RedisArgument] = [:], waitsForWrite: Bool = false

@@ -570,6 +570,32 @@ struct WorkerTests {
         #expect(ttl > 23 * 3600 * 1000, "expires 24 h after the terminal state")
     }
 
+    @Test("progress reported just before a job returns never lands after its success: the status ends succeeded and expires")
+    func progressBeforeSuccess() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let worker = setup.worker([
+            "t": JobHandlerClosure { job in
+                await job.reportProgress(90, stage: "finishing")
+                seen.record(job)
+            }
+        ]) { $0.concurrency = 32 }
+        let ids = (0..<300).map { "p-\($0)" }
+        try await running(worker) {
+            _ = try await setup.publisher.publish(ids.map { JobMessage(type: "t", data: "", jobID: $0) })
+            #expect(await eventually { seen.count == 300 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        var wrong: [String] = []
+        for id in ids {
+            let key = setup.keys.jobStatus(jobID: id)
+            let fields = try await JobStatus.load(jobID: id, queue: setup.queue, connection: setup.redis)?.fields ?? [:]
+            let ttl = try await setup.redis.send(RedisCommand("PTTL", [.string(key)])).integer ?? 0
+            if fields["state"] != "succeeded" || fields["progress"] != "100" || ttl <= 0 { wrong.append(id) }
+        }
+        #expect(wrong.isEmpty, "\(wrong.count) statuses were overwritten after success, e.g. \(wrong.prefix(3))")
+    }
+
     @Test("a failing job's status shows retrying with its error and next attempt time, then dead")
     func statusOfFailingJob() async throws {
         let setup = try await Setup()
