@@ -88,6 +88,9 @@ final class JobSlots: Sendable {
         idleWaiters.forEach { $0.resume() }
     }
 
+    /// Whether the entry is running (or acknowledging) here.
+    func isRunning(_ entryID: String) -> Bool { state.withLock { $0.running[entryID] != nil } }
+
     /// The running and acknowledging jobs, by entry ID.
     var running: [String: Running] { state.withLock { $0.running } }
 

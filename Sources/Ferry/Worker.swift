@@ -288,7 +288,7 @@ public final class Worker: Sendable {
                 // Reclaims are rare; after one, look for cancel requests without asking first.
                 var cancelRequestsExist = true
                 if ContinuousClock.now >= nextReclaim {
-                    delivered = try await reclaim(control, cursor: &reclaimCursor, count: free)
+                    delivered = try await reclaim(control, cursor: &reclaimCursor, count: free, slots: slots)
                     // A pass that stopped part-way through the pending list goes on at once.
                     nextReclaim = reclaimCursor.start == "-" ? .now + configuration.reclaimInterval : .now
                 }
@@ -297,17 +297,21 @@ public final class Worker: Sendable {
                     delivered = read.entries.map { ($0, 1) }
                     cancelRequestsExist = read.cancelRequestsExist
                 }
-                let deliveries = delivered.map { plan($0.0, attempt: $0.1) }
+                // An entry this worker reclaimed from itself (a lease extension fell behind) is
+                // left to the copy already running here, before its batch records any status.
+                // Only this loop starts jobs, so one not running now is still not running below.
+                let deliveries = delivered.filter { entry, _ in
+                    guard slots.isRunning(entry.id) else { return true }
+                    logger.info(
+                        "reclaimed_own_running_entry: left to the copy already running here",
+                        metadata: ["ferry.entry_id": "\(entry.id)"])
+                    return false
+                }.map { plan($0.0, attempt: $0.1) }
                 let cancelled = await startBatch(deliveries, cancelRequestsExist: cancelRequestsExist, control: control)
                 for delivery in deliveries {
                     let cancelRequested = cancelled.contains(delivery.jobID)
-                    let started = slots.start(entryID: delivery.entry.id, jobID: delivery.jobID) {
+                    slots.start(entryID: delivery.entry.id, jobID: delivery.jobID) {
                         await self.process(delivery, cancelRequested: cancelRequested, control: control, slots: slots)
-                    }
-                    if !started {
-                        logger.info(
-                            "reclaimed_own_running_entry: left to the copy already running here",
-                            metadata: ["ferry.entry_id": "\(delivery.entry.id)"])
                     }
                 }
                 errorBackoff = .milliseconds(100)
@@ -379,7 +383,7 @@ public final class Worker: Sendable {
     /// retry (idle set to the lease) comes back after its backoff however long it is. Entries
     /// deleted while pending are counted and logged. Returns the claimed entries and attempts.
     private func reclaim(
-        _ control: ControlChannel, cursor: inout ReclaimCursor, count: Int
+        _ control: ControlChannel, cursor: inout ReclaimCursor, count: Int, slots: JobSlots
     ) async throws(RedisError) -> [(StreamEntry, Int)] {
         let lease = configuration.lease.milliseconds
         let pending = try await control.send(
@@ -398,6 +402,9 @@ public final class Worker: Sendable {
             else { continue }
             if due.count == count { break }
             lastConsidered = id
+            // Its own running job, whose lease extension fell behind (a loaded machine, a Redis
+            // hiccup): claiming it would only raise its delivery count.
+            if fields[1].string == configuration.consumer && slots.isRunning(id) { continue }
             let minimumIdle = lease + configuration.retry.backoff(afterAttempt: Int(deliveries), entryID: id).milliseconds
             if idle >= minimumIdle { due.append((id, Int(deliveries), minimumIdle)) }
         }

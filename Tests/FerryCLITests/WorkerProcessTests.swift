@@ -38,9 +38,12 @@ struct WorkerProcessTests {
         let url = try await TestRedis.sharedURL()
         let redis = try await TestRedis.connection()
         let queue = uniqueName("crash"), scratch = try Scratch()
-        // The job records its process group, works for a while, then records completion.
-        // Long enough that the kill lands mid-job even on a loaded machine.
-        let exec = "echo $$ >> '\(scratch.path("groups"))'; sleep 3; echo $FERRY_JOB_ID >> '\(scratch.path("done"))'"
+        // The job records its process group, works, then records completion. The first delivery
+        // works for long enough that the kill lands mid-job however loaded the machine is (with
+        // a short sleep, a test starved for seconds saw the victim finish before the kill).
+        let exec =
+            "echo $$ >> '\(scratch.path("groups"))'; if [ \"$FERRY_DELIVERY_ATTEMPT\" = 1 ]; then sleep 60; fi; "
+            + "echo $FERRY_JOB_ID >> '\(scratch.path("done"))'"
         let victim = try startWorker(
             queue, redisURL: url, exec: exec, scratch: scratch, name: "victim", options: ["--lease", "1s"])
         let receipt = try await Publisher(queue: try QueueName(queue), connection: redis).publish(JobMessage(type: "t", data: ""))

@@ -78,7 +78,7 @@ struct PushDeliveryTests {
     func wrappedBodyEscaping() throws {
         let hostile = "a\"b\\c/d\ne\rf\tg\u{01}h\u{1f}i é 🚢 \u{7f}"
         let job = Job(
-            id: hostile, entryID: "1700000000000-7", queue: try QueueName("q"), group: "g/1", deliveryAttempt: 3,
+            id: hostile, entryID: "1700000000000-7", queue: QueueName("q"), group: "g/1", deliveryAttempt: 3,
             message: JobMessage(type: hostile, data: [0, 255, 10], attributes: [hostile: hostile, "b": "", "a": "1"]))
         let body = PushRequestBuilder.envelope(for: job, publishTime: "2023-11-14T22:13:20.000Z")
         let json = try #require(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
