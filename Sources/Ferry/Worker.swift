@@ -472,7 +472,7 @@ public final class Worker: Sendable {
                 plan: .deadLetter(errorClass: "malformed_entry", error: error.description))
         }
         let jobID = message.jobID ?? entry.id
-        if attempt > message.maxAttempts ?? configuration.retry.maxAttempts {
+        if attempt > maxAttempts(of: message) {
             return Delivery(
                 entry: entry, attempt: attempt, jobID: jobID,
                 plan: .deadLetter(
@@ -486,6 +486,11 @@ public final class Worker: Sendable {
                     errorClass: "unknown_type", error: "no handler for job type \"\(message.type.debugEscaped)\" in this worker"))
         }
         return Delivery(entry: entry, attempt: attempt, jobID: jobID, plan: .run(message, handler))
+    }
+
+    /// How many deliveries the job may have: its own `max_attempts`, else the worker's.
+    private func maxAttempts(of message: JobMessage) -> Int {
+        message.maxAttempts ?? configuration.retry.maxAttempts
     }
 
     /// Starts a read batch in one round trip (`start_batch.lua`): finds the jobs someone asked
@@ -642,7 +647,7 @@ public final class Worker: Sendable {
                     "ferry.error_class": "\(errorClass)", "ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)",
                     "ferry.error": "\(String("\(error)".prefix(300)))",
                 ])
-            if attempt >= message.maxAttempts ?? configuration.retry.maxAttempts {
+            if attempt >= maxAttempts(of: message) {
                 await deadLetter(
                     entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: "\(error)", control: control,
                     logger: logger)

@@ -5,6 +5,15 @@ import Foundation
 struct PushRequestBuilder: Sendable {
     let endpoint: PushEndpoint
     let signer: RequestSigner?
+    /// Lower-cased names of the `--push-header` headers, which replace Ferry's own of the same
+    /// name: worked out once, not per request.
+    private let userHeaderNames: Set<String>
+
+    init(endpoint: PushEndpoint, signer: RequestSigner?) {
+        self.endpoint = endpoint
+        self.signer = signer
+        self.userHeaderNames = Set(endpoint.headers.map { $0.prefix { $0 != ":" }.lowercased() })
+    }
 
     /// The JSON body of the `wrapped` format, a Pub/Sub push request's shape, keys sorted:
     /// `{"message":{"attributes":{…},"data":"<base64>","deliveryAttempt":N,"jobId":…,
@@ -15,24 +24,26 @@ struct PushRequestBuilder: Sendable {
     static func envelope(for job: Job, publishTime: String) -> [UInt8] {
         var json: [UInt8] = []
         json.reserveCapacity(job.data.count * 4 / 3 + 256)
-        json += Array(#"{"message":{"attributes":{"#.utf8)
+        json.append(contentsOf: #"{"message":{"attributes":{"#.utf8)
         for (index, (name, value)) in job.attributes.sorted(by: { $0.key < $1.key }).enumerated() {
             if index > 0 { json.append(UInt8(ascii: ",")) }
             appendJSONString(name, to: &json)
             json.append(UInt8(ascii: ":"))
             appendJSONString(value, to: &json)
         }
-        json += Array(#"},"data":""#.utf8)
-        json += Array(Data(job.data).base64EncodedString().utf8)
-        json += Array(#"","deliveryAttempt":"#.utf8)
-        json += Array(String(job.deliveryAttempt).utf8)
+        json.append(contentsOf: #"},"data":""#.utf8)
+        json.append(contentsOf: Data(job.data).base64EncodedString().utf8)
+        json.append(contentsOf: #"","deliveryAttempt":"#.utf8)
+        json.append(contentsOf: String(job.deliveryAttempt).utf8)
         for (key, value) in [
             ("jobId", job.id), ("messageId", job.entryID), ("publishTime", publishTime), ("type", job.type),
         ] {
-            json += Array(#",""#.utf8) + Array(key.utf8) + Array(#"":"#.utf8)
+            json.append(contentsOf: #",""#.utf8)
+            json.append(contentsOf: key.utf8)
+            json.append(contentsOf: #"":"#.utf8)
             appendJSONString(value, to: &json)
         }
-        json += Array(#"},"subscription":"#.utf8)
+        json.append(contentsOf: #"},"subscription":"#.utf8)
         appendJSONString("\(job.queue)/\(job.group)", to: &json)
         json.append(UInt8(ascii: "}"))
         return json
@@ -46,12 +57,13 @@ struct PushRequestBuilder: Sendable {
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
                 json += [UInt8(ascii: "\\"), byte]
-            case UInt8(ascii: "\n"): json += Array(#"\n"#.utf8)
-            case UInt8(ascii: "\r"): json += Array(#"\r"#.utf8)
-            case UInt8(ascii: "\t"): json += Array(#"\t"#.utf8)
+            case UInt8(ascii: "\n"): json.append(contentsOf: #"\n"#.utf8)
+            case UInt8(ascii: "\r"): json.append(contentsOf: #"\r"#.utf8)
+            case UInt8(ascii: "\t"): json.append(contentsOf: #"\t"#.utf8)
             case 0..<0x20:
                 let hex = Array("0123456789abcdef".utf8)
-                json += Array(#"\u00"#.utf8) + [hex[Int(byte >> 4)], hex[Int(byte & 0xf)]]
+                json.append(contentsOf: #"\u00"#.utf8)
+                json += [hex[Int(byte >> 4)], hex[Int(byte & 0xf)]]
             default:
                 json.append(byte)
             }
@@ -87,8 +99,7 @@ struct PushRequestBuilder: Sendable {
         if let traceparent = job.message.traceparent {
             headers.append("traceparent: \(Self.headerValue(traceparent))")
         }
-        let userNames = Set(endpoint.headers.map { $0.prefix { $0 != ":" }.lowercased() })
-        headers.removeAll { userNames.contains($0.prefix { $0 != ":" }.lowercased()) }
+        headers.removeAll { userHeaderNames.contains($0.prefix { $0 != ":" }.lowercased()) }
         headers += endpoint.headers
         if let signer { headers += signer.headers(body: body) }
         return CurlHTTPClient.Request(
