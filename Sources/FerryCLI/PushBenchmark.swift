@@ -10,12 +10,13 @@ import Synchronization
 import SystemPackage
 
 /// `ferry bench push`: jobs/s delivered by push to a loopback endpoint that answers 204 at once,
-/// beside the request rate `wrk` (or `curl --parallel`, when wrk is missing) reaches against the
-/// same endpoint in the same run.
+/// beside the request rates `wrk` and `curl --parallel` reach against the same endpoint in the
+/// same run. curl's own client shows what libcurl costs per request on this machine before any
+/// queue work, which wrk (hand-written HTTP on epoll) does not.
 struct PushBenchmark: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "push",
-        abstract: "Push delivery throughput beside wrk against the same loopback endpoint.")
+        abstract: "Push delivery throughput beside wrk and curl --parallel against the same loopback endpoint.")
 
     @Option(help: "Jobs per Ferry run.")
     var jobs = 20_000
@@ -63,25 +64,30 @@ struct PushBenchmark: AsyncParsableCommand {
         let url = "http://127.0.0.1:\(endpointPort)/"
         print("Push benchmark: \(jobs) jobs per run to \(url) (answers 204), Redis \(redisConfiguration.redactedURL), status off")
 
-        var rows: [[String]] = [["concurrency", "baseline req/s", "ferry jobs/s", "ratio", "ferry's HTTP client alone req/s"]]
-        var baselineName = "wrk"
+        var rows: [[String]] = [
+            [
+                "concurrency", "wrk req/s", "curl --parallel req/s", "ferry jobs/s", "ferry/wrk", "ferry/curl",
+                "ferry's client alone",
+            ]
+        ]
         for concurrency in [16, 64] {
-            let baseline: Double?
-            if let wrk = try? await wrkRate(url, connections: concurrency) {
-                baseline = wrk
-            } else {
-                baselineName = "curl --parallel"
-                baseline = try? await curlRate(url, parallel: concurrency)
-            }
+            let wrk = try? await wrkRate(url, connections: concurrency)
+            let curl = try? await curlRate(url, parallel: concurrency)
             let ferry = try await ferryRate(url, concurrency: concurrency, connection: connection, redis: redisConfiguration)
             let client = try await clientRate(url, concurrency: concurrency)
+            func rate(_ value: Double?) -> String { value.map { String(format: "%.0f", $0) } ?? "-" }
+            func ratio(_ baseline: Double?) -> String { baseline.map { String(format: "%.2f", ferry / $0) } ?? "-" }
             rows.append([
-                "\(concurrency)", baseline.map { String(format: "%.0f", $0) } ?? "-", String(format: "%.0f", ferry),
-                baseline.map { String(format: "%.2f", ferry / $0) } ?? "-", String(format: "%.0f", client),
+                "\(concurrency)", rate(wrk), rate(curl), rate(ferry), ratio(wrk), ratio(curl), rate(client),
             ])
         }
         printTable(rows)
-        print("Baseline: \(baselineName) with as many connections as Ferry's concurrency, POSTing a body of the same size.")
+        print(
+            """
+            Baselines, each with as many connections as Ferry's concurrency, POSTing a body of the same size:
+            wrk, and curl --parallel (libcurl's own client, on the libcurl Ferry uses, with no queue behind it).
+            A dash: the tool is not installed.
+            """)
     }
 
     /// A body the size of a wrapped push request for the benchmark's job.
@@ -162,12 +168,21 @@ struct PushBenchmark: AsyncParsableCommand {
         return Double(line.dropFirst("Requests/sec:".count).trimmingCharacters(in: .whitespaces))
     }
 
+    /// `curl --parallel` sending as many requests as Ferry's run delivers jobs (at least 20,000, for
+    /// a run long enough to time), its URLs in a config file rather than on the command line.
     private func curlRate(_ url: String, parallel: Int) async throws -> Double? {
-        let requests = 5000
-        var arguments = ["-s", "--parallel", "--parallel-max", "\(parallel)", "-X", "POST", "-d", Self.sampleBody]
-        for _ in 0..<requests { arguments += ["-o", "/dev/null", url] }
+        let requests = max(jobs, 20_000)
+        let config = FileManager.default.temporaryDirectory.appending(path: "ferry-bench-\(getpid()).curl").path()
+        try String(repeating: "url = \"\(url)\"\noutput = \"/dev/null\"\n", count: requests)
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let arguments = [
+            "-s", "--parallel", "--parallel-max", "\(parallel)", "-X", "POST", "-H", "Content-Type: application/json", "-d",
+            Self.sampleBody, "-K", config,
+        ]
         let start = ContinuousClock.now
-        let result = try await Subprocess.run(.name("curl"), arguments: .init(arguments), output: .discarded, error: .discarded)
+        let result = try await Subprocess.run(
+            .name("curl"), arguments: .init(arguments), output: .discarded, error: .discarded)
         guard result.terminationStatus.isSuccess else { return nil }
         return Double(requests) / secondsSince(start)
     }
