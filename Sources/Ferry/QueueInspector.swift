@@ -44,14 +44,36 @@ public struct QueueInspector: Sendable {
         public var idleMilliseconds: Int
     }
 
-    /// Every queue's name, found with `SCAN` (never `KEYS`, which blocks Redis).
+    /// Every queue's name, found with `SCAN` (never `KEYS`, which blocks Redis); on Redis
+    /// Cluster, on every primary node, since `SCAN` sees only the node it is sent to.
     public func queues() async throws(FerryError) -> [QueueName] {
+        let primaries: [RedisConfiguration]?
+        do { primaries = try await connection.clusterPrimaries() } catch { throw FerryError(error) }
+        var names: Set<String> = []
+        if let primaries {
+            for primary in primaries {
+                let node = RedisConnection(configuration: primary)
+                names.formUnion(try await Self.queueNames(on: node))
+                await node.close()
+            }
+        } else {
+            names = try await Self.queueNames(on: connection)
+        }
+        return names.sorted().compactMap { try? QueueName($0) }
+    }
+
+    private static func queueNames(on connection: RedisConnection) async throws(FerryError) -> Set<String> {
         var names: Set<String> = []
         var cursor = "0"
         repeat {
-            let reply = try await send(
-                RedisCommand(
-                    "SCAN", [.string(cursor), "MATCH", .string(QueueKeys.jobStreamPattern), "COUNT", 1000, "TYPE", "stream"]))
+            let reply: RedisReply
+            do {
+                reply = try await connection.send(
+                    RedisCommand(
+                        "SCAN", [.string(cursor), "MATCH", .string(QueueKeys.jobStreamPattern), "COUNT", 1000, "TYPE", "stream"]))
+            } catch {
+                throw FerryError(error)
+            }
             guard let parts = reply.array, parts.count == 2 else { break }
             cursor = parts[0].string ?? "0"
             for key in parts[1].array?.compactMap(\.string) ?? [] {
@@ -60,7 +82,7 @@ public struct QueueInspector: Sendable {
                 }
             }
         } while cursor != "0"
-        return names.sorted().compactMap { try? QueueName($0) }
+        return names
     }
 
     /// The report for one queue; nil when it has neither a job stream nor dead letters.

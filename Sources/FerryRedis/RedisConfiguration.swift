@@ -10,9 +10,17 @@ import Foundation
 /// mode and point Ferry at its plain local port.
 public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible {
     /// The socket to dial.
-    public enum Endpoint: Sendable, Hashable {
+    public enum Endpoint: Sendable, Hashable, CustomStringConvertible {
         case tcp(host: String, port: Int)
         case unixSocket(path: String)
+
+        /// `host:port` (`[::1]:6379` for IPv6) or the socket's path: what logs and errors name.
+        public var description: String {
+            switch self {
+            case .tcp(let host, let port): host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+            case .unixSocket(let path): path
+            }
+        }
     }
 
     public var endpoint: Endpoint

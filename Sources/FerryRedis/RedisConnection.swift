@@ -14,6 +14,13 @@ import Logging
 /// the answer to the next command; the next command re-dials, waiting out a capped exponential
 /// backoff after failed dials. The failing command itself throws: it is never retried silently,
 /// since Redis may already have applied it.
+///
+/// Against Redis Cluster, the connection follows redirections: a `MOVED` reply moves the
+/// connection to the node it names and sends the command there (a queue's keys share one hash
+/// slot, `{queue}`, so one node serves all of a queue's commands); an `ASK` reply, seen while a
+/// slot migrates, sends `ASKING` and the command to the importing node once, on a connection of
+/// its own. Neither reply means the command ran, so resending is safe. Should the node a `MOVED`
+/// named stop answering, the next dial goes back to the configured one, which knows the new layout.
 public actor RedisConnection {
     /// Where and how this connection dials.
     public nonisolated let configuration: RedisConfiguration
@@ -25,6 +32,13 @@ public actor RedisConnection {
     private var failedDials = 0
     private var nextDialAllowed: ContinuousClock.Instant?
     private var isClosed = false
+    /// The cluster node a `MOVED` reply named, dialled instead of the configured endpoint.
+    private var redirectedEndpoint: RedisConfiguration.Endpoint?
+    /// The context was dropped to follow a `MOVED`, not after a failure: the next dial is no reconnection.
+    private var followingMove = false
+    /// Redirections one call follows before it returns the `MOVED` or `ASK` reply as it is: a
+    /// cluster in the middle of resharding may redirect more than once, never for long.
+    private static let maximumRedirections = 5
     /// How many times this connection has been dialled successfully; visible for tests and metrics.
     public private(set) var dialCount = 0
 
@@ -92,6 +106,60 @@ public actor RedisConnection {
     /// - Throws: ``RedisError`` when the exchange itself fails; then no reply is returned, and
     ///   any of the commands may or may not have been applied.
     public func pipeline(_ commands: [RedisCommand], timeout: Duration? = nil) throws(RedisError) -> [RedisReply] {
+        var replies = try exchangeLoadingScripts(commands, timeout: timeout)
+        for _ in 0..<Self.maximumRedirections {
+            let redirections = replies.map { $0.clusterRedirection(from: redirectedEndpoint ?? configuration.endpoint) }
+            guard let redirection = redirections.lazy.compactMap({ $0 }).first else { break }
+            // Commands sent together are meant for one slot; any redirected elsewhere wait for the next turn.
+            let indices = commands.indices.filter { redirections[$0] == redirection }
+            let redirected = indices.map { commands[$0] }
+            let retried: [RedisReply]
+            if redirection.asking {
+                retried = try exchangeAsking(redirected, at: redirection.endpoint, timeout: timeout)
+            } else {
+                logger.info(
+                    "Redis Cluster moved this connection's slot; following it",
+                    metadata: ["redis.moved_to": "\(redirection.endpoint)"])
+                dropContext()
+                redirectedEndpoint = redirection.endpoint == configuration.endpoint ? nil : redirection.endpoint
+                followingMove = true
+                retried = try exchangeLoadingScripts(redirected, timeout: timeout)
+            }
+            for (index, reply) in zip(indices, retried) { replies[index] = reply }
+        }
+        return replies
+    }
+
+    /// The primary nodes of the Redis Cluster this connection reaches, each as this connection's
+    /// configuration with that node's endpoint, for commands that must visit every node (`SCAN`);
+    /// nil when the server is not a cluster node or may not say (`CLUSTER` refused by its ACL).
+    public func clusterPrimaries() throws(RedisError) -> [RedisConfiguration]? {
+        let reply: RedisReply
+        do {
+            reply = try send(RedisCommand("CLUSTER", ["NODES"]))
+        } catch  where error.kind == .server {
+            return nil
+        }
+        guard let text = reply.string else { return nil }
+        // `<id> <host:port@bus[,hostname]> <flags> ...`, one node per line.
+        return text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            guard fields.count >= 3 else { return nil }
+            let flags = fields[2].split(separator: ",")
+            guard flags.contains("master"), !flags.contains("fail"), !flags.contains("noaddr"),
+                !flags.contains("handshake"),
+                let address = fields[1].split(separator: "@").first,
+                let endpoint = RedisConfiguration.Endpoint(
+                    clusterAddress: address, from: redirectedEndpoint ?? configuration.endpoint)
+            else { return nil }
+            var node = configuration
+            node.endpoint = endpoint
+            return node
+        }
+    }
+
+    /// One exchange, plus one more for any `EVALSHA` that met `NOSCRIPT`, sent as `EVAL`.
+    private func exchangeLoadingScripts(_ commands: [RedisCommand], timeout: Duration?) throws(RedisError) -> [RedisReply] {
         var replies = try exchange(commands, timeout: timeout)
         let missingScripts = commands.indices.filter { index in
             commands[index].script != nil && replies[index].isNoScriptError
@@ -101,6 +169,22 @@ public actor RedisConnection {
             for (index, reply) in zip(missingScripts, retried) { replies[index] = reply }
         }
         return replies
+    }
+
+    /// Sends each command after `ASKING` to the node importing its slot, on a connection dialled
+    /// for this alone: `ASK` is answered once, and only while a slot migrates. Scripts go as
+    /// `EVAL`, since the importing node may not have them cached.
+    private func exchangeAsking(
+        _ commands: [RedisCommand], at endpoint: RedisConfiguration.Endpoint, timeout: Duration?
+    ) throws(RedisError) -> [RedisReply] {
+        let context = try dial(endpoint)
+        // The dial's handshake set the remembered socket timeout for that context, not this one's.
+        defer { socketTimeout = nil }
+        let interleaved = commands.flatMap { command in
+            [RedisCommand("ASKING"), command.script != nil ? command.evalFallback() : command]
+        }
+        let replies = try roundTrip(interleaved, on: context.pointer, timeout: timeout ?? configuration.commandTimeout)
+        return stride(from: 1, to: replies.count, by: 2).map { replies[$0] }
     }
 
     /// The name of the thread running this actor: lets tests prove hiredis stays off the pool.
@@ -199,16 +283,24 @@ public actor RedisConnection {
             if wait > .zero { Thread.sleep(forTimeInterval: wait.seconds) }
         }
         do {
-            let context = try dial()
+            let context = try dial(redirectedEndpoint ?? configuration.endpoint)
             self.context = context
             failedDials = 0
             nextDialAllowed = nil
             dialCount += 1
-            if dialCount > 1 { logger.info("Redis connection re-established") }
+            if dialCount > 1 && !followingMove { logger.info("Redis connection re-established") }
+            followingMove = false
             return context
         } catch {
             failedDials += 1
             nextDialAllowed = .now + reconnectDelay(afterFailures: failedDials)
+            if let redirectedEndpoint {
+                // After a failover the configured node knows where the slot lives now.
+                logger.info(
+                    "the cluster node this connection was moved to does not answer; going back to the configured one",
+                    metadata: ["redis.moved_to": "\(redirectedEndpoint)"])
+                self.redirectedEndpoint = nil
+            }
             throw error
         }
     }
@@ -220,11 +312,11 @@ public actor RedisConnection {
         return capped + capped * Double.random(in: 0...0.2)
     }
 
-    private func dial() throws(RedisError) -> HiredisContext {
+    private func dial(_ target: RedisConfiguration.Endpoint) throws(RedisError) -> HiredisContext {
         let timeval = ferry_timeval_ms(configuration.connectTimeout.milliseconds)
-        let endpoint = configuration.redactedURL
+        let endpoint = target == configuration.endpoint ? configuration.redactedURL : "\(target) (a cluster redirection)"
         let dialled: UnsafeMutablePointer<redisContext>?
-        switch configuration.endpoint {
+        switch target {
         case .tcp(let host, let port): dialled = redisConnectWithTimeout(host, Int32(port), timeval)
         case .unixSocket(let path): dialled = redisConnectUnixWithTimeout(path, timeval)
         }
@@ -241,7 +333,7 @@ public actor RedisConnection {
                 endpoint: endpoint)
         }
         socketTimeout = nil
-        if case .tcp = configuration.endpoint { _ = redisEnableKeepAlive(dialled) }
+        if case .tcp = target { _ = redisEnableKeepAlive(dialled) }
         try handshake(on: dialled)
         return context
     }
@@ -307,6 +399,17 @@ extension RedisReply {
         }
     }
 
+    /// Where a Redis Cluster `MOVED` or `ASK` error reply sends the command, if it is one:
+    /// `MOVED 3999 10.0.0.2:6381`.
+    func clusterRedirection(from current: RedisConfiguration.Endpoint) -> ClusterRedirection? {
+        guard case .error(let message) = self else { return nil }
+        let words = message.split(separator: " ")
+        guard words.count == 3, words[0] == "MOVED" || words[0] == "ASK",
+            let endpoint = RedisConfiguration.Endpoint(clusterAddress: words[2], from: current)
+        else { return nil }
+        return ClusterRedirection(asking: words[0] == "ASK", endpoint: endpoint)
+    }
+
     var isNoScriptError: Bool {
         if case .error(let message) = self { return message.hasPrefix("NOSCRIPT") }
         return false
@@ -323,5 +426,28 @@ extension Duration {
     var seconds: Double {
         let (seconds, attoseconds) = components
         return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
+
+/// A Redis Cluster redirection: the node to send a command to, and whether only this once (`ASK`).
+struct ClusterRedirection: Equatable {
+    var asking: Bool
+    var endpoint: RedisConfiguration.Endpoint
+}
+
+extension RedisConfiguration.Endpoint {
+    /// A node's address as Redis Cluster writes it, `host:port` (IPv6 hosts unbracketed). A node
+    /// that does not know its own address writes an empty host or `?`: the host of the node
+    /// that answered, `current`.
+    init?(clusterAddress address: Substring, from current: RedisConfiguration.Endpoint) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+            return nil
+        }
+        var host = String(address[..<colon])
+        if host.isEmpty || host == "?" {
+            guard case .tcp(let currentHost, _) = current else { return nil }
+            host = currentHost
+        }
+        self = .tcp(host: host, port: port)
     }
 }

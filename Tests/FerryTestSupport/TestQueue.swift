@@ -12,12 +12,14 @@ public struct TestQueue: Sendable {
     public let redisConfiguration: RedisConfiguration
     public let publisher: Publisher
 
-    /// - Parameter prefix: starts the queue's unique name, for reading Redis during a failure.
-    public init(_ prefix: String) async throws {
-        url = try await TestRedis.sharedURL()
+    /// - Parameters:
+    ///   - prefix: starts the queue's unique name, for reading Redis during a failure.
+    ///   - url: the Redis to use; the shared test server when nil.
+    public init(_ prefix: String, url: String? = nil) async throws {
+        if let url { self.url = url } else { self.url = try await TestRedis.sharedURL() }
         queue = try QueueName(uniqueName(prefix))
         keys = QueueKeys(queue: queue)
-        redisConfiguration = try RedisConfiguration(url: url)
+        redisConfiguration = try RedisConfiguration(url: self.url)
         redis = RedisConnection(configuration: redisConfiguration)
         publisher = Publisher(queue: queue, connection: redis)
     }

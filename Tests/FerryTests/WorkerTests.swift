@@ -153,6 +153,44 @@ struct WorkerTests {
         #expect(dead.allSatisfy { $0.value(of: "dead_letter.delivery_count") == Array("1".utf8) })
     }
 
+    @Test("on Redis Cluster, through a node that does not serve the queue: publish, retry, dead-letter and ack all land")
+    func clusterRedirections() async throws {
+        let cluster = try await RedisClusterProcess()
+        var setup = try await Setup("cluster", url: cluster.nodes[0].url)
+        while try await cluster.node(servingKeyOf: setup.keys.jobs).node.port == cluster.nodes[0].port {
+            setup = try await Setup("cluster", url: cluster.nodes[0].url)
+        }
+        let owner = try await cluster.node(servingKeyOf: setup.keys.jobs).node
+        let seen = Deliveries()
+        let worker = setup.worker([
+            "t": JobHandlerClosure { job in
+                seen.record(job)
+                if job.message.data == Array("flaky".utf8) && job.deliveryAttempt == 1 { throw PushBackError() }
+            },
+            "refuse": JobHandlerClosure { _ in throw PermanentJobError("refused") },
+        ])
+        _ = try await setup.publisher.publish((0..<20).map { JobMessage(type: "t", data: Array("\($0)".utf8)) })
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: Array("flaky".utf8)))
+        _ = try await setup.publisher.publish(JobMessage(type: "refuse", data: []))
+        for _ in 0..<2 { _ = try await setup.publisher.publish(JobMessage(type: "t", data: [], idempotencyKey: "once")) }
+        try await running(worker) {
+            #expect(await eventually { seen.count == 23 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+            #expect(await eventually { try await setup.deadEntries().count == 1 })
+        }
+        #expect(try await RedisClusterProcess.send(owner, "XLEN", setup.keys.jobs).integer == 23)
+        #expect(try await RedisClusterProcess.send(cluster.nodes[0], "DBSIZE").integer == 0, "nothing landed on the node dialled")
+
+        // `SCAN` sees one node; listing queues visits every primary.
+        var local = try await Setup("cluster", url: cluster.nodes[0].url)
+        while try await cluster.node(servingKeyOf: local.keys.jobs).node.port != cluster.nodes[0].port {
+            local = try await Setup("cluster", url: cluster.nodes[0].url)
+        }
+        _ = try await local.publisher.publish(JobMessage(type: "t", data: []))
+        let listed = try await QueueInspector(connection: try RedisConnection(url: cluster.nodes[0].url)).queues()
+        #expect(Set(listed) == [setup.queue, local.queue])
+    }
+
     @Test("two groups on one queue each process every job")
     func fanOut() async throws {
         let setup = try await Setup()

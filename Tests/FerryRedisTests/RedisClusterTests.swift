@@ -1,0 +1,73 @@
+import FerryTestSupport
+import Foundation
+import Testing
+
+@testable import FerryRedis
+
+@Suite("Connections follow Redis Cluster redirections on a real three-node cluster")
+struct RedisClusterTests {
+    /// A key whose slot a node other than `nodes[0]` serves, with that node.
+    static func keyElsewhere(_ cluster: RedisClusterProcess) async throws -> (key: String, node: RedisServerProcess) {
+        while true {
+            let key = "ferry:{\(uniqueName("q"))}:jobs"
+            let (node, _) = try await cluster.node(servingKeyOf: key)
+            if node.port != cluster.nodes[0].port { return (key, node) }
+        }
+    }
+
+    @Test("MOVED: the connection moves to the node serving the slot, runs the command there, and stays")
+    func followsMoved() async throws {
+        let cluster = try await RedisClusterProcess()
+        let (key, owner) = try await Self.keyElsewhere(cluster)
+        let redis = try RedisConnection(url: cluster.nodes[0].url)
+
+        let id = try await redis.send(RedisCommand("XADD", [.string(key), "*", "f", "v"]))
+        #expect(id.string?.contains("-") == true)
+        #expect(try await RedisClusterProcess.send(owner, "XLEN", key).integer == 1)
+        // A script, unknown on the new node: NOSCRIPT there, then EVAL, all behind one call.
+        let script = RedisScript(name: "xlen", source: "return redis.call('XLEN', KEYS[1])")
+        let replies = try await redis.pipeline([
+            script.command(keys: [.string(key)], arguments: []), RedisCommand("XLEN", [.string(key)]),
+        ])
+        #expect(replies == [.integer(1), .integer(1)])
+        #expect(await redis.dialCount == 2, "one dial to the configured node, one to the slot's owner, none after")
+    }
+
+    @Test("ASK during a slot migration: ASKING and the command go to the importing node, and the connection stays")
+    func followsAsk() async throws {
+        let cluster = try await RedisClusterProcess()
+        var key = ""
+        var slot = 0
+        repeat {
+            key = "ferry:{\(uniqueName("q"))}:jobs"
+            let (node, keySlot) = try await cluster.node(servingKeyOf: key)
+            if node.port == cluster.nodes[0].port { slot = keySlot } else { key = "" }
+        } while key.isEmpty
+        let (source, target) = (cluster.nodes[0], cluster.nodes[1])
+        try await RedisClusterProcess.send(target, "CLUSTER", "SETSLOT", "\(slot)", "IMPORTING", try await cluster.nodeID(source))
+        try await RedisClusterProcess.send(source, "CLUSTER", "SETSLOT", "\(slot)", "MIGRATING", try await cluster.nodeID(target))
+
+        let redis = try RedisConnection(url: source.url)
+        let id = try await redis.send(RedisCommand("XADD", [.string(key), "*", "f", "v"]))
+        #expect(id.string?.contains("-") == true, "the key is new, so the source answers ASK and the target stores it")
+
+        let check = try RedisConnection(url: target.url)
+        let onTarget = try await check.pipeline([RedisCommand("ASKING"), RedisCommand("XLEN", [.string(key)])])
+        #expect(onTarget.last == .integer(1))
+        #expect(await redis.dialCount == 1, "ASK is followed once, on a connection of its own")
+    }
+
+    @Test("a MOVED or ASK reply is read with its node; an unknown host means the node that answered")
+    func parsesRedirections() async throws {
+        let current = RedisConfiguration.Endpoint.tcp(host: "10.0.0.1", port: 7000)
+        let moved = RedisReply.error("MOVED 3999 10.0.0.2:6381").clusterRedirection(from: current)
+        #expect(moved == ClusterRedirection(asking: false, endpoint: .tcp(host: "10.0.0.2", port: 6381)))
+        let ask = RedisReply.error("ASK 3999 :6382").clusterRedirection(from: current)
+        #expect(ask == ClusterRedirection(asking: true, endpoint: .tcp(host: "10.0.0.1", port: 6382)))
+        #expect(
+            RedisReply.error("MOVED 1 ?:6383").clusterRedirection(from: current)?.endpoint == .tcp(host: "10.0.0.1", port: 6383))
+        #expect(RedisReply.error("MOVED 1 ::1:6384").clusterRedirection(from: current)?.endpoint == .tcp(host: "::1", port: 6384))
+        #expect(RedisReply.error("ERR MOVED somewhere").clusterRedirection(from: current) == nil)
+        #expect(RedisReply.status("MOVED 1 a:1").clusterRedirection(from: current) == nil)
+    }
+}
