@@ -72,6 +72,22 @@ struct RedisConnectionFaultTests {
         #expect(ContinuousClock.now - start >= .milliseconds(200))
         #expect(await redis.dialCount == 0)
     }
+
+    @Test("a host that never answers the connect fails within the connect timeout, naming the problem")
+    func connectTimeout() async throws {
+        let listener = try SaturatedListener()
+        try await Task.sleep(for: .milliseconds(100))
+
+        var configuration = try RedisConfiguration(url: "redis://127.0.0.1:\(listener.port)")
+        configuration.connectTimeout = .milliseconds(300)
+        let redis = RedisConnection(configuration: configuration)
+        let start = ContinuousClock.now
+        let error = await #expect(throws: RedisError.self) { try await redis.connect() }
+        withExtendedLifetime(listener) {}
+        #expect(ContinuousClock.now - start < .seconds(3))
+        #expect(error?.kind == .connectionFailed)
+        #expect(error?.message.contains("cannot connect to Redis") == true, "\(String(describing: error))")
+    }
 }
 
 @Suite("Authentication")

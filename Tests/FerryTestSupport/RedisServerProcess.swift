@@ -142,10 +142,12 @@ public func freeLoopbackPort() throws -> Int {
     let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard descriptor >= 0 else { throw TestSupportError("socket() failed: errno \(errno)") }
     defer { close(descriptor) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = 0
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return try bindToFreeLoopbackPort(descriptor)
+}
+
+/// Binds the socket to a free port on 127.0.0.1 and returns the port.
+func bindToFreeLoopbackPort(_ descriptor: Int32) throws -> Int {
+    var address = loopbackAddress(port: 0)
     var length = socklen_t(MemoryLayout<sockaddr_in>.size)
     let bound = withUnsafeMutablePointer(to: &address) { pointer in
         pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { generic in
@@ -154,6 +156,43 @@ public func freeLoopbackPort() throws -> Int {
     }
     guard bound else { throw TestSupportError("bind() to a free port failed: errno \(errno)") }
     return Int(UInt16(bigEndian: address.sin_port))
+}
+
+func loopbackAddress(port: Int) -> sockaddr_in {
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = UInt16(port).bigEndian
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    return address
+}
+
+/// A loopback port whose listener never accepts and whose accept queue is full, so the kernel
+/// drops further SYNs: a connect to it hangs as one to a firewalled or vanished host does.
+public final class SaturatedListener {
+    public let port: Int
+    private var descriptors: [Int32] = []
+
+    public init() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        descriptors.append(listener)
+        port = try bindToFreeLoopbackPort(listener)
+        guard listen(listener, 0) == 0 else { throw TestSupportError("listen() failed: errno \(errno)") }
+        // A backlog of 0 still queues one connection; two fill it whatever the kernel rounds to.
+        var address = loopbackAddress(port: port)
+        for _ in 0..<2 {
+            let filler = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+            descriptors.append(filler)
+            _ = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(filler, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+        }
+    }
+
+    deinit {
+        descriptors.forEach { close($0) }
+    }
 }
 
 /// Finds an executable on PATH, as a shell would.
