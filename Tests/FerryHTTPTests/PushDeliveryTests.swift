@@ -192,6 +192,24 @@ struct PushDeliveryTests {
         #expect(Self.text(dead, "dead_letter.error").contains("onnect"))
     }
 
+    @Test("a host that never answers the connect fails at the connect timeout, long before the request timeout")
+    func connectTimeout() async throws {
+        let listener = try SaturatedListener()
+        let client = CurlHTTPClient(maxConnections: 1)
+        defer { client.close() }
+        let start = ContinuousClock.now
+        let error = await #expect(throws: CurlTransferError.self) {
+            _ = try await client.send(
+                .init(
+                    url: "http://127.0.0.1:\(listener.port)/", body: [], timeout: .seconds(20),
+                    connectTimeout: .milliseconds(300)))
+        }
+        withExtendedLifetime(listener) {}
+        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(error?.code == 28, "curl's timeout, \(String(describing: error))")
+        #expect(error?.message.lowercased().contains("connect") == true, "\(String(describing: error))")
+    }
+
     @Test("https is verified: an endpoint whose certificate no one trusts is never sent a job (curl_60)")
     func tlsVerification() async throws {
         let directory = FileManager.default.temporaryDirectory.appending(path: uniqueName("push-tls")).path()
