@@ -28,6 +28,13 @@ final class Deliveries: Sendable {
     var count: Int { seen.withLock { $0.count } }
 }
 
+/// Records the job events a worker reports, from any task.
+final class RecordedEvents: JobEventObserver {
+    private let events = Mutex<[JobEvent]>([])
+    func jobFinished(_ event: JobEvent) { events.withLock { $0.append(event) } }
+    var all: [JobEvent] { events.withLock { $0 } }
+}
+
 @Suite("Worker")
 struct WorkerTests {
     typealias Setup = TestQueue
@@ -515,6 +522,38 @@ struct WorkerTests {
         #expect(dead == .integer(0))
         #expect(try await setup.pendingCount() == 1, "still pending for the new owner")
         #expect(try await setup.deadEntries().isEmpty)
+    }
+
+    @Test("a handler that returns after its entry was claimed by another consumer reports no success")
+    func lostLeaseReportsNoSuccess() async throws {
+        let setup = try await Setup()
+        let gate = Mutex((started: false, open: false))
+        let events = RecordedEvents()
+        var configuration = Worker.Configuration()
+        configuration.consumer = uniqueName("c")
+        configuration.lease = .seconds(30)  // no extension runs while the test does its work
+        let worker = Worker(
+            queue: setup.queue, redis: setup.redisConfiguration,
+            handlers: [
+                "held": JobHandlerClosure { _ in
+                    gate.withLock { $0.started = true }
+                    while !gate.withLock({ $0.open }) { try await Task.sleep(for: .milliseconds(10)) }
+                },
+                "t": JobHandlerClosure { _ in },
+            ], configuration: configuration, observer: events)
+        let held = try await setup.publisher.publish(JobMessage(type: "held", data: []))
+        var nextJobID = ""
+        try await running(worker) {
+            #expect(await eventually { gate.withLock { $0.started } })
+            try await setup.redis.send(
+                RedisCommand("XCLAIM", [.string(setup.keys.jobs), "workers", "new-owner", "0", .string(held.jobID)]))
+            gate.withLock { $0.open = true }
+            // Acknowledgements flush in order: once the next job's success is heard, the held one's ack has landed.
+            nextJobID = try await setup.publisher.publish(JobMessage(type: "t", data: [])).jobID
+            #expect(await eventually { events.all.contains { $0.jobID == nextJobID } })
+        }
+        #expect(events.all.map(\.jobID) == [nextJobID], "no success for the held job, whose entry another consumer owns")
+        #expect(try await setup.pendingCount() == 1, "still pending, for the new owner")
     }
 
     @Test("if the group disappears mid-run (a flush), the worker recreates it and goes on")
