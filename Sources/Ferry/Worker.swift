@@ -598,9 +598,6 @@ public final class Worker: Sendable {
             metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
             if let key = message.idempotencyKey {
                 if await complete(entry.id, jobID: jobID, idempotencyKey: key, control: control, logger: logger) {
-                    await recordStatus(
-                        jobID, "succeeded", attempt: attempt, terminal: true, control: control,
-                        fields: ["finished_at": now(), "progress": 100])
                     notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
                 }
                 return .done
@@ -723,22 +720,25 @@ public final class Worker: Sendable {
         return false
     }
 
-    /// Acknowledges a job with an idempotency key, marks the key done and releases its lock,
-    /// atomically. Returns true when it did; false when the entry was lost or Redis failed.
+    /// Acknowledges a job with an idempotency key, marks the key done, releases its lock and
+    /// records it succeeded, atomically. Returns true when it did; false when the entry was lost
+    /// or Redis failed.
     private func complete(
         _ entryID: String, jobID: String, idempotencyKey key: String, control: ControlChannel, logger: Logger
     ) async -> Bool {
+        var scriptKeys: [RedisArgument] = [
+            .string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(keys.inFlightLock(idempotencyKey: key)),
+        ]
+        var arguments: [RedisArgument] = [
+            .string(configuration.group), .string(configuration.consumer), .string(entryID),
+            .integer(configuration.idempotencyTTL.milliseconds), .string(jobID),
+        ]
+        if configuration.recordsStatus {
+            scriptKeys.append(.string(keys.jobStatus(jobID: jobID)))
+            arguments += [now(), .integer(configuration.statusTTL.milliseconds)]
+        }
         do {
-            let completed = try await control.run(
-                Self.completeScript,
-                keys: [
-                    .string(keys.jobs), .string(keys.completed(idempotencyKey: key)),
-                    .string(keys.inFlightLock(idempotencyKey: key)),
-                ],
-                arguments: [
-                    .string(configuration.group), .string(configuration.consumer), .string(entryID),
-                    .integer(configuration.idempotencyTTL.milliseconds), .string(jobID),
-                ])
+            let completed = try await control.run(Self.completeScript, keys: scriptKeys, arguments: arguments)
             if completed.integer == 1 { return true }
             logger.info("lease_lost: another worker owns the entry now; not acknowledged")
         } catch {

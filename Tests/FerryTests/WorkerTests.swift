@@ -616,8 +616,10 @@ struct WorkerTests {
         #expect(try await setup.deadEntries().isEmpty)
     }
 
-    @Test("a job's status goes running, with reported progress, to succeeded, and expires after that")
-    func statusLifecycle() async throws {
+    @Test(
+        "a job's status goes running, with reported progress, to succeeded, and expires after that; with an idempotency key too",
+        arguments: [nil, "render-doc-1"])
+    func statusLifecycle(idempotencyKey: String?) async throws {
         let setup = try await Setup()
         let worker = setup.worker([
             "render": JobHandlerClosure { job in
@@ -629,7 +631,8 @@ struct WorkerTests {
             (try await JobStatus.load(jobID: "doc-1", queue: setup.queue, connection: setup.redis))?.fields ?? [:]
         }
         try await running(worker) {
-            _ = try await setup.publisher.publish(JobMessage(type: "render", data: "", jobID: "doc-1"))
+            _ = try await setup.publisher.publish(
+                JobMessage(type: "render", data: "", jobID: "doc-1", idempotencyKey: idempotencyKey))
             #expect(await eventually { try await status()["progress"] == "40" })
             let midway = try await status()
             #expect(midway["state"] == "running")

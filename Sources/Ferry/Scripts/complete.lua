@@ -8,9 +8,13 @@
 -- ARGV[3]  the entry ID (the lock's token)
 -- ARGV[4]  how long the done marker lives, in milliseconds
 -- ARGV[5]  the job id, stored in the done marker
+-- KEYS[4]  (when job status is kept) the status hash ferry:{Q}:job:<job_id>
+-- ARGV[6]  (with KEYS[4]) now, in milliseconds since the epoch
+-- ARGV[7]  (with KEYS[4]) how long a finished job's status hash lives, in milliseconds
 --
--- Acknowledges the entry, marks the key done and releases the lock in one step, so no crash
--- can leave a key acknowledged but not marked (it would run again) or marked but pending.
+-- Acknowledges the entry, marks the key done, releases the lock and records the success in one
+-- step, so no crash can leave a key acknowledged but not marked (it would run again), marked
+-- but pending, or done while its status still says running. As ack.lua does for other jobs.
 -- Returns 1, or 0 when this consumer no longer owns the entry (nothing is written then).
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if not (pending[1] and pending[1][2] == ARGV[2]) then
@@ -20,5 +24,9 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
 if redis.call('GET', KEYS[3]) == ARGV[3] then
   redis.call('DEL', KEYS[3])
+end
+if KEYS[4] then
+  redis.call('HSET', KEYS[4], 'state', 'succeeded', 'progress', '100', 'finished_at', ARGV[6], 'updated_at', ARGV[6])
+  redis.call('PEXPIRE', KEYS[4], ARGV[7])
 end
 return 1
