@@ -84,6 +84,9 @@ enum LogOutput {
     case text
     /// JSON lines on standard output, info and above by default: for long-running workers.
     case json
+    /// JSON lines at info and above into /dev/null: what `ferry bench worker --log-format json`
+    /// measures, a production worker's logging without its output mixing with the figures.
+    case jsonDiscarded
 
     func bootstrap() {
         let configured = ProcessInfo.processInfo.environment["FERRY_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:))
@@ -96,6 +99,9 @@ enum LogOutput {
             }
         case .json:
             LoggingSystem.bootstrap { _ in JSONLogHandler(logLevel: configured ?? .info) }
+        case .jsonDiscarded:
+            let sink = FileHandle(forWritingAtPath: "/dev/null") ?? .standardError
+            LoggingSystem.bootstrap { _ in JSONLogHandler(logLevel: .info, output: sink) }
         }
     }
 }

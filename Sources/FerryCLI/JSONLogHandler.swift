@@ -9,10 +9,13 @@ import Synchronization
 struct JSONLogHandler: LogHandler {
     var logLevel: Logger.Level
     var metadata: Logger.Metadata = [:]
-    private static let output = Mutex(())
+    private let output: FileHandle
+    /// One line at a time, whichever handler writes it.
+    private static let writing = Mutex(())
 
-    init(logLevel: Logger.Level) {
+    init(logLevel: Logger.Level, output: FileHandle = .standardOutput) {
         self.logLevel = logLevel
+        self.output = output
     }
 
     subscript(metadataKey key: String) -> Logger.Metadata.Value? {
@@ -20,22 +23,30 @@ struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// Written by hand, keys sorted: with `JSONSerialization` (and Foundation's date formatting)
+    /// a worker logging at info, two lines per job, ran at a tenth of its speed without logs
+    /// (`ferry bench worker --log-format json`).
     func log(event: LogEvent) {
-        var fields: [String: Any] = [
-            "ts": Self.timestamp(), "level": event.level.rawValue, "event": event.message.description,
+        var fields: [String: String] = [
+            "ts": Date().rfc3339, "level": event.level.rawValue, "event": event.message.description,
         ]
         for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) {
-            let name = key.hasPrefix("ferry.") ? String(key.dropFirst("ferry.".count)) : key
-            let text = value.description
-            fields[name] = Int64(text).map { $0 as Any } ?? text
+            fields[key.hasPrefix("ferry.") ? String(key.dropFirst("ferry.".count)) : key] = value.description
         }
-        guard var line = try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys, .withoutEscapingSlashes])
-        else { return }
-        line.append(10)
-        Self.output.withLock { _ in FileHandle.standardOutput.writeBestEffort(line) }
-    }
-
-    private static func timestamp() -> String {
-        Date().rfc3339
+        var line: [UInt8] = [UInt8(ascii: "{")]
+        line.reserveCapacity(512)
+        for (index, (name, text)) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
+            if index > 0 { line.append(UInt8(ascii: ",")) }
+            JSONText.appendString(name, to: &line)
+            line.append(UInt8(ascii: ":"))
+            // Integers are JSON numbers, written canonically ("007" is 7).
+            if let number = Int64(text) {
+                line.append(contentsOf: String(number).utf8)
+            } else {
+                JSONText.appendString(text, to: &line)
+            }
+        }
+        line.append(contentsOf: "}\n".utf8)
+        Self.writing.withLock { _ in output.writeBestEffort(Data(line)) }
     }
 }

@@ -24,6 +24,12 @@ struct WorkerBenchmark: AsyncParsableCommand {
     @Option(help: "Jobs per second for the latency measurement.")
     var rate = 1000
 
+    @Option(
+        help: ArgumentHelp(
+            "Worker logs: none (the default), or json, info lines as a production worker writes them, into /dev/null.",
+            valueName: "none|json"))
+    var logFormat = "none"
+
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
@@ -33,6 +39,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
         guard concurrencies.allSatisfy({ (1...1000).contains($0) }) else {
             throw ValidationError("--concurrency must be 1 to 1000")
         }
+        guard ["none", "json"].contains(logFormat) else { throw ValidationError("--log-format must be none or json") }
     }
 
     /// Counts handled jobs and collects start latencies, from any handler task.
@@ -48,10 +55,12 @@ struct WorkerBenchmark: AsyncParsableCommand {
     }
 
     func run() async throws {
-        LogOutput.text.bootstrap()
+        (logFormat == "json" ? LogOutput.jsonDiscarded : .text).bootstrap()
         let redisConfiguration = try RedisConfiguration(url: redis.resolvedURL)
         let connection = try await redis.connect(clientName: "ferry-bench")
-        print("Worker benchmark against \(redisConfiguration.redactedURL): \(jobs) jobs per run, no-op Swift handler")
+        print(
+            "Worker benchmark against \(redisConfiguration.redactedURL): \(jobs) jobs per run, no-op Swift handler, "
+                + (logFormat == "json" ? "JSON info logs into /dev/null" : "no logs"))
 
         var rows: [[String]] = [["run", "jobs/s"]]
         let baseline = try await pythonBaseline()

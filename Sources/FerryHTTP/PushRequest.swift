@@ -27,9 +27,9 @@ struct PushRequestBuilder: Sendable {
         json.append(contentsOf: #"{"message":{"attributes":{"#.utf8)
         for (index, (name, value)) in job.attributes.sorted(by: { $0.key < $1.key }).enumerated() {
             if index > 0 { json.append(UInt8(ascii: ",")) }
-            appendJSONString(name, to: &json)
+            JSONText.appendString(name, to: &json)
             json.append(UInt8(ascii: ":"))
-            appendJSONString(value, to: &json)
+            JSONText.appendString(value, to: &json)
         }
         json.append(contentsOf: #"},"data":""#.utf8)
         json.append(contentsOf: Data(job.data).base64EncodedString().utf8)
@@ -41,34 +41,12 @@ struct PushRequestBuilder: Sendable {
             json.append(contentsOf: #",""#.utf8)
             json.append(contentsOf: key.utf8)
             json.append(contentsOf: #"":"#.utf8)
-            appendJSONString(value, to: &json)
+            JSONText.appendString(value, to: &json)
         }
         json.append(contentsOf: #"},"subscription":"#.utf8)
-        appendJSONString("\(job.queue)/\(job.group)", to: &json)
+        JSONText.appendString("\(job.queue)/\(job.group)", to: &json)
         json.append(UInt8(ascii: "}"))
         return json
-    }
-
-    /// A JSON string literal (RFC 8259): quotes, backslashes and control characters escaped,
-    /// everything else as its UTF-8 bytes.
-    static func appendJSONString(_ text: String, to json: inout [UInt8]) {
-        json.append(UInt8(ascii: "\""))
-        for byte in text.utf8 {
-            switch byte {
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"):
-                json += [UInt8(ascii: "\\"), byte]
-            case UInt8(ascii: "\n"): json.append(contentsOf: #"\n"#.utf8)
-            case UInt8(ascii: "\r"): json.append(contentsOf: #"\r"#.utf8)
-            case UInt8(ascii: "\t"): json.append(contentsOf: #"\t"#.utf8)
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                json.append(contentsOf: #"\u00"#.utf8)
-                json += [hex[Int(byte >> 4)], hex[Int(byte & 0xf)]]
-            default:
-                json.append(byte)
-            }
-        }
-        json.append(UInt8(ascii: "\""))
     }
 
     func request(for job: Job) throws -> CurlHTTPClient.Request {

@@ -151,6 +151,12 @@ struct WorkerProcessTests {
         let log = (try? String(contentsOfFile: scratch.path("codes.log"), encoding: .utf8)) ?? ""
         #expect(log.contains(#""event":"retry_scheduled""#) && log.contains(#""event":"dead_lettered""#))
         #expect(!log.contains("from python"), "payloads never reach the logs")
+        let lines = log.split(separator: "\n").map {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+        #expect(!lines.isEmpty && lines.allSatisfy { $0 != nil }, "every line is one JSON object:\n\(log)")
+        #expect(lines.contains { $0?["delivery_attempt"] as? Int == 2 }, "integers are JSON numbers")
+        #expect(lines.allSatisfy { ($0?["ts"] as? String)?.wholeMatch(of: /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/) != nil })
     }
 
     @Test("Redis restarted mid-run (AOF on): the worker reconnects and finishes every job")

@@ -103,3 +103,30 @@ func bytes(_ argument: RedisArgument) -> [UInt8] {
     case .integer(let value): return Array(String(value).utf8)
     }
 }
+
+@Suite("Times as the wire format and every view write them")
+struct TimeFormatTests {
+    @Test("RFC 3339 with milliseconds, UTC: the date and time Foundation gives, the milliseconds exact")
+    func rfc3339() throws {
+        var generator = SystemRandomNumberGenerator()
+        let wholeSeconds = Date.ISO8601FormatStyle()
+        let samples: [Int64] =
+            [0, 1, 999, 951_782_400_000, 1_700_000_000_123, 4_102_444_799_999, 253_402_300_799_999]
+            + (0..<2000).map { _ in Int64.random(in: 0...4_102_444_800_000, using: &generator) }
+        for milliseconds in samples {
+            let text = Date(millisecondsSince1970: milliseconds).rfc3339
+            // Whole seconds are exact in a Double, so Foundation's formatter is a fair reference.
+            let seconds = wholeSeconds.format(Date(timeIntervalSince1970: Double(milliseconds / 1000)))
+            #expect(text == seconds.dropLast() + String(format: ".%03dZ", Int(milliseconds % 1000)), "\(milliseconds)")
+        }
+    }
+
+    @Test("a millisecond count survives the trip through Date, though a Double cannot hold most exactly")
+    func millisecondsRoundTrip() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<10_000 {
+            let milliseconds = Int64.random(in: 0...4_102_444_800_000, using: &generator)
+            #expect(Date(millisecondsSince1970: milliseconds).millisecondsSince1970 == milliseconds)
+        }
+    }
+}
