@@ -25,8 +25,16 @@ final class JobSlots: Sendable {
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
         /// Running and acknowledging jobs by entry ID.
         var running: [String: Running] = [:]
+        /// Entries whose handlers were cancelled because someone asked (`ferry job cancel`);
+        /// forgotten with the entry, so a later delivery of it here starts unflagged.
+        var cancelledOnRequest: Set<String> = []
 
         func hasFreeSlot(limit: Int) -> Bool { used < limit && acknowledging < limit }
+
+        mutating func forget(_ entryID: String) {
+            running.removeValue(forKey: entryID)
+            cancelledOnRequest.remove(entryID)
+        }
     }
 
     let limit: Int
@@ -59,7 +67,7 @@ final class JobSlots: Sendable {
                 let exit = await body()
                 self.update(entryID) { state in
                     state.used -= 1
-                    if exit == .acknowledging { state.acknowledging += 1 } else { state.running.removeValue(forKey: entryID) }
+                    if exit == .acknowledging { state.acknowledging += 1 } else { state.forget(entryID) }
                 }
             }
             state.running[entryID] = Running(jobID: jobID, task: task)
@@ -71,8 +79,25 @@ final class JobSlots: Sendable {
     func finishAcknowledging(_ entryID: String) {
         update(entryID) { state in
             state.acknowledging -= 1
-            state.running.removeValue(forKey: entryID)
+            state.forget(entryID)
         }
+    }
+
+    /// Cancels the entry's handler because someone asked, and remembers that it was asked (see
+    /// ``wasCancelledOnRequest(_:)``). Nothing happens when the entry is no longer here.
+    func cancelOnRequest(_ entryID: String) {
+        let task = state.withLock { state -> Task<Void, Never>? in
+            guard let running = state.running[entryID] else { return nil }
+            state.cancelledOnRequest.insert(entryID)
+            return running.task
+        }
+        task?.cancel()
+    }
+
+    /// Whether the entry's handler was cancelled on request rather than by shutdown: a cancelled
+    /// job is settled as cancelled, an interrupted one is left for another worker.
+    func wasCancelledOnRequest(_ entryID: String) -> Bool {
+        state.withLock { $0.cancelledOnRequest.contains(entryID) }
     }
 
     private func update(_ entryID: String, _ change: (inout State) -> Void) {

@@ -93,8 +93,6 @@ public final class Worker: Sendable {
         var lastLoopTurn: ContinuousClock.Instant?
         /// The in-flight lock key of each running job that has an idempotency key, by entry ID.
         var locks: [String: String] = [:]
-        /// Entry IDs whose handlers were cancelled because someone asked (`ferry job cancel`).
-        var cancelledOnRequest: Set<String> = []
     }
 
     static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
@@ -620,7 +618,7 @@ public final class Worker: Sendable {
                 entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message, control: control,
                 logger: logger)
         } catch is CancellationError {
-            if state.withLock({ $0.cancelledOnRequest.remove(entry.id) != nil }) {
+            if slots.wasCancelledOnRequest(entry.id) {
                 await acknowledge(entry.id, control: control, logger: logger)
                 await recordCancelled(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
             } else {
@@ -870,8 +868,7 @@ public final class Worker: Sendable {
         let scores = try await control.send(
             RedisCommand("ZMSCORE", [.string(keys.cancelRequests)] + entries.map { .string($0.value.jobID) }))
         for (entry, score) in zip(entries, scores.array ?? []) where score != .null {
-            state.withLock { _ = $0.cancelledOnRequest.insert(entry.key) }
-            entry.value.task.cancel()
+            slots.cancelOnRequest(entry.key)
         }
     }
 

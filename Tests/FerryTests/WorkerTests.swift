@@ -394,6 +394,32 @@ struct WorkerTests {
         #expect(slots.running.isEmpty)
     }
 
+    @Test("a cancel request is forgotten with its job, however the job ends, so a later delivery starts unflagged")
+    func cancelRequestForgotten() async throws {
+        let slots = JobSlots(limit: 2)
+        // Asked while the acknowledgement is on its way: the handler has returned already.
+        #expect(slots.start(entryID: "4-0", jobID: "j") { .acknowledging })
+        try await Task.sleep(for: .milliseconds(50))
+        slots.cancelOnRequest("4-0")
+        #expect(slots.wasCancelledOnRequest("4-0"))
+        slots.finishAcknowledging("4-0")
+        #expect(!slots.wasCancelledOnRequest("4-0"))
+        // Asked while running, by a handler that finishes anyway.
+        let release = AsyncStream<Void>.makeStream()
+        #expect(
+            slots.start(entryID: "5-0", jobID: "k") {
+                for await _ in release.stream {}
+                return .done
+            })
+        slots.cancelOnRequest("5-0")
+        release.continuation.finish()
+        await slots.waitUntilIdle()
+        #expect(!slots.wasCancelledOnRequest("5-0"))
+        // Asked after the job is gone: nothing to remember.
+        slots.cancelOnRequest("6-0")
+        #expect(!slots.wasCancelledOnRequest("6-0"))
+    }
+
     @Test("backoffs are the same in every worker for one delivery, grow with the attempt, and stay in bounds")
     func deterministicBackoff() {
         let policy = RetryPolicy(maxAttempts: 5, minimumBackoff: .seconds(1), maximumBackoff: .seconds(60))
