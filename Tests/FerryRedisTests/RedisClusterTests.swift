@@ -57,6 +57,21 @@ struct RedisClusterTests {
         #expect(await redis.dialCount == 1, "ASK is followed once, on a connection of its own")
     }
 
+    @Test(
+        "kill -9 of the primary a connection moved to: the connection goes back to the configured node and on to the promoted replica"
+    )
+    func followsFailover() async throws {
+        let cluster = try await RedisClusterProcess(replicas: true)
+        let (key, owner) = try await Self.keyElsewhere(cluster)
+        let redis = try RedisConnection(url: cluster.nodes[0].url)
+        try await redis.send(RedisCommand("XADD", [.string(key), "*", "f", "v"]))
+        // On the connection that wrote, so it counts this write: the replica has it.
+        #expect(try await redis.send(RedisCommand("WAIT", ["1", "5000"])).integer == 1)
+
+        await owner.kill9()
+        #expect(await eventually(.seconds(30)) { try await redis.send(RedisCommand("XLEN", [.string(key)])).integer == 1 })
+    }
+
     @Test("a MOVED or ASK reply is read with its node; an unknown host means the node that answered")
     func parsesRedirections() async throws {
         let current = RedisConfiguration.Endpoint.tcp(host: "10.0.0.1", port: 7000)
