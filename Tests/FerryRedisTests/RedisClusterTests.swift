@@ -4,7 +4,7 @@ import Testing
 
 @testable import FerryRedis
 
-@Suite("Connections follow Redis Cluster redirections on a real three-node cluster")
+@Suite("Connections follow Redis Cluster redirections and failover on a real cluster")
 struct RedisClusterTests {
     /// A key whose slot a node other than `nodes[0]` serves, with that node.
     static func keyElsewhere(_ cluster: RedisClusterProcess) async throws -> (key: String, node: RedisServerProcess) {
