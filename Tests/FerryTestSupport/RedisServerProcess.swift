@@ -169,6 +169,7 @@ func loopbackAddress(port: Int) -> sockaddr_in {
 /// A loopback port whose listener never accepts and whose accept queue is full, so the kernel
 /// drops further SYNs: a connect to it hangs as one to a firewalled or vanished host does.
 public final class SaturatedListener {
+    /// The port to dial, on 127.0.0.1; valid while the listener lives.
     public let port: Int
     private var descriptors: [Int32] = []
 
