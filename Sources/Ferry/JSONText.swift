@@ -26,5 +26,18 @@ public enum JSONText {
         json.append(UInt8(ascii: "\""))
     }
 
+    /// Appends a JSON object of string values, keys sorted so equal objects give equal bytes
+    /// (push attributes, in the wrapped body and in the raw format's `Ferry-Attributes`).
+    public static func appendObject(_ fields: [String: String], to json: inout [UInt8]) {
+        json.append(UInt8(ascii: "{"))
+        for (index, (name, value)) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
+            if index > 0 { json.append(UInt8(ascii: ",")) }
+            appendString(name, to: &json)
+            json.append(UInt8(ascii: ":"))
+            appendString(value, to: &json)
+        }
+        json.append(UInt8(ascii: "}"))
+    }
+
     private static let hexDigits = Array("0123456789abcdef".utf8)
 }

@@ -29,7 +29,7 @@ public struct PushJobHandler: JobHandler {
     public var window: Int { flowControl.window }
 
     public func handle(_ job: Job) async throws {
-        let request = try builder.request(for: job)
+        let request = builder.request(for: job)
         try await flowControl.acquire()
         let response: CurlHTTPClient.Response
         do {

@@ -24,14 +24,9 @@ struct PushRequestBuilder: Sendable {
     static func envelope(for job: Job, publishTime: String) -> [UInt8] {
         var json: [UInt8] = []
         json.reserveCapacity(job.data.count * 4 / 3 + 256)
-        json.append(contentsOf: #"{"message":{"attributes":{"#.utf8)
-        for (index, (name, value)) in job.attributes.sorted(by: { $0.key < $1.key }).enumerated() {
-            if index > 0 { json.append(UInt8(ascii: ",")) }
-            JSONText.appendString(name, to: &json)
-            json.append(UInt8(ascii: ":"))
-            JSONText.appendString(value, to: &json)
-        }
-        json.append(contentsOf: #"},"data":""#.utf8)
+        json.append(contentsOf: #"{"message":{"attributes":"#.utf8)
+        JSONText.appendObject(job.attributes, to: &json)
+        json.append(contentsOf: #","data":""#.utf8)
         json.append(contentsOf: Data(job.data).base64EncodedString().utf8)
         json.append(contentsOf: #"","deliveryAttempt":"#.utf8)
         json.append(contentsOf: String(job.deliveryAttempt).utf8)
@@ -49,7 +44,7 @@ struct PushRequestBuilder: Sendable {
         return json
     }
 
-    func request(for job: Job) throws -> CurlHTTPClient.Request {
+    func request(for job: Job) -> CurlHTTPClient.Request {
         // RFC 3339 UTC with milliseconds, as Pub/Sub writes publishTime.
         let publishTime =
             (job.message.publishedAt ?? Date(millisecondsSince1970: StreamEntry.milliseconds(ofID: job.entryID) ?? 0))
@@ -62,7 +57,8 @@ struct PushRequestBuilder: Sendable {
             headers.append("Content-Type: application/json")
         case .raw:
             body = job.data
-            let attributes = try JSONSerialization.data(withJSONObject: job.attributes, options: [.sortedKeys])
+            var attributes: [UInt8] = []
+            JSONText.appendObject(job.attributes, to: &attributes)
             headers += [
                 "Content-Type: application/octet-stream",
                 "Ferry-Job-Id: \(Self.headerValue(job.id))",
