@@ -108,10 +108,11 @@ public actor RedisConnection {
     public func pipeline(_ commands: [RedisCommand], timeout: Duration? = nil) throws(RedisError) -> [RedisReply] {
         var replies = try exchangeLoadingScripts(commands, timeout: timeout)
         for _ in 0..<Self.maximumRedirections {
-            let redirections = replies.map { $0.clusterRedirection(from: redirectedEndpoint ?? configuration.endpoint) }
-            guard let redirection = redirections.lazy.compactMap({ $0 }).first else { break }
+            // Lazily: on the hot path no reply is a redirection, and nothing is built to find that out.
+            let current = redirectedEndpoint ?? configuration.endpoint
+            guard let redirection = replies.lazy.compactMap({ $0.clusterRedirection(from: current) }).first else { break }
             // Commands sent together are meant for one slot; any redirected elsewhere wait for the next turn.
-            let indices = commands.indices.filter { redirections[$0] == redirection }
+            let indices = commands.indices.filter { replies[$0].clusterRedirection(from: current) == redirection }
             let redirected = indices.map { commands[$0] }
             let retried: [RedisReply]
             if redirection.asking {
