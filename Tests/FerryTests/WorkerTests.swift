@@ -647,9 +647,12 @@ struct WorkerTests {
         arguments: [nil, "render-doc-1"])
     func statusLifecycle(idempotencyKey: String?) async throws {
         let setup = try await Setup()
+        // The handler stays at 40% until the test has seen it there, however slow the machine.
+        let progressSeen = Mutex(false)
         let worker = setup.worker([
             "render": JobHandlerClosure { job in
                 await job.reportProgress(40, stage: "rendering")
+                while !progressSeen.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
                 try await Task.sleep(for: .milliseconds(400))
             }
         ])
@@ -663,6 +666,7 @@ struct WorkerTests {
             let midway = try await status()
             #expect(midway["state"] == "running")
             #expect(midway["stage"] == "rendering")
+            progressSeen.withLock { $0 = true }
             #expect(await eventually { try await status()["state"] == "succeeded" })
         }
         let final = try await status()
@@ -706,7 +710,8 @@ struct WorkerTests {
     func statusOfFailingJob() async throws {
         let setup = try await Setup()
         let worker = setup.worker(["t": JobHandlerClosure { _ in throw PushBackError() }]) {
-            $0.retry = RetryPolicy(maxAttempts: 2, minimumBackoff: .milliseconds(400), maximumBackoff: .milliseconds(400))
+            // The job shows `retrying` for the whole backoff: long enough for a loaded machine's polls to see it.
+            $0.retry = RetryPolicy(maxAttempts: 2, minimumBackoff: .seconds(3), maximumBackoff: .seconds(3))
         }
         let status = { () async throws -> [String: String] in
             (try await JobStatus.load(jobID: "j-9", queue: setup.queue, connection: setup.redis))?.fields ?? [:]
