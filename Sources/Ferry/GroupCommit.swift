@@ -3,8 +3,8 @@ import Synchronization
 /// Sends work to Redis in batches by group commit: the first item submitted starts a flush at
 /// once; items submitted while it is in flight go together in the next one. A lone item waits
 /// for no timer, and a busy worker pays one round trip for many items instead of one each.
-/// The worker uses it for acknowledgements (one `ack.lua` call for many entries) and for status
-/// writes (one pipeline for many jobs).
+/// The worker uses it for acknowledgements and status writes: one pipeline for many jobs (see
+/// ``ControlChannel/writes``).
 final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
     private typealias Waiting = (item: Item, then: (@Sendable (Outcome) -> Void)?)
     private let state = Mutex<(waiting: [Waiting], flushing: Bool)>(([], false))

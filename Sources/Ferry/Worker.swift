@@ -214,46 +214,70 @@ public final class Worker: Sendable {
             stop()
             slots.cancelAll()
         }
-        await control.statusWrites.submit([])  // every status write enqueued before is flushed
+        await control.writeStatus([])  // every write enqueued before is flushed
         await releaseConsumer(control)
     }
 
-    /// The control channel for one run, its batchers bound to `connection`.
+    /// The control channel for one run, its batcher bound to `connection`.
     private func makeControlChannel(_ connection: RedisConnection) -> ControlChannel {
         ControlChannel(
             connection: connection,
-            acks: GroupCommit { [self] acks in
-                var scriptKeys: [RedisArgument] = [.string(keys.jobs)]
-                var arguments: [RedisArgument] = [
-                    .string(configuration.group), .string(configuration.consumer), now(),
-                    .integer(configuration.statusTTL.milliseconds),
-                ]
-                for ack in acks {
-                    arguments.append(.string(ack.entryID))
-                    if let statusKey = ack.statusKey {
-                        scriptKeys.append(.string(statusKey))
-                        arguments.append(.integer(Int64(scriptKeys.count)))  // its index in KEYS, from 1
-                    } else {
-                        arguments.append(0)
+            writes: GroupCommit { [self] writes in
+                var commands: [RedisCommand] = []
+                var acks: [ControlChannel.Acknowledgement] = []
+                for write in writes {
+                    switch write {
+                    case .status(let status): commands += status
+                    case .acknowledgement(let ack): acks.append(ack)
                     }
                 }
+                // Every acknowledgement goes last: a job's status writes were all made before it.
+                if !acks.isEmpty { commands.append(acknowledgeCommand(acks)) }
+                let lostIDs: Set<String>?
                 do throws(RedisError) {
-                    let lost = try await connection.run(Self.ackScript, keys: scriptKeys, arguments: arguments)
-                    let lostIDs = Set(lost.array?.compactMap(\.string) ?? [])
-                    return acks.map { !lostIDs.contains($0.entryID) }
+                    let replies = try await connection.pipeline(commands)
+                    let ackReply = acks.isEmpty ? nil : replies.last
+                    if let failed = replies.dropLast(acks.isEmpty ? 0 : 1).lazy.compactMap(\.errorMessage).first {
+                        logger.debug("job status not recorded", metadata: ["ferry.error": "\(failed)"])
+                    }
+                    if let failed = ackReply?.errorMessage {
+                        logger.info(
+                            "ack failed; the jobs will be delivered again after the lease", metadata: ["ferry.error": "\(failed)"]
+                        )
+                        lostIDs = nil
+                    } else {
+                        lostIDs = Set(ackReply?.array?.compactMap(\.string) ?? [])
+                    }
                 } catch {
-                    logger.info("ack failed; the jobs will be delivered again after the lease", metadata: redisFailure(error))
-                    return acks.map { _ in nil }
+                    logger.info(
+                        "acks and job statuses not written; the jobs will be delivered again after the lease",
+                        metadata: redisFailure(error))
+                    lostIDs = nil
                 }
-            },
-            statusWrites: GroupCommit { [self] batches in
-                do throws(RedisError) {
-                    _ = try await connection.pipeline(batches.flatMap { $0 })
-                } catch {
-                    logger.debug("job status not recorded", metadata: redisFailure(error))
+                return writes.map { write -> Bool? in
+                    guard case .acknowledgement(let ack) = write, let lostIDs else { return nil }
+                    return !lostIDs.contains(ack.entryID)
                 }
-                return batches.map { _ in () }
             })
+    }
+
+    /// One `ack.lua` call for many entries, recording `succeeded` for those with a status key.
+    private func acknowledgeCommand(_ acks: [ControlChannel.Acknowledgement]) -> RedisCommand {
+        var scriptKeys: [RedisArgument] = [.string(keys.jobs)]
+        var arguments: [RedisArgument] = [
+            .string(configuration.group), .string(configuration.consumer), now(),
+            .integer(configuration.statusTTL.milliseconds),
+        ]
+        for ack in acks {
+            arguments.append(.string(ack.entryID))
+            if let statusKey = ack.statusKey {
+                scriptKeys.append(.string(statusKey))
+                arguments.append(.integer(Int64(scriptKeys.count)))  // its index in KEYS, from 1
+            } else {
+                arguments.append(0)
+            }
+        }
+        return Self.ackScript.command(keys: scriptKeys, arguments: arguments)
     }
 
     private func connectionConfiguration(role: String) -> RedisConfiguration {
@@ -491,10 +515,12 @@ public final class Worker: Sendable {
         message.maxAttempts ?? configuration.retry.maxAttempts
     }
 
-    /// Starts a read batch in one round trip (`start_batch.lua`): finds the jobs someone asked
-    /// to cancel and records the others that run unguarded as `running`. Skipped when there is
-    /// nothing to do. If Redis fails here, no job is taken as cancelled (a running one is still
-    /// caught at the next lease extension) and the status catches up at the job's outcome.
+    /// Starts a read batch (`start_batch.lua`): finds the jobs someone asked to cancel and
+    /// records the others that run unguarded as `running`. When no one asked to cancel anything,
+    /// the records join the next flush of the write batcher and the jobs start at once; the
+    /// batcher keeps each job's later writes behind its record. Skipped when there is nothing to
+    /// do. If Redis fails here, no job is taken as cancelled (a running one is still caught at
+    /// the next lease extension) and the status catches up at the job's outcome.
     /// Returns the job ids to cancel.
     private func startBatch(_ deliveries: [Delivery], cancelRequestsExist: Bool, control: ControlChannel) async -> Set<String> {
         let runnable = deliveries.filter { if case .run = $0.plan { true } else { false } }
@@ -511,11 +537,14 @@ public final class Worker: Sendable {
                 .integer(Int64(delivery.attempt)),
             ]
         }
+        let scriptKeys: [RedisArgument] =
+            [.string(keys.cancelRequests)] + recorded.map { .string(keys.jobStatus(jobID: $0.jobID)) }
+        if checked.isEmpty {
+            control.enqueueStatus([Self.startBatchScript.command(keys: scriptKeys, arguments: arguments)])
+            return []
+        }
         do {
-            let reply = try await control.run(
-                Self.startBatchScript,
-                keys: [.string(keys.cancelRequests)] + recorded.map { .string(keys.jobStatus(jobID: $0.jobID)) },
-                arguments: arguments)
+            let reply = try await control.run(Self.startBatchScript, keys: scriptKeys, arguments: arguments)
             return Set(reply.array?.compactMap(\.string) ?? [])
         } catch {
             logger.info("could not start the batch in Redis; statuses catch up later", metadata: redisFailure(error))
@@ -581,8 +610,9 @@ public final class Worker: Sendable {
             progressReporter: { [self] percent, stage in
                 var fields: [String: RedisArgument] = ["progress": .integer(Int64(min(max(percent, 0), 100)))]
                 if let stage { fields["stage"] = .string(stage) }
-                // Waited for: the success is recorded by the acknowledgement, on another batcher,
-                // and a progress write still queued could land after it (and clear its expiry).
+                // Waited for: a job with an idempotency key records its success in `complete.lua`,
+                // sent outside the batcher, and a progress write still queued could land after it
+                // (and clear its expiry).
                 await recordStatus(
                     jobID, nil, attempt: attempt, terminal: false, control: control, fields: fields, waitsForWrite: true)
             })
@@ -602,7 +632,7 @@ public final class Worker: Sendable {
             }
             let acknowledgement = ControlChannel.Acknowledgement(
                 entryID: entry.id, statusKey: configuration.recordsStatus ? keys.jobStatus(jobID: jobID) : nil)
-            control.acks.enqueue(acknowledgement) { [self, logger] acknowledged in
+            control.enqueueAcknowledgement(acknowledgement) { [self, logger] acknowledged in
                 switch acknowledged {
                 case true?: notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
                 case false?: logger.info("lease_lost: another worker owns the entry now; not acknowledged")
@@ -674,7 +704,7 @@ public final class Worker: Sendable {
 
     /// Acknowledges through the group commit, with no status. Returns when the entry's batch is flushed.
     private func acknowledge(_ entryID: String, control: ControlChannel, logger: Logger) async {
-        if await control.acks.submit(ControlChannel.Acknowledgement(entryID: entryID)) == false {
+        if await control.acknowledge(ControlChannel.Acknowledgement(entryID: entryID)) == false {
             logger.info("lease_lost: another worker owns the entry now; not acknowledged")
         }
     }
@@ -845,10 +875,10 @@ public final class Worker: Sendable {
             ? RedisCommand("PEXPIRE", [.string(key), .integer(configuration.statusTTL.milliseconds)])
             : RedisCommand("PERSIST", [.string(key)])
         if waitsForWrite {
-            await control.statusWrites.submit([hset, expiry])
+            await control.writeStatus([hset, expiry])
         } else {
             // Batches keep their order, and the worker waits for the last one before it returns.
-            control.statusWrites.enqueue([hset, expiry])
+            control.enqueueStatus([hset, expiry])
         }
     }
 

@@ -53,4 +53,9 @@ public enum RedisReply: Sendable, Hashable {
     }
 
     public var isNull: Bool { self == .null }
+
+    /// The message of an error reply, for code that reads a pipeline's replies one by one.
+    public var errorMessage: String? {
+        if case .error(let message) = self { message } else { nil }
+    }
 }
