@@ -271,9 +271,15 @@ struct WorkerTests {
         let seen = Deliveries()
         let slow = JobHandlerClosure { job in
             seen.record(job)
-            try await Task.sleep(for: .seconds(3))
+            try await Task.sleep(for: .seconds(5))
         }
-        try await running(setup.worker(["t": slow]), setup.worker(["t": slow])) {
+        // Unextended, the entry is reclaimable after 2 + 1 s, well before the job ends; extended
+        // every 0.5 s, it survives a worker stalled for over 2 s by a loaded machine.
+        let configure = { (configuration: inout Worker.Configuration) in
+            configuration.lease = .seconds(2)
+            configuration.retry = RetryPolicy(maxAttempts: 3, minimumBackoff: .seconds(1), maximumBackoff: .seconds(1))
+        }
+        try await running(setup.worker(["t": slow], configure: configure), setup.worker(["t": slow], configure: configure)) {
             _ = try await setup.publisher.publish(JobMessage(type: "t", data: ""))
             #expect(await eventually { try await setup.pendingCount() == 0 && seen.count > 0 })
         }
