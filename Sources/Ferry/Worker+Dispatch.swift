@@ -1,0 +1,171 @@
+import FerryRedis
+import Foundation
+import Logging
+
+// The read loop: reclaim, read, start a batch.
+
+extension Worker {
+    /// The read loop: reclaim idle entries when due, then read new ones, never more than free slots.
+    func dispatch(reader: RedisConnection, control: ControlChannel, slots: JobSlots) async {
+        var groupReady = false
+        var errorBackoff = Duration.milliseconds(100)
+        var nextReclaim = ContinuousClock.now
+        var reclaimCursor = ReclaimCursor()
+        let block = min(configuration.readBlock, configuration.reclaimInterval)
+
+        while !isStopping && !Task.isCancelled {
+            loopTurned()
+            let free = await slots.waitForFreeSlots()
+            if isStopping || Task.isCancelled { break }
+            do {
+                if !groupReady {
+                    try await ensureGroup(control)
+                    groupReady = true
+                }
+                var delivered: [(StreamEntry, Int)] = []
+                // Reclaims are rare; after one, look for cancel requests without asking first.
+                var cancelRequestsExist = true
+                if ContinuousClock.now >= nextReclaim {
+                    delivered = try await reclaim(control, cursor: &reclaimCursor, count: free, slots: slots)
+                    // A pass that stopped part-way through the pending list goes on at once.
+                    nextReclaim = reclaimCursor.start == "-" ? .now + configuration.reclaimInterval : .now
+                }
+                if delivered.isEmpty {
+                    let read = try await read(reader, count: free, block: block)
+                    delivered = read.entries.map { ($0, 1) }
+                    cancelRequestsExist = read.cancelRequestsExist
+                }
+                // An entry this worker reclaimed from itself (a lease extension fell behind) is
+                // left to the copy already running here, before its batch records any status.
+                // Only this loop starts jobs, so one not running now is still not running below.
+                let deliveries = delivered.filter { entry, _ in
+                    guard slots.isRunning(entry.id) else { return true }
+                    logger.info(
+                        "reclaimed_own_running_entry: left to the copy already running here",
+                        metadata: ["ferry.entry_id": "\(entry.id)"])
+                    return false
+                }.map { plan($0.0, attempt: $0.1) }
+                let cancelled = await startBatch(deliveries, cancelRequestsExist: cancelRequestsExist, control: control)
+                for delivery in deliveries {
+                    let cancelRequested = cancelled.contains(delivery.jobID)
+                    slots.start(entryID: delivery.entry.id, jobID: delivery.jobID) {
+                        await self.process(delivery, cancelRequested: cancelRequested, control: control, slots: slots)
+                    }
+                }
+                errorBackoff = .milliseconds(100)
+            } catch {
+                if error.prefix == .noGroup {
+                    logger.info("the stream or group disappeared (NOGROUP); recreating it", metadata: redisFailure(error))
+                    groupReady = false
+                    continue
+                }
+                logger.info(
+                    "Redis error in the read loop; backing off",
+                    metadata: redisFailure(error).merging(["ferry.backoff_ms": "\(errorBackoff.milliseconds)"]) { $1 })
+                try? await Task.sleep(for: errorBackoff)
+                errorBackoff = min(errorBackoff * 2, .seconds(5))
+            }
+        }
+    }
+
+    /// Creates the group at the start of the stream (`0`), so jobs published before the first
+    /// worker started are delivered, never skipped. An existing group is fine.
+    func ensureGroup(_ control: ControlChannel) async throws(RedisError) {
+        do {
+            try await control.send(
+                RedisCommand("XGROUP CREATE", [.string(keys.jobs), .string(configuration.group), "0", "MKSTREAM"]))
+            logger.info("group_created")
+        } catch  where error.prefix == .busyGroup {
+            return
+        }
+    }
+
+    /// Reads new entries and, in the same round trip, whether anyone has asked to cancel a job
+    /// (Redis runs the `EXISTS` once the blocked read returns), so a batch only pays for the
+    /// cancel check when there is something to find.
+    func read(
+        _ reader: RedisConnection, count: Int, block: Duration
+    ) async throws(RedisError) -> (entries: [StreamEntry], cancelRequestsExist: Bool) {
+        precondition(count > 0, "XREADGROUP COUNT 0 reads the whole stream")
+        let read = RedisCommand(
+            "XREADGROUP",
+            [
+                "GROUP", .string(configuration.group), .string(configuration.consumer), "COUNT", .integer(Int64(count)),
+                "BLOCK", .integer(block.milliseconds), "STREAMS", .string(keys.jobs), ">",
+            ])
+        let replies = try await reader.pipeline(
+            [read, RedisCommand("EXISTS", [.string(keys.cancelRequests)])], timeout: block + redis.commandTimeout)
+        if case .error(let message) = replies[0] {
+            throw RedisError.server(message, command: read.name, endpoint: redis.redactedURL)
+        }
+        let cancelRequestsExist = replies[1] != .integer(0)  // an error reply counts as "maybe"
+        // [[stream, [[id, [field, value, ...]], ...]]], or nil when BLOCK timed out.
+        guard let streams = replies[0].array, let first = streams.first?.array, first.count == 2 else {
+            return ([], cancelRequestsExist)
+        }
+        return (StreamEntry.entries(from: first[1]), cancelRequestsExist)
+    }
+
+    /// Where the reclaim scan of the pending list resumes: `-` for the start, else `(ID`.
+    struct ReclaimCursor: Sendable {
+        var start = "-"
+    }
+
+    /// How many pending entries one reclaim pass looks at, at most.
+    static let reclaimScanLimit = 100
+
+    /// Claims entries whose lease ran out and whose backoff is over: their worker died, or a
+    /// retry is due. An entry is due once idle for the lease plus the backoff of its delivery
+    /// count (``RetryPolicy/backoff(afterAttempt:entryID:)``, the same in every worker), so a
+    /// crashed worker's job comes back with the same backoff as a failed one, and a scheduled
+    /// retry (idle set to the lease) comes back after its backoff however long it is. Entries
+    /// deleted while pending are counted and logged. Returns the claimed entries and attempts.
+    func reclaim(
+        _ control: ControlChannel, cursor: inout ReclaimCursor, count: Int, slots: JobSlots
+    ) async throws(RedisError) -> [(StreamEntry, Int)] {
+        let lease = configuration.lease.milliseconds
+        let pending = try await control.send(
+            RedisCommand(
+                "XPENDING",
+                [
+                    .string(keys.jobs), .string(configuration.group), "IDLE", .integer(lease), .string(cursor.start), "+",
+                    .integer(Int64(Self.reclaimScanLimit)),
+                ]))
+        let items = pending.array ?? []
+        var due: [(id: String, deliveries: Int, minimumIdle: Int64)] = []
+        var lastConsidered: String?
+        for item in items {
+            guard let fields = item.array, fields.count >= 4, let id = fields[0].string, let idle = fields[2].integer,
+                let deliveries = fields[3].integer
+            else { continue }
+            if due.count == count { break }
+            lastConsidered = id
+            // Its own running job, whose lease extension fell behind (a loaded machine, a Redis
+            // hiccup): claiming it would only raise its delivery count.
+            if fields[1].string == configuration.consumer && slots.isRunning(id) { continue }
+            let minimumIdle = lease + configuration.retry.backoff(afterAttempt: Int(deliveries), entryID: id).milliseconds
+            if idle >= minimumIdle { due.append((id, Int(deliveries), minimumIdle)) }
+        }
+        let scannedAll = items.count < Self.reclaimScanLimit && lastConsidered == items.last?.array?.first?.string
+        cursor.start = scannedAll ? "-" : lastConsidered.map { "(" + $0 } ?? cursor.start
+        if due.isEmpty { return [] }
+
+        var arguments: [RedisArgument] = [.string(configuration.group), .string(configuration.consumer)]
+        for entry in due { arguments += [.string(entry.id), .integer(entry.minimumIdle)] }
+        let reply = try await control.run(
+            Self.claimScript, keys: [.string(keys.jobs), .string(keys.retryAfter)], arguments: arguments)
+        guard let parts = reply.array, parts.count == 2 else { return [] }
+        if let deleted = parts[1].array, !deleted.isEmpty {
+            logger.info(
+                "reclaimed_deleted",
+                metadata: ["ferry.count": "\(deleted.count)", "ferry.entry_ids": "\(deleted.compactMap(\.string))"])
+        }
+        let deliveries = Dictionary(due.map { ($0.id, $0.deliveries + 1) }) { first, _ in first }
+        metrics.reclaimed(parts[0].array?.count ?? 0)
+        return StreamEntry.entries(from: parts[0]).map { entry in
+            let attempt = deliveries[entry.id] ?? 2
+            logger.info("reclaimed", metadata: ["ferry.entry_id": "\(entry.id)", "ferry.delivery_attempt": "\(attempt)"])
+            return (entry, attempt)
+        }
+    }
+}

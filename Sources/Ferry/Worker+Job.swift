@@ -1,0 +1,395 @@
+import FerryRedis
+import Foundation
+import Logging
+import Synchronization
+
+// One delivered job, from its plan to its outcome.
+
+extension Worker {
+    /// A delivered entry and what it asks of this worker, decided before its task starts so a
+    /// read batch can be started (cancel requests, `running` status) in one round trip.
+    struct Delivery: Sendable {
+        enum Plan: Sendable {
+            /// Redriven for another group, which ran it the first time: only acknowledged here.
+            case acknowledgeOnly
+            /// Dead-lettered without running: malformed, of an unknown type, or delivered
+            /// more than its attempts allow.
+            case deadLetter(errorClass: String, error: String)
+            case run(JobMessage, any JobHandler)
+        }
+
+        let entry: StreamEntry
+        let attempt: Int
+        /// The producer's `job_id`, or the entry ID when there is none (or it is unreadable).
+        let jobID: String
+        let plan: Plan
+
+        /// The message of a job that runs without the idempotency guard, whose `running` status
+        /// the batch start records (a guarded job records it once its key is taken).
+        var unguardedMessage: JobMessage? {
+            if case .run(let message, _) = plan, message.idempotencyKey == nil { return message }
+            return nil
+        }
+    }
+
+    func plan(_ entry: StreamEntry, attempt: Int) -> Delivery {
+        if let target = entry.value(of: WireFormat.Field.redriveGroup), target != Array(configuration.group.utf8) {
+            return Delivery(entry: entry, attempt: attempt, jobID: entry.jobID, plan: .acknowledgeOnly)
+        }
+        let message: JobMessage
+        do {
+            message = try entry.decodedJob(maxPayloadBytes: configuration.maxPayloadBytes)
+        } catch {
+            return Delivery(
+                entry: entry, attempt: attempt, jobID: entry.id,
+                plan: .deadLetter(errorClass: "malformed_entry", error: error.description))
+        }
+        let jobID = message.jobID ?? entry.id
+        if attempt > maxAttempts(of: message) {
+            return Delivery(
+                entry: entry, attempt: attempt, jobID: jobID,
+                plan: .deadLetter(
+                    errorClass: "worker_lost",
+                    error: "delivered \(attempt) times without an outcome: the workers running it stopped or crashed"))
+        }
+        guard let handler = handlers[message.type] ?? fallbackHandler else {
+            return Delivery(
+                entry: entry, attempt: attempt, jobID: jobID,
+                plan: .deadLetter(
+                    errorClass: "unknown_type", error: "no handler for job type \"\(message.type.debugEscaped)\" in this worker"))
+        }
+        return Delivery(entry: entry, attempt: attempt, jobID: jobID, plan: .run(message, handler))
+    }
+
+    /// How many deliveries the job may have: its own `max_attempts`, else the worker's.
+    func maxAttempts(of message: JobMessage) -> Int {
+        message.maxAttempts ?? configuration.retry.maxAttempts
+    }
+
+    /// Starts a read batch (`start_batch.lua`): finds the jobs someone asked to cancel and
+    /// records the others that run unguarded as `running`. When no one asked to cancel anything,
+    /// the records join the next flush of the write batcher and the jobs start at once; the
+    /// batcher keeps each job's later writes behind its record. Skipped when there is nothing to
+    /// do. If Redis fails here, no job is taken as cancelled (a running one is still caught at
+    /// the next lease extension) and the status catches up at the job's outcome.
+    /// Returns the job ids to cancel.
+    func startBatch(_ deliveries: [Delivery], cancelRequestsExist: Bool, control: ControlChannel) async -> Set<String> {
+        let runnable = deliveries.filter { if case .run = $0.plan { true } else { false } }
+        let recorded = configuration.recordsStatus ? deliveries.filter { $0.unguardedMessage != nil } : []
+        if recorded.isEmpty && (!cancelRequestsExist || runnable.isEmpty) { return [] }
+        let checked = cancelRequestsExist ? runnable.map(\.jobID) : []
+        var arguments: [RedisArgument] = [
+            now(), .string(configuration.consumer), .string(configuration.group), .integer(Int64(checked.count)),
+        ]
+        arguments += checked.map { .string($0) }
+        for delivery in recorded {
+            arguments += [
+                .string(delivery.jobID), .string(delivery.unguardedMessage?.type ?? ""), .string(delivery.entry.id),
+                .integer(Int64(delivery.attempt)),
+            ]
+        }
+        let scriptKeys: [RedisArgument] =
+            [.string(keys.cancelRequests)] + recorded.map { .string(keys.jobStatus(jobID: $0.jobID)) }
+        if checked.isEmpty {
+            control.enqueueStatus([Self.startBatchScript.command(keys: scriptKeys, arguments: arguments)])
+            return []
+        }
+        do {
+            let reply = try await control.run(Self.startBatchScript, keys: scriptKeys, arguments: arguments)
+            return Set(reply.array?.compactMap(\.string) ?? [])
+        } catch {
+            logger.info("could not start the batch in Redis; statuses catch up later", metadata: redisFailure(error))
+            return []
+        }
+    }
+
+    /// Runs one delivery to its outcome. Returns ``JobSlots/Exit/acknowledging`` when the job
+    /// succeeded and its acknowledgement, batched with others' and not waited for, is on its way.
+    func process(
+        _ delivery: Delivery, cancelRequested: Bool, control: ControlChannel, slots: JobSlots
+    ) async -> JobSlots.Exit {
+        let entry = delivery.entry
+        let attempt = delivery.attempt
+        let jobID = delivery.jobID
+        var logger = self.logger
+        // Every per-job line is info or debug; below that level, skip the metadata (a handler
+        // may re-render its metadata on every change, a cost paid per job). One update per job.
+        if logger.logLevel <= .info {
+            logger.handler.metadata.merge(
+                ["ferry.entry_id": "\(entry.id)", "ferry.delivery_attempt": "\(attempt)", "ferry.job_id": "\(jobID)"]
+            ) { $1 }
+        }
+
+        let message: JobMessage
+        let handler: any JobHandler
+        switch delivery.plan {
+        case .acknowledgeOnly:
+            logger.debug("redrive_skip: redriven for another group")
+            await acknowledge(entry.id, control: control, logger: logger)
+            return .done
+        case .deadLetter(let errorClass, let error):
+            await deadLetter(
+                entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: error, control: control, logger: logger)
+            return .done
+        case .run(let decoded, let chosen):
+            message = decoded
+            handler = chosen
+        }
+
+        if cancelRequested {
+            await acknowledge(entry.id, control: control, logger: logger)
+            await recordCancelled(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
+            return .done
+        }
+        if let key = message.idempotencyKey {
+            guard
+                await mayRun(
+                    entry.id, jobID: jobID, type: message.type, idempotencyKey: key, attempt: attempt, control: control,
+                    logger: logger)
+            else { return .done }
+            await recordStatus(
+                jobID, "running", attempt: attempt, terminal: false, control: control,
+                fields: [
+                    "type": .string(message.type), "entry_id": .string(entry.id), "started_at": now(), "next_attempt_at": "",
+                ],
+                waitsForWrite: true)
+        }
+        defer { state.withLock { _ = $0.locks.removeValue(forKey: entry.id) } }
+
+        let job = Job(
+            id: jobID, entryID: entry.id, queue: queue, group: configuration.group, deliveryAttempt: attempt, message: message,
+            progressReporter: { [self] percent, stage in
+                var fields: [String: RedisArgument] = ["progress": .integer(Int64(min(max(percent, 0), 100)))]
+                if let stage { fields["stage"] = .string(stage) }
+                // Waited for: a job with an idempotency key records its success in `complete.lua`,
+                // sent outside the batcher, and a progress write still queued could land after it
+                // (and clear its expiry).
+                await recordStatus(
+                    jobID, nil, attempt: attempt, terminal: false, control: control, fields: fields, waitsForWrite: true)
+            })
+        logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
+        metrics.started(publishedAt: message.publishedAt ?? entry.time)
+        let started = ContinuousClock.now
+        do {
+            try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout)
+            logger.info("job_completed", metadata: ["ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)"])
+            metrics.job(.completed, type: message.type)
+            metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
+            if let key = message.idempotencyKey {
+                if await complete(entry.id, jobID: jobID, idempotencyKey: key, control: control, logger: logger) {
+                    notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
+                }
+                return .done
+            }
+            let acknowledgement = ControlChannel.Acknowledgement(
+                entryID: entry.id, statusKey: configuration.recordsStatus ? keys.jobStatus(jobID: jobID) : nil)
+            control.enqueueAcknowledgement(acknowledgement) { [self, logger] acknowledged in
+                switch acknowledged {
+                case true?: notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
+                case false?: logger.info("lease_lost: another worker owns the entry now; not acknowledged")
+                case nil: break  // the flush logged it; the job comes back after the lease
+                }
+                slots.finishAcknowledging(entry.id)
+            }
+            return .acknowledging
+        } catch let error as PermanentJobError {
+            metrics.job(.failed, type: message.type)
+            metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
+            await deadLetter(
+                entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message, control: control,
+                logger: logger)
+        } catch is CancellationError {
+            if slots.wasCancelledOnRequest(entry.id) {
+                await acknowledge(entry.id, control: control, logger: logger)
+                await recordCancelled(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
+            } else {
+                logger.info("job_interrupted; left pending for another worker")
+                let comesBack = configuration.lease + configuration.retry.backoff(afterAttempt: attempt, entryID: entry.id)
+                await recordStatus(
+                    jobID, "failed", attempt: attempt, terminal: false, control: control,
+                    fields: [
+                        "error_class": "interrupted",
+                        "last_error": "the worker stopped before the job finished; another worker runs it again",
+                        "next_attempt_at": .integer(nowMilliseconds() + comesBack.milliseconds),
+                    ])
+            }
+        } catch {
+            metrics.job(.failed, type: message.type)
+            metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
+            let errorClass = (error as? any RetryableJobError)?.errorClass ?? String(describing: type(of: error))
+            logger.info(
+                "job_failed",
+                metadata: [
+                    "ferry.error_class": "\(errorClass)", "ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)",
+                    "ferry.error": "\(String("\(error)".prefix(300)))",
+                ])
+            if attempt >= maxAttempts(of: message) {
+                await deadLetter(
+                    entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: "\(error)", control: control,
+                    logger: logger)
+            } else {
+                metrics.job(.retried, type: message.type)
+                await scheduleRetry(
+                    entry.id, jobID: jobID, attempt: attempt, error: (errorClass, "\(error)"),
+                    retryAfter: (error as? any RetryableJobError)?.retryAfter, control: control, logger: logger)
+            }
+        }
+        return .done
+    }
+
+    /// Runs the handler, cancelling it once `timeout` has passed (the exec handler then kills
+    /// its process group) and throwing ``JobTimeoutError``.
+    static func runHandler(_ handler: any JobHandler, _ job: Job, timeout: Duration?) async throws {
+        try Task.checkCancellation()  // cancelled on request before it started
+        guard let timeout else { return try await handler.handle(job) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await handler.handle(job) }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                throw JobTimeoutError(timeout: timeout)
+            }
+            defer { group.cancelAll() }
+            try await group.next()
+        }
+    }
+
+    /// Acknowledges through the group commit, with no status. Returns when the entry's batch is flushed.
+    func acknowledge(_ entryID: String, control: ControlChannel, logger: Logger) async {
+        if await control.acknowledge(ControlChannel.Acknowledgement(entryID: entryID)) == false {
+            logger.info("lease_lost: another worker owns the entry now; not acknowledged")
+        }
+    }
+
+    /// The idempotency guard before a job with a key runs: skips (and acknowledges) a key that
+    /// already completed, and lets only one entry per key run at a time. Returns true to run.
+    func mayRun(
+        _ entryID: String, jobID: String, type: String, idempotencyKey key: String, attempt: Int, control: ControlChannel,
+        logger: Logger
+    ) async -> Bool {
+        let lock = keys.inFlightLock(idempotencyKey: key)
+        let decision: String?
+        do {
+            decision = try await control.run(
+                Self.beginScript, keys: [.string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(lock)],
+                arguments: [
+                    .string(configuration.group), .string(configuration.consumer), .string(entryID),
+                    .integer(configuration.lease.milliseconds),
+                ]
+            ).string
+        } catch {
+            logger.info("idempotency check failed; the job comes back after the lease", metadata: redisFailure(error))
+            return false
+        }
+        switch decision {
+        case "run":
+            state.withLock { $0.locks[entryID] = lock }
+            return true
+        case "skip":
+            logger.info("idempotent_skip")
+            metrics.job(.skippedDuplicate, type: type)
+            await recordStatus(
+                jobID, "succeeded", attempt: attempt, terminal: true, control: control,
+                fields: ["finished_at": now(), "note": "idempotent_skip: the key had already completed"])
+        case "busy":
+            logger.info("idempotency key in flight on another entry; retrying later")
+            await scheduleRetry(entryID, jobID: jobID, attempt: attempt, error: nil, control: control, logger: logger)
+        default:
+            logger.info("lease_lost: another worker owns the entry now")
+        }
+        return false
+    }
+
+    /// Acknowledges a job with an idempotency key, marks the key done, releases its lock and
+    /// records it succeeded, atomically. Returns true when it did; false when the entry was lost
+    /// or Redis failed.
+    func complete(
+        _ entryID: String, jobID: String, idempotencyKey key: String, control: ControlChannel, logger: Logger
+    ) async -> Bool {
+        var scriptKeys: [RedisArgument] = [
+            .string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(keys.inFlightLock(idempotencyKey: key)),
+        ]
+        var arguments: [RedisArgument] = [
+            .string(configuration.group), .string(configuration.consumer), .string(entryID),
+            .integer(configuration.idempotencyTTL.milliseconds), .string(jobID),
+        ]
+        if configuration.recordsStatus {
+            scriptKeys.append(.string(keys.jobStatus(jobID: jobID)))
+            arguments += [now(), .integer(configuration.statusTTL.milliseconds)]
+        }
+        do {
+            let completed = try await control.run(Self.completeScript, keys: scriptKeys, arguments: arguments)
+            if completed.integer == 1 { return true }
+            logger.info("lease_lost: another worker owns the entry now; not acknowledged")
+        } catch {
+            logger.info("ack failed; the job will be delivered again after the lease", metadata: redisFailure(error))
+        }
+        return false
+    }
+
+    /// Makes the entry reclaimable once the backoff (and `retryAfter`, if later) has passed
+    /// (`retry.lua`): its idle time is set to the lease, and reclaim waits for the lease plus
+    /// the backoff of this delivery, and for the earliest time if one was asked for.
+    func scheduleRetry(
+        _ entryID: String, jobID: String, attempt: Int, error: (errorClass: String, message: String)?,
+        retryAfter: Duration? = nil, control: ControlChannel, logger: Logger
+    ) async {
+        let backoff = configuration.retry.backoff(afterAttempt: attempt, entryID: entryID)
+        let delay = max(backoff, retryAfter ?? .zero)
+        let notBefore = retryAfter.map { nowMilliseconds() + $0.milliseconds } ?? 0
+        do {
+            let scheduled = try await control.run(
+                Self.retryScript, keys: [.string(keys.jobs), .string(keys.retryAfter)],
+                arguments: [
+                    .string(configuration.group), .string(configuration.consumer), .integer(configuration.lease.milliseconds),
+                    .string(entryID), .integer(notBefore),
+                ])
+            guard scheduled.integer == 1 else {
+                logger.info("lease_lost: another worker owns the entry now; retry not scheduled")
+                return
+            }
+            logger.info("retry_scheduled", metadata: ["ferry.backoff_ms": "\(delay.milliseconds)"])
+            var fields: [String: RedisArgument] = ["next_attempt_at": .integer(nowMilliseconds() + delay.milliseconds)]
+            if let error {
+                fields["error_class"] = .string(error.errorClass)
+                fields["last_error"] = .string(String(error.message.prefix(4096)))
+            }
+            await recordStatus(jobID, "retrying", attempt: attempt, terminal: false, control: control, fields: fields)
+        } catch {
+            logger.info("could not schedule the retry; the job comes back after the lease", metadata: redisFailure(error))
+        }
+    }
+
+    func deadLetter(
+        _ entry: StreamEntry, jobID: String, attempt: Int, errorClass: String, error: String, control: ControlChannel,
+        logger: Logger
+    ) async {
+        let failedAt = Date().millisecondsSince1970
+        let fields: [RedisArgument] = [
+            "dead_letter.source_stream", .string(keys.jobs), "dead_letter.source_group", .string(configuration.group),
+            "dead_letter.source_id", .string(entry.id), "dead_letter.delivery_count", .integer(Int64(attempt)),
+            "dead_letter.error_class", .string(errorClass), "dead_letter.error", .string(String(error.prefix(4096))),
+            "dead_letter.failed_at", .integer(failedAt), "dead_letter.consumer", .string(configuration.consumer),
+        ]
+        do {
+            let moved = try await control.run(
+                Self.deadLetterScript, keys: [.string(keys.jobs), .string(keys.deadLetter)],
+                arguments: [.string(configuration.group), .string(configuration.consumer), .string(entry.id)] + fields)
+            if moved.integer == 1 {
+                logger.info("dead_lettered", metadata: ["ferry.error_class": "\(errorClass)"])
+                metrics.job(.deadLettered, type: entry.text(of: WireFormat.Field.type))
+                await recordStatus(
+                    jobID, "dead", attempt: attempt, terminal: true, control: control,
+                    fields: [
+                        "error_class": .string(errorClass), "last_error": .string(String(error.prefix(4096))),
+                        "finished_at": now(),
+                    ])
+                notify(.dead, jobID: jobID, entry: entry, attempt: attempt, errorClass: errorClass, error: error)
+            } else {
+                logger.info("lease_lost: another worker owns the entry now; not dead-lettered")
+            }
+        } catch {
+            logger.info(
+                "dead-lettering failed; the entry stays pending and comes back after the lease", metadata: redisFailure(error))
+        }
+    }
+}

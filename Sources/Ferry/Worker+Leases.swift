@@ -1,0 +1,50 @@
+import FerryRedis
+import Foundation
+import Logging
+import Synchronization
+
+// Lease extension for running jobs, and leaving the group at the end of a run.
+
+extension Worker {
+    /// Extends the lease of every running job at a quarter of the lease, so a slow job on a live
+    /// worker is never reclaimed by another.
+    func maintainLeases(_ control: ControlChannel, slots: JobSlots) async {
+        defer { metrics.inFlight(0) }
+        while !Task.isCancelled {
+            try? await Task.sleep(for: configuration.maintenanceInterval)
+            loopTurned()
+            let running = Array(slots.running.keys)
+            metrics.inFlight(running.count)
+            let locks = state.withLock { $0.locks }
+            if running.isEmpty { continue }
+            do {
+                let lost = try await control.run(
+                    Self.leaseScript, keys: [.string(keys.jobs)],
+                    arguments: [.string(configuration.group), .string(configuration.consumer), 0] + running.map { .string($0) })
+                for id in lost.array?.compactMap(\.string) ?? [] {
+                    logger.info("lease_lost", metadata: ["ferry.entry_id": "\(id)"])
+                }
+                if !locks.isEmpty {
+                    try await control.run(
+                        Self.extendLockScript, keys: locks.values.map { .string($0) },
+                        arguments: [.integer(configuration.lease.milliseconds)] + locks.keys.map { .string($0) })
+                }
+                metrics.leasesExtended(running.count)
+                logger.info(
+                    "lease_extended",
+                    metadata: ["ferry.count": "\(running.count)", "ferry.entry_ids": "\(running.prefix(20).sorted())"])
+                try await cancelRequestedJobs(control, slots: slots)
+            } catch {
+                logger.info("lease extension failed", metadata: redisFailure(error))
+            }
+        }
+    }
+
+    /// Removes this consumer from the group when it holds nothing, so finished containers do not
+    /// pile up in `XINFO CONSUMERS`. A consumer that still holds entries is kept.
+    func releaseConsumer(_ control: ControlChannel) async {
+        _ = try? await control.run(
+            Self.releaseConsumerScript, keys: [.string(keys.jobs)],
+            arguments: [.string(configuration.group), .string(configuration.consumer)])
+    }
+}
