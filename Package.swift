@@ -130,7 +130,7 @@ let package = Package(
         ),
         .testTarget(
             name: "FerryTests",
-            dependencies: ["Ferry", "FerryRedis", "FerryTestSupport"],
+            dependencies: ["Ferry", "FerryRedis", "FerryTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: swiftSettings
         ),
         .testTarget(

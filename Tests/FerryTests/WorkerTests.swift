@@ -1,6 +1,7 @@
 import FerryRedis
 import FerryTestSupport
 import Foundation
+import Logging
 import Synchronization
 import Testing
 
@@ -315,6 +316,25 @@ struct WorkerTests {
         let read = try await setup.redis.send(
             RedisCommand("XREADGROUP", ["GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), ">"]))
         return (try #require(read.array?.first?.array?[1].array?.first?.array?.first?.string), readAt)
+    }
+
+    @Test("lease extensions that race acknowledgements report no lost lease: only a claim by another consumer is a loss")
+    func noSpuriousLeaseLoss() async throws {
+        let setup = try await Setup()
+        let log = LogRecord()
+        let seen = Deliveries()
+        let worker = setup.worker(["t": JobHandlerClosure { seen.record($0) }], logger: log.logger()) {
+            $0.concurrency = 64
+            $0.lease = .milliseconds(200)  // an extension every 50 ms, while acknowledgements land
+        }
+        // One worker: no other consumer can take an entry, so any lease_lost would be false.
+        try await running(worker) {
+            _ = try await setup.publisher.publish((0..<5000).map { _ in JobMessage(type: "t", data: "") })
+            #expect(await eventually { seen.count == 5000 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(log.messages.contains("lease_extended"), "extensions ran while jobs were acknowledged")
+        #expect(log.messages.filter { $0 == "lease_lost" }.isEmpty)
     }
 
     @Test("a crashed worker's job comes back after the lease plus the backoff of its delivery, not before")
@@ -826,7 +846,7 @@ extension TestQueue {
 
     fileprivate func worker(
         _ handlers: [String: any JobHandler], group: String = "workers", consumer: String = uniqueName("c"),
-        configure: (inout Worker.Configuration) -> Void = { _ in }
+        logger: Logger = Logger(label: "ferry.worker"), configure: (inout Worker.Configuration) -> Void = { _ in }
     ) -> Worker {
         var configuration = Worker.Configuration()
         configuration.group = group
@@ -837,6 +857,7 @@ extension TestQueue {
             maxAttempts: 3, minimumBackoff: .milliseconds(50), maximumBackoff: .milliseconds(100))
         configuration.shutdownGrace = .seconds(5)
         configure(&configuration)
-        return Worker(queue: queue, redis: redisConfiguration, handlers: handlers, configuration: configuration)
+        return Worker(
+            queue: queue, redis: redisConfiguration, handlers: handlers, configuration: configuration, logger: logger)
     }
 }

@@ -1,0 +1,33 @@
+import Logging
+import Synchronization
+
+/// Keeps the messages a logger was given, so a test can check what a worker said (and did not).
+final class LogRecord: Sendable {
+    private let lines = Mutex<[String]>([])
+
+    /// A logger at `level` whose messages land here.
+    func logger(level: Logger.Level = .info) -> Logger {
+        var logger = Logger(label: "test") { _ in RecordingLogHandler(record: self) }
+        logger.logLevel = level
+        return logger
+    }
+
+    var messages: [String] { lines.withLock { $0 } }
+
+    fileprivate func append(_ message: String) { lines.withLock { $0.append(message) } }
+}
+
+private struct RecordingLogHandler: LogHandler {
+    let record: LogRecord
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        record.append(event.message.description)
+    }
+}
