@@ -142,7 +142,8 @@ struct PushDeliveryTests {
         let setup = try await Setup()
         let server = try await PushEndpointServer()
         defer { Task { await server.stop() } }
-        try await setup.publish("503,retry-after=2;200", jobID: "ra")
+        // Retry-After: 3 keeps the job `retrying` long enough for a loaded machine's polls to see it.
+        try await setup.publish("503,retry-after=3;200", jobID: "ra")
         let start = ContinuousClock.now
         try await setup.withWorker(PushEndpoint(url: server.url())) {
             #expect(await eventually { server.requests.count == 1 })
@@ -153,11 +154,11 @@ struct PushDeliveryTests {
             #expect(retrying["last_error"] == "HTTP 503: answer 503")
             let next = Int64(retrying["next_attempt_at"] ?? "") ?? 0
             let recordedAt = Int64(retrying["updated_at"] ?? "") ?? 0
-            #expect(next - recordedAt >= 1900, "next_attempt_at follows Retry-After: 2")
+            #expect(next - recordedAt >= 2900, "next_attempt_at follows Retry-After: 3")
             #expect(await eventually { server.requests.count == 2 })
             #expect(await eventually { try await setup.pendingCount() == 0 })
         }
-        #expect(ContinuousClock.now - start >= .seconds(2), "the second delivery waited for Retry-After: 2")
+        #expect(ContinuousClock.now - start >= .seconds(3), "the second delivery waited for Retry-After: 3")
         #expect(
             try await setup.redis.send(RedisCommand("EXISTS", [.string(setup.keys.retryAfter)])).integer == 0,
             "cleared once claimed")
