@@ -238,12 +238,12 @@ public final class Worker: Sendable {
                     let replies = try await connection.pipeline(commands)
                     let ackReply = acks.isEmpty ? nil : replies.last
                     if let failed = replies.dropLast(acks.isEmpty ? 0 : 1).lazy.compactMap(\.errorMessage).first {
-                        logger.debug("job status not recorded", metadata: ["ferry.error": "\(failed)"])
+                        logger.debug("job status not recorded", metadata: redisFailure(RedisError.server(failed)))
                     }
                     if let failed = ackReply?.errorMessage {
                         logger.info(
-                            "ack failed; the jobs will be delivered again after the lease", metadata: ["ferry.error": "\(failed)"]
-                        )
+                            "ack failed; the jobs will be delivered again after the lease",
+                            metadata: redisFailure(RedisError.server(failed, command: "EVALSHA")))
                         lostIDs = nil
                     } else {
                         lostIDs = Set(ackReply?.array?.compactMap(\.string) ?? [])
