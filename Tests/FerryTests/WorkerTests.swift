@@ -816,6 +816,12 @@ struct WorkerTests {
         try await running(worker) {
             _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "long-export"))
             #expect(await eventually { seen.count == 1 })
+            // The running record lands with the worker's next write flush, just after the handler starts.
+            #expect(
+                await eventually {
+                    try await JobStatus.load(jobID: "long-export", queue: setup.queue, connection: setup.redis)?.state
+                        == "running"
+                })
             #expect(
                 try await JobStatus.requestCancellation(jobID: "long-export", queue: setup.queue, connection: setup.redis)
                     == "running")
