@@ -22,7 +22,9 @@ public struct QueueInspector: Sendable {
     public struct GroupReport: Sendable, Codable, Hashable {
         public var name: String
         public var pending: Int
-        /// Entries not yet delivered to the group; nil when Redis cannot tell (after a seek).
+        /// Entries not yet delivered to the group; nil when Redis cannot tell and more than
+        /// 10,000 entries are left (a group placed mid-stream by another tool, without the
+        /// `ENTRIESREAD` that ``GroupPosition`` passes).
         public var lag: Int?
         public var lastDeliveredID: String
         /// The oldest pending entry: its ID, how long since it was published, how long idle.
@@ -132,7 +134,8 @@ public struct QueueInspector: Sendable {
                 idleMilliseconds: Int(consumer["idle"]?.integer ?? 0))
         }
         if report.lag == nil {
-            // Redis 7.0 loses track of the lag after XGROUP SETID; count what is left, up to a bound.
+            // Redis loses track of the lag of a group placed mid-stream without ENTRIESREAD (by
+            // another tool); count what is left, up to a bound.
             let after = try await send(
                 RedisCommand("XRANGE", [.string(keys.jobs), .string("(" + lastDelivered), "+", "COUNT", 10_000]))
             let count = after.array?.count ?? 0

@@ -26,28 +26,10 @@ struct GroupReference: ParsableArguments {
     }
 }
 
-/// Where a group reads from: `start`, `end`, an entry ID, or an RFC 3339 time.
-struct ReadPosition: ExpressibleByArgument {
-    /// The ID to give XGROUP: the group delivers entries after it.
-    let id: String
+extension GroupPosition: ExpressibleByArgument {
+    public init?(argument: String) { self.init(argument) }
 
-    init?(argument: String) {
-        switch argument {
-        case "start", "0": id = "0"
-        case "end", "now", "$": id = "$"
-        default:
-            if argument.wholeMatch(of: /[0-9]{1,20}-[0-9]{1,20}/) != nil {
-                id = argument
-            } else if let date = try? Date(argument, strategy: .iso8601) {
-                // Deliver every entry added at or after the time: position just before its millisecond.
-                id = "\(max(date.millisecondsSince1970 - 1, 0))-18446744073709551615"
-            } else {
-                return nil
-            }
-        }
-    }
-
-    static var defaultCompletionKind: CompletionKind { .default }
+    public static var defaultCompletionKind: CompletionKind { .default }
 }
 
 /// `ferry group create QUEUE GROUP [--to start|end|ID|TIME]`
@@ -58,14 +40,17 @@ struct GroupCreate: AsyncParsableCommand {
     @OptionGroup var reference: GroupReference
 
     @Option(help: "start (every job in the stream), end (only new jobs), an entry ID, or an RFC 3339 time.")
-    var to = ReadPosition(argument: "start")!
+    var to = GroupPosition.start
 
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
         let (connection, keys) = try await reference.open(redis)
         try await connection.send(
-            RedisCommand("XGROUP CREATE", [.string(keys.jobs), .string(reference.group), .string(to.id), "MKSTREAM"]),
+            RedisCommand(
+                "XGROUP CREATE",
+                [.string(keys.jobs), .string(reference.group)]
+                    + (try await to.xgroupArguments(stream: keys.jobs, connection: connection, mkstream: true))),
             translating: .busyGroup,
             into: FerryError(
                 .invalidInput, "group \(reference.group) already exists on \(reference.queue); use ferry group seek to move it"))
@@ -117,14 +102,18 @@ struct GroupSeek: AsyncParsableCommand {
     @OptionGroup var reference: GroupReference
 
     @Option(help: "start, end, an entry ID, or an RFC 3339 time such as 2026-11-23T09:00:00Z.")
-    var to: ReadPosition
+    var to: GroupPosition
 
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
         let (connection, keys) = try await reference.open(redis)
         try await connection.send(
-            RedisCommand("XGROUP SETID", [.string(keys.jobs), .string(reference.group), .string(to.id)]), translating: .noGroup,
+            RedisCommand(
+                "XGROUP SETID",
+                [.string(keys.jobs), .string(reference.group)]
+                    + (try await to.xgroupArguments(stream: keys.jobs, connection: connection))),
+            translating: .noGroup,
             into: FerryError(.notFound, "queue \(reference.queue) has no group \(reference.group); ferry group create makes one"))
         print("group \(reference.group) of \(reference.queue) now reads after \(to.id)")
     }
