@@ -80,12 +80,18 @@ struct InspectCommandTests {
         let time = cut.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true))
         let seek = try await s.ferry("group", "seek", s.name, "replay", "--to", time)
         #expect(seek.status == 0, "\(seek.standardError)")
+        #expect(try await s.ferry("group", "create", s.name, "late-start", "--to", time).status == 0)
         let groups = try await s.redis.send(RedisCommand("XINFO", ["GROUPS", .string(s.keys.jobs)]))
-        // Redis's own figure, not `ferry inspect`'s, which counts entries when Redis does not know.
-        let replay = (groups.array ?? []).compactMap(\.array).map { fields in
-            Dictionary(stride(from: 0, to: fields.count - 1, by: 2).map { (fields[$0].string ?? "", fields[$0 + 1]) }) { $1 }
-        }.first { $0["name"]?.string == "replay" }
-        #expect(replay?["lag"]?.integer == 2, "Redis knows the lag of a group placed mid-stream")
+        // Redis's own figures, not `ferry inspect`'s, which counts entries when Redis does not know.
+        let lags = Dictionary(
+            (groups.array ?? []).compactMap(\.array).map { fields in
+                let named = Dictionary(
+                    stride(from: 0, to: fields.count - 1, by: 2).map { (fields[$0].string ?? "", fields[$0 + 1]) }
+                ) { $1 }
+                return (named["name"]?.string ?? "", named["lag"]?.integer)
+            }
+        ) { $1 }
+        #expect(lags == ["replay": 2, "late-start": 2], "Redis knows the lag of groups placed mid-stream")
         let read = try await s.redis.send(
             RedisCommand("XREADGROUP", ["GROUP", "replay", "c", "COUNT", "10", "STREAMS", .string(s.keys.jobs), ">"]))
         let data = StreamEntry.entries(from: read.array?.first?.array?[1] ?? .array([])).compactMap { $0.value(of: "data") }
