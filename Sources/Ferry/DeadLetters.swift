@@ -7,12 +7,15 @@ import Foundation
 /// Each entry holds the job's original fields plus `dead_letter.*` fields saying where it came
 /// from and why it failed (docs/wire-format.md).
 public struct DeadLetters: Sendable {
+    /// The queue whose dead letters these are.
     public let queue: QueueName
+    /// Its keys: the dead-letter stream, and the job stream redrives go back to.
     public let keys: QueueKeys
     private let connection: RedisConnection
 
     static let redriveScript = RedisScript(name: "redrive", source: EmbeddedLuaScripts.redrive)
 
+    /// Reads and writes through `connection`, which may be shared with other work.
     public init(queue: QueueName, connection: RedisConnection) {
         self.queue = queue
         self.keys = QueueKeys(queue: queue)
@@ -21,21 +24,31 @@ public struct DeadLetters: Sendable {
 
     /// One dead-lettered job.
     public struct Letter: Sendable, Hashable {
+        /// The dead-letter entry as stored: the job's fields and the `dead_letter.*` ones.
         public var entry: StreamEntry
 
+        /// Its ID in the dead-letter stream: what `ferry dlq show` and redrive take.
         public var id: String { entry.id }
         /// The job id it will keep when redriven: its `job_id`, else its original entry ID.
         public var jobID: String { text("job_id").flatMap { $0.isEmpty ? nil : $0 } ?? sourceID ?? entry.id }
+        /// The job's type, to select what to redrive (`--type`).
         public var type: String? { text("type") }
+        /// Its entry ID in the job stream, before it was dead-lettered.
         public var sourceID: String? { text("dead_letter.source_id") }
+        /// The consumer group that gave up on it; a redrive delivers it to that group only.
         public var sourceGroup: String? { text("dead_letter.source_group") }
+        /// Why, in a word stable enough to group by: `malformed_entry`, `http_500`, `worker_lost`.
         public var errorClass: String? { text("dead_letter.error_class") }
+        /// Why, in words: the last error (at most 4 KiB).
         public var error: String? { text("dead_letter.error") }
+        /// Deliveries to the group that gave up, the last one included.
         public var deliveryCount: Int? { text("dead_letter.delivery_count").flatMap { Int($0) } }
+        /// When it was dead-lettered.
         public var failedAt: Date? {
             text("dead_letter.failed_at").flatMap { Int64($0) }.map(Date.init(millisecondsSince1970:))
         }
 
+        /// A field of the entry as text (invalid UTF-8 repaired), for fields without a property here.
         public func text(_ field: String) -> String? {
             entry.value(of: field).map { String(decoding: $0, as: UTF8.self) }
         }

@@ -5,6 +5,7 @@ import FerryRedis
 /// Validation problems (``Code/invalidInput``) are the caller's to fix and nothing was written;
 /// ``Code/redis`` keeps the underlying ``RedisError`` with its prefix (`OOM`, `NOAUTH`, …).
 public struct FerryError: Error, Sendable, CustomStringConvertible {
+    /// The kind of failure: what decides the `ferry` exit code (2, 1, 3) and whether retrying can help.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         let name: String
         public var description: String { name }
@@ -17,17 +18,20 @@ public struct FerryError: Error, Sendable, CustomStringConvertible {
         public static let redis = Code(name: "redis")
     }
 
+    /// What kind of failure: input to fix, a thing missing, or Redis.
     public var code: Code
     /// What is wrong and what to do about it.
     public var message: String
     /// The Redis failure behind a ``Code/redis`` error.
     public var redisError: RedisError?
 
+    /// A failure Ferry found itself; `message` names what is wrong and what to do.
     public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }
 
+    /// A Redis failure, kept whole so callers can still match its prefix (`OOM`, `NOPERM`).
     public init(_ redisError: RedisError) {
         self.code = .redis
         self.message = redisError.description

@@ -6,6 +6,7 @@ import FerryRedis
 /// Handlers run concurrently (up to the worker's concurrency) and may see a job more than once:
 /// delivery is at least once, so side effects should be idempotent or guarded.
 public protocol JobHandler: Sendable {
+    /// Runs one delivery. Cancellation means shutdown, a job timeout or `ferry job cancel`: stop soon.
     func handle(_ job: Job) async throws
 }
 
@@ -13,6 +14,7 @@ public protocol JobHandler: Sendable {
 public struct JobHandlerClosure: JobHandler {
     private let body: @Sendable (Job) async throws -> Void
 
+    /// Wraps `body`, which follows the ``JobHandler`` contract.
     public init(_ body: @escaping @Sendable (Job) async throws -> Void) {
         self.body = body
     }
@@ -25,8 +27,10 @@ public struct JobHandlerClosure: JobHandler {
 /// Thrown by a handler when retrying cannot help (a payload that can never be processed): the
 /// job goes to the dead-letter stream at once with this message as its reason.
 public struct PermanentJobError: Error, Sendable, CustomStringConvertible {
+    /// Why the job can never succeed: the dead-letter reason.
     public var message: String
 
+    /// `message` becomes the dead-letter entry's `dead_letter.error`.
     public init(_ message: String) {
         self.message = message
     }
@@ -45,13 +49,16 @@ public protocol RetryableJobError: Error {
 }
 
 extension RetryableJobError {
+    /// No earliest time: the retry policy's backoff decides.
     public var retryAfter: Duration? { nil }
 }
 
 /// A handler ran longer than its job timeout; it was cancelled, and the job is retried.
 public struct JobTimeoutError: Error, Sendable, CustomStringConvertible {
+    /// The limit the job ran past (the job's `timeout_ms`, else the worker's).
     public var timeout: Duration
 
+    /// Made by the worker when it cancels a handler at its timeout.
     public init(timeout: Duration) {
         self.timeout = timeout
     }
@@ -65,6 +72,7 @@ public struct Job: Sendable {
     public let id: String
     /// The stream entry ID: what acknowledgements and `ferry pending` refer to.
     public let entryID: String
+    /// The queue the job came from.
     public let queue: QueueName
     /// The consumer group (subscription) this delivery belongs to.
     public let group: String
@@ -82,7 +90,10 @@ public struct Job: Sendable {
         await progressReporter(percent, stage)
     }
 
+    /// The job's type, which chose this handler.
     public var type: String { message.type }
+    /// The payload as published: any bytes, JSON by convention.
     public var data: [UInt8] { message.data }
+    /// The producer's `attr.*` fields, like Pub/Sub message attributes.
     public var attributes: [String: String] { message.attributes }
 }

@@ -29,6 +29,7 @@ public struct JobMessage: Sendable, Hashable {
     /// Fields outside the format, and known fields whose value Ferry could not use, as given.
     public var otherFields: [JobField]
 
+    /// A job to publish. Nothing is checked here; ``Publisher`` validates before it writes.
     public init(
         type: String, data: [UInt8] = [], jobID: String? = nil, idempotencyKey: String? = nil,
         attributes: [String: String] = [:], publishedAt: Date? = nil, traceparent: String? = nil,
@@ -56,14 +57,18 @@ public struct JobMessage: Sendable, Hashable {
 
 /// One field of a stream entry, name and value as raw bytes.
 public struct JobField: Sendable, Hashable {
+    /// Bytes, not a string: a producer in another language may write any.
     public var name: [UInt8]
+    /// Bytes, as stored in the entry.
     public var value: [UInt8]
 
+    /// A field as raw bytes, for payloads and names that are not UTF-8.
     public init(name: [UInt8], value: [UInt8]) {
         self.name = name
         self.value = value
     }
 
+    /// A text field, stored as its UTF-8 bytes.
     public init(_ name: String, _ value: String) {
         self.init(name: Array(name.utf8), value: Array(value.utf8))
     }

@@ -10,11 +10,14 @@ import Foundation
 /// handler reports them, `started_at`, `finished_at`, `updated_at` (milliseconds since the epoch),
 /// `consumer`, `group`, `type`, `entry_id`. The hash expires a while after a terminal state.
 public struct JobStatus: Sendable, Hashable {
+    /// The job it describes.
     public var jobID: String
     /// Every field as stored, for views that show them all.
     public var fields: [String: String]
 
+    /// Where the job is now (see above); nil in a hash only `ferry job cancel` wrote.
     public var state: String? { fields["state"] }
+    /// Deliveries so far, counting the one running or last run.
     public var attempts: Int? { fields["attempts"].flatMap { Int($0) } }
 
     /// The fields whose values are times, in milliseconds since the epoch.

@@ -34,11 +34,15 @@ public final class Publisher: Sendable {
         /// How long a queued status lives if no worker ever runs the job.
         public var statusTTL: Duration = .seconds(24 * 3600)
 
+        /// The defaults: idempotent publish within 24 h, status recorded, retention off.
         public init() {}
     }
 
+    /// The queue every call publishes to.
     public let queue: QueueName
+    /// Its keys, for callers that look at what was published.
     public let keys: QueueKeys
+    /// The settings every call uses.
     public let configuration: Configuration
     private let connection: RedisConnection
     private let lastTrim = Mutex<ContinuousClock.Instant?>(nil)
@@ -47,6 +51,7 @@ public final class Publisher: Sendable {
     static let trimScript = RedisScript(name: "trim", source: EmbeddedLuaScripts.trim)
     static let queuedScript = RedisScript(name: "queued", source: EmbeddedLuaScripts.queued)
 
+    /// Publishes through `connection`, which may be shared with other work.
     public init(queue: QueueName, connection: RedisConnection, configuration: Configuration = Configuration()) {
         self.queue = queue
         self.keys = QueueKeys(queue: queue)

@@ -6,26 +6,34 @@ import Foundation
 public struct QueueInspector: Sendable {
     private let connection: RedisConnection
 
+    /// Reads through `connection`; on Redis Cluster it also dials every primary to list queues.
     public init(connection: RedisConnection) {
         self.connection = connection
     }
 
     /// One queue: its stream, dead letters and groups.
     public struct QueueReport: Sendable, Codable, Hashable {
+        /// The queue's name.
         public var queue: String
+        /// Entries in the job stream (`XLEN`): unread, pending and finished alike, until trimmed.
         public var length: Int
+        /// Entries in the dead-letter stream.
         public var deadLetters: Int
+        /// Every consumer group on the stream.
         public var groups: [GroupReport]
     }
 
     /// One consumer group (subscription).
     public struct GroupReport: Sendable, Codable, Hashable {
+        /// The group's name.
         public var name: String
+        /// Entries delivered to the group and not yet acknowledged.
         public var pending: Int
         /// Entries not yet delivered to the group; nil when Redis cannot tell and more than
         /// 10,000 entries are left (a group placed mid-stream by another tool, without the
         /// `ENTRIESREAD` that ``GroupPosition`` passes).
         public var lag: Int?
+        /// The last entry ID delivered to the group: where it reads next.
         public var lastDeliveredID: String
         /// The oldest pending entry: its ID, how long since it was published, how long idle.
         public var oldestPendingID: String?
@@ -35,14 +43,19 @@ public struct QueueInspector: Sendable {
         /// and how many entries have each count.
         public var deliveryCountMin: Int?
         public var deliveryCountMax: Int?
+        /// Pending entries by delivery count (as text, for JSON output).
         public var deliveryCounts: [String: Int]
+        /// The group's consumers (worker processes).
         public var consumers: [ConsumerReport]
     }
 
     /// One consumer (a worker process) of a group.
     public struct ConsumerReport: Sendable, Codable, Hashable {
+        /// The consumer's name: `<host>-<pid>` for a `ferry worker`.
         public var name: String
+        /// Entries it holds: running, or left behind if it died.
         public var pending: Int
+        /// Since it last read or claimed: a dead worker's consumer only grows idle.
         public var idleMilliseconds: Int
     }
 

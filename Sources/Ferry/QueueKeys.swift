@@ -6,6 +6,7 @@ import Crypto
 /// hash to one slot, so the multi-key scripts stay legal on a cluster. Ids and idempotency keys
 /// come from producers in any language, so they enter keys through ``keyComponent(_:)``.
 public struct QueueKeys: Sendable, Hashable {
+    /// The queue these keys belong to.
     public let queue: QueueName
     /// `ferry:{Q}`: the prefix every key of the queue starts with.
     public let prefix: String
@@ -22,6 +23,7 @@ public struct QueueKeys: Sendable, Hashable {
     /// look here once per read batch rather than in each job's status hash.
     public let cancelRequests: String
 
+    /// The keys of `queue`; nothing is read or written.
     public init(queue: QueueName) {
         self.queue = queue
         self.prefix = "ferry:{\(queue.rawValue)}"

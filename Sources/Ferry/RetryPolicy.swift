@@ -10,9 +10,12 @@
 public struct RetryPolicy: Sendable, Hashable {
     /// Deliveries before a failing job is dead-lettered (Pub/Sub's default: 5).
     public var maxAttempts: Int
+    /// The delay before the second delivery (before jitter).
     public var minimumBackoff: Duration
+    /// The cap on the delay, however many attempts failed.
     public var maximumBackoff: Duration
 
+    /// Pub/Sub's defaults: 5 attempts, backoff from 1 s to 60 s.
     public init(maxAttempts: Int = 5, minimumBackoff: Duration = .seconds(1), maximumBackoff: Duration = .seconds(60)) {
         self.maxAttempts = maxAttempts
         self.minimumBackoff = minimumBackoff

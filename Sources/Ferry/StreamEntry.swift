@@ -8,8 +8,10 @@ import Foundation
 public struct StreamEntry: Sendable, Hashable {
     /// The stream entry ID (`1700000000000-0`).
     public var id: String
+    /// Its fields in the order the producer wrote them.
     public var fields: [JobField]
 
+    /// An entry as read, or as a test builds it.
     public init(id: String, fields: [JobField]) {
         self.id = id
         self.fields = fields

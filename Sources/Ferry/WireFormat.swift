@@ -10,14 +10,23 @@ public enum WireFormat {
 
     /// Field names of a job entry.
     public enum Field {
+        /// Routes the job to a handler; required.
         public static let type = "type"
+        /// The payload; absent means empty.
         public static let data = "data"
+        /// The producer's id for the job; the entry ID when absent.
         public static let jobID = "job_id"
+        /// Publish dedup and run-once guard.
         public static let idempotencyKey = "idempotency_key"
+        /// When the producer published it, in ms since the epoch: for latency metrics.
         public static let publishedAt = "published_at"
+        /// W3C trace context, passed on to handlers.
         public static let traceparent = "traceparent"
+        /// Overrides the worker's maximum delivery attempts.
         public static let maxAttempts = "max_attempts"
+        /// Overrides the worker's job timeout, in ms.
         public static let timeoutMilliseconds = "timeout_ms"
+        /// The format version; absent means 1.
         public static let version = "v"
         /// Set by a redrive: only this consumer group runs the job; others acknowledge it unrun.
         public static let redriveGroup = "redrive_group"
@@ -37,6 +46,7 @@ public struct WireFormatError: Error, Sendable, Hashable, CustomStringConvertibl
     /// What is wrong with it, in words a producer can act on.
     public var problem: String
 
+    /// `problem` should say what a producer must change.
     public init(field: String, problem: String) {
         self.field = field
         self.problem = problem

@@ -29,6 +29,7 @@ public final class Worker: Sendable {
         public var concurrency = 16
         /// How long an entry may sit idle before another worker reclaims it (Pub/Sub's ack deadline).
         public var lease: Duration = .seconds(30)
+        /// When a failed job comes back and when it is dead-lettered; a job's `max_attempts` overrides the count.
         public var retry = RetryPolicy()
         /// How long to wait for in-flight jobs after ``Worker/stop()`` before cancelling them.
         public var shutdownGrace: Duration = .seconds(25)
@@ -48,6 +49,7 @@ public final class Worker: Sendable {
         /// How long a status hash lives after the job's terminal state (succeeded, dead).
         public var statusTTL: Duration = .seconds(24 * 3600)
 
+        /// The defaults of `ferry worker`: group `workers`, concurrency 16, 30 s lease, status on.
         public init() {}
 
         /// How often leases of running jobs are extended.
@@ -75,8 +77,11 @@ public final class Worker: Sendable {
         }
     }
 
+    /// The queue this worker consumes.
     public let queue: QueueName
+    /// Its keys, for probes and tools that look at the same queue.
     public let keys: QueueKeys
+    /// The settings it runs with, fixed for its lifetime.
     public let configuration: Configuration
     let redis: RedisConfiguration
     let handlers: [String: any JobHandler]
@@ -165,6 +170,7 @@ public final class Worker: Sendable {
         }
     }
 
+    /// What `/healthz` reports: read under a lock, so any thread may ask.
     public var health: Health {
         state.withLock {
             Health(

@@ -12,13 +12,18 @@ import Prometheus
 /// - `GET /readyz`: 200 when Redis answers and the worker's group exists (readiness), 503
 ///   otherwise, with the reason in the body.
 public struct AdminServer: Sendable {
+    /// The address to bind: all interfaces by default, as a pod's probes need.
     public var host: String
+    /// The port to bind; 0 picks a free one (``run(onListening:)`` reports it).
     public var port: Int
+    /// The worker whose health `/healthz` reports and whose group `/readyz` checks.
     public let worker: Worker
+    /// Where the worker's metrics are registered: what `/metrics` renders.
     public let registry: PrometheusCollectorRegistry
     private let redis: RedisConfiguration
     private let logger: Logger
 
+    /// `redis` is dialled on a connection of the probe's own, so a busy worker cannot delay it.
     public init(
         host: String = "0.0.0.0", port: Int, worker: Worker, redis: RedisConfiguration, registry: PrometheusCollectorRegistry,
         logger: Logger = Logger(label: "ferry.admin")

@@ -7,11 +7,14 @@ import Logging
 /// touching Redis: `ferry_stream_length{queue}`, `ferry_dead_letters{queue}`, and per group
 /// `ferry_group_lag`, `ferry_group_pending`, `ferry_oldest_pending_age_seconds`.
 public struct QueueSampler: Sendable {
+    /// The queue whose backlog is sampled.
     public let queue: QueueName
+    /// How often: the gauges are this stale at most.
     public let interval: Duration
     private let redis: RedisConfiguration
     private let logger: Logger
 
+    /// Samples on a connection of its own, dialled from `redis`.
     public init(queue: QueueName, redis: RedisConfiguration, interval: Duration = .seconds(15), logger: Logger) {
         self.queue = queue
         self.redis = redis

@@ -28,8 +28,10 @@ public struct CommandJobHandler: JobHandler {
     public static let deadLetterStatus: Int32 = 65
     static let stderrTailBytes = 4096
 
+    /// Run with `/bin/sh -c`, so pipes and arguments work as in a shell.
     public let command: String
 
+    /// `command` runs once per job; nothing is started here.
     public init(command: String) {
         self.command = command
     }
@@ -122,7 +124,9 @@ public struct CommandJobHandler: JobHandler {
 
 /// A command that failed in a way worth retrying: its status and the tail of its standard error.
 public struct CommandFailure: Error, Sendable, CustomStringConvertible {
+    /// How the command ended: `exited with 1`, `was killed by signal 9`.
     public var status: String
+    /// The end of its standard error (at most 4 KiB): usually where the reason is.
     public var standardError: String
 
     public var description: String {

@@ -6,16 +6,20 @@ import Synchronization
 extension CurlHTTPClient {
     /// One HTTP POST to send: what push delivery and webhooks need, nothing more.
     public struct Request: Sendable {
+        /// An absolute `http` or `https` URL.
         public var url: String
         /// `Name: value` lines, as curl takes them.
         public var headers: [String]
+        /// Sent as is, with `Content-Length`.
         public var body: [UInt8]
         /// The whole exchange, connection included.
         public var timeout: Duration
+        /// The TCP and TLS handshake alone: an unreachable host fails fast.
         public var connectTimeout: Duration
         /// How much of the response body is kept; a longer body ends the transfer there.
         public var maxResponseBytes: Int
 
+        /// The defaults keep a slow or chatty endpoint from holding a worker long.
         public init(
             url: String, headers: [String] = [], body: [UInt8], timeout: Duration, connectTimeout: Duration = .seconds(10),
             maxResponseBytes: Int = 64 * 1024
@@ -31,8 +35,11 @@ extension CurlHTTPClient {
 
     /// An HTTP response: the status, the headers (names lower-cased) and the start of the body.
     public struct Response: Sendable {
+        /// The HTTP status code.
         public var status: Int
+        /// Names lower-cased; a repeated header keeps its last value.
         public var headers: [String: String]
+        /// The start of the body, up to the request's `maxResponseBytes`.
         public var body: [UInt8]
         /// The body was longer than the request's `maxResponseBytes`; ``body`` is its start.
         public var bodyTruncated: Bool
@@ -44,6 +51,7 @@ extension CurlHTTPClient {
 public struct CurlTransferError: Error, Sendable, CustomStringConvertible {
     /// The `CURLcode` (7 couldn't connect, 28 timeout, 6 could not resolve host, 60 TLS peer).
     public var code: Int
+    /// curl's own words for it (`curl_easy_strerror` and the error buffer).
     public var message: String
 
     public var description: String { "curl error \(code): \(message)" }

@@ -11,14 +11,17 @@ public struct PushEndpoint: Sendable {
         case raw
     }
 
+    /// Where jobs are POSTed: an absolute `http` or `https` URL.
     public var url: String
     /// Extra `Name: value` headers on every request (`Authorization: Bearer …`).
     public var headers: [String]
     /// Signs every request (``RequestSigner``) when set.
     public var secret: [UInt8]?
+    /// How a job becomes a request body.
     public var format: Format
     /// Per request; the worker's lease by default.
     public var timeout: Duration
+    /// The TCP and TLS handshake alone: an unreachable handler fails fast.
     public var connectTimeout: Duration
     /// How much of a response body is read: enough for an error message.
     public var maxResponseBytes: Int
@@ -28,6 +31,7 @@ public struct PushEndpoint: Sendable {
     /// Pub/Sub push's "do not retry" statuses.
     public static let defaultPermanentStatuses: Set<Int> = [400, 401, 403, 404, 410, 413, 422]
 
+    /// Pub/Sub push's defaults: wrapped body, 30 s per request, its "do not retry" statuses.
     public init(
         url: String, headers: [String] = [], secret: [UInt8]? = nil, format: Format = .wrapped, timeout: Duration = .seconds(30),
         connectTimeout: Duration = .seconds(10), maxResponseBytes: Int = 16 * 1024,

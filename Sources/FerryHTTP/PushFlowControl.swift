@@ -14,9 +14,11 @@ public final class PushFlowControl: Sendable {
         var nextWaiterID = 0
     }
 
+    /// The most requests ever in flight: the worker's concurrency.
     public let limit: Int
     private let state: Mutex<State>
 
+    /// Starts small (`initialWindow`) and grows while the endpoint keeps up, as Pub/Sub push does.
     public init(limit: Int, initialWindow: Int = 1) {
         self.limit = max(limit, 1)
         self.state = Mutex(State(window: min(max(initialWindow, 1), max(limit, 1))))
@@ -24,6 +26,7 @@ public final class PushFlowControl: Sendable {
 
     /// Requests allowed in flight now.
     public var window: Int { state.withLock { $0.window } }
+    /// Requests in flight now.
     public var inFlight: Int { state.withLock { $0.inFlight } }
 
     /// Waits for room in the window. Throws `CancellationError` if the task is cancelled first.

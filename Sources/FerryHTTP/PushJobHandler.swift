@@ -9,6 +9,7 @@ import Foundation
 /// as the reason. 429 and 503 retry no earlier than their `Retry-After`; other statuses, timeouts
 /// and connection failures retry with the worker's backoff.
 public struct PushJobHandler: JobHandler {
+    /// Where and how jobs are delivered.
     public let endpoint: PushEndpoint
     private let client: CurlHTTPClient
     private let builder: PushRequestBuilder
@@ -75,6 +76,7 @@ public enum PushError: RetryableJobError, CustomStringConvertible {
     case status(Int, reason: String, retryAfter: Duration?)
     case transfer(CurlTransferError)
 
+    /// `http_<status>` or `curl_<code>`: stable, for grouping failures.
     public var errorClass: String {
         switch self {
         case .status(let status, _, _): "http_\(status)"
@@ -82,6 +84,7 @@ public enum PushError: RetryableJobError, CustomStringConvertible {
         }
     }
 
+    /// The endpoint's `Retry-After` (429, 503), honoured before the next delivery.
     public var retryAfter: Duration? {
         if case .status(_, _, let retryAfter) = self { return retryAfter }
         return nil

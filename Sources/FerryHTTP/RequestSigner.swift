@@ -9,11 +9,14 @@ import Foundation
 /// recomputes it, compares in constant time, and refuses timestamps older than a few minutes.
 /// docs/push.md shows the check in Python and Node.
 public struct RequestSigner: Sendable {
+    /// The header with the signing time, in Unix seconds.
     public static let timestampHeader = "Ferry-Timestamp"
+    /// The header with `v1=` and the hex HMAC-SHA256.
     public static let signatureHeader = "Ferry-Signature"
 
     private let key: SymmetricKey
 
+    /// `secret` is shared with the receiver; any length (32 random bytes is plenty).
     public init(secret: [UInt8]) {
         key = SymmetricKey(data: secret)
     }

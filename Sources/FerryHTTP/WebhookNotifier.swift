@@ -9,6 +9,7 @@ import Synchronization
 /// slot. Each event is tried a few times with backoff; one that still fails is logged and
 /// counted, never fatal. Events beyond ``maxPending`` waiting at once are dropped the same way.
 public final class WebhookNotifier: JobEventObserver {
+    /// Where events are POSTed.
     public let url: String
     private let client: CurlHTTPClient
     private let signer: RequestSigner?
@@ -37,6 +38,7 @@ public final class WebhookNotifier: JobEventObserver {
 
     /// Events delivered (a 2xx answer) and events given up on, so far.
     public var delivered: Int { counts.withLock { $0.delivered } }
+    /// Given up on: retries used up, or dropped because ``maxPending`` were waiting.
     public var failed: Int { counts.withLock { $0.failed } }
 
     /// The event as posted, keys in snake case: `{"event": "job.succeeded", "job_id", "queue", …}`.
@@ -62,6 +64,7 @@ public final class WebhookNotifier: JobEventObserver {
         return encoder
     }()
 
+    /// Queues the event and returns at once: a slow webhook never holds up a job.
     public func jobFinished(_ event: JobEvent) {
         let admitted = counts.withLock { counts -> Bool in
             guard counts.pending < maxPending else {

@@ -7,6 +7,7 @@
 public struct RedisCommand: Sendable, Hashable, CustomStringConvertible {
     /// The arguments as RESP bulk strings, back to back; the `*<count>` header is added on sending.
     private(set) var body: [UInt8] = []
+    /// Arguments so far, the name's words included: the RESP `*<count>` header.
     public private(set) var argumentCount = 0
 
     /// The command's name, for error messages; never its arguments, which may hold secrets.
@@ -32,6 +33,7 @@ public struct RedisCommand: Sendable, Hashable, CustomStringConvertible {
         for argument in arguments { append(argument) }
     }
 
+    /// Appends one argument, encoded at once.
     public mutating func append(_ argument: RedisArgument) {
         switch argument {
         case .string(let text): append(text)
@@ -40,11 +42,13 @@ public struct RedisCommand: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Appends a text argument as its UTF-8 bytes.
     public mutating func append(_ text: String) {
         var text = text
         text.withUTF8 { append(bytes: $0) }
     }
 
+    /// Appends any bytes, NULs and CR LF included: payloads are binary-safe.
     public mutating func append<Bytes: Collection<UInt8>>(bytes: Bytes) {
         Self.appendLine(marker: UInt8(ascii: "$"), UInt64(bytes.count), to: &body)
         body.append(contentsOf: bytes)

@@ -23,9 +23,11 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible, C
         }
     }
 
+    /// Where Redis listens: host and port, or a Unix socket.
     public var endpoint: Endpoint
     /// ACL user name for `AUTH user password`; nil authenticates as `default` when a password is set.
     public var username: String?
+    /// Sent with `AUTH` after each dial; redacted from every description and log.
     public var password: String?
     /// The logical database chosen with `SELECT` after each dial.
     public var database: Int
@@ -36,10 +38,12 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible, C
     public var commandTimeout: Duration = .seconds(5)
     /// The first wait before re-dialling after a failed dial; it doubles per failure up to ``maximumReconnectDelay``.
     public var minimumReconnectDelay: Duration = .milliseconds(100)
+    /// The cap on the wait between dials, so a recovered Redis is found again soon.
     public var maximumReconnectDelay: Duration = .seconds(2)
     /// Sent as `CLIENT SETNAME` after each dial so `CLIENT LIST` shows who is connected.
     public var clientName: String?
 
+    /// Settings without parsing a URL; see ``init(url:)`` for `redis://` and `unix://`.
     public init(endpoint: Endpoint, username: String? = nil, password: String? = nil, database: Int = 0) {
         self.endpoint = endpoint
         self.username = username

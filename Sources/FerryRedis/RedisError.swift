@@ -42,6 +42,7 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The endpoint, with any password redacted.
     public var endpoint: String?
 
+    /// For failures found on the client side; replies from Redis go through ``server(_:command:endpoint:)``.
     public init(
         kind: Kind, prefix: RedisErrorPrefix? = nil, message: String, errno: Int32? = nil,
         command: String? = nil, endpoint: String? = nil
@@ -91,29 +92,47 @@ public struct RedisError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 /// The first word of a Redis error reply, as a value to match on:
-/// `catch let error as RedisError where error.prefix == .nogroup`.
+/// `catch let error as RedisError where error.prefix == .noGroup`.
 public struct RedisErrorPrefix: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: String
     public init(rawValue: String) { self.rawValue = rawValue }
+    /// A prefix Ferry has no constant for: `RedisErrorPrefix("NOREPLICAS")`.
     public init(_ rawValue: String) { self.rawValue = rawValue }
     public var description: String { rawValue }
 
+    /// A generic error: usually a bad command or argument.
     public static let err = RedisErrorPrefix("ERR")
+    /// A key holds another type: something else wrote under `ferry:`.
     public static let wrongType = RedisErrorPrefix("WRONGTYPE")
+    /// The stream or the consumer group is missing (deleted, or Redis lost its data).
     public static let noGroup = RedisErrorPrefix("NOGROUP")
+    /// `XGROUP CREATE` of a group that exists.
     public static let busyGroup = RedisErrorPrefix("BUSYGROUP")
+    /// Redis is loading its dataset after a restart: try again shortly.
     public static let loading = RedisErrorPrefix("LOADING")
+    /// A script is running too long; Redis answers nothing else until it ends.
     public static let busy = RedisErrorPrefix("BUSY")
+    /// Redis is at `maxmemory` and will not store more: reads and deletes still work.
     public static let oom = RedisErrorPrefix("OOM")
+    /// A replica was written to: after a failover, the connection points at the old primary.
     public static let readOnly = RedisErrorPrefix("READONLY")
+    /// Redis wants a password and none was sent.
     public static let noAuth = RedisErrorPrefix("NOAUTH")
+    /// The user name or password is wrong, or the user is disabled.
     public static let wrongPass = RedisErrorPrefix("WRONGPASS")
+    /// The ACL user may not run the command or touch the key.
     public static let noPerm = RedisErrorPrefix("NOPERM")
+    /// `EVALSHA` of a script Redis does not hold (after a restart): send `EVAL`.
     public static let noScript = RedisErrorPrefix("NOSCRIPT")
+    /// Redis Cluster: the keys are mid-migration; try again shortly.
     public static let tryAgain = RedisErrorPrefix("TRYAGAIN")
+    /// A replica lost its primary and serves no stale data.
     public static let masterDown = RedisErrorPrefix("MASTERDOWN")
+    /// Redis Cluster cannot serve the slot: a failover or an outage.
     public static let clusterDown = RedisErrorPrefix("CLUSTERDOWN")
+    /// Redis Cluster: the slot lives on another node now (followed by ``RedisConnection``).
     public static let moved = RedisErrorPrefix("MOVED")
+    /// Redis Cluster: during a migration, this key is already on the target node (followed too).
     public static let ask = RedisErrorPrefix("ASK")
 
     /// Prefixes of states that pass on their own; see ``RedisError/isRetryable``.

@@ -52,6 +52,7 @@ public enum RedisReply: Sendable, Hashable {
         }
     }
 
+    /// A nil reply: a missing key or field, or a `BLOCK` that timed out.
     public var isNull: Bool { self == .null }
 
     /// The message of an error reply, for code that reads a pipeline's replies one by one.

@@ -11,10 +11,12 @@ import Crypto
 public struct RedisScript: Sendable, Hashable, CustomStringConvertible {
     /// A short name for logs and errors (`publish`).
     public let name: String
+    /// The Lua source, sent with `EVAL` when Redis answers `NOSCRIPT`.
     public let source: String
     /// The lowercase hex SHA1 of ``source``, as `SCRIPT LOAD` returns it.
     public let sha1: String
 
+    /// Computes the SHA1 once; nothing is sent to Redis until the script runs.
     public init(name: String, source: String) {
         self.name = name
         self.source = source
