@@ -8,8 +8,8 @@ import Foundation
 /// the entries it has read, which `XGROUP CREATE` and `XGROUP SETID` work out on their own only at
 /// the start or the end of the stream. A group placed in the middle (a replay from an hour ago)
 /// has no lag until it has read to the end, just when an autoscaler needs it. So
-/// ``xgroupArguments(stream:connection:)`` counts the entries after the position and passes
-/// that count as `ENTRIESREAD`.
+/// ``xgroupArguments(stream:connection:mkstream:)`` counts the entries after the position and
+/// passes `ENTRIESREAD`.
 public struct GroupPosition: Sendable, Hashable, CustomStringConvertible {
     /// The ID given to `XGROUP`: the group delivers the entries after it. `0` or `$` for the
     /// start or the end.
@@ -45,14 +45,15 @@ public struct GroupPosition: Sendable, Hashable, CustomStringConvertible {
     /// The arguments of `XGROUP CREATE` or `XGROUP SETID` after the group's name: the ID, then
     /// `ENTRIESREAD` when the position is mid-stream and its count is known.
     ///
+    /// The count is a nicety: if it fails (an ACL user without `EVALSHA`, say), the arguments
+    /// leave it out and the group is placed all the same, its lag left to Redis.
+    ///
     /// - Parameter mkstream: adds `MKSTREAM` (for `XGROUP CREATE`), before `ENTRIESREAD` as
     ///   Redis expects.
-    public func xgroupArguments(
-        stream: String, connection: RedisConnection, mkstream: Bool = false
-    ) async throws(RedisError) -> [RedisArgument] {
+    public func xgroupArguments(stream: String, connection: RedisConnection, mkstream: Bool = false) async -> [RedisArgument] {
         var arguments: [RedisArgument] = [.string(id)]
         if mkstream { arguments.append("MKSTREAM") }
-        if let read = try await entriesRead(stream: stream, connection: connection) {
+        if let read = (try? await entriesRead(stream: stream, connection: connection)) ?? nil {
             arguments += ["ENTRIESREAD", .integer(Int64(read))]
         }
         return arguments
@@ -60,9 +61,10 @@ public struct GroupPosition: Sendable, Hashable, CustomStringConvertible {
 
     /// How many entries a group placed here has read, as Redis counts them (every entry ever
     /// added up to the position, trimmed ones included); nil at the start or the end, which
-    /// Redis works out itself, for a stream that does not exist, and when more than `limit`
-    /// entries follow the position (the group's lag then stays unknown until it reads to the
-    /// end, as without Ferry).
+    /// Redis works out itself, past the last entry (entries added later with smaller IDs would
+    /// never be delivered, yet count as lag), for a stream that does not exist, and when more
+    /// than `limit` entries follow the position (the group's lag then stays unknown until it
+    /// reads to the end, as without Ferry).
     ///
     /// Counts, in Redis (`count_entries.lua`), `chunk` entries per call, between the position
     /// and the last entry when it started: entries added meanwhile are not read by the group
@@ -74,9 +76,9 @@ public struct GroupPosition: Sendable, Hashable, CustomStringConvertible {
         let info = try await connection.pipeline([RedisCommand("XINFO", ["STREAM", .string(stream)])])[0]
         guard info.errorMessage == nil else { return nil }  // no such stream
         let fields = QueueInspector.fields(info)
-        guard let added = fields["entries-added"]?.integer, let last = fields["last-generated-id"]?.string else {
-            return nil
-        }
+        guard let added = fields["entries-added"]?.integer, let last = fields["last-generated-id"]?.string,
+            let position = Self.parts(of: id), let end = Self.parts(of: last), position <= end
+        else { return nil }
         var after = 0
         var from = id
         while true {
@@ -94,4 +96,11 @@ public struct GroupPosition: Sendable, Hashable, CustomStringConvertible {
     }
 
     static let countScript = RedisScript(name: "count_entries", source: EmbeddedLuaScripts.count_entries)
+
+    /// An entry ID's milliseconds and sequence number, in the order Redis sorts IDs.
+    private static func parts(of id: String) -> (UInt64, UInt64)? {
+        let halves = id.split(separator: "-", omittingEmptySubsequences: false)
+        guard halves.count == 2, let milliseconds = UInt64(halves[0]), let sequence = UInt64(halves[1]) else { return nil }
+        return (milliseconds, sequence)
+    }
 }

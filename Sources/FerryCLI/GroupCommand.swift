@@ -50,7 +50,7 @@ struct GroupCreate: AsyncParsableCommand {
             RedisCommand(
                 "XGROUP CREATE",
                 [.string(keys.jobs), .string(reference.group)]
-                    + (try await to.xgroupArguments(stream: keys.jobs, connection: connection, mkstream: true))),
+                    + (await to.xgroupArguments(stream: keys.jobs, connection: connection, mkstream: true))),
             translating: .busyGroup,
             into: FerryError(
                 .invalidInput, "group \(reference.group) already exists on \(reference.queue); use ferry group seek to move it"))
@@ -112,7 +112,7 @@ struct GroupSeek: AsyncParsableCommand {
             RedisCommand(
                 "XGROUP SETID",
                 [.string(keys.jobs), .string(reference.group)]
-                    + (try await to.xgroupArguments(stream: keys.jobs, connection: connection))),
+                    + (await to.xgroupArguments(stream: keys.jobs, connection: connection))),
             translating: .noGroup,
             into: FerryError(.notFound, "queue \(reference.queue) has no group \(reference.group); ferry group create makes one"))
         print("group \(reference.group) of \(reference.queue) now reads after \(to.id)")

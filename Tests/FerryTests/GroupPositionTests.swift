@@ -69,6 +69,15 @@ struct GroupPositionTests {
         #expect(try await GroupPosition.end.entriesRead(stream: setup.keys.jobs, connection: setup.redis) == nil)
     }
 
+    @Test("past the last entry, Redis is left to count: later entries with smaller IDs are never delivered")
+    func pastTheEnd() async throws {
+        let (setup, _) = try await queue(jobs: 3)
+        let future = try #require(GroupPosition("9999999999999-0"))
+        #expect(try await future.entriesRead(stream: setup.keys.jobs, connection: setup.redis) == nil)
+        let missing = try #require(GroupPosition("5-0"))
+        #expect(try await missing.entriesRead(stream: "ferry:{no-such-queue}:jobs", connection: setup.redis) == nil)
+    }
+
     @Test("more entries after the position than the limit: no count, rather than a long one")
     func limit() async throws {
         let (setup, ids) = try await queue(jobs: 30)
