@@ -7,6 +7,10 @@ public struct QueueInspector: Sendable {
     private let connection: RedisConnection
 
     /// Reads through `connection`; on Redis Cluster it also dials every primary to list queues.
+    /// The most entries counted to find a group's lag when Redis cannot tell: a group whose lag
+    /// is nil has at least this many entries left to deliver.
+    public static let lagCountLimit = 10_000
+
     public init(connection: RedisConnection) {
         self.connection = connection
     }
@@ -29,8 +33,8 @@ public struct QueueInspector: Sendable {
         public var name: String
         /// Entries delivered to the group and not yet acknowledged.
         public var pending: Int
-        /// Entries not yet delivered to the group; nil when Redis cannot tell and more than
-        /// 10,000 entries are left (a group placed mid-stream by another tool, without the
+        /// Entries not yet delivered to the group; nil when Redis cannot tell and at least
+        /// ``QueueInspector/lagCountLimit`` entries are left (a group placed mid-stream by another tool, without the
         /// `ENTRIESREAD` that ``GroupPosition`` passes).
         public var lag: Int?
         /// The last entry ID delivered to the group: where it reads next.
@@ -150,9 +154,11 @@ public struct QueueInspector: Sendable {
             // Redis loses track of the lag of a group placed mid-stream without ENTRIESREAD (by
             // another tool); count what is left, up to a bound.
             let after = try await send(
-                RedisCommand("XRANGE", [.string(keys.jobs), .string("(" + lastDelivered), "+", "COUNT", 10_000]))
+                RedisCommand(
+                    "XRANGE",
+                    [.string(keys.jobs), .string("(" + lastDelivered), "+", "COUNT", .integer(Int64(Self.lagCountLimit))]))
             let count = after.array?.count ?? 0
-            report.lag = count < 10_000 ? count : nil
+            report.lag = count < Self.lagCountLimit ? count : nil
         }
         return report
     }

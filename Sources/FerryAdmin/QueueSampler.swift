@@ -43,7 +43,9 @@ public struct QueueSampler: Sendable {
         Gauge(label: "ferry_dead_letters", dimensions: queue).record(report.deadLetters)
         for group in report.groups {
             let dimensions = queue + [("group", group.name)]
-            if let lag = group.lag { Gauge(label: "ferry_group_lag", dimensions: dimensions).record(lag) }
+            // When Redis cannot tell (a group placed mid-stream by another tool) and more are left
+            // than the inspector counts: at least that many, not the last figure it had.
+            Gauge(label: "ferry_group_lag", dimensions: dimensions).record(group.lag ?? QueueInspector.lagCountLimit)
             Gauge(label: "ferry_group_pending", dimensions: dimensions).record(group.pending)
             Gauge(label: "ferry_oldest_pending_age_seconds", dimensions: dimensions)
                 .record(Double(group.oldestPendingAgeMilliseconds ?? 0) / 1000)

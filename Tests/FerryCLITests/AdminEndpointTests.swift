@@ -61,7 +61,9 @@ struct AdminEndpointTests {
         #expect(await worker.waitForExit() == 0)
     }
 
-    @Test("the queue is sampled into gauges: stream length and dead letters appear without touching Redis per scrape")
+    @Test(
+        "the queue is sampled into gauges without touching Redis per scrape: length, dead letters, lag (at least 10,000 when Redis cannot tell)"
+    )
     func sampledQueueGauges() async throws {
         let url = try await TestRedis.sharedURL()
         let queue = uniqueName("sampled")
@@ -71,15 +73,28 @@ struct AdminEndpointTests {
             JobMessage(type: "t", data: "1"), JobMessage(type: "t", data: "2"),
         ])
         try await redis.send(RedisCommand("XADD", [.string(keys.deadLetter), "*", "type", "t"]))
+        // The worker's group starts at the end (nothing to run); another tool placed `audit`
+        // mid-stream without ENTRIESREAD, with more entries left than the inspector counts.
+        let receipts = try await Publisher(queue: try QueueName(queue), connection: redis).publish(
+            (0...QueueInspector.lagCountLimit + 1).map { JobMessage(type: "t", data: "\($0)") })
+        // Not the first entry, whose count Redis works out on its own.
+        try await redis.send(RedisCommand("XGROUP CREATE", [.string(keys.jobs), "audit", .string(receipts[1].jobID)]))
+        try await redis.send(RedisCommand("XGROUP CREATE", [.string(keys.jobs), "workers", "$"]))
         let port = try freeLoopbackPort()
         let worker = try startWorker(queue, redisURL: url, port: port, exec: "cat >/dev/null")
         defer { worker.signal(SIGKILL) }
-        #expect(
-            await eventually {
-                let metrics = try await get(port, "/metrics").body
-                return sample(metrics, #"ferry_stream_length{queue="\#(queue)"}"#) == 2
-                    && sample(metrics, #"ferry_dead_letters{queue="\#(queue)"}"#) == 1
-            })
+        let length = Double(QueueInspector.lagCountLimit + 4)
+        let sampled = await eventually {
+            let metrics = try await get(port, "/metrics").body
+            return sample(metrics, #"ferry_stream_length{queue="\#(queue)"}"#) == length
+                && sample(metrics, #"ferry_dead_letters{queue="\#(queue)"}"#) == 1
+                && sample(metrics, #"ferry_group_lag{queue="\#(queue)",group="workers"}"#) == 0
+                && sample(metrics, #"ferry_group_lag{queue="\#(queue)",group="audit"}"#) == 10_000
+        }
+        let samples = try await get(port, "/metrics").body.split(separator: "\n").filter {
+            $0.contains(queue) && !$0.hasPrefix("#")
+        }
+        #expect(sampled, "\(samples)")
         worker.signal(SIGTERM)
         #expect(await worker.waitForExit() == 0)
     }
