@@ -109,7 +109,7 @@ struct PublishBenchmark: AsyncParsableCommand {
 
     /// Runs `redis-benchmark -c 1` with the same server settings and returns its requests per second.
     private func redisBenchmark(pipeline: Int, requests: Int, command: [String]) async throws -> Double? {
-        let configuration = try RedisConfiguration(url: redis.resolvedURL)
+        let configuration = try redis.configuration()
         var arguments = [
             "-c", "1", "-n", String(requests), "-P", String(pipeline), "--csv", "--dbnum", String(configuration.database),
         ]

@@ -32,7 +32,7 @@ struct PushBenchmark: AsyncParsableCommand {
 
     func run() async throws {
         LogOutput.text.bootstrap()
-        let redisConfiguration = try RedisConfiguration(url: redis.resolvedURL)
+        let redisConfiguration = try redis.configuration()
         let connection = try await redis.connect(clientName: "ferry-bench")
         // The endpoint runs in a process of its own, as wrk does: in Ferry's process it would
         // share the cooperative pool with the worker it is measuring.

@@ -14,16 +14,34 @@ struct RedisOptions: ParsableArguments {
             valueName: "url"))
     var url: String?
 
+    @Option(
+        name: .customLong("redis-cluster-map"),
+        help: ArgumentHelp(
+            "Where to dial Redis Cluster nodes Ferry cannot reach at the address they announce: announced=dialled pairs, comma-separated.",
+            discussion:
+                "Defaults to $FERRY_REDIS_CLUSTER_MAP. For nodes behind a TLS sidecar each, NAT or port forwards: 10.0.0.5:6379=127.0.0.1:7001,10.0.0.6:6379=127.0.0.1:7002.",
+            valueName: "map"))
+    var clusterMap: String?
+
     /// The URL from the flag, the environment, or the default, in that order.
     var resolvedURL: String {
         url ?? ProcessInfo.processInfo.environment["FERRY_REDIS_URL"].flatMap { $0.isEmpty ? nil : $0 }
             ?? RedisConfiguration.defaultURL
     }
 
+    /// The settings from the URL and the cluster node map (flag, then environment).
+    func configuration() throws(RedisError) -> RedisConfiguration {
+        var configuration = try RedisConfiguration(url: resolvedURL)
+        if let map = clusterMap ?? ProcessInfo.processInfo.environment["FERRY_REDIS_CLUSTER_MAP"] {
+            configuration.clusterNodeMap = try RedisConfiguration.clusterNodeMap(parsing: map)
+        }
+        return configuration
+    }
+
     /// A connection that has already dialled, so an unreachable Redis or a wrong password is
     /// reported before any other work.
     func connect(clientName: String) async throws -> RedisConnection {
-        var configuration = try RedisConfiguration(url: resolvedURL)
+        var configuration = try configuration()
         configuration.clientName = clientName
         let connection = RedisConnection(configuration: configuration)
         try await connection.connect()

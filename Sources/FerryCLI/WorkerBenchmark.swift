@@ -59,7 +59,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
 
     func run() async throws {
         (logFormat == .json ? LogOutput.jsonDiscarded : .text).bootstrap()
-        let redisConfiguration = try RedisConfiguration(url: redis.resolvedURL)
+        let redisConfiguration = try redis.configuration()
         let connection = try await redis.connect(clientName: "ferry-bench")
         print(
             "Worker benchmark against \(redisConfiguration.redactedURL): \(jobs) jobs per run, no-op Swift handler, "

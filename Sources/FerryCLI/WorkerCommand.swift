@@ -175,7 +175,7 @@ struct WorkerCommand: AsyncParsableCommand {
             MetricsSystem.bootstrap(factory)
             Gauge(label: "ferry_worker_start_time_seconds").record(Date().timeIntervalSince1970)
         }
-        let redisConfiguration = try RedisConfiguration(url: redis.resolvedURL)
+        let redisConfiguration = try redis.configuration()
         try await RedisConnection(configuration: redisConfiguration).connect()
         let worker = Worker(
             queue: queueName, redis: redisConfiguration, handlers: [:], configuration: configuration,

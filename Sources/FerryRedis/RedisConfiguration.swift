@@ -42,6 +42,11 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible, C
     public var maximumReconnectDelay: Duration = .seconds(2)
     /// Sent as `CLIENT SETNAME` after each dial so `CLIENT LIST` shows who is connected.
     public var clientName: String?
+    /// Where to dial Redis Cluster nodes, by the address the cluster gives for them (`host:port`
+    /// as in `MOVED` replies and `CLUSTER NODES`); a node not in the map is dialled at that
+    /// address. For nodes Ferry cannot reach at their own address: each behind a TLS sidecar of
+    /// its own (hiredis 0.14 has no TLS), behind NAT, or through port forwards.
+    public var clusterNodeMap: [String: Endpoint] = [:]
 
     /// Settings without parsing a URL; see ``init(url:)`` for `redis://` and `unix://`.
     public init(endpoint: Endpoint, username: String? = nil, password: String? = nil, database: Int = 0) {
@@ -49,6 +54,34 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible, C
         self.username = username
         self.password = password
         self.database = database
+    }
+
+    /// Parses a ``clusterNodeMap`` written as `announced=dialled` pairs separated by commas:
+    /// `10.0.0.5:6379=127.0.0.1:7001,10.0.0.6:6379=127.0.0.1:7002` (as `FERRY_REDIS_CLUSTER_MAP`
+    /// and `--redis-cluster-map` take it).
+    ///
+    /// - Throws: ``RedisError`` of kind ``RedisError/Kind/invalidConfiguration`` naming the pair
+    ///   that is wrong.
+    public static func clusterNodeMap(parsing text: String) throws(RedisError) -> [String: Endpoint] {
+        var map: [String: Endpoint] = [:]
+        for pair in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !pair.isEmpty {
+            let sides = pair.split(separator: "=", omittingEmptySubsequences: false)
+            guard sides.count == 2, Endpoint(clusterAddress: sides[0], from: .unixSocket(path: "")) != nil,
+                let dialled = Endpoint(clusterAddress: sides[1], from: .unixSocket(path: ""))
+            else {
+                throw RedisError(
+                    kind: .invalidConfiguration,
+                    message:
+                        "invalid Redis Cluster node map entry \"\(pair)\": expected announced-host:port=dialled-host:port, pairs separated by commas"
+                )
+            }
+            if case .tcp(let host, let port) = dialled, host.hasPrefix("["), host.hasSuffix("]") {
+                map[String(sides[0])] = .tcp(host: String(host.dropFirst().dropLast()), port: port)  // [::1]:7002
+            } else {
+                map[String(sides[0])] = dialled
+            }
+        }
+        return map
     }
 
     /// The default Ferry talks to when no URL is given: a local Redis on its standard port.

@@ -110,9 +110,13 @@ public actor RedisConnection {
         for _ in 0..<Self.maximumRedirections {
             // Lazily: on the hot path no reply is a redirection, and nothing is built to find that out.
             let current = redirectedEndpoint ?? configuration.endpoint
-            guard let redirection = replies.lazy.compactMap({ $0.clusterRedirection(from: current) }).first else { break }
+            let map = configuration.clusterNodeMap
+            guard let redirection = replies.lazy.compactMap({ $0.clusterRedirection(from: current, mapping: map) }).first
+            else { break }
             // Commands sent together are meant for one slot; any redirected elsewhere wait for the next turn.
-            let indices = commands.indices.filter { replies[$0].clusterRedirection(from: current) == redirection }
+            let indices = commands.indices.filter {
+                replies[$0].clusterRedirection(from: current, mapping: map) == redirection
+            }
             let redirected = indices.map { commands[$0] }
             let retried: [RedisReply]
             if redirection.asking {
@@ -151,7 +155,8 @@ public actor RedisConnection {
                 !flags.contains("handshake"),
                 let address = fields[1].split(separator: "@").first,
                 let endpoint = RedisConfiguration.Endpoint(
-                    clusterAddress: address, from: redirectedEndpoint ?? configuration.endpoint)
+                    clusterAddress: address, from: redirectedEndpoint ?? configuration.endpoint,
+                    mapping: configuration.clusterNodeMap)
             else { return nil }
             var node = configuration
             node.endpoint = endpoint
@@ -401,12 +406,14 @@ extension RedisReply {
     }
 
     /// Where a Redis Cluster `MOVED` or `ASK` error reply sends the command, if it is one:
-    /// `MOVED 3999 10.0.0.2:6381`.
-    func clusterRedirection(from current: RedisConfiguration.Endpoint) -> ClusterRedirection? {
+    /// `MOVED 3999 10.0.0.2:6381`, dialled where `mapping` says (``RedisConfiguration/clusterNodeMap``).
+    func clusterRedirection(
+        from current: RedisConfiguration.Endpoint, mapping: [String: RedisConfiguration.Endpoint] = [:]
+    ) -> ClusterRedirection? {
         guard case .error(let message) = self else { return nil }
         let words = message.split(separator: " ")
         guard words.count == 3, words[0] == "MOVED" || words[0] == "ASK",
-            let endpoint = RedisConfiguration.Endpoint(clusterAddress: words[2], from: current)
+            let endpoint = RedisConfiguration.Endpoint(clusterAddress: words[2], from: current, mapping: mapping)
         else { return nil }
         return ClusterRedirection(asking: words[0] == "ASK", endpoint: endpoint)
     }
@@ -439,8 +446,15 @@ struct ClusterRedirection: Equatable {
 extension RedisConfiguration.Endpoint {
     /// A node's address as Redis Cluster writes it, `host:port` (IPv6 hosts unbracketed). A node
     /// that does not know its own address writes an empty host or `?`: the host of the node
-    /// that answered, `current`.
-    init?(clusterAddress address: Substring, from current: RedisConfiguration.Endpoint) {
+    /// that answered, `current`. An address in `mapping` is dialled where the map says.
+    init?(
+        clusterAddress address: Substring, from current: RedisConfiguration.Endpoint,
+        mapping: [String: RedisConfiguration.Endpoint] = [:]
+    ) {
+        if let mapped = mapping[String(address)] {
+            self = mapped
+            return
+        }
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
             return nil
         }

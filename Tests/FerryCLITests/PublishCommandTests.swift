@@ -83,6 +83,7 @@ struct PublishCommandTests {
             (["publish", "QUEUE", "--type", "t", "--data-file", "/nonexistent/file"], "cannot read --data-file"),
             (["publish", "QUEUE", "--type", "t", "--data", "12345", "--max-payload-bytes", "4"], "over the limit of 4 bytes"),
             (["publish", "QUEUE", "--type", "t", "--redis", "rediss://host:1"], "TLS"),
+            (["publish", "QUEUE", "--type", "t", "--redis-cluster-map", "10.0.0.5:6379"], "\"10.0.0.5:6379\": expected"),
             (["publish"], "Missing expected argument"),
         ])
     func badInput(arguments: [String], message: String) async throws {
@@ -99,6 +100,24 @@ struct PublishCommandTests {
         let result = try await ferry(["publish", queue, "--type", "t"], input: [UInt8](repeating: 65, count: 3 << 20))
         #expect(result.status == 2)
         #expect(result.standardError.contains("over the limit of 1048576 bytes"))
+    }
+
+    @Test("with FERRY_REDIS_CLUSTER_MAP, ferry publish reaches a queue on a cluster node that announces a name no resolver knows")
+    func clusterNodeMap() async throws {
+        let cluster = try await RedisClusterProcess()
+        let map = try await cluster.announceUnresolvableNames()
+        var queue: String
+        var owner: RedisServerProcess
+        repeat {
+            queue = uniqueName("cli")
+            owner = try await cluster.node(servingKeyOf: QueueKeys(queue: try QueueName(queue)).jobs).node
+        } while owner.port == cluster.nodes[0].port
+        let result = try await runProcess(
+            try ferryExecutable(), ["publish", queue, "--type", "t"],
+            environment: ["FERRY_REDIS_URL": cluster.nodes[0].url, "FERRY_REDIS_CLUSTER_MAP": map])
+        #expect(result.status == 0, "\(result.standardError)")
+        let length = try await RedisClusterProcess.send(owner, "XLEN", QueueKeys(queue: try QueueName(queue)).jobs)
+        #expect(length.integer == 1)
     }
 
     @Test("an unreachable Redis exits 3 and says what to check")

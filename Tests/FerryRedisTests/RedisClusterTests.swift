@@ -72,6 +72,43 @@ struct RedisClusterTests {
         #expect(await eventually(.seconds(30)) { try await redis.send(RedisCommand("XLEN", [.string(key)])).integer == 1 })
     }
 
+    @Test("with a node map, redirections go where the map says: nodes that announce unresolvable names are reached")
+    func nodeMap() async throws {
+        let cluster = try await RedisClusterProcess()
+        let map = try await cluster.announceUnresolvableNames()
+        let (key, owner) = try await Self.keyElsewhere(cluster)
+        let ownerIndex = try #require(cluster.nodes.firstIndex { $0.port == owner.port })
+        let announced = "node-\(ownerIndex).ferry.invalid:\(owner.port)"
+        // redis-cli without -c shows the redirection as the node sends it.
+        let reply = try await runProcess(try executable(named: "redis-cli"), ["-p", "\(cluster.nodes[0].port)", "XLEN", key])
+        #expect(reply.standardOutput.contains(announced), "\(reply.standardOutput)")
+
+        var configuration = try RedisConfiguration(url: cluster.nodes[0].url)
+        configuration.clusterNodeMap = try RedisConfiguration.clusterNodeMap(parsing: map)
+        let redis = RedisConnection(configuration: configuration)
+        try await redis.send(RedisCommand("XADD", [.string(key), "*", "f", "v"]))
+        #expect(try await RedisClusterProcess.send(owner, "XLEN", key).integer == 1)
+        let primaries = try await redis.clusterPrimaries()?.map(\.endpoint.description).sorted()
+        #expect(primaries == cluster.nodes.map { "127.0.0.1:\($0.port)" }.sorted())
+    }
+
+    @Test("a node map is read from announced=dialled pairs; a malformed pair is named")
+    func nodeMapParsing() throws {
+        let map = try RedisConfiguration.clusterNodeMap(parsing: "10.0.0.5:6379=127.0.0.1:7001, redis-b:6379=[::1]:7002,")
+        #expect(map == ["10.0.0.5:6379": .tcp(host: "127.0.0.1", port: 7001), "redis-b:6379": .tcp(host: "::1", port: 7002)])
+        #expect(
+            RedisReply.error("MOVED 1 10.0.0.5:6379").clusterRedirection(from: .tcp(host: "x", port: 1), mapping: map)?.endpoint
+                == .tcp(host: "127.0.0.1", port: 7001))
+        for bad in ["10.0.0.5:6379", "10.0.0.5=127.0.0.1:7001", "a:1=b:c", "a:1=b:2=c:3"] {
+            do {
+                _ = try RedisConfiguration.clusterNodeMap(parsing: "ok:1=127.0.0.1:2,\(bad)")
+                Issue.record("accepted \(bad)")
+            } catch {
+                #expect(error.kind == .invalidConfiguration && error.message.contains("\"\(bad)\""), "\(error)")
+            }
+        }
+    }
+
     @Test("a MOVED or ASK reply is read with its node; an unknown host means the node that answered")
     func parsesRedirections() async throws {
         let current = RedisConfiguration.Endpoint.tcp(host: "10.0.0.1", port: 7000)

@@ -62,6 +62,23 @@ public final class RedisClusterProcess: @unchecked Sendable {
         throw TestSupportError("Redis Cluster: not within 30 s: \(what)")
     }
 
+    /// Makes every node announce a name no resolver knows (`node-<i>.ferry.invalid`) in its
+    /// redirections, as nodes behind TLS sidecars or NAT announce addresses a client cannot dial,
+    /// and waits until every node has heard every name. Returns the node map that leads a client
+    /// to them, as `--redis-cluster-map` takes it.
+    public func announceUnresolvableNames() async throws -> String {
+        let names = nodes.indices.map { "node-\($0).ferry.invalid" }
+        for (node, name) in zip(nodes, names) {
+            try await Self.send(node, "CONFIG", "SET", "cluster-announce-hostname", name)
+            try await Self.send(node, "CONFIG", "SET", "cluster-preferred-endpoint-type", "hostname")
+        }
+        try await waitUntil("every node knows the others' names") { node in
+            let known = try await Self.send(node, "CLUSTER", "NODES").string ?? ""
+            return names.allSatisfy { known.contains("," + $0) }
+        }
+        return zip(nodes, names).map { "\($1):\($0.port)=127.0.0.1:\($0.port)" }.joined(separator: ",")
+    }
+
     /// The node serving the hash slot of `key`, and the slot.
     public func node(servingKeyOf key: String) async throws -> (node: RedisServerProcess, slot: Int) {
         let slot = Int(try await Self.send(nodes[0], "CLUSTER", "KEYSLOT", key).integer ?? -1)
