@@ -27,14 +27,21 @@ public enum JSONText {
     }
 
     /// Appends a JSON object of string values, keys sorted so equal objects give equal bytes
-    /// (push attributes, in the wrapped body and in the raw format's `Ferry-Attributes`).
-    public static func appendObject(_ fields: [String: String], to json: inout [UInt8]) {
+    /// (push attributes, in the wrapped body and in the raw format's `Ferry-Attributes`; log lines).
+    ///
+    /// - Parameter integersAsNumbers: writes a value that is a decimal integer as a JSON number,
+    ///   canonically (`"007"` as `7`), so log processors can compare it.
+    public static func appendObject(_ fields: [String: String], integersAsNumbers: Bool = false, to json: inout [UInt8]) {
         json.append(UInt8(ascii: "{"))
         for (index, (name, value)) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
             if index > 0 { json.append(UInt8(ascii: ",")) }
             appendString(name, to: &json)
             json.append(UInt8(ascii: ":"))
-            appendString(value, to: &json)
+            if integersAsNumbers, let number = Int64(value) {
+                json.append(contentsOf: String(number).utf8)
+            } else {
+                appendString(value, to: &json)
+            }
         }
         json.append(UInt8(ascii: "}"))
     }

@@ -6,11 +6,11 @@ import Foundation
 public struct QueueInspector: Sendable {
     private let connection: RedisConnection
 
-    /// Reads through `connection`; on Redis Cluster it also dials every primary to list queues.
     /// The most entries counted to find a group's lag when Redis cannot tell: a group whose lag
     /// is nil has at least this many entries left to deliver.
     public static let lagCountLimit = 10_000
 
+    /// Reads through `connection`; on Redis Cluster it also dials every primary to list queues.
     public init(connection: RedisConnection) {
         self.connection = connection
     }
@@ -34,8 +34,8 @@ public struct QueueInspector: Sendable {
         /// Entries delivered to the group and not yet acknowledged.
         public var pending: Int
         /// Entries not yet delivered to the group; nil when Redis cannot tell and at least
-        /// ``QueueInspector/lagCountLimit`` entries are left (a group placed mid-stream by another tool, without the
-        /// `ENTRIESREAD` that ``GroupPosition`` passes).
+        /// ``QueueInspector/lagCountLimit`` entries are left (a group placed mid-stream by
+        /// another tool, without the `ENTRIESREAD` that ``GroupPosition`` passes).
         public var lag: Int?
         /// The last entry ID delivered to the group: where it reads next.
         public var lastDeliveredID: String

@@ -33,20 +33,10 @@ struct JSONLogHandler: LogHandler {
         for (key, value) in metadata.merging(event.metadata ?? [:], uniquingKeysWith: { $1 }) {
             fields[key.hasPrefix("ferry.") ? String(key.dropFirst("ferry.".count)) : key] = value.description
         }
-        var line: [UInt8] = [UInt8(ascii: "{")]
+        var line: [UInt8] = []
         line.reserveCapacity(512)
-        for (index, (name, text)) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
-            if index > 0 { line.append(UInt8(ascii: ",")) }
-            JSONText.appendString(name, to: &line)
-            line.append(UInt8(ascii: ":"))
-            // Integers are JSON numbers, written canonically ("007" is 7).
-            if let number = Int64(text) {
-                line.append(contentsOf: String(number).utf8)
-            } else {
-                JSONText.appendString(text, to: &line)
-            }
-        }
-        line.append(contentsOf: "}\n".utf8)
+        JSONText.appendObject(fields, integersAsNumbers: true, to: &line)
+        line.append(UInt8(ascii: "\n"))
         Self.writing.withLock { _ in output.writeBestEffort(Data(line)) }
     }
 }

@@ -75,11 +75,7 @@ public struct RedisConfiguration: Sendable, Hashable, CustomStringConvertible, C
                         "invalid Redis Cluster node map entry \"\(pair)\": expected announced-host:port=dialled-host:port, pairs separated by commas"
                 )
             }
-            if case .tcp(let host, let port) = dialled, host.hasPrefix("["), host.hasSuffix("]") {
-                map[String(sides[0])] = .tcp(host: String(host.dropFirst().dropLast()), port: port)  // [::1]:7002
-            } else {
-                map[String(sides[0])] = dialled
-            }
+            map[String(sides[0])] = dialled
         }
         return map
     }

@@ -444,9 +444,10 @@ struct ClusterRedirection: Equatable {
 }
 
 extension RedisConfiguration.Endpoint {
-    /// A node's address as Redis Cluster writes it, `host:port` (IPv6 hosts unbracketed). A node
-    /// that does not know its own address writes an empty host or `?`: the host of the node
-    /// that answered, `current`. An address in `mapping` is dialled where the map says.
+    /// A node's address as Redis Cluster writes it, `host:port` (IPv6 hosts unbracketed; a
+    /// bracketed one, as people write it in a node map, is read too). A node that does not know
+    /// its own address writes an empty host or `?`: the host of the node that answered,
+    /// `current`. An address in `mapping` is dialled where the map says.
     init?(
         clusterAddress address: Substring, from current: RedisConfiguration.Endpoint,
         mapping: [String: RedisConfiguration.Endpoint] = [:]
@@ -459,6 +460,7 @@ extension RedisConfiguration.Endpoint {
             return nil
         }
         var host = String(address[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         if host.isEmpty || host == "?" {
             guard case .tcp(let currentHost, _) = current else { return nil }
             host = currentHost
