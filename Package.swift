@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "FerryRedis", targets: ["FerryRedis"]),
         .library(name: "FerryHTTP", targets: ["FerryHTTP"]),
         .executable(name: "ferry", targets: ["FerryCLI"]),
+        .executable(name: "ferry-exec-guard", targets: ["FerryExecGuard"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -54,6 +55,9 @@ let package = Package(
             swiftSettings: swiftSettings,
             plugins: ["EmbedLuaScripts"]
         ),
+        // A few lines of C that `ferry worker --exec` runs each handler under, so handlers die
+        // with their worker (see main.c); C because it starts once per job and must start fast.
+        .executableTarget(name: "FerryExecGuard"),
         .target(
             name: "FerryExec",
             dependencies: [
@@ -115,7 +119,7 @@ let package = Package(
             name: "FerryTestSupport",
             dependencies: ["Ferry", "FerryRedis"],
             path: "Tests/FerryTestSupport",
-            exclude: ["push_endpoint.py"],
+            exclude: ["push_endpoint.py", "tcp_proxy.py"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

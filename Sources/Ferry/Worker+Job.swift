@@ -141,12 +141,12 @@ extension Worker {
             await recordCancelled(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
             return .done
         }
+        var lock: IdempotencyLock?
         if let key = message.idempotencyKey {
-            guard
-                await mayRun(
-                    entry.id, jobID: jobID, type: message.type, idempotencyKey: key, attempt: attempt, control: control,
-                    logger: logger)
-            else { return .done }
+            lock = await mayRun(
+                entry.id, jobID: jobID, type: message.type, idempotencyKey: key, attempt: attempt, control: control,
+                logger: logger)
+            guard lock != nil else { return .done }
             await recordStatus(
                 jobID, "running", attempt: attempt, terminal: false, control: control,
                 fields: [
@@ -171,13 +171,19 @@ extension Worker {
         metrics.started(publishedAt: message.publishedAt ?? entry.time)
         let started = ContinuousClock.now
         do {
-            try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout)
-            logger.info("job_completed", metadata: ["ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)"])
-            metrics.job(.completed, type: message.type)
-            metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
-            if let key = message.idempotencyKey {
-                if await complete(entry.id, jobID: jobID, idempotencyKey: key, control: control, logger: logger) {
-                    notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
+            try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout, lock: lock)
+            let duration = ContinuousClock.now - started
+            metrics.handlerDuration(duration, type: message.type)
+            // Completed only once acknowledged: a worker that lost the entry meanwhile (a long
+            // pause, a frozen connection) ran the handler for nothing, and must not say otherwise.
+            let completed: @Sendable (Logger) -> Void = { [self] logger in
+                logger.info("job_completed", metadata: ["ferry.latency_ms": "\(duration.milliseconds)"])
+                metrics.job(.completed, type: message.type)
+                notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
+            }
+            if let key = message.idempotencyKey, let lock {
+                if await complete(entry.id, jobID: jobID, idempotencyKey: key, lock: lock, control: control, logger: logger) {
+                    completed(logger)
                 }
                 return .done
             }
@@ -185,13 +191,17 @@ extension Worker {
                 entryID: entry.id, statusKey: configuration.recordsStatus ? keys.jobStatus(jobID: jobID) : nil)
             control.enqueueAcknowledgement(acknowledgement) { [self, logger] acknowledged in
                 switch acknowledged {
-                case true?: notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
-                case false?: logger.info("lease_lost: another worker owns the entry now; not acknowledged")
+                case true?: completed(logger)
+                case false?: logLeaseLostAfterRun(logger)
                 case nil: break  // the flush logged it; the job comes back after the lease
                 }
                 slots.finishAcknowledging(entry.id)
             }
             return .acknowledging
+        } catch let error as IdempotencyLockLost {
+            // Not ours to settle: the entry comes back, or another delivery already has it.
+            metrics.job(.failed, type: message.type)
+            logger.warning("lease_lost: \(error)")
         } catch let error as PermanentJobError {
             metrics.job(.failed, type: message.type)
             metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
@@ -221,7 +231,7 @@ extension Worker {
                 "job_failed",
                 metadata: [
                     "ferry.error_class": "\(errorClass)", "ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)",
-                    "ferry.error": "\(String("\(error)".prefix(300)))",
+                    "ferry.error": "\(FailureText.keepingEnd("\(error)", limit: FailureText.loggedLimit))",
                 ])
             if attempt >= maxAttempts(of: message) {
                 await deadLetter(
@@ -238,19 +248,36 @@ extension Worker {
     }
 
     /// Runs the handler, cancelling it once `timeout` has passed (the exec handler then kills
-    /// its process group) and throwing ``JobTimeoutError``.
-    static func runHandler(_ handler: any JobHandler, _ job: Job, timeout: Duration?) async throws {
+    /// its process group) and throwing ``JobTimeoutError``, or once the idempotency `lock`'s
+    /// fence deadline has passed unrenewed, throwing ``IdempotencyLockLost``. Returns only once
+    /// the handler has returned.
+    static func runHandler(
+        _ handler: any JobHandler, _ job: Job, timeout: Duration?, lock: IdempotencyLock? = nil
+    ) async throws {
         try Task.checkCancellation()  // cancelled on request before it started
-        guard let timeout else { return try await handler.handle(job) }
+        if timeout == nil && lock == nil { return try await handler.handle(job) }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await handler.handle(job) }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                throw JobTimeoutError(timeout: timeout)
+            if let timeout {
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    throw JobTimeoutError(timeout: timeout)
+                }
+            }
+            if let lock {
+                group.addTask {
+                    try await lock.waitForFence()
+                    throw IdempotencyLockLost()
+                }
             }
             defer { group.cancelAll() }
             try await group.next()
         }
+    }
+
+    /// A handler finished, but this consumer no longer owns its entry: not acknowledged, not completed.
+    func logLeaseLostAfterRun(_ logger: Logger) {
+        logger.warning("lease_lost: the handler finished, but another worker owns the entry now; not acknowledged")
     }
 
     /// Acknowledges through the group commit, with no status. Returns when the entry's batch is flushed.
@@ -261,29 +288,34 @@ extension Worker {
     }
 
     /// The idempotency guard before a job with a key runs: skips (and acknowledges) a key that
-    /// already completed, and lets only one entry per key run at a time. Returns true to run.
+    /// already completed, and lets only one delivery per key run at a time. Returns the lock
+    /// this delivery took, or nil when it must not run.
     func mayRun(
         _ entryID: String, jobID: String, type: String, idempotencyKey key: String, attempt: Int, control: ControlChannel,
         logger: Logger
-    ) async -> Bool {
-        let lock = keys.inFlightLock(idempotencyKey: key)
-        let decision: String?
+    ) async -> IdempotencyLock? {
+        let lockKey = keys.inFlightLock(idempotencyKey: key)
+        let reply: [RedisReply]
+        let sentAt = ContinuousClock.now
         do {
-            decision = try await control.run(
-                Self.beginScript, keys: [.string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(lock)],
-                arguments: [
-                    .string(configuration.group), .string(configuration.consumer), .string(entryID),
-                    .integer(configuration.lease.milliseconds),
-                ]
-            ).string
+            reply =
+                try await control.run(
+                    Self.beginScript, keys: [.string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(lockKey)],
+                    arguments: [
+                        .string(configuration.group), .string(configuration.consumer), .string(entryID),
+                        .integer(configuration.lease.milliseconds),
+                    ]
+                ).array ?? []
         } catch {
             logger.info("idempotency check failed; the job comes back after the lease", metadata: redisFailure(error))
-            return false
+            return nil
         }
-        switch decision {
+        switch reply.first?.string {
         case "run":
+            guard let token = reply.dropFirst().first?.string else { return nil }
+            let lock = IdempotencyLock(key: lockKey, token: token, lease: configuration.lease, sentAt: sentAt)
             state.withLock { $0.locks[entryID] = lock }
-            return true
+            return lock
         case "skip":
             logger.info("idempotent_skip")
             metrics.job(.skippedDuplicate, type: type)
@@ -296,21 +328,20 @@ extension Worker {
         default:
             logger.info("lease_lost: another worker owns the entry now")
         }
-        return false
+        return nil
     }
 
     /// Acknowledges a job with an idempotency key, marks the key done, releases its lock and
     /// records it succeeded, atomically. Returns true when it did; false when the entry was lost
     /// or Redis failed.
     func complete(
-        _ entryID: String, jobID: String, idempotencyKey key: String, control: ControlChannel, logger: Logger
+        _ entryID: String, jobID: String, idempotencyKey key: String, lock: IdempotencyLock, control: ControlChannel,
+        logger: Logger
     ) async -> Bool {
-        var scriptKeys: [RedisArgument] = [
-            .string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(keys.inFlightLock(idempotencyKey: key)),
-        ]
+        var scriptKeys: [RedisArgument] = [.string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(lock.key)]
         var arguments: [RedisArgument] = [
             .string(configuration.group), .string(configuration.consumer), .string(entryID),
-            .integer(configuration.idempotencyTTL.milliseconds), .string(jobID),
+            .integer(configuration.idempotencyTTL.milliseconds), .string(jobID), .string(lock.token),
         ]
         if configuration.recordsStatus {
             scriptKeys.append(.string(keys.jobStatus(jobID: jobID)))
@@ -319,7 +350,7 @@ extension Worker {
         do {
             let completed = try await control.run(Self.completeScript, keys: scriptKeys, arguments: arguments)
             if completed.integer == 1 { return true }
-            logger.info("lease_lost: another worker owns the entry now; not acknowledged")
+            logLeaseLostAfterRun(logger)
         } catch {
             logger.info("ack failed; the job will be delivered again after the lease", metadata: redisFailure(error))
         }
@@ -351,7 +382,7 @@ extension Worker {
             var fields: [String: RedisArgument] = ["next_attempt_at": .integer(nowMilliseconds() + delay.milliseconds)]
             if let error {
                 fields["error_class"] = .string(error.errorClass)
-                fields["last_error"] = .string(String(error.message.prefix(4096)))
+                fields["last_error"] = .string(FailureText.keepingEnd(error.message))
             }
             await recordStatus(jobID, "retrying", attempt: attempt, terminal: false, control: control, fields: fields)
         } catch {
@@ -367,7 +398,7 @@ extension Worker {
         let fields: [RedisArgument] = [
             "dead_letter.source_stream", .string(keys.jobs), "dead_letter.source_group", .string(configuration.group),
             "dead_letter.source_id", .string(entry.id), "dead_letter.delivery_count", .integer(Int64(attempt)),
-            "dead_letter.error_class", .string(errorClass), "dead_letter.error", .string(String(error.prefix(4096))),
+            "dead_letter.error_class", .string(errorClass), "dead_letter.error", .string(FailureText.keepingEnd(error)),
             "dead_letter.failed_at", .integer(failedAt), "dead_letter.consumer", .string(configuration.consumer),
         ]
         do {
@@ -380,7 +411,7 @@ extension Worker {
                 await recordStatus(
                     jobID, "dead", attempt: attempt, terminal: true, control: control,
                     fields: [
-                        "error_class": .string(errorClass), "last_error": .string(String(error.prefix(4096))),
+                        "error_class": .string(errorClass), "last_error": .string(FailureText.keepingEnd(error)),
                         "finished_at": now(),
                     ])
                 notify(.dead, jobID: jobID, entry: entry, attempt: attempt, errorClass: errorClass, error: error)

@@ -25,9 +25,15 @@ extension Worker {
                     logger.info("lease_lost", metadata: ["ferry.entry_id": "\(id)"])
                 }
                 if !locks.isEmpty {
-                    try await control.run(
-                        Self.extendLockScript, keys: locks.values.map { .string($0) },
-                        arguments: [.integer(configuration.lease.milliseconds)] + locks.keys.map { .string($0) })
+                    let held = Array(locks.values)
+                    let sentAt = ContinuousClock.now
+                    let renewed = try await control.run(
+                        Self.extendLockScript, keys: held.map { .string($0.key) },
+                        arguments: [.integer(configuration.lease.milliseconds)] + held.map { .string($0.token) })
+                    let renewedTokens = Set(renewed.array?.compactMap(\.string) ?? [])
+                    for lock in held {
+                        if renewedTokens.contains(lock.token) { lock.renewed(sentAt: sentAt) } else { lock.lost() }
+                    }
                 }
                 metrics.leasesExtended(running.count)
                 logger.info(

@@ -73,7 +73,7 @@ extension Worker {
         observer.jobFinished(
             JobEvent(
                 jobID: jobID, entryID: entry.id, queue: queue, group: configuration.group, state: state, attempts: attempt,
-                type: message?.type, errorClass: errorClass, error: error.map { String($0.prefix(4096)) },
+                type: message?.type, errorClass: errorClass, error: error.map { FailureText.keepingEnd($0) },
                 publishedAt: message?.publishedAt))
     }
 }

@@ -96,8 +96,8 @@ public final class Worker: Sendable {
         var running = false
         /// When the maintenance and read loops last came round: what `/healthz` checks.
         var lastLoopTurn: ContinuousClock.Instant?
-        /// The in-flight lock key of each running job that has an idempotency key, by entry ID.
-        var locks: [String: String] = [:]
+        /// The in-flight lock of each running job that has an idempotency key, by entry ID.
+        var locks: [String: IdempotencyLock] = [:]
     }
 
     static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)

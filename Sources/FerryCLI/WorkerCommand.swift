@@ -19,7 +19,8 @@ struct WorkerCommand: AsyncParsableCommand {
         discussion: """
             Every option can also be set from the environment (FERRY_QUEUE, FERRY_GROUP, FERRY_CONSUMER, \
             FERRY_CONCURRENCY, FERRY_LEASE, FERRY_MAX_ATTEMPTS, FERRY_MIN_BACKOFF, FERRY_MAX_BACKOFF, \
-            FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_EXEC, FERRY_PUSH, FERRY_PUSH_HEADER \
+            FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_EXEC, FERRY_PASS_ENV (names separated by \
+            commas), FERRY_PUSH, FERRY_PUSH_HEADER \
             (one header per line), FERRY_PUSH_SECRET_FILE, FERRY_PUSH_TIMEOUT, FERRY_PUSH_FORMAT, FERRY_NOTIFY, \
             FERRY_NOTIFY_SECRET_FILE, FERRY_ADMIN_PORT, FERRY_ADMIN_HOST); a flag wins over the environment. \
             Durations are written 500ms, 30s, 5m or 1h. SIGTERM or SIGINT stops reading, lets running \
@@ -68,6 +69,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(
         name: .customLong("exec"), help: ArgumentHelp("The handler: a shell command run for every job.", valueName: "command"))
     var command: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "Also give --exec handlers this variable of the worker's environment (repeatable; default only PATH, HOME, LANG, LC_ALL, TZ, TMPDIR and the job's FERRY_* variables).",
+            valueName: "name"))
+    var passEnv: [String] = []
 
     @Option(help: ArgumentHelp("The handler: POST every job to this http(s) URL.", valueName: "url"))
     var push: String?
@@ -139,7 +146,11 @@ struct WorkerCommand: AsyncParsableCommand {
         try configuration.validate()
         let handler: any JobHandler =
             pushURL.isEmpty
-            ? CommandJobHandler(command: command)
+            ? CommandJobHandler(
+                command: command, guardExecutable: try Self.execGuardPath(),
+                passedEnvironment: passEnv.isEmpty
+                    ? settings.string(nil, variable: "FERRY_PASS_ENV", default: "").split(separator: ",").map(String.init)
+                    : passEnv)
             : PushJobHandler(
                 endpoint: try pushEndpoint(url: pushURL, settings: settings, lease: configuration.lease),
                 concurrency: configuration.concurrency)
@@ -207,6 +218,19 @@ struct WorkerCommand: AsyncParsableCommand {
         if let error = adminFailure.error.withLock({ $0 }) {
             throw FerryError(.invalidInput, "the admin endpoints could not run on port \(adminPortNumber ?? 0): \(error)")
         }
+    }
+
+    /// `ferry-exec-guard` beside this binary: every `--exec` handler runs under it, so it dies
+    /// with the worker. Refused when missing, rather than running handlers that can outlive it.
+    static func execGuardPath() throws -> String {
+        let binary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let path = binary.deletingLastPathComponent().appending(path: "ferry-exec-guard").path()
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw InputError(
+                "ferry-exec-guard is not installed beside \(binary.path()): install it with ferry (swift build makes both); --exec handlers run under it so they die with the worker"
+            )
+        }
+        return path
     }
 
     /// The push endpoint from flags and environment, checked before anything is read.

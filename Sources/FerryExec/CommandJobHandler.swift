@@ -30,23 +30,44 @@ public struct CommandJobHandler: JobHandler {
 
     /// Run with `/bin/sh -c`, so pipes and arguments work as in a shell.
     public let command: String
+    /// The `ferry-exec-guard` program that runs each command and kills its process group when
+    /// the worker dies (even by `kill -9`); nil runs the command directly, and a handler whose
+    /// worker is killed then runs on. `ferry worker` always sets it.
+    public let guardExecutable: String?
+    /// The names of the worker's environment variables a command also gets, besides the
+    /// ``baseEnvironmentNames`` and the job's `FERRY_*` variables (`ferry worker --pass-env`).
+    public let passedEnvironment: [String]
+
+    /// The worker's variables every command gets: what a shell and common tools need to run, and
+    /// none of the worker's secrets (`FERRY_REDIS_URL` carries the Redis password).
+    public static let baseEnvironmentNames = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"]
 
     /// `command` runs once per job; nothing is started here.
-    public init(command: String) {
+    public init(command: String, guardExecutable: String? = nil, passedEnvironment: [String] = []) {
         self.command = command
+        self.guardExecutable = guardExecutable
+        self.passedEnvironment = passedEnvironment
     }
 
     public func handle(_ job: Job) async throws {
         var options = PlatformOptions()
         options.processGroupID = 0  // a new group led by the child: killable as a whole
-        let environment = Environment.inherit.updating(
+        let environment = Environment.custom(
             Dictionary(
-                uniqueKeysWithValues: Self.environment(for: job).map { (Environment.Key(stringLiteral: $0.key), $0.value) }))
+                uniqueKeysWithValues: Self.environment(for: job, passing: passedEnvironment).map {
+                    (Environment.Key(stringLiteral: $0.key), $0.value)
+                }))
+        let (executable, arguments): (String, [String]) =
+            if let guardExecutable {
+                (guardExecutable, [String(getpid()), "/bin/sh", "-c", command])
+            } else {
+                ("/bin/sh", ["-c", command])
+            }
         // The payload goes in through an unlinked temporary file, not a pipe: a command that never
         // reads its standard input must not make the worker's write fail (EPIPE).
         let payload = try Self.payloadFile(job.data)
         let result = try await Subprocess.run(
-            .path("/bin/sh"), arguments: ["-c", command], environment: environment, platformOptions: options,
+            .path(FilePath(executable)), arguments: Arguments(arguments), environment: environment, platformOptions: options,
             input: .fileDescriptor(payload, closeAfterSpawningProcess: true), output: .currentStandardError, error: .sequence
         ) { execution in
             try await withTaskCancellationHandler {
@@ -68,9 +89,9 @@ public struct CommandJobHandler: JobHandler {
         case .exited(Self.deadLetterStatus):
             throw PermanentJobError(stderrTail.isEmpty ? "the command exited with 65 (EX_DATAERR)" : stderrTail)
         case .exited(let status):
-            throw CommandFailure(status: "exited with \(status)", standardError: stderrTail)
+            throw CommandFailure(exitStatus: status, standardError: stderrTail)
         case .signaled(let signal):
-            throw CommandFailure(status: "was killed by signal \(signal)", standardError: stderrTail)
+            throw CommandFailure(signal: signal, standardError: stderrTail)
         }
     }
 
@@ -82,7 +103,7 @@ public struct CommandJobHandler: JobHandler {
         let raw = mkstemp(&template)
         guard raw >= 0 else {
             throw CommandFailure(
-                status: "could not start", standardError: "cannot create a payload file in \(directory): errno \(errno)")
+                notStarted: "cannot create a payload file in \(directory): errno \(errno)")
         }
         unlink(template)
         let descriptor = FileDescriptor(rawValue: raw)
@@ -91,20 +112,27 @@ public struct CommandJobHandler: JobHandler {
             _ = try descriptor.seek(offset: 0, from: .start)
         } catch {
             try? descriptor.close()
-            throw CommandFailure(status: "could not start", standardError: "cannot write the payload file: \(error)")
+            throw CommandFailure(notStarted: "cannot write the payload file: \(error)")
         }
         return descriptor
     }
 
-    /// What the command finds in its environment:
+    /// What the command finds in its environment: the worker's variables named in
+    /// ``baseEnvironmentNames`` and `passing` (those it has), and the job's variables:
     /// `FERRY_JOB_ID`, `FERRY_JOB_TYPE`, `FERRY_QUEUE`, `FERRY_GROUP`, `FERRY_DELIVERY_ATTEMPT`,
     /// `FERRY_ATTRIBUTES` (a JSON object) and one `FERRY_ATTR_<NAME>` per attribute, the name
     /// upper-cased with every character other than A-Z, 0-9 and `_` turned into `_`.
-    public static func environment(for job: Job) -> [String: String] {
-        var environment = [
+    public static func environment(
+        for job: Job, passing: [String] = [], from worker: [String: String] = ProcessInfo.processInfo.environment
+    ) -> [String: String] {
+        var environment: [String: String] = [:]
+        for name in baseEnvironmentNames + passing {
+            if let value = worker[name] { environment[name] = value }
+        }
+        environment.merge([
             "FERRY_JOB_ID": job.id, "FERRY_JOB_TYPE": job.type, "FERRY_QUEUE": job.queue.rawValue,
             "FERRY_GROUP": job.group, "FERRY_DELIVERY_ATTEMPT": String(job.deliveryAttempt),
-        ]
+        ]) { $1 }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         environment["FERRY_ATTRIBUTES"] =
@@ -122,14 +150,52 @@ public struct CommandJobHandler: JobHandler {
     }
 }
 
-/// A command that failed in a way worth retrying: its status and the tail of its standard error.
-public struct CommandFailure: Error, Sendable, CustomStringConvertible {
-    /// How the command ended: `exited with 1`, `was killed by signal 9`.
+/// A command that failed in a way worth retrying: how it ended and the tail of its standard error.
+///
+/// Its ``errorClass`` (`exit_1`, `signal_SIGKILL`, `not_started`) is what logs, the job status
+/// and dead letters report, so dashboards can group failures by how the command ended.
+public struct CommandFailure: RetryableJobError, Sendable, CustomStringConvertible {
+    /// How the command ended: `exited with 1`, `was killed by signal 9 (SIGKILL)`.
     public var status: String
+    /// Short and stable: `exit_<status>`, `signal_<name>`, or `not_started`.
+    public var errorClass: String
     /// The end of its standard error (at most 4 KiB): usually where the reason is.
     public var standardError: String
 
+    /// The command exited with `exitStatus`.
+    public init(exitStatus: Int32, standardError: String) {
+        status = "exited with \(exitStatus)"
+        errorClass = "exit_\(exitStatus)"
+        self.standardError = standardError
+    }
+
+    /// The command was killed by `signal`.
+    public init(signal: Int32, standardError: String) {
+        let name = Self.signalName(signal)
+        status = "was killed by signal \(signal) (\(name))"
+        errorClass = "signal_\(name)"
+        self.standardError = standardError
+    }
+
+    /// The command could not be started; `reason` says why.
+    public init(notStarted reason: String) {
+        status = "could not start"
+        errorClass = "not_started"
+        standardError = reason
+    }
+
     public var description: String {
         standardError.isEmpty ? "the command \(status)" : "the command \(status): \(standardError)"
+    }
+
+    /// `SIGKILL` for 9: the names of the signals a handler dies of in practice, else `SIG<n>`.
+    static func signalName(_ signal: Int32) -> String {
+        let names: [Int32: String] = [
+            SIGHUP: "SIGHUP", SIGINT: "SIGINT", SIGQUIT: "SIGQUIT", SIGILL: "SIGILL", SIGTRAP: "SIGTRAP",
+            SIGABRT: "SIGABRT", SIGBUS: "SIGBUS", SIGFPE: "SIGFPE", SIGKILL: "SIGKILL", SIGUSR1: "SIGUSR1",
+            SIGSEGV: "SIGSEGV", SIGUSR2: "SIGUSR2", SIGPIPE: "SIGPIPE", SIGALRM: "SIGALRM", SIGTERM: "SIGTERM",
+            SIGXCPU: "SIGXCPU", SIGXFSZ: "SIGXFSZ", SIGSYS: "SIGSYS",
+        ]
+        return names[signal] ?? "SIG\(signal)"
     }
 }

@@ -113,7 +113,7 @@ public final class WebhookNotifier: JobEventObserver {
             metadata: [
                 "ferry.job_id": "\(event.jobID)", "ferry.state": "\(event.state.rawValue)",
                 "ferry.attempts": "\(backoffs.count + 1)",
-                "ferry.error": "\(lastError.prefix(300))",
+                "ferry.error": "\(FailureText.keepingEnd(lastError, limit: FailureText.loggedLimit))",
             ])
     }
 }

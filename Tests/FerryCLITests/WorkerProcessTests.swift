@@ -19,7 +19,7 @@ struct WorkerProcessTests {
         }
     }
 
-    private func startWorker(
+    func startWorker(
         _ queue: String, redisURL: String, exec: String, scratch: Scratch, name: String, options: [String] = []
     ) throws -> ChildProcess {
         try ChildProcess(
@@ -28,7 +28,7 @@ struct WorkerProcessTests {
             standardOutput: scratch.path("\(name).log"), standardError: scratch.path("\(name).err"))
     }
 
-    private func pending(_ redis: RedisConnection, _ queue: String) async throws -> Int64 {
+    func pending(_ redis: RedisConnection, _ queue: String) async throws -> Int64 {
         let keys = QueueKeys(queue: try QueueName(queue))
         return try await redis.send(RedisCommand("XPENDING", [.string(keys.jobs), "workers"])).array?.first?.integer ?? -1
     }

@@ -48,6 +48,32 @@ struct CommandJobHandlerTests {
         }
     }
 
+    @Test(
+        "a failed command's error class says how it ended (exit_<status>, signal_<name>), also through ferry-exec-guard",
+        arguments: [false, true])
+    func errorClasses(guarded: Bool) async throws {
+        let guardPath = guarded ? try execGuardExecutable().path() : nil
+        func run(_ command: String) async throws {
+            try await CommandJobHandler(command: command, guardExecutable: guardPath).handle(job())
+        }
+        try await run("exit 0")
+        await #expect {
+            try await run("echo reason >&2; exit 3")
+        } throws: { error in
+            (error as? any RetryableJobError)?.errorClass == "exit_3" && "\(error)" == "the command exited with 3: reason"
+        }
+        await #expect {
+            try await run("kill -9 $$")
+        } throws: { error in
+            (error as? any RetryableJobError)?.errorClass == "signal_SIGKILL"
+        }
+        await #expect {
+            try await run("kill -TERM $$")
+        } throws: { error in
+            (error as? CommandFailure)?.status == "was killed by signal 15 (SIGTERM)"
+        }
+    }
+
     @Test("a command that never reads its 1 MiB standard input still succeeds")
     func unreadInput() async throws {
         let large = String(repeating: "x", count: 1 << 20)

@@ -38,10 +38,19 @@ public func runProcess(
 /// The `ferry` binary that `swift build` put beside the test bundle (or `FERRY_BIN`).
 public func ferryExecutable() throws -> URL {
     if let path = ProcessInfo.processInfo.environment["FERRY_BIN"] { return URL(fileURLWithPath: path) }
+    return try builtExecutable("ferry")
+}
+
+/// The `ferry-exec-guard` binary that `swift build` put beside the test bundle.
+public func execGuardExecutable() throws -> URL {
+    try builtExecutable("ferry-exec-guard")
+}
+
+private func builtExecutable(_ name: String) throws -> URL {
     let bundleDirectory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
-    let candidate = bundleDirectory.appending(path: "ferry")
+    let candidate = bundleDirectory.appending(path: name)
     guard FileManager.default.isExecutableFile(atPath: candidate.path()) else {
-        throw TestSupportError("no ferry binary at \(candidate.path()); run `swift build` first")
+        throw TestSupportError("no \(name) binary at \(candidate.path()); run `swift build` first")
     }
     return candidate
 }

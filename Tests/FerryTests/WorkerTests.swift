@@ -848,9 +848,9 @@ struct PushBackError: Error, CustomStringConvertible {
 }
 
 extension TestQueue {
-    fileprivate init() async throws { try await self.init("work") }
+    init() async throws { try await self.init("work") }
 
-    fileprivate func worker(
+    func worker(
         _ handlers: [String: any JobHandler], group: String = "workers", consumer: String = uniqueName("c"),
         logger: Logger = Logger(label: "ferry.worker"), configure: (inout Worker.Configuration) -> Void = { _ in }
     ) -> Worker {

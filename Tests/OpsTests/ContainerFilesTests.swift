@@ -27,7 +27,11 @@ struct ContainerFilesTests {
             #expect(runtimeRun.contains(library), "the runtime installs \(library)")
         }
         #expect(!runtimeRun.contains("-dev"), "no development packages in the runtime image")
-        #expect(runtime.contains { $0.0 == "COPY" && $0.1.contains("--from=build") && $0.1.hasSuffix("/usr/local/bin/ferry") })
+        #expect(
+            runtime.contains {
+                $0.0 == "COPY" && $0.1.contains("--from=build") && $0.1.contains("/usr/local/bin/ferry ")
+                    && $0.1.contains("/usr/local/bin/ferry-exec-guard")
+            })
         #expect(runtime.contains { $0.0 == "USER" && $0.1 != "root" })
         #expect(runtime.contains { $0.0 == "ENTRYPOINT" && $0.1.contains("tini") && $0.1.contains("ferry") })
         #expect(runtime.contains { $0.0 == "ENV" && $0.1.contains("FERRY_ADMIN_PORT=9090") }, "admin endpoints on in the image")

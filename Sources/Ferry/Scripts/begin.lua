@@ -5,26 +5,28 @@
 -- KEYS[3]  the in-flight lock ferry:{Q}:idem:lock:<key>
 -- ARGV[1]  the consumer group
 -- ARGV[2]  this consumer's name
--- ARGV[3]  the entry ID (also the lock's token)
+-- ARGV[3]  the entry ID
 -- ARGV[4]  the lock's time to live in milliseconds (the lease)
 --
--- Returns 'skip' when the key already completed (the entry is acknowledged here, without
--- running), 'run' when this entry holds the lock (taken now, or still its own from an earlier
--- delivery), 'busy' when another entry with the same key is running, and 'lost' when this
--- consumer no longer owns the entry.
+-- The lock belongs to one delivery: its token is the entry ID, the consumer and the entry's
+-- delivery count, which every redelivery (a reclaim by another worker, or by this one) raises.
+-- A worker whose lease ran out (frozen, cut off from Redis) still holds the lock until it
+-- expires, so the delivery that reclaimed its entry waits ('busy') instead of running beside
+-- it; the worker stops its handler before the lock can expire (Worker's lock fence).
+--
+-- Returns {'skip'} when the key already completed (the entry is acknowledged here, without
+-- running), {'run', token} when this delivery took the lock, {'busy'} when another delivery
+-- holds it, and {'lost'} when this consumer no longer owns the entry.
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
 if not (pending[1] and pending[1][2] == ARGV[2]) then
-  return 'lost'
+  return {'lost'}
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-  return 'skip'
+  return {'skip'}
 end
-if redis.call('SET', KEYS[3], ARGV[3], 'NX', 'PX', ARGV[4]) then
-  return 'run'
+local token = ARGV[3] .. ' ' .. ARGV[2] .. ' ' .. pending[1][4]
+if redis.call('SET', KEYS[3], token, 'NX', 'PX', ARGV[4]) then
+  return {'run', token}
 end
-if redis.call('GET', KEYS[3]) == ARGV[3] then
-  redis.call('PEXPIRE', KEYS[3], ARGV[4])
-  return 'run'
-end
-return 'busy'
+return {'busy'}

@@ -5,12 +5,13 @@
 -- KEYS[3]  the in-flight lock ferry:{Q}:idem:lock:<key>
 -- ARGV[1]  the consumer group
 -- ARGV[2]  this consumer's name
--- ARGV[3]  the entry ID (the lock's token)
+-- ARGV[3]  the entry ID
 -- ARGV[4]  how long the done marker lives, in milliseconds
 -- ARGV[5]  the job id, stored in the done marker
+-- ARGV[6]  the lock's token, from begin.lua
 -- KEYS[4]  (when job status is kept) the status hash ferry:{Q}:job:<job_id>
--- ARGV[6]  (with KEYS[4]) now, in milliseconds since the epoch
--- ARGV[7]  (with KEYS[4]) how long a finished job's status hash lives, in milliseconds
+-- ARGV[7]  (with KEYS[4]) now, in milliseconds since the epoch
+-- ARGV[8]  (with KEYS[4]) how long a finished job's status hash lives, in milliseconds
 --
 -- Acknowledges the entry, marks the key done, releases the lock and records the success in one
 -- step, so no crash can leave a key acknowledged but not marked (it would run again), marked
@@ -22,11 +23,11 @@ if not (pending[1] and pending[1][2] == ARGV[2]) then
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
-if redis.call('GET', KEYS[3]) == ARGV[3] then
+if redis.call('GET', KEYS[3]) == ARGV[6] then
   redis.call('DEL', KEYS[3])
 end
 if KEYS[4] then
-  redis.call('HSET', KEYS[4], 'state', 'succeeded', 'progress', '100', 'finished_at', ARGV[6], 'updated_at', ARGV[6])
-  redis.call('PEXPIRE', KEYS[4], ARGV[7])
+  redis.call('HSET', KEYS[4], 'state', 'succeeded', 'progress', '100', 'finished_at', ARGV[7], 'updated_at', ARGV[7])
+  redis.call('PEXPIRE', KEYS[4], ARGV[8])
 end
 return 1

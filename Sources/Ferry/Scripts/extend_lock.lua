@@ -2,14 +2,15 @@
 --
 -- KEYS      in-flight locks    ferry:{Q}:idem:lock:<key>, one per running job with a key
 -- ARGV[1]   the locks' time to live in milliseconds (the lease)
--- ARGV[2..] each lock's token (its entry ID), in the order of KEYS
+-- ARGV[2..] each lock's token (from begin.lua), in the order of KEYS
 --
--- A lock is extended only while it still holds its entry's token. Returns how many were.
-local extended = 0
+-- A lock is extended only while it still holds its delivery's token. Returns the tokens of the
+-- locks that were, so the worker knows which of its jobs may go on running.
+local extended = {}
 for i = 1, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[i + 1] then
     redis.call('PEXPIRE', KEYS[i], ARGV[1])
-    extended = extended + 1
+    extended[#extended + 1] = ARGV[i + 1]
   end
 end
 return extended

@@ -1,0 +1,60 @@
+import Synchronization
+
+/// The in-flight lock of one running job with an idempotency key, as this worker holds it.
+///
+/// The lock in Redis (`ferry:{Q}:idem:lock:<key>`) lives one lease past its last renewal, and
+/// belongs to one delivery (its token, from `begin.lua`). A worker that cannot renew it (its
+/// connection to Redis froze, Redis stalled) must stop the job's handler before the lock can
+/// expire, or the delivery that reclaims the entry would run beside it: the *fence*. The fence
+/// deadline is one lease after the renewal was *sent* (Redis set the expiry later than that),
+/// less a margin for the handler to die.
+final class IdempotencyLock: Sendable {
+    /// `ferry:{Q}:idem:lock:<key>`.
+    let key: String
+    /// This delivery's token, which renewals and `complete.lua` check.
+    let token: String
+    private let lease: Duration
+    private let deadline: Mutex<ContinuousClock.Instant>
+
+    /// How long before the lock could expire the handler is stopped: a fifth of the lease, at
+    /// most 2 s (plenty for a SIGKILL to land; a Swift handler must honour cancellation soon).
+    static func margin(lease: Duration) -> Duration { min(lease / 5, .seconds(2)) }
+
+    /// A lock taken by a request sent at `sentAt`.
+    init(key: String, token: String, lease: Duration, sentAt: ContinuousClock.Instant) {
+        self.key = key
+        self.token = token
+        self.lease = lease
+        deadline = Mutex(sentAt + lease - Self.margin(lease: lease))
+    }
+
+    /// When the handler must have stopped unless the lock is renewed first.
+    var fenceDeadline: ContinuousClock.Instant { deadline.withLock { $0 } }
+
+    /// Redis renewed the lock with a request sent at `sentAt`.
+    func renewed(sentAt: ContinuousClock.Instant) {
+        deadline.withLock { $0 = max($0, sentAt + lease - Self.margin(lease: lease)) }
+    }
+
+    /// The lock is no longer this delivery's (it expired and another took it): stop at once.
+    func lost() {
+        deadline.withLock { $0 = .now }
+    }
+
+    /// Returns when the fence deadline has passed, renewals included; throws when cancelled.
+    func waitForFence() async throws {
+        while true {
+            let deadline = fenceDeadline
+            if ContinuousClock.now >= deadline { return }
+            try await Task.sleep(until: deadline)
+        }
+    }
+}
+
+/// Thrown into a guarded job when its idempotency lock could not be renewed in time: the handler
+/// was stopped so that no other delivery of the key runs beside it.
+struct IdempotencyLockLost: Error, CustomStringConvertible {
+    var description: String {
+        "the idempotency lock could not be renewed before it would expire; the handler was stopped so no other delivery runs beside it"
+    }
+}

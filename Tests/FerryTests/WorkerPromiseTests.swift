@@ -1,0 +1,72 @@
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+@testable import Ferry
+
+/// A failure whose description ends with the line that says what went wrong, after pages of output.
+struct LongFailure: Error, CustomStringConvertible {
+    var description: String { String(repeating: "progress line\n", count: 1000) + "FINAL: the input was rejected" }
+}
+
+// Promises the README makes, each checked where it broke before (issue 11).
+extension WorkerTests {
+    @Test("a long failure keeps its end (the last line) in the dead letter and the status, within 4 KiB")
+    func longFailureKeepsItsEnd() async throws {
+        let setup = try await Setup()
+        let worker = setup.worker(["t": JobHandlerClosure { _ in throw LongFailure() }]) { $0.retry.maxAttempts = 1 }
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "long-1"))
+            #expect(await eventually { try await setup.deadEntries().count == 1 })
+        }
+        let dead = try #require(try await setup.deadEntries().first)
+        let reason = String(decoding: dead.value(of: "dead_letter.error") ?? [], as: UTF8.self)
+        #expect(reason.hasSuffix("FINAL: the input was rejected"))
+        #expect(reason.count <= FailureText.storedLimit)
+        let status = try await setup.redis.send(
+            RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: "long-1")), "last_error"]))
+        #expect(status.string?.hasSuffix("FINAL: the input was rejected") == true)
+    }
+}
+
+extension WorkerTests {
+    @Test("a worker cut off from Redis stops its keyed job before its lock expires: the reclaiming worker never runs beside it")
+    func frozenWorkerKeyedJobNeverOverlaps() async throws {
+        let setup = try await Setup()
+        let targetPort = try #require(URLComponents(string: setup.url)?.port)
+        let proxy = try await FreezableProxy(targetPort: targetPort)
+        let overlap = OverlapDetector()
+        let runs = Deliveries()
+        let frozenLog = LogRecord()
+        let handler = JobHandlerClosure { job in
+            runs.record(job)
+            overlap.enter()
+            defer { overlap.leave() }
+            // Runs far past the lease unless stopped; the second run returns at once.
+            if job.deliveryAttempt == 1 { try await Task.sleep(for: .seconds(20)) }
+        }
+        var cutOff = setup.worker(["k": handler], logger: frozenLog.logger()) { $0.lease = .seconds(2) }
+        cutOff = Worker(
+            queue: setup.queue, redis: try RedisConfiguration(url: proxy.url), handlers: ["k": handler],
+            configuration: cutOff.configuration, logger: frozenLog.logger())
+        let healthy = setup.worker(["k": handler]) { $0.lease = .seconds(2) }
+        let cutOffTask = Task { try await cutOff.run() }
+        defer { Task { await proxy.stop() } }
+        _ = try await setup.publisher.publish(JobMessage(type: "k", data: "", idempotencyKey: "only-one-at-a-time"))
+        #expect(await eventually { runs.count == 1 }, "the first worker started the job")
+        proxy.freeze()
+        try await running(healthy) {
+            #expect(await eventually(.seconds(30)) { try await setup.pendingCount() == 0 }, "the job ran to its end again")
+        }
+        #expect(!overlap.sawOverlap, "two deliveries of one key ran at the same time")
+        #expect(runs.count == 2)
+        proxy.thaw()
+        cutOff.stop()
+        try await cutOffTask.value
+        #expect(frozenLog.messages.contains { $0.hasPrefix("lease_lost: the idempotency lock") })
+        #expect(!frozenLog.messages.contains("job_completed"), "the cut-off worker never acknowledged the job")
+    }
+}
