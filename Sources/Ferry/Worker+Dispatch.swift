@@ -8,6 +8,8 @@ extension Worker {
     /// The read loop: reclaim idle entries when due, then read new ones, never more than free slots.
     func dispatch(reader: RedisConnection, control: ControlChannel, slots: JobSlots) async {
         var groupReady = false
+        var groupExisted = false  // once it did, its disappearance is a recreation
+        var lastReadID = ""  // where a recreated group goes on from
         var errorBackoff = Duration.milliseconds(100)
         var nextReclaim = ContinuousClock.now
         var reclaimCursor = ReclaimCursor()
@@ -19,8 +21,13 @@ extension Worker {
             if isStopping || Task.isCancelled { break }
             do {
                 if !groupReady {
-                    try await ensureGroup(control)
+                    if groupExisted {
+                        try await recreateGroup(control, after: lastReadID)
+                    } else {
+                        try await ensureGroup(control)
+                    }
                     groupReady = true
+                    groupExisted = true
                 }
                 var delivered: [(StreamEntry, Int)] = []
                 // Reclaims are rare; after one, look for cancel requests without asking first.
@@ -33,6 +40,7 @@ extension Worker {
                 if delivered.isEmpty {
                     let read = try await read(reader, count: free, block: block)
                     delivered = read.entries.map { ($0, 1) }
+                    if let last = read.entries.last { lastReadID = last.id }
                     cancelRequestsExist = read.cancelRequestsExist
                 }
                 // An entry this worker reclaimed from itself (a lease extension fell behind) is
@@ -55,7 +63,7 @@ extension Worker {
                 errorBackoff = .milliseconds(100)
             } catch {
                 if error.prefix == .noGroup {
-                    logger.info("the stream or group disappeared (NOGROUP); recreating it", metadata: redisFailure(error))
+                    logger.warning("the stream or group disappeared (NOGROUP); recreating it", metadata: redisFailure(error))
                     groupReady = false
                     continue
                 }
@@ -77,6 +85,32 @@ extension Worker {
             logger.info("group_created")
         } catch  where error.prefix == .busyGroup {
             return
+        }
+    }
+
+    /// Makes the group again after it disappeared while this worker ran (`recreate_group.lua`):
+    /// after `lastReadID` (or at the end) of a stream that holds entries, so jobs already handled
+    /// do not all run again, as a recreated Pub/Sub subscription replays nothing; at its start
+    /// when the stream is new or empty. A warning names the entries a person may want to replay
+    /// with `ferry group seek`.
+    func recreateGroup(_ control: ControlChannel, after lastReadID: String) async throws(RedisError) {
+        let reply = try await control.run(
+            Self.recreateGroupScript, keys: [.string(keys.jobs)],
+            arguments: [.string(configuration.group), .string(lastReadID)])
+        let parts = (reply.array ?? []).map { $0.string ?? $0.integer.map(String.init) ?? "?" }
+        switch parts.first {
+        case "start":
+            logger.warning("group_recreated: the consumer group disappeared and was made again at the start of the empty stream")
+        case let position? where position != "exists" && parts.count == 4:
+            logger.warning(
+                "group_recreated: the consumer group disappeared while this worker ran (XGROUP DESTROY?) and was made again after the last entry it read, so the jobs it had handled do not run again; to replay entries that never ran, run: ferry group seek \(queue) \(configuration.group) --to <entry ID or RFC 3339 time> (the group then reads after it)",
+                metadata: [
+                    "ferry.position": "\(position)", "ferry.stream_first_id": "\(parts[1])",
+                    "ferry.stream_last_id": "\(parts[2])",
+                    "ferry.stream_entries": "\(parts[3])",
+                ])
+        default:
+            break  // another worker made it first
         }
     }
 

@@ -109,6 +109,7 @@ public final class Worker: Sendable {
     static let beginScript = RedisScript(name: "begin", source: EmbeddedLuaScripts.begin)
     static let completeScript = RedisScript(name: "complete", source: EmbeddedLuaScripts.complete)
     static let extendLockScript = RedisScript(name: "extend_lock", source: EmbeddedLuaScripts.extend_lock)
+    static let recreateGroupScript = RedisScript(name: "recreate_group", source: EmbeddedLuaScripts.recreate_group)
     static let startBatchScript = RedisScript(name: "start_batch", source: EmbeddedLuaScripts.start_batch)
 
     /// - Parameters:

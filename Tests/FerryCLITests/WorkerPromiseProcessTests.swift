@@ -27,7 +27,8 @@ extension WorkerProcessTests {
             sleep 60 & echo $! > '\(scratch.path("child.pid"))'; wait; \
             else echo $FERRY_DELIVERY_ATTEMPT >> '\(scratch.path("second"))'; fi
             """
-        let victim = try startWorker(queue, redisURL: url, exec: exec, scratch: scratch, name: "victim", options: ["--lease", "1s"])
+        let victim = try startWorker(
+            queue, redisURL: url, exec: exec, scratch: scratch, name: "victim", options: ["--lease", "1s"])
         _ = try await Publisher(queue: try QueueName(queue), connection: redis).publish(
             JobMessage(type: "t", data: "", idempotencyKey: "one-at-a-time"))
         #expect(await eventually { scratch.lines("child.pid").count == 1 && scratch.lines("sh.pid").count == 1 })
@@ -46,7 +47,8 @@ extension WorkerProcessTests {
         #expect(await survivor.waitForExit() == 0)
     }
 
-    @Test("--exec handlers get the job's FERRY_* variables and a clean environment: no FERRY_REDIS_URL, only what --pass-env names")
+    @Test(
+        "--exec handlers get the job's FERRY_* variables and a clean environment: no FERRY_REDIS_URL, only what --pass-env names")
     func handlerEnvironmentIsClean() async throws {
         let url = try await TestRedis.sharedURL()
         let redis = try await TestRedis.connection()
@@ -58,7 +60,10 @@ extension WorkerProcessTests {
             ]) { $1 },
             standardOutput: scratch.path("worker.log"), standardError: scratch.path("worker.err"))
         _ = try await Publisher(queue: try QueueName(queue), connection: redis).publish(JobMessage(type: "t", data: ""))
-        #expect(await eventually { try await pending(redis, queue) == 0 && scratch.lines("env").contains { $0.hasPrefix("FERRY_JOB_ID=") } })
+        #expect(
+            await eventually {
+                try await pending(redis, queue) == 0 && scratch.lines("env").contains { $0.hasPrefix("FERRY_JOB_ID=") }
+            })
         worker.signal(SIGTERM)
         #expect(await worker.waitForExit() == 0)
         let names = Set(scratch.lines("env").compactMap { $0.split(separator: "=", maxSplits: 1).first.map(String.init) })

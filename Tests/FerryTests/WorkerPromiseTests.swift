@@ -70,3 +70,44 @@ extension WorkerTests {
         #expect(!frozenLog.messages.contains("job_completed"), "the cut-off worker never acknowledged the job")
     }
 }
+
+extension WorkerTests {
+    @Test(
+        "a group destroyed while workers run is made again after the last entry its worker read, with a warning: handled jobs do not run again"
+    )
+    func destroyedGroupIsNotReplayed() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let log = LogRecord()
+        let worker = setup.worker(["t": JobHandlerClosure { seen.record($0) }], logger: log.logger())
+        try await running(worker) {
+            _ = try await setup.publisher.publish((0..<50).map { JobMessage(type: "t", data: "\($0)") })
+            #expect(await eventually { seen.count == 50 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+            try await setup.redis.send(RedisCommand("XGROUP", ["DESTROY", .string(setup.keys.jobs), "workers"]))
+            #expect(await eventually { try await setup.pendingCount() == 0 }, "the worker made the group again")
+            let late = try await setup.publisher.publish(JobMessage(type: "t", data: "late", jobID: "late-1"))
+            #expect(await eventually { seen.all.contains { $0.id == late.jobID } })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(seen.count == 51, "only the job published after the group was made again ran")
+        #expect(log.messages.contains { $0.hasPrefix("group_recreated: ") && $0.contains("ferry group seek") })
+    }
+
+    @Test(
+        "a group that disappears with an emptied stream (a flush) is made again at its start: nothing published after is missed")
+    func flushedStreamGroupStartsAtZero() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let worker = setup.worker(["t": JobHandlerClosure { seen.record($0) }])
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "first"))
+            #expect(await eventually { seen.count == 1 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+            try await setup.redis.send(RedisCommand("DEL", [.string(setup.keys.jobs)]))
+            // Published before the worker notices: the group must be made where it sees this.
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "after the flush"))
+            #expect(await eventually { seen.count == 2 })
+        }
+    }
+}
