@@ -80,6 +80,11 @@ public struct DeadLetters: Sendable {
 
     /// One dead-lettered job by its dead-letter entry ID, or nil.
     public func letter(id: String) async throws(FerryError) -> Letter? {
+        guard id.wholeMatch(of: /[0-9]{1,20}-[0-9]{1,20}/) != nil else {
+            throw FerryError(
+                .invalidInput,
+                "\"\(id)\" is not a dead-letter entry ID: write one as ferry dlq list \(queue) shows it, such as 1700000000000-0")
+        }
         let reply = try await send(RedisCommand("XRANGE", [.string(keys.deadLetter), .string(id), .string(id)]))
         return StreamEntry.entries(from: reply).first.map(Letter.init(entry:))
     }

@@ -14,13 +14,18 @@ public struct GroupPosition: Sendable, Hashable, CustomStringConvertible {
     /// The ID given to `XGROUP`: the group delivers the entries after it. `0` or `$` for the
     /// start or the end.
     public let id: String
+    /// The time the position was given as, if it was: people read it better than the ID.
+    public let time: Date?
 
     /// Every entry in the stream.
     public static let start = GroupPosition(id: "0")
     /// Only entries added from now on.
     public static let end = GroupPosition(id: "$")
 
-    private init(id: String) { self.id = id }
+    private init(id: String, time: Date? = nil) {
+        self.id = id
+        self.time = time
+    }
 
     /// Reads `start`, `end`, an entry ID (`1700000000000-0`) or an RFC 3339 time
     /// (`2026-11-23T09:00:00Z`: every entry added at or after it); nil for anything else.
@@ -30,10 +35,10 @@ public struct GroupPosition: Sendable, Hashable, CustomStringConvertible {
         case "end", "now", "$": self = .end
         default:
             if text.wholeMatch(of: /[0-9]{1,20}-[0-9]{1,20}/) != nil {
-                id = text
+                self.init(id: text)
             } else if let date = try? Date(text, strategy: .iso8601) {
                 // Just before the time's millisecond: the entries added in it are delivered.
-                id = "\(max(date.millisecondsSince1970 - 1, 0))-18446744073709551615"
+                self.init(id: "\(max(date.millisecondsSince1970 - 1, 0))-18446744073709551615", time: date)
             } else {
                 return nil
             }
@@ -41,6 +46,17 @@ public struct GroupPosition: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { id }
+
+    /// What the group delivers from here, for people: `every entry added at or after
+    /// 2026-11-23T09:00:00.000Z`, `the entries after 1700000000000-0`, `every entry`, `only new entries`.
+    public var readableDescription: String {
+        if let time { return "every entry added at or after \(time.rfc3339)" }
+        switch id {
+        case "0": return "every entry"
+        case "$": return "only entries added from now on"
+        default: return "the entries after \(id)"
+        }
+    }
 
     /// The arguments of `XGROUP CREATE` or `XGROUP SETID` after the group's name: the ID, then
     /// `ENTRIESREAD` when the position is mid-stream and its count is known.

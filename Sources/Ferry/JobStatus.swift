@@ -53,11 +53,15 @@ public struct JobStatus: Sendable, Hashable {
     /// without running; a running one has its handler cancelled (an `--exec` command's process
     /// group is killed) and is acknowledged as `cancelled`.
     ///
-    /// - Parameter keepFor: how long the request is kept: a job delivered after that runs.
+    /// - Parameters:
+    ///   - keepFor: how long the request is kept: a job delivered after that runs.
+    ///   - evenIfUnknown: records the request for a job with no status too (one still to be
+    ///     published, or published by a plain `XADD`); otherwise such a job is left alone.
     /// - Returns: the job's state before the request (`unknown` when none was recorded); a job
     ///   already `succeeded`, `dead` or `cancelled` is left as it is.
     public static func requestCancellation(
-        jobID: String, queue: QueueName, connection: RedisConnection, keepFor: Duration = .seconds(7 * 24 * 3600)
+        jobID: String, queue: QueueName, connection: RedisConnection, keepFor: Duration = .seconds(7 * 24 * 3600),
+        evenIfUnknown: Bool = false
     ) async throws(FerryError) -> String {
         let keys = QueueKeys(queue: queue)
         do {
@@ -65,7 +69,7 @@ public struct JobStatus: Sendable, Hashable {
                 cancelScript, keys: [.string(keys.jobStatus(jobID: jobID)), .string(keys.cancelRequests)],
                 arguments: [
                     .integer(Date().millisecondsSince1970), .integer(keepFor.milliseconds),
-                    .string(jobID),
+                    .string(jobID), evenIfUnknown ? "1" : "0",
                 ])
             return reply.string ?? "unknown"
         } catch {

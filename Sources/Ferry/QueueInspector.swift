@@ -104,6 +104,21 @@ public struct QueueInspector: Sendable {
         return names
     }
 
+    /// Throws ``FerryError/Code/notFound`` unless the queue has a job stream or dead letters:
+    /// the one rule every command that names a queue follows, so a typo exits 1 everywhere.
+    public func requireQueue(_ queue: QueueName) async throws(FerryError) {
+        let keys = QueueKeys(queue: queue)
+        let found = try await send(RedisCommand("EXISTS", [.string(keys.jobs), .string(keys.deadLetter)]))
+        if found.integer == 0 { throw Self.unknownQueue(queue) }
+    }
+
+    /// The error for a queue with neither a job stream nor dead letters.
+    public static func unknownQueue(_ queue: QueueName) -> FerryError {
+        FerryError(
+            .notFound,
+            "queue \(queue) does not exist: no ferry:{\(queue)}:jobs stream and no dead letters (ferry inspect lists the queues)")
+    }
+
     /// The report for one queue; nil when it has neither a job stream nor dead letters.
     public func report(_ queue: QueueName) async throws(FerryError) -> QueueReport? {
         let keys = QueueKeys(queue: queue)

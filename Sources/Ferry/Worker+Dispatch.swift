@@ -15,10 +15,24 @@ extension Worker {
         var reclaimCursor = ReclaimCursor()
         let block = min(configuration.readBlock, configuration.reclaimInterval)
 
+        var readsPaused = false
         while !isStopping && !Task.isCancelled {
             loopTurned()
             let free = await slots.waitForFreeSlots()
             if isStopping || Task.isCancelled { break }
+            // Redis refuses acknowledgements: new work would only run and fail to be acknowledged too.
+            if acknowledgementsFailing {
+                if !readsPaused {
+                    logger.warning("reads_paused: acknowledgements are failing; no new jobs are taken until they land")
+                    readsPaused = true
+                }
+                try? await Task.sleep(for: .milliseconds(100))
+                continue
+            }
+            if readsPaused {
+                logger.warning("reads_resumed: acknowledgements land again")
+                readsPaused = false
+            }
             do {
                 if !groupReady {
                     if groupExisted {
@@ -198,7 +212,11 @@ extension Worker {
         metrics.reclaimed(parts[0].array?.count ?? 0)
         return StreamEntry.entries(from: parts[0]).map { entry in
             let attempt = deliveries[entry.id] ?? 2
-            logger.info("reclaimed", metadata: ["ferry.entry_id": "\(entry.id)", "ferry.delivery_attempt": "\(attempt)"])
+            logger.info(
+                "reclaimed",
+                metadata: [
+                    "ferry.entry_id": "\(entry.id)", "ferry.job_id": "\(entry.jobID)", "ferry.delivery_attempt": "\(attempt)",
+                ])
             return (entry, attempt)
         }
     }

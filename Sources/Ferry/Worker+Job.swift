@@ -135,6 +135,9 @@ extension Worker {
             message = decoded
             handler = chosen
         }
+        if let traceparent = message.traceparent, logger.logLevel <= .info {
+            logger[metadataKey: "trace.traceparent"] = "\(traceparent)"  // every line of the job joins its trace
+        }
 
         if cancelRequested {
             await acknowledge(entry.id, control: control, logger: logger)
@@ -189,11 +192,11 @@ extension Worker {
             }
             let acknowledgement = ControlChannel.Acknowledgement(
                 entryID: entry.id, statusKey: configuration.recordsStatus ? keys.jobStatus(jobID: jobID) : nil)
-            control.enqueueAcknowledgement(acknowledgement) { [self, logger] acknowledged in
+            settleAcknowledgement(acknowledgement, control: control) { [self, logger] acknowledged in
                 switch acknowledged {
                 case true?: completed(logger)
                 case false?: logLeaseLostAfterRun(logger)
-                case nil: break  // the flush logged it; the job comes back after the lease
+                case nil: break  // given up at shutdown; the job comes back after the lease
                 }
                 slots.finishAcknowledging(entry.id)
             }
@@ -277,7 +280,9 @@ extension Worker {
 
     /// A handler finished, but this consumer no longer owns its entry: not acknowledged, not completed.
     func logLeaseLostAfterRun(_ logger: Logger) {
-        logger.warning("lease_lost: the handler finished, but another worker owns the entry now; not acknowledged")
+        logger.warning(
+            "lease_lost: the handler finished, but the entry is no longer this worker's (another worker owns it, or its group is gone); not acknowledged"
+        )
     }
 
     /// Acknowledges through the group commit, with no status. Returns when the entry's batch is flushed.
@@ -295,40 +300,56 @@ extension Worker {
         logger: Logger
     ) async -> IdempotencyLock? {
         let lockKey = keys.inFlightLock(idempotencyKey: key)
-        let reply: [RedisReply]
-        let sentAt = ContinuousClock.now
-        do {
-            reply =
-                try await control.run(
-                    Self.beginScript, keys: [.string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(lockKey)],
-                    arguments: [
-                        .string(configuration.group), .string(configuration.consumer), .string(entryID),
-                        .integer(configuration.lease.milliseconds),
-                    ]
-                ).array ?? []
-        } catch {
-            logger.info("idempotency check failed; the job comes back after the lease", metadata: redisFailure(error))
-            return nil
+        var waiting = false
+        while true {
+            let reply: [RedisReply]
+            let sentAt = ContinuousClock.now
+            do {
+                reply =
+                    try await control.run(
+                        Self.beginScript,
+                        keys: [.string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(lockKey)],
+                        arguments: [
+                            .string(configuration.group), .string(configuration.consumer), .string(entryID),
+                            .integer(configuration.idempotencyLockTTL.milliseconds),
+                        ]
+                    ).array ?? []
+            } catch {
+                logger.info("idempotency check failed; the job comes back after the lease", metadata: redisFailure(error))
+                return nil
+            }
+            switch reply.first?.string {
+            case "run":
+                guard let token = reply.dropFirst().first?.string else { return nil }
+                let lock = IdempotencyLock(key: lockKey, token: token, ttl: configuration.idempotencyLockTTL, sentAt: sentAt)
+                state.withLock { $0.locks[entryID] = lock }
+                return lock
+            case "skip":
+                logger.info("idempotent_skip")
+                metrics.job(.skippedDuplicate, type: type)
+                await recordStatus(
+                    jobID, "succeeded", attempt: attempt, terminal: true, control: control,
+                    fields: ["finished_at": now(), "note": "idempotent_skip: the key had already completed"])
+                return nil
+            case "busy":
+                // Another delivery of the key runs (or its worker died and its lock has yet to
+                // lapse). Waiting here, lease extended, costs no delivery attempt; a retry
+                // through the pending list would, and could dead-letter a job that never failed.
+                if !waiting {
+                    logger.info("idempotency key in flight on another delivery; waiting for it to finish")
+                    waiting = true
+                }
+                do {
+                    try await Task.sleep(for: configuration.maintenanceInterval)
+                } catch {
+                    logger.info("job_interrupted while waiting for its idempotency key; left pending for another worker")
+                    return nil
+                }
+            default:
+                logger.info("lease_lost: another worker owns the entry now")
+                return nil
+            }
         }
-        switch reply.first?.string {
-        case "run":
-            guard let token = reply.dropFirst().first?.string else { return nil }
-            let lock = IdempotencyLock(key: lockKey, token: token, lease: configuration.lease, sentAt: sentAt)
-            state.withLock { $0.locks[entryID] = lock }
-            return lock
-        case "skip":
-            logger.info("idempotent_skip")
-            metrics.job(.skippedDuplicate, type: type)
-            await recordStatus(
-                jobID, "succeeded", attempt: attempt, terminal: true, control: control,
-                fields: ["finished_at": now(), "note": "idempotent_skip: the key had already completed"])
-        case "busy":
-            logger.info("idempotency key in flight on another entry; retrying later")
-            await scheduleRetry(entryID, jobID: jobID, attempt: attempt, error: nil, control: control, logger: logger)
-        default:
-            logger.info("lease_lost: another worker owns the entry now")
-        }
-        return nil
     }
 
     /// Acknowledges a job with an idempotency key, marks the key done, releases its lock and
@@ -347,14 +368,73 @@ extension Worker {
             scriptKeys.append(.string(keys.jobStatus(jobID: jobID)))
             arguments += [now(), .integer(configuration.statusTTL.milliseconds)]
         }
-        do {
-            let completed = try await control.run(Self.completeScript, keys: scriptKeys, arguments: arguments)
-            if completed.integer == 1 { return true }
-            logLeaseLostAfterRun(logger)
-        } catch {
-            logger.info("ack failed; the job will be delivered again after the lease", metadata: redisFailure(error))
+        var retries = 0
+        defer { if retries > 0 { acknowledgementRetryEnded() } }
+        while true {
+            do {
+                let completed = try await control.run(Self.completeScript, keys: scriptKeys, arguments: arguments)
+                if completed.integer == 1 { return true }
+                logLeaseLostAfterRun(logger)
+                return false
+            } catch {
+                if error.prefix == .noGroup {
+                    logLeaseLostAfterRun(logger)
+                    return false
+                }
+                guard let delay = acknowledgementRetryDelay(after: retries) else {
+                    logger.info(
+                        "ack failed at shutdown; the job will be delivered again after the lease", metadata: redisFailure(error))
+                    return false
+                }
+                retries += 1
+                try? await Task.sleep(for: delay)
+            }
         }
-        return false
+    }
+
+    /// Acknowledges a finished job through the write batcher and, when Redis refuses or the call
+    /// fails (an ACL change, OOM, a lost connection), tries again after a backoff instead of
+    /// letting the job run again after its lease; the entry stays in the worker's running set
+    /// meanwhile, so its lease is still extended. While any acknowledgement waits to be retried
+    /// the read loop takes no new work: an outage of writes costs duplicates only for what was
+    /// in flight. `settled` gets true (acknowledged), false (another consumer owns the entry), or
+    /// nil (given up because the worker is stopping).
+    func settleAcknowledgement(
+        _ acknowledgement: ControlChannel.Acknowledgement, control: ControlChannel, retries: Int = 0,
+        settled: @escaping @Sendable (Bool?) -> Void
+    ) {
+        control.enqueueAcknowledgement(acknowledgement) { [self] outcome in
+            if outcome == nil, let delay = acknowledgementRetryDelay(after: retries) {
+                Task {
+                    try? await Task.sleep(for: delay)
+                    settleAcknowledgement(acknowledgement, control: control, retries: retries + 1, settled: settled)
+                }
+                return
+            }
+            if retries > 0 { acknowledgementRetryEnded() }
+            settled(outcome)
+        }
+    }
+
+    /// How long to wait before trying a failed acknowledgement again, counting it among those
+    /// awaiting retry on its first failure (the caller calls ``acknowledgementRetryEnded()``
+    /// once it settles); nil once the worker is stopping (it gives up).
+    func acknowledgementRetryDelay(after retries: Int) -> Duration? {
+        let stopping = state.withLock { state in
+            if state.stopping { return true }
+            if retries == 0 { state.acknowledgementsAwaitingRetry += 1 }
+            return false
+        }
+        if stopping { return nil }
+        return min(.milliseconds(100) * (1 << min(retries, 6)), .seconds(5))
+    }
+
+    /// Whether acknowledgements wait to be retried, which holds the read loop back.
+    var acknowledgementsFailing: Bool { state.withLock { $0.acknowledgementsAwaitingRetry > 0 } }
+
+    /// A failed acknowledgement was settled (or given up): one fewer holds the reads back.
+    func acknowledgementRetryEnded() {
+        state.withLock { $0.acknowledgementsAwaitingRetry -= 1 }
     }
 
     /// Makes the entry reclaimable once the backoff (and `retryAfter`, if later) has passed

@@ -13,7 +13,8 @@ extension Worker {
         while !Task.isCancelled {
             try? await Task.sleep(for: configuration.maintenanceInterval)
             loopTurned()
-            let running = Array(slots.running.keys)
+            let runningJobs = slots.running
+            let running = Array(runningJobs.keys)
             metrics.inFlight(running.count)
             let locks = state.withLock { $0.locks }
             if running.isEmpty { continue }
@@ -29,16 +30,20 @@ extension Worker {
                     let sentAt = ContinuousClock.now
                     let renewed = try await control.run(
                         Self.extendLockScript, keys: held.map { .string($0.key) },
-                        arguments: [.integer(configuration.lease.milliseconds)] + held.map { .string($0.token) })
+                        arguments: [.integer(configuration.idempotencyLockTTL.milliseconds)] + held.map { .string($0.token) })
                     let renewedTokens = Set(renewed.array?.compactMap(\.string) ?? [])
                     for lock in held {
                         if renewedTokens.contains(lock.token) { lock.renewed(sentAt: sentAt) } else { lock.lost() }
                     }
                 }
                 metrics.leasesExtended(running.count)
+                let shown = running.sorted().prefix(20)
                 logger.info(
                     "lease_extended",
-                    metadata: ["ferry.count": "\(running.count)", "ferry.entry_ids": "\(running.prefix(20).sorted())"])
+                    metadata: [
+                        "ferry.count": "\(running.count)", "ferry.entry_ids": "\(Array(shown))",
+                        "ferry.job_ids": "\(shown.compactMap { runningJobs[$0]?.jobID })",
+                    ])
                 try await cancelRequestedJobs(control, slots: slots)
             } catch {
                 logger.info("lease extension failed", metadata: redisFailure(error))

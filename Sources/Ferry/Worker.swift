@@ -52,6 +52,12 @@ public final class Worker: Sendable {
         /// The defaults of `ferry worker`: group `workers`, concurrency 16, 30 s lease, status on.
         public init() {}
 
+        /// How long a running keyed job's in-flight lock lives past its last renewal: two leases
+        /// and 2 s, so a worker its machine stalls for under that keeps its job (the lock is
+        /// renewed with the lease, every quarter lease); a crashed worker's keyed job waits for
+        /// its lock to lapse before another delivery runs it.
+        var idempotencyLockTTL: Duration { lease * 2 + .seconds(2) }
+
         /// How often leases of running jobs are extended.
         var maintenanceInterval: Duration {
             min(max(lease / 4, .milliseconds(50)), .seconds(5))
@@ -96,6 +102,9 @@ public final class Worker: Sendable {
         var running = false
         /// When the maintenance and read loops last came round: what `/healthz` checks.
         var lastLoopTurn: ContinuousClock.Instant?
+        /// Acknowledgements of finished jobs that Redis refused and that wait to be tried again;
+        /// the read loop takes no new work while there are any (see ``Worker/settleAcknowledgement``).
+        var acknowledgementsAwaitingRetry = 0
         /// The in-flight lock of each running job that has an idempotency key, by entry ID.
         var locks: [String: IdempotencyLock] = [:]
     }
@@ -248,16 +257,22 @@ public final class Worker: Sendable {
                         logger.debug("job status not recorded", metadata: redisFailure(RedisError.server(failed)))
                     }
                     if let failed = ackReply?.errorMessage {
-                        logger.info(
-                            "ack failed; the jobs will be delivered again after the lease",
-                            metadata: redisFailure(RedisError.server(failed, command: "EVALSHA")))
-                        lostIDs = nil
+                        let error = RedisError.server(failed, command: "EVALSHA")
+                        if error.prefix == .noGroup {
+                            // The group is gone, and its pending entries with it: nothing to acknowledge.
+                            lostIDs = Set(acks.map(\.entryID))
+                        } else {
+                            logger.warning(
+                                "ack failed; tried again after a backoff, and no new jobs are taken meanwhile",
+                                metadata: redisFailure(error))
+                            lostIDs = nil
+                        }
                     } else {
                         lostIDs = Set(ackReply?.array?.compactMap(\.string) ?? [])
                     }
                 } catch {
-                    logger.info(
-                        "acks and job statuses not written; the jobs will be delivered again after the lease",
+                    logger.warning(
+                        "acks and job statuses not written; acks are tried again after a backoff",
                         metadata: redisFailure(error))
                     lostIDs = nil
                 }

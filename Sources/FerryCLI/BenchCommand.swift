@@ -9,6 +9,10 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure Ferry against a plain-Redis baseline on the configured server.",
+        discussion: """
+            Every figure is printed beside a baseline measured in the same run on the same server, and \
+            their ratio, so a loaded or slow machine moves both alike. Build with -c release for real figures.
+            """,
         subcommands: [PublishBenchmark.self, WorkerBenchmark.self, PushBenchmark.self, LoopbackEndpoint.self])
 }
 
@@ -19,19 +23,19 @@ struct PublishBenchmark: AsyncParsableCommand {
         commandName: "publish",
         abstract: "Publish throughput beside redis-benchmark XADD.")
 
-    @Option(help: "Jobs to publish batched.")
+    @Option(parsing: .unconditional, help: "Jobs to publish batched.")
     var jobs = 200_000
 
-    @Option(help: "Jobs to publish one at a time (each waits for its reply).")
+    @Option(parsing: .unconditional, help: "Jobs to publish one at a time (each waits for its reply).")
     var singleJobs = 20_000
 
-    @Option(help: "Jobs per pipelined batch, and redis-benchmark's -P.")
+    @Option(parsing: .unconditional, help: "Jobs per pipelined batch, and redis-benchmark's -P.")
     var batch = 100
 
-    @Option(help: "Payload size in bytes.")
+    @Option(parsing: .unconditional, help: "Payload size in bytes.")
     var payloadBytes = 64
 
-    @Option(help: "Rounds of Ferry and baseline, alternating; the median is printed.")
+    @Option(parsing: .unconditional, help: "Rounds of Ferry and baseline, alternating; the median is printed.")
     var rounds = 5
 
     @OptionGroup var redis: RedisOptions
@@ -119,17 +123,42 @@ struct PublishBenchmark: AsyncParsableCommand {
         }
         if let user = configuration.username { arguments += ["--user", user] }
         if let password = configuration.password { arguments += ["-a", password, "--no-auth-warning"] }
-        guard
-            let result = try? await Subprocess.run(
+        let status: TerminationStatus
+        let output: String
+        let errorOutput: String
+        do {
+            // The CSV line echoes the command, payload included: read it whole, however large.
+            let result = try await Subprocess.run(
                 .name("redis-benchmark"), arguments: Arguments(arguments + command),
-                output: .string(limit: 1 << 16), error: .discarded)
-        else { return nil }
+                output: .string(limit: 64 << 20), error: .string(limit: 1 << 16))
+            (status, output, errorOutput) = (result.terminationStatus, result.standardOutput, result.standardError)
+        } catch {
+            if executableOnPath("redis-benchmark") { throw BaselineFailure("redis-benchmark could not run: \(error)") }
+            return nil
+        }
         // --csv prints a header line, then "command","rps", and six latency columns.
-        let lines = result.standardOutput.split(separator: "\n")
-        guard lines.count >= 2 else { return nil }
-        let columns = lines[1].split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
-        return columns.count >= 8 ? Double(columns[columns.count - 7]) : nil
+        let lines = output.split(separator: "\n")
+        let columns =
+            lines.count >= 2
+            ? lines[1].split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) } : []
+        guard status.isSuccess, columns.count >= 8, let rate = Double(columns[columns.count - 7]) else {
+            throw BaselineFailure(
+                "redis-benchmark failed (\(status)): \(FailureText.keepingEnd(errorOutput, limit: 500))")
+        }
+        return rate
     }
+}
+
+/// The baseline tool was there but failed: said as such, never as a missing tool.
+struct BaselineFailure: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Whether an executable of this name is on `PATH`.
+func executableOnPath(_ name: String) -> Bool {
+    let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+    return path.split(separator: ":").contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(name)") }
 }
 
 /// Seconds elapsed since `start`, as a Double for rates.

@@ -63,7 +63,7 @@ struct DeadLetterList: AsyncParsableCommand {
     @Argument(help: "The queue name.")
     var queue: String
 
-    @Option(help: "How many to show.")
+    @Option(parsing: .unconditional, help: "How many to show.")
     var limit = 50
 
     @Flag(help: "Print a JSON array instead of a table.")
@@ -72,12 +72,15 @@ struct DeadLetterList: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
-        if limit < 1 { throw ValidationError("--limit must be at least 1") }
+        if limit < 1 { throw ValidationError("--limit must be at least 1 (got \(limit))") }
     }
 
     func run() async throws {
         LogOutput.text.bootstrap()
-        let deadLetters = DeadLetters(queue: try QueueName(queue), connection: try await redis.connect(clientName: "ferry-dlq"))
+        let queueName = try QueueName(queue)
+        let connection = try await redis.connect(clientName: "ferry-dlq")
+        try await QueueInspector(connection: connection).requireQueue(queueName)
+        let deadLetters = DeadLetters(queue: queueName, connection: connection)
         let letters = try await deadLetters.list(limit: limit)
         if json {
             let rows: [[String: Any]] = letters.map { letter in
@@ -177,7 +180,7 @@ struct DeadLetterPurge: AsyncParsableCommand {
 
     @OptionGroup var selection: DeadLetterSelection
 
-    @Option(help: "Only jobs dead-lettered longer ago than this (30s, 5m, 24h).")
+    @Option(parsing: .unconditional, help: "Only jobs dead-lettered longer ago than this (30s, 5m, 24h, 7d).")
     var olderThan: String?
 
     @OptionGroup var redis: RedisOptions
@@ -185,8 +188,7 @@ struct DeadLetterPurge: AsyncParsableCommand {
     func validate() throws {
         try selection.validateSelection(allowsOlderThan: olderThan != nil)
         if let olderThan, Settings.parseDuration(olderThan) == nil {
-            throw ValidationError(
-                "invalid value \"\(olderThan)\" for --older-than: write a number and a unit, such as 30s, 5m or 24h")
+            throw ValidationError(Settings.invalidDuration(olderThan, for: "--older-than").description)
         }
     }
 

@@ -17,11 +17,15 @@ struct FerryTool: AsyncParsableCommand {
             Exit codes: 0 ok, 1 not found, 2 bad usage or invalid input, 3 Redis unreachable or refusing.
             The Redis URL comes from --redis or FERRY_REDIS_URL (default \(RedisConfiguration.defaultURL)).
             """,
+        version: "ferry \(FerryTool.version) (wire format v\(WireFormat.version))",
         subcommands: [
             PublishCommand.self, WorkerCommand.self, JobCommand.self, PeekCommand.self, InspectCommand.self,
             PendingCommand.self, DeadLetterCommand.self, GroupCommand.self, BenchCommand.self,
         ]
     )
+
+    /// This release of the `ferry` command and library.
+    static let version = "0.1.0"
 
     static func main() async {
         do {

@@ -54,7 +54,7 @@ struct GroupCreate: AsyncParsableCommand {
             translating: .busyGroup,
             into: FerryError(
                 .invalidInput, "group \(reference.group) already exists on \(reference.queue); use ferry group seek to move it"))
-        print("created group \(reference.group) on \(reference.queue), reading after \(to.id)")
+        print("created group \(reference.group) on \(reference.queue); it delivers \(to.readableDescription)")
     }
 }
 
@@ -115,6 +115,6 @@ struct GroupSeek: AsyncParsableCommand {
                     + (await to.xgroupArguments(stream: keys.jobs, connection: connection))),
             translating: .noGroup,
             into: FerryError(.notFound, "queue \(reference.queue) has no group \(reference.group); ferry group create makes one"))
-        print("group \(reference.group) of \(reference.queue) now reads after \(to.id)")
+        print("group \(reference.group) of \(reference.queue) now delivers \(to.readableDescription)")
     }
 }

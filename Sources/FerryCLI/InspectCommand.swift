@@ -29,9 +29,7 @@ struct InspectCommand: AsyncParsableCommand {
         for name in names {
             if let report = try await inspector.report(name) { reports.append(report) }
         }
-        if let queue, reports.isEmpty {
-            throw FerryError(.notFound, "queue \(queue) does not exist: no ferry:{\(queue)}:jobs stream and no dead letters")
-        }
+        if let queue, reports.isEmpty { throw QueueInspector.unknownQueue(try QueueName(queue)) }
         if json {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes]

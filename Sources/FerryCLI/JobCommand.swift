@@ -81,9 +81,16 @@ struct JobStatusCommand: AsyncParsableCommand {
 struct JobCancelCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cancel",
-        abstract: "Cancel a job: one not started will not run; a running one is signalled.")
+        abstract: "Cancel a job: one not started will not run; a running one is signalled.",
+        discussion: """
+            Exits 1 when the job has no status (unknown, or its status expired): nothing is recorded then, \
+            unless --force, for a job still to be published or published without a status (a plain XADD).
+            """)
 
     @OptionGroup var job: JobReference
+
+    @Flag(help: "Record the request even for a job with no status yet.")
+    var force = false
 
     @OptionGroup var redis: RedisOptions
 
@@ -91,8 +98,14 @@ struct JobCancelCommand: AsyncParsableCommand {
         LogOutput.text.bootstrap()
         let queueName = try QueueName(job.queue)
         let connection = try await redis.connect(clientName: "ferry-job")
-        let previous = try await JobStatus.requestCancellation(jobID: job.jobID, queue: queueName, connection: connection)
+        let previous = try await JobStatus.requestCancellation(
+            jobID: job.jobID, queue: queueName, connection: connection, evenIfUnknown: force)
         switch previous {
+        case "unknown" where !force:
+            throw FerryError(
+                .notFound,
+                "job \"\(job.jobID)\" of \(job.queue) is unknown: it has no status (never published with status on, or expired); nothing recorded. To cancel a job still to be published, or one published by a plain XADD, run it again with --force"
+            )
         case "succeeded", "dead", "cancelled":
             print("job \(job.jobID) is already \(previous); nothing to cancel")
         case "running":

@@ -15,7 +15,7 @@ struct PeekCommand: AsyncParsableCommand {
     @Argument(help: "The queue name.")
     var queue: String
 
-    @Option(help: "How many entries to show, oldest first.")
+    @Option(parsing: .unconditional, help: "How many entries to show, oldest first.")
     var count: Int = 20
 
     @Flag(help: "Print a JSON array instead of a table.")
@@ -24,7 +24,7 @@ struct PeekCommand: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
-        if count < 1 { throw ValidationError("--count must be at least 1") }
+        if count < 1 { throw ValidationError("--count must be at least 1 (got \(count))") }
     }
 
     /// One entry as printed; the JSON keys are snake_case like the wire format's fields.
@@ -45,8 +45,10 @@ struct PeekCommand: AsyncParsableCommand {
 
     func run() async throws {
         LogOutput.text.bootstrap()
-        let keys = QueueKeys(queue: try QueueName(queue))
+        let queueName = try QueueName(queue)
+        let keys = QueueKeys(queue: queueName)
         let connection = try await redis.connect(clientName: "ferry-peek")
+        try await QueueInspector(connection: connection).requireQueue(queueName)
         let reply = try await connection.send(
             RedisCommand("XRANGE", [.string(keys.jobs), "-", "+", "COUNT", .integer(Int64(count))]))
         let rows = StreamEntry.entries(from: reply).map { entry -> Row in

@@ -17,16 +17,16 @@ struct PendingCommand: AsyncParsableCommand {
     @Argument(help: "The queue name.")
     var queue: String
 
-    @Option(help: "The consumer group (default workers).")
+    @Option(help: "The consumer group.")
     var group = "workers"
 
     @Option(help: "Only entries held by this consumer.")
     var consumer: String?
 
-    @Option(help: "Only entries idle at least this long (30s, 5m).")
+    @Option(parsing: .unconditional, help: "Only entries idle at least this long (30s, 5m).")
     var minIdle: String?
 
-    @Option(help: "How many entries to show, oldest first.")
+    @Option(parsing: .unconditional, help: "How many entries to show, oldest first.")
     var limit = 100
 
     @Flag(help: "Print a JSON array instead of a table.")
@@ -35,9 +35,9 @@ struct PendingCommand: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
-        if limit < 1 { throw ValidationError("--limit must be at least 1") }
+        if limit < 1 { throw ValidationError("--limit must be at least 1 (got \(limit))") }
         if let minIdle, Settings.parseDuration(minIdle) == nil {
-            throw ValidationError("invalid value \"\(minIdle)\" for --min-idle: write a number and a unit, such as 30s or 5m")
+            throw ValidationError(Settings.invalidDuration(minIdle, for: "--min-idle").description)
         }
     }
 

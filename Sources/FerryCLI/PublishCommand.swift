@@ -10,8 +10,9 @@ struct PublishCommand: AsyncParsableCommand {
         abstract: "Publish jobs to a queue and print their job ids, one per line.",
         discussion: """
             The payload comes from --data, --data-file, or standard input when it is not a terminal; \
-            with none of them the payload is empty. With an idempotency key already published within \
-            the dedup window (24 h) nothing is added and the first job's id is printed.
+            with none of them the payload is empty. An empty pipe on standard input (a producer that \
+            failed, in producer | ferry publish) is refused unless --allow-empty. With an idempotency key already \
+            published within the dedup window (24 h) nothing is added and the first job's id is printed.
             """)
 
     @Argument(help: "The queue name: 1 to 128 of A-Z a-z 0-9 . _ -")
@@ -35,22 +36,60 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(name: .customLong("attr"), help: ArgumentHelp("An attribute name=value; repeat for more.", valueName: "name=value"))
     var attributes: [String] = []
 
-    @Option(help: "Publish this many copies, each with its own generated id (pipelined).")
+    @Option(
+        parsing: .unconditional,
+        help: "Deliveries before the job is dead-lettered (the job's max_attempts; default: the worker's).")
+    var maxAttempts: Int?
+
+    @Option(
+        parsing: .unconditional, help: "How long one run may take before it is cancelled and retried (timeout_ms), such as 30s.")
+    var timeout: String?
+
+    @Option(help: "A W3C traceparent (00-<trace id>-<span id>-<flags>) that links the job to the trace that published it.")
+    var traceparent: String?
+
+    @Flag(help: "Publish an empty payload read from standard input instead of refusing it.")
+    var allowEmpty = false
+
+    @Option(parsing: .unconditional, help: "Publish this many copies, each with its own generated id (pipelined).")
     var count: Int = 1
 
-    @Option(help: "The largest payload accepted, in bytes.")
+    @Option(parsing: .unconditional, help: "The largest payload accepted, in bytes.")
     var maxPayloadBytes: Int = WireFormat.defaultMaxPayloadBytes
 
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
         if data != nil && dataFile != nil { throw ValidationError("give the payload once: --data or --data-file, not both") }
-        if count < 1 { throw ValidationError("--count must be at least 1") }
+        if count < 1 { throw ValidationError("--count must be at least 1 (got \(count))") }
+        if let maxAttempts, maxAttempts < 1 { throw ValidationError("--max-attempts must be at least 1 (got \(maxAttempts))") }
+        if let timeout, Settings.parseDuration(timeout).map({ $0 > .zero }) != true {
+            throw ValidationError(Settings.invalidDuration(timeout, for: "--timeout").description)
+        }
+        if let traceparent, !Self.isTraceparent(traceparent) {
+            throw ValidationError(
+                "invalid value \"\(traceparent)\" for --traceparent: write 00-<32 hex digits>-<16 hex digits>-<2 hex digits>")
+        }
         if count > 1 && (jobID != nil || idempotencyKey != nil) {
             throw ValidationError(
                 "--count gives every job a generated id; it cannot be combined with --job-id or --idempotency-key")
         }
-        if maxPayloadBytes < 0 { throw ValidationError("--max-payload-bytes must not be negative") }
+        if maxPayloadBytes < 0 { throw ValidationError("--max-payload-bytes must not be negative (got \(maxPayloadBytes))") }
+    }
+
+    /// Whether standard input is a pipe, as in `producer | ferry publish`, where empty means the
+    /// producer failed; empty input redirected from /dev/null or a file is taken as meant.
+    static var standardInputIsPipe: Bool {
+        var status = stat()
+        return fstat(STDIN_FILENO, &status) == 0 && (status.st_mode & S_IFMT) == S_IFIFO
+    }
+
+    /// A W3C trace context `traceparent`: version, trace id, parent id and flags in lower-case hex.
+    static func isTraceparent(_ text: String) -> Bool {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        guard parts.map(\.count) == [2, 32, 16, 2] else { return false }
+        return parts.allSatisfy { $0.allSatisfy { $0.isHexDigit && !$0.isUppercase } }
+            && parts[1] != String(repeating: "0", count: 32) && parts[2] != String(repeating: "0", count: 16)
     }
 
     func run() async throws {
@@ -64,7 +103,8 @@ struct PublishCommand: AsyncParsableCommand {
             attributeMap[String(attribute[..<equals])] = String(attribute[attribute.index(after: equals)...])
         }
         let job = JobMessage(
-            type: type, data: try readPayload(), jobID: jobID, idempotencyKey: idempotencyKey, attributes: attributeMap)
+            type: type, data: try readPayload(), jobID: jobID, idempotencyKey: idempotencyKey, attributes: attributeMap,
+            traceparent: traceparent, maxAttempts: maxAttempts, timeout: timeout.flatMap(Settings.parseDuration))
         try job.validateForPublishing(maxPayloadBytes: maxPayloadBytes)
 
         var configuration = Publisher.Configuration()
@@ -97,7 +137,13 @@ struct PublishCommand: AsyncParsableCommand {
             return try readBounded(handle)
         }
         if isatty(STDIN_FILENO) != 0 { return [] }
-        return try readBounded(FileHandle.standardInput)
+        let payload = try readBounded(FileHandle.standardInput)
+        if payload.isEmpty && !allowEmpty && Self.standardInputIsPipe {
+            throw InputError(
+                "standard input was empty: nothing was published (did the producer before the pipe fail?); give --data '' or --allow-empty to publish an empty payload"
+            )
+        }
+        return payload
     }
 
     private func readBounded(_ handle: FileHandle) throws -> [UInt8] {

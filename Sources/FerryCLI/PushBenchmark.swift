@@ -18,10 +18,10 @@ struct PushBenchmark: AsyncParsableCommand {
         commandName: "push",
         abstract: "Push delivery throughput beside wrk and curl --parallel against the same loopback endpoint.")
 
-    @Option(help: "Jobs per Ferry run.")
+    @Option(parsing: .unconditional, help: "Jobs per Ferry run.")
     var jobs = 20_000
 
-    @Option(help: "Seconds per wrk run.")
+    @Option(parsing: .unconditional, help: "Seconds per wrk run.")
     var seconds = 5
 
     @OptionGroup var redis: RedisOptions

@@ -20,35 +20,46 @@ struct Settings {
     }
 
     func duration(_ flag: String?, option: String, variable: String, default defaultValue: Duration) throws -> Duration {
-        do {
-            return try value(flag, option: option, variable: variable, default: defaultValue, parse: Self.parseDuration)
-        } catch {
-            throw InputError("\(error): write a whole number and a unit, such as 500ms, 30s, 5m or 1h")
-        }
+        try optionalDuration(flag, option: option, variable: variable) ?? defaultValue
     }
 
     func optionalDuration(_ flag: String?, option: String, variable: String) throws -> Duration? {
-        let parsed: Duration? = try value(flag, option: option, variable: variable, default: nil) { Self.parseDuration($0) }
+        let source = flag != nil ? "--\(option)" : variable
+        guard let text = flag ?? environment[variable].flatMap({ $0.isEmpty ? nil : $0 }) else { return nil }
+        guard let parsed = Self.parseDuration(text) else { throw Self.invalidDuration(text, for: source) }
         return parsed
     }
 
     func integer(_ flag: String?, option: String, variable: String, default defaultValue: Int) throws -> Int {
-        try value(flag, option: option, variable: variable, default: defaultValue) { Int($0) }
+        do {
+            return try value(flag, option: option, variable: variable, default: defaultValue) { Int($0) }
+        } catch {
+            throw InputError("\(error): write a whole number")
+        }
+    }
+
+    /// The error for a duration that does not parse, saying what is wrong and how to write one.
+    static func invalidDuration(_ text: String, for source: String) -> InputError {
+        let problem = text.hasPrefix("-") ? "a duration cannot be negative; " : ""
+        return InputError(
+            "invalid value \"\(text)\" for \(source): \(problem)write a whole number and a unit, such as 500ms, 30s, 5m, 1h or 7d"
+        )
     }
 
     func string(_ flag: String?, variable: String, default defaultValue: String) -> String {
         flag ?? environment[variable].flatMap { $0.isEmpty ? nil : $0 } ?? defaultValue
     }
 
-    /// `500ms`, `30s`, `5m`, `1h`: a whole number and a unit, nothing else.
+    /// `500ms`, `30s`, `5m`, `1h`, `7d`: a whole number and a unit, nothing else.
     static func parseDuration(_ text: String) -> Duration? {
         let digits = text.prefix { $0.isASCII && $0.isNumber }
-        guard !digits.isEmpty, digits.count <= 12, let amount = Int64(digits) else { return nil }
+        guard !digits.isEmpty, digits.count <= 10, let amount = Int64(digits) else { return nil }
         switch text.dropFirst(digits.count) {
         case "ms": return .milliseconds(amount)
         case "s": return .seconds(amount)
         case "m": return .seconds(amount * 60)
         case "h": return .seconds(amount * 3600)
+        case "d": return .seconds(amount * 86400)
         default: return nil
         }
     }

@@ -12,16 +12,16 @@ struct WorkerBenchmark: AsyncParsableCommand {
         commandName: "worker",
         abstract: "Worker throughput (publish to ack) and start latency, beside a redis-py consumer loop.")
 
-    @Option(help: "Jobs per throughput run.")
+    @Option(parsing: .unconditional, help: "Jobs per throughput run.")
     var jobs = 20_000
 
     @Option(name: .customLong("concurrency"), help: "Worker concurrency to measure; repeat for several.")
     var concurrencies = [1, 16, 256]
 
-    @Option(help: "Seconds of steady publishing at --rate for the latency measurement.")
+    @Option(parsing: .unconditional, help: "Seconds of steady publishing at --rate for the latency measurement.")
     var latencySeconds = 5
 
-    @Option(help: "Jobs per second for the latency measurement.")
+    @Option(parsing: .unconditional, help: "Jobs per second for the latency measurement.")
     var rate = 1000
 
     /// What the measured workers log.

@@ -42,28 +42,28 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Consumer name (default host name and pid).")
     var consumer: String?
 
-    @Option(help: "Jobs run at once, 1 to 1000 (default 16).")
+    @Option(parsing: .unconditional, help: "Jobs run at once, 1 to 1000 (default 16).")
     var concurrency: String?
 
-    @Option(help: "Idle time after which another worker reclaims a job (default 30s).")
+    @Option(parsing: .unconditional, help: "Idle time after which another worker reclaims a job (default 30s).")
     var lease: String?
 
-    @Option(help: "Deliveries before a failing job is dead-lettered (default 5).")
+    @Option(parsing: .unconditional, help: "Deliveries before a failing job is dead-lettered (default 5).")
     var maxAttempts: String?
 
-    @Option(help: "First retry delay (default 1s).")
+    @Option(parsing: .unconditional, help: "First retry delay (default 1s).")
     var minBackoff: String?
 
-    @Option(help: "Largest retry delay (default 60s).")
+    @Option(parsing: .unconditional, help: "Largest retry delay (default 60s).")
     var maxBackoff: String?
 
-    @Option(help: "Kill a job's process group after this long and count a failure (default none).")
+    @Option(parsing: .unconditional, help: "Kill a job's process group after this long and count a failure (default none).")
     var jobTimeout: String?
 
-    @Option(help: "How long running jobs may take to finish after SIGTERM (default 25s).")
+    @Option(parsing: .unconditional, help: "How long running jobs may take to finish after SIGTERM (default 25s).")
     var shutdownGrace: String?
 
-    @Option(help: "How long a completed idempotency key is remembered (default 24h).")
+    @Option(parsing: .unconditional, help: "How long a completed idempotency key is remembered (default 24h).")
     var idempotencyTTL: String?
 
     @Option(
@@ -85,7 +85,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Sign push requests and notifications with the secret in this file.", valueName: "file"))
     var pushSecretFile: String?
 
-    @Option(help: "Per push request (default: the lease).")
+    @Option(parsing: .unconditional, help: "Per push request (default: the lease).")
     var pushTimeout: String?
 
     @Option(help: "wrapped (a Pub/Sub-style JSON envelope, default) or raw (data as the body, metadata in Ferry-* headers).")
@@ -102,7 +102,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Sign notifications with this secret instead of the push secret.", valueName: "file"))
     var notifySecretFile: String?
 
-    @Option(help: "Serve /metrics, /healthz and /readyz on this port (default off; 0 picks a free port).")
+    @Option(
+        parsing: .unconditional, help: "Serve /metrics, /healthz and /readyz on this port (default off; 0 picks a free port).")
     var adminPort: String?
 
     @Option(help: "The address the admin endpoints listen on (default 0.0.0.0).")
@@ -165,9 +166,14 @@ struct WorkerCommand: AsyncParsableCommand {
             notifier = WebhookNotifier(url: notifyURL, secret: secret)
         }
 
+        // Parsed as Int, then made optional: a parser returning Int? here would turn an
+        // out-of-range port into "no admin port" instead of an error.
         let adminPortNumber: Int? = try settings.value(
             adminPort, option: "admin-port", variable: "FERRY_ADMIN_PORT", default: nil
-        ) { text in Int(text).flatMap { (0...65535).contains($0) ? $0 : nil } }
+        ) { text -> Int?? in
+            guard let port = Int(text), (0...65535).contains(port) else { return nil }
+            return .some(port)
+        }
 
         LogOutput.json.bootstrap()
         let registry = PrometheusCollectorRegistry()
@@ -216,7 +222,14 @@ struct WorkerCommand: AsyncParsableCommand {
         signals.attach(worker, running: running)
         try await running.value
         if let error = adminFailure.error.withLock({ $0 }) {
-            throw FerryError(.invalidInput, "the admin endpoints could not run on port \(adminPortNumber ?? 0): \(error)")
+            let port = adminPortNumber ?? 0
+            if "\(error)".contains(String(cString: strerror(EADDRINUSE))) {
+                throw FerryError(
+                    .invalidInput,
+                    "the admin port \(port) is in use on \(adminHost): another process listens on it; pick another --admin-port (0 picks a free one)"
+                )
+            }
+            throw FerryError(.invalidInput, "the admin endpoints could not run on port \(port): \(error)")
         }
     }
 

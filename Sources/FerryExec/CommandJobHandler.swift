@@ -121,7 +121,8 @@ public struct CommandJobHandler: JobHandler {
     /// ``baseEnvironmentNames`` and `passing` (those it has), and the job's variables:
     /// `FERRY_JOB_ID`, `FERRY_JOB_TYPE`, `FERRY_QUEUE`, `FERRY_GROUP`, `FERRY_DELIVERY_ATTEMPT`,
     /// `FERRY_ATTRIBUTES` (a JSON object) and one `FERRY_ATTR_<NAME>` per attribute, the name
-    /// upper-cased with every character other than A-Z, 0-9 and `_` turned into `_`.
+    /// upper-cased with every character other than A-Z, 0-9 and `_` turned into `_`; and
+    /// `TRACEPARENT` when the job carries one.
     public static func environment(
         for job: Job, passing: [String] = [], from worker: [String: String] = ProcessInfo.processInfo.environment
     ) -> [String: String] {
@@ -133,6 +134,8 @@ public struct CommandJobHandler: JobHandler {
             "FERRY_JOB_ID": job.id, "FERRY_JOB_TYPE": job.type, "FERRY_QUEUE": job.queue.rawValue,
             "FERRY_GROUP": job.group, "FERRY_DELIVERY_ATTEMPT": String(job.deliveryAttempt),
         ]) { $1 }
+        // The W3C name, which OpenTelemetry SDKs read to continue the producer's trace.
+        if let traceparent = job.message.traceparent { environment["TRACEPARENT"] = traceparent }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         environment["FERRY_ATTRIBUTES"] =

@@ -128,7 +128,19 @@ struct AdminEndpointTests {
         let second = try await runProcess(
             try ferryExecutable(), ["worker", uniqueName("busy"), "--exec", "true", "--admin-port", "\(port)"],
             environment: ["FERRY_REDIS_URL": url], timeout: .seconds(30))
-        #expect(second.status != 0)
-        #expect(second.standardError.contains("admin endpoints could not run on port \(port)"), "\(second.standardError)")
+        #expect(second.status == 2)
+        #expect(second.standardError.contains("the admin port \(port) is in use"), "\(second.standardError)")
+        #expect(!second.standardError.contains("bind("), "no NIO call in the message")
+    }
+
+    @Test(
+        "an admin port out of range (65536, 99999, -1) is refused with exit 2, never silently left off",
+        arguments: ["65536", "99999", "-1"])
+    func portOutOfRange(port: String) async throws {
+        let result = try await runProcess(
+            try ferryExecutable(), ["worker", uniqueName("range"), "--exec", "true", "--admin-port", port],
+            environment: ["FERRY_REDIS_URL": try await TestRedis.sharedURL()], timeout: .seconds(30))
+        #expect(result.status == 2)
+        #expect(result.standardError.contains("invalid value \"\(port)\" for --admin-port"), "\(result.standardError)")
     }
 }

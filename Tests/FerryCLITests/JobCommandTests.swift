@@ -47,7 +47,8 @@ struct JobCommandTests {
         let finished = try await runProcess(try ferryExecutable(), ["job", "cancel", queue, "done-job", "--redis", url])
         #expect(finished.status == 0)
         #expect(finished.standardOutput.contains("already succeeded"))
-        let pending = try await runProcess(try ferryExecutable(), ["job", "cancel", queue, "later-job", "--redis", url])
+        let pending = try await runProcess(
+            try ferryExecutable(), ["job", "cancel", queue, "later-job", "--force", "--redis", url])
         #expect(pending.standardOutput.contains("will not run"))
         let status = try await JobStatus.load(jobID: "later-job", queue: try QueueName(queue), connection: redis)
         #expect(status?.fields["cancel_requested"] != nil)

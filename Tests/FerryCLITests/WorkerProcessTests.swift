@@ -196,7 +196,7 @@ struct WorkerProcessTests {
         let queue = uniqueName("closedout"), scratch = try Scratch()
         // head exits after the first byte, so every later log line meets a closed pipe.
         let pipeline = """
-            "$FERRY_BIN" worker "$QUEUE" --exec 'echo $FERRY_JOB_ID >> "$DONE"' | head -c 1 > /dev/null
+            "$FERRY_BIN" worker "$QUEUE" --pass-env DONE --exec 'echo $FERRY_JOB_ID >> "$DONE"' | head -c 1 > /dev/null
             echo "worker exit ${PIPESTATUS[0]}" > "$STATUS"
             """
         let shell = try ChildProcess(

@@ -111,3 +111,33 @@ extension WorkerTests {
         }
     }
 }
+
+extension WorkerTests {
+    @Test("while Redis refuses acknowledgements, a worker takes no new jobs and re-runs none; the acks land once allowed again")
+    func refusedAcknowledgementsPauseReads() async throws {
+        let setup = try await Setup()
+        let user = uniqueName("acker"), password = "pw-\(user)"
+        try await setup.redis.send(
+            RedisCommand("ACL", ["SETUSER", .string(user), "on", .string(">" + password), "~*", "&*", "+@all"]))
+        defer { Task { _ = try? await setup.redis.send(RedisCommand("ACL", ["DELUSER", .string(user)])) } }
+        let port = try #require(URLComponents(string: setup.url)?.port)
+        let runs = Deliveries()
+        var worker = setup.worker(["t": JobHandlerClosure { runs.record($0) }]) { $0.concurrency = 1 }
+        worker = Worker(
+            queue: setup.queue, redis: try RedisConfiguration(url: "redis://\(user):\(password)@127.0.0.1:\(port)"),
+            handlers: ["t": JobHandlerClosure { runs.record($0) }], configuration: worker.configuration)
+        try await running(worker) {
+            // XACK refused, as after an ACL change: ack.lua fails; reads and claims still work.
+            try await setup.redis.send(RedisCommand("ACL", ["SETUSER", .string(user), "-xack"]))
+            _ = try await setup.publisher.publish((0..<3).map { JobMessage(type: "t", data: "\($0)") })
+            #expect(await eventually { runs.count >= 1 })
+            // Three leases and backoffs: before, each job ran again after every one of them.
+            try await Task.sleep(for: .seconds(4))
+            #expect(runs.count == 1, "the first job ran once; no other job was taken while its ack failed")
+            try await setup.redis.send(RedisCommand("ACL", ["SETUSER", .string(user), "+xack"]))
+            #expect(await eventually { runs.count == 3 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(Set(runs.all.map(\.id)).count == 3 && runs.count == 3, "every job ran exactly once")
+    }
+}

@@ -14,15 +14,19 @@ struct DocsExamplesTests {
         return String(markdown[afterFence.upperBound..<end.lowerBound])
     }
 
-    @Test("the Python producer in docs/wire-format.md publishes jobs the Swift side reads, and dedups by key")
+    @Test(
+        "the Python producer in docs/wire-format.md, run outside the repository, publishes jobs the Swift side reads, and dedups by key"
+    )
     func pythonProducerExample() async throws {
         let queue = uniqueName("docs")
+        // From an empty folder: the sample must need no file of the repository.
+        let elsewhere = FileManager.default.temporaryDirectory.appending(path: uniqueName("elsewhere"))
+        try FileManager.default.createDirectory(at: elsewhere, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: elsewhere) }
         let result = try await runProcess(
-            try executable(named: "python3"), ["-c", try pythonExample()],
-            environment: [
-                "FERRY_REDIS_URL": try await TestRedis.sharedURL(), "FERRY_QUEUE": queue,
-                "FERRY_PUBLISH_LUA": repositoryRoot.appending(path: "ops/lua/publish.lua").path(),
-            ])
+            try executable(named: "sh"),
+            ["-c", "cd \"$1\" && exec python3 -c \"$2\"", "sh", elsewhere.path(), try pythonExample()],
+            environment: ["FERRY_REDIS_URL": try await TestRedis.sharedURL(), "FERRY_QUEUE": queue])
         #expect(result.status == 0, "\(result.standardError)")
         let lines = result.lines
         try #require(lines.count == 3)
@@ -41,5 +45,19 @@ struct DocsExamplesTests {
         let dedupKey = keys.publishDedup(idempotencyKey: "order:42")
         #expect(dedupKey.contains(":idem:pub:~"), "a key with a colon is hashed the same way in Python and Swift")
         #expect(try await redis.send(RedisCommand("EXISTS", [.string(dedupKey)])) == .integer(1))
+    }
+
+    @Test("the publish script inlined in the Python sample is ops/lua/publish.lua, and that is the worker's own")
+    func inlinedPublishScriptMatches() throws {
+        func code(_ text: String) -> [String] {
+            text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("--") && !$0.isEmpty }
+        }
+        let sample = try pythonExample()
+        let start = try #require(sample.range(of: "PUBLISH_LUA = \"\"\"\n"))
+        let end = try #require(sample.range(of: "\"\"\"", range: start.upperBound..<sample.endIndex))
+        let shipped = try String(contentsOf: repositoryRoot.appending(path: "ops/lua/publish.lua"), encoding: .utf8)
+        let own = try String(contentsOf: repositoryRoot.appending(path: "Sources/Ferry/Scripts/publish.lua"), encoding: .utf8)
+        #expect(code(String(sample[start.upperBound..<end.lowerBound])) == code(shipped))
+        #expect(code(shipped) == code(own))
     }
 }

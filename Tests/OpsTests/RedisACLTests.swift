@@ -71,7 +71,10 @@ struct RedisACLTests {
         let log = scratch + "/worker.log"
         let worker = try ChildProcess(
             try ferryExecutable(),
-            ["worker", queue, "--exec", exec, "--min-backoff", "100ms", "--max-backoff", "100ms", "--lease", "2s"],
+            [
+                "worker", queue, "--exec", exec, "--pass-env", "S", "--min-backoff", "100ms", "--max-backoff", "100ms", "--lease",
+                "2s",
+            ],
             environment: ProcessInfo.processInfo.environment.merging([
                 "FERRY_REDIS_URL": url(server, user: "worker", password: "worker-change-me"), "S": scratch,
             ]) { $1 }, standardOutput: log, standardError: log + ".err")

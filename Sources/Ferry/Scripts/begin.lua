@@ -6,7 +6,7 @@
 -- ARGV[1]  the consumer group
 -- ARGV[2]  this consumer's name
 -- ARGV[3]  the entry ID
--- ARGV[4]  the lock's time to live in milliseconds (the lease)
+-- ARGV[4]  the lock's time to live in milliseconds (two leases and 2 s)
 --
 -- The lock belongs to one delivery: its token is the entry ID, the consumer and the entry's
 -- delivery count, which every redelivery (a reclaim by another worker, or by this one) raises.

@@ -1,7 +1,7 @@
 -- Ferry idempotency guard: keep the in-flight locks of running jobs alive with their leases.
 --
 -- KEYS      in-flight locks    ferry:{Q}:idem:lock:<key>, one per running job with a key
--- ARGV[1]   the locks' time to live in milliseconds (the lease)
+-- ARGV[1]   the locks' time to live in milliseconds (two leases and 2 s)
 -- ARGV[2..] each lock's token (from begin.lua), in the order of KEYS
 --
 -- A lock is extended only while it still holds its delivery's token. Returns the tokens of the

@@ -1,0 +1,151 @@
+import Ferry
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Testing
+
+/// What the `ferry` command says and exits with when given something odd: each case was a defect
+/// a new user met (issue 11), checked through the built binary.
+@Suite("ferry command line: clear errors, one exit-code rule")
+struct CommandLineContractTests {
+    private func ferry(_ arguments: String...) async throws -> ProcessResult {
+        try await runProcess(
+            try ferryExecutable(), arguments, environment: ["FERRY_REDIS_URL": try await TestRedis.sharedURL()])
+    }
+
+    @Test("ferry --version prints the version and the wire format")
+    func version() async throws {
+        let result = try await ferry("--version")
+        #expect(result.status == 0)
+        #expect(result.standardOutput.hasPrefix("ferry ") && result.standardOutput.contains("wire format v1"))
+    }
+
+    @Test("help prints each default once")
+    func helpDefaults() async throws {
+        let help = try await ferry("pending", "--help")
+        let text = help.standardOutput.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+        #expect(text.components(separatedBy: "(default: workers)").count - 1 == 1, "\(text)")
+        #expect(!text.contains("default workers"))
+    }
+
+    @Test(
+        "negative numbers and durations say what is wrong, with exit 2",
+        arguments: [
+            (["publish", "q", "--type", "t", "--count", "-1"], "--count must be at least 1 (got -1)"),
+            (["pending", "q", "--min-idle", "-5s"], "a duration cannot be negative"),
+            (["peek", "q", "--count", "-3"], "--count must be at least 1 (got -3)"),
+            (["worker", "q", "--exec", "true", "--lease", "-1s"], "a duration cannot be negative"),
+            (["worker", "q", "--exec", "true", "--concurrency", "-4"], "concurrency must be 1 to 1000 (got -4)"),
+        ])
+    func negativeNumbers(arguments: [String], message: String) async throws {
+        let result = try await runProcess(
+            try ferryExecutable(), arguments, environment: ["FERRY_REDIS_URL": try await TestRedis.sharedURL()])
+        #expect(result.status == 2)
+        #expect(result.standardError.contains(message), "\(result.standardError)")
+        #expect(!result.standardError.contains("Missing value"))
+    }
+
+    @Test("durations take days: the RUNBOOK's dlq purge --older-than 7d runs")
+    func daysInDurations() async throws {
+        let queue = uniqueName("days")
+        #expect(try await ferry("publish", queue, "--type", "t", "--data", "x").status == 0)
+        let purge = try await ferry("dlq", "purge", queue, "--older-than", "7d")
+        #expect(purge.status == 0, "\(purge.standardError)")
+        #expect(purge.standardOutput.contains("0 jobs purged"))
+    }
+
+    @Test("dlq show of a malformed ID exits 2 with a clear message, not 3 with Redis's error")
+    func malformedDeadLetterID() async throws {
+        let queue = uniqueName("dlqid")
+        #expect(try await ferry("publish", queue, "--type", "t", "--data", "x").status == 0)
+        let result = try await ferry("dlq", "show", queue, "notanid")
+        #expect(result.status == 2)
+        #expect(result.standardError.contains("\"notanid\" is not a dead-letter entry ID"), "\(result.standardError)")
+    }
+
+    @Test("an unknown queue exits 1 from inspect, peek and dlq list alike", arguments: [["inspect"], ["peek"], ["dlq", "list"]])
+    func unknownQueue(command: [String]) async throws {
+        let result = try await runProcess(
+            try ferryExecutable(), command + [uniqueName("nosuch")],
+            environment: ["FERRY_REDIS_URL": try await TestRedis.sharedURL()])
+        #expect(result.status == 1, "\(result.standardError)")
+        #expect(result.standardError.contains("does not exist"))
+    }
+
+    @Test("job cancel of an unknown job exits 1 and records nothing; --force records the request")
+    func cancelUnknownJob() async throws {
+        let queue = uniqueName("cancel")
+        let unknown = try await ferry("job", "cancel", queue, "does-not-exist")
+        #expect(unknown.status == 1)
+        #expect(unknown.standardError.contains("is unknown") && unknown.standardError.contains("--force"))
+        let redis = try await TestRedis.connection()
+        let keys = QueueKeys(queue: try QueueName(queue))
+        #expect(try await redis.send(RedisCommand("EXISTS", [.string(keys.cancelRequests)])) == .integer(0))
+        let forced = try await ferry("job", "cancel", queue, "does-not-exist", "--force")
+        #expect(forced.status == 0, "\(forced.standardError)")
+        #expect(try await redis.send(RedisCommand("ZSCORE", [.string(keys.cancelRequests), "does-not-exist"])) != .null)
+    }
+
+    @Test("group seek to a time prints the time, not a raw ID")
+    func seekPrintsTime() async throws {
+        let queue = uniqueName("seek")
+        #expect(try await ferry("group", "create", queue, "g").status == 0)
+        let result = try await ferry("group", "seek", queue, "g", "--to", "2026-11-23T09:00:00Z")
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(result.standardOutput.contains("2026-11-23T09:00:00"), "\(result.standardOutput)")
+        #expect(!result.standardOutput.contains("18446744073709551615"))
+    }
+
+    @Test("an empty pipe into ferry publish (the producer failed) publishes nothing, exit 2; --allow-empty publishes")
+    func emptyPipeRefused() async throws {
+        let queue = uniqueName("pipe")
+        let environment = [
+            "FERRY_REDIS_URL": try await TestRedis.sharedURL(), "FERRY_BIN": try ferryExecutable().path(), "QUEUE": queue,
+        ]
+        let refused = try await runProcess(
+            try executable(named: "sh"), ["-c", #"false | "$FERRY_BIN" publish "$QUEUE" --type t"#], environment: environment)
+        #expect(refused.status == 2)
+        #expect(refused.standardError.contains("standard input was empty"), "\(refused.standardError)")
+        let redis = try await TestRedis.connection()
+        let keys = QueueKeys(queue: try QueueName(queue))
+        #expect(try await redis.send(RedisCommand("XLEN", [.string(keys.jobs)])) == .integer(0))
+        let allowed = try await runProcess(
+            try executable(named: "sh"), ["-c", #"true | "$FERRY_BIN" publish "$QUEUE" --type t --allow-empty"#],
+            environment: environment)
+        #expect(allowed.status == 0, "\(allowed.standardError)")
+        #expect(try await redis.send(RedisCommand("XLEN", [.string(keys.jobs)])) == .integer(1))
+    }
+
+    @Test("ferry publish sets max_attempts, timeout_ms and traceparent; a bad traceparent is refused")
+    func publishOptions() async throws {
+        let queue = uniqueName("opts")
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        let result = try await ferry(
+            "publish", queue, "--type", "t", "--data", "x", "--max-attempts", "2", "--timeout", "30s", "--traceparent",
+            traceparent)
+        #expect(result.status == 0, "\(result.standardError)")
+        let redis = try await TestRedis.connection()
+        let keys = QueueKeys(queue: try QueueName(queue))
+        let job = try #require(
+            StreamEntry.entries(from: try await redis.send(RedisCommand("XRANGE", [.string(keys.jobs), "-", "+"]))).first
+        )
+        .decodedJob()
+        #expect(job.maxAttempts == 2)
+        #expect(job.timeout == .seconds(30))
+        #expect(job.traceparent == traceparent)
+        let bad = try await ferry("publish", queue, "--type", "t", "--traceparent", "not-a-trace")
+        #expect(bad.status == 2)
+        #expect(bad.standardError.contains("--traceparent"))
+    }
+
+    @Test("bench publish with a 64 KiB payload measures its baseline: redis-benchmark's long output is read whole")
+    func benchLargePayload() async throws {
+        let result = try await ferry(
+            "bench", "publish", "--payload-bytes", "65536", "--jobs", "200", "--single-jobs", "20", "--batch", "100", "--rounds",
+            "1")
+        #expect(result.status == 0, "\(result.standardError)")
+        #expect(!result.standardOutput.contains("not found"), "\(result.standardOutput)")
+        let batched = try #require(result.lines.first { $0.contains("batched") })
+        #expect(batched.split(separator: " ").last.flatMap { Double($0) } != nil, "a ratio was printed: \(batched)")
+    }
+}
