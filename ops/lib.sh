@@ -24,6 +24,8 @@ ferry_install_dependencies() {
   command -v yamllint >/dev/null 2>&1 || python_missing+=(yamllint)
   python3 -c 'import dockerfile_parse' >/dev/null 2>&1 || python_missing+=(dockerfile-parse)
   command -v kubernetes-validate >/dev/null 2>&1 || python_missing+=(kubernetes-validate)
+  # Google's Functions Framework: a real Pub/Sub push handler for the push compatibility tests.
+  command -v functions-framework >/dev/null 2>&1 || python_missing+=(functions-framework)
   if [ "${#python_missing[@]}" -gt 0 ]; then
     echo "ferry: installing ${python_missing[*]} from PyPI" >&2
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${python_missing[@]}"

@@ -21,7 +21,7 @@ struct WorkerCommand: AsyncParsableCommand {
             FERRY_CONCURRENCY, FERRY_LEASE, FERRY_MAX_ATTEMPTS, FERRY_MIN_BACKOFF, FERRY_MAX_BACKOFF, \
             FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_EXEC, FERRY_PASS_ENV (names separated by \
             commas), FERRY_PUSH, FERRY_PUSH_HEADER \
-            (one header per line), FERRY_PUSH_SECRET_FILE, FERRY_PUSH_TIMEOUT, FERRY_PUSH_FORMAT, FERRY_NOTIFY, \
+            (one header per line), FERRY_PUSH_SECRET_FILE, FERRY_PUSH_SUBSCRIPTION, FERRY_PUSH_TIMEOUT, FERRY_PUSH_FORMAT, FERRY_NOTIFY, \
             FERRY_NOTIFY_SECRET_FILE, FERRY_ADMIN_PORT, FERRY_ADMIN_HOST); a flag wins over the environment. \
             Durations are written 500ms, 30s, 5m or 1h. SIGTERM or SIGINT stops reading, lets running \
             jobs finish within the shutdown grace, and exits 0; a second signal cancels them at once.
@@ -84,6 +84,12 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Option(help: ArgumentHelp("Sign push requests and notifications with the secret in this file.", valueName: "file"))
     var pushSecretFile: String?
+
+    @Option(
+        help: ArgumentHelp(
+            "The subscription push requests name (default projects/ferry/subscriptions/<queue>.<group>).",
+            valueName: "projects/P/subscriptions/S"))
+    var pushSubscription: String?
 
     @Option(parsing: .unconditional, help: "Per push request (default: the lease).")
     var pushTimeout: String?
@@ -261,6 +267,8 @@ struct WorkerCommand: AsyncParsableCommand {
             secret: try readSecret(settings.string(pushSecretFile, variable: "FERRY_PUSH_SECRET_FILE", default: "")),
             format: format,
             timeout: try settings.duration(pushTimeout, option: "push-timeout", variable: "FERRY_PUSH_TIMEOUT", default: lease))
+        let subscription = settings.string(pushSubscription, variable: "FERRY_PUSH_SUBSCRIPTION", default: "")
+        if !subscription.isEmpty { endpoint.subscription = subscription }
         if let pushPermanentStatuses {
             let codes = pushPermanentStatuses.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
             guard codes.allSatisfy({ $0.map { (400..<600).contains($0) } ?? false }) else {

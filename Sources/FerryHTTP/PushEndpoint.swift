@@ -27,6 +27,27 @@ public struct PushEndpoint: Sendable {
     public var maxResponseBytes: Int
     /// Statuses that dead-letter a job at once: retrying cannot fix them.
     public var permanentStatuses: Set<Int>
+    /// The `subscription` a request names (`projects/P/subscriptions/S`, as Pub/Sub writes it);
+    /// nil for ``defaultSubscription(queue:group:)``.
+    public var subscription: String?
+
+    /// `projects/ferry/subscriptions/<queue>.<group>`: a Pub/Sub-style name that says which
+    /// queue and group (subscription) delivered the job. Characters a subscription ID may not
+    /// hold are percent-encoded.
+    public static func defaultSubscription(queue: QueueName, group: String) -> String {
+        var id = ""
+        for byte in "\(queue).\(group)".utf8 {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "~"), UInt8(ascii: "+"):
+                id.unicodeScalars.append(Unicode.Scalar(byte))
+            default:
+                id += "%" + (byte < 16 ? "0" : "") + String(byte, radix: 16, uppercase: true)
+            }
+        }
+        return "projects/ferry/subscriptions/\(id)"
+    }
 
     /// Pub/Sub push's "do not retry" statuses.
     public static let defaultPermanentStatuses: Set<Int> = [400, 401, 403, 404, 410, 413, 422]

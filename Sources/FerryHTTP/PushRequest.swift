@@ -15,23 +15,32 @@ struct PushRequestBuilder: Sendable {
         self.userHeaderNames = Set(endpoint.headers.map { $0.prefix { $0 != ":" }.lowercased() })
     }
 
-    /// The JSON body of the `wrapped` format, a Pub/Sub push request's shape, keys sorted:
-    /// `{"message":{"attributes":{…},"data":"<base64>","deliveryAttempt":N,"jobId":…,
-    /// "messageId":…,"publishTime":…,"type":…},"subscription":"<queue>/<group>"}`.
+    /// The JSON body of the `wrapped` format: a Pub/Sub push request exactly as Google sends it
+    /// (`message.messageId` and `message.message_id`, `publishTime` and `publish_time`,
+    /// `deliveryAttempt` at the top level, `subscription` as `projects/P/subscriptions/S`), so a
+    /// handler written for Pub/Sub reads it unchanged; plus Ferry's own `jobId`, `type` and
+    /// `deliveryAttempt` inside `message`. Keys sorted:
+    /// `{"deliveryAttempt":N,"message":{"attributes":{…},"data":"<base64>","deliveryAttempt":N,
+    /// "jobId":…,"messageId":…,"message_id":…,"publishTime":…,"publish_time":…,"type":…},
+    /// "subscription":"projects/…/subscriptions/…"}`.
     ///
     /// Written by hand rather than with `JSONEncoder`: the encoder took a fifth of the worker's
     /// CPU per pushed job (`ferry bench push` under `perf`), for one fixed shape of strings.
-    static func envelope(for job: Job, publishTime: String) -> [UInt8] {
+    static func envelope(for job: Job, publishTime: String, subscription: String) -> [UInt8] {
         var json: [UInt8] = []
-        json.reserveCapacity(job.data.count * 4 / 3 + 256)
-        json.append(contentsOf: #"{"message":{"attributes":"#.utf8)
+        json.reserveCapacity(job.data.count * 4 / 3 + 320)
+        let attempt = String(job.deliveryAttempt).utf8
+        json.append(contentsOf: #"{"deliveryAttempt":"#.utf8)
+        json.append(contentsOf: attempt)
+        json.append(contentsOf: #","message":{"attributes":"#.utf8)
         JSONText.appendObject(job.attributes, to: &json)
         json.append(contentsOf: #","data":""#.utf8)
         json.append(contentsOf: Data(job.data).base64EncodedString().utf8)
         json.append(contentsOf: #"","deliveryAttempt":"#.utf8)
-        json.append(contentsOf: String(job.deliveryAttempt).utf8)
+        json.append(contentsOf: attempt)
         for (key, value) in [
-            ("jobId", job.id), ("messageId", job.entryID), ("publishTime", publishTime), ("type", job.type),
+            ("jobId", job.id), ("messageId", job.entryID), ("message_id", job.entryID), ("publishTime", publishTime),
+            ("publish_time", publishTime), ("type", job.type),
         ] {
             json.append(contentsOf: #",""#.utf8)
             json.append(contentsOf: key.utf8)
@@ -39,7 +48,7 @@ struct PushRequestBuilder: Sendable {
             JSONText.appendString(value, to: &json)
         }
         json.append(contentsOf: #"},"subscription":"#.utf8)
-        JSONText.appendString("\(job.queue)/\(job.group)", to: &json)
+        JSONText.appendString(subscription, to: &json)
         json.append(UInt8(ascii: "}"))
         return json
     }
@@ -51,9 +60,10 @@ struct PushRequestBuilder: Sendable {
             .rfc3339
         var headers: [String] = []
         let body: [UInt8]
+        let subscription = endpoint.subscription ?? PushEndpoint.defaultSubscription(queue: job.queue, group: job.group)
         switch endpoint.format {
         case .wrapped:
-            body = Self.envelope(for: job, publishTime: publishTime)
+            body = Self.envelope(for: job, publishTime: publishTime, subscription: subscription)
             headers.append("Content-Type: application/json")
         case .raw:
             body = job.data
@@ -66,7 +76,7 @@ struct PushRequestBuilder: Sendable {
                 "Ferry-Message-Id: \(job.entryID)",
                 "Ferry-Publish-Time: \(publishTime)",
                 "Ferry-Delivery-Attempt: \(job.deliveryAttempt)",
-                "Ferry-Subscription: \(Self.headerValue("\(job.queue)/\(job.group)"))",
+                "Ferry-Subscription: \(Self.headerValue(subscription))",
                 "Ferry-Attributes: \(Self.headerValue(String(decoding: attributes, as: UTF8.self)))",
             ]
         }

@@ -59,7 +59,8 @@ struct PushDeliveryTests {
         #expect(request.headers["content-type"] == "application/json")
         #expect(request.headers["traceparent"] == "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
         let json = try #require(request.json)
-        #expect(json["subscription"] as? String == "\(setup.queue)/workers")
+        #expect(json["subscription"] as? String == "projects/ferry/subscriptions/\(setup.queue).workers")
+        #expect(json["deliveryAttempt"] as? Int == 1, "at the top level, as Pub/Sub sends it")
         let message = try #require(request.message)
         #expect(message["data"] as? String == Data("héllo".utf8).base64EncodedString())
         #expect(message["attributes"] as? [String: String] == ["tenant": "acme", "respond": "204"])
@@ -70,6 +71,8 @@ struct PushDeliveryTests {
             StreamEntry.entries(from: try await setup.redis.send(RedisCommand("XRANGE", [.string(setup.keys.jobs), "-", "+"])))
                 .first)
         #expect(message["messageId"] as? String == entry.id)
+        #expect(message["message_id"] as? String == entry.id)
+        #expect(message["publish_time"] as? String == message["publishTime"] as? String)
         let publishTime = try #require(message["publishTime"] as? String)
         #expect(publishTime.hasSuffix("Z") && publishTime.count == "2026-11-23T04:42:53.123Z".count, "\(publishTime)")
     }
@@ -80,9 +83,12 @@ struct PushDeliveryTests {
         let job = Job(
             id: hostile, entryID: "1700000000000-7", queue: QueueName("q"), group: "g/1", deliveryAttempt: 3,
             message: JobMessage(type: hostile, data: [0, 255, 10], attributes: [hostile: hostile, "b": "", "a": "1"]))
-        let body = PushRequestBuilder.envelope(for: job, publishTime: "2023-11-14T22:13:20.000Z")
+        let body = PushRequestBuilder.envelope(
+            for: job, publishTime: "2023-11-14T22:13:20.000Z",
+            subscription: PushEndpoint.defaultSubscription(queue: job.queue, group: job.group))
         let json = try #require(try JSONSerialization.jsonObject(with: Data(body)) as? [String: Any])
-        #expect(json["subscription"] as? String == "q/g/1")
+        #expect(json["subscription"] as? String == "projects/ferry/subscriptions/q.g%2F1")
+        #expect(json["deliveryAttempt"] as? Int == 3)
         let message = try #require(json["message"] as? [String: Any])
         #expect(message["attributes"] as? [String: String] == [hostile: hostile, "b": "", "a": "1"])
         #expect(message["data"] as? String == Data([0, 255, 10]).base64EncodedString())
@@ -91,9 +97,11 @@ struct PushDeliveryTests {
         #expect(message["type"] as? String == hostile)
         #expect(message["messageId"] as? String == "1700000000000-7")
         #expect(message["publishTime"] as? String == "2023-11-14T22:13:20.000Z")
-        #expect(Set(message.keys).count == 7 && Set(json.keys) == ["message", "subscription"])
+        #expect(message["message_id"] as? String == "1700000000000-7")
+        #expect(message["publish_time"] as? String == "2023-11-14T22:13:20.000Z")
+        #expect(Set(message.keys).count == 9 && Set(json.keys) == ["deliveryAttempt", "message", "subscription"])
         let text = String(decoding: body, as: UTF8.self)
-        #expect(text.hasPrefix(#"{"message":{"attributes":{"a":"1","a\"b"#), "keys sorted, as before: \(text)")
+        #expect(text.hasPrefix(#"{"deliveryAttempt":3,"message":{"attributes":{"a":"1","a\"b"#), "keys sorted: \(text)")
     }
 
     @Test("a reused curl handle carries nothing of the request before it: headers, body, timeout, status")

@@ -209,3 +209,16 @@ public func executable(named name: String) throws -> URL {
     }
     throw TestSupportError("\(name) is not installed; run ops/test.sh, which installs it")
 }
+
+/// Whether something accepts TCP connections on 127.0.0.1:`port` now.
+public func isListening(port: Int) -> Bool {
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard descriptor >= 0 else { return false }
+    defer { close(descriptor) }
+    var address = loopbackAddress(port: port)
+    return withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+        }
+    }
+}
