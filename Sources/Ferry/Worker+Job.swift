@@ -217,6 +217,7 @@ extension Worker {
                 await recordCancelled(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
             } else {
                 logger.info("job_interrupted; left pending for another worker")
+                state.withLock { $0.interruptedAtShutdown += 1 }
                 let comesBack = configuration.lease + configuration.retry.backoff(afterAttempt: attempt, entryID: entry.id)
                 await recordStatus(
                     jobID, "failed", attempt: attempt, terminal: false, control: control,

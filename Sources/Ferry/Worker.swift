@@ -102,6 +102,10 @@ public final class Worker: Sendable {
         var running = false
         /// When the maintenance and read loops last came round: what `/healthz` checks.
         var lastLoopTurn: ContinuousClock.Instant?
+        /// This run's jobs, for a scrape's exact in-flight count.
+        var slots: JobSlots?
+        /// Jobs whose handlers the end of the shutdown grace cancelled, left pending for others.
+        var interruptedAtShutdown = 0
         /// Acknowledgements of finished jobs that Redis refused and that wait to be tried again;
         /// the read loop takes no new work while there are any (see ``Worker/settleAcknowledgement``).
         var acknowledgementsAwaitingRetry = 0
@@ -208,14 +212,18 @@ public final class Worker: Sendable {
         state.withLock {
             $0.running = true
             $0.lastLoopTurn = .now
+            $0.slots = slots
+            $0.interruptedAtShutdown = 0
         }
         defer { state.withLock { $0.running = false } }
+        var inFlightAtStop = 0
 
         await withTaskCancellationHandler {
             await withDiscardingTaskGroup { group in
                 group.addTask { await self.maintainLeases(control, slots: slots) }
                 await dispatch(reader: reader, control: control, slots: slots)
-                logger.info("worker_stopping", metadata: ["ferry.in_flight": "\(slots.used)"])
+                inFlightAtStop = slots.running.count
+                logger.info("worker_stopping", metadata: ["ferry.in_flight": "\(inFlightAtStop)"])
                 group.addTask {
                     try? await Task.sleep(for: self.configuration.shutdownGrace)
                     if slots.used > 0 {
@@ -232,6 +240,19 @@ public final class Worker: Sendable {
         }
         await control.writeStatus([])  // every write enqueued before is flushed
         await releaseConsumer(control)
+        let interrupted = state.withLock { $0.interruptedAtShutdown }
+        logger.info(
+            "worker_stopped",
+            metadata: [
+                "ferry.drained": "\(max(inFlightAtStop - interrupted, 0))", "ferry.interrupted": "\(interrupted)",
+            ])
+    }
+
+    /// Records the jobs running (or being acknowledged) now in `ferry_jobs_in_flight`, so a
+    /// scrape reads the exact count rather than the one of the last lease extension.
+    public func recordInFlight() {
+        guard let slots = state.withLock({ $0.slots }) else { return }
+        metrics.inFlight(slots.running.count)
     }
 
     /// The control channel for one run, its batcher bound to `connection`.

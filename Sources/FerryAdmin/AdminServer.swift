@@ -4,6 +4,7 @@ import Foundation
 import Hummingbird
 import Logging
 import Prometheus
+import ServiceLifecycle
 
 /// The worker's admin endpoints, for Prometheus and Kubernetes (`ferry worker --admin-port`):
 ///
@@ -36,8 +37,14 @@ public struct AdminServer: Sendable {
         self.logger = logger
     }
 
-    /// Serves until the task is cancelled. `onListening` receives the bound port.
-    public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
+    /// Serves until `stop` returns, then shuts down gracefully (open requests finish; nothing is
+    /// logged as an error), or until the task is cancelled. `onListening` receives the bound port.
+    public func run(
+        onListening: @escaping @Sendable (Int) -> Void = { _ in },
+        until stop: @escaping @Sendable () async -> Void = {
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+        }
+    ) async throws {
         var probeConfiguration = redis
         probeConfiguration.clientName = "ferry-worker-probe"
         probeConfiguration.commandTimeout = .seconds(2)
@@ -48,7 +55,8 @@ public struct AdminServer: Sendable {
         let registry = self.registry
         let worker = self.worker
         router.get("/metrics") { _, _ -> Response in
-            Response(
+            worker.recordInFlight()  // exact now, not as of the last lease extension
+            return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
         }
@@ -71,7 +79,17 @@ public struct AdminServer: Sendable {
                 logger.info("admin_listening", metadata: ["ferry.admin_port": "\(port)"])
                 onListening(port)
             }, logger: quiet)
-        try await app.runService(gracefulShutdownSignals: [])
+        // The worker's own signal handling decides when to stop; the server only follows.
+        let services = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [], logger: quiet))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await services.run() }
+            group.addTask {
+                await stop()
+                await services.triggerGracefulShutdown()
+            }
+            try await group.next()
+            try await group.next()
+        }
     }
 
     private static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {

@@ -22,7 +22,7 @@ struct WorkerCommand: AsyncParsableCommand {
             FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_EXEC, FERRY_PASS_ENV (names separated by \
             commas), FERRY_PUSH, FERRY_PUSH_HEADER \
             (one header per line), FERRY_PUSH_SECRET_FILE, FERRY_PUSH_SUBSCRIPTION, FERRY_PUSH_TIMEOUT, FERRY_PUSH_FORMAT, FERRY_NOTIFY, \
-            FERRY_NOTIFY_SECRET_FILE, FERRY_ADMIN_PORT, FERRY_ADMIN_HOST); a flag wins over the environment. \
+            FERRY_NOTIFY_SECRET_FILE, FERRY_ADMIN_PORT, FERRY_ADMIN_HOST, FERRY_SAMPLE_INTERVAL); a flag wins over the environment. \
             Durations are written 500ms, 30s, 5m or 1h. SIGTERM or SIGINT stops reading, lets running \
             jobs finish within the shutdown grace, and exits 0; a second signal cancels them at once.
 
@@ -112,6 +112,11 @@ struct WorkerCommand: AsyncParsableCommand {
         parsing: .unconditional, help: "Serve /metrics, /healthz and /readyz on this port (default off; 0 picks a free port).")
     var adminPort: String?
 
+    @Option(
+        parsing: .unconditional,
+        help: "How often queue gauges on /metrics (length, lag, pending, dead letters) are sampled from Redis (default 15s).")
+    var sampleInterval: String?
+
     @Option(help: "The address the admin endpoints listen on (default 0.0.0.0).")
     var adminHost: String?
 
@@ -181,21 +186,16 @@ struct WorkerCommand: AsyncParsableCommand {
             return .some(port)
         }
 
+        let sampleInterval = try settings.duration(
+            sampleInterval, option: "sample-interval", variable: "FERRY_SAMPLE_INTERVAL", default: .seconds(15))
+        guard sampleInterval >= .milliseconds(100) else {
+            throw InputError("--sample-interval must be at least 100ms: every sample reads Redis")
+        }
+
         LogOutput.json.bootstrap()
         let registry = PrometheusCollectorRegistry()
         if adminPortNumber != nil {
-            var factory = PrometheusMetricsFactory(registry: registry)
-            // Jobs wait and run for minutes, not only milliseconds: the alert on a p95 start
-            // latency above 5 minutes needs buckets that reach that far.
-            let buckets: [Duration] = [
-                .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
-                .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(120), .seconds(300),
-                .seconds(600), .seconds(1800), .seconds(3600),
-            ]
-            factory.durationHistogramBuckets = [
-                "ferry_job_start_latency_seconds": buckets, "ferry_job_duration_seconds": buckets,
-            ]
-            MetricsSystem.bootstrap(factory)
+            MetricsSystem.bootstrap(FerryMetricsFactory(registry: registry))
             Gauge(label: "ferry_worker_start_time_seconds").record(Date().timeIntervalSince1970)
         }
         let redisConfiguration = try redis.configuration()
@@ -207,26 +207,32 @@ struct WorkerCommand: AsyncParsableCommand {
         // that silently do not exist are worse than a restart with a clear reason.
         let adminFailure = FailureBox()
         let adminHost = settings.string(adminHost, variable: "FERRY_ADMIN_HOST", default: "0.0.0.0")
+        let (workerFinished, finish) = AsyncStream<Void>.makeStream()
         let admin = adminPortNumber.map { port in
             Task {
                 let server = AdminServer(
                     host: adminHost, port: port, worker: worker, redis: redisConfiguration, registry: registry)
-                let sampler = QueueSampler(queue: queueName, redis: redisConfiguration, logger: Logger(label: "ferry.admin"))
+                let sampler = QueueSampler(
+                    queue: queueName, redis: redisConfiguration, interval: sampleInterval, logger: Logger(label: "ferry.admin"))
                 do {
-                    try await withThrowingDiscardingTaskGroup { group in
-                        group.addTask { try await server.run() }
+                    try await withThrowingTaskGroup(of: Void.self) { group in
                         group.addTask { await sampler.run() }
+                        // Stops gracefully once the worker has drained: probes answer until then.
+                        try await server.run(until: { for await _ in workerFinished {} })
+                        group.cancelAll()
                     }
-                } catch  where !Task.isCancelled {
+                } catch {
                     adminFailure.error.withLock { $0 = error }
                     worker.stop()
-                } catch {}
+                }
             }
         }
-        defer { admin?.cancel() }
         let running = Task { try await worker.run() }
         signals.attach(worker, running: running)
-        try await running.value
+        let outcome = await running.result
+        finish.finish()
+        await admin?.value
+        try outcome.get()
         if let error = adminFailure.error.withLock({ $0 }) {
             let port = adminPortNumber ?? 0
             if "\(error)".contains(String(cString: strerror(EADDRINUSE))) {

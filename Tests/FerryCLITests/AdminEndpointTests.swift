@@ -23,10 +23,12 @@ struct AdminEndpointTests {
         }
     }
 
-    func startWorker(_ queue: String, redisURL: String, port: Int, exec: String) throws -> ChildProcess {
-        let log = FileManager.default.temporaryDirectory.appending(path: uniqueName("admin")).path()
-        return try ChildProcess(
-            try ferryExecutable(), ["worker", queue, "--exec", exec, "--admin-port", "\(port)", "--max-attempts", "1"],
+    func startWorker(
+        _ queue: String, redisURL: String, port: Int, exec: String, options: [String] = [],
+        log: String = FileManager.default.temporaryDirectory.appending(path: uniqueName("admin")).path()
+    ) throws -> ChildProcess {
+        try ChildProcess(
+            try ferryExecutable(), ["worker", queue, "--exec", exec, "--admin-port", "\(port)", "--max-attempts", "1"] + options,
             environment: ProcessInfo.processInfo.environment.merging(["FERRY_REDIS_URL": redisURL]) { $1 },
             standardOutput: log, standardError: log + ".err")
     }

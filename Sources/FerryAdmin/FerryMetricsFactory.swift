@@ -1,0 +1,90 @@
+import CoreMetrics
+import Prometheus
+
+/// The swift-metrics backend behind `/metrics`: swift-prometheus's registry, with each metric's
+/// `# HELP` text and the histogram buckets Ferry's latencies need.
+///
+/// `PrometheusMetricsFactory` registers every metric with empty help, which `promtool check
+/// metrics` rejects and a person reading a scrape cannot use; the registry itself takes help text
+/// per metric family, so this factory passes it there and leaves unregistering to the stock
+/// factory.
+public struct FerryMetricsFactory: MetricsFactory {
+    /// Where metrics are registered: what `/metrics` renders.
+    public let registry: PrometheusCollectorRegistry
+    private let stock: PrometheusMetricsFactory
+
+    /// Jobs wait and run for minutes, not only milliseconds: the alert on a p95 start latency
+    /// above 5 minutes needs buckets that reach that far.
+    static let latencyBuckets: [Duration] = [
+        .milliseconds(5), .milliseconds(25), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+        .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(120), .seconds(300), .seconds(600),
+        .seconds(1800), .seconds(3600),
+    ]
+
+    /// What each of Ferry's metrics means; any other metric gets a generic line.
+    public static let help: [String: String] = [
+        "ferry_jobs_total":
+            "Deliveries by how they ended (completed, failed, retried, dead_lettered, skipped_duplicate, cancelled).",
+        "ferry_job_duration_seconds": "How long handlers ran, by job type.",
+        "ferry_job_start_latency_seconds": "From publish (published_at, else the entry ID's time) to the handler starting.",
+        "ferry_jobs_in_flight": "Jobs running or being acknowledged by this worker, exact at scrape time.",
+        "ferry_reclaims_total": "Idle entries this worker claimed: retries that came due and jobs of crashed workers.",
+        "ferry_lease_extensions_total": "Leases of running jobs extended, so slow jobs are not reclaimed.",
+        "ferry_redis_errors_total": "Redis errors met by the worker, by error prefix (or kind when Redis sent none).",
+        "ferry_entries_deleted_total":
+            "Pending entries found deleted from the stream by someone else (XDEL, XTRIM) before they finished.",
+        "ferry_worker_start_time_seconds": "When this worker started, in seconds since the epoch.",
+        "ferry_stream_length": "Entries in the queue's job stream (sampled every --sample-interval).",
+        "ferry_dead_letters": "Entries in the queue's dead-letter stream (sampled every --sample-interval).",
+        "ferry_group_lag": "Entries not yet delivered to the group (sampled every --sample-interval).",
+        "ferry_group_pending": "Entries delivered to the group and not yet acknowledged (sampled every --sample-interval).",
+        "ferry_oldest_pending_age_seconds": "Idle time of the group's oldest pending entry (sampled every --sample-interval).",
+    ]
+
+    /// Registers into `registry`.
+    public init(registry: PrometheusCollectorRegistry) {
+        self.registry = registry
+        var stock = PrometheusMetricsFactory(registry: registry)
+        stock.durationHistogramBuckets = [
+            "ferry_job_start_latency_seconds": Self.latencyBuckets, "ferry_job_duration_seconds": Self.latencyBuckets,
+        ]
+        self.stock = stock
+    }
+
+    private func descriptor(_ label: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: label, unitName: "", helpText: Self.help[label] ?? "Ferry metric \(label).")
+    }
+
+    public func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
+        registry.makeCounter(descriptor: descriptor(label), labels: dimensions)
+    }
+
+    public func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
+        registry.makeCounter(descriptor: descriptor(label), labels: dimensions)
+    }
+
+    public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
+        guard aggregate else { return registry.makeGauge(descriptor: descriptor(label), labels: dimensions) }
+        return registry.makeValueHistogram(
+            descriptor: descriptor(label), labels: dimensions,
+            buckets: stock.valueHistogramBuckets[label] ?? stock.defaultValueHistogramBuckets)
+    }
+
+    public func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
+        registry.makeGauge(descriptor: descriptor(label), labels: dimensions)
+    }
+
+    public func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
+        registry.makeDurationHistogram(
+            descriptor: descriptor(label), labels: dimensions,
+            buckets: stock.durationHistogramBuckets[label] ?? stock.defaultDurationHistogramBuckets)
+    }
+
+    public func destroyCounter(_ handler: any CounterHandler) { stock.destroyCounter(handler) }
+    public func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) {
+        stock.destroyFloatingPointCounter(handler)
+    }
+    public func destroyRecorder(_ handler: any RecorderHandler) { stock.destroyRecorder(handler) }
+    public func destroyMeter(_ handler: any MeterHandler) { stock.destroyMeter(handler) }
+    public func destroyTimer(_ handler: any TimerHandler) { stock.destroyTimer(handler) }
+}
