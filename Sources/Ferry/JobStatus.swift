@@ -58,7 +58,7 @@ public struct JobStatus: Sendable, Hashable {
     ///   - evenIfUnknown: records the request for a job with no status too (one still to be
     ///     published, or published by a plain `XADD`); otherwise such a job is left alone.
     /// - Returns: the job's state before the request (`unknown` when none was recorded); a job
-    ///   already `succeeded`, `dead` or `cancelled` is left as it is.
+    ///   already `succeeded`, `dead`, `cancelled` or `deleted` is left as it is.
     public static func requestCancellation(
         jobID: String, queue: QueueName, connection: RedisConnection, keepFor: Duration = .seconds(7 * 24 * 3600),
         evenIfUnknown: Bool = false

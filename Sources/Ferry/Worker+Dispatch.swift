@@ -203,10 +203,8 @@ extension Worker {
         let reply = try await control.run(
             Self.claimScript, keys: [.string(keys.jobs), .string(keys.retryAfter)], arguments: arguments)
         guard let parts = reply.array, parts.count == 2 else { return [] }
-        if let deleted = parts[1].array, !deleted.isEmpty {
-            logger.info(
-                "reclaimed_deleted",
-                metadata: ["ferry.count": "\(deleted.count)", "ferry.entry_ids": "\(deleted.compactMap(\.string))"])
+        if let deleted = parts[1].array?.compactMap(\.string), !deleted.isEmpty {
+            await recordDeleted(deleted.map { ($0, nil) }, running: false, control: control)
         }
         let deliveries = Dictionary(due.map { ($0.id, $0.deliveries + 1) }) { first, _ in first }
         metrics.reclaimed(parts[0].array?.count ?? 0)

@@ -195,7 +195,7 @@ extension Worker {
             settleAcknowledgement(acknowledgement, control: control) { [self, logger] acknowledged in
                 switch acknowledged {
                 case true?: completed(logger)
-                case false?: logLeaseLostAfterRun(logger)
+                case false?: logLeaseLostAfterRun(entry.id, logger)
                 case nil: break  // given up at shutdown; the job comes back after the lease
                 }
                 slots.finishAcknowledging(entry.id)
@@ -279,8 +279,13 @@ extension Worker {
         }
     }
 
-    /// A handler finished, but this consumer no longer owns its entry: not acknowledged, not completed.
-    func logLeaseLostAfterRun(_ logger: Logger) {
+    /// A handler finished, but this consumer no longer owns its entry: not acknowledged, not
+    /// completed. An entry deleted while it ran was reported then (``recordDeleted``).
+    func logLeaseLostAfterRun(_ entryID: String, _ logger: Logger) {
+        if state.withLock({ $0.deletedWhileRunning.remove(entryID) != nil }) {
+            logger.info("the handler finished; its entry was deleted while it ran, so there is nothing to acknowledge")
+            return
+        }
         logger.warning(
             "lease_lost: the handler finished, but the entry is no longer this worker's (another worker owns it, or its group is gone); not acknowledged"
         )
@@ -375,11 +380,11 @@ extension Worker {
             do {
                 let completed = try await control.run(Self.completeScript, keys: scriptKeys, arguments: arguments)
                 if completed.integer == 1 { return true }
-                logLeaseLostAfterRun(logger)
+                logLeaseLostAfterRun(entryID, logger)
                 return false
             } catch {
                 if error.prefix == .noGroup {
-                    logLeaseLostAfterRun(logger)
+                    logLeaseLostAfterRun(entryID, logger)
                     return false
                 }
                 guard let delay = acknowledgementRetryDelay(after: retries) else {

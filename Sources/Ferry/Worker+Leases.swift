@@ -19,11 +19,22 @@ extension Worker {
             let locks = state.withLock { $0.locks }
             if running.isEmpty { continue }
             do {
-                let lost = try await control.run(
+                let reply = try await control.run(
                     Self.leaseScript, keys: [.string(keys.jobs)],
                     arguments: [.string(configuration.group), .string(configuration.consumer), 0] + running.map { .string($0) })
-                for id in lost.array?.compactMap(\.string) ?? [] {
-                    logger.info("lease_lost", metadata: ["ferry.entry_id": "\(id)"])
+                let parts = reply.array ?? []
+                for id in parts.first?.array?.compactMap(\.string) ?? [] {
+                    logger.info(
+                        "lease_lost", metadata: ["ferry.entry_id": "\(id)", "ferry.job_id": "\(runningJobs[id]?.jobID ?? id)"])
+                }
+                let deleted = parts.dropFirst().first?.array?.compactMap(\.string) ?? []
+                if !deleted.isEmpty {
+                    state.withLock { state in
+                        // Forgotten when the job's end looks (a failed job never does): kept bounded.
+                        if state.deletedWhileRunning.count > 10_000 { state.deletedWhileRunning.removeAll() }
+                        state.deletedWhileRunning.formUnion(deleted)
+                    }
+                    await recordDeleted(deleted.map { ($0, runningJobs[$0]?.jobID) }, running: true, control: control)
                 }
                 if !locks.isEmpty {
                     let held = Array(locks.values)
@@ -48,6 +59,30 @@ extension Worker {
             } catch {
                 logger.info("lease extension failed", metadata: redisFailure(error))
             }
+        }
+    }
+
+    /// Records entries someone deleted from the stream (`XDEL`, `XTRIM`) before their jobs
+    /// finished: a warning naming each, `ferry_entries_deleted_total`, and the job status
+    /// `deleted` (`mark_deleted.lua`) where the job's id is known (a reclaimed entry's id is its
+    /// job id only when the producer set none: the fields that named it are gone). Nothing is
+    /// dead-lettered: there are no fields left to redrive.
+    func recordDeleted(_ entries: [(entryID: String, jobID: String?)], running: Bool, control: ControlChannel) async {
+        metrics.entriesDeleted(entries.count)
+        for entry in entries {
+            logger.warning(
+                running
+                    ? "entry_deleted: the entry was deleted from the stream (XDEL or XTRIM) while its job ran; the job's outcome cannot be acknowledged"
+                    : "entry_deleted: a pending entry was deleted from the stream (XDEL or XTRIM) before its job finished; it cannot run again",
+                metadata: ["ferry.entry_id": "\(entry.entryID)", "ferry.job_id": "\(entry.jobID ?? entry.entryID)"])
+        }
+        guard configuration.recordsStatus else { return }
+        do {
+            try await control.run(
+                Self.markDeletedScript, keys: entries.map { .string(keys.jobStatus(jobID: $0.jobID ?? $0.entryID)) },
+                arguments: [now(), .integer(configuration.statusTTL.milliseconds)] + entries.map { .string($0.entryID) })
+        } catch {
+            logger.info("the deleted jobs' statuses were not recorded", metadata: redisFailure(error))
         }
     }
 

@@ -106,6 +106,9 @@ public final class Worker: Sendable {
         var slots: JobSlots?
         /// Jobs whose handlers the end of the shutdown grace cancelled, left pending for others.
         var interruptedAtShutdown = 0
+        /// Running entries found deleted from the stream (`XDEL`, `XTRIM`): their handlers' ends
+        /// find nothing to acknowledge, which is no lost lease.
+        var deletedWhileRunning: Set<String> = []
         /// Acknowledgements of finished jobs that Redis refused and that wait to be tried again;
         /// the read loop takes no new work while there are any (see ``Worker/settleAcknowledgement``).
         var acknowledgementsAwaitingRetry = 0
@@ -122,6 +125,7 @@ public final class Worker: Sendable {
     static let beginScript = RedisScript(name: "begin", source: EmbeddedLuaScripts.begin)
     static let completeScript = RedisScript(name: "complete", source: EmbeddedLuaScripts.complete)
     static let extendLockScript = RedisScript(name: "extend_lock", source: EmbeddedLuaScripts.extend_lock)
+    static let markDeletedScript = RedisScript(name: "mark_deleted", source: EmbeddedLuaScripts.mark_deleted)
     static let recreateGroupScript = RedisScript(name: "recreate_group", source: EmbeddedLuaScripts.recreate_group)
     static let startBatchScript = RedisScript(name: "start_batch", source: EmbeddedLuaScripts.start_batch)
 

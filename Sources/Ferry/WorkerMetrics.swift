@@ -7,7 +7,8 @@ import Foundation
 ///
 /// Names follow Prometheus conventions: `ferry_jobs_total{queue,group,type,outcome}`,
 /// `ferry_job_duration_seconds`, `ferry_job_start_latency_seconds`, `ferry_jobs_in_flight`,
-/// `ferry_reclaims_total`, `ferry_lease_extensions_total`, `ferry_redis_errors_total{prefix}`.
+/// `ferry_reclaims_total`, `ferry_lease_extensions_total`, `ferry_redis_errors_total{prefix}`,
+/// `ferry_entries_deleted_total`.
 struct WorkerMetrics: Sendable {
     /// How one delivery of a job ended.
     enum Outcome: String {
@@ -60,6 +61,9 @@ struct WorkerMetrics: Sendable {
     }
 
     func inFlight(_ count: Int) { inFlight.record(count) }
+    func entriesDeleted(_ count: Int) {
+        Counter(label: "ferry_entries_deleted_total", dimensions: [("queue", queue), ("group", group)]).increment(by: count)
+    }
     func reclaimed(_ count: Int) { reclaims.increment(by: count) }
     func leasesExtended(_ count: Int) { leaseExtensions.increment(by: count) }
 

@@ -106,7 +106,7 @@ struct JobCancelCommand: AsyncParsableCommand {
                 .notFound,
                 "job \"\(job.jobID)\" of \(job.queue) is unknown: it has no status (never published with status on, or expired); nothing recorded. To cancel a job still to be published, or one published by a plain XADD, run it again with --force"
             )
-        case "succeeded", "dead", "cancelled":
+        case "succeeded", "dead", "cancelled", "deleted":
             print("job \(job.jobID) is already \(previous); nothing to cancel")
         case "running":
             print("job \(job.jobID) is running; its handler will be cancelled and the job acknowledged as cancelled")

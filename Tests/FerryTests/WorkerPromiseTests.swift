@@ -141,3 +141,52 @@ extension WorkerTests {
         #expect(Set(runs.all.map(\.id)).count == 3 && runs.count == 3, "every job ran exactly once")
     }
 }
+
+extension WorkerTests {
+    @Test("an entry deleted (XDEL) while its job runs is recorded: status deleted, a warning with the job id, never lease_lost")
+    func entryDeletedWhileRunning() async throws {
+        let setup = try await Setup()
+        let gate = Mutex((started: false, open: false))
+        let log = LogRecord()
+        let worker = setup.worker(
+            [
+                "t": JobHandlerClosure { _ in
+                    gate.withLock { $0.started = true }
+                    while !gate.withLock({ $0.open }) { try await Task.sleep(for: .milliseconds(10)) }
+                }
+            ], logger: log.logger())
+        let receipt = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "erased-1"))
+        try await running(worker) {
+            #expect(await eventually { gate.withLock { $0.started } }, "the job was running")
+            try await setup.redis.send(RedisCommand("XDEL", [.string(setup.keys.jobs), .string(receipt.entryID ?? "")]))
+            let statusKey = setup.keys.jobStatus(jobID: "erased-1")
+            #expect(
+                await eventually {
+                    try await setup.redis.send(RedisCommand("HGET", [.string(statusKey), "state"])).string == "deleted"
+                })
+            gate.withLock { $0.open = true }
+            #expect(await eventually { log.messages.contains { $0.hasPrefix("the handler finished; its entry was deleted") } })
+        }
+        #expect(log.messages.contains { $0.hasPrefix("entry_deleted: the entry was deleted") })
+        #expect(!log.messages.contains { $0.hasPrefix("lease_lost") })
+        #expect(try await setup.pendingCount() == 0)
+    }
+
+    @Test("a pending entry deleted before a worker reclaims it is recorded as deleted, with a warning")
+    func pendingEntryDeletedIsRecorded() async throws {
+        let setup = try await Setup()
+        let receipt = try await setup.publisher.publish(JobMessage(type: "t", data: "trimmed"))
+        try await setup.redis.send(RedisCommand("XGROUP CREATE", [.string(setup.keys.jobs), "workers", "0"]))
+        _ = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "ghost", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), ">"]))
+        try await setup.redis.send(RedisCommand("XDEL", [.string(setup.keys.jobs), .string(receipt.jobID)]))
+        let log = LogRecord()
+        try await running(setup.worker(["t": JobHandlerClosure { _ in }], logger: log.logger())) {
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+            #expect(await eventually { log.messages.contains { $0.hasPrefix("entry_deleted: a pending entry") } })
+        }
+        let state = try await setup.redis.send(
+            RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: receipt.jobID)), "state"]))
+        #expect(state.string == "deleted", "the job's id is its entry ID: its status says what happened")
+    }
+}

@@ -12,10 +12,10 @@
 -- requested job is then acknowledged as cancelled without running) and, for running jobs, with
 -- every lease extension (the handler is cancelled); expired requests are trimmed here. The
 -- status hash gets cancel_requested, for people reading it. Returns the job's state before the
--- request: a finished job ('succeeded', 'dead', 'cancelled') is left alone; 'unknown' means the
+-- request: a finished job ('succeeded', 'dead', 'cancelled', 'deleted') is left alone; 'unknown' means the
 -- job has no status (nothing is written unless ARGV[4] is '1').
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'succeeded' or state == 'dead' or state == 'cancelled' then
+if state == 'succeeded' or state == 'dead' or state == 'cancelled' or state == 'deleted' then
   return state
 end
 if not state and ARGV[4] ~= '1' then

@@ -8,18 +8,23 @@
 --
 -- Idle 0 extends the lease of a running job (as Pub/Sub clients extend ack deadlines): other
 -- workers reclaim only entries idle longer than the lease (plus backoff). JUSTID keeps the
--- delivery count unchanged. Returns the IDs another consumer owns now. An ID no longer pending
--- is left out: the worker's snapshot of its running jobs races its own acknowledgements, and a
--- job acknowledged (or dead-lettered) while this call was on its way lost nothing.
-local lost = {}
+-- delivery count unchanged. Returns {the IDs another consumer owns now, the IDs deleted from the
+-- stream (XDEL, XTRIM) while pending}: XCLAIM (Redis 7) claims no deleted entry and drops it from
+-- the pending list. An ID no longer pending is left out: the worker's snapshot of its running
+-- jobs races its own acknowledgements, and a job acknowledged (or dead-lettered) while this call
+-- was on its way lost nothing.
+local lost, deleted = {}, {}
 for i = 4, #ARGV do
   local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
   if pending[1] then
     if pending[1][2] == ARGV[2] then
-      redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+      local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+      if #claimed == 0 then
+        deleted[#deleted + 1] = ARGV[i]
+      end
     else
       lost[#lost + 1] = ARGV[i]
     end
   end
 end
-return lost
+return {lost, deleted}
