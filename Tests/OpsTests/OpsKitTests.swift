@@ -147,6 +147,7 @@ struct OpsKitTests {
         let authentication = try find("TriggerAuthentication")
         let reference = try #require((authentication["spec"] as? [String: Any])?["secretTargetRef"] as? [[String: String]])
         #expect(reference.allSatisfy { secretData[$0["key"] ?? ""] != nil }, "KEDA reads a key the Secret has")
+        #expect(metadata["username"] == "keda", "KEDA uses its own least-privilege user")
     }
 
     @Test("the example push handler in ops/examples verifies Ferry's signatures and acknowledges jobs")

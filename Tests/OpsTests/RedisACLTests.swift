@@ -109,4 +109,38 @@ struct RedisACLTests {
         #expect(list.standardOutput.contains("permanent_failure"))
         #expect(await refusal(admin, "FLUSHALL", []) == "NOPERM")
     }
+
+    @Test("KEDA's user runs every command of KEDA's redis-streams scaler (INFO first) and nothing that writes")
+    func keda() async throws {
+        let server = try await RedisServerProcess(extraArguments: ["--aclfile", Self.aclPath])
+        defer { Task { await server.stop() } }
+        let queue = uniqueName("keda")
+        let jobs = QueueKeys(queue: try QueueName(queue)).jobs
+        let admin = RedisConnection(
+            configuration: try RedisConfiguration(url: url(server, user: "ferry-admin", password: "admin-change-me")))
+        try await admin.send(RedisCommand("XADD", [.string(jobs), "*", "type", "t", "v", "1"]))
+        try await admin.send(RedisCommand("XGROUP", ["CREATE", .string(jobs), "workers", "0"]))
+        let keda = RedisConnection(
+            configuration: try RedisConfiguration(url: url(server, user: "keda", password: "keda-change-me")))
+        // What the scaler sends, in its order (HELLO with RESP2 here, which this client reads): go-redis's handshake (its CLIENT SETINFO, new in
+        // Redis 7.2, may fail: go-redis ignores that), PING, then per poll INFO
+        // (Redis 7 or later for lag), XINFO GROUPS, and XLEN or XPENDING by the trigger's mode.
+        for (name, arguments) in [
+            ("HELLO", ["2", "AUTH", "keda", "keda-change-me"]), ("PING", []), ("INFO", []), ("XINFO", ["GROUPS", .string(jobs)]),
+            ("XLEN", [.string(jobs)]),
+            ("XPENDING", [.string(jobs), "workers"]),
+        ] as [(String, [RedisArgument])] {
+            #expect(await refusal(keda, name, arguments) == nil, "\(name)")
+        }
+        let info = try await keda.send(RedisCommand("INFO", ["server"]))
+        #expect(info.string?.contains("redis_version:7") == true || info.string?.contains("redis_version:8") == true)
+        for (name, arguments) in [
+            ("XADD", [.string(jobs), "*", "type", "t"]),
+            ("XREADGROUP", ["GROUP", "workers", "k", "STREAMS", .string(jobs), ">"]),
+            ("XACK", [.string(jobs), "workers", "0-1"]), ("DEL", [.string(jobs)]), ("XLEN", ["elsewhere"]),
+            ("CONFIG", ["GET", "*"]), ("KEYS", ["*"]), ("EVAL", ["return 1", "0"]),
+        ] as [(String, [RedisArgument])] {
+            #expect(await refusal(keda, name, arguments) == "NOPERM", "\(name)")
+        }
+    }
 }
