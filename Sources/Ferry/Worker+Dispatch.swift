@@ -12,6 +12,7 @@ extension Worker {
         var lastReadID = ""  // where a recreated group goes on from
         var errorBackoff = Duration.milliseconds(100)
         var nextReclaim = ContinuousClock.now
+        var nextPrune = ContinuousClock.now
         var reclaimCursor = ReclaimCursor()
         let block = min(configuration.readBlock, configuration.reclaimInterval)
 
@@ -42,6 +43,10 @@ extension Worker {
                     }
                     groupReady = true
                     groupExisted = true
+                }
+                if let after = configuration.pruneIdleConsumersAfter, ContinuousClock.now >= nextPrune {
+                    nextPrune = .now + min(after / 2, .seconds(60))
+                    await pruneIdleConsumers(control, idleFor: after)
                 }
                 var delivered: [(StreamEntry, Int)] = []
                 // Reclaims are rare; after one, look for cancel requests without asking first.
@@ -99,6 +104,23 @@ extension Worker {
             logger.info("group_created")
         } catch  where error.prefix == .busyGroup {
             return
+        }
+    }
+
+    /// Deletes the group's consumers idle for `idleFor` that hold no pending entry
+    /// (`prune_consumers.lua`). A failure is logged and tried again next time.
+    func pruneIdleConsumers(_ control: ControlChannel, idleFor: Duration) async {
+        do {
+            let reply = try await control.run(
+                Self.pruneConsumersScript, keys: [.string(keys.jobs)],
+                arguments: [.string(configuration.group), .string(configuration.consumer), .integer(idleFor.milliseconds)])
+            for name in reply.array?.compactMap(\.string) ?? [] {
+                logger.info(
+                    "consumer_pruned: idle with nothing pending (a worker that stopped without leaving)",
+                    metadata: ["ferry.pruned_consumer": "\(name)", "ferry.idle_ms_at_least": "\(idleFor.milliseconds)"])
+            }
+        } catch {
+            logger.info("could not prune idle consumers", metadata: redisFailure(error))
         }
     }
 

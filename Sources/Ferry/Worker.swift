@@ -48,6 +48,10 @@ public final class Worker: Sendable {
         public var recordsStatus = true
         /// How long a status hash lives after the job's terminal state (succeeded, dead).
         public var statusTTL: Duration = .seconds(24 * 3600)
+        /// Consumers of the group idle this long and holding no pending entry are deleted by a
+        /// live worker (`prune_consumers.lua`): what a worker killed by `kill -9` leaves behind.
+        /// nil keeps them.
+        public var pruneIdleConsumersAfter: Duration? = .seconds(24 * 3600)
 
         /// The defaults of `ferry worker`: group `workers`, concurrency 16, 30 s lease, status on.
         public init() {}
@@ -80,6 +84,9 @@ public final class Worker: Sendable {
                 throw invalid("the minimum backoff must be positive and no larger than the maximum backoff")
             }
             guard readBlock >= .milliseconds(10) else { throw invalid("the read block must be at least 10ms") }
+            if let prune = pruneIdleConsumersAfter, prune < .seconds(1) {
+                throw invalid("idle consumers may be pruned after 1s at the earliest")
+            }
         }
     }
 
@@ -126,6 +133,7 @@ public final class Worker: Sendable {
     static let completeScript = RedisScript(name: "complete", source: EmbeddedLuaScripts.complete)
     static let extendLockScript = RedisScript(name: "extend_lock", source: EmbeddedLuaScripts.extend_lock)
     static let markDeletedScript = RedisScript(name: "mark_deleted", source: EmbeddedLuaScripts.mark_deleted)
+    static let pruneConsumersScript = RedisScript(name: "prune_consumers", source: EmbeddedLuaScripts.prune_consumers)
     static let recreateGroupScript = RedisScript(name: "recreate_group", source: EmbeddedLuaScripts.recreate_group)
     static let startBatchScript = RedisScript(name: "start_batch", source: EmbeddedLuaScripts.start_batch)
 

@@ -50,8 +50,9 @@ struct Settings {
         flag ?? environment[variable].flatMap { $0.isEmpty ? nil : $0 } ?? defaultValue
     }
 
-    /// `500ms`, `30s`, `5m`, `1h`, `7d`: a whole number and a unit, nothing else.
+    /// `500ms`, `30s`, `5m`, `1h`, `7d`: a whole number and a unit, nothing else; or `0`.
     static func parseDuration(_ text: String) -> Duration? {
+        if text == "0" { return .zero }
         let digits = text.prefix { $0.isASCII && $0.isNumber }
         guard !digits.isEmpty, digits.count <= 10, let amount = Int64(digits) else { return nil }
         switch text.dropFirst(digits.count) {

@@ -19,7 +19,7 @@ struct WorkerCommand: AsyncParsableCommand {
         discussion: """
             Every option can also be set from the environment (FERRY_QUEUE, FERRY_GROUP, FERRY_CONSUMER, \
             FERRY_CONCURRENCY, FERRY_LEASE, FERRY_MAX_ATTEMPTS, FERRY_MIN_BACKOFF, FERRY_MAX_BACKOFF, \
-            FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_EXEC, FERRY_PASS_ENV (names separated by \
+            FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_PRUNE_CONSUMERS_AFTER, FERRY_EXEC, FERRY_PASS_ENV (names separated by \
             commas), FERRY_PUSH, FERRY_PUSH_HEADER \
             (one header per line), FERRY_PUSH_SECRET_FILE, FERRY_PUSH_SUBSCRIPTION, FERRY_PUSH_TIMEOUT, FERRY_PUSH_FORMAT, FERRY_NOTIFY, \
             FERRY_NOTIFY_SECRET_FILE, FERRY_ADMIN_PORT, FERRY_ADMIN_HOST, FERRY_SAMPLE_INTERVAL); a flag wins over the environment. \
@@ -65,6 +65,13 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @Option(parsing: .unconditional, help: "How long a completed idempotency key is remembered (default 24h).")
     var idempotencyTTL: String?
+
+    @Option(
+        parsing: .unconditional,
+        help:
+            "Delete consumers of the group idle this long and holding nothing, left by killed workers (default 1d; 0 keeps them)."
+    )
+    var pruneConsumersAfter: String?
 
     @Option(
         name: .customLong("exec"), help: ArgumentHelp("The handler: a shell command run for every job.", valueName: "command"))
@@ -155,6 +162,10 @@ struct WorkerCommand: AsyncParsableCommand {
             shutdownGrace, option: "shutdown-grace", variable: "FERRY_SHUTDOWN_GRACE", default: configuration.shutdownGrace)
         configuration.idempotencyTTL = try settings.duration(
             idempotencyTTL, option: "idempotency-ttl", variable: "FERRY_IDEMPOTENCY_TTL", default: configuration.idempotencyTTL)
+        let prune = try settings.duration(
+            pruneConsumersAfter, option: "prune-consumers-after", variable: "FERRY_PRUNE_CONSUMERS_AFTER",
+            default: configuration.pruneIdleConsumersAfter ?? .zero)
+        configuration.pruneIdleConsumersAfter = prune == .zero ? nil : prune
         try configuration.validate()
         let handler: any JobHandler =
             pushURL.isEmpty

@@ -190,3 +190,31 @@ extension WorkerTests {
         #expect(state.string == "deleted", "the job's id is its entry ID: its status says what happened")
     }
 }
+
+extension WorkerTests {
+    @Test(
+        "a live worker deletes consumers idle past the limit that hold nothing (left by kill -9), never one with pending entries")
+    func idleConsumersArePruned() async throws {
+        let setup = try await Setup()
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "held by the ghost"))
+        try await setup.redis.send(RedisCommand("XGROUP CREATE", [.string(setup.keys.jobs), "workers", "0"]))
+        _ = try await setup.redis.send(
+            RedisCommand(
+                "XREADGROUP", ["GROUP", "workers", "holding-ghost", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), ">"]))
+        try await setup.redis.send(
+            RedisCommand("XGROUP", ["CREATECONSUMER", .string(setup.keys.jobs), "workers", "empty-ghost"]))
+        func consumers() async throws -> Set<String> {
+            let reply = try await setup.redis.send(RedisCommand("XINFO", ["CONSUMERS", .string(setup.keys.jobs), "workers"]))
+            return Set((reply.array ?? []).compactMap { $0.array?[1].string })
+        }
+        #expect(try await consumers() == ["holding-ghost", "empty-ghost"])
+        let worker = setup.worker(["t": JobHandlerClosure { _ in try await Task.sleep(for: .seconds(30)) }]) {
+            $0.pruneIdleConsumersAfter = .seconds(1)
+            $0.lease = .seconds(60)  // the ghost keeps its entry for this test
+        }
+        try await running(worker) {
+            #expect(await eventually { try await !consumers().contains("empty-ghost") })
+        }
+        #expect(try await consumers().contains("holding-ghost"), "a consumer with a pending entry is kept")
+    }
+}
