@@ -45,6 +45,9 @@ final class JobSlots: Sendable {
     /// Handlers running now.
     var used: Int { state.withLock { $0.used } }
 
+    /// Whether a job may start now, without waiting (``waitForFreeSlots()`` waits for it).
+    var hasFreeSlot: Bool { state.withLock { $0.hasFreeSlot(limit: limit) } }
+
     /// What a job's task leaves behind when it ends.
     enum Exit: Sendable {
         /// Nothing: the job is done with.

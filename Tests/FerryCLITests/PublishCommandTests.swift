@@ -146,7 +146,11 @@ struct PublishCommandTests {
                 ["publish", "q", "--type", "t", "--data", String(repeating: "x", count: 2000), "--count", "2000000"],
                 redisURL: server.url)
         }
-        try await Task.sleep(for: .milliseconds(400))
+        // Killed mid-publish: once some jobs landed, not before the first (a test that killed
+        // too early would check only a refused connection).
+        let redis = RedisConnection(configuration: try RedisConfiguration(url: server.url))
+        let jobs = QueueKeys(queue: try QueueName("q")).jobs
+        #expect(await eventually { (try await redis.send(RedisCommand("XLEN", [.string(jobs)])).integer ?? 0) > 0 })
         await server.kill9()
         let result = try await publishing.value
         #expect(result.status == 3, "\(result.standardError)")

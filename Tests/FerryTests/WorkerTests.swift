@@ -399,20 +399,14 @@ struct WorkerTests {
     func acknowledgingJobs() async throws {
         let slots = JobSlots(limit: 2)
         #expect(slots.start(entryID: "2-0", jobID: "j") { .acknowledging })
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await eventually { slots.used == 0 }, "the handler returned")
         #expect(await slots.waitForFreeSlots() == 2, "the handler is done, so the next read may overlap the acknowledgement")
         #expect(slots.running["2-0"] != nil, "its lease is still extended until it is acknowledged")
         #expect(!slots.start(entryID: "2-0", jobID: "j") { .done }, "and a reclaim of it starts nothing")
         #expect(slots.start(entryID: "3-0", jobID: "k") { .acknowledging })
-        try await Task.sleep(for: .milliseconds(50))
-        let returned = Deliveries()
-        let waiting = Task {
-            let free = await slots.waitForFreeSlots()
-            returned.record(id: "returned", attempt: 1)
-            return free
-        }
-        try await Task.sleep(for: .milliseconds(50))
-        #expect(returned.count == 0, "as many acknowledgements outstanding as the limit: nothing more is read")
+        #expect(await eventually { slots.used == 0 }, "the second handler returned")
+        #expect(!slots.hasFreeSlot, "as many acknowledgements outstanding as the limit: nothing more is read")
+        let waiting = Task { await slots.waitForFreeSlots() }
         slots.finishAcknowledging("2-0")
         #expect(await waiting.value == 2, "one acknowledgement landed: the read loop goes on, never with a count of 0")
         slots.finishAcknowledging("3-0")
@@ -425,7 +419,7 @@ struct WorkerTests {
         let slots = JobSlots(limit: 2)
         // Asked while the acknowledgement is on its way: the handler has returned already.
         #expect(slots.start(entryID: "4-0", jobID: "j") { .acknowledging })
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(await eventually { slots.used == 0 }, "the handler returned")
         slots.cancelOnRequest("4-0")
         #expect(slots.wasCancelledOnRequest("4-0"))
         slots.finishAcknowledging("4-0")
