@@ -149,7 +149,7 @@ struct PublishCommandTests {
         // Killed mid-publish: once some jobs landed, not before the first (a test that killed
         // too early would check only a refused connection).
         let redis = RedisConnection(configuration: try RedisConfiguration(url: server.url))
-        let jobs = QueueKeys(queue: try QueueName("q")).jobs
+        let jobs = QueueKeys(queue: "q").jobs
         #expect(await eventually { (try await redis.send(RedisCommand("XLEN", [.string(jobs)])).integer ?? 0) > 0 })
         await server.kill9()
         let result = try await publishing.value
