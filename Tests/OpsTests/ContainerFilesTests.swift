@@ -1,3 +1,5 @@
+import Ferry
+import FerryRedis
 import FerryTestSupport
 import Foundation
 import Testing
@@ -88,5 +90,65 @@ struct ContainerFilesTests {
         #expect(
             services["worker-tls"]?["network_mode"] as? String == "service:stunnel",
             "plain RESP stays inside the sidecar's network")
+    }
+
+    @Test(
+        "docker-compose.yml's worker and producer run as composed against a Redis with ops/redis/users.acl, and the health check passes (no Docker engine here: the image is not built; this build's ferry runs each service's command and environment)"
+    )
+    func composeServicesRunAsComposed() async throws {
+        let result = try await runPython(
+            "import json, sys, yaml\nprint(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+            [repositoryRoot.appending(path: "docker-compose.yml").path()])
+        let compose = try #require(try JSONSerialization.jsonObject(with: Data(result.outputBytes)) as? [String: Any])
+        let services = try #require(compose["services"] as? [String: [String: Any]])
+        let server = try await RedisServerProcess(
+            extraArguments: ["--aclfile", repositoryRoot.appending(path: "ops/redis/users.acl").path()])
+        defer { Task { await server.stop() } }
+        let adminPort = try freeLoopbackPort()
+        // What a container sees, moved to this host: Redis at the test server, `$$` unescaped.
+        func environment(_ service: String) throws -> [String: String] {
+            let composed = try #require(services[service]?["environment"] as? [String: String], "\(service)")
+            var environment = ProcessInfo.processInfo.environment
+            for (name, value) in composed {
+                environment[name] = value.replacingOccurrences(of: "@redis:6379", with: "@127.0.0.1:\(server.port)")
+                    .replacingOccurrences(of: "$$", with: "$").replacingOccurrences(of: "9090", with: "\(adminPort)")
+            }
+            return environment
+        }
+        let log = FileManager.default.temporaryDirectory.appending(path: uniqueName("compose")).path()
+        let worker = try ChildProcess(
+            try ferryExecutable(), try #require(services["worker"]?["command"] as? [String]),
+            environment: try environment("worker"), standardOutput: log, standardError: log + ".err")
+        defer { worker.signal(SIGKILL) }
+
+        let check = try #require((services["worker"]?["healthcheck"] as? [String: Any])?["test"] as? [String])
+        #expect(check.first == "CMD")
+        let healthy = await eventually(.seconds(20)) {
+            let arguments = check.dropFirst(2).map { $0.replacingOccurrences(of: "9090", with: "\(adminPort)") }
+            return try await runProcess(try executable(named: check[1]), Array(arguments)).status == 0
+        }
+        #expect(healthy, "the worker's health check passes: \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
+
+        let producer = try #require(services["producer"])
+        let published = try await runProcess(
+            try ferryExecutable(), try #require(producer["command"] as? [String]), environment: try environment("producer"))
+        #expect(published.status == 0, "\(published.standardError)")
+        #expect(published.lines.count == 10)
+
+        let admin = RedisConnection(
+            configuration: try RedisConfiguration(url: "redis://ferry-admin:admin-change-me@127.0.0.1:\(server.port)"))
+        let jobs = QueueKeys(queue: try QueueName(try environment("worker")["FERRY_QUEUE"] ?? "")).jobs
+        #expect(
+            await eventually {
+                let pending = try await admin.send(RedisCommand("XPENDING", [.string(jobs), "workers"])).array?.first?.integer
+                let length = try await admin.send(RedisCommand("XLEN", [.string(jobs)])).integer
+                let handled = ((try? String(contentsOfFile: log + ".err", encoding: .utf8)) ?? "").components(
+                    separatedBy: "handled send-welcome")
+                return pending == 0 && length == 10 && handled.count - 1 == 10
+            }, "every example job was handled")
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0)
+        let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(!output.contains("NOAUTH") && !output.contains("WRONGPASS") && !output.contains("NOPERM"), "\(output)")
     }
 }
