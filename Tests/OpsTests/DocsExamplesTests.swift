@@ -61,3 +61,124 @@ struct DocsExamplesTests {
         #expect(code(shipped) == code(own))
     }
 }
+
+/// Every `ferry` command a reader can copy from the README, the RUNBOOK and docs/, run as written
+/// (placeholders filled in, example files and handlers stubbed in a scratch folder) against a
+/// Redis of its own: none may be refused as bad usage (exit 2) or fail on Redis (exit 3).
+@Suite("Commands in the docs")
+struct DocsCommandsTests {
+    /// The `ferry` command lines of fenced `sh` blocks (continuations joined, comments cut) and,
+    /// for the RUNBOOK, of inline code, whose placeholders are filled in.
+    static func documentedCommands() throws -> [String] {
+        let documents =
+            ["README.md", "ops/RUNBOOK.md"]
+            + (try FileManager.default.contentsOfDirectory(atPath: repositoryRoot.appending(path: "docs").path())
+                .filter { $0.hasSuffix(".md") }.sorted().map { "docs/" + $0 })
+        var commands: [String] = []
+        for document in documents {
+            let text = try String(contentsOf: repositoryRoot.appending(path: document), encoding: .utf8)
+            var inShell = false
+            var pending = ""
+            for line in text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init) {
+                if line.hasPrefix("```") {
+                    inShell = !inShell && ["```sh", "```bash"].contains(line)
+                    continue
+                }
+                guard inShell else { continue }
+                var code = line
+                if let comment = code.range(of: #"\s{2,}# .*$"#, options: .regularExpression) { code.removeSubrange(comment) }
+                if code.hasSuffix("\\") {
+                    pending += code.dropLast() + " "
+                    continue
+                }
+                code = pending + code
+                pending = ""
+                if code.range(of: #"(^|[\s|])ferry "#, options: .regularExpression) != nil { commands.append(code) }
+            }
+            if document == "ops/RUNBOOK.md" {
+                // Its commands are templates (QUEUE, ID…); a bare `ferry job cancel` is a mention.
+                for match in text.matches(of: /`(ferry [^`]+)`/) where match.1.contains("QUEUE") {
+                    commands.append(
+                        String(match.1).replacingOccurrences(of: "ID…", with: "ID").replacingOccurrences(
+                            of: "QUEUE", with: "emails"
+                        )
+                        .replacingOccurrences(of: "JOB_ID", with: "invoice-2024-001")
+                        .replacingOccurrences(of: "ID", with: "$DEAD_ID"))
+                }
+            }
+        }
+        return commands
+    }
+
+    @Test("the README, RUNBOOK and docs have ferry commands to run")
+    func commandsFound() throws {
+        let commands = try Self.documentedCommands()
+        #expect(commands.count >= 20, "\(commands)")
+        #expect(commands.contains { $0.contains("dlq purge emails --older-than 7d") })
+    }
+
+    @Test("every ferry command in the README, RUNBOOK and docs runs as written (exit 0 or 1, never 2 or 3)")
+    func documentedCommandsRun() async throws {
+        let server = try await RedisServerProcess()
+        defer { Task { await server.stop() } }
+        let scratch = FileManager.default.temporaryDirectory.appending(path: uniqueName("docs-run"))
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        func write(_ name: String, _ text: String, executable: Bool = false) throws {
+            let path = scratch.appending(path: name).path()
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            if executable { chmod(path, 0o755) }
+        }
+        // What the examples name: a payload file, a producer, handlers, the push secret.
+        try write("receipt.json", #"{"order":42}"#)
+        try write("generate-report", "#!/bin/sh\necho '{\"report\":1}'\n", executable: true)
+        try write("send-email.py", "#!/bin/sh\ncat > /dev/null\n", executable: true)
+        try write("handle", "#!/bin/sh\ncat > /dev/null\n", executable: true)
+        try write("push", "example secret\n")
+        try write("ferry-push", "example secret\n")
+        try FileManager.default.createSymbolicLink(
+            atPath: scratch.appending(path: "ferry").path(), withDestinationPath: try ferryExecutable().path())
+        // A dead-lettered job for the RUNBOOK's dlq and job retry commands.
+        let redis = RedisConnection(configuration: try RedisConfiguration(url: server.url))
+        let dead = QueueKeys(queue: "emails").deadLetter
+        let deadID = try #require(
+            try await redis.send(
+                RedisCommand(
+                    "XADD",
+                    [
+                        .string(dead), "*", "type", "send-welcome", "data", "{}", "job_id", "invoice-2024-001", "v", "1",
+                        "dead_letter.source_group", "workers", "dead_letter.source_id", "1-0", "dead_letter.error_class", "x",
+                        "dead_letter.error", "example",
+                    ])
+            ).string)
+        let adminPort = try freeLoopbackPort()
+        let environment = ProcessInfo.processInfo.environment.merging([
+            "FERRY_REDIS_URL": server.url, "PATH": scratch.path() + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? ""),
+            "DEAD_ID": deadID, "SCRATCH": scratch.path(),
+        ]) { $1 }
+        for command in try Self.documentedCommands() {
+            let line = command.replacingOccurrences(of: "/run/secrets/", with: "")
+                .replacingOccurrences(of: "--admin-port 9090", with: "--admin-port \(adminPort)")
+            let script = #"cd "$SCRATCH" && "# + line
+            if line.contains("ferry worker") {
+                let log = scratch.appending(path: "worker.log").path()
+                // exec: SIGTERM reaches the worker itself (assignments before exec still apply).
+                let worker = try ChildProcess(
+                    try executable(named: "sh"),
+                    ["-c", script.replacingOccurrences(of: "ferry worker", with: "exec ferry worker")],
+                    environment: environment, standardOutput: log, standardError: log + ".err")
+                let started = await eventually {
+                    ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("worker_started")
+                }
+                worker.signal(SIGTERM)
+                let status = await worker.waitForExit(killAfter: .seconds(60))
+                let errors = (try? String(contentsOfFile: log + ".err", encoding: .utf8)) ?? ""
+                #expect(started && status == 0, "\(line): exit \(status) \(errors)")
+            } else {
+                let result = try await runProcess(
+                    try executable(named: "sh"), ["-c", script], environment: environment, timeout: .seconds(120))
+                #expect([0, 1].contains(result.status), "\(line): exit \(result.status) \(result.standardError)")
+            }
+        }
+    }
+}
