@@ -48,7 +48,8 @@ extension WorkerProcessTests {
     }
 
     @Test(
-        "--exec handlers get the job's FERRY_* variables and a clean environment: no FERRY_REDIS_URL, only what --pass-env names")
+        "--exec handlers get the job's FERRY_* variables, its TRACEPARENT and a clean environment: no FERRY_REDIS_URL, only what --pass-env names"
+    )
     func handlerEnvironmentIsClean() async throws {
         let url = try await TestRedis.sharedURL()
         let redis = try await TestRedis.connection()
@@ -59,7 +60,9 @@ extension WorkerProcessTests {
                 "FERRY_REDIS_URL": url, "SHARED_SETTING": "visible", "WORKER_SECRET": "hidden",
             ]) { $1 },
             standardOutput: scratch.path("worker.log"), standardError: scratch.path("worker.err"))
-        _ = try await Publisher(queue: try QueueName(queue), connection: redis).publish(JobMessage(type: "t", data: ""))
+        var message = JobMessage(type: "t", data: "")
+        message.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        _ = try await Publisher(queue: try QueueName(queue), connection: redis).publish(message)
         #expect(
             await eventually {
                 try await pending(redis, queue) == 0 && scratch.lines("env").contains { $0.hasPrefix("FERRY_JOB_ID=") }
@@ -70,5 +73,6 @@ extension WorkerProcessTests {
         #expect(names.contains("SHARED_SETTING") && names.contains("PATH") && names.contains("FERRY_QUEUE"))
         #expect(!names.contains("FERRY_REDIS_URL"), "the Redis password reached the handler")
         #expect(!names.contains("WORKER_SECRET"))
+        #expect(scratch.lines("env").contains("TRACEPARENT=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"))
     }
 }

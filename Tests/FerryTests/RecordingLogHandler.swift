@@ -4,6 +4,7 @@ import Synchronization
 /// Keeps the messages a logger was given, so a test can check what a worker said (and did not).
 final class LogRecord: Sendable {
     private let lines = Mutex<[String]>([])
+    private let lineMetadata = Mutex<[(message: String, metadata: [String: String])]>([])
 
     /// A logger at `level` whose messages land here.
     func logger(level: Logger.Level = .info) -> Logger {
@@ -14,7 +15,13 @@ final class LogRecord: Sendable {
 
     var messages: [String] { lines.withLock { $0 } }
 
-    fileprivate func append(_ message: String) { lines.withLock { $0.append(message) } }
+    /// Each line's message with its metadata (the logger's and the line's), as text.
+    var entries: [(message: String, metadata: [String: String])] { lineMetadata.withLock { $0 } }
+
+    fileprivate func append(_ message: String, metadata: [String: String]) {
+        lines.withLock { $0.append(message) }
+        lineMetadata.withLock { $0.append((message, metadata)) }
+    }
 }
 
 private struct RecordingLogHandler: LogHandler {
@@ -28,6 +35,7 @@ private struct RecordingLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        record.append(event.message.description)
+        let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+        record.append(event.message.description, metadata: merged.mapValues(\.description))
     }
 }

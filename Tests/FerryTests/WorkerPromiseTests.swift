@@ -218,3 +218,36 @@ extension WorkerTests {
         #expect(try await consumers().contains("holding-ghost"), "a consumer with a pending entry is kept")
     }
 }
+
+extension WorkerTests {
+    @Test("reclaimed and lease_extended lines name the job id; a job's lines carry its traceparent")
+    func logLinesNameTheJob() async throws {
+        let setup = try await Setup()
+        let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        var message = JobMessage(type: "t", data: "", jobID: "left-by-a-crash")
+        message.traceparent = traceparent
+        _ = try await setup.publisher.publish(message)
+        try await setup.redis.send(RedisCommand("XGROUP CREATE", [.string(setup.keys.jobs), "workers", "0"]))
+        _ = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "crashed", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), ">"]))
+        let log = LogRecord()
+        let release = Mutex(false)
+        let worker = setup.worker(
+            [
+                "t": JobHandlerClosure { _ in
+                    while !release.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+                }
+            ], logger: log.logger())
+        try await running(worker) {
+            #expect(await eventually { log.entries.contains { $0.message == "lease_extended" } })
+            release.withLock { $0 = true }
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        let reclaimed = try #require(log.entries.first { $0.message == "reclaimed" })
+        #expect(reclaimed.metadata["ferry.job_id"] == "left-by-a-crash")
+        let extended = try #require(log.entries.first { $0.message == "lease_extended" })
+        #expect(extended.metadata["ferry.job_ids"]?.contains("left-by-a-crash") == true, "\(extended.metadata)")
+        let started = try #require(log.entries.first { $0.message == "job_started" })
+        #expect(started.metadata["trace.traceparent"] == traceparent)
+    }
+}
