@@ -122,23 +122,28 @@ extension WorkerTests {
         defer { Task { _ = try? await setup.redis.send(RedisCommand("ACL", ["DELUSER", .string(user)])) } }
         let port = try #require(URLComponents(string: setup.url)?.port)
         let runs = Deliveries()
-        var worker = setup.worker(["t": JobHandlerClosure { runs.record($0) }]) { $0.concurrency = 1 }
+        let log = LogRecord()
+        var worker = setup.worker(["t": JobHandlerClosure { runs.record($0) }]) { $0.concurrency = 4 }
         worker = Worker(
             queue: setup.queue, redis: try RedisConfiguration(url: "redis://\(user):\(password)@127.0.0.1:\(port)"),
-            handlers: ["t": JobHandlerClosure { runs.record($0) }], configuration: worker.configuration)
+            handlers: ["t": JobHandlerClosure { runs.record($0) }], configuration: worker.configuration, logger: log.logger())
         try await running(worker) {
             // XACK refused, as after an ACL change: ack.lua fails; reads and claims still work.
             try await setup.redis.send(RedisCommand("ACL", ["SETUSER", .string(user), "-xack"]))
             _ = try await setup.publisher.publish((0..<3).map { JobMessage(type: "t", data: "\($0)") })
-            #expect(await eventually { runs.count >= 1 })
-            // Three leases and backoffs: before, each job ran again after every one of them.
-            try await Task.sleep(for: .seconds(4))
-            #expect(runs.count == 1, "the first job ran once; no other job was taken while its ack failed")
-            try await setup.redis.send(RedisCommand("ACL", ["SETUSER", .string(user), "+xack"]))
             #expect(await eventually { runs.count == 3 })
+            #expect(await eventually { log.messages.contains { $0.hasPrefix("reads_paused") } })
+            let late = try await setup.publisher.publish(JobMessage(type: "t", data: "late", jobID: "late"))
+            // The held jobs' leases extended twelve times, every quarter lease: three leases have
+            // passed, after each of which the jobs used to run again (and the late one be read).
+            #expect(await eventually(.seconds(30)) { log.messages.filter { $0 == "lease_extended" }.count >= 12 })
+            #expect(runs.count == 3, "each job ran once; no new job was taken while acks failed")
+            try await setup.redis.send(RedisCommand("ACL", ["SETUSER", .string(user), "+xack"]))
+            #expect(await eventually { runs.all.contains { $0.id == late.jobID } })
             #expect(await eventually { try await setup.pendingCount() == 0 })
         }
-        #expect(Set(runs.all.map(\.id)).count == 3 && runs.count == 3, "every job ran exactly once")
+        #expect(log.messages.contains { $0.hasPrefix("reads_resumed") })
+        #expect(Set(runs.all.map(\.id)).count == 4 && runs.count == 4, "every job ran exactly once")
     }
 }
 
