@@ -44,15 +44,19 @@ extension AdminEndpointTests {
         let queue = uniqueName("cleanstop")
         let port = try freeLoopbackPort()
         let log = FileManager.default.temporaryDirectory.appending(path: uniqueName("admin")).path()
-        let marker = log + ".started"
+        let marker = log + ".started", release = log + ".release"
+        // Runs until released, which the test does only once the worker is stopping: drained, not finished before.
         let worker = try startWorker(
-            queue, redisURL: url, port: port, exec: "touch '\(marker)'; sleep 1", log: log)
+            queue, redisURL: url, port: port,
+            exec: "touch '\(marker)'; while [ ! -e '\(release)' ]; do sleep 0.05; done", log: log)
         defer { worker.signal(SIGKILL) }
         #expect(await eventually { try await get(port, "/readyz").status == 200 })
         _ = try await Publisher(queue: try QueueName(queue), connection: try await TestRedis.connection())
             .publish(JobMessage(type: "t", data: ""))
         #expect(await eventually { FileManager.default.fileExists(atPath: marker) }, "the job was running at SIGTERM")
         worker.signal(SIGTERM)
+        #expect(await eventually { ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("worker_stopping") })
+        #expect(FileManager.default.createFile(atPath: release, contents: nil))
         #expect(await worker.waitForExit(killAfter: .seconds(30)) == 0)
         let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         let errors = (try? String(contentsOfFile: log + ".err", encoding: .utf8)) ?? ""
