@@ -97,6 +97,7 @@ public final class CurlHTTPClient: Sendable {
                 let accepted = multi.inbox.withLock { inbox -> Bool in
                     if transfer.cancelled || inbox.closing { return false }
                     transfer.continuation = continuation
+                    transfer.handedOver = true
                     inbox.added.append(transfer)
                     return true
                 }
@@ -109,7 +110,8 @@ public final class CurlHTTPClient: Sendable {
         } onCancel: {
             multi.inbox.withLock { inbox in
                 transfer.cancelled = true
-                if transfer.continuation != nil { inbox.cancelled.append(transfer) }
+                // The loop owns `continuation` once handed over; only flags this lock guards are read.
+                if transfer.handedOver { inbox.cancelled.append(transfer) }
             }
             multi.wakeUp()
         }
@@ -173,7 +175,10 @@ final class Transfer: @unchecked Sendable {
     var responseBody: [UInt8] = []
     var responseHeaders: [String: String] = [:]
     var truncated = false
+    /// Set and read under the inbox lock only: the caller's task was cancelled.
     var cancelled = false
+    /// Set and read under the inbox lock only: the loop has (or will have) the transfer.
+    var handedOver = false
     var continuation: CheckedContinuation<CurlHTTPClient.Response, any Error>?
 
     init(_ request: CurlHTTPClient.Request, handles: EasyHandlePool) throws {
@@ -324,19 +329,20 @@ final class CurlMulti: @unchecked Sendable {
     func run() {
         var active: [UnsafeMutableRawPointer: Transfer] = [:]
         while true {
-            let (added, cancelled, closing) = inbox.withLock { inbox in
+            // `Transfer.cancelled` is written under this lock (the caller's cancellation handler),
+            // so it is read here too, never after the lock is released.
+            let (added, cancelledBeforeStart, cancelled, closing) = inbox.withLock { inbox in
                 defer {
                     inbox.added.removeAll()
                     inbox.cancelled.removeAll()
                     inbox.wakeUpPending = false
                 }
-                return (inbox.added, inbox.cancelled, inbox.closing)
+                return (
+                    inbox.added.filter { !$0.cancelled }, inbox.added.filter(\.cancelled), inbox.cancelled, inbox.closing
+                )
             }
+            cancelledBeforeStart.forEach { $0.finishCancelled() }
             for transfer in added {
-                if transfer.cancelled {
-                    transfer.finishCancelled()
-                    continue
-                }
                 active[transfer.easy] = transfer
                 curl_multi_add_handle(handle, transfer.easy)
             }
