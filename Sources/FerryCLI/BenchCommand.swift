@@ -60,36 +60,92 @@ struct PublishBenchmark: AsyncParsableCommand {
         let payload = String(repeating: "x", count: payloadBytes)
         let job = JobMessage(type: "bench", data: payload)
 
+        var statusConfiguration = configuration
+        statusConfiguration.recordsStatus = true
+        let statusPublisher = Publisher(queue: queue, connection: connection, configuration: statusConfiguration)
+
         print(
-            "Publish throughput against \(connection.configuration.redactedURL), payload \(payloadBytes) bytes, status hashes off, median of \(rounds) rounds"
+            "Publish throughput against \(connection.configuration.redactedURL), payload \(payloadBytes) bytes, median of \(rounds) rounds; Redis CPU µs/job is the command thread's time per job"
         )
         // The baseline writes the same fields Ferry does (published_at as a fixed value). Ferry
         // and baseline alternate, so a noisy neighbour on the machine hits both alike.
         let fields = ["type", "bench", "data", payload, "published_at", "1700000000000", "v", "1"]
         let baselineKey = publisher.keys.prefix + ":baseline"
         let baselineCommand = ["XADD", baselineKey, "*"] + fields
-        var single: [(ferry: Double, baseline: Double?)] = []
-        var batched: [(ferry: Double, baseline: Double?)] = []
+        var single: [Round] = []
+        var batched: [Round] = []
+        var withStatus: [Round] = []
+        let batch = Array(repeating: job, count: self.batch)
+        let batchedJobs = jobs / self.batch * self.batch
         for _ in 0..<rounds {
-            let singleRate = try await measure(jobs: singleJobs) { _ = try await publisher.publish(job) }
-            single.append((singleRate, try await redisBenchmark(pipeline: 1, requests: singleJobs, command: baselineCommand)))
-            let batch = Array(repeating: job, count: self.batch)
-            let batchedRate = try await measure(jobs: jobs / self.batch * self.batch, step: self.batch) {
-                _ = try await publisher.publish(batch)
-            }
+            single.append(
+                try await round(
+                    connection, jobs: singleJobs, { _ = try await publisher.publish(job) },
+                    baseline: { try await redisBenchmark(pipeline: 1, requests: singleJobs, command: baselineCommand) }))
             batched.append(
-                (batchedRate, try await redisBenchmark(pipeline: self.batch, requests: jobs, command: baselineCommand)))
-            try await connection.send(RedisCommand("DEL", [.string(publisher.keys.jobs), .string(baselineKey)]))
+                try await round(
+                    connection, jobs: batchedJobs, step: self.batch, { _ = try await publisher.publish(batch) },
+                    baseline: { try await redisBenchmark(pipeline: self.batch, requests: jobs, command: baselineCommand) }))
+            withStatus.append(
+                try await round(
+                    connection, jobs: batchedJobs, step: self.batch, { _ = try await statusPublisher.publish(batch) },
+                    baseline: { try await redisBenchmark(pipeline: self.batch, requests: jobs, command: baselineCommand) }))
+            try await cleanUp(publisher.keys, baselineKey: baselineKey, connection: connection)
         }
 
         printTable([
-            ["", "ferry jobs/s", "redis-benchmark XADD/s", "ratio"],
-            row("one at a time (-P 1)", single),
-            row("batched (-P \(self.batch))", batched),
+            ["", "ferry jobs/s", "redis-benchmark XADD/s", "ratio", "ferry Redis CPU µs/job", "XADD Redis CPU µs/job"],
+            row("one at a time (-P 1), status hashes off", single),
+            row("batched (-P \(self.batch)), status hashes off", batched),
+            row("batched (-P \(self.batch)), status hashes on", withStatus),
         ])
         if single.contains(where: { $0.baseline == nil }) {
             print("redis-benchmark was not found (Debian: apt-get install redis-tools); no baseline measured.")
         }
+        print("By command, µs per job, last round (from INFO commandstats; a script's row includes the commands it calls):")
+        for (label, rounds) in [("one at a time", single), ("batched", batched), ("batched, status on", withStatus)] {
+            if let last = rounds.last {
+                print("  ferry \(label): \(last.ferryTime.breakdown)")
+                if let baselineTime = last.baselineTime { print("  XADD \(label): \(baselineTime.breakdown)") }
+            }
+        }
+    }
+
+    /// One measured run of Ferry and of its baseline: rates and Redis time.
+    struct Round {
+        var ferry: Double
+        var ferryTime: RedisTimeReport
+        var baseline: Double?
+        var baselineTime: RedisTimeReport?
+    }
+
+    /// Measures `body` (`jobs` jobs, `step` per call) and then the baseline, each with its Redis time.
+    private func round(
+        _ connection: RedisConnection, jobs: Int, step: Int = 1, _ body: () async throws -> Void,
+        baseline: () async throws -> Double?
+    ) async throws -> Round {
+        var rate = 0.0
+        let ferryTime = try await RedisTimeReport.measure(connection, jobs: jobs) {
+            rate = try await measure(jobs: jobs, step: step, body)
+        }
+        var baselineRate: Double?
+        let baselineTime = try await RedisTimeReport.measure(connection, jobs: jobs) { baselineRate = try await baseline() }
+        return Round(
+            ferry: rate, ferryTime: ferryTime, baseline: baselineRate, baselineTime: baselineRate == nil ? nil : baselineTime)
+    }
+
+    /// Removes the benchmark's keys: the stream, status hashes and the baseline stream.
+    private func cleanUp(_ keys: QueueKeys, baselineKey: String, connection: RedisConnection) async throws {
+        var cursor = "0"
+        repeat {
+            let reply = try await connection.send(
+                RedisCommand("SCAN", [.string(cursor), "MATCH", .string(keys.prefix + ":*"), "COUNT", 1000]))
+            guard let parts = reply.array, parts.count == 2 else { break }
+            cursor = parts[0].string ?? "0"
+            let found = parts[1].array?.compactMap { $0.bytes } ?? []
+            if !found.isEmpty { try await connection.send(RedisCommand("UNLINK", found.map { .bytes($0) })) }
+        } while cursor != "0"
+        try await connection.send(RedisCommand("UNLINK", [.string(baselineKey)]))
     }
 
     /// Runs `body` until `jobs` jobs are done, `step` jobs per call, and returns jobs per second.
@@ -99,15 +155,18 @@ struct PublishBenchmark: AsyncParsableCommand {
         return Double(jobs) / secondsSince(start)
     }
 
-    private func row(_ label: String, _ rounds: [(ferry: Double, baseline: Double?)]) -> [String] {
+    private func row(_ label: String, _ rounds: [Round]) -> [String] {
         func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         let rate = median(rounds.map(\.ferry))
         let baselines = rounds.compactMap(\.baseline)
         let baseline = baselines.isEmpty ? nil : median(baselines)
         let ratio = baselines.count == rounds.count ? median(rounds.map { $0.ferry / $0.baseline! }) : nil
+        let baselineTimes = rounds.compactMap { $0.baselineTime?.microsecondsPerJob }
         return [
             label, String(format: "%.0f", rate), baseline.map { String(format: "%.0f", $0) } ?? "-",
             ratio.map { String(format: "%.2f", $0) } ?? "-",
+            String(format: "%.1f", median(rounds.map(\.ferryTime.microsecondsPerJob))),
+            baselineTimes.isEmpty ? "-" : String(format: "%.1f", median(baselineTimes)),
         ]
     }
 

@@ -65,23 +65,41 @@ struct WorkerBenchmark: AsyncParsableCommand {
             "Worker benchmark against \(redisConfiguration.redactedURL): \(jobs) jobs per run, no-op Swift handler, "
                 + (logFormat == .json ? "JSON info logs into /dev/null" : "no logs"))
 
-        var rows: [[String]] = [["run", "jobs/s"]]
-        let baseline = try await pythonBaseline()
-        rows.append([
-            "redis-py XREADGROUP COUNT 100 + batched XACK (baseline)", baseline.map { String(format: "%.0f", $0) } ?? "-",
-        ])
+        var rows: [[String]] = [["run", "jobs/s", "Redis CPU µs/job", "ratio to baseline"]]
+        var breakdowns: [(String, RedisTimeReport)] = []
+        var baseline: Double?
+        let baselineTime = try await RedisTimeReport.measure(connection, jobs: jobs) { baseline = try await pythonBaseline() }
+        // Outside the measurement: deleting a stream is no part of a job's cost.
+        try await connection.send(RedisCommand("UNLINK", [.string("ferry-bench:\(getpid()):baseline")]))
+        let baselineName = "redis-py XADD pipelined, XREADGROUP COUNT 100 + batched XACK (baseline)"
+        rows.append([baselineName, baseline.map { String(format: "%.0f", $0) } ?? "-", baselineTime.cell, "1"])
+        breakdowns.append((baselineName, baselineTime))
         for status in [false, true] {
             for concurrency in concurrencies {
-                let rate = try await throughput(
-                    concurrency: concurrency, status: status, connection: connection, redis: redisConfiguration)
-                let ratio = baseline.map { String(format: " (%.2f of baseline)", rate / $0) } ?? ""
+                var rate = 0.0
+                let queue = try QueueName("ferry-bench-\(getpid())-\(concurrency)-\(status)")
+                let time = try await RedisTimeReport.measure(connection, jobs: jobs) {
+                    rate = try await throughput(
+                        queue, concurrency: concurrency, status: status, connection: connection, redis: redisConfiguration)
+                }
+                try await cleanUp(queue, connection: connection)  // outside the measurement
+                let name = "ferry, concurrency \(concurrency), status \(status ? "on" : "off")"
+                let ratio = baseline.map { String(format: "%.2f jobs/s, ", rate / $0) } ?? ""
                 rows.append([
-                    "ferry, concurrency \(concurrency), status \(status ? "on" : "off")", String(format: "%.0f", rate) + ratio,
+                    name, String(format: "%.0f", rate), time.cell,
+                    ratio
+                        + String(
+                            format: "%.2f× Redis time", time.microsecondsPerJob / max(baselineTime.microsecondsPerJob, 0.001)),
                 ])
+                breakdowns.append((name, time))
             }
         }
         printTable(rows)
         if baseline == nil { print("python3 with redis-py was not found; no baseline measured (pip install redis).") }
+        print(
+            "Redis time covers publish, delivery and acknowledgement of every job. By command, µs per job (from INFO commandstats; a script's row includes the commands it calls, which also have rows of their own):"
+        )
+        for (name, time) in breakdowns { print("  \(name): \(time.breakdown)") }
 
         let latencies = try await startLatency(connection: connection, redis: redisConfiguration).sorted()
         func percentile(_ p: Double) -> String {
@@ -93,14 +111,16 @@ struct WorkerBenchmark: AsyncParsableCommand {
         )
     }
 
+    /// Publishes `jobs` jobs to `queue` and runs a worker on them until all are handled; returns
+    /// jobs per second of the worker. Leaves the queue's keys for the caller to remove.
     private func throughput(
-        concurrency: Int, status: Bool, connection: RedisConnection, redis: RedisConfiguration
+        _ queue: QueueName, concurrency: Int, status: Bool, connection: RedisConnection, redis: RedisConfiguration
     ) async throws -> Double {
-        let queue = try QueueName("ferry-bench-\(getpid())-\(concurrency)-\(status)")
         var publishing = Publisher.Configuration()
         publishing.recordsStatus = status
         let publisher = Publisher(queue: queue, connection: connection, configuration: publishing)
         let job = JobMessage(type: "noop", data: "{}")
+        // Published inside the measurement: the Redis time per job covers the whole cycle.
         var published = 0
         while published < jobs {
             published += try await publisher.publish(Array(repeating: job, count: min(1000, jobs - published))).count
@@ -119,7 +139,6 @@ struct WorkerBenchmark: AsyncParsableCommand {
         let elapsed = secondsSince(start)
         worker.stop()
         try await running.value
-        try await cleanUp(queue, connection: connection)
         return Double(jobs) / elapsed
     }
 
@@ -188,11 +207,11 @@ struct WorkerBenchmark: AsyncParsableCommand {
                 r.xack(stream, "g", *ids)
                 done += len(ids)
             print(n / (time.perf_counter() - start))
-            r.delete(stream)
             """
+        let stream = "ferry-bench:\(getpid()):baseline"
         guard
             let result = try? await Subprocess.run(
-                .name("python3"), arguments: ["-c", script, redis.resolvedURL, "ferry-bench:\(getpid()):baseline", String(jobs)],
+                .name("python3"), arguments: ["-c", script, redis.resolvedURL, stream, String(jobs)],
                 output: .string(limit: 4096), error: .discarded)
         else { return nil }
         return Double(result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines))

@@ -145,7 +145,10 @@ struct CommandLineContractTests {
             "1")
         #expect(result.status == 0, "\(result.standardError)")
         #expect(!result.standardOutput.contains("not found"), "\(result.standardOutput)")
-        let batched = try #require(result.lines.first { $0.contains("batched") })
-        #expect(batched.split(separator: " ").last.flatMap { Double($0) } != nil, "a ratio was printed: \(batched)")
+        let batched = try #require(result.lines.first { $0.contains("batched (-P 100), status hashes off") })
+        let cells = batched.components(separatedBy: "  ").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        #expect(cells.count == 6 && cells.dropFirst().allSatisfy { Double($0) != nil }, "rates, ratio and Redis time: \(batched)")
+        let byCommand = try #require(result.lines.first { $0.contains("ferry batched, status on: ") })
+        #expect(byCommand.contains("evalsha") && byCommand.contains("xadd"), "the Redis time by command: \(byCommand)")
     }
 }

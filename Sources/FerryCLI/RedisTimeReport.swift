@@ -1,0 +1,38 @@
+import FerryRedis
+import Foundation
+
+/// Redis server time per job, as the benchmarks print it beside their throughput: the command
+/// thread's CPU per job (the total), and where it went by command, from `INFO` read before and
+/// after a run (``RedisServerUsage``).
+struct RedisTimeReport {
+    /// What Redis spent during the run.
+    let usage: RedisServerUsage
+    /// Jobs the run moved through Redis.
+    let jobs: Int
+
+    /// Reads the server's counters, runs `body`, reads them again.
+    static func measure(
+        _ connection: RedisConnection, jobs: Int, _ body: () async throws -> Void
+    ) async throws -> RedisTimeReport {
+        let before = try await RedisServerUsage.read(from: connection)
+        try await body()
+        return RedisTimeReport(usage: try await RedisServerUsage.read(from: connection).since(before), jobs: jobs)
+    }
+
+    /// The command thread's CPU microseconds per job.
+    var microsecondsPerJob: Double { Double(usage.mainThreadCPUMicroseconds) / Double(max(jobs, 1)) }
+
+    /// `12.3`: for a table cell.
+    var cell: String { String(format: "%.1f", microsecondsPerJob) }
+
+    /// `evalsha 6.10 µs (1.01/job), xreadgroup 1.20 µs (0.06/job), …`: the commands that took
+    /// the most, per job; the measurement's own `INFO` left out.
+    var breakdown: String {
+        usage.commands.filter { $0.key != "info" }.sorted { $0.value.microseconds > $1.value.microseconds }.prefix(8)
+            .map { name, command in
+                String(
+                    format: "%@ %.2f µs (%.2f/job)", name, Double(command.microseconds) / Double(max(jobs, 1)),
+                    Double(command.calls) / Double(max(jobs, 1)))
+            }.joined(separator: ", ")
+    }
+}
