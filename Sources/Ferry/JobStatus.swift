@@ -3,9 +3,7 @@ import Foundation
 
 /// A job's status as its workers recorded it in `ferry:{Q}:job:<job_id>`.
 ///
-/// Fields: `state` (`queued`, `running`, `retrying`, `failed` (an attempt ended without an
-/// outcome, such as a worker shutting down mid-job; it runs again), `succeeded`, `dead`,
-/// `cancelled`), `attempts`, `error_class`,
+/// Fields: `state` (a ``JobState``), `attempts`, `error_class`,
 /// `last_error`, `next_attempt_at` (retry guidance), `progress` (0-100) and `stage` when the
 /// handler reports them, `started_at`, `finished_at`, `updated_at` (milliseconds since the epoch),
 /// `consumer`, `group`, `type`, `entry_id`. The hash expires a while after a terminal state.
@@ -15,8 +13,9 @@ public struct JobStatus: Sendable, Hashable {
     /// Every field as stored, for views that show them all.
     public var fields: [String: String]
 
-    /// Where the job is now (see above); nil in a hash only `ferry job cancel` wrote.
-    public var state: String? { fields["state"] }
+    /// Where the job is now; nil in a hash only `ferry job cancel` wrote (or one with a state
+    /// this version does not know).
+    public var state: JobState? { fields["state"].flatMap(JobState.init(rawValue:)) }
     /// Deliveries so far, counting the one running or last run.
     public var attempts: Int? { fields["attempts"].flatMap { Int($0) } }
 
@@ -57,12 +56,12 @@ public struct JobStatus: Sendable, Hashable {
     ///   - keepFor: how long the request is kept: a job delivered after that runs.
     ///   - evenIfUnknown: records the request for a job with no status too (one still to be
     ///     published, or published by a plain `XADD`); otherwise such a job is left alone.
-    /// - Returns: the job's state before the request (`unknown` when none was recorded); a job
-    ///   already `succeeded`, `dead`, `cancelled` or `deleted` is left as it is.
+    /// - Returns: the job's state before the request, nil when none was recorded; a job already
+    ///   in a terminal state is left as it is.
     public static func requestCancellation(
         jobID: String, queue: QueueName, connection: RedisConnection, keepFor: Duration = .seconds(7 * 24 * 3600),
         evenIfUnknown: Bool = false
-    ) async throws(FerryError) -> String {
+    ) async throws(FerryError) -> JobState? {
         let keys = QueueKeys(queue: queue)
         do {
             let reply = try await connection.run(
@@ -71,7 +70,7 @@ public struct JobStatus: Sendable, Hashable {
                     .integer(Date().millisecondsSince1970), .integer(keepFor.milliseconds),
                     .string(jobID), evenIfUnknown ? "1" : "0",
                 ])
-            return reply.string ?? "unknown"
+            return reply.string.flatMap(JobState.init(rawValue:))
         } catch {
             throw FerryError(error)
         }

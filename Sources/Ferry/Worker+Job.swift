@@ -151,7 +151,7 @@ extension Worker {
                 logger: logger)
             guard lock != nil else { return .done }
             await recordStatus(
-                jobID, "running", attempt: attempt, terminal: false, control: control,
+                jobID, .running, attempt: attempt, control: control,
                 fields: [
                     "type": .string(message.type), "entry_id": .string(entry.id), "started_at": now(), "next_attempt_at": "",
                 ],
@@ -168,7 +168,7 @@ extension Worker {
                 // sent outside the batcher, and a progress write still queued could land after it
                 // (and clear its expiry).
                 await recordStatus(
-                    jobID, nil, attempt: attempt, terminal: false, control: control, fields: fields, waitsForWrite: true)
+                    jobID, nil, attempt: attempt, control: control, fields: fields, waitsForWrite: true)
             })
         logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
         metrics.started(publishedAt: message.publishedAt ?? entry.time)
@@ -220,7 +220,7 @@ extension Worker {
                 state.withLock { $0.interruptedAtShutdown += 1 }
                 let comesBack = configuration.lease + configuration.retry.backoff(afterAttempt: attempt, entryID: entry.id)
                 await recordStatus(
-                    jobID, "failed", attempt: attempt, terminal: false, control: control,
+                    jobID, .failed, attempt: attempt, control: control,
                     fields: [
                         "error_class": "interrupted",
                         "last_error": "the worker stopped before the job finished; another worker runs it again",
@@ -334,7 +334,7 @@ extension Worker {
                 logger.info("idempotent_skip")
                 metrics.job(.skippedDuplicate, type: type)
                 await recordStatus(
-                    jobID, "succeeded", attempt: attempt, terminal: true, control: control,
+                    jobID, .succeeded, attempt: attempt, control: control,
                     fields: ["finished_at": now(), "note": "idempotent_skip: the key had already completed"])
                 return nil
             case "busy":
@@ -470,7 +470,8 @@ extension Worker {
                 fields["error_class"] = .string(error.errorClass)
                 fields["last_error"] = .string(FailureText.keepingEnd(error.message))
             }
-            await recordStatus(jobID, "retrying", attempt: attempt, terminal: false, control: control, fields: fields)
+            await recordStatus(
+                jobID, .retrying, attempt: attempt, control: control, fields: fields)
         } catch {
             logger.info("could not schedule the retry; the job comes back after the lease", metadata: redisFailure(error))
         }
@@ -495,7 +496,7 @@ extension Worker {
                 logger.info("dead_lettered", metadata: ["ferry.error_class": "\(errorClass)"])
                 metrics.job(.deadLettered, type: entry.text(of: WireFormat.Field.type))
                 await recordStatus(
-                    jobID, "dead", attempt: attempt, terminal: true, control: control,
+                    jobID, .dead, attempt: attempt, control: control,
                     fields: [
                         "error_class": .string(errorClass), "last_error": .string(FailureText.keepingEnd(error)),
                         "finished_at": now(),

@@ -7,14 +7,14 @@ import Logging
 extension Worker {
     /// Updates the job's status hash (`state`, `attempts`, `consumer`, `updated_at` and `fields`;
     /// a nil state leaves the state as it is). A terminal state starts the hash's expiry; any
-    /// other state clears it. A failed write is logged and never changes the job's outcome.
+    /// other state, or none, clears it. A failed write is logged and never changes the job's outcome.
     ///
     /// - Parameter waitsForWrite: true to return once the write is flushed (a guarded job's
     ///   `running`, so the status is true while the handler runs; progress, so it cannot land
     ///   after the success that `complete.lua` records outside the write batcher); otherwise the
     ///   job goes on without a round trip, its write kept in order with its acknowledgement.
     func recordStatus(
-        _ jobID: String, _ state: String?, attempt: Int, terminal: Bool, control: ControlChannel,
+        _ jobID: String, _ state: JobState?, attempt: Int, control: ControlChannel,
         fields: [String: RedisArgument] = [:], waitsForWrite: Bool = false
     ) async {
         guard configuration.recordsStatus else { return }
@@ -27,13 +27,13 @@ extension Worker {
         all["consumer"] = .string(configuration.consumer)
         all["group"] = .string(configuration.group)
         all["updated_at"] = now()
-        if let state { all["state"] = .string(state) }
+        if let state { all["state"] = .string(state.rawValue) }
         for (name, value) in all.sorted(by: { $0.key < $1.key }) {
             hset.append(name)
             hset.append(value)
         }
         let expiry =
-            terminal
+            state?.isTerminal == true
             ? RedisCommand("PEXPIRE", [.string(key), .integer(configuration.statusTTL.milliseconds)])
             : RedisCommand("PERSIST", [.string(key)])
         if waitsForWrite {
@@ -47,7 +47,7 @@ extension Worker {
     func recordCancelled(_ jobID: String, entry: StreamEntry, attempt: Int, control: ControlChannel, logger: Logger) async {
         logger.info("job_cancelled")
         metrics.job(.cancelled, type: entry.text(of: WireFormat.Field.type))
-        await recordStatus(jobID, "cancelled", attempt: attempt, terminal: true, control: control, fields: ["finished_at": now()])
+        await recordStatus(jobID, .cancelled, attempt: attempt, control: control, fields: ["finished_at": now()])
         notify(.cancelled, jobID: jobID, entry: entry, attempt: attempt)
     }
 

@@ -101,14 +101,14 @@ struct JobCancelCommand: AsyncParsableCommand {
         let previous = try await JobStatus.requestCancellation(
             jobID: job.jobID, queue: queueName, connection: connection, evenIfUnknown: force)
         switch previous {
-        case "unknown" where !force:
+        case nil where !force:
             throw FerryError(
                 .notFound,
                 "job \"\(job.jobID)\" of \(job.queue) is unknown: it has no status (never published with status on, or expired); nothing recorded. To cancel a job still to be published, or one published by a plain XADD, run it again with --force"
             )
-        case "succeeded", "dead", "cancelled", "deleted":
-            print("job \(job.jobID) is already \(previous); nothing to cancel")
-        case "running":
+        case let finished? where finished.isTerminal:
+            print("job \(job.jobID) is already \(finished.rawValue); nothing to cancel")
+        case .running?:
             print("job \(job.jobID) is running; its handler will be cancelled and the job acknowledged as cancelled")
         default:
             print("job \(job.jobID) will not run: a worker acknowledges it as cancelled when it is delivered")

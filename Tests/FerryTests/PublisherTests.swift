@@ -42,7 +42,7 @@ struct PublisherTests {
         let (publisher, redis) = try await makePublisher()
         let receipt = try await publisher.publish(JobMessage(type: "resize", data: ""))
         let status = try #require(try await JobStatus.load(jobID: receipt.jobID, queue: publisher.queue, connection: redis))
-        #expect(status.state == "queued")
+        #expect(status.state == .queued)
         #expect(status.fields["type"] == "resize")
         #expect(status.fields["entry_id"] == receipt.entryID)
         let ttl =
@@ -53,7 +53,7 @@ struct PublisherTests {
         let key = publisher.keys.jobStatus(jobID: "raced")
         try await redis.send(RedisCommand("HSET", [.string(key), "state", "running"]))
         _ = try await publisher.publish(JobMessage(type: "t", data: "", jobID: "raced"))
-        #expect(try await JobStatus.load(jobID: "raced", queue: publisher.queue, connection: redis)?.state == "running")
+        #expect(try await JobStatus.load(jobID: "raced", queue: publisher.queue, connection: redis)?.state == .running)
 
         var quiet = Publisher.Configuration()
         quiet.recordsStatus = false

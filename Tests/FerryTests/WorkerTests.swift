@@ -762,7 +762,7 @@ struct WorkerTests {
             #expect(await eventually { seen.count == 1 })
         }
         let status = try await JobStatus.load(jobID: "quiet", queue: setup.queue, connection: setup.redis)
-        #expect(status?.state == "queued", "as the publisher left it")
+        #expect(status?.state == .queued, "as the publisher left it")
         #expect(status?.fields["started_at"] == nil)
     }
 
@@ -775,7 +775,7 @@ struct WorkerTests {
         _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "not-wanted"))
         _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "wanted"))
         #expect(
-            try await JobStatus.requestCancellation(jobID: "not-wanted", queue: setup.queue, connection: setup.redis) == "queued"
+            try await JobStatus.requestCancellation(jobID: "not-wanted", queue: setup.queue, connection: setup.redis) == .queued
         )
         let handler = JobHandlerClosure { seen.record($0) }
         try await running(
@@ -788,8 +788,8 @@ struct WorkerTests {
         }
         #expect(seen.all.map(\.id) == ["wanted", "wanted"], "each group ran the other job, neither the cancelled one")
         let state = try await JobStatus.load(jobID: "not-wanted", queue: setup.queue, connection: setup.redis)?.state
-        #expect(state == "queued" || recordsStatus, "a worker that keeps no status writes none")
-        #expect(state == "cancelled" || !recordsStatus)
+        #expect(state == .queued || recordsStatus, "a worker that keeps no status writes none")
+        #expect(state == .cancelled || !recordsStatus)
     }
 
     @Test("a running job that is cancelled sees cancellation, and is acknowledged as cancelled, not retried")
@@ -814,19 +814,19 @@ struct WorkerTests {
             #expect(
                 await eventually {
                     try await JobStatus.load(jobID: "long-export", queue: setup.queue, connection: setup.redis)?.state
-                        == "running"
+                        == .running
                 })
             #expect(
                 try await JobStatus.requestCancellation(jobID: "long-export", queue: setup.queue, connection: setup.redis)
-                    == "running")
+                    == .running)
             #expect(await eventually { sawCancellation.count == 1 })
             #expect(await eventually { try await setup.pendingCount() == 0 })
         }
         #expect(seen.count == 1, "not retried")
-        #expect(try await JobStatus.load(jobID: "long-export", queue: setup.queue, connection: setup.redis)?.state == "cancelled")
+        #expect(try await JobStatus.load(jobID: "long-export", queue: setup.queue, connection: setup.redis)?.state == .cancelled)
         #expect(
             try await JobStatus.requestCancellation(jobID: "long-export", queue: setup.queue, connection: setup.redis)
-                == "cancelled")
+                == .cancelled)
     }
 
     @Test("invalid settings are refused before anything is read")

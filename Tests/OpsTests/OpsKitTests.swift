@@ -179,7 +179,7 @@ struct OpsKitTests {
         let connection = try await TestRedis.connection()
         #expect(
             await eventually {
-                try await JobStatus.load(jobID: "ex-1", queue: try QueueName(queue), connection: connection)?.state == "succeeded"
+                try await JobStatus.load(jobID: "ex-1", queue: try QueueName(queue), connection: connection)?.state == .succeeded
             })
         worker.signal(SIGTERM)
         #expect(await worker.waitForExit() == 0)

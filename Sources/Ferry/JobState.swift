@@ -1,0 +1,48 @@
+/// Where a job is in one consumer group, as its status hash (`state`) and `ferry job status`
+/// say it: the documented set of strings on the wire (docs/wire-format.md).
+///
+/// The job store (docs/design.md) makes every change of state one transition that Redis checks
+/// against ``mayMove(to:)``; until then the table documents the machine the worker follows.
+public enum JobState: String, Sendable, Hashable, CaseIterable, Codable {
+    /// Published, waiting for a worker of the group.
+    case queued
+    /// A worker's handler runs it.
+    case running
+    /// An attempt failed; it comes back after `next_attempt_at`.
+    case retrying
+    /// An attempt ended without an outcome (its worker shut down mid-job); it runs again after
+    /// the lease and backoff.
+    case failed
+    /// Its handler succeeded and the entry was acknowledged, or its idempotency key had already
+    /// completed.
+    case succeeded
+    /// In the dead-letter stream, with its reason.
+    case dead
+    /// Cancelled on request (`ferry job cancel`) before or while it ran.
+    case cancelled
+    /// Its entry was deleted from the stream (`XDEL`, `XTRIM`) before it finished.
+    case deleted
+
+    /// Whether the job is done with in its group: its status then expires.
+    public var isTerminal: Bool {
+        switch self {
+        case .succeeded, .dead, .cancelled, .deleted: true
+        case .queued, .running, .retrying, .failed: false
+        }
+    }
+
+    /// The states a job may move to from this one. A terminal job moves nowhere, except a dead
+    /// one that is redriven (`queued` again); a running job may be reported running again (a
+    /// redelivery after a lost worker).
+    public var successors: Set<JobState> {
+        switch self {
+        case .queued, .retrying, .failed: [.running, .succeeded, .dead, .cancelled, .deleted]
+        case .running: [.running, .retrying, .failed, .succeeded, .dead, .cancelled, .deleted]
+        case .dead: [.queued]
+        case .succeeded, .cancelled, .deleted: []
+        }
+    }
+
+    /// Whether moving from this state to `next` is allowed.
+    public func mayMove(to next: JobState) -> Bool { successors.contains(next) }
+}

@@ -1,0 +1,35 @@
+import FerryTestSupport
+import Foundation
+import Testing
+
+@testable import Ferry
+
+@Suite("Job states")
+struct JobStateTests {
+    @Test("terminal states move nowhere but a redrive of a dead job; the others may always be cancelled or deleted")
+    func transitionTable() {
+        #expect(Set(JobState.allCases.filter(\.isTerminal)) == [.succeeded, .dead, .cancelled, .deleted])
+        for state in JobState.allCases where state.isTerminal {
+            #expect(state.successors == (state == .dead ? [.queued] : []), "\(state)")
+        }
+        for state in JobState.allCases where !state.isTerminal {
+            #expect(state.mayMove(to: .cancelled) && state.mayMove(to: .deleted) && state.mayMove(to: .dead), "\(state)")
+            #expect(!state.mayMove(to: .queued), "only a redrive queues a job again")
+        }
+        #expect(JobState.running.mayMove(to: .retrying) && !JobState.queued.mayMove(to: .retrying))
+    }
+
+    @Test("every state a script or the worker writes is a JobState, and the wire format documents each")
+    func writtenStatesAreKnown() throws {
+        let scripts = repositoryRoot.appending(path: "Sources/Ferry/Scripts")
+        var written: Set<String> = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: scripts.path()) where name.hasSuffix(".lua") {
+            let text = try String(contentsOf: scripts.appending(path: name), encoding: .utf8)
+            for match in text.matches(of: /'state', '(\w+)'/) { written.insert(String(match.1)) }
+        }
+        #expect(written.isSuperset(of: ["queued", "running", "succeeded", "deleted"]), "\(written)")
+        #expect(written.allSatisfy { JobState(rawValue: $0) != nil }, "\(written)")
+        let wireFormat = try String(contentsOf: repositoryRoot.appending(path: "docs/wire-format.md"), encoding: .utf8)
+        for state in JobState.allCases { #expect(wireFormat.contains("`\(state.rawValue)`"), "\(state) documented") }
+    }
+}
