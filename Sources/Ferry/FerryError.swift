@@ -40,3 +40,20 @@ public struct FerryError: Error, Sendable, CustomStringConvertible {
 
     public var description: String { message }
 }
+
+extension RedisConnection {
+    /// Sends `command`; a Redis error with `prefix` (a missing group, say) becomes `error`, which
+    /// tells the user what to do instead of repeating Redis's words and maps to the right exit
+    /// code. Any other Redis error is wrapped as a ``FerryError``.
+    @discardableResult
+    public nonisolated func send(
+        _ command: RedisCommand, translating prefix: RedisErrorPrefix, into error: @autoclosure () -> FerryError
+    ) async throws(FerryError) -> RedisReply {
+        do {
+            return try await send(command)
+        } catch let redisError {
+            guard redisError.prefix == prefix else { throw FerryError(redisError) }
+            throw error()
+        }
+    }
+}

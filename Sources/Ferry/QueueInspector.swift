@@ -112,6 +112,33 @@ public struct QueueInspector: Sendable {
         if found.integer == 0 { throw Self.unknownQueue(queue) }
     }
 
+    /// One entry of the job stream as a worker will see it: the decoded job, or what breaks
+    /// the wire format.
+    public struct PeekedEntry: Sendable {
+        /// The stream entry ID.
+        public var entryID: String
+        /// The job, when the entry follows the wire format.
+        public var job: JobMessage?
+        /// Why the entry would be dead-lettered as malformed, naming the field at fault.
+        public var problem: String?
+    }
+
+    /// The oldest `count` entries of the queue's job stream, each checked against the wire format.
+    ///
+    /// - Throws: ``FerryError`` `notFound` for a queue that does not exist.
+    public func peek(_ queue: QueueName, count: Int) async throws(FerryError) -> [PeekedEntry] {
+        try await requireQueue(queue)
+        let reply = try await send(
+            RedisCommand("XRANGE", [.string(QueueKeys(queue: queue).jobs), "-", "+", "COUNT", .integer(Int64(count))]))
+        return StreamEntry.entries(from: reply).map { entry in
+            do {
+                return PeekedEntry(entryID: entry.id, job: try entry.decodedJob())
+            } catch {
+                return PeekedEntry(entryID: entry.id, problem: "\(error)")
+            }
+        }
+    }
+
     /// The error for a queue with neither a job stream nor dead letters.
     public static func unknownQueue(_ queue: QueueName) -> FerryError {
         FerryError(

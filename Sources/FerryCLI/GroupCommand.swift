@@ -19,10 +19,9 @@ struct GroupReference: ParsableArguments {
     var group: String
 
     /// Sets up logging and connects: what every `ferry group` subcommand does first.
-    func open(_ redis: RedisOptions) async throws -> (RedisConnection, QueueKeys) {
+    func open(_ redis: RedisOptions) async throws -> ConsumerGroups {
         LogOutput.text.bootstrap()
-        let keys = QueueKeys(queue: try QueueName(queue))
-        return (try await redis.connect(clientName: "ferry-group"), keys)
+        return ConsumerGroups(queue: try QueueName(queue), connection: try await redis.connect(clientName: "ferry-group"))
     }
 }
 
@@ -45,15 +44,7 @@ struct GroupCreate: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
-        let (connection, keys) = try await reference.open(redis)
-        try await connection.send(
-            RedisCommand(
-                "XGROUP CREATE",
-                [.string(keys.jobs), .string(reference.group)]
-                    + (await to.xgroupArguments(stream: keys.jobs, connection: connection, mkstream: true))),
-            translating: .busyGroup,
-            into: FerryError(
-                .invalidInput, "group \(reference.group) already exists on \(reference.queue); use ferry group seek to move it"))
+        try await reference.open(redis).create(reference.group, at: to)
         print("created group \(reference.group) on \(reference.queue); it delivers \(to.readableDescription)")
     }
 }
@@ -72,19 +63,7 @@ struct GroupDelete: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
-        let (connection, keys) = try await reference.open(redis)
-        let pending =
-            try await connection.send(
-                RedisCommand("XPENDING", [.string(keys.jobs), .string(reference.group)]), translating: .noGroup,
-                into: FerryError(.notFound, "queue \(reference.queue) has no group \(reference.group)")
-            ).array?.first?.integer ?? 0
-        if pending > 0 && !force {
-            throw FerryError(
-                .invalidInput,
-                "group \(reference.group) has \(pending) pending entries that would be dropped unfinished; stop its workers and let them drain, or add --force"
-            )
-        }
-        try await connection.send(RedisCommand("XGROUP DESTROY", [.string(keys.jobs), .string(reference.group)]))
+        let pending = try await reference.open(redis).delete(reference.group, force: force)
         print(
             "deleted group \(reference.group) of \(reference.queue)\(pending > 0 ? " (\(pending) pending entries dropped)" : "")")
     }
@@ -107,14 +86,7 @@ struct GroupSeek: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
-        let (connection, keys) = try await reference.open(redis)
-        try await connection.send(
-            RedisCommand(
-                "XGROUP SETID",
-                [.string(keys.jobs), .string(reference.group)]
-                    + (await to.xgroupArguments(stream: keys.jobs, connection: connection))),
-            translating: .noGroup,
-            into: FerryError(.notFound, "queue \(reference.queue) has no group \(reference.group); ferry group create makes one"))
+        try await reference.open(redis).seek(reference.group, to: to)
         print("group \(reference.group) of \(reference.queue) now delivers \(to.readableDescription)")
     }
 }

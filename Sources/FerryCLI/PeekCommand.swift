@@ -47,20 +47,12 @@ struct PeekCommand: AsyncParsableCommand {
         LogOutput.text.bootstrap()
         let queueName = try QueueName(queue)
         let keys = QueueKeys(queue: queueName)
-        let connection = try await redis.connect(clientName: "ferry-peek")
-        try await QueueInspector(connection: connection).requireQueue(queueName)
-        let reply = try await connection.send(
-            RedisCommand("XRANGE", [.string(keys.jobs), "-", "+", "COUNT", .integer(Int64(count))]))
-        let rows = StreamEntry.entries(from: reply).map { entry -> Row in
-            do {
-                let job = try entry.decodedJob()
-                let preview = String(validating: job.data.prefix(60), as: UTF8.self)
-                return Row(
-                    entryID: entry.id, jobID: job.jobID, type: job.type, dataBytes: job.data.count,
-                    dataPreview: preview, attributes: job.attributes)
-            } catch {
-                return Row(entryID: entry.id, malformed: "\(error)")
-            }
+        let inspector = QueueInspector(connection: try await redis.connect(clientName: "ferry-peek"))
+        let rows = try await inspector.peek(queueName, count: count).map { peeked -> Row in
+            guard let job = peeked.job else { return Row(entryID: peeked.entryID, malformed: peeked.problem) }
+            return Row(
+                entryID: peeked.entryID, jobID: job.jobID, type: job.type, dataBytes: job.data.count,
+                dataPreview: String(validating: job.data.prefix(60), as: UTF8.self), attributes: job.attributes)
         }
         if json {
             let encoder = JSONEncoder()

@@ -43,29 +43,13 @@ struct PendingCommand: AsyncParsableCommand {
 
     func run() async throws {
         LogOutput.text.bootstrap()
-        let keys = QueueKeys(queue: try QueueName(queue))
-        let connection = try await redis.connect(clientName: "ferry-pending")
-        let idle = minIdle.flatMap(Settings.parseDuration)?.milliseconds ?? 0
-        var arguments: [RedisArgument] = [
-            .string(keys.jobs), .string(group), "IDLE", .integer(idle), "-", "+", .integer(Int64(limit)),
-        ]
-        if let consumer { arguments.append(.string(consumer)) }
-        let reply = try await connection.send(
-            RedisCommand("XPENDING", arguments), translating: .noGroup,
-            into: FerryError(.notFound, "queue \(queue) has no group \(group); ferry inspect \(queue) lists its groups"))
-        let items = (reply.array ?? []).compactMap(\.array).filter { $0.count >= 4 }
-        let entries = try await connection.pipeline(
-            items.map {
-                RedisCommand("XRANGE", [.string(keys.jobs), .string($0[0].string ?? "0"), .string($0[0].string ?? "0")])
-            })
-        let rows: [(id: String, jobID: String, type: String, owner: String, idle: Int, deliveries: Int)] = zip(items, entries).map
-        {
-            item, entryReply in
-            let entry = StreamEntry.entries(from: entryReply).first
-            return (
-                item[0].string ?? "", entry?.jobID ?? "(deleted)",
-                entry?.value(of: WireFormat.Field.type).map { String(decoding: $0, as: UTF8.self) } ?? "-",
-                item[1].string ?? "", Int(item[2].integer ?? 0), Int(item[3].integer ?? 0)
+        let groups = ConsumerGroups(queue: try QueueName(queue), connection: try await redis.connect(clientName: "ferry-pending"))
+        let pending = try await groups.pending(
+            group, consumer: consumer, minimumIdle: minIdle.flatMap(Settings.parseDuration) ?? .zero, limit: limit)
+        let rows: [(id: String, jobID: String, type: String, owner: String, idle: Int, deliveries: Int)] = pending.map {
+            (
+                $0.entryID, $0.entry?.jobID ?? "(deleted)", $0.entry?.text(of: WireFormat.Field.type) ?? "-",
+                $0.consumer, $0.idleMilliseconds, $0.deliveries
             )
         }
         if json {

@@ -48,19 +48,3 @@ struct RedisOptions: ParsableArguments {
         return connection
     }
 }
-
-extension RedisConnection {
-    /// Sends `command`; a Redis error with `prefix` (a missing group, say) becomes `error`, which
-    /// tells the user what to do instead of repeating Redis's words and maps to the right exit code.
-    @discardableResult
-    nonisolated func send(
-        _ command: RedisCommand, translating prefix: RedisErrorPrefix, into error: @autoclosure () -> Ferry.FerryError
-    ) async throws -> RedisReply {
-        do throws(RedisError) {
-            return try await send(command)
-        } catch let redisError {
-            guard redisError.prefix == prefix else { throw redisError }
-            throw error()
-        }
-    }
-}

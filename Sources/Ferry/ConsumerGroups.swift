@@ -1,0 +1,136 @@
+import FerryRedis
+
+/// A queue's subscriptions (consumer groups): create, delete and seek, with Ferry's rules and
+/// errors, so the CLI, an HTTP API and a dashboard do the same thing the same way.
+public struct ConsumerGroups: Sendable {
+    /// The queue whose groups these are.
+    public let queue: QueueName
+    private let keys: QueueKeys
+    private let connection: RedisConnection
+
+    /// Works on `connection`; nothing is sent until a method is called.
+    public init(queue: QueueName, connection: RedisConnection) {
+        self.queue = queue
+        self.keys = QueueKeys(queue: queue)
+        self.connection = connection
+    }
+
+    /// Creates `group`, delivering from `position` on (the stream is created if missing).
+    ///
+    /// - Throws: ``FerryError`` `invalidInput` when the group exists; a Redis failure otherwise.
+    public func create(_ group: String, at position: GroupPosition = .start) async throws(FerryError) {
+        try await send(
+            RedisCommand(
+                "XGROUP CREATE",
+                [.string(keys.jobs), .string(group)]
+                    + (await position.xgroupArguments(stream: keys.jobs, connection: connection, mkstream: true))),
+            translating: .busyGroup,
+            into: FerryError(.invalidInput, "group \(group) already exists on \(queue); use ferry group seek to move it"))
+    }
+
+    /// Deletes `group` and its consumers. Refuses while it has pending entries, which would be
+    /// dropped unfinished, unless `force`.
+    ///
+    /// - Returns: how many pending entries were dropped.
+    /// - Throws: ``FerryError`` `notFound` for an unknown group, `invalidInput` when entries are
+    ///   pending and `force` is off.
+    @discardableResult
+    public func delete(_ group: String, force: Bool = false) async throws(FerryError) -> Int {
+        let pending = try await pendingCount(group)
+        if pending > 0 && !force {
+            throw FerryError(
+                .invalidInput,
+                "group \(group) has \(pending) pending entries that would be dropped unfinished; stop its workers and let them drain, or add --force"
+            )
+        }
+        try await send(RedisCommand("XGROUP DESTROY", [.string(keys.jobs), .string(group)]))
+        return pending
+    }
+
+    /// Moves where `group` reads from (Pub/Sub's seek): back replays, forward skips. Entries
+    /// already pending stay pending.
+    ///
+    /// - Throws: ``FerryError`` `notFound` for an unknown group.
+    public func seek(_ group: String, to position: GroupPosition) async throws(FerryError) {
+        try await send(
+            RedisCommand(
+                "XGROUP SETID",
+                [.string(keys.jobs), .string(group)] + (await position.xgroupArguments(stream: keys.jobs, connection: connection))
+            ),
+            translating: .noGroup, into: unknownGroup(group))
+    }
+
+    /// Entries delivered to `group` and not acknowledged.
+    ///
+    /// - Throws: ``FerryError`` `notFound` for an unknown group.
+    public func pendingCount(_ group: String) async throws(FerryError) -> Int {
+        Int(
+            try await send(
+                RedisCommand("XPENDING", [.string(keys.jobs), .string(group)]), translating: .noGroup, into: unknownGroup(group)
+            ).array?.first?.integer ?? 0)
+    }
+
+    /// One pending entry: who holds it, how long it has been idle, how often it was delivered,
+    /// and the job it carries (nil when the entry was deleted from the stream meanwhile).
+    public struct PendingEntry: Sendable {
+        /// The stream entry ID.
+        public var entryID: String
+        /// The consumer that holds it.
+        public var consumer: String
+        /// Milliseconds since it was last delivered or its lease extended.
+        public var idleMilliseconds: Int
+        /// Deliveries so far.
+        public var deliveries: Int
+        /// The entry as it is in the stream; nil once deleted.
+        public var entry: StreamEntry?
+    }
+
+    /// The pending entries of `group`, oldest first, joined with their stream entries (one
+    /// round trip for the list, one pipelined for the entries).
+    ///
+    /// - Parameters:
+    ///   - consumer: only those this consumer holds.
+    ///   - minimumIdle: only those idle at least this long.
+    /// - Throws: ``FerryError`` `notFound` for an unknown group.
+    public func pending(
+        _ group: String, consumer: String? = nil, minimumIdle: Duration = .zero, limit: Int = 100
+    ) async throws(FerryError) -> [PendingEntry] {
+        var arguments: [RedisArgument] = [
+            .string(keys.jobs), .string(group), "IDLE", .integer(minimumIdle.milliseconds), "-", "+", .integer(Int64(limit)),
+        ]
+        if let consumer { arguments.append(.string(consumer)) }
+        let reply = try await send(RedisCommand("XPENDING", arguments), translating: .noGroup, into: unknownGroup(group))
+        let items = (reply.array ?? []).compactMap(\.array).filter { $0.count >= 4 }
+        if items.isEmpty { return [] }
+        let entries: [RedisReply]
+        do {
+            entries = try await connection.pipeline(
+                items.map {
+                    RedisCommand("XRANGE", [.string(keys.jobs), .string($0[0].string ?? "0"), .string($0[0].string ?? "0")])
+                })
+        } catch {
+            throw FerryError(error)
+        }
+        return zip(items, entries).map { item, entry in
+            PendingEntry(
+                entryID: item[0].string ?? "", consumer: item[1].string ?? "", idleMilliseconds: Int(item[2].integer ?? 0),
+                deliveries: Int(item[3].integer ?? 0), entry: StreamEntry.entries(from: entry).first)
+        }
+    }
+
+    private func unknownGroup(_ group: String) -> FerryError {
+        FerryError(.notFound, "queue \(queue) has no group \(group); ferry inspect \(queue) lists its groups")
+    }
+
+    @discardableResult
+    private func send(
+        _ command: RedisCommand, translating prefix: RedisErrorPrefix? = nil, into replacement: FerryError? = nil
+    ) async throws(FerryError) -> RedisReply {
+        if let prefix, let replacement { return try await connection.send(command, translating: prefix, into: replacement) }
+        do {
+            return try await connection.send(command)
+        } catch {
+            throw FerryError(error)
+        }
+    }
+}
