@@ -3,7 +3,8 @@ import Foundation
 // Usage: LuaEmbedder OUTPUT.swift SCRIPT.lua...
 // Writes `enum EmbeddedLuaScripts { static let <name> = "<source>" }`, one constant per script,
 // named after the file (`publish.lua` -> `publish`). Raw string delimiters are chosen long enough
-// that no script text can end the literal early.
+// that no script text can end the literal early. `_prelude.lua` is no script of its own: its
+// text replaces the line `-- ferry:prelude` of the scripts that have one (shared functions).
 let arguments = CommandLine.arguments.dropFirst()
 guard let outputPath = arguments.first else {
     FileHandle.standardError.write(Data("usage: LuaEmbedder OUTPUT.swift SCRIPT.lua...\n".utf8))
@@ -17,9 +18,17 @@ var generated = """
     enum EmbeddedLuaScripts {
 
     """
-for path in arguments.dropFirst() {
-    let url = URL(fileURLWithPath: path)
-    let source = try String(contentsOf: url, encoding: .utf8)
+let scripts = arguments.dropFirst().map { URL(fileURLWithPath: $0) }
+let prelude = try scripts.first { $0.lastPathComponent == "_prelude.lua" }.map { try String(contentsOf: $0, encoding: .utf8) }
+for url in scripts where !url.lastPathComponent.hasPrefix("_") {
+    var source = try String(contentsOf: url, encoding: .utf8)
+    if source.contains("\n-- ferry:prelude\n") {
+        guard let prelude else {
+            FileHandle.standardError.write(Data("\(url.path()) asks for _prelude.lua, which is missing\n".utf8))
+            exit(1)
+        }
+        source = source.replacingOccurrences(of: "\n-- ferry:prelude\n", with: "\n" + prelude)
+    }
     let name = url.deletingPathExtension().lastPathComponent.replacingOccurrences(of: "-", with: "_")
     var hashes = "#"
     while source.contains("\"" + hashes) { hashes += "#" }

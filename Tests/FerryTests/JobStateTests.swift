@@ -33,3 +33,22 @@ struct JobStateTests {
         for state in JobState.allCases { #expect(wireFormat.contains("`\(state.rawValue)`"), "\(state) documented") }
     }
 }
+
+@Suite("Shared script parts")
+struct ScriptPreludeTests {
+    @Test("the transitions of a delivered job check ownership through the prelude's one owned(), written once")
+    func ownershipCheckedOnce() throws {
+        let embedded = [
+            ("ack", EmbeddedLuaScripts.ack), ("begin", EmbeddedLuaScripts.begin), ("complete", EmbeddedLuaScripts.complete),
+            ("deadletter", EmbeddedLuaScripts.deadletter), ("retry", EmbeddedLuaScripts.retry),
+        ]
+        for (name, source) in embedded {
+            #expect(source.contains("local function owned(") && source.contains("owned(KEYS[1]"), "\(name)")
+            #expect(!source.contains("\n-- ferry:prelude\n"), "\(name): the marker line is replaced")
+            let file = try String(
+                contentsOf: repositoryRoot.appending(path: "Sources/Ferry/Scripts/\(name).lua"), encoding: .utf8)
+            #expect(
+                !file.contains("[2] == ARGV[2]") && !file.contains("[2] ~= ARGV[2]"), "\(name) has no ownership check of its own")
+        }
+    }
+}

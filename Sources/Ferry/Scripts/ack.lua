@@ -13,11 +13,11 @@
 -- after a long pause) would ack the new owner's delivery, and its status would claim a success
 -- the new owner has not had yet. Returns the IDs that were NOT acked because another consumer
 -- owns them now (or they are no longer pending); their status is left alone.
+-- ferry:prelude
 local lost = {}
 for i = 5, #ARGV, 2 do
   local id = ARGV[i]
-  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-  if pending[1] and pending[1][2] == ARGV[2] then
+  if owned(KEYS[1], ARGV[1], ARGV[2], id) then
     redis.call('XACK', KEYS[1], ARGV[1], id)
     local status = tonumber(ARGV[i + 1])
     if status > 0 then

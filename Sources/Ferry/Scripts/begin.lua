@@ -17,15 +17,16 @@
 -- Returns {'skip'} when the key already completed (the entry is acknowledged here, without
 -- running), {'run', token} when this delivery took the lock, {'busy'} when another delivery
 -- holds it, and {'lost'} when this consumer no longer owns the entry.
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if not (pending[1] and pending[1][2] == ARGV[2]) then
+-- ferry:prelude
+local pending = owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+if not pending then
   return {'lost'}
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
   return {'skip'}
 end
-local token = ARGV[3] .. ' ' .. ARGV[2] .. ' ' .. pending[1][4]
+local token = ARGV[3] .. ' ' .. ARGV[2] .. ' ' .. pending[4]
 if redis.call('SET', KEYS[3], token, 'NX', 'PX', ARGV[4]) then
   return {'run', token}
 end

@@ -13,8 +13,8 @@
 -- (trimmed, XDEL) from the pending list and returns nothing for it: such IDs are returned
 -- separately so the worker can count and log them.
 -- Returns { claimed entries as XCLAIM replies them, deleted IDs }.
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- ferry:prelude
+local now = now_ms()
 local claimed, deleted = {}, {}
 for i = 3, #ARGV, 2 do
   local field = ARGV[i] .. ' ' .. ARGV[1]

@@ -17,8 +17,8 @@
 -- step, so no crash can leave a key acknowledged but not marked (it would run again), marked
 -- but pending, or done while its status still says running. As ack.lua does for other jobs.
 -- Returns 1, or 0 when this consumer no longer owns the entry (nothing is written then).
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if not (pending[1] and pending[1][2] == ARGV[2]) then
+-- ferry:prelude
+if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
   return 0
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])

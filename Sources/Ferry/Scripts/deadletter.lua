@@ -12,8 +12,8 @@
 -- pending and is retried, never dropped. Other groups keep their own copy of the job: like
 -- Pub/Sub, dead-lettering acts on one subscription. Returns 1, or 0 when this consumer no
 -- longer owns the entry (nothing is written then).
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if not (pending[1] and pending[1][2] == ARGV[2]) then
+-- ferry:prelude
+if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
   return 0
 end
 local fields = {}

@@ -12,8 +12,8 @@
 -- reclaim, which waits for lease + backoff, hands it out once the backoff has passed. An
 -- earliest time (a handler's Retry-After) is kept in KEYS[2] until claim.lua claims the entry.
 -- Returns 1, or 0 when this consumer no longer owns the entry.
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[4], ARGV[4], 1)
-if not pending[1] or pending[1][2] ~= ARGV[2] then
+-- ferry:prelude
+if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[4]) then
   return 0
 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[4], 'IDLE', ARGV[3], 'JUSTID')
@@ -21,7 +21,7 @@ local notBefore = tonumber(ARGV[5])
 if notBefore > 0 then
   redis.call('HSET', KEYS[2], ARGV[4] .. ' ' .. ARGV[1], ARGV[5])
   -- The hash outlives every time in it by a day, and never lingers once unused.
-  local keep = notBefore - tonumber(redis.call('TIME')[1]) * 1000 + 86400000
+  local keep = notBefore - now_ms() + 86400000
   if redis.call('PTTL', KEYS[2]) < keep then
     redis.call('PEXPIRE', KEYS[2], keep)
   end

@@ -10,6 +10,7 @@
 -- the first worker starts wait for it. XTRIM MINID removes only entries below the cut-off; the
 -- '~' lets Redis stop at a macro-node boundary, which may keep a few more, never fewer.
 -- Returns the number of entries removed.
+-- ferry:prelude
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
   return tonumber(ms), tonumber(seq)
@@ -30,9 +31,7 @@ local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
 if #groups == 0 then
   return 0
 end
-local now = redis.call('TIME')
-local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local cutoff = string.format('%.0f-0', math.max(now_ms - tonumber(ARGV[1]), 0))
+local cutoff = string.format('%.0f-0', math.max(now_ms() - tonumber(ARGV[1]), 0))
 for _, group in ipairs(groups) do
   local info = {}
   for i = 1, #group, 2 do
