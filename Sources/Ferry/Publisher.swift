@@ -48,7 +48,7 @@ public final class Publisher: Sendable {
     private let lastTrim = Mutex<ContinuousClock.Instant?>(nil)
 
     static let publishScript = RedisScript(name: "publish", source: EmbeddedLuaScripts.publish)
-    static let trimScript = RedisScript(name: "trim", source: EmbeddedLuaScripts.trim)
+    static let trimScript = Worker.trimScript
     static let queuedScript = RedisScript(name: "queued", source: EmbeddedLuaScripts.queued)
 
     /// Publishes through `connection`, which may be shared with other work.

@@ -22,6 +22,9 @@ public struct QueueKeys: Sendable, Hashable {
     /// (`ferry job cancel`), scored by when the request expires (ms since the epoch). Workers
     /// look here once per read batch rather than in each job's status hash.
     public let cancelRequests: String
+    /// `ferry:{Q}:retention_lock`: held (`SET NX PX`) by the worker that runs the queue's
+    /// retention pass, so two workers do not both trim.
+    public let retentionLock: String
 
     /// The keys of `queue`; nothing is read or written.
     public init(queue: QueueName) {
@@ -31,6 +34,7 @@ public struct QueueKeys: Sendable, Hashable {
         self.deadLetter = prefix + ":dead"
         self.retryAfter = prefix + ":retry_after"
         self.cancelRequests = prefix + ":cancel_requests"
+        self.retentionLock = prefix + ":retention_lock"
     }
 
     /// `ferry:{Q}:job:<job_id>`: the job's status hash.

@@ -13,6 +13,7 @@ extension Worker {
         var errorBackoff = Duration.milliseconds(100)
         var nextReclaim = ContinuousClock.now
         var nextPrune = ContinuousClock.now
+        var nextRetention = ContinuousClock.now
         var reclaimCursor = ReclaimCursor()
         let block = min(configuration.readBlock, configuration.reclaimInterval)
 
@@ -47,6 +48,12 @@ extension Worker {
                 if let after = configuration.pruneIdleConsumersAfter, ContinuousClock.now >= nextPrune {
                     nextPrune = .now + min(after / 2, .seconds(60))
                     await pruneIdleConsumers(control, idleFor: after)
+                }
+                if configuration.retention != nil || configuration.deadLetterRetention != nil,
+                    ContinuousClock.now >= nextRetention
+                {
+                    nextRetention = .now + configuration.retentionInterval
+                    await enforceRetention(control)
                 }
                 var delivered: [(StreamEntry, Int)] = []
                 // Reclaims are rare; after one, look for cancel requests without asking first.
@@ -104,6 +111,47 @@ extension Worker {
             logger.info("group_created")
         } catch  where error.prefix == .busyGroup {
             return
+        }
+    }
+
+    /// Trims the job stream to ``Configuration/retention`` (entries every group has finished
+    /// only) and the dead-letter stream to ``Configuration/deadLetterRetention``, when this
+    /// worker gets the queue's retention lock for the interval (one worker of many does it). A
+    /// failure is logged and tried again next time.
+    func enforceRetention(_ control: ControlChannel) async {
+        do {
+            let locked = try await control.send(
+                RedisCommand(
+                    "SET",
+                    [
+                        .string(keys.retentionLock), .string(configuration.consumer), "NX", "PX",
+                        .integer(configuration.retentionInterval.milliseconds),
+                    ]))
+            guard locked != .null else { return }
+            var trimmed: (jobs: Int64, deadLetters: Int64) = (0, 0)
+            if let retention = configuration.retention {
+                trimmed.jobs =
+                    try await control.run(
+                        Self.trimScript, keys: [.string(keys.jobs)], arguments: [.integer(retention.milliseconds)]
+                    )
+                    .integer ?? 0
+            }
+            if let retention = configuration.deadLetterRetention {
+                trimmed.deadLetters =
+                    try await control.run(
+                        Self.trimDeadScript, keys: [.string(keys.deadLetter)], arguments: [.integer(retention.milliseconds)]
+                    ).integer ?? 0
+            }
+            let metadata: Logger.Metadata = [
+                "ferry.trimmed_jobs": "\(trimmed.jobs)", "ferry.trimmed_dead_letters": "\(trimmed.deadLetters)",
+            ]
+            if trimmed.jobs + trimmed.deadLetters > 0 {
+                logger.info("retention_trimmed", metadata: metadata)
+            } else {
+                logger.debug("retention_pass", metadata: metadata)
+            }
+        } catch {
+            logger.info("the retention pass failed", metadata: redisFailure(error))
         }
     }
 

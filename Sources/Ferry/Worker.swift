@@ -52,6 +52,13 @@ public final class Worker: Sendable {
         /// live worker (`prune_consumers.lua`): what a worker killed by `kill -9` leaves behind.
         /// nil keeps them.
         public var pruneIdleConsumersAfter: Duration? = .seconds(24 * 3600)
+        /// Job stream entries older than this that every group has acknowledged are trimmed by
+        /// the workers (`trim.lua`: never a pending or unread entry); nil keeps them all.
+        public var retention: Duration? = .seconds(3600)
+        /// Dead letters older than this are trimmed; nil keeps them all.
+        public var deadLetterRetention: Duration? = .seconds(14 * 24 * 3600)
+        /// How often one of the queue's workers runs the retention pass.
+        var retentionInterval: Duration = .seconds(60)
 
         /// The defaults of `ferry worker`: group `workers`, concurrency 16, 30 s lease, status on.
         public init() {}
@@ -84,6 +91,9 @@ public final class Worker: Sendable {
                 throw invalid("the minimum backoff must be positive and no larger than the maximum backoff")
             }
             guard readBlock >= .milliseconds(10) else { throw invalid("the read block must be at least 10ms") }
+            for (name, value) in [("retention", retention), ("dead-letter retention", deadLetterRetention)] {
+                if let value, value <= .zero { throw invalid("the \(name) must be positive, or nil to keep everything") }
+            }
             if let prune = pruneIdleConsumersAfter, prune < .seconds(1) {
                 throw invalid("idle consumers may be pruned after 1s at the earliest")
             }
@@ -133,6 +143,8 @@ public final class Worker: Sendable {
     static let completeScript = RedisScript(name: "complete", source: EmbeddedLuaScripts.complete)
     static let extendLockScript = RedisScript(name: "extend_lock", source: EmbeddedLuaScripts.extend_lock)
     static let markDeletedScript = RedisScript(name: "mark_deleted", source: EmbeddedLuaScripts.mark_deleted)
+    static let trimScript = RedisScript(name: "trim", source: EmbeddedLuaScripts.trim)
+    static let trimDeadScript = RedisScript(name: "trim_dead", source: EmbeddedLuaScripts.trim_dead)
     static let pruneConsumersScript = RedisScript(name: "prune_consumers", source: EmbeddedLuaScripts.prune_consumers)
     static let recreateGroupScript = RedisScript(name: "recreate_group", source: EmbeddedLuaScripts.recreate_group)
     static let startBatchScript = RedisScript(name: "start_batch", source: EmbeddedLuaScripts.start_batch)

@@ -19,11 +19,12 @@ struct WorkerCommand: AsyncParsableCommand {
         discussion: """
             Every option can also be set from the environment (FERRY_QUEUE, FERRY_GROUP, FERRY_CONSUMER, \
             FERRY_CONCURRENCY, FERRY_LEASE, FERRY_MAX_ATTEMPTS, FERRY_MIN_BACKOFF, FERRY_MAX_BACKOFF, \
-            FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_PRUNE_CONSUMERS_AFTER, FERRY_EXEC, FERRY_PASS_ENV (names separated by \
+            FERRY_JOB_TIMEOUT, FERRY_SHUTDOWN_GRACE, FERRY_IDEMPOTENCY_TTL, FERRY_PRUNE_CONSUMERS_AFTER, FERRY_RETENTION, \
+            FERRY_DEAD_LETTER_RETENTION, FERRY_EXEC, FERRY_PASS_ENV (names separated by \
             commas), FERRY_PUSH, FERRY_PUSH_HEADER \
             (one header per line), FERRY_PUSH_SECRET_FILE, FERRY_PUSH_SUBSCRIPTION, FERRY_PUSH_TIMEOUT, FERRY_PUSH_FORMAT, FERRY_NOTIFY, \
             FERRY_NOTIFY_SECRET_FILE, FERRY_ADMIN_PORT, FERRY_ADMIN_HOST, FERRY_SAMPLE_INTERVAL); a flag wins over the environment. \
-            Durations are written 500ms, 30s, 5m or 1h. SIGTERM or SIGINT stops reading, lets running \
+            Durations are written 500ms, 30s, 5m, 1h or 7d. SIGTERM or SIGINT stops reading, lets running \
             jobs finish within the shutdown grace, and exits 0; a second signal cancels them at once.
 
             The command runs as /bin/sh -c CMD with the job's data on stdin. Exit 0 acknowledges the job, \
@@ -72,6 +73,14 @@ struct WorkerCommand: AsyncParsableCommand {
             "Delete consumers of the group idle this long and holding nothing, left by killed workers (default 1d; 0 keeps them)."
     )
     var pruneConsumersAfter: String?
+
+    @Option(
+        parsing: .unconditional,
+        help: "Trim job stream entries older than this that every group has acknowledged (default 1h; 0 keeps them).")
+    var retention: String?
+
+    @Option(parsing: .unconditional, help: "Trim dead letters older than this (default 14d; 0 keeps them).")
+    var deadLetterRetention: String?
 
     @Option(
         name: .customLong("exec"), help: ArgumentHelp("The handler: a shell command run for every job.", valueName: "command"))
@@ -166,6 +175,13 @@ struct WorkerCommand: AsyncParsableCommand {
             pruneConsumersAfter, option: "prune-consumers-after", variable: "FERRY_PRUNE_CONSUMERS_AFTER",
             default: configuration.pruneIdleConsumersAfter ?? .zero)
         configuration.pruneIdleConsumersAfter = prune == .zero ? nil : prune
+        let keepJobs = try settings.duration(
+            retention, option: "retention", variable: "FERRY_RETENTION", default: configuration.retention ?? .zero)
+        configuration.retention = keepJobs == .zero ? nil : keepJobs
+        let keepDeadLetters = try settings.duration(
+            deadLetterRetention, option: "dead-letter-retention", variable: "FERRY_DEAD_LETTER_RETENTION",
+            default: configuration.deadLetterRetention ?? .zero)
+        configuration.deadLetterRetention = keepDeadLetters == .zero ? nil : keepDeadLetters
         try configuration.validate()
         let handler: any JobHandler =
             pushURL.isEmpty

@@ -1,7 +1,10 @@
-import Ferry
 import FerryRedis
 import FerryTestSupport
+import Foundation
+import Logging
 import Testing
+
+@testable import Ferry
 
 @Suite("Retention trimming")
 struct RetentionTests {
@@ -48,5 +51,58 @@ struct RetentionTests {
         _ = try await publisher.publish(JobMessage(type: "t", data: ""))
         #expect(try await publisher.trimExpiredJobs() == 0)
         #expect(publisher.configuration.retention == nil)
+    }
+}
+
+extension WorkerTests {
+    @Test(
+        "workers trim acknowledged job entries past the retention by default-on passes, never an unread one, and old dead letters"
+    )
+    func workersEnforceRetention() async throws {
+        let setup = try await Setup()
+        _ = try await setup.publisher.publish((0..<300).map { JobMessage(type: "t", data: "\($0)") })
+        // Dead letters from long ago (their IDs are their times), and one from now.
+        for index in 0..<300 {
+            try await setup.redis.send(
+                RedisCommand("XADD", [.string(setup.keys.deadLetter), .string("\(1_000 + index)-0"), "type", "t", "v", "1"]))
+        }
+        try await setup.redis.send(RedisCommand("XADD", [.string(setup.keys.deadLetter), "*", "type", "t", "v", "1"]))
+        let log = LogRecord()
+        let seen = Deliveries()
+        let worker = setup.worker(["t": JobHandlerClosure { seen.record($0) }], logger: log.logger(level: .debug)) {
+            $0.retention = .milliseconds(1)
+            $0.retentionInterval = .milliseconds(200)
+        }
+        try await running(worker) {
+            #expect(await eventually { seen.count == 300 })
+            #expect(await eventually { try await setup.length(setup.keys.jobs) < 300 }, "acknowledged entries trimmed")
+            #expect(await eventually { try await setup.length(setup.keys.deadLetter) < 300 }, "old dead letters trimmed")
+        }
+        let dead = try await setup.redis.send(
+            RedisCommand("XREVRANGE", [.string(setup.keys.deadLetter), "+", "-", "COUNT", "1"]))
+        #expect(
+            StreamEntry.entries(from: dead).first?.time ?? .distantPast > Date().addingTimeInterval(-3600), "a recent one stays")
+        #expect(log.messages.contains("retention_trimmed"))
+    }
+
+    @Test("a group that has not read the entries keeps every one of them through retention passes")
+    func retentionSparesUnreadEntries() async throws {
+        let setup = try await Setup()
+        _ = try await setup.publisher.publish((0..<300).map { JobMessage(type: "t", data: "\($0)") })
+        try await setup.redis.send(RedisCommand("XGROUP CREATE", [.string(setup.keys.jobs), "slow", "0"]))
+        let log = LogRecord()
+        let seen = Deliveries()
+        let worker = setup.worker(["t": JobHandlerClosure { seen.record($0) }], logger: log.logger(level: .debug)) {
+            $0.retention = .milliseconds(1)
+            $0.retentionInterval = .milliseconds(100)
+        }
+        try await running(worker) {
+            #expect(await eventually { seen.count == 300 })
+            // Passes after the workers group finished: each would have trimmed but for "slow".
+            let passesBefore = log.messages.filter { $0 == "retention_pass" }.count
+            #expect(await eventually { log.messages.filter { $0 == "retention_pass" }.count >= passesBefore + 2 })
+        }
+        #expect(try await setup.length(setup.keys.jobs) == 300)
+        #expect(!log.messages.contains("retention_trimmed"))
     }
 }
