@@ -205,8 +205,8 @@ public struct QueueInspector: Sendable {
         return report
     }
 
-    /// `[name, value, name, value, …]` as a dictionary.
-    static func fields(_ reply: RedisReply) -> [String: RedisReply] {
+    /// A flat `XINFO` reply (`name`, value, `name`, value, …) as a dictionary.
+    public static func fields(_ reply: RedisReply) -> [String: RedisReply] {
         let flat = reply.array ?? []
         var fields: [String: RedisReply] = [:]
         var index = 0

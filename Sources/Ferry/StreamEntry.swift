@@ -61,6 +61,16 @@ public struct StreamEntry: Sendable, Hashable {
         Int64(id.prefix { $0 != "-" })
     }
 
+    /// Whether entry ID `id` sorts at or before `other` (both `<ms>-<seq>`), as Redis orders them.
+    public static func isID(_ id: String, atOrBefore other: String) -> Bool {
+        func parts(_ text: String) -> (UInt64, UInt64) {
+            let pieces = text.split(separator: "-", maxSplits: 1)
+            return (UInt64(pieces.first ?? "") ?? 0, pieces.count > 1 ? UInt64(pieces[1]) ?? 0 : 0)
+        }
+        let (a, b) = (parts(id), parts(other))
+        return a.0 < b.0 || (a.0 == b.0 && a.1 <= b.1)
+    }
+
     /// Decodes the entry as a job; the job id falls back to the entry ID.
     public func decodedJob(maxPayloadBytes: Int = WireFormat.defaultMaxPayloadBytes) throws(WireFormatError) -> JobMessage {
         var job = try JobMessage(decoding: fields, maxPayloadBytes: maxPayloadBytes)

@@ -24,7 +24,11 @@ struct JobStatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
         abstract: "Show a job's state, attempts, last error, progress and times.",
-        discussion: "Exits 1 when the job has no status: it never ran with status on, or its status expired.")
+        discussion: """
+            A job without a status (published by a plain XADD, or its status expired) is looked up in the stream by \
+            entry ID or job_id and shown as queued, pending (with its owner) or acknowledged in each group. Exits 1 \
+            when neither a status nor an entry is found.
+            """)
 
     @OptionGroup var job: JobReference
 
@@ -38,10 +42,15 @@ struct JobStatusCommand: AsyncParsableCommand {
         let queueName = try QueueName(job.queue)
         let connection = try await redis.connect(clientName: "ferry-job")
         guard let status = try await JobStatus.load(jobID: job.jobID, queue: queueName, connection: connection) else {
-            throw FerryError(
-                .notFound,
-                "no status for job \"\(job.jobID)\" in queue \(job.queue): it has not run with status recording on, or its status expired"
-            )
+            // No status (a plain XADD, status off, or expired): where the stream says it is.
+            guard let found = try await JobLocator(queue: queueName, connection: connection).find(job.jobID) else {
+                throw FerryError(
+                    .notFound,
+                    "no job \"\(job.jobID)\" in queue \(job.queue): no status (never recorded, or expired) and no entry with that ID or job_id among the newest \(JobLocator.searchLimit) of the stream"
+                )
+            }
+            try printFound(found)
+            return
         }
         func time(_ value: String) -> String? {
             Int64(value).map { Date(millisecondsSince1970: $0).rfc3339 }
@@ -73,6 +82,42 @@ struct JobStatusCommand: AsyncParsableCommand {
                 let value = status.fields[field] ?? ""
                 return [field, JobStatus.isTime(field) ? (time(value) ?? value) : value]
             })
+    }
+}
+
+extension JobStatusCommand {
+    /// A job found in the stream without a status: its entry and where it is in each group.
+    func printFound(_ found: JobLocator.Found) throws {
+        func describe(_ position: JobLocator.Position) -> (state: String, detail: String) {
+            switch position {
+            case .queued: ("queued", "not delivered yet")
+            case .pending(let consumer, let deliveries): ("pending", "held by \(consumer), delivered \(deliveries) time(s)")
+            case .done: ("done", "acknowledged, or before where this group began reading")
+            }
+        }
+        let groups = found.groups.sorted { $0.key < $1.key }
+        if json {
+            try printJSON(
+                [
+                    "job_id": found.entry.jobID, "entry_id": found.entry.id,
+                    "type": found.entry.text(of: WireFormat.Field.type) ?? "",
+                    "status_recorded": false,
+                    "groups": Dictionary(uniqueKeysWithValues: groups.map { ($0.key, describe($0.value).state) }),
+                ] as [String: Any])
+            return
+        }
+        printTable(
+            [
+                ["job_id", found.entry.jobID], ["entry_id", found.entry.id],
+                ["type", found.entry.text(of: WireFormat.Field.type) ?? "-"], ["published", found.entry.time.rfc3339],
+                ["status", "none recorded (published with a plain XADD, status off, or expired); from the stream:"],
+            ]
+                + (groups.isEmpty
+                    ? [["groups", "none yet: queued for the first worker"]]
+                    : groups.map {
+                        let (state, detail) = describe($0.value)
+                        return ["group \($0.key)", "\(state): \(detail)"]
+                    }))
     }
 }
 

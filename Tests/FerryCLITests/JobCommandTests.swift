@@ -34,7 +34,7 @@ struct JobCommandTests {
 
         let missing = try await runProcess(try ferryExecutable(), ["job", "status", queue, "nope", "--redis", url])
         #expect(missing.status == 1)
-        #expect(missing.standardError.contains("no status for job \"nope\""))
+        #expect(missing.standardError.contains("no job \"nope\""))
     }
 
     @Test("ferry job cancel says what it did")
@@ -52,5 +52,33 @@ struct JobCommandTests {
         #expect(pending.standardOutput.contains("will not run"))
         let status = try await JobStatus.load(jobID: "later-job", queue: try QueueName(queue), connection: redis)
         #expect(status?.fields["cancel_requested"] != nil)
+    }
+}
+
+extension JobCommandTests {
+    @Test("ferry job status finds a plain-XADD job in the stream, by job_id or entry ID, and says where it is in each group")
+    func statusOfPlainXADDJob() async throws {
+        let url = try await TestRedis.sharedURL()
+        let redis = try await TestRedis.connection()
+        let queue = uniqueName("plain")
+        let jobs = QueueKeys(queue: try QueueName(queue)).jobs
+        let entryID = try #require(
+            try await redis.send(
+                RedisCommand("XADD", [.string(jobs), "*", "type", "t", "data", "x", "job_id", "plain-1", "v", "1"])
+            )
+            .string)
+        try await redis.send(RedisCommand("XGROUP CREATE", [.string(jobs), "workers", "0"]))
+        try await redis.send(RedisCommand("XGROUP CREATE", [.string(jobs), "audit", "0"]))
+        _ = try await redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "c1", "COUNT", "1", "STREAMS", .string(jobs), ">"]))
+        for id in ["plain-1", entryID] {
+            let result = try await runProcess(try ferryExecutable(), ["job", "status", queue, id, "--json", "--redis", url])
+            #expect(result.status == 0, "\(result.standardError)")
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(result.outputBytes)) as? [String: Any])
+            #expect(object["entry_id"] as? String == entryID && object["job_id"] as? String == "plain-1")
+            #expect(object["groups"] as? [String: String] == ["workers": "pending", "audit": "queued"])
+        }
+        let missing = try await runProcess(try ferryExecutable(), ["job", "status", queue, "nothing", "--redis", url])
+        #expect(missing.status == 1)
     }
 }
