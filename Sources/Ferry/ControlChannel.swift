@@ -10,6 +10,8 @@ struct ControlChannel: Sendable {
     struct Acknowledgement: Sendable {
         let entryID: String
         var statusKey: String?
+        /// How long the handler ran, for the status's `processing_ms`.
+        var processingMilliseconds: Int64 = 0
     }
 
     /// A write that waits for the next flush.

@@ -3,7 +3,9 @@ import Foundation
 
 /// A job's status as its workers recorded it in `ferry:{Q}:job:<job_id>`.
 ///
-/// Fields: `state` (a ``JobState``), `attempts`, `error_class`,
+/// Fields: `state` (a ``JobState``), `attempts`, `error_class`, `retryable` (`1` when another
+/// attempt will come, `0` when none will) and `processing_ms` (how long the last attempt's
+/// handler ran),
 /// `last_error`, `next_attempt_at` (retry guidance), `progress` (0-100) and `stage` when the
 /// handler reports them, `started_at`, `finished_at`, `updated_at` (milliseconds since the epoch),
 /// `consumer`, `group`, `type`, `entry_id`. The hash expires a while after a terminal state.
@@ -22,7 +24,7 @@ public struct JobStatus: Sendable, Hashable {
     /// The fields whose values are times, in milliseconds since the epoch.
     public static func isTime(_ field: String) -> Bool { field.hasSuffix("_at") }
     /// The fields whose values are counts.
-    public static let countFields: Set<String> = ["attempts", "progress"]
+    public static let countFields: Set<String> = ["attempts", "progress", "processing_ms"]
 
     /// Reads a job's status.
     ///

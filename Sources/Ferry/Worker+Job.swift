@@ -185,13 +185,17 @@ extension Worker {
                 notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
             }
             if let key = message.idempotencyKey, let lock {
-                if await complete(entry.id, jobID: jobID, idempotencyKey: key, lock: lock, control: control, logger: logger) {
+                if await complete(
+                    entry.id, jobID: jobID, idempotencyKey: key, lock: lock, processing: duration, control: control,
+                    logger: logger)
+                {
                     completed(logger)
                 }
                 return .done
             }
             let acknowledgement = ControlChannel.Acknowledgement(
-                entryID: entry.id, statusKey: configuration.recordsStatus ? keys.jobStatus(jobID: jobID) : nil)
+                entryID: entry.id, statusKey: configuration.recordsStatus ? keys.jobStatus(jobID: jobID) : nil,
+                processingMilliseconds: duration.milliseconds)
             settleAcknowledgement(acknowledgement, control: control) { [self, logger] acknowledged in
                 switch acknowledged {
                 case true?: completed(logger)
@@ -209,8 +213,8 @@ extension Worker {
             metrics.job(.failed, type: message.type)
             metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
             await deadLetter(
-                entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message, control: control,
-                logger: logger)
+                entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message,
+                processing: ContinuousClock.now - started, control: control, logger: logger)
         } catch is CancellationError {
             if slots.wasCancelledOnRequest(entry.id) {
                 await acknowledge(entry.id, control: control, logger: logger)
@@ -222,7 +226,7 @@ extension Worker {
                 await recordStatus(
                     jobID, .failed, attempt: attempt, control: control,
                     fields: [
-                        "error_class": "interrupted",
+                        "error_class": "interrupted", "retryable": "1",
                         "last_error": "the worker stopped before the job finished; another worker runs it again",
                         "next_attempt_at": .integer(nowMilliseconds() + comesBack.milliseconds),
                     ])
@@ -237,14 +241,15 @@ extension Worker {
                     "ferry.error_class": "\(errorClass)", "ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)",
                     "ferry.error": "\(FailureText.keepingEnd("\(error)", limit: FailureText.loggedLimit))",
                 ])
+            let processing = ContinuousClock.now - started
             if attempt >= maxAttempts(of: message) {
                 await deadLetter(
-                    entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: "\(error)", control: control,
-                    logger: logger)
+                    entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: "\(error)", processing: processing,
+                    control: control, logger: logger)
             } else {
                 metrics.job(.retried, type: message.type)
                 await scheduleRetry(
-                    entry.id, jobID: jobID, attempt: attempt, error: (errorClass, "\(error)"),
+                    entry.id, jobID: jobID, attempt: attempt, error: (errorClass, "\(error)"), processing: processing,
                     retryAfter: (error as? any RetryableJobError)?.retryAfter, control: control, logger: logger)
             }
         }
@@ -335,7 +340,7 @@ extension Worker {
                 metrics.job(.skippedDuplicate, type: type)
                 await recordStatus(
                     jobID, .succeeded, attempt: attempt, control: control,
-                    fields: ["finished_at": now(), "note": "idempotent_skip: the key had already completed"])
+                    fields: ["finished_at": now(), "retryable": "0", "note": "idempotent_skip: the key had already completed"])
                 return nil
             case "busy":
                 // Another delivery of the key runs (or its worker died and its lock has yet to
@@ -362,8 +367,8 @@ extension Worker {
     /// records it succeeded, atomically. Returns true when it did; false when the entry was lost
     /// or Redis failed.
     func complete(
-        _ entryID: String, jobID: String, idempotencyKey key: String, lock: IdempotencyLock, control: ControlChannel,
-        logger: Logger
+        _ entryID: String, jobID: String, idempotencyKey key: String, lock: IdempotencyLock, processing: Duration,
+        control: ControlChannel, logger: Logger
     ) async -> Bool {
         var scriptKeys: [RedisArgument] = [.string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(lock.key)]
         var arguments: [RedisArgument] = [
@@ -372,7 +377,7 @@ extension Worker {
         ]
         if configuration.recordsStatus {
             scriptKeys.append(.string(keys.jobStatus(jobID: jobID)))
-            arguments += [now(), .integer(configuration.statusTTL.milliseconds)]
+            arguments += [now(), .integer(configuration.statusTTL.milliseconds), .integer(processing.milliseconds)]
         }
         var retries = 0
         defer { if retries > 0 { acknowledgementRetryEnded() } }
@@ -448,7 +453,7 @@ extension Worker {
     /// the backoff of this delivery, and for the earliest time if one was asked for.
     func scheduleRetry(
         _ entryID: String, jobID: String, attempt: Int, error: (errorClass: String, message: String)?,
-        retryAfter: Duration? = nil, control: ControlChannel, logger: Logger
+        processing: Duration? = nil, retryAfter: Duration? = nil, control: ControlChannel, logger: Logger
     ) async {
         let backoff = configuration.retry.backoff(afterAttempt: attempt, entryID: entryID)
         let delay = max(backoff, retryAfter ?? .zero)
@@ -465,7 +470,10 @@ extension Worker {
                 return
             }
             logger.info("retry_scheduled", metadata: ["ferry.backoff_ms": "\(delay.milliseconds)"])
-            var fields: [String: RedisArgument] = ["next_attempt_at": .integer(nowMilliseconds() + delay.milliseconds)]
+            var fields: [String: RedisArgument] = [
+                "next_attempt_at": .integer(nowMilliseconds() + delay.milliseconds), "retryable": "1",
+            ]
+            if let processing { fields["processing_ms"] = .integer(processing.milliseconds) }
             if let error {
                 fields["error_class"] = .string(error.errorClass)
                 fields["last_error"] = .string(FailureText.keepingEnd(error.message))
@@ -478,8 +486,8 @@ extension Worker {
     }
 
     func deadLetter(
-        _ entry: StreamEntry, jobID: String, attempt: Int, errorClass: String, error: String, control: ControlChannel,
-        logger: Logger
+        _ entry: StreamEntry, jobID: String, attempt: Int, errorClass: String, error: String, processing: Duration? = nil,
+        control: ControlChannel, logger: Logger
     ) async {
         let failedAt = Date().millisecondsSince1970
         let fields: [RedisArgument] = [
@@ -495,12 +503,12 @@ extension Worker {
             if moved.integer == 1 {
                 logger.info("dead_lettered", metadata: ["ferry.error_class": "\(errorClass)"])
                 metrics.job(.deadLettered, type: entry.text(of: WireFormat.Field.type))
-                await recordStatus(
-                    jobID, .dead, attempt: attempt, control: control,
-                    fields: [
-                        "error_class": .string(errorClass), "last_error": .string(FailureText.keepingEnd(error)),
-                        "finished_at": now(),
-                    ])
+                var fields: [String: RedisArgument] = [
+                    "error_class": .string(errorClass), "last_error": .string(FailureText.keepingEnd(error)),
+                    "finished_at": now(), "retryable": "0",
+                ]
+                if let processing { fields["processing_ms"] = .integer(processing.milliseconds) }
+                await recordStatus(jobID, .dead, attempt: attempt, control: control, fields: fields)
                 notify(.dead, jobID: jobID, entry: entry, attempt: attempt, errorClass: errorClass, error: error)
             } else {
                 logger.info("lease_lost: another worker owns the entry now; not dead-lettered")

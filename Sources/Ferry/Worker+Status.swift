@@ -47,7 +47,8 @@ extension Worker {
     func recordCancelled(_ jobID: String, entry: StreamEntry, attempt: Int, control: ControlChannel, logger: Logger) async {
         logger.info("job_cancelled")
         metrics.job(.cancelled, type: entry.text(of: WireFormat.Field.type))
-        await recordStatus(jobID, .cancelled, attempt: attempt, control: control, fields: ["finished_at": now()])
+        await recordStatus(
+            jobID, .cancelled, attempt: attempt, control: control, fields: ["finished_at": now(), "retryable": "0"])
         notify(.cancelled, jobID: jobID, entry: entry, attempt: attempt)
     }
 

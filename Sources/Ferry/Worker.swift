@@ -343,6 +343,7 @@ public final class Worker: Sendable {
             } else {
                 arguments.append(0)
             }
+            arguments.append(.integer(ack.processingMilliseconds))
         }
         return Self.ackScript.command(keys: scriptKeys, arguments: arguments)
     }

@@ -62,6 +62,8 @@ struct JobStatusCommand: AsyncParsableCommand {
                     object[field] = time(value) ?? value
                 } else if JobStatus.countFields.contains(field), let count = Int(value) {
                     object[field] = count
+                } else if field == "retryable" {
+                    object[field] = value == "1"
                 } else {
                     object[field] = value
                 }
@@ -72,7 +74,8 @@ struct JobStatusCommand: AsyncParsableCommand {
             return
         }
         let order = [
-            "job_id", "state", "attempts", "progress", "stage", "error_class", "last_error", "next_attempt_at",
+            "job_id", "state", "attempts", "retryable", "progress", "stage", "error_class", "last_error", "next_attempt_at",
+            "processing_ms",
             "type", "entry_id", "group", "consumer", "started_at", "finished_at", "updated_at",
         ]
         let known = order.filter { status.fields[$0].map { !$0.isEmpty } ?? false }

@@ -256,3 +256,35 @@ extension WorkerTests {
         #expect(started.metadata["trace.traceparent"] == traceparent)
     }
 }
+
+extension WorkerTests {
+    @Test("the status says how long the last attempt ran (processing_ms) and whether another attempt will come (retryable)")
+    func statusHasRetryGuidance() async throws {
+        let setup = try await Setup()
+        let worker = setup.worker(
+            [
+                "flaky": JobHandlerClosure { job in
+                    try await Task.sleep(for: .milliseconds(60))
+                    if job.deliveryAttempt == 1 { throw PushBackError() }
+                },
+                "doomed": JobHandlerClosure { _ in throw PushBackError() },
+            ]) { $0.retry = RetryPolicy(maxAttempts: 2, minimumBackoff: .seconds(3), maximumBackoff: .seconds(3)) }
+        func field(_ job: String, _ name: String) async throws -> String? {
+            try await setup.redis.send(RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: job)), .string(name)])).string
+        }
+        try await running(worker) {
+            _ = try await setup.publisher.publish([
+                JobMessage(type: "flaky", data: "", jobID: "flaky-1"), JobMessage(type: "doomed", data: "", jobID: "doomed-1"),
+            ])
+            // Held in retrying by the 3 s backoff: another attempt will come.
+            #expect(await eventually { try await field("flaky-1", "state") == "retrying" })
+            #expect(try await field("flaky-1", "retryable") == "1")
+            #expect(try await field("flaky-1", "processing_ms").flatMap { Int($0) } ?? 0 >= 60)
+            #expect(await eventually(.seconds(20)) { try await field("flaky-1", "state") == "succeeded" })
+            #expect(try await field("flaky-1", "retryable") == "0")
+            #expect(try await field("flaky-1", "processing_ms").flatMap { Int($0) } ?? 0 >= 60)
+            #expect(await eventually(.seconds(20)) { try await field("doomed-1", "state") == "dead" })
+            #expect(try await field("doomed-1", "retryable") == "0")
+        }
+    }
+}

@@ -555,7 +555,7 @@ struct WorkerTests {
         let statusKey = setup.keys.jobStatus(jobID: receipt.jobID)
         let ack = try await setup.redis.run(
             Worker.ackScript, keys: keys + [.string(statusKey)],
-            arguments: ["workers", "zombie", 1_000, 60_000, .string(receipt.jobID), 2])
+            arguments: ["workers", "zombie", 1_000, 60_000, .string(receipt.jobID), 2, 5])
         #expect(ack == .array([.bulk(Array(receipt.jobID.utf8))]), "reported as lost, not acknowledged")
         let state = try await setup.redis.send(RedisCommand("HGET", [.string(statusKey), "state"]))
         #expect(state != .bulk(Array("succeeded".utf8)), "the zombie's success is not recorded for the new owner's delivery")

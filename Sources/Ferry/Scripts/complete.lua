@@ -12,6 +12,7 @@
 -- KEYS[4]  (when job status is kept) the status hash ferry:{Q}:job:<job_id>
 -- ARGV[7]  (with KEYS[4]) now, in milliseconds since the epoch
 -- ARGV[8]  (with KEYS[4]) how long a finished job's status hash lives, in milliseconds
+-- ARGV[9]  (with KEYS[4]) how long the handler ran, in milliseconds (processing_ms)
 --
 -- Acknowledges the entry, marks the key done, releases the lock and records the success in one
 -- step, so no crash can leave a key acknowledged but not marked (it would run again), marked
@@ -27,7 +28,8 @@ if redis.call('GET', KEYS[3]) == ARGV[6] then
   redis.call('DEL', KEYS[3])
 end
 if KEYS[4] then
-  redis.call('HSET', KEYS[4], 'state', 'succeeded', 'progress', '100', 'finished_at', ARGV[7], 'updated_at', ARGV[7])
+  redis.call('HSET', KEYS[4], 'state', 'succeeded', 'progress', '100', 'finished_at', ARGV[7], 'updated_at', ARGV[7],
+    'processing_ms', ARGV[9], 'retryable', '0')
   redis.call('PEXPIRE', KEYS[4], ARGV[8])
 end
 return 1
