@@ -97,3 +97,29 @@ public struct Job: Sendable {
     /// The producer's `attr.*` fields, like Pub/Sub message attributes.
     public var attributes: [String: String] { message.attributes }
 }
+
+/// Code that runs around every job's handler: logging, metrics, tracing, limits. A middleware
+/// calls `next` to run the rest of the chain and the handler (or does not, to skip the job as
+/// succeeded; or throws, which fails the delivery as the handler's error would), so behaviour
+/// around a job plugs in here instead of being written into the worker's code path.
+///
+/// The first middleware given to a ``Worker`` is the outermost.
+public protocol JobMiddleware: Sendable {
+    /// Handles one delivery; `next` runs the rest of the chain and the handler.
+    func handle(_ job: Job, next: @Sendable (Job) async throws -> Void) async throws
+}
+
+/// A handler wrapped in middleware, outermost first: what the worker runs when it has any.
+struct MiddlewareChain: JobHandler {
+    let handler: any JobHandler
+    let middleware: [any JobMiddleware]
+
+    func handle(_ job: Job) async throws {
+        try await run(job, from: 0)
+    }
+
+    private func run(_ job: Job, from index: Int) async throws {
+        guard index < middleware.count else { return try await handler.handle(job) }
+        try await middleware[index].handle(job) { job in try await run(job, from: index + 1) }
+    }
+}

@@ -153,19 +153,24 @@ public final class Worker: Sendable {
     ///   - handlers: by job type.
     ///   - fallbackHandler: runs every type without a handler of its own (`ferry worker --exec`);
     ///     without one, such a job is dead-lettered as unknown.
+    ///   - middleware: runs around every handler, the first outermost (``JobMiddleware``).
     ///   - observer: hears about every job that succeeds, is dead-lettered or is cancelled here.
     public init(
         queue: QueueName, redis: RedisConfiguration, handlers: [String: any JobHandler],
         configuration: Configuration = Configuration(), fallbackHandler: (any JobHandler)? = nil,
-        observer: (any JobEventObserver)? = nil, logger: Logger = Logger(label: "ferry.worker")
+        middleware: [any JobMiddleware] = [], observer: (any JobEventObserver)? = nil,
+        logger: Logger = Logger(label: "ferry.worker")
     ) {
         self.observer = observer
         self.metrics = WorkerMetrics(queue: queue, group: configuration.group)
         self.queue = queue
         self.keys = QueueKeys(queue: queue)
         self.redis = redis
-        self.handlers = handlers
-        self.fallbackHandler = fallbackHandler
+        func wrapped(_ handler: any JobHandler) -> any JobHandler {
+            middleware.isEmpty ? handler : MiddlewareChain(handler: handler, middleware: middleware)
+        }
+        self.handlers = handlers.mapValues(wrapped)
+        self.fallbackHandler = fallbackHandler.map(wrapped)
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: "ferry.queue"] = "\(queue)"

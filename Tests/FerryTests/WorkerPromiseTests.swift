@@ -88,8 +88,14 @@ extension WorkerTests {
             #expect(await eventually { try await setup.pendingCount() == 0 }, "the worker made the group again")
             let late = try await setup.publisher.publish(JobMessage(type: "t", data: "late", jobID: "late-1"))
             #expect(await eventually { seen.all.contains { $0.id == late.jobID } })
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "refused"))
+            #expect(await eventually { try await setup.deadEntries().count == 1 })
             #expect(await eventually { try await setup.pendingCount() == 0 })
         }
+        let dead = try await setup.deadEntries()
+        let text = { (field: String) in dead.first?.value(of: field).map { String(decoding: $0, as: UTF8.self) } }
+        #expect(text("job_id") == "refused")
+        #expect(text("dead_letter.error") == "refused by outer")
         #expect(seen.count == 51, "only the job published after the group was made again ran")
         #expect(log.messages.contains { $0.hasPrefix("group_recreated: ") && $0.contains("ferry group seek") })
     }
@@ -140,8 +146,14 @@ extension WorkerTests {
             #expect(runs.count == 3, "each job ran once; no new job was taken while acks failed")
             try await setup.redis.send(RedisCommand("ACL", ["SETUSER", .string(user), "+xack"]))
             #expect(await eventually { runs.all.contains { $0.id == late.jobID } })
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "refused"))
+            #expect(await eventually { try await setup.deadEntries().count == 1 })
             #expect(await eventually { try await setup.pendingCount() == 0 })
         }
+        let dead = try await setup.deadEntries()
+        let text = { (field: String) in dead.first?.value(of: field).map { String(decoding: $0, as: UTF8.self) } }
+        #expect(text("job_id") == "refused")
+        #expect(text("dead_letter.error") == "refused by outer")
         #expect(log.messages.contains { $0.hasPrefix("reads_resumed") })
         #expect(Set(runs.all.map(\.id)).count == 4 && runs.count == 4, "every job ran exactly once")
     }
@@ -246,8 +258,14 @@ extension WorkerTests {
         try await running(worker) {
             #expect(await eventually { log.entries.contains { $0.message == "lease_extended" } })
             release.withLock { $0 = true }
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "refused"))
+            #expect(await eventually { try await setup.deadEntries().count == 1 })
             #expect(await eventually { try await setup.pendingCount() == 0 })
         }
+        let dead = try await setup.deadEntries()
+        let text = { (field: String) in dead.first?.value(of: field).map { String(decoding: $0, as: UTF8.self) } }
+        #expect(text("job_id") == "refused")
+        #expect(text("dead_letter.error") == "refused by outer")
         let reclaimed = try #require(log.entries.first { $0.message == "reclaimed" })
         #expect(reclaimed.metadata["ferry.job_id"] == "left-by-a-crash")
         let extended = try #require(log.entries.first { $0.message == "lease_extended" })
@@ -286,5 +304,72 @@ extension WorkerTests {
             #expect(await eventually(.seconds(20)) { try await field("doomed-1", "state") == "dead" })
             #expect(try await field("doomed-1", "retryable") == "0")
         }
+    }
+}
+
+/// Lines written by the middleware and handlers of one test, in order.
+final class TraceLines: Sendable {
+    private let lines = Mutex<[String]>([])
+    func append(_ line: String) { lines.withLock { $0.append(line) } }
+    var all: [String] { lines.withLock { $0 } }
+}
+
+/// Records what passes through it, under a name, and can stop a job before its handler.
+struct TracingMiddleware: JobMiddleware {
+    let name: String
+    let trace: TraceLines
+    let skip: @Sendable (Job) -> Bool
+    var refuse: @Sendable (Job) -> Bool = { _ in false }
+
+    func handle(_ job: Job, next: @Sendable (Job) async throws -> Void) async throws {
+        trace.append("\(name) before \(job.id)")
+        if skip(job) { return }
+        if refuse(job) { throw PermanentJobError("refused by \(name)") }
+        try await next(job)
+        trace.append("\(name) after \(job.id)")
+    }
+}
+
+extension WorkerTests {
+    @Test("middleware runs around every handler, the first outermost; one may skip the handler, and its error fails the job")
+    func middlewareWrapsHandlers() async throws {
+        let setup = try await Setup()
+        let trace = TraceLines()
+        let seen = Deliveries()
+        var configuration = Worker.Configuration()
+        configuration.consumer = uniqueName("c")
+        configuration.retry = RetryPolicy(maxAttempts: 1)
+        let worker = Worker(
+            queue: setup.queue, redis: setup.redisConfiguration,
+            handlers: [
+                "t": JobHandlerClosure { job in
+                    trace.append("handler \(job.id)")
+                    seen.record(job)
+                }
+            ], configuration: configuration,
+            middleware: [
+                TracingMiddleware(name: "outer", trace: trace, skip: { _ in false }, refuse: { $0.id == "refused" }),
+                TracingMiddleware(name: "inner", trace: trace, skip: { $0.id == "skipped" }),
+            ])
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "run"))
+            #expect(await eventually { trace.all.contains("outer after run") })
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "skipped"))
+            #expect(await eventually { trace.all.contains("outer after skipped") })
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "refused"))
+            #expect(await eventually { try await setup.deadEntries().count == 1 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        let dead = try await setup.deadEntries()
+        let text = { (field: String) in dead.first?.value(of: field).map { String(decoding: $0, as: UTF8.self) } }
+        #expect(text("job_id") == "refused")
+        #expect(text("dead_letter.error") == "refused by outer")
+        let lines = trace.all
+        #expect(
+            Array(lines.prefix(5)) == [
+                "outer before run", "inner before run", "handler run", "inner after run", "outer after run",
+            ])
+        #expect(lines.contains("inner before skipped") && !lines.contains("handler skipped"), "the inner middleware skipped it")
+        #expect(seen.all.map(\.id) == ["run"])
     }
 }
