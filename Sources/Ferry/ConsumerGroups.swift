@@ -15,6 +15,15 @@ public struct ConsumerGroups: Sendable {
         self.connection = connection
     }
 
+    /// The names of the queue's groups; none when its stream does not exist yet.
+    public func names() async throws(FerryError) -> [String] {
+        let exists = try await send(RedisCommand("EXISTS", [.string(keys.jobs)])).integer == 1
+        guard exists else { return [] }
+        return (try await send(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)])).array ?? []).compactMap {
+            QueueInspector.fields($0)["name"]?.string
+        }
+    }
+
     /// Creates `group`, delivering from `position` on (the stream is created if missing).
     ///
     /// - Throws: ``FerryError`` `invalidInput` when the group exists; a Redis failure otherwise.

@@ -6,10 +6,17 @@ import FerryRedis
 /// Made once per ``Worker/run()`` so the batcher always uses that run's connection.
 struct ControlChannel: Sendable {
     let connection: RedisConnection
-    /// An entry to acknowledge, and the status hash to mark `succeeded` with it, if any.
+    /// An entry to acknowledge, and the status to record with it, if any.
     struct Acknowledgement: Sendable {
+        /// The job status an acknowledgement records.
+        struct Status: Sendable {
+            let key: String
+            let jobID: String
+            /// `succeeded`, or `cancelled` for a job cancelled on request.
+            let outcome: JobState
+        }
         let entryID: String
-        var statusKey: String?
+        var status: Status?
         /// How long the handler ran, for the status's `processing_ms`.
         var processingMilliseconds: Int64 = 0
     }

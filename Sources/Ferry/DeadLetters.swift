@@ -104,7 +104,10 @@ public struct DeadLetters: Sendable {
         try await send(
             Self.redriveScript,
             keys: [.string(keys.jobs), .string(keys.deadLetter), .string(keys.jobStatus(jobID: letter.jobID))],
-            arguments: [.string(letter.id), .integer(Date().millisecondsSince1970)]
+            arguments: [
+                .string(letter.id), .integer(Date().millisecondsSince1970), .string(keys.statusIndexPrefix),
+                .string(letter.jobID),
+            ]
         ).string
     }
 

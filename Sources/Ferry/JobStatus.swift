@@ -1,22 +1,28 @@
 import FerryRedis
 import Foundation
 
-/// A job's status as its workers recorded it in `ferry:{Q}:job:<job_id>`.
+/// A job's status in one consumer group, as its workers recorded it in `ferry:{Q}:job:<job_id>`.
 ///
-/// Fields: `state` (a ``JobState``), `attempts`, `error_class`, `retryable` (`1` when another
-/// attempt will come, `0` when none will) and `processing_ms` (how long the last attempt's
-/// handler ran),
-/// `last_error`, `next_attempt_at` (retry guidance), `progress` (0-100) and `stage` when the
-/// handler reports them, `started_at`, `finished_at`, `updated_at` (milliseconds since the epoch),
-/// `consumer`, `group`, `type`, `entry_id`. The hash expires a while after a terminal state.
+/// The hash holds the job's own fields (`job_id`, `type`, `entry_id`, `queued_at`,
+/// `cancel_requested`, `updated_at`) and, for each group that has started the job, that group's
+/// fields named `<group>.<field>` (data format 2, docs/wire-format.md): `state` (a
+/// ``JobState``), `attempts`, `error_class`, `retryable` (`1` when another attempt will come,
+/// `0` when none will), `processing_ms` (how long the last attempt's handler ran), `last_error`,
+/// `next_attempt_at` (retry guidance), `progress` (0-100) and `stage` when the handler reports
+/// them, `started_at`, `finished_at`, `updated_at` (milliseconds since the epoch), `consumer`,
+/// `dead_id` (the dead letter's entry ID). A group with no fields of its own has not started
+/// the job: it reads `queued`. A hash written before format 2 has one set of unprefixed fields
+/// shared by every group; it reads as every group's status until it expires.
 public struct JobStatus: Sendable, Hashable {
     /// The job it describes.
     public var jobID: String
-    /// Every field as stored, for views that show them all.
+    /// The group whose status this is.
+    public var group: String
+    /// The group's fields, unprefixed, over the job's own fields: every field a view shows.
     public var fields: [String: String]
 
-    /// Where the job is now; nil in a hash only `ferry job cancel` wrote (or one with a state
-    /// this version does not know).
+    /// Where the job is now in the group; nil in a hash only `ferry job cancel` wrote (or one
+    /// with a state this version does not know).
     public var state: JobState? { fields["state"].flatMap(JobState.init(rawValue:)) }
     /// Deliveries so far, counting the one running or last run.
     public var attempts: Int? { fields["attempts"].flatMap { Int($0) } }
@@ -26,26 +32,14 @@ public struct JobStatus: Sendable, Hashable {
     /// The fields whose values are counts.
     public static let countFields: Set<String> = ["attempts", "progress", "processing_ms"]
 
-    /// Reads a job's status.
+    /// Reads a job's status in one group.
     ///
     /// - Returns: nil when there is none: the job never ran with status recording on, or its
     ///   status expired.
-    public static func load(jobID: String, queue: QueueName, connection: RedisConnection) async throws(FerryError) -> JobStatus? {
-        let reply: RedisReply
-        do {
-            reply = try await connection.send(RedisCommand("HGETALL", [.string(QueueKeys(queue: queue).jobStatus(jobID: jobID))]))
-        } catch {
-            throw FerryError(error)
-        }
-        let flat = reply.array ?? []
-        guard !flat.isEmpty else { return nil }
-        var fields: [String: String] = [:]
-        var index = 0
-        while index + 1 < flat.count {
-            fields[flat[index].string ?? ""] = flat[index + 1].string ?? ""
-            index += 2
-        }
-        return JobStatus(jobID: jobID, fields: fields)
+    public static func load(
+        jobID: String, queue: QueueName, group: String = "workers", connection: RedisConnection
+    ) async throws(FerryError) -> JobStatus? {
+        try await JobStatusRecord.load(jobID: jobID, queue: queue, connection: connection)?.status(group: group)
     }
 
     static let cancelScript = RedisScript(name: "cancel", source: EmbeddedLuaScripts.cancel)
@@ -58,23 +52,86 @@ public struct JobStatus: Sendable, Hashable {
     ///   - keepFor: how long the request is kept: a job delivered after that runs.
     ///   - evenIfUnknown: records the request for a job with no status too (one still to be
     ///     published, or published by a plain `XADD`); otherwise such a job is left alone.
-    /// - Returns: the job's state before the request, nil when none was recorded; a job already
-    ///   in a terminal state is left as it is.
+    /// - Returns: the job's state before the request (of the first group that has not finished
+    ///   it), nil when none was recorded; a job every group has finished is left as it is.
     public static func requestCancellation(
         jobID: String, queue: QueueName, connection: RedisConnection, keepFor: Duration = .seconds(7 * 24 * 3600),
         evenIfUnknown: Bool = false
     ) async throws(FerryError) -> JobState? {
         let keys = QueueKeys(queue: queue)
+        let groups = try await ConsumerGroups(queue: queue, connection: connection).names()
         do {
             let reply = try await connection.run(
                 cancelScript, keys: [.string(keys.jobStatus(jobID: jobID)), .string(keys.cancelRequests)],
                 arguments: [
                     .integer(Date().millisecondsSince1970), .integer(keepFor.milliseconds),
                     .string(jobID), evenIfUnknown ? "1" : "0",
-                ])
+                ] + groups.map { .string($0) })
             return reply.string.flatMap(JobState.init(rawValue:))
         } catch {
             throw FerryError(error)
         }
+    }
+}
+
+/// Everything the status hash of one job holds: the job's own fields and each group's.
+public struct JobStatusRecord: Sendable, Hashable {
+    /// The job it describes.
+    public var jobID: String
+    /// The job's own fields (`type`, `entry_id`, `queued_at`, `cancel_requested`, ...; a hash
+    /// written before data format 2 also has its one shared status here).
+    public var shared: [String: String]
+    /// Each group's fields, unprefixed, by group name: the groups that have started the job.
+    public var groups: [String: [String: String]]
+
+    /// Splits a status hash's fields into the job's own and each group's (`<group>.<field>`:
+    /// the group name is everything before the last dot, so it may hold dots itself).
+    public init(jobID: String, hash: [String: String]) {
+        self.jobID = jobID
+        var shared: [String: String] = [:]
+        var groups: [String: [String: String]] = [:]
+        for (name, value) in hash {
+            if let dot = name.lastIndex(of: ".") {
+                groups[String(name[..<dot]), default: [:]][String(name[name.index(after: dot)...])] = value
+            } else {
+                shared[name] = value
+            }
+        }
+        self.shared = shared
+        self.groups = groups
+    }
+
+    /// The job's status in `group`: its own fields over the job's; `queued` when the group has
+    /// not started a job whose hash says it was published; the shared status of a hash written
+    /// before data format 2.
+    public func status(group: String) -> JobStatus {
+        var fields = shared
+        if let own = groups[group] {
+            fields.merge(own) { $1 }
+        } else if fields["state"] == nil, fields["queued_at"] != nil {
+            fields["state"] = JobState.queued.rawValue
+        }
+        return JobStatus(jobID: jobID, group: group, fields: fields)
+    }
+
+    /// Reads a job's status hash.
+    ///
+    /// - Returns: nil when there is none.
+    public static func load(jobID: String, queue: QueueName, connection: RedisConnection) async throws(FerryError) -> JobStatusRecord? {
+        let reply: RedisReply
+        do {
+            reply = try await connection.send(RedisCommand("HGETALL", [.string(QueueKeys(queue: queue).jobStatus(jobID: jobID))]))
+        } catch {
+            throw FerryError(error)
+        }
+        let flat = reply.array ?? []
+        guard !flat.isEmpty else { return nil }
+        var hash: [String: String] = [:]
+        var index = 0
+        while index + 1 < flat.count {
+            hash[flat[index].string ?? ""] = flat[index + 1].string ?? ""
+            index += 2
+        }
+        return JobStatusRecord(jobID: jobID, hash: hash)
     }
 }

@@ -25,6 +25,11 @@ public struct QueueKeys: Sendable, Hashable {
     /// `ferry:{Q}:retention_lock`: held (`SET NX PX`) by the worker that runs the queue's
     /// retention pass, so two workers do not both trim.
     public let retentionLock: String
+    /// `ferry:{Q}:meta`: a hash of facts about the queue's keys; `format` is the data format
+    /// they are written in (``QueueFormat``).
+    public let meta: String
+    /// `ferry:{Q}:idx:`: the start of the index of jobs by group and state (``statusIndex(group:state:)``).
+    public let statusIndexPrefix: String
 
     /// The keys of `queue`; nothing is read or written.
     public init(queue: QueueName) {
@@ -35,6 +40,15 @@ public struct QueueKeys: Sendable, Hashable {
         self.retryAfter = prefix + ":retry_after"
         self.cancelRequests = prefix + ":cancel_requests"
         self.retentionLock = prefix + ":retention_lock"
+        self.meta = prefix + ":meta"
+        self.statusIndexPrefix = prefix + ":idx:"
+    }
+
+    /// `ferry:{Q}:idx:<group>:<state>`: a sorted set of the job ids in `state` in `group`,
+    /// scored by when each entered it (ms since the epoch). Kept by the transition scripts; no
+    /// set exists for `queued` (the group's lag counts those).
+    public func statusIndex(group: String, state: JobState) -> String {
+        statusIndexPrefix + group + ":" + state.rawValue
     }
 
     /// `ferry:{Q}:job:<job_id>`: the job's status hash.

@@ -79,7 +79,8 @@ extension Worker {
         if recorded.isEmpty && (!cancelRequestsExist || runnable.isEmpty) { return [] }
         let checked = cancelRequestsExist ? runnable.map(\.jobID) : []
         var arguments: [RedisArgument] = [
-            now(), .string(configuration.consumer), .string(configuration.group), .integer(Int64(checked.count)),
+            now(), .string(configuration.consumer), .string(configuration.group), .string(keys.statusIndexPrefix),
+            .integer(Int64(checked.count)),
         ]
         arguments += checked.map { .string($0) }
         for delivery in recorded {
@@ -140,8 +141,7 @@ extension Worker {
         }
 
         if cancelRequested {
-            await acknowledge(entry.id, control: control, logger: logger)
-            await recordCancelled(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
+            await cancel(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
             return .done
         }
         var lock: IdempotencyLock?
@@ -150,12 +150,6 @@ extension Worker {
                 entry.id, jobID: jobID, type: message.type, idempotencyKey: key, attempt: attempt, control: control,
                 logger: logger)
             guard lock != nil else { return .done }
-            await recordStatus(
-                jobID, .running, attempt: attempt, control: control,
-                fields: [
-                    "type": .string(message.type), "entry_id": .string(entry.id), "started_at": now(), "next_attempt_at": "",
-                ],
-                waitsForWrite: true)
         }
         defer { state.withLock { _ = $0.locks.removeValue(forKey: entry.id) } }
 
@@ -193,9 +187,7 @@ extension Worker {
                 }
                 return .done
             }
-            let acknowledgement = ControlChannel.Acknowledgement(
-                entryID: entry.id, statusKey: configuration.recordsStatus ? keys.jobStatus(jobID: jobID) : nil,
-                processingMilliseconds: duration.milliseconds)
+            let acknowledgement = acknowledgement(entry.id, jobID: jobID, processing: duration)
             settleAcknowledgement(acknowledgement, control: control) { [self, logger] acknowledged in
                 switch acknowledged {
                 case true?: completed(logger)
@@ -217,8 +209,7 @@ extension Worker {
                 processing: ContinuousClock.now - started, control: control, logger: logger)
         } catch is CancellationError {
             if slots.wasCancelledOnRequest(entry.id) {
-                await acknowledge(entry.id, control: control, logger: logger)
-                await recordCancelled(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
+                await cancel(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
             } else {
                 logger.info("job_interrupted; left pending for another worker")
                 state.withLock { $0.interruptedAtShutdown += 1 }
@@ -311,6 +302,19 @@ extension Worker {
         logger: Logger
     ) async -> IdempotencyLock? {
         let lockKey = keys.inFlightLock(idempotencyKey: key)
+        var scriptKeys: [RedisArgument] = [.string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(lockKey)]
+        let arguments: [RedisArgument] = [
+            .string(configuration.group), .string(configuration.consumer), .string(entryID),
+            .integer(configuration.idempotencyLockTTL.milliseconds),
+        ]
+        var statusArguments: [RedisArgument] = []
+        if configuration.recordsStatus {
+            scriptKeys.append(.string(keys.jobStatus(jobID: jobID)))
+            statusArguments = [
+                .integer(configuration.keepSucceeded.milliseconds), .string(keys.statusIndexPrefix), .string(jobID),
+                .string(type), .integer(Int64(attempt)),
+            ]
+        }
         var waiting = false
         while true {
             let reply: [RedisReply]
@@ -318,12 +322,8 @@ extension Worker {
             do {
                 reply =
                     try await control.run(
-                        Self.beginScript,
-                        keys: [.string(keys.jobs), .string(keys.completed(idempotencyKey: key)), .string(lockKey)],
-                        arguments: [
-                            .string(configuration.group), .string(configuration.consumer), .string(entryID),
-                            .integer(configuration.idempotencyLockTTL.milliseconds),
-                        ]
+                        Self.beginScript, keys: scriptKeys,
+                        arguments: arguments + (statusArguments.isEmpty ? [] : [now()] + statusArguments)
                     ).array ?? []
             } catch {
                 logger.info("idempotency check failed; the job comes back after the lease", metadata: redisFailure(error))
@@ -338,9 +338,6 @@ extension Worker {
             case "skip":
                 logger.info("idempotent_skip")
                 metrics.job(.skippedDuplicate, type: type)
-                await recordStatus(
-                    jobID, .succeeded, attempt: attempt, control: control,
-                    fields: ["finished_at": now(), "retryable": "0", "note": "idempotent_skip: the key had already completed"])
                 return nil
             case "busy":
                 // Another delivery of the key runs (or its worker died and its lock has yet to
@@ -377,7 +374,10 @@ extension Worker {
         ]
         if configuration.recordsStatus {
             scriptKeys.append(.string(keys.jobStatus(jobID: jobID)))
-            arguments += [now(), .integer(configuration.statusTTL.milliseconds), .integer(processing.milliseconds)]
+            arguments += [
+                now(), .integer(configuration.keepSucceeded.milliseconds), .integer(processing.milliseconds),
+                .string(keys.statusIndexPrefix),
+            ]
         }
         var retries = 0
         defer { if retries > 0 { acknowledgementRetryEnded() } }
@@ -452,34 +452,32 @@ extension Worker {
     /// (`retry.lua`): its idle time is set to the lease, and reclaim waits for the lease plus
     /// the backoff of this delivery, and for the earliest time if one was asked for.
     func scheduleRetry(
-        _ entryID: String, jobID: String, attempt: Int, error: (errorClass: String, message: String)?,
-        processing: Duration? = nil, retryAfter: Duration? = nil, control: ControlChannel, logger: Logger
+        _ entryID: String, jobID: String, attempt: Int, error: (errorClass: String, message: String),
+        processing: Duration, retryAfter: Duration? = nil, control: ControlChannel, logger: Logger
     ) async {
         let backoff = configuration.retry.backoff(afterAttempt: attempt, entryID: entryID)
         let delay = max(backoff, retryAfter ?? .zero)
         let notBefore = retryAfter.map { nowMilliseconds() + $0.milliseconds } ?? 0
+        var scriptKeys: [RedisArgument] = [.string(keys.jobs), .string(keys.retryAfter)]
+        var arguments: [RedisArgument] = [
+            .string(configuration.group), .string(configuration.consumer), .integer(configuration.lease.milliseconds),
+            .string(entryID), .integer(notBefore),
+        ]
+        if configuration.recordsStatus {
+            scriptKeys.append(.string(keys.jobStatus(jobID: jobID)))
+            arguments += [
+                now(), .string(keys.statusIndexPrefix), .string(jobID), .integer(Int64(attempt)), .string(error.errorClass),
+                .string(FailureText.keepingEnd(error.message)), .integer(processing.milliseconds),
+                .integer(nowMilliseconds() + delay.milliseconds),
+            ]
+        }
         do {
-            let scheduled = try await control.run(
-                Self.retryScript, keys: [.string(keys.jobs), .string(keys.retryAfter)],
-                arguments: [
-                    .string(configuration.group), .string(configuration.consumer), .integer(configuration.lease.milliseconds),
-                    .string(entryID), .integer(notBefore),
-                ])
+            let scheduled = try await control.run(Self.retryScript, keys: scriptKeys, arguments: arguments)
             guard scheduled.integer == 1 else {
                 logger.info("lease_lost: another worker owns the entry now; retry not scheduled")
                 return
             }
             logger.info("retry_scheduled", metadata: ["ferry.backoff_ms": "\(delay.milliseconds)"])
-            var fields: [String: RedisArgument] = [
-                "next_attempt_at": .integer(nowMilliseconds() + delay.milliseconds), "retryable": "1",
-            ]
-            if let processing { fields["processing_ms"] = .integer(processing.milliseconds) }
-            if let error {
-                fields["error_class"] = .string(error.errorClass)
-                fields["last_error"] = .string(FailureText.keepingEnd(error.message))
-            }
-            await recordStatus(
-                jobID, .retrying, attempt: attempt, control: control, fields: fields)
         } catch {
             logger.info("could not schedule the retry; the job comes back after the lease", metadata: redisFailure(error))
         }
@@ -496,19 +494,19 @@ extension Worker {
             "dead_letter.error_class", .string(errorClass), "dead_letter.error", .string(FailureText.keepingEnd(error)),
             "dead_letter.failed_at", .integer(failedAt), "dead_letter.consumer", .string(configuration.consumer),
         ]
+        var scriptKeys: [RedisArgument] = [.string(keys.jobs), .string(keys.deadLetter)]
+        if configuration.recordsStatus { scriptKeys.append(.string(keys.jobStatus(jobID: jobID))) }
+        let arguments: [RedisArgument] = [
+            .string(configuration.group), .string(configuration.consumer), .string(entry.id), .integer(failedAt),
+            .integer(configuration.keepFailed.milliseconds), .string(keys.statusIndexPrefix), .string(jobID),
+            .integer(Int64(attempt)), .string(errorClass), .string(FailureText.keepingEnd(error)),
+            processing.map { .integer($0.milliseconds) } ?? "",
+        ]
         do {
-            let moved = try await control.run(
-                Self.deadLetterScript, keys: [.string(keys.jobs), .string(keys.deadLetter)],
-                arguments: [.string(configuration.group), .string(configuration.consumer), .string(entry.id)] + fields)
-            if moved.integer == 1 {
+            let moved = try await control.run(Self.deadLetterScript, keys: scriptKeys, arguments: arguments + fields)
+            if moved.string != nil {
                 logger.info("dead_lettered", metadata: ["ferry.error_class": "\(errorClass)"])
                 metrics.job(.deadLettered, type: entry.text(of: WireFormat.Field.type))
-                var fields: [String: RedisArgument] = [
-                    "error_class": .string(errorClass), "last_error": .string(FailureText.keepingEnd(error)),
-                    "finished_at": now(), "retryable": "0",
-                ]
-                if let processing { fields["processing_ms"] = .integer(processing.milliseconds) }
-                await recordStatus(jobID, .dead, attempt: attempt, control: control, fields: fields)
                 notify(.dead, jobID: jobID, entry: entry, attempt: attempt, errorClass: errorClass, error: error)
             } else {
                 logger.info("lease_lost: another worker owns the entry now; not dead-lettered")

@@ -80,7 +80,10 @@ extension Worker {
         do {
             try await control.run(
                 Self.markDeletedScript, keys: entries.map { .string(keys.jobStatus(jobID: $0.jobID ?? $0.entryID)) },
-                arguments: [now(), .integer(configuration.statusTTL.milliseconds)] + entries.map { .string($0.entryID) })
+                arguments: [
+                    now(), .integer(configuration.keepFailed.milliseconds), .string(configuration.group),
+                    .string(keys.statusIndexPrefix),
+                ] + entries.flatMap { [.string($0.entryID), .string($0.jobID ?? $0.entryID)] })
         } catch {
             logger.info("the deleted jobs' statuses were not recorded", metadata: redisFailure(error))
         }

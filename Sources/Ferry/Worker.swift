@@ -46,8 +46,11 @@ public final class Worker: Sendable {
         /// Whether each job's status hash (`ferry:{Q}:job:<job_id>`) is kept up to date; costs
         /// a write per state change.
         public var recordsStatus = true
-        /// How long a status hash lives after the job's terminal state (succeeded, dead).
-        public var statusTTL: Duration = .seconds(24 * 3600)
+        /// How long a succeeded job's status (and its entry in the index of jobs) is kept.
+        public var keepSucceeded: Duration = .seconds(3600)
+        /// How long the status of a job that did not succeed (dead, cancelled, deleted) is kept,
+        /// for people to find out why.
+        public var keepFailed: Duration = .seconds(7 * 24 * 3600)
         /// Consumers of the group idle this long and holding no pending entry are deleted by a
         /// live worker (`prune_consumers.lua`): what a worker killed by `kill -9` leaves behind.
         /// nil keeps them.
@@ -333,20 +336,24 @@ public final class Worker: Sendable {
             })
     }
 
-    /// One `ack.lua` call for many entries, recording `succeeded` for those with a status key.
+    /// One `ack.lua` call for many entries, recording the outcome of those with a status.
     func acknowledgeCommand(_ acks: [ControlChannel.Acknowledgement]) -> RedisCommand {
         var scriptKeys: [RedisArgument] = [.string(keys.jobs)]
         var arguments: [RedisArgument] = [
             .string(configuration.group), .string(configuration.consumer), now(),
-            .integer(configuration.statusTTL.milliseconds),
+            .integer(configuration.keepSucceeded.milliseconds), .integer(configuration.keepFailed.milliseconds),
+            .string(keys.statusIndexPrefix),
         ]
         for ack in acks {
             arguments.append(.string(ack.entryID))
-            if let statusKey = ack.statusKey {
-                scriptKeys.append(.string(statusKey))
-                arguments.append(.integer(Int64(scriptKeys.count)))  // its index in KEYS, from 1
+            if let status = ack.status {
+                scriptKeys.append(.string(status.key))
+                arguments += [
+                    .integer(Int64(scriptKeys.count)),  // its index in KEYS, from 1
+                    .string(status.jobID), .string(status.outcome.rawValue),
+                ]
             } else {
-                arguments.append(0)
+                arguments += [0, "", ""]
             }
             arguments.append(.integer(ack.processingMilliseconds))
         }

@@ -19,18 +19,20 @@ struct JobCommand: AsyncParsableCommand {
         subcommands: [JobStatusCommand.self, JobCancelCommand.self, JobRetryCommand.self])
 }
 
-/// `ferry job status QUEUE JOB_ID [--json]`: the job's status hash, times made readable.
+/// `ferry job status QUEUE JOB_ID [--group G] [--json]`: the job's status in each consumer
+/// group, times made readable.
 struct JobStatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Show a job's state, attempts, last error, progress and times.",
+        abstract: "Show a job's state, attempts, last error, progress and times, in each consumer group.",
         discussion: """
-            A job without a status (published by a plain XADD, or its status expired) is looked up in the stream by \
-            entry ID or job_id and shown as queued, pending (with its owner) or acknowledged in each group. Exits 1 \
-            when neither a status nor an entry is found.
+            Without --group: the job's own fields, then one line per consumer group (a group that has not started             the job shows queued); with one group only, that group's fields in full. --json prints one group's             fields (--group, else workers, else the first) and "groups", every group's state. A job without a             status (published by a plain XADD, or its status expired) is looked up in the stream by entry ID or             job_id and shown as queued, pending (with its owner) or acknowledged in each group. Exits 1 when             neither a status nor an entry is found.
             """)
 
     @OptionGroup var job: JobReference
+
+    @Option(help: "Show only this consumer group's status, in full.")
+    var group: String?
 
     @Flag(help: "Print JSON: counts as numbers, times as RFC 3339 strings.")
     var json = false
@@ -41,7 +43,7 @@ struct JobStatusCommand: AsyncParsableCommand {
         LogOutput.text.bootstrap()
         let queueName = try QueueName(job.queue)
         let connection = try await redis.connect(clientName: "ferry-job")
-        guard let status = try await JobStatus.load(jobID: job.jobID, queue: queueName, connection: connection) else {
+        guard let record = try await JobStatusRecord.load(jobID: job.jobID, queue: queueName, connection: connection) else {
             // No status (a plain XADD, status off, or expired): where the stream says it is.
             guard let found = try await JobLocator(queue: queueName, connection: connection).find(job.jobID) else {
                 throw FerryError(
@@ -52,37 +54,78 @@ struct JobStatusCommand: AsyncParsableCommand {
             try printFound(found)
             return
         }
-        func time(_ value: String) -> String? {
-            Int64(value).map { Date(millisecondsSince1970: $0).rfc3339 }
-        }
-        if json {
-            var object: [String: Any] = [:]
-            for (field, value) in status.fields where !value.isEmpty {
-                if JobStatus.isTime(field) {
-                    object[field] = time(value) ?? value
-                } else if JobStatus.countFields.contains(field), let count = Int(value) {
-                    object[field] = count
-                } else if field == "retryable" {
-                    object[field] = value == "1"
-                } else {
-                    object[field] = value
-                }
+        let streamGroups = try await ConsumerGroups(queue: queueName, connection: connection).names()
+        var groups = streamGroups + record.groups.keys.filter { !streamGroups.contains($0) }.sorted()
+        if let group {
+            guard groups.contains(group) else {
+                throw FerryError(
+                    .notFound,
+                    "queue \(job.queue) has no group \(group)\(groups.isEmpty ? "" : "; its groups: " + groups.joined(separator: ", "))"
+                )
             }
-            let data = try JSONSerialization.data(
-                withJSONObject: object, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
-            print(String(decoding: data, as: UTF8.self))
-            return
+            groups = [group]
         }
+        let shown = group ?? (groups.contains("workers") ? "workers" : groups.first ?? "workers")
+        if json {
+            var object = Self.jsonObject(record.status(group: shown).fields)
+            object["group"] = groups.isEmpty ? nil : shown
+            object["groups"] = Dictionary(
+                uniqueKeysWithValues: groups.map { ($0, record.status(group: $0).fields["state"] ?? "unknown") })
+            try printJSON(object)
+        } else if groups.count <= 1 {
+            Self.printFields(record.status(group: shown).fields)
+        } else {
+            Self.printFields(record.shared.filter { Self.sharedFields.contains($0.key) })
+            print("")
+            printTable(
+                [["GROUP", "STATE", "ATTEMPTS", "PROGRESS", "ERROR_CLASS", "UPDATED"]]
+                    + groups.map { name in
+                        let fields = record.status(group: name).fields
+                        let value = { (field: String) in fields[field].flatMap { $0.isEmpty ? nil : $0 } ?? "-" }
+                        return [
+                            name, value("state"), value("attempts"), value("progress"), value("error_class"),
+                            Self.time(record.groups[name]?["updated_at"] ?? "") ?? "-",
+                        ]
+                    })
+        }
+    }
+
+    /// The job's own fields, shown above the groups.
+    static let sharedFields: Set<String> = ["job_id", "type", "entry_id", "queued_at", "cancel_requested"]
+
+    static func time(_ value: String) -> String? {
+        Int64(value).map { Date(millisecondsSince1970: $0).rfc3339 }
+    }
+
+    /// Fields as JSON: counts as numbers, times as RFC 3339, `retryable` as a boolean.
+    static func jsonObject(_ fields: [String: String]) -> [String: Any] {
+        var object: [String: Any] = [:]
+        for (field, value) in fields where !value.isEmpty {
+            if JobStatus.isTime(field) {
+                object[field] = time(value) ?? value
+            } else if JobStatus.countFields.contains(field), let count = Int(value) {
+                object[field] = count
+            } else if field == "retryable" {
+                object[field] = value == "1"
+            } else {
+                object[field] = value
+            }
+        }
+        return object
+    }
+
+    /// One field a line, the most useful first.
+    static func printFields(_ fields: [String: String]) {
         let order = [
             "job_id", "state", "attempts", "retryable", "progress", "stage", "error_class", "last_error", "next_attempt_at",
-            "processing_ms",
-            "type", "entry_id", "group", "consumer", "started_at", "finished_at", "updated_at",
+            "processing_ms", "type", "entry_id", "dead_id", "consumer", "queued_at", "started_at", "finished_at",
+            "updated_at",
         ]
-        let known = order.filter { status.fields[$0].map { !$0.isEmpty } ?? false }
-        let rest = status.fields.keys.filter { !order.contains($0) && !(status.fields[$0]?.isEmpty ?? true) }.sorted()
+        let known = order.filter { fields[$0].map { !$0.isEmpty } ?? false }
+        let rest = fields.keys.filter { !order.contains($0) && !(fields[$0]?.isEmpty ?? true) }.sorted()
         printTable(
             (known + rest).map { field in
-                let value = status.fields[field] ?? ""
+                let value = fields[field] ?? ""
                 return [field, JobStatus.isTime(field) ? (time(value) ?? value) : value]
             })
     }

@@ -25,9 +25,11 @@ struct JobStateTests {
         var written: Set<String> = []
         for name in try FileManager.default.contentsOfDirectory(atPath: scripts.path()) where name.hasSuffix(".lua") {
             let text = try String(contentsOf: scripts.appending(path: name), encoding: .utf8)
-            for match in text.matches(of: /'state', '(\w+)'/) { written.insert(String(match.1)) }
+            // set_status(key, index, group, job_id, '<state>', ...) and outcomes passed as values.
+            for match in text.matches(of: /set_status\([^,]+, [^,]+, [^,]+, [^,]+, '(\w+)'/) { written.insert(String(match.1)) }
+            for match in text.matches(of: /outcome == '(\w+)'/) { written.insert(String(match.1)) }
         }
-        #expect(written.isSuperset(of: ["queued", "running", "succeeded", "deleted"]), "\(written)")
+        #expect(written.isSuperset(of: ["queued", "running", "succeeded", "retrying", "dead", "deleted"]), "\(written)")
         #expect(written.allSatisfy { JobState(rawValue: $0) != nil }, "\(written)")
         let wireFormat = try String(contentsOf: repositoryRoot.appending(path: "docs/wire-format.md"), encoding: .utf8)
         for state in JobState.allCases { #expect(wireFormat.contains("`\(state.rawValue)`"), "\(state) documented") }

@@ -27,7 +27,7 @@ extension WorkerTests {
         #expect(reason.hasSuffix("FINAL: the input was rejected"))
         #expect(reason.count <= FailureText.storedLimit)
         let status = try await setup.redis.send(
-            RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: "long-1")), "last_error"]))
+            RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: "long-1")), "workers.last_error"]))
         #expect(status.string?.hasSuffix("FINAL: the input was rejected") == true)
     }
 }
@@ -88,14 +88,8 @@ extension WorkerTests {
             #expect(await eventually { try await setup.pendingCount() == 0 }, "the worker made the group again")
             let late = try await setup.publisher.publish(JobMessage(type: "t", data: "late", jobID: "late-1"))
             #expect(await eventually { seen.all.contains { $0.id == late.jobID } })
-            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "refused"))
-            #expect(await eventually { try await setup.deadEntries().count == 1 })
             #expect(await eventually { try await setup.pendingCount() == 0 })
         }
-        let dead = try await setup.deadEntries()
-        let text = { (field: String) in dead.first?.value(of: field).map { String(decoding: $0, as: UTF8.self) } }
-        #expect(text("job_id") == "refused")
-        #expect(text("dead_letter.error") == "refused by outer")
         #expect(seen.count == 51, "only the job published after the group was made again ran")
         #expect(log.messages.contains { $0.hasPrefix("group_recreated: ") && $0.contains("ferry group seek") })
     }
@@ -146,14 +140,8 @@ extension WorkerTests {
             #expect(runs.count == 3, "each job ran once; no new job was taken while acks failed")
             try await setup.redis.send(RedisCommand("ACL", ["SETUSER", .string(user), "+xack"]))
             #expect(await eventually { runs.all.contains { $0.id == late.jobID } })
-            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "refused"))
-            #expect(await eventually { try await setup.deadEntries().count == 1 })
             #expect(await eventually { try await setup.pendingCount() == 0 })
         }
-        let dead = try await setup.deadEntries()
-        let text = { (field: String) in dead.first?.value(of: field).map { String(decoding: $0, as: UTF8.self) } }
-        #expect(text("job_id") == "refused")
-        #expect(text("dead_letter.error") == "refused by outer")
         #expect(log.messages.contains { $0.hasPrefix("reads_resumed") })
         #expect(Set(runs.all.map(\.id)).count == 4 && runs.count == 4, "every job ran exactly once")
     }
@@ -179,7 +167,7 @@ extension WorkerTests {
             let statusKey = setup.keys.jobStatus(jobID: "erased-1")
             #expect(
                 await eventually {
-                    try await setup.redis.send(RedisCommand("HGET", [.string(statusKey), "state"])).string == "deleted"
+                    try await setup.redis.send(RedisCommand("HGET", [.string(statusKey), "workers.state"])).string == "deleted"
                 })
             gate.withLock { $0.open = true }
             #expect(await eventually { log.messages.contains { $0.hasPrefix("the handler finished; its entry was deleted") } })
@@ -203,7 +191,7 @@ extension WorkerTests {
             #expect(await eventually { log.messages.contains { $0.hasPrefix("entry_deleted: a pending entry") } })
         }
         let state = try await setup.redis.send(
-            RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: receipt.jobID)), "state"]))
+            RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: receipt.jobID)), "workers.state"]))
         #expect(state.string == "deleted", "the job's id is its entry ID: its status says what happened")
     }
 }
@@ -258,14 +246,8 @@ extension WorkerTests {
         try await running(worker) {
             #expect(await eventually { log.entries.contains { $0.message == "lease_extended" } })
             release.withLock { $0 = true }
-            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "refused"))
-            #expect(await eventually { try await setup.deadEntries().count == 1 })
             #expect(await eventually { try await setup.pendingCount() == 0 })
         }
-        let dead = try await setup.deadEntries()
-        let text = { (field: String) in dead.first?.value(of: field).map { String(decoding: $0, as: UTF8.self) } }
-        #expect(text("job_id") == "refused")
-        #expect(text("dead_letter.error") == "refused by outer")
         let reclaimed = try #require(log.entries.first { $0.message == "reclaimed" })
         #expect(reclaimed.metadata["ferry.job_id"] == "left-by-a-crash")
         let extended = try #require(log.entries.first { $0.message == "lease_extended" })
@@ -288,7 +270,9 @@ extension WorkerTests {
                 "doomed": JobHandlerClosure { _ in throw PushBackError() },
             ]) { $0.retry = RetryPolicy(maxAttempts: 2, minimumBackoff: .seconds(3), maximumBackoff: .seconds(3)) }
         func field(_ job: String, _ name: String) async throws -> String? {
-            try await setup.redis.send(RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: job)), .string(name)])).string
+            try await setup.redis.send(
+                RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: job)), .string("workers." + name)])
+            ).string
         }
         try await running(worker) {
             _ = try await setup.publisher.publish([

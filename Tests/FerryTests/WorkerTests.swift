@@ -555,17 +555,23 @@ struct WorkerTests {
         let statusKey = setup.keys.jobStatus(jobID: receipt.jobID)
         let ack = try await setup.redis.run(
             Worker.ackScript, keys: keys + [.string(statusKey)],
-            arguments: ["workers", "zombie", 1_000, 60_000, .string(receipt.jobID), 2, 5])
+            arguments: [
+                "workers", "zombie", 1_000, 60_000, 60_000, .string(setup.keys.statusIndexPrefix), .string(receipt.jobID), 2,
+                .string(receipt.jobID), "succeeded", 5,
+            ])
         #expect(ack == .array([.bulk(Array(receipt.jobID.utf8))]), "reported as lost, not acknowledged")
-        let state = try await setup.redis.send(RedisCommand("HGET", [.string(statusKey), "state"]))
+        let state = try await setup.redis.send(RedisCommand("HGET", [.string(statusKey), "workers.state"]))
         #expect(state != .bulk(Array("succeeded".utf8)), "the zombie's success is not recorded for the new owner's delivery")
         let lease = try await setup.redis.run(
             Worker.leaseScript, keys: keys, arguments: ["workers", "zombie", 0, .string(receipt.jobID)])
         #expect(lease.array?.first?.array?.count == 1, "reported as another consumer's")
         let dead = try await setup.redis.run(
             Worker.deadLetterScript, keys: keys + [.string(setup.keys.deadLetter)],
-            arguments: ["workers", "zombie", .string(receipt.jobID), "dead_letter.error", "x"])
-        #expect(dead == .integer(0))
+            arguments: [
+                "workers", "zombie", .string(receipt.jobID), 1_000, 60_000, .string(setup.keys.statusIndexPrefix),
+                .string(receipt.jobID), 1, "e", "x", "", "dead_letter.error", "x",
+            ])
+        #expect(dead == .null)
         #expect(try await setup.pendingCount() == 1, "still pending for the new owner")
         #expect(try await setup.deadEntries().isEmpty)
     }
@@ -697,7 +703,7 @@ struct WorkerTests {
         let finished = try #require(final["finished_at"].flatMap { Int64($0) })
         #expect(finished - started >= 400)
         let ttl = try await setup.redis.send(RedisCommand("PTTL", [.string(setup.keys.jobStatus(jobID: "doc-1"))])).integer ?? 0
-        #expect(ttl > 23 * 3600 * 1000, "expires 24 h after the terminal state")
+        #expect(ttl > 3500 * 1000 && ttl <= 3600 * 1000, "expires an hour after it succeeded (keepSucceeded)")
     }
 
     @Test(

@@ -1,14 +1,17 @@
--- Ferry: acknowledge entries, but only those this consumer still owns, and record the jobs
--- that ran as succeeded.
+-- Ferry: acknowledge entries, but only those this consumer still owns, and record each job's
+-- outcome in its group's status in the same step.
 --
 -- KEYS[1]   the job stream  ferry:{Q}:jobs
--- KEYS[2..] status hashes  ferry:{Q}:job:<job_id> of jobs to record as succeeded
+-- KEYS[2..] status hashes  ferry:{Q}:job:<job_id> of the jobs whose outcome is recorded
 -- ARGV[1]   the consumer group
 -- ARGV[2]   this consumer's name
 -- ARGV[3]   now, in milliseconds since the epoch
--- ARGV[4]   how long a finished job's status hash lives, in milliseconds
--- ARGV[5..] triples: an entry ID, the index in KEYS of its status hash (0 for none), and how long
---           its handler ran, in milliseconds (processing_ms)
+-- ARGV[4]   how long a succeeded job's status stays, in milliseconds
+-- ARGV[5]   how long a cancelled job's status stays, in milliseconds
+-- ARGV[6]   the index prefix  ferry:{Q}:idx:
+-- ARGV[7..] five values an entry: its ID, the index in KEYS of its status hash (0 for none),
+--           the job id, the outcome ('succeeded', or 'cancelled' for a job cancelled on
+--           request), and how long its handler ran in milliseconds (processing_ms)
 --
 -- XACK alone acknowledges for the whole group: a worker that lost an entry's lease (a zombie
 -- after a long pause) would ack the new owner's delivery, and its status would claim a success
@@ -16,15 +19,20 @@
 -- owns them now (or they are no longer pending); their status is left alone.
 -- ferry:prelude
 local lost = {}
-for i = 5, #ARGV, 3 do
+for i = 7, #ARGV, 5 do
   local id = ARGV[i]
   if owned(KEYS[1], ARGV[1], ARGV[2], id) then
     redis.call('XACK', KEYS[1], ARGV[1], id)
     local status = tonumber(ARGV[i + 1])
     if status > 0 then
-      redis.call('HSET', KEYS[status], 'state', 'succeeded', 'progress', '100', 'finished_at', ARGV[3],
-        'updated_at', ARGV[3], 'processing_ms', ARGV[i + 2], 'retryable', '0')
-      redis.call('PEXPIRE', KEYS[status], ARGV[4])
+      local outcome = ARGV[i + 3]
+      if outcome == 'succeeded' then
+        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], outcome, ARGV[3], ARGV[4],
+          { 'progress', '100', 'finished_at', ARGV[3], 'processing_ms', ARGV[i + 4], 'retryable', '0' })
+      else
+        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], outcome, ARGV[3], ARGV[5],
+          { 'finished_at', ARGV[3], 'retryable', '0' })
+      end
     end
   else
     lost[#lost + 1] = id

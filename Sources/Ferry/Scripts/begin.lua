@@ -7,6 +7,9 @@
 -- ARGV[2]  this consumer's name
 -- ARGV[3]  the entry ID
 -- ARGV[4]  the lock's time to live in milliseconds (two leases and 2 s)
+-- KEYS[4]  (when job status is kept) the status hash ferry:{Q}:job:<job_id>
+-- ARGV[5..10]  (with KEYS[4]) now (ms), how long a succeeded status stays (ms), the index
+--          prefix ferry:{Q}:idx:, the job id, its type, and this delivery's attempt number
 --
 -- The lock belongs to one delivery: its token is the entry ID, the consumer and the entry's
 -- delivery count, which every redelivery (a reclaim by another worker, or by this one) raises.
@@ -15,7 +18,7 @@
 -- it; the worker stops its handler before the lock can expire (Worker's lock fence).
 --
 -- Returns {'skip'} when the key already completed (the entry is acknowledged here, without
--- running), {'run', token} when this delivery took the lock, {'busy'} when another delivery
+-- running, and its status says succeeded), {'run', token} (its status says running) when this delivery took the lock, {'busy'} when another delivery
 -- holds it, and {'lost'} when this consumer no longer owns the entry.
 -- ferry:prelude
 local pending = owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
@@ -24,10 +27,20 @@ if not pending then
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+  if KEYS[4] then
+    set_status(KEYS[4], ARGV[7], ARGV[1], ARGV[8], 'succeeded', ARGV[5], ARGV[6],
+      { 'attempts', ARGV[10], 'consumer', ARGV[2], 'finished_at', ARGV[5], 'retryable', '0',
+        'note', 'idempotent_skip: the key had already completed' }, { 'type', ARGV[9], 'entry_id', ARGV[3] })
+  end
   return {'skip'}
 end
 local token = ARGV[3] .. ' ' .. ARGV[2] .. ' ' .. pending[4]
 if redis.call('SET', KEYS[3], token, 'NX', 'PX', ARGV[4]) then
+  if KEYS[4] then
+    set_status(KEYS[4], ARGV[7], ARGV[1], ARGV[8], 'running', ARGV[5], 0,
+      { 'attempts', ARGV[10], 'consumer', ARGV[2], 'started_at', ARGV[5], 'next_attempt_at', '' },
+      { 'type', ARGV[9], 'entry_id', ARGV[3] })
+  end
   return {'run', token}
 end
 return {'busy'}

@@ -7,26 +7,50 @@
 -- ARGV[3]  the job id
 -- ARGV[4]  '1' to record the request for a job with no status yet (one still to be published,
 --          or published without a status, as by a plain XADD); '0' to leave such a job alone
+-- ARGV[5..] the queue's consumer groups
 --
 -- Adds the job id to the cancel requests, where workers look before running a read batch (a
 -- requested job is then acknowledged as cancelled without running) and, for running jobs, with
 -- every lease extension (the handler is cancelled); expired requests are trimmed here. The
--- status hash gets cancel_requested, for people reading it. Returns the job's state before the
--- request: a finished job ('succeeded', 'dead', 'cancelled', 'deleted') is left alone; 'unknown' means the
--- job has no status (nothing is written unless ARGV[4] is '1').
-local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'succeeded' or state == 'dead' or state == 'cancelled' or state == 'deleted' then
-  return state
-end
-if not state and ARGV[4] ~= '1' then
+-- status hash gets cancel_requested, for people reading it. A group with no state of its own in
+-- the hash has not started the job ('queued'; a hash written before data format 2 has one
+-- state for every group). Returns the job's state before the request: when every group has
+-- finished it ('succeeded', 'dead', 'cancelled', 'deleted') the job is left alone and the first
+-- group's state is returned; otherwise the first state of a group that has not finished.
+-- 'unknown' means the job has no status (nothing is written unless ARGV[4] is '1').
+-- ferry:prelude
+local exists = redis.call('EXISTS', KEYS[1]) == 1
+if not exists and ARGV[4] ~= '1' then
   return 'unknown'
+end
+local answer
+if exists then
+  local shared = redis.call('HGET', KEYS[1], 'state') or 'queued'
+  local finished
+  for i = 5, #ARGV do
+    local state = redis.call('HGET', KEYS[1], ARGV[i] .. '.state') or shared
+    if not terminal[state] then
+      answer = answer or state
+    else
+      finished = finished or state
+    end
+  end
+  if #ARGV < 5 then
+    if terminal[shared] then
+      return shared
+    end
+    answer = shared
+  end
+  if not answer then
+    return finished
+  end
 end
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 redis.call('HSET', KEYS[1], 'cancel_requested', ARGV[1], 'updated_at', ARGV[1], 'job_id', ARGV[3])
-if not state then
+if not exists then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 'unknown'
 end
-return state
+return answer

@@ -11,8 +11,9 @@
 -- ARGV[6]  the lock's token, from begin.lua
 -- KEYS[4]  (when job status is kept) the status hash ferry:{Q}:job:<job_id>
 -- ARGV[7]  (with KEYS[4]) now, in milliseconds since the epoch
--- ARGV[8]  (with KEYS[4]) how long a finished job's status hash lives, in milliseconds
+-- ARGV[8]  (with KEYS[4]) how long a succeeded job's status stays, in milliseconds
 -- ARGV[9]  (with KEYS[4]) how long the handler ran, in milliseconds (processing_ms)
+-- ARGV[10] (with KEYS[4]) the index prefix  ferry:{Q}:idx:
 --
 -- Acknowledges the entry, marks the key done, releases the lock and records the success in one
 -- step, so no crash can leave a key acknowledged but not marked (it would run again), marked
@@ -28,8 +29,7 @@ if redis.call('GET', KEYS[3]) == ARGV[6] then
   redis.call('DEL', KEYS[3])
 end
 if KEYS[4] then
-  redis.call('HSET', KEYS[4], 'state', 'succeeded', 'progress', '100', 'finished_at', ARGV[7], 'updated_at', ARGV[7],
-    'processing_ms', ARGV[9], 'retryable', '0')
-  redis.call('PEXPIRE', KEYS[4], ARGV[8])
+  set_status(KEYS[4], ARGV[10], ARGV[1], ARGV[5], 'succeeded', ARGV[7], ARGV[8],
+    { 'progress', '100', 'finished_at', ARGV[7], 'processing_ms', ARGV[9], 'retryable', '0' })
 end
 return 1

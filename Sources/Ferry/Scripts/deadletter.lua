@@ -1,20 +1,30 @@
--- Ferry: move an entry to the dead-letter stream and acknowledge it, atomically.
+-- Ferry: move an entry to the dead-letter stream, acknowledge it and record it dead, atomically.
 --
 -- KEYS[1]  the job stream          ferry:{Q}:jobs
 -- KEYS[2]  the dead-letter stream  ferry:{Q}:dead
+-- KEYS[3]  (when job status is kept) the status hash ferry:{Q}:job:<job_id>
 -- ARGV[1]  the consumer group
 -- ARGV[2]  this consumer's name
 -- ARGV[3]  the entry ID
--- ARGV[4..] dead_letter.* fields and values to add after the original fields
+-- ARGV[4]  now, in milliseconds since the epoch
+-- ARGV[5]  how long a dead job's status stays, in milliseconds
+-- ARGV[6]  the index prefix  ferry:{Q}:idx:
+-- ARGV[7]  the job id
+-- ARGV[8]  the delivery attempt that failed
+-- ARGV[9]  the error class
+-- ARGV[10] the error, as the status keeps it
+-- ARGV[11] how long the handler ran, in milliseconds, or '' when it did not run
+-- ARGV[12..] dead_letter.* fields and values to add after the original fields
 --
 -- The original fields are copied from the stream itself, byte for byte, duplicates included.
 -- If the XADD fails (Redis out of memory, say) the script stops before XACK: the entry stays
--- pending and is retried, never dropped. Other groups keep their own copy of the job: like
--- Pub/Sub, dead-lettering acts on one subscription. Returns 1, or 0 when this consumer no
--- longer owns the entry (nothing is written then).
+-- pending and is retried, never dropped. The status names the dead letter (`dead_id`), so it is
+-- found by job id without reading the dead-letter stream. Other groups keep their own copy of
+-- the job: like Pub/Sub, dead-lettering acts on one subscription. Returns the dead letter's
+-- entry ID, or nil when this consumer no longer owns the entry (nothing is written then).
 -- ferry:prelude
 if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
-  return 0
+  return false
 end
 local fields = {}
 local entry = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
@@ -23,9 +33,18 @@ if entry[1] then
     fields[#fields + 1] = value
   end
 end
-for i = 4, #ARGV do
+for i = 12, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
-redis.call('XADD', KEYS[2], '*', unpack(fields))
+local dead_id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-return 1
+if KEYS[3] then
+  local status = { 'attempts', ARGV[8], 'consumer', ARGV[2], 'error_class', ARGV[9], 'last_error', ARGV[10],
+    'finished_at', ARGV[4], 'retryable', '0', 'next_attempt_at', '', 'dead_id', dead_id }
+  if ARGV[11] ~= '' then
+    status[#status + 1] = 'processing_ms'
+    status[#status + 1] = ARGV[11]
+  end
+  set_status(KEYS[3], ARGV[6], ARGV[1], ARGV[7], 'dead', ARGV[4], ARGV[5], status, { 'entry_id', ARGV[3] })
+end
+return dead_id

@@ -7,11 +7,15 @@
 -- ARGV[4]  the job type
 -- ARGV[5]  the stream entry ID
 --
--- Runs after the XADD, so a fast worker may already have written 'running': then nothing is
--- changed. Returns 1 when the queued state was written.
-if redis.call('HSETNX', KEYS[1], 'state', 'queued') == 0 then
-  return 0
+-- Writes the job's own fields; a group that has not started the job has no state of its own
+-- in the hash, which reads as 'queued'. Runs after the XADD, so a fast worker may already have
+-- written its group's 'running': then only the job's own fields are added and the hash's expiry
+-- is left as the worker set it. Returns 1 when the hash was new.
+local new = redis.call('EXISTS', KEYS[1]) == 0
+redis.call('HSET', KEYS[1], 'queued_at', ARGV[1], 'job_id', ARGV[3], 'type', ARGV[4], 'entry_id', ARGV[5])
+if new then
+  redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
 end
-redis.call('HSET', KEYS[1], 'queued_at', ARGV[1], 'updated_at', ARGV[1], 'job_id', ARGV[3], 'type', ARGV[4], 'entry_id', ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
+return 0

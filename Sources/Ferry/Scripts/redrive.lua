@@ -5,14 +5,18 @@
 -- KEYS[3]  the job's status hash   ferry:{Q}:job:<job_id>
 -- ARGV[1]  the dead-letter entry ID
 -- ARGV[2]  now, in ms since the epoch
+-- ARGV[3]  the index prefix  ferry:{Q}:idx:
+-- ARGV[4]  the job id
 --
 -- The original fields go back on the job stream (a new entry: a fresh delivery count), without
 -- the dead_letter.* fields, with job_id set to the original entry ID when the job had none so
 -- its id survives, and with redrive_group naming the group that dead-lettered it: only that
 -- group runs it again; workers of other groups, which already ran it, acknowledge it unrun.
 -- The dead-letter entry is deleted in the same step, so a redrive run twice, or killed
--- half-way, never duplicates or loses a job. The status hash, if any, shows `queued` again.
+-- half-way, never duplicates or loses a job. The status hash, if any, shows `queued` again for
+-- the group that dead-lettered it (and the job leaves that group's index of dead jobs).
 -- Returns the new entry ID, or false when the dead-letter entry no longer exists.
+-- ferry:prelude
 local found = redis.call('XRANGE', KEYS[2], ARGV[1], ARGV[1])
 if not found[1] then
   return false
@@ -41,8 +45,8 @@ if sourceGroup then
 end
 local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
 redis.call('XDEL', KEYS[2], ARGV[1])
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('HSET', KEYS[3], 'state', 'queued', 'entry_id', id, 'redriven_at', ARGV[2], 'updated_at', ARGV[2])
-  redis.call('PERSIST', KEYS[3])
+if sourceGroup and redis.call('EXISTS', KEYS[3]) == 1 then
+  set_status(KEYS[3], ARGV[3], sourceGroup, ARGV[4], 'queued', ARGV[2], 0,
+    { 'redriven_at', ARGV[2], 'dead_id', '', 'next_attempt_at', '' }, { 'entry_id', id })
 end
 return id

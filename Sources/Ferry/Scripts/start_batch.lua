@@ -6,31 +6,32 @@
 -- ARGV[1]   now, in milliseconds since the epoch
 -- ARGV[2]   this consumer's name
 -- ARGV[3]   the consumer group
--- ARGV[4]   n, how many job ids follow to check for cancellation
--- ARGV[5 .. 4+n]  those job ids
+-- ARGV[4]   the index prefix  ferry:{Q}:idx:
+-- ARGV[5]   n, how many job ids follow to check for cancellation
+-- ARGV[6 .. 5+n]  those job ids
 -- then, for each status hash in KEYS[2..], four values: job id, type, entry ID, delivery attempt
 --
 -- One round trip per read batch instead of one or two per job: returns the job ids someone
 -- asked to cancel (`ferry job cancel`), and records every other job as running.
+-- ferry:prelude
 local cancelled, asked = {}, {}
+local n = tonumber(ARGV[5])
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  local n = tonumber(ARGV[4])
-  for i = 5, 4 + n do
+  for i = 6, 5 + n do
     if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
       cancelled[#cancelled + 1] = ARGV[i]
       asked[ARGV[i]] = true
     end
   end
 end
-local base = 5 + tonumber(ARGV[4])
+local base = 6 + n
 for k = 2, #KEYS do
   local at = base + (k - 2) * 4
   local job_id = ARGV[at]
   if not asked[job_id] then
-    redis.call('HSET', KEYS[k], 'state', 'running', 'job_id', job_id, 'type', ARGV[at + 1], 'entry_id', ARGV[at + 2],
-      'attempts', ARGV[at + 3], 'consumer', ARGV[2], 'group', ARGV[3], 'started_at', ARGV[1], 'updated_at', ARGV[1],
-      'next_attempt_at', '')
-    redis.call('PERSIST', KEYS[k])
+    set_status(KEYS[k], ARGV[4], ARGV[3], job_id, 'running', ARGV[1], 0,
+      { 'attempts', ARGV[at + 3], 'consumer', ARGV[2], 'started_at', ARGV[1], 'next_attempt_at', '' },
+      { 'type', ARGV[at + 1], 'entry_id', ARGV[at + 2] })
   end
 end
 return cancelled
