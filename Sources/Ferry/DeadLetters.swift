@@ -90,8 +90,19 @@ public struct DeadLetters: Sendable {
     }
 
     /// The dead-lettered job with this job id (its `job_id`, or the original entry ID), or nil.
+    ///
+    /// Found through the job's status, which names its dead letter in each group that
+    /// dead-lettered it (`<group>.dead_id`), newest first; only a job without a status (status
+    /// off, or expired) is looked for by reading the dead-letter stream from the start.
     public func letter(jobID: String) async throws(FerryError) -> Letter? {
-        try await all().last { $0.jobID == jobID }
+        if let record = try await JobStatusRecord.load(jobID: jobID, queue: queue, connection: connection) {
+            let named = record.groups.values.compactMap { $0["dead_id"] }.filter { !$0.isEmpty }
+            for id in named.sorted(by: { !StreamEntry.isID($0, atOrBefore: $1) }) {
+                if let letter = try await letter(id: id), letter.jobID == jobID { return letter }
+            }
+            if !named.isEmpty { return nil }
+        }
+        return try await all().last { $0.jobID == jobID }
     }
 
     /// Puts one dead-lettered job back on the queue, atomically with its removal from the

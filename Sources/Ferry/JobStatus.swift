@@ -117,7 +117,9 @@ public struct JobStatusRecord: Sendable, Hashable {
     /// Reads a job's status hash.
     ///
     /// - Returns: nil when there is none.
-    public static func load(jobID: String, queue: QueueName, connection: RedisConnection) async throws(FerryError) -> JobStatusRecord? {
+    public static func load(
+        jobID: String, queue: QueueName, connection: RedisConnection
+    ) async throws(FerryError) -> JobStatusRecord? {
         let reply: RedisReply
         do {
             reply = try await connection.send(RedisCommand("HGETALL", [.string(QueueKeys(queue: queue).jobStatus(jobID: jobID))]))

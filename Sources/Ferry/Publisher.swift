@@ -126,20 +126,20 @@ public final class Publisher: Sendable {
         if due { try await trimExpiredJobs() }
     }
 
-    /// Creates the status hashes of the jobs just added (not of duplicates), in one round trip.
+    /// Creates the status hashes of the jobs just added (not of duplicates), in one script call.
     private func recordQueued(_ published: some Sequence<(JobMessage, PublishReceipt)>, at now: Date) async throws(FerryError) {
-        let nowMilliseconds = now.millisecondsSince1970
-        let commands = published.compactMap { job, receipt -> RedisCommand? in
-            guard let entryID = receipt.entryID, !receipt.isDuplicate else { return nil }
-            return Self.queuedScript.command(
-                keys: [.string(keys.jobStatus(jobID: receipt.jobID))],
-                arguments: [
-                    .integer(nowMilliseconds), .integer(configuration.statusTTL.milliseconds), .string(receipt.jobID),
-                    .string(job.type), .string(entryID),
-                ])
+        var statusKeys: [RedisArgument] = []
+        var arguments: [RedisArgument] = [
+            .integer(now.millisecondsSince1970), .integer(configuration.statusTTL.milliseconds),
+        ]
+        for (job, receipt) in published {
+            guard let entryID = receipt.entryID, !receipt.isDuplicate else { continue }
+            statusKeys.append(.string(keys.jobStatus(jobID: receipt.jobID)))
+            arguments += [.string(receipt.jobID), .string(job.type), .string(entryID)]
         }
+        if statusKeys.isEmpty { return }
         do {
-            _ = try await connection.pipeline(commands)
+            try await connection.run(Self.queuedScript, keys: statusKeys, arguments: arguments)
         } catch {
             throw FerryError(error)
         }

@@ -51,6 +51,13 @@ public struct QueueInspector: Sendable {
         public var deliveryCounts: [String: Int]
         /// The group's consumers (worker processes).
         public var consumers: [ConsumerReport]
+        /// The group's jobs by state, from the index of jobs (``JobIndex``): `running`,
+        /// `retrying`, `failed`, and the finished ones still kept (`succeeded` for an hour, `dead`,
+        /// `cancelled`, `deleted` for 7 days, by default). Jobs of workers with status off are
+        /// not counted; the lag counts the queued ones.
+        public var states: [String: Int] = [:]
+        /// Jobs this group dead-lettered that are still kept: its share of the dead-letter stream.
+        public var dead: Int { states[JobState.dead.rawValue] ?? 0 }
     }
 
     /// One consumer (a worker process) of a group.
@@ -187,6 +194,8 @@ public struct QueueInspector: Sendable {
         report.deliveryCountMin = deliveries.min()
         report.deliveryCountMax = deliveries.max()
         for count in deliveries { report.deliveryCounts[String(count), default: 0] += 1 }
+        let counts = try await JobIndex(queue: keys.queue, connection: connection).counts(group: name)
+        report.states = Dictionary(uniqueKeysWithValues: counts.map { ($0.key.rawValue, $0.value) })
         report.consumers = (replies[1].array ?? []).map(Self.fields).map { consumer in
             ConsumerReport(
                 name: consumer["name"]?.string ?? "", pending: Int(consumer["pending"]?.integer ?? 0),

@@ -52,7 +52,9 @@ public struct QueueKeys: Sendable, Hashable {
     }
 
     /// `ferry:{Q}:job:<job_id>`: the job's status hash.
-    public func jobStatus(jobID: String) -> String { prefix + ":job:" + Self.keyComponent(jobID) }
+    public func jobStatus(jobID: String) -> String { jobStatusPrefix + Self.keyComponent(jobID) }
+    /// `ferry:{Q}:job:`: what every status key starts with; the rest is an index member.
+    public var jobStatusPrefix: String { prefix + ":job:" }
     /// `ferry:{Q}:idem:pub:<key>`: publish dedup; holds the first job id published with the key.
     public func publishDedup(idempotencyKey: String) -> String { prefix + ":idem:pub:" + Self.keyComponent(idempotencyKey) }
     /// `ferry:{Q}:idem:done:<key>`: set when a job with the key completed.

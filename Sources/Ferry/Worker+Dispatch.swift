@@ -1,6 +1,7 @@
 import FerryRedis
 import Foundation
 import Logging
+import Synchronization
 
 // The read loop: reclaim, read, start a batch.
 
@@ -37,6 +38,14 @@ extension Worker {
             }
             do {
                 if !groupReady {
+                    let format = try await QueueFormat.claim(queue, connection: control.connection)
+                    guard format == QueueFormat.current else {
+                        let refusal = QueueFormat.refusal(queue, found: format)
+                        logger.error("queue_format_unknown: \(refusal.message)")
+                        state.withLock { $0.refusal = refusal }
+                        stop()
+                        break
+                    }
                     if groupExisted {
                         try await recreateGroup(control, after: lastReadID)
                     } else {
@@ -49,9 +58,7 @@ extension Worker {
                     nextPrune = .now + min(after / 2, .seconds(60))
                     await pruneIdleConsumers(control, idleFor: after)
                 }
-                if configuration.retention != nil || configuration.deadLetterRetention != nil,
-                    ContinuousClock.now >= nextRetention
-                {
+                if ContinuousClock.now >= nextRetention {
                     nextRetention = .now + configuration.retentionInterval
                     await enforceRetention(control)
                 }
@@ -115,7 +122,8 @@ extension Worker {
     }
 
     /// Trims the job stream to ``Configuration/retention`` (entries every group has finished
-    /// only) and the dead-letter stream to ``Configuration/deadLetterRetention``, when this
+    /// only) and the dead-letter stream to ``Configuration/deadLetterRetention``, and removes
+    /// index entries of expired statuses (``JobIndex/trimExpired(keepSucceeded:keepFailed:budget:calls:)``), when this
     /// worker gets the queue's retention lock for the interval (one worker of many does it). A
     /// failure is logged and tried again next time.
     func enforceRetention(_ control: ControlChannel) async {
@@ -128,7 +136,7 @@ extension Worker {
                         .integer(configuration.retentionInterval.milliseconds),
                     ]))
             guard locked != .null else { return }
-            var trimmed: (jobs: Int64, deadLetters: Int64) = (0, 0)
+            var trimmed: (jobs: Int64, deadLetters: Int64, index: Int) = (0, 0, 0)
             if let retention = configuration.retention {
                 trimmed.jobs =
                     try await control.run(
@@ -142,10 +150,17 @@ extension Worker {
                         Self.trimDeadScript, keys: [.string(keys.deadLetter)], arguments: [.integer(retention.milliseconds)]
                     ).integer ?? 0
             }
+            do {
+                trimmed.index = try await JobIndex(queue: queue, connection: control.connection).trimExpired(
+                    keepSucceeded: configuration.keepSucceeded, keepFailed: configuration.keepFailed)
+            } catch {
+                logger.info("the index of jobs was not trimmed", metadata: error.redisError.map(redisFailure) ?? [:])
+            }
             let metadata: Logger.Metadata = [
                 "ferry.trimmed_jobs": "\(trimmed.jobs)", "ferry.trimmed_dead_letters": "\(trimmed.deadLetters)",
+                "ferry.trimmed_index": "\(trimmed.index)",
             ]
-            if trimmed.jobs + trimmed.deadLetters > 0 {
+            if trimmed.jobs + trimmed.deadLetters > 0 || trimmed.index > 0 {
                 logger.info("retention_trimmed", metadata: metadata)
             } else {
                 logger.debug("retention_pass", metadata: metadata)

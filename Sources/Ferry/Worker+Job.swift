@@ -161,8 +161,7 @@ extension Worker {
                 // Waited for: a job with an idempotency key records its success in `complete.lua`,
                 // sent outside the batcher, and a progress write still queued could land after it
                 // (and clear its expiry).
-                await recordStatus(
-                    jobID, nil, attempt: attempt, control: control, fields: fields, waitsForWrite: true)
+                await recordProgress(jobID, fields: fields, control: control)
             })
         logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
         metrics.started(publishedAt: message.publishedAt ?? entry.time)
@@ -214,8 +213,8 @@ extension Worker {
                 logger.info("job_interrupted; left pending for another worker")
                 state.withLock { $0.interruptedAtShutdown += 1 }
                 let comesBack = configuration.lease + configuration.retry.backoff(afterAttempt: attempt, entryID: entry.id)
-                await recordStatus(
-                    jobID, .failed, attempt: attempt, control: control,
+                recordState(
+                    .failed, jobID: jobID, entryID: entry.id, attempt: attempt, control: control,
                     fields: [
                         "error_class": "interrupted", "retryable": "1",
                         "last_error": "the worker stopped before the job finished; another worker runs it again",

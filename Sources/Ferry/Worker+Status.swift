@@ -12,47 +12,43 @@ extension Worker {
         state == .succeeded ? configuration.keepSucceeded : configuration.keepFailed
     }
 
-    /// Writes this group's fields of the job's status when no entry moves with them: progress
-    /// and stage (`state` nil: plain `HSET` of `<group>.<field>`), or a state of its own
-    /// (`status.lua`: a job interrupted at shutdown). Every transition that moves an entry
-    /// writes its status in its own script. A failed write is logged and never changes the
-    /// job's outcome.
+    /// Writes this group's progress and stage of the job: a plain `HSET` of
+    /// `<group>.<field>`, no state change. A failed write is logged and never changes the job's
+    /// outcome.
     ///
-    /// - Parameter waitsForWrite: true to return once the write is flushed (progress, so it
-    ///   cannot land after the success that `complete.lua` records outside the write batcher);
-    ///   otherwise the job goes on without a round trip, its write kept in order with its
-    ///   acknowledgement.
-    func recordStatus(
-        _ jobID: String, _ state: JobState?, attempt: Int, control: ControlChannel,
-        fields: [String: RedisArgument] = [:], waitsForWrite: Bool = false
-    ) async {
+    /// Returns once the write is flushed, so it cannot land after the success that
+    /// `complete.lua` records outside the write batcher.
+    func recordProgress(_ jobID: String, fields: [String: RedisArgument], control: ControlChannel) async {
         guard configuration.recordsStatus else { return }
-        let key = keys.jobStatus(jobID: jobID)
+        let prefix = configuration.group + "."
+        await control.writeStatus([
+            RedisCommand(
+                "HSET",
+                [.string(keys.jobStatus(jobID: jobID)), .string(prefix + "updated_at"), now(), "updated_at", now()]
+                    + fields.sorted(by: { $0.key < $1.key }).flatMap { [RedisArgument.string(prefix + $0.key), $0.value] })
+        ])
+    }
+
+    /// Records a state of the job in this group when no entry moves with it (`status.lua`): a
+    /// job interrupted at shutdown, left pending for another worker. Every transition that
+    /// moves an entry writes its status in its own script. Joins the next flush, in order with
+    /// the job's other writes.
+    func recordState(
+        _ state: JobState, jobID: String, entryID: String, attempt: Int, control: ControlChannel,
+        fields: [String: RedisArgument]
+    ) {
+        guard configuration.recordsStatus else { return }
         var all = fields
         all["attempts"] = .integer(Int64(attempt))
         all["consumer"] = .string(configuration.consumer)
-        let sorted = all.sorted(by: { $0.key < $1.key })
-        let command: RedisCommand
-        if let state {
-            command = Self.statusScript.command(
-                keys: [.string(key)],
+        control.enqueueStatus([
+            Self.statusScript.command(
+                keys: [.string(keys.jobStatus(jobID: jobID))],
                 arguments: [
-                    .string(keys.statusIndexPrefix), .string(configuration.group), .string(jobID), .string(state.rawValue),
-                    now(), .integer(keep(after: state).milliseconds),
-                ] + sorted.flatMap { [RedisArgument.string($0.key), $0.value] })
-        } else {
-            let prefix = configuration.group + "."
-            command = RedisCommand(
-                "HSET",
-                [.string(key), .string(prefix + "updated_at"), now(), "updated_at", now()]
-                    + sorted.flatMap { [RedisArgument.string(prefix + $0.key), $0.value] })
-        }
-        if waitsForWrite {
-            await control.writeStatus([command])
-        } else {
-            // Batches keep their order, and the worker waits for the last one before it returns.
-            control.enqueueStatus([command])
-        }
+                    .string(keys.statusIndexPrefix), .string(configuration.group), .string(jobID), .string(entryID),
+                    .string(state.rawValue), now(), .integer(keep(after: state).milliseconds),
+                ] + all.sorted(by: { $0.key < $1.key }).flatMap { [RedisArgument.string($0.key), $0.value] })
+        ])
     }
 
     /// Acknowledges a job cancelled on request and records it `cancelled`, in one step.

@@ -126,6 +126,8 @@ public final class Worker: Sendable {
         var slots: JobSlots?
         /// Jobs whose handlers the end of the shutdown grace cancelled, left pending for others.
         var interruptedAtShutdown = 0
+        /// Why the worker refused the queue (a data format it does not know): ``run()`` throws it.
+        var refusal: FerryError?
         /// Running entries found deleted from the stream (`XDEL`, `XTRIM`): their handlers' ends
         /// find nothing to acknowledge, which is no lost lease.
         var deletedWhileRunning: Set<String> = []
@@ -234,7 +236,8 @@ public final class Worker: Sendable {
     /// Redis errors (a restart, `LOADING`, `READONLY`, `OOM`, a lost connection) make the worker
     /// back off and try again; they never end the loop.
     ///
-    /// - Throws: ``FerryError`` for an invalid configuration, before anything is read.
+    /// - Throws: ``FerryError`` for an invalid configuration, before anything is read, or for a
+    ///   queue in a data format this version does not know (``QueueFormat``), before any job runs.
     public func run() async throws(FerryError) {
         try configuration.validate()
         let reader = RedisConnection(configuration: connectionConfiguration(role: "read"), logger: logger)
@@ -272,12 +275,13 @@ public final class Worker: Sendable {
         }
         await control.writeStatus([])  // every write enqueued before is flushed
         await releaseConsumer(control)
-        let interrupted = state.withLock { $0.interruptedAtShutdown }
+        let (interrupted, refusal) = state.withLock { ($0.interruptedAtShutdown, $0.refusal) }
         logger.info(
             "worker_stopped",
             metadata: [
                 "ferry.drained": "\(max(inFlightAtStop - interrupted, 0))", "ferry.interrupted": "\(interrupted)",
             ])
+        if let refusal { throw refusal }
     }
 
     /// Records the jobs running (or being acknowledged) now in `ferry_jobs_in_flight`, so a

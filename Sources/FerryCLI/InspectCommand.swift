@@ -7,9 +7,13 @@ import Foundation
 struct InspectCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Show queues with their groups, consumers, pending entries, lag and dead letters.",
-        discussion:
-            "Without a queue, every ferry:{*}:jobs stream is shown (found with SCAN). Exits 1 when the named queue does not exist."
+        abstract: "Show queues with their groups, consumers, lag, pending entries and jobs by state.",
+        discussion: """
+            Without a queue, every ferry:{*}:jobs stream is shown (found with SCAN). LENGTH and DLQ are the queue's \
+            job and dead-letter streams; per group, LAG counts the jobs not yet delivered, PENDING those delivered \
+            and not acknowledged, and RUNNING, RETRYING, SUCCEEDED (kept an hour by default) and DEAD come from the \
+            index of job statuses (workers with status off count nowhere). Exits 1 when the named queue does not exist.
+            """
     )
 
     @Argument(help: "The queue name; all queues when omitted.")
@@ -41,11 +45,17 @@ struct InspectCommand: AsyncParsableCommand {
             print("no queues (no ferry:{*}:jobs streams)")
             return
         }
-        var rows = [["QUEUE", "LENGTH", "DEAD", "GROUP", "CONSUMERS", "PENDING", "LAG", "OLDEST PENDING", "DELIVERIES"]]
+        var rows = [
+            [
+                "QUEUE", "LENGTH", "DLQ", "GROUP", "CONSUMERS", "LAG", "PENDING", "RUNNING", "RETRYING", "SUCCEEDED", "DEAD",
+                "OLDEST PENDING", "DELIVERIES",
+            ]
+        ]
         var consumers = [["QUEUE", "GROUP", "CONSUMER", "PENDING", "IDLE"]]
         for report in reports {
             if report.groups.isEmpty {
-                rows.append([report.queue, "\(report.length)", "\(report.deadLetters)", "-", "-", "-", "-", "-", "-"])
+                rows.append(
+                    [report.queue, "\(report.length)", "\(report.deadLetters)"] + Array(repeating: "-", count: 10))
             }
             for group in report.groups {
                 let deliveries =
@@ -53,9 +63,11 @@ struct InspectCommand: AsyncParsableCommand {
                         let max = group.deliveryCountMax ?? min
                         return min == max ? "\(min)" : "\(min)-\(max)"
                     } ?? "-"
+                let count = { (state: JobState) in "\(group.states[state.rawValue] ?? 0)" }
                 rows.append([
                     report.queue, "\(report.length)", "\(report.deadLetters)", group.name, "\(group.consumers.count)",
-                    "\(group.pending)", group.lag.map(String.init) ?? "10000+",
+                    group.lag.map(String.init) ?? "10000+", "\(group.pending)", count(.running), count(.retrying),
+                    count(.succeeded), count(.dead),
                     group.oldestPendingAgeMilliseconds.map { durationText(milliseconds: $0) } ?? "-", deliveries,
                 ])
                 for consumer in group.consumers {

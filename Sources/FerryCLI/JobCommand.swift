@@ -55,7 +55,8 @@ struct JobStatusCommand: AsyncParsableCommand {
             return
         }
         let streamGroups = try await ConsumerGroups(queue: queueName, connection: connection).names()
-        var groups = streamGroups + record.groups.keys.filter { !streamGroups.contains($0) }.sorted()
+        let allGroups = streamGroups + record.groups.keys.filter { !streamGroups.contains($0) }.sorted()
+        var groups = allGroups
         if let group {
             guard groups.contains(group) else {
                 throw FerryError(
@@ -70,7 +71,7 @@ struct JobStatusCommand: AsyncParsableCommand {
             var object = Self.jsonObject(record.status(group: shown).fields)
             object["group"] = groups.isEmpty ? nil : shown
             object["groups"] = Dictionary(
-                uniqueKeysWithValues: groups.map { ($0, record.status(group: $0).fields["state"] ?? "unknown") })
+                uniqueKeysWithValues: allGroups.map { ($0, record.status(group: $0).fields["state"] ?? "unknown") })
             try printJSON(object)
         } else if groups.count <= 1 {
             Self.printFields(record.status(group: shown).fields)

@@ -17,12 +17,12 @@ struct InspectCommandTests {
         #expect(result.status == 0, "\(result.standardError)")
         let workers = try #require(result.lines.first { $0.hasPrefix(s.name) && $0.contains(" workers ") })
         let cells = workers.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
-        // QUEUE LENGTH DEAD GROUP CONSUMERS PENDING LAG OLDEST DELIVERIES
+        // QUEUE LENGTH DLQ GROUP CONSUMERS LAG PENDING RUNNING RETRYING SUCCEEDED DEAD OLDEST DELIVERIES
         #expect(
-            cells[1] == "10" && cells[2] == "2" && cells[3] == "workers" && cells[4] == "2" && cells[5] == "3" && cells[6] == "7")
-        #expect(cells[8] == "1-2", "delivery counts from 1 to 2")
+            cells[1] == "10" && cells[2] == "2" && cells[3] == "workers" && cells[4] == "2" && cells[5] == "7" && cells[6] == "3")
+        #expect(cells[12] == "1-2", "delivery counts from 1 to 2")
         let audit = try #require(result.lines.first { $0.hasPrefix(s.name) && $0.contains(" audit ") })
-        #expect(audit.split(separator: " ", omittingEmptySubsequences: true)[6] == "0", "audit is not lagging")
+        #expect(audit.split(separator: " ", omittingEmptySubsequences: true)[5] == "0", "audit is not lagging")
         #expect(result.lines.contains { $0.contains("worker-a") && $0.contains(" 2 ") })
 
         let json = try await s.ferry("inspect", s.name, "--json")

@@ -25,8 +25,10 @@ struct JobStateTests {
         var written: Set<String> = []
         for name in try FileManager.default.contentsOfDirectory(atPath: scripts.path()) where name.hasSuffix(".lua") {
             let text = try String(contentsOf: scripts.appending(path: name), encoding: .utf8)
-            // set_status(key, index, group, job_id, '<state>', ...) and outcomes passed as values.
-            for match in text.matches(of: /set_status\([^,]+, [^,]+, [^,]+, [^,]+, '(\w+)'/) { written.insert(String(match.1)) }
+            // set_status(key, index, group, job_id, entry_id, '<state>', ...) and outcomes passed as values.
+            for match in text.matches(of: /set_status\([^,]+, [^,]+, [^,]+, [^,]+, [^,]+, '(\w+)'/) {
+                written.insert(String(match.1))
+            }
             for match in text.matches(of: /outcome == '(\w+)'/) { written.insert(String(match.1)) }
         }
         #expect(written.isSuperset(of: ["queued", "running", "succeeded", "retrying", "dead", "deleted"]), "\(written)")

@@ -25,22 +25,28 @@ local terminal = { succeeded = true, dead = true, cancelled = true, deleted = tr
 
 -- Writes one group's status of a job (data format 2) and moves the job in that group's index,
 -- the one write every transition makes, so the status can never disagree with the entry:
---   key      the job's status hash        ferry:{Q}:job:<job_id>
---   index    the queue's index prefix     ferry:{Q}:idx:  (sets <index><group>:<state>, the
---            job id scored by when it entered the state; no set for 'queued', whose count is
---            the group's lag)
---   group, job_id, state (a JobState), now (ms)
---   keep     for a terminal state, how long the status and its index entry stay (ms)
+--   key      the job's status hash        ferry:{Q}:job:<id>
+--   index    the queue's index prefix     ferry:{Q}:idx:  (sets <index><group>:<state>; no set
+--            for 'queued', whose count is the group's lag)
+--   group, job_id
+--   entry_id the job's stream entry ID, kept as its `entry_id`: its time is the job's score in
+--            the index
+--   state (a JobState), now (ms)
+--   keep     for a terminal state, how long the status stays (ms)
 --   fields   name, value pairs of the group's other fields (written as `<group>.<name>`)
---   shared   name, value pairs of the job's own fields (`type`, `entry_id`), or nil
--- A non-terminal state keeps the hash (PERSIST); a terminal one sets its expiry, never
--- shortening another group's (GT). Index keys are built here, not passed: they share the
--- queue's {Q} hash tag, so they live in the same cluster slot as every key of the script.
--- Returns the group's state before this write, or false.
-local function set_status(key, index, group, job_id, state, now, keep, fields, shared)
+--   shared   name, value pairs of the job's own fields (`type`), or nil
+-- An index member is the <id> of the status key (the job id, or its hashed form), scored by
+-- when the job was published, so a job keeps its place while its state changes and a listing
+-- pages through every job once; members whose status expired are removed, and idle sets of
+-- finished jobs expired, by the workers' retention pass (trim_index.lua). A non-terminal state keeps the hash (PERSIST); a terminal one
+-- sets its expiry, never shortening another group's (GT). Index keys are built here, not
+-- passed: they share the queue's {Q} hash tag, so they live in the cluster slot of every key
+-- of the script. Returns the group's state before this write, or false.
+local function set_status(key, index, group, job_id, entry_id, state, now, keep, fields, shared)
   local prefix = group .. '.'
   local previous = redis.call('HGET', key, prefix .. 'state')
-  local values = { prefix .. 'state', state, prefix .. 'updated_at', now, 'job_id', job_id, 'updated_at', now }
+  local values = { prefix .. 'state', state, prefix .. 'updated_at', now, 'job_id', job_id, 'entry_id', entry_id,
+    'updated_at', now }
   for i = 1, #fields, 2 do
     values[#values + 1] = prefix .. fields[i]
     values[#values + 1] = fields[i + 1]
@@ -50,11 +56,12 @@ local function set_status(key, index, group, job_id, state, now, keep, fields, s
   end
   redis.call('HSET', key, unpack(values))
   local sets = index .. group .. ':'
+  local member = string.match(key, '}:job:(.*)$')
   if previous and previous ~= state and previous ~= 'queued' then
-    redis.call('ZREM', sets .. previous, job_id)
+    redis.call('ZREM', sets .. previous, member)
   end
   if state ~= 'queued' then
-    redis.call('ZADD', sets .. state, now, job_id)
+    redis.call('ZADD', sets .. state, tonumber(string.match(entry_id, '^(%d+)')), member)
   end
   if terminal[state] then
     local ttl = redis.call('PTTL', key)
@@ -63,11 +70,6 @@ local function set_status(key, index, group, job_id, state, now, keep, fields, s
     else
       redis.call('PEXPIRE', key, keep, 'GT')
     end
-    -- The set keeps what its statuses keep: each write drops the members older than that (in
-    -- a steady stream, the one or two that aged out since the last write), and an idle set
-    -- expires whole.
-    redis.call('ZREMRANGEBYSCORE', sets .. state, '-inf', '(' .. (tonumber(now) - tonumber(keep)))
-    redis.call('PEXPIRE', sets .. state, keep)
   else
     redis.call('PERSIST', key)
   end

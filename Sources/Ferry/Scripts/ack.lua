@@ -27,10 +27,10 @@ for i = 7, #ARGV, 5 do
     if status > 0 then
       local outcome = ARGV[i + 3]
       if outcome == 'succeeded' then
-        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], outcome, ARGV[3], ARGV[4],
+        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], ARGV[4],
           { 'progress', '100', 'finished_at', ARGV[3], 'processing_ms', ARGV[i + 4], 'retryable', '0' })
       else
-        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], outcome, ARGV[3], ARGV[5],
+        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], ARGV[5],
           { 'finished_at', ARGV[3], 'retryable', '0' })
       end
     end

@@ -28,18 +28,18 @@ end
 if redis.call('EXISTS', KEYS[2]) == 1 then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
   if KEYS[4] then
-    set_status(KEYS[4], ARGV[7], ARGV[1], ARGV[8], 'succeeded', ARGV[5], ARGV[6],
+    set_status(KEYS[4], ARGV[7], ARGV[1], ARGV[8], ARGV[3], 'succeeded', ARGV[5], ARGV[6],
       { 'attempts', ARGV[10], 'consumer', ARGV[2], 'finished_at', ARGV[5], 'retryable', '0',
-        'note', 'idempotent_skip: the key had already completed' }, { 'type', ARGV[9], 'entry_id', ARGV[3] })
+        'note', 'idempotent_skip: the key had already completed' }, { 'type', ARGV[9] })
   end
   return {'skip'}
 end
 local token = ARGV[3] .. ' ' .. ARGV[2] .. ' ' .. pending[4]
 if redis.call('SET', KEYS[3], token, 'NX', 'PX', ARGV[4]) then
   if KEYS[4] then
-    set_status(KEYS[4], ARGV[7], ARGV[1], ARGV[8], 'running', ARGV[5], 0,
+    set_status(KEYS[4], ARGV[7], ARGV[1], ARGV[8], ARGV[3], 'running', ARGV[5], 0,
       { 'attempts', ARGV[10], 'consumer', ARGV[2], 'started_at', ARGV[5], 'next_attempt_at', '' },
-      { 'type', ARGV[9], 'entry_id', ARGV[3] })
+      { 'type', ARGV[9] })
   end
   return {'run', token}
 end

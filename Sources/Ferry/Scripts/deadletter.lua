@@ -45,6 +45,6 @@ if KEYS[3] then
     status[#status + 1] = 'processing_ms'
     status[#status + 1] = ARGV[11]
   end
-  set_status(KEYS[3], ARGV[6], ARGV[1], ARGV[7], 'dead', ARGV[4], ARGV[5], status, { 'entry_id', ARGV[3] })
+  set_status(KEYS[3], ARGV[6], ARGV[1], ARGV[7], ARGV[3], 'dead', ARGV[4], ARGV[5], status)
 end
 return dead_id

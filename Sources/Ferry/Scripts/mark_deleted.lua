@@ -16,7 +16,7 @@ local written = 0
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
     local at = 5 + (i - 1) * 2
-    set_status(KEYS[i], ARGV[4], ARGV[3], ARGV[at + 1], 'deleted', ARGV[1], ARGV[2],
+    set_status(KEYS[i], ARGV[4], ARGV[3], ARGV[at + 1], ARGV[at], 'deleted', ARGV[1], ARGV[2],
       { 'finished_at', ARGV[1], 'retryable', '0', 'last_error',
         'the entry ' .. ARGV[at] .. ' was deleted from the stream (XDEL or XTRIM) before the job finished' })
     written = written + 1

@@ -1,21 +1,24 @@
--- Ferry: record a just-published job as queued, unless a worker got to it first.
+-- Ferry: record just-published jobs as queued, one call for a whole published batch.
 --
--- KEYS[1]  the job's status hash  ferry:{Q}:job:<job_id>
--- ARGV[1]  now, in milliseconds since the epoch
--- ARGV[2]  how long the status lives if no worker ever runs the job, in milliseconds
--- ARGV[3]  the job id
--- ARGV[4]  the job type
--- ARGV[5]  the stream entry ID
+-- KEYS      the jobs' status hashes  ferry:{Q}:job:<job_id>
+-- ARGV[1]   now, in milliseconds since the epoch
+-- ARGV[2]   how long a status lives if no worker ever runs the job, in milliseconds
+-- ARGV[3..] three values a job, in the order of KEYS: its job id, its type, its stream entry ID
 --
--- Writes the job's own fields; a group that has not started the job has no state of its own
+-- Writes each job's own fields; a group that has not started the job has no state of its own
 -- in the hash, which reads as 'queued'. Runs after the XADD, so a fast worker may already have
 -- written its group's 'running': then only the job's own fields are added and the hash's expiry
--- is left as the worker set it. Returns 1 when the hash was new.
-local new = redis.call('EXISTS', KEYS[1]) == 0
-redis.call('HSET', KEYS[1], 'queued_at', ARGV[1], 'job_id', ARGV[3], 'type', ARGV[4], 'entry_id', ARGV[5])
-if new then
-  redis.call('HSET', KEYS[1], 'updated_at', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+-- is left as the worker set it. Returns how many hashes were new.
+local new = 0
+for i = 1, #KEYS do
+  local at = 3 + (i - 1) * 3
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('HSET', KEYS[i], 'queued_at', ARGV[1], 'job_id', ARGV[at], 'type', ARGV[at + 1], 'entry_id', ARGV[at + 2],
+      'updated_at', ARGV[1])
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    new = new + 1
+  else
+    redis.call('HSET', KEYS[i], 'queued_at', ARGV[1], 'job_id', ARGV[at], 'type', ARGV[at + 1], 'entry_id', ARGV[at + 2])
+  end
 end
-return 0
+return new

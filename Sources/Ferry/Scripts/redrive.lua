@@ -46,7 +46,7 @@ end
 local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
 redis.call('XDEL', KEYS[2], ARGV[1])
 if sourceGroup and redis.call('EXISTS', KEYS[3]) == 1 then
-  set_status(KEYS[3], ARGV[3], sourceGroup, ARGV[4], 'queued', ARGV[2], 0,
-    { 'redriven_at', ARGV[2], 'dead_id', '', 'next_attempt_at', '' }, { 'entry_id', id })
+  set_status(KEYS[3], ARGV[3], sourceGroup, ARGV[4], id, 'queued', ARGV[2], 0,
+    { 'redriven_at', ARGV[2], 'dead_id', '', 'next_attempt_at', '' })
 end
 return id

@@ -29,9 +29,9 @@ for k = 2, #KEYS do
   local at = base + (k - 2) * 4
   local job_id = ARGV[at]
   if not asked[job_id] then
-    set_status(KEYS[k], ARGV[4], ARGV[3], job_id, 'running', ARGV[1], 0,
+    set_status(KEYS[k], ARGV[4], ARGV[3], job_id, ARGV[at + 2], 'running', ARGV[1], 0,
       { 'attempts', ARGV[at + 3], 'consumer', ARGV[2], 'started_at', ARGV[1], 'next_attempt_at', '' },
-      { 'type', ARGV[at + 1], 'entry_id', ARGV[at + 2] })
+      { 'type', ARGV[at + 1] })
   end
 end
 return cancelled

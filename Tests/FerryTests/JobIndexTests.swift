@@ -1,0 +1,141 @@
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Testing
+
+@testable import Ferry
+
+extension WorkerTests {
+    @Test("fan-out: one group dead-letters a job while another runs it to success; each group's status, index and counts say so")
+    func statusPerGroup() async throws {
+        let setup = try await Setup("fanout")
+        let audited = Deliveries()
+        let failing = setup.worker(["t": JobHandlerClosure { _ in throw PermanentJobError("audit refused it") }], group: "audit")
+        let succeeding = setup.worker(["t": JobHandlerClosure { audited.record($0) }], group: "billing")
+        let ids = (0..<5).map { "fan-\($0)" }
+        let index = JobIndex(queue: setup.queue, connection: setup.redis)
+        try await running(failing, succeeding) {
+            _ = try await setup.publisher.publish(ids.map { JobMessage(type: "t", data: "", jobID: $0) })
+            #expect(await eventually { try await index.counts(group: "audit")[.dead] == 5 })
+            #expect(await eventually { try await index.counts(group: "billing")[.succeeded] == 5 })
+        }
+        let dead = try await setup.deadEntries()
+        for id in ids {
+            let record = try #require(try await JobStatusRecord.load(jobID: id, queue: setup.queue, connection: setup.redis))
+            let audit = record.status(group: "audit")
+            let billing = record.status(group: "billing")
+            #expect(audit.state == .dead && audit.fields["error_class"] == "permanent_failure", "\(audit.fields)")
+            #expect(audit.fields["dead_id"].map { deadID in dead.contains { $0.id == deadID } } == true, "names its dead letter")
+            #expect(billing.state == .succeeded && billing.fields["progress"] == "100", "\(billing.fields)")
+            #expect(record.status(group: "reports").state == .queued, "a group that has not started it")
+        }
+        for group in ["audit", "billing"] {
+            let counts = try await index.counts(group: group)
+            let expected: [JobState: Int] = group == "audit" ? [.dead: 5] : [.succeeded: 5]
+            #expect(counts.filter { $0.value > 0 } == expected, "\(group): \(counts)")
+        }
+        let letters = DeadLetters(queue: setup.queue, connection: setup.redis)
+        #expect(try await letters.letter(jobID: "fan-3")?.jobID == "fan-3")
+
+        // The command line shows one line per group.
+        let shown = try await setup.ferry("job", "status", setup.name, "fan-3")
+        #expect(shown.status == 0, "\(shown.standardError)")
+        #expect(shown.lines.contains { $0.hasPrefix("audit") && $0.contains("dead") && $0.contains("permanent_failure") })
+        #expect(shown.lines.contains { $0.hasPrefix("billing") && $0.contains("succeeded") })
+        let one = try await setup.ferry("job", "status", setup.name, "fan-3", "--group", "billing", "--json")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(one.outputBytes)) as? [String: Any])
+        #expect(object["state"] as? String == "succeeded")
+        #expect(object["groups"] as? [String: String] == ["audit": "dead", "billing": "succeeded"])
+        let inspected = try await setup.ferry("inspect", setup.name, "--json")
+        let reports = try #require(try JSONSerialization.jsonObject(with: Data(inspected.outputBytes)) as? [[String: Any]])
+        let states = Dictionary(
+            uniqueKeysWithValues: (reports.first?["groups"] as? [[String: Any]] ?? []).map {
+                ($0["name"] as? String ?? "", $0["states"] as? [String: Int] ?? [:])
+            })
+        #expect(states["audit"]?["dead"] == 5 && states["billing"]?["dead"] == 0, "dead letters counted per group: \(states)")
+        #expect(states["billing"]?["succeeded"] == 5)
+        let unknown = try await setup.ferry("job", "status", setup.name, "fan-3", "--group", "nope")
+        #expect(unknown.status == 1 && unknown.standardError.contains("no group nope"))
+    }
+
+    @Test(
+        "a listing pages through every indexed job exactly once, newest published first, while the jobs keep changing state"
+    )
+    func listingPagesOnceWhileStatesChange() async throws {
+        let setup = try await Setup("listing")
+        let ids = (0..<300).map { String(format: "list-%03d", $0) }
+        let worker = setup.worker([
+            "t": JobHandlerClosure { job in
+                try await Task.sleep(for: .milliseconds(Int.random(in: 0...150)))
+                if job.deliveryAttempt == 1 { throw PushBackError() }
+                if job.id.hasSuffix("7") { throw PermanentJobError("sevens fail") }
+            }
+        ]) {
+            $0.concurrency = 300
+            $0.retry = RetryPolicy(maxAttempts: 3, minimumBackoff: .milliseconds(300), maximumBackoff: .milliseconds(600))
+        }
+        let index = JobIndex(queue: setup.queue, connection: setup.redis)
+        func indexed() async throws -> Int { try await index.counts(group: "workers").values.reduce(0, +) }
+        func finished() async throws -> Int {
+            let counts = try await index.counts(group: "workers")
+            return (counts[.succeeded] ?? 0) + (counts[.dead] ?? 0)
+        }
+        var seen: [String] = []
+        var statesSeen: Set<JobState> = []
+        var finishedAtStart = 0
+        try await running(worker) {
+            _ = try await setup.publisher.publish(ids.map { JobMessage(type: "t", data: "", jobID: $0) })
+            #expect(await eventually { try await indexed() == 300 }, "every job started once")
+            finishedAtStart = try await finished()
+            var cursor: JobIndex.Cursor?
+            repeat {
+                let page = try await index.list(group: "workers", limit: 7, after: cursor)
+                seen += page.rows.map(\.jobID)
+                statesSeen.formUnion(page.rows.map(\.state))
+                cursor = page.next
+            } while cursor != nil
+            #expect(await eventually(.seconds(20)) { try await finished() == 300 })
+        }
+        #expect(finishedAtStart < 300, "the pass began while jobs were still moving")
+        #expect(Set(seen).count == seen.count, "no job listed twice")
+        #expect(Set(seen) == Set(ids), "every job listed")
+
+        // Settled: newest published first, filters combine, and a page never overflows.
+        let all = try await index.list(group: "workers", limit: 1000)
+        #expect(all.rows.map(\.jobID) == ids.reversed() && all.next == nil)
+        let dead = try await index.list(group: "workers", states: [.dead], type: "t", limit: 1000)
+        #expect(dead.rows.map(\.jobID) == ids.filter { $0.hasSuffix("7") }.reversed())
+        #expect(dead.rows.allSatisfy { $0.state == .dead && $0.errorClass == "permanent_failure" && $0.attempts == 2 })
+        #expect(try await index.list(group: "workers", type: "other", limit: 10).rows.isEmpty)
+        #expect(throws: FerryError.self) { try JobIndex.Cursor("not a cursor") }
+    }
+
+    @Test("index entries go with their expired statuses in the retention pass, and the sets of finished jobs expire")
+    func indexTrimmedWithStatuses() async throws {
+        let setup = try await Setup("idxtrim")
+        let worker = setup.worker(["t": JobHandlerClosure { _ in }]) { $0.keepSucceeded = .milliseconds(300) }
+        let index = JobIndex(queue: setup.queue, connection: setup.redis)
+        try await running(worker) {
+            _ = try await setup.publisher.publish((0..<40).map { JobMessage(type: "t", data: "", jobID: "trim-\($0)") })
+            #expect(await eventually { try await index.counts(group: "workers")[.succeeded] == 40 })
+        }
+        let statusGone = {
+            try await setup.redis.send(RedisCommand("EXISTS", [.string(setup.keys.jobStatus(jobID: "trim-39"))])).integer == 0
+        }
+        #expect(await eventually { try await statusGone() })
+        #expect(try await index.counts(group: "workers")[.succeeded] == 40, "still listed until the pass runs")
+        let removed = try await index.trimExpired(keepSucceeded: .seconds(60), keepFailed: .seconds(60))
+        #expect(removed == 40)
+        #expect(try await index.counts(group: "workers")[.succeeded] == 0)
+        // A set that still has members gets the keep time of its statuses.
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "late"))
+        try await running(setup.worker(["t": JobHandlerClosure { _ in }])) {
+            #expect(await eventually { try await index.counts(group: "workers")[.succeeded] == 1 })
+        }
+        _ = try await index.trimExpired(keepSucceeded: .seconds(60), keepFailed: .seconds(60))
+        let ttl = try await setup.redis.send(
+            RedisCommand("PTTL", [.string(setup.keys.statusIndex(group: "workers", state: .succeeded))])
+        ).integer
+        #expect(ttl.map { $0 > 50_000 && $0 <= 60_000 } == true, "\(String(describing: ttl))")
+    }
+}
