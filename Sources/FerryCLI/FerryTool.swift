@@ -19,7 +19,7 @@ struct FerryTool: AsyncParsableCommand {
             """,
         version: "ferry \(FerryTool.version) (wire format v\(WireFormat.version))",
         subcommands: [
-            PublishCommand.self, WorkerCommand.self, JobCommand.self, PeekCommand.self, InspectCommand.self,
+            PublishCommand.self, WorkerCommand.self, JobCommand.self, JobsCommand.self, PeekCommand.self, InspectCommand.self,
             PendingCommand.self, DeadLetterCommand.self, GroupCommand.self, BenchCommand.self,
         ]
     )

@@ -229,7 +229,7 @@ struct WorkerCommand: AsyncParsableCommand {
         try await RedisConnection(configuration: redisConfiguration).connect()
         let worker = Worker(
             queue: queueName, redis: redisConfiguration, handlers: [:], configuration: configuration,
-            fallbackHandler: handler, observer: notifier)
+            fallbackHandler: handler, observer: KillAfterOutcome.wrapping(notifier))
         // The admin endpoints failing (a port in use, say) stops the worker: probes and metrics
         // that silently do not exist are worse than a restart with a clear reason.
         let adminFailure = FailureBox()

@@ -232,3 +232,34 @@ struct WorkerProcessTests {
         #expect(result.standardError.contains(message), "\(result.standardError)")
     }
 }
+
+extension WorkerProcessTests {
+    @Test(
+        "kill -9 of a worker the moment a job reaches its outcome leaves a status that agrees with the stream",
+        arguments: ["succeeded", "dead", "cancelled"])
+    func killedAfterOutcome(outcome: String) async throws {
+        let url = try await TestRedis.sharedURL()
+        let redis = try await TestRedis.connection()
+        let queue = uniqueName("atomic"), scratch = try Scratch()
+        let name = try QueueName(queue)
+        let keys = QueueKeys(queue: name)
+        let receipt = try await Publisher(queue: name, connection: redis).publish(JobMessage(type: "t", data: "", jobID: "j-1"))
+        if outcome == "cancelled" {
+            _ = try await JobStatus.requestCancellation(jobID: receipt.jobID, queue: name, connection: redis)
+        }
+        let worker = try ChildProcess(
+            try ferryExecutable(), ["worker", queue, "--exec", outcome == "dead" ? "exit 65" : "true"],
+            environment: ProcessInfo.processInfo.environment.merging([
+                "FERRY_REDIS_URL": url, "FERRY_FAULT_KILL_AFTER": outcome,
+            ]) { $1 }, standardOutput: scratch.path("w.log"), standardError: scratch.path("w.err"))
+        #expect(await worker.waitForExit(killAfter: .seconds(30)) == 128 + SIGKILL, "killed at the fault point")
+
+        let status = try await JobStatus.load(jobID: "j-1", queue: name, connection: redis)
+        #expect(status?.state?.rawValue == outcome, "\(status?.fields ?? [:])")
+        #expect(try await pending(redis, queue) == 0, "the entry left the pending list with its status")
+        let dead = try await redis.send(RedisCommand("XLEN", [.string(keys.deadLetter)])).integer
+        #expect(dead == (outcome == "dead" ? 1 : 0))
+        let counts = try await JobIndex(queue: name, connection: redis).counts(group: "workers")
+        #expect(counts.filter { $0.value > 0 }.map(\.key.rawValue) == [outcome], "\(counts)")
+    }
+}

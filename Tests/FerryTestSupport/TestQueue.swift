@@ -44,6 +44,11 @@ public struct TestQueue: Sendable {
 
     /// Runs the built `ferry` binary with `--redis` pointing at the test Redis.
     public func ferry(_ arguments: String...) async throws -> ProcessResult {
+        try await ferry(arguments)
+    }
+
+    /// Runs the built `ferry` binary with these arguments and `--redis` pointing at the test Redis.
+    public func ferry(_ arguments: [String]) async throws -> ProcessResult {
         try await runProcess(try ferryExecutable(), arguments + ["--redis", url])
     }
 }

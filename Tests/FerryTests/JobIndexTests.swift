@@ -54,6 +54,26 @@ extension WorkerTests {
             })
         #expect(states["audit"]?["dead"] == 5 && states["billing"]?["dead"] == 0, "dead letters counted per group: \(states)")
         #expect(states["billing"]?["succeeded"] == 5)
+        // ferry jobs list pages with the cursor each page prints.
+        var listed: [String] = []
+        var cursor: [String] = []
+        repeat {
+            let page = try await setup.ferry(["jobs", "list", setup.name, "--group", "audit", "--limit", "2"] + cursor)
+            #expect(page.status == 0, "\(page.standardError)")
+            listed += page.lines.dropFirst().filter { !$0.hasPrefix("more:") }.compactMap {
+                $0.split(separator: " ").first.map(String.init)
+            }
+            cursor =
+                page.lines.last { $0.hasPrefix("more: ") }.map { ["--cursor", String($0.dropFirst("more: --cursor ".count))] }
+                ?? []
+        } while !cursor.isEmpty
+        #expect(listed == ids.reversed(), "newest first, each once")
+        let json = try await setup.ferry("jobs", "list", setup.name, "--group", "billing", "--state", "succeeded", "--json")
+        let listing = try #require(try JSONSerialization.jsonObject(with: Data(json.outputBytes)) as? [String: Any])
+        #expect((listing["jobs"] as? [[String: Any]])?.count == 5 && listing["next_cursor"] is NSNull)
+        #expect(try await setup.ferry("jobs", "list", setup.name, "--state", "queued").status == 2)
+        #expect(try await setup.ferry("jobs", "list", setup.name, "--group", "nope").status == 1)
+        #expect(try await setup.ferry("jobs", "list", setup.name, "--group", "audit", "--cursor", "junk").status == 2)
         let unknown = try await setup.ferry("job", "status", setup.name, "fan-3", "--group", "nope")
         #expect(unknown.status == 1 && unknown.standardError.contains("no group nope"))
     }
