@@ -23,20 +23,34 @@ struct ControlChannel: Sendable {
 
     /// A write that waits for the next flush.
     ///
-    /// Status writes and acknowledgements share one batcher so that a job's writes land in the
-    /// order they were made: its `running` record, then its progress, then the acknowledgement
-    /// that records `succeeded` and sets the hash's expiry. (A `running` record landing after the
-    /// success would clear that expiry and leave the hash forever.) Each flush is one pipeline:
-    /// the status commands in order, then one `ack.lua` call for every acknowledgement in it.
+    /// Every write of a job's state goes through this one batcher, so a job's writes land in
+    /// the order they were made: its `running` record, then its progress, then the transition
+    /// that ends the attempt (a retry, a dead letter, the idempotency guard's scripts, the
+    /// acknowledgement that records `succeeded`). A `running` record landing after the outcome
+    /// would contradict it and clear the hash's expiry. Each flush is one pipeline: status
+    /// commands and transitions in the order they were submitted, then one `ack.lua` call for
+    /// every acknowledgement in it.
     enum Write: Sendable {
-        /// Status-hash commands; failures are logged and never change a job's outcome.
+        /// Status commands; failures are logged and never change a job's outcome.
         case status([RedisCommand])
+        /// A transition script whose reply its caller awaits.
+        case transition(RedisCommand)
         case acknowledgement(Acknowledgement)
     }
 
-    /// Flushes ``Write``s; the outcome of an acknowledgement is true when acknowledged, false
-    /// when another consumer owns the entry, nil when the call failed (and nil for status writes).
-    let writes: GroupCommit<Write, Bool?>
+    /// What a flushed ``Write`` came to.
+    enum Outcome: Sendable {
+        /// Status commands were sent (their failures are only logged).
+        case written
+        /// An acknowledgement: true when acknowledged, false when another consumer owns the
+        /// entry, nil when the call failed.
+        case acknowledged(Bool?)
+        /// A transition's reply, or the failure that kept it from running.
+        case replied(Result<RedisReply, RedisError>)
+    }
+
+    /// Flushes ``Write``s, one ``Outcome`` each.
+    let writes: GroupCommit<Write, Outcome>
 
     /// Adds status commands to the next flush without waiting for it.
     func enqueueStatus(_ commands: [RedisCommand]) {
@@ -48,14 +62,28 @@ struct ControlChannel: Sendable {
         _ = await writes.submit(.status(commands))
     }
 
+    /// Runs a transition script in the next flush, after every write submitted before it, and
+    /// returns its reply.
+    func transition(
+        _ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument]
+    ) async throws(RedisError) -> RedisReply {
+        guard case .replied(let result) = await writes.submit(.transition(script.command(keys: keys, arguments: arguments)))
+        else { throw RedisError.server("ERR the write batcher gave no reply for a transition") }
+        return try result.get()
+    }
+
     /// Acknowledges in the next flush and waits for the outcome (see ``writes``).
     func acknowledge(_ acknowledgement: Acknowledgement) async -> Bool? {
-        await writes.submit(.acknowledgement(acknowledgement))
+        guard case .acknowledged(let acknowledged) = await writes.submit(.acknowledgement(acknowledgement)) else { return nil }
+        return acknowledged
     }
 
     /// Acknowledges in the next flush without waiting; `then` gets the outcome (see ``writes``).
     func enqueueAcknowledgement(_ acknowledgement: Acknowledgement, then: @escaping @Sendable (Bool?) -> Void) {
-        writes.enqueue(.acknowledgement(acknowledgement), then: then)
+        writes.enqueue(.acknowledgement(acknowledgement)) { outcome in
+            guard case .acknowledged(let acknowledged) = outcome else { return then(nil) }
+            then(acknowledged)
+        }
     }
 
     @discardableResult

@@ -320,7 +320,7 @@ extension Worker {
             let sentAt = ContinuousClock.now
             do {
                 reply =
-                    try await control.run(
+                    try await control.transition(
                         Self.beginScript, keys: scriptKeys,
                         arguments: arguments + (statusArguments.isEmpty ? [] : [now()] + statusArguments)
                     ).array ?? []
@@ -382,7 +382,7 @@ extension Worker {
         defer { if retries > 0 { acknowledgementRetryEnded() } }
         while true {
             do {
-                let completed = try await control.run(Self.completeScript, keys: scriptKeys, arguments: arguments)
+                let completed = try await control.transition(Self.completeScript, keys: scriptKeys, arguments: arguments)
                 if completed.integer == 1 { return true }
                 logLeaseLostAfterRun(entryID, logger)
                 return false
@@ -471,7 +471,7 @@ extension Worker {
             ]
         }
         do {
-            let scheduled = try await control.run(Self.retryScript, keys: scriptKeys, arguments: arguments)
+            let scheduled = try await control.transition(Self.retryScript, keys: scriptKeys, arguments: arguments)
             guard scheduled.integer == 1 else {
                 logger.info("lease_lost: another worker owns the entry now; retry not scheduled")
                 return
@@ -502,7 +502,7 @@ extension Worker {
             processing.map { .integer($0.milliseconds) } ?? "",
         ]
         do {
-            let moved = try await control.run(Self.deadLetterScript, keys: scriptKeys, arguments: arguments + fields)
+            let moved = try await control.transition(Self.deadLetterScript, keys: scriptKeys, arguments: arguments + fields)
             if moved.string != nil {
                 logger.info("dead_lettered", metadata: ["ferry.error_class": "\(errorClass)"])
                 metrics.job(.deadLettered, type: entry.text(of: WireFormat.Field.type))

@@ -78,7 +78,7 @@ extension Worker {
         }
         guard configuration.recordsStatus else { return }
         do {
-            try await control.run(
+            _ = try await control.transition(
                 Self.markDeletedScript, keys: entries.map { .string(keys.jobStatus(jobID: $0.jobID ?? $0.entryID)) },
                 arguments: [
                     now(), .integer(configuration.keepFailed.milliseconds), .string(configuration.group),

@@ -97,6 +97,9 @@ public final class Worker: Sendable {
             for (name, value) in [("retention", retention), ("dead-letter retention", deadLetterRetention)] {
                 if let value, value <= .zero { throw invalid("the \(name) must be positive, or nil to keep everything") }
             }
+            guard keepSucceeded >= .milliseconds(100), keepFailed >= .milliseconds(100) else {
+                throw invalid("finished jobs' statuses must be kept at least 100ms (keep-succeeded, keep-failed)")
+            }
             if let prune = pruneIdleConsumersAfter, prune < .seconds(1) {
                 throw invalid("idle consumers may be pruned after 1s at the earliest")
             }
@@ -297,47 +300,68 @@ public final class Worker: Sendable {
             connection: connection,
             writes: GroupCommit { [self] writes in
                 var commands: [RedisCommand] = []
+                var transitionAt: [Int: Int] = [:]  // write index -> its command's index
                 var acks: [ControlChannel.Acknowledgement] = []
-                for write in writes {
+                for (index, write) in writes.enumerated() {
                     switch write {
                     case .status(let status): commands += status
+                    case .transition(let command):
+                        transitionAt[index] = commands.count
+                        commands.append(command)
                     case .acknowledgement(let ack): acks.append(ack)
                     }
                 }
-                // Every acknowledgement goes last: a job's status writes were all made before it.
+                // Every acknowledgement goes last: a job's other writes were all made before it.
                 if !acks.isEmpty { commands.append(acknowledgeCommand(acks)) }
-                let lostIDs: Set<String>?
+                let replies: [RedisReply]
                 do throws(RedisError) {
-                    let replies = try await connection.pipeline(commands)
-                    let ackReply = acks.isEmpty ? nil : replies.last
-                    if let failed = replies.dropLast(acks.isEmpty ? 0 : 1).lazy.compactMap(\.errorMessage).first {
-                        logger.debug("job status not recorded", metadata: redisFailure(RedisError.server(failed)))
-                    }
-                    if let failed = ackReply?.errorMessage {
-                        let error = RedisError.server(failed, command: "EVALSHA")
-                        if error.prefix == .noGroup {
-                            // The group is gone, and its pending entries with it: nothing to acknowledge.
-                            lostIDs = Set(acks.map(\.entryID))
-                        } else {
-                            logger.warning(
-                                "ack failed; tried again after a backoff, and no new jobs are taken meanwhile",
-                                metadata: redisFailure(error))
-                            lostIDs = nil
-                        }
-                    } else {
-                        lostIDs = Set(ackReply?.array?.compactMap(\.string) ?? [])
-                    }
+                    replies = try await connection.pipeline(commands)
                 } catch {
                     logger.warning(
-                        "acks and job statuses not written; acks are tried again after a backoff",
+                        "acks, transitions and job statuses not written; acks are tried again after a backoff",
                         metadata: redisFailure(error))
-                    lostIDs = nil
+                    return writes.map { write in
+                        switch write {
+                        case .status: .written
+                        case .transition: .replied(.failure(error))
+                        case .acknowledgement: .acknowledged(nil)
+                        }
+                    }
                 }
-                return writes.map { write -> Bool? in
-                    guard case .acknowledgement(let ack) = write, let lostIDs else { return nil }
-                    return !lostIDs.contains(ack.entryID)
+                let transitionIndexes = Set(transitionAt.values)
+                let statusFailure = replies.dropLast(acks.isEmpty ? 0 : 1).enumerated()
+                    .first { !transitionIndexes.contains($0.offset) && $0.element.errorMessage != nil }
+                if let failed = statusFailure?.element.errorMessage {
+                    logger.debug("job status not recorded", metadata: redisFailure(RedisError.server(failed)))
+                }
+                let lostIDs: Set<String>? = acks.isEmpty ? [] : acknowledgedLost(replies.last, acks)
+                return writes.enumerated().map { index, write -> ControlChannel.Outcome in
+                    switch write {
+                    case .status: return .written
+                    case .transition:
+                        let reply = replies[transitionAt[index] ?? 0]
+                        if let failed = reply.errorMessage {
+                            return .replied(.failure(RedisError.server(failed, command: "EVALSHA")))
+                        }
+                        return .replied(.success(reply))
+                    case .acknowledgement(let ack): return .acknowledged(lostIDs.map { !$0.contains(ack.entryID) })
+                    }
                 }
             })
+    }
+
+    /// The entries an `ack.lua` reply says were not acknowledged (another consumer owns them);
+    /// every entry when the group is gone; nil when the call failed (they are tried again).
+    private func acknowledgedLost(_ reply: RedisReply?, _ acks: [ControlChannel.Acknowledgement]) -> Set<String>? {
+        guard let failed = reply?.errorMessage else { return Set(reply?.array?.compactMap(\.string) ?? []) }
+        let error = RedisError.server(failed, command: "EVALSHA")
+        if error.prefix == .noGroup {
+            // The group is gone, and its pending entries with it: nothing to acknowledge.
+            return Set(acks.map(\.entryID))
+        }
+        logger.warning(
+            "ack failed; tried again after a backoff, and no new jobs are taken meanwhile", metadata: redisFailure(error))
+        return nil
     }
 
     /// One `ack.lua` call for many entries, recording the outcome of those with a status.

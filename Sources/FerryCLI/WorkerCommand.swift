@@ -82,6 +82,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Trim dead letters older than this (default 14d; 0 keeps them).")
     var deadLetterRetention: String?
 
+    @Option(help: "Keep a succeeded job's status (ferry job status, ferry jobs list) this long (default 1h).")
+    var keepSucceeded: String?
+
+    @Option(help: "Keep the status of a job that died, was cancelled or deleted this long (default 7d).")
+    var keepFailed: String?
+
     @Option(
         name: .customLong("exec"), help: ArgumentHelp("The handler: a shell command run for every job.", valueName: "command"))
     var command: String?
@@ -182,6 +188,10 @@ struct WorkerCommand: AsyncParsableCommand {
             deadLetterRetention, option: "dead-letter-retention", variable: "FERRY_DEAD_LETTER_RETENTION",
             default: configuration.deadLetterRetention ?? .zero)
         configuration.deadLetterRetention = keepDeadLetters == .zero ? nil : keepDeadLetters
+        configuration.keepSucceeded = try settings.duration(
+            keepSucceeded, option: "keep-succeeded", variable: "FERRY_KEEP_SUCCEEDED", default: configuration.keepSucceeded)
+        configuration.keepFailed = try settings.duration(
+            keepFailed, option: "keep-failed", variable: "FERRY_KEEP_FAILED", default: configuration.keepFailed)
         try configuration.validate()
         let handler: any JobHandler =
             pushURL.isEmpty

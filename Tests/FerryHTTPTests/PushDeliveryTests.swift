@@ -217,7 +217,7 @@ struct PushDeliveryTests {
                     connectTimeout: .milliseconds(300)))
         }
         withExtendedLifetime(listener) {}
-        #expect(ContinuousClock.now - start < .seconds(5))
+        #expect(ContinuousClock.now - start < .seconds(15), "well before the 20 s request timeout, on a loaded machine too")
         #expect(error?.code == 28, "curl's timeout, \(String(describing: error))")
         #expect(error?.message.lowercased().contains("connect") == true, "\(String(describing: error))")
     }

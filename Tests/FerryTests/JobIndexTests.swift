@@ -83,7 +83,7 @@ extension WorkerTests {
     )
     func listingPagesOnceWhileStatesChange() async throws {
         let setup = try await Setup("listing")
-        let ids = (0..<300).map { String(format: "list-%03d", $0) }
+        let ids = (0..<150).map { String(format: "list-%03d", $0) }
         let worker = setup.worker([
             "t": JobHandlerClosure { job in
                 try await Task.sleep(for: .milliseconds(Int.random(in: 0...150)))
@@ -91,7 +91,7 @@ extension WorkerTests {
                 if job.id.hasSuffix("7") { throw PermanentJobError("sevens fail") }
             }
         ]) {
-            $0.concurrency = 300
+            $0.concurrency = 150
             $0.retry = RetryPolicy(maxAttempts: 3, minimumBackoff: .milliseconds(300), maximumBackoff: .milliseconds(600))
         }
         let index = JobIndex(queue: setup.queue, connection: setup.redis)
@@ -105,7 +105,7 @@ extension WorkerTests {
         var finishedAtStart = 0
         try await running(worker) {
             _ = try await setup.publisher.publish(ids.map { JobMessage(type: "t", data: "", jobID: $0) })
-            #expect(await eventually { try await indexed() == 300 }, "every job started once")
+            #expect(await eventually { try await indexed() == 150 }, "every job started once")
             finishedAtStart = try await finished()
             var cursor: JobIndex.Cursor?
             repeat {
@@ -114,9 +114,9 @@ extension WorkerTests {
                 statesSeen.formUnion(page.rows.map(\.state))
                 cursor = page.next
             } while cursor != nil
-            #expect(await eventually(.seconds(20)) { try await finished() == 300 })
+            #expect(await eventually(.seconds(20)) { try await finished() == 150 })
         }
-        #expect(finishedAtStart < 300, "the pass began while jobs were still moving")
+        #expect(finishedAtStart < 150, "the pass began while jobs were still moving")
         #expect(Set(seen).count == seen.count, "no job listed twice")
         #expect(Set(seen) == Set(ids), "every job listed")
 
