@@ -737,6 +737,38 @@ struct WorkerTests {
         #expect(wrong.isEmpty, "\(wrong.count) statuses were overwritten after success, e.g. \(wrong.prefix(3))")
     }
 
+    @Test(
+        "a job that fails at once ends dead (or retrying), never overwritten by its own running record: one ordered write path",
+        arguments: [true, false])
+    func failureNotOverwrittenByRunning(permanent: Bool) async throws {
+        let setup = try await Setup()
+        let worker = setup.worker([
+            "t": JobHandlerClosure { _ in
+                if permanent { throw PermanentJobError("no") }
+                throw PushBackError()
+            }
+        ]) {
+            $0.concurrency = 32
+            // One attempt's outcome is all this looks at: the retry comes long after the checks.
+            $0.retry = RetryPolicy(maxAttempts: 2, minimumBackoff: .seconds(60), maximumBackoff: .seconds(60))
+        }
+        let ids = (0..<200).map { "f-\($0)" }
+        let index = JobIndex(queue: setup.queue, connection: setup.redis)
+        let final: JobState = permanent ? .dead : .retrying
+        try await running(worker) {
+            _ = try await setup.publisher.publish(ids.map { JobMessage(type: "t", data: "", jobID: $0) })
+            #expect(await eventually(.seconds(60)) { try await index.counts(group: "workers")[final] == 200 })
+            var wrong: [String] = []
+            for id in ids {
+                let status = try await JobStatus.load(jobID: id, queue: setup.queue, connection: setup.redis)
+                let ttl = try await setup.redis.send(RedisCommand("PTTL", [.string(setup.keys.jobStatus(jobID: id))])).integer
+                if status?.state != final || (permanent && (ttl ?? 0) <= 0) { wrong.append(id) }
+            }
+            #expect(wrong.isEmpty, "\(wrong.count) statuses were overwritten after the outcome, e.g. \(wrong.prefix(3))")
+            #expect(try await index.counts(group: "workers")[.running] == 0)
+        }
+    }
+
     @Test("a failing job's status shows retrying with its error and next attempt time, then dead")
     func statusOfFailingJob() async throws {
         let setup = try await Setup()
