@@ -1,6 +1,7 @@
 import FerryRedis
 import Foundation
 import Logging
+import ServiceLifecycle
 import Synchronization
 
 /// Consumes one queue as one consumer of a consumer group: Pub/Sub subscription semantics on
@@ -60,8 +61,9 @@ public final class Worker: Sendable {
         public var retention: Duration? = .seconds(3600)
         /// Dead letters older than this are trimmed; nil keeps them all.
         public var deadLetterRetention: Duration? = .seconds(14 * 24 * 3600)
-        /// How often one of the queue's workers runs the retention pass.
-        var retentionInterval: Duration = .seconds(60)
+        /// How often one of the queue's workers runs the retention pass (trimming, index
+        /// cleanup); shorter only for benchmarks and tests with short keep times.
+        public var retentionInterval: Duration = .seconds(60)
 
         /// The defaults of `ferry worker`: group `workers`, concurrency 16, 30 s lease, status on.
         public init() {}
@@ -203,6 +205,12 @@ public final class Worker: Sendable {
 
     var isStopping: Bool { state.withLock { $0.stopping } }
 
+    /// Cancels the handlers of every running job now, without waiting for the shutdown grace:
+    /// they stay pending and another worker runs them again after the lease (a second SIGTERM).
+    public func cancelRunningJobs() {
+        state.withLock { $0.slots }?.cancelAll()
+    }
+
     /// Whether the worker's loops are turning: what a liveness probe (`/healthz`) asks.
     public struct Health: Sendable {
         /// ``run()`` has started and not returned.
@@ -234,7 +242,8 @@ public final class Worker: Sendable {
         state.withLock { $0.lastLoopTurn = .now }
     }
 
-    /// Reads and runs jobs until ``stop()`` has drained them, or the task is cancelled.
+    /// Reads and runs jobs until ``stop()`` (or a ``ServiceGroup``'s graceful shutdown) has
+    /// drained them, or the task is cancelled.
     ///
     /// Redis errors (a restart, `LOADING`, `READONLY`, `OOM`, a lost connection) make the worker
     /// back off and try again; they never end the loop.
@@ -256,25 +265,30 @@ public final class Worker: Sendable {
         defer { state.withLock { $0.running = false } }
         var inFlightAtStop = 0
 
-        await withTaskCancellationHandler {
-            await withDiscardingTaskGroup { group in
-                group.addTask { await self.maintainLeases(control, slots: slots) }
-                await dispatch(reader: reader, control: control, slots: slots)
-                inFlightAtStop = slots.running.count
-                logger.info("worker_stopping", metadata: ["ferry.in_flight": "\(inFlightAtStop)"])
-                group.addTask {
-                    try? await Task.sleep(for: self.configuration.shutdownGrace)
-                    if slots.used > 0 {
-                        self.logger.info("shutdown grace over; cancelling running jobs, which stay pending for other workers")
+        // In a ServiceGroup, graceful shutdown (SIGTERM, or a service before it ending) drains.
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                await withDiscardingTaskGroup { group in
+                    group.addTask { await self.maintainLeases(control, slots: slots) }
+                    await dispatch(reader: reader, control: control, slots: slots)
+                    inFlightAtStop = slots.running.count
+                    logger.info("worker_stopping", metadata: ["ferry.in_flight": "\(inFlightAtStop)"])
+                    group.addTask {
+                        try? await Task.sleep(for: self.configuration.shutdownGrace)
+                        if slots.used > 0 {
+                            self.logger.info("shutdown grace over; cancelling running jobs, which stay pending for other workers")
+                        }
+                        slots.cancelAll()
                     }
-                    slots.cancelAll()
+                    await slots.waitUntilIdle()
+                    group.cancelAll()
                 }
-                await slots.waitUntilIdle()
-                group.cancelAll()
+            } onCancel: {
+                stop()
+                slots.cancelAll()
             }
-        } onCancel: {
+        } onGracefulShutdown: { [self] in
             stop()
-            slots.cancelAll()
         }
         await control.writeStatus([])  // every write enqueued before is flushed
         await releaseConsumer(control)
@@ -407,3 +421,8 @@ public final class Worker: Sendable {
         return ["redis.error": "\(error.message)", "redis.error_prefix": "\(error.prefix?.rawValue ?? error.kind.description)"]
     }
 }
+
+/// A worker is a swift-service-lifecycle `Service`: put it in a `ServiceGroup` beside an HTTP
+/// server or other workers, and the group's graceful shutdown drains it (``Worker/run()``), its
+/// cancellation cancels the running jobs.
+extension Worker: Service {}

@@ -15,7 +15,7 @@ import ServiceLifecycle
 public struct AdminServer: Sendable {
     /// The address to bind: all interfaces by default, as a pod's probes need.
     public var host: String
-    /// The port to bind; 0 picks a free one (``run(onListening:)`` reports it).
+    /// The port to bind; 0 picks a free one (``run(onListening:until:)`` reports it).
     public var port: Int
     /// The worker whose health `/healthz` reports and whose group `/readyz` checks.
     public let worker: Worker
@@ -40,10 +40,7 @@ public struct AdminServer: Sendable {
     /// Serves until `stop` returns, then shuts down gracefully (open requests finish; nothing is
     /// logged as an error), or until the task is cancelled. `onListening` receives the bound port.
     public func run(
-        onListening: @escaping @Sendable (Int) -> Void = { _ in },
-        until stop: @escaping @Sendable () async -> Void = {
-            while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
-        }
+        onListening: @escaping @Sendable (Int) -> Void, until stop: @escaping @Sendable () async -> Void
     ) async throws {
         var probeConfiguration = redis
         probeConfiguration.clientName = "ferry-worker-probe"
@@ -129,5 +126,15 @@ actor ReadinessProbe {
         }
         cached = (.now, problem)
         return problem
+    }
+}
+
+/// The admin endpoints are a swift-service-lifecycle `Service`: listed before the worker in a
+/// `ServiceGroup`, they are shut down after it (a group shuts down in reverse order), so probes
+/// and metrics answer while the worker drains, `/readyz` saying `stopping`.
+extension AdminServer: Service {
+    /// Serves until the group's graceful shutdown reaches it, or the task is cancelled.
+    public func run() async throws {
+        try await run(onListening: { _ in }, until: { try? await gracefulShutdown() })
     }
 }

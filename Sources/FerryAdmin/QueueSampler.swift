@@ -2,6 +2,7 @@ import CoreMetrics
 import Ferry
 import FerryRedis
 import Logging
+import ServiceLifecycle
 
 /// Samples a queue's backlog into gauges every `interval`, so `/metrics` answers without
 /// touching Redis: `ferry_stream_length{queue}`, `ferry_dead_letters{queue}`, and per group
@@ -22,18 +23,19 @@ public struct QueueSampler: Sendable {
         self.logger = logger
     }
 
-    /// Samples until the task is cancelled. A failed sample is logged and tried again next time.
+    /// Samples until the task is cancelled or a `ServiceGroup` shuts down gracefully. A failed
+    /// sample is logged and tried again next time.
     public func run() async {
         var configuration = redis
         configuration.clientName = "ferry-worker-sampler"
         let inspector = QueueInspector(connection: RedisConnection(configuration: configuration, logger: logger))
-        while !Task.isCancelled {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
                 if let report = try await inspector.report(queue) { record(report) }
             } catch {
                 logger.debug("queue sample failed", metadata: ["ferry.error": "\(error)"])
             }
-            try? await Task.sleep(for: interval)
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: interval) }
         }
     }
 
@@ -52,3 +54,6 @@ public struct QueueSampler: Sendable {
         }
     }
 }
+
+/// The sampler is a swift-service-lifecycle `Service`: it stops at the group's graceful shutdown.
+extension QueueSampler: Service {}

@@ -13,7 +13,9 @@ struct BenchCommand: AsyncParsableCommand {
             Every figure is printed beside a baseline measured in the same run on the same server, and \
             their ratio, so a loaded or slow machine moves both alike. Build with -c release for real figures.
             """,
-        subcommands: [PublishBenchmark.self, WorkerBenchmark.self, PushBenchmark.self, LoopbackEndpoint.self])
+        subcommands: [
+            PublishBenchmark.self, WorkerBenchmark.self, MemoryBenchmark.self, PushBenchmark.self, LoopbackEndpoint.self,
+        ])
 }
 
 /// Publish throughput, one at a time and batched, beside `redis-benchmark -c 1 -P <batch> XADD`
@@ -221,6 +223,20 @@ func executableOnPath(_ name: String) -> Bool {
 }
 
 /// Seconds elapsed since `start`, as a Double for rates.
+/// Deletes every key of a benchmark's queue (`SCAN MATCH`, `UNLINK`), outside the measurements.
+func cleanUp(_ queue: QueueName, connection: RedisConnection) async throws {
+    let keys = QueueKeys(queue: queue)
+    var cursor = "0"
+    repeat {
+        let reply = try await connection.send(
+            RedisCommand("SCAN", [.string(cursor), "MATCH", .string(keys.prefix + ":*"), "COUNT", 1000]))
+        guard let parts = reply.array, parts.count == 2 else { break }
+        cursor = parts[0].string ?? "0"
+        let found = parts[1].array?.compactMap { $0.bytes } ?? []
+        if !found.isEmpty { try await connection.send(RedisCommand("UNLINK", found.map { .bytes($0) })) }
+    } while cursor != "0"
+}
+
 func secondsSince(_ start: ContinuousClock.Instant) -> Double {
     let (seconds, attoseconds) = (ContinuousClock.now - start).components
     return Double(seconds) + Double(attoseconds) / 1e18

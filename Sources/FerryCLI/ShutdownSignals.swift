@@ -1,57 +1,58 @@
-import Dispatch
 import Ferry
-import Foundation
+import ServiceLifecycle
 import Synchronization
+import UnixSignals
 
-/// SIGTERM and SIGINT for a worker process: the first asks the worker to drain, the second
-/// cancels its running jobs at once.
+/// SIGTERM and SIGINT for a worker process: the first shuts its `ServiceGroup` down gracefully
+/// (the worker drains, then the admin endpoints stop), the second cancels the running jobs at
+/// once, which stay pending for other workers.
 ///
-/// Installed when the command starts, before the worker exists: a container stopped while the
-/// worker is still connecting must still exit 0, not die of the default signal action. A signal
-/// that arrives before ``attach(_:running:)`` is applied when the worker is attached.
-final class ShutdownSignals: @unchecked Sendable {
-    // @unchecked: `sources` is written once in init and only cancelled afterwards.
+/// `ServiceGroup` alone traps a signal once: a repeated graceful-shutdown signal is ignored, and
+/// its cancellation signals must be other signals. So the command listens itself, from its
+/// first line: a container stopped while the worker is still connecting must still exit 0, and
+/// a signal that arrives before ``attach(_:worker:)`` is applied when the group is attached
+/// (a `ServiceGroup` remembers a shutdown asked for before it runs).
+final class ShutdownSignals: Sendable {
     private struct State {
         var received = 0
+        var group: ServiceGroup?
         var worker: Worker?
-        var running: Task<Void, any Error>?
     }
 
     private let state = Mutex(State())
-    private var sources: [any DispatchSourceSignal] = []
 
-    init() {
-        sources = [SIGTERM, SIGINT].map { signalNumber in
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { [weak self] in self?.received() }
-            source.resume()
-            return source
+    private init() {}
+
+    /// Starts listening; call it before anything that can take long.
+    static func listen() async -> ShutdownSignals {
+        let signals = ShutdownSignals()
+        let sequence = await UnixSignalsSequence(trapping: .sigterm, .sigint)
+        Task {
+            for await _ in sequence { await signals.received() }
         }
+        return signals
     }
 
-    deinit {
-        sources.forEach { $0.cancel() }
-    }
-
-    /// Whether a signal arrived already: the command should not start the worker at all.
-    var stopRequested: Bool { state.withLock { $0.received > 0 } }
-
-    func attach(_ worker: Worker, running: Task<Void, any Error>) {
+    /// The group to shut down and the worker whose jobs a second signal cancels.
+    func attach(_ group: ServiceGroup, worker: Worker) async {
         let received = state.withLock { state in
+            state.group = group
             state.worker = worker
-            state.running = running
             return state.received
         }
-        if received >= 1 { worker.stop() }
-        if received >= 2 { running.cancel() }
+        if received >= 1 { await group.triggerGracefulShutdown() }
+        if received >= 2 { worker.cancelRunningJobs() }
     }
 
-    private func received() {
-        let (count, worker, running) = state.withLock { state in
+    private func received() async {
+        let (count, group, worker) = state.withLock { state in
             state.received += 1
-            return (state.received, state.worker, state.running)
+            return (state.received, state.group, state.worker)
         }
-        if count == 1 { worker?.stop() } else { running?.cancel() }
+        if count == 1 {
+            await group?.triggerGracefulShutdown()
+        } else {
+            worker?.cancelRunningJobs()
+        }
     }
 }

@@ -173,19 +173,6 @@ struct WorkerBenchmark: AsyncParsableCommand {
         return tally.state.withLock { $0.latencies }
     }
 
-    private func cleanUp(_ queue: QueueName, connection: RedisConnection) async throws {
-        let keys = QueueKeys(queue: queue)
-        var cursor = "0"
-        repeat {
-            let reply = try await connection.send(
-                RedisCommand("SCAN", [.string(cursor), "MATCH", .string(keys.prefix + ":*"), "COUNT", 1000]))
-            guard let parts = reply.array, parts.count == 2 else { break }
-            cursor = parts[0].string ?? "0"
-            let found = parts[1].array?.compactMap { $0.bytes } ?? []
-            if !found.isEmpty { try await connection.send(RedisCommand("UNLINK", found.map { .bytes($0) })) }
-        } while cursor != "0"
-    }
-
     /// A plain redis-py consumer-group loop: XREADGROUP COUNT 100, then one XACK for the batch.
     private func pythonBaseline() async throws -> Double? {
         let script = """

@@ -9,7 +9,7 @@ import Foundation
 import Logging
 import Metrics
 import Prometheus
-import Synchronization
+import ServiceLifecycle
 
 /// `ferry worker`: consume a queue with a shell command or an HTTP endpoint as the handler.
 struct WorkerCommand: AsyncParsableCommand {
@@ -145,7 +145,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var redis: RedisOptions
 
     func run() async throws {
-        let signals = ShutdownSignals()
+        let signals = await ShutdownSignals.listen()
         let settings = Settings()
         guard let queueText = queue ?? settings.environment["FERRY_QUEUE"], !queueText.isEmpty else {
             throw InputError("name the queue: ferry worker QUEUE, or set FERRY_QUEUE")
@@ -240,37 +240,33 @@ struct WorkerCommand: AsyncParsableCommand {
         let worker = Worker(
             queue: queueName, redis: redisConfiguration, handlers: [:], configuration: configuration,
             fallbackHandler: handler, observer: KillAfterOutcome.wrapping(notifier))
-        // The admin endpoints failing (a port in use, say) stops the worker: probes and metrics
-        // that silently do not exist are worse than a restart with a clear reason.
-        let adminFailure = FailureBox()
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
         let adminHost = settings.string(adminHost, variable: "FERRY_ADMIN_HOST", default: "0.0.0.0")
-        let (workerFinished, finish) = AsyncStream<Void>.makeStream()
-        let admin = adminPortNumber.map { port in
-            Task {
-                let server = AdminServer(
-                    host: adminHost, port: port, worker: worker, redis: redisConfiguration, registry: registry)
-                let sampler = QueueSampler(
-                    queue: queueName, redis: redisConfiguration, interval: sampleInterval, logger: Logger(label: "ferry.admin"))
-                do {
-                    try await withThrowingTaskGroup(of: Void.self) { group in
-                        group.addTask { await sampler.run() }
-                        // Stops gracefully once the worker has drained: probes answer until then.
-                        try await server.run(until: { for await _ in workerFinished {} })
-                        group.cancelAll()
-                    }
-                } catch {
-                    adminFailure.error.withLock { $0 = error }
-                    worker.stop()
-                }
-            }
+        if let port = adminPortNumber {
+            // Listed first, shut down last: probes and metrics answer while the worker drains.
+            // Their failing (a port in use, say) drains the worker and ends the command: probes
+            // and metrics that silently do not exist are worse than a restart with a clear reason.
+            let logger = Logger(label: "ferry.admin")
+            services += [
+                .init(
+                    service: AdminServer(
+                        host: adminHost, port: port, worker: worker, redis: redisConfiguration, registry: registry),
+                    successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup),
+                .init(
+                    service: QueueSampler(queue: queueName, redis: redisConfiguration, interval: sampleInterval, logger: logger),
+                    successTerminationBehavior: .ignore, failureTerminationBehavior: .ignore),
+            ]
         }
-        let running = Task { try await worker.run() }
-        signals.attach(worker, running: running)
-        let outcome = await running.result
-        finish.finish()
-        await admin?.value
-        try outcome.get()
-        if let error = adminFailure.error.withLock({ $0 }) {
+        services.append(.init(service: worker, successTerminationBehavior: .gracefullyShutdownGroup))
+        var groupConfiguration = ServiceGroupConfiguration(services: services, logger: Logger(label: "ferry.services"))
+        groupConfiguration.logger.logLevel = .warning
+        let group = ServiceGroup(configuration: groupConfiguration)
+        await signals.attach(group, worker: worker)
+        do {
+            try await group.run()
+        } catch let error as FerryError {
+            throw error
+        } catch {
             let port = adminPortNumber ?? 0
             if "\(error)".contains(String(cString: strerror(EADDRINUSE))) {
                 throw FerryError(
@@ -336,9 +332,4 @@ struct WorkerCommand: AsyncParsableCommand {
         guard !secret.isEmpty else { throw InputError("the secret file \(path) is empty") }
         return secret
     }
-}
-
-/// The first error of a task that runs beside the worker, kept for the command to report.
-private final class FailureBox: Sendable {
-    let error = Mutex<(any Error)?>(nil)
 }

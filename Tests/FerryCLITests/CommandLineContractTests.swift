@@ -151,4 +151,17 @@ struct CommandLineContractTests {
         let byCommand = try #require(result.lines.first { $0.contains("ferry batched, status on: ") })
         #expect(byCommand.contains("evalsha") && byCommand.contains("xadd"), "the Redis time by command: \(byCommand)")
     }
+
+    @Test("bench memory prints bytes per job held at a steady rate, status off (the baseline) and on, and the sizing formula")
+    func benchMemory() async throws {
+        let result = try await ferry("bench", "memory", "--rate", "200", "--keep", "1s", "--duration", "3s")
+        #expect(result.status == 0, "\(result.standardError)")
+        for run in ["status off (baseline: the stream)", "status on (with its index)"] {
+            let line = try #require(result.lines.first { $0.hasPrefix(run) }, "\(result.standardOutput)")
+            let cells = line.dropFirst(run.count).split(separator: " ").map(String.init)
+            #expect(cells.count == 4 && cells.allSatisfy { Double($0) != nil }, "bytes, jobs held, bytes/job, ratio: \(line)")
+        }
+        #expect(result.lines.contains { $0.hasPrefix("Sizing: Redis memory ≈ jobs/s × (retention × ") })
+        #expect(try await ferry("bench", "memory", "--keep", "10s", "--duration", "20s").status == 2, "duration under 3 × keep")
+    }
 }

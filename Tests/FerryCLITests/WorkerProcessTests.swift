@@ -263,3 +263,25 @@ extension WorkerProcessTests {
         #expect(counts.filter { $0.value > 0 }.map(\.key.rawValue) == [outcome], "\(counts)")
     }
 }
+
+extension WorkerProcessTests {
+    @Test("a second SIGTERM cancels the running jobs at once: the worker exits 0 and the job stays pending for another worker")
+    func secondSignalCancelsRunningJobs() async throws {
+        let url = try await TestRedis.sharedURL()
+        let redis = try await TestRedis.connection()
+        let queue = uniqueName("twice"), scratch = try Scratch()
+        let worker = try startWorker(
+            queue, redisURL: url, exec: "echo started >> '\(scratch.path("started"))'; sleep 60", scratch: scratch,
+            name: "draining", options: ["--shutdown-grace", "60s"])
+        _ = try await Publisher(queue: try QueueName(queue), connection: redis).publish(
+            JobMessage(type: "t", data: "", jobID: "long"))
+        #expect(await eventually { scratch.lines("started").count == 1 }, "the job had started")
+        worker.signal(SIGTERM)
+        #expect(await eventually { scratch.lines("draining.log").contains { $0.contains("worker_stopping") } })
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit(killAfter: .seconds(30)) == 0, "exits long before the 60 s grace")
+        #expect(try await pending(redis, queue) == 1, "left pending for another worker")
+        let status = try await JobStatus.load(jobID: "long", queue: try QueueName(queue), connection: redis)
+        #expect(status?.state == .failed && status?.fields["error_class"] == "interrupted", "\(status?.fields ?? [:])")
+    }
+}
