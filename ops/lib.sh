@@ -20,6 +20,8 @@ ferry_install_dependencies() {
   fi
   local python_missing=()
   python3 -c 'import redis' >/dev/null 2>&1 || python_missing+=(redis)
+  # redis-py's fast parser, for the strongest plain baseline of ferry bench worker.
+  python3 -c 'import hiredis' >/dev/null 2>&1 || python_missing+=(hiredis)
   command -v check-jsonschema >/dev/null 2>&1 || python_missing+=(check-jsonschema)
   command -v yamllint >/dev/null 2>&1 || python_missing+=(yamllint)
   python3 -c 'import dockerfile_parse' >/dev/null 2>&1 || python_missing+=(dockerfile-parse)

@@ -1,7 +1,12 @@
 import Synchronization
 
-/// Counts running jobs against the concurrency limit, lets the read loop wait for a free slot,
-/// and keeps each running job's task so that shutdown and `ferry job cancel` can cancel it.
+/// The worker's running jobs: one record each (its task, its idempotency lock, whether someone
+/// asked to cancel it, whether its entry was deleted while it ran), counted against the
+/// concurrency limit; the read loop waits here for a free slot, shutdown and `ferry job cancel`
+/// cancel a job's task through its record, and the worker waits for every record to go.
+///
+/// Each job runs as a task of its own, owned by its record: Swift can cancel a task group's
+/// children only all at once, and `ferry job cancel` cancels one job (docs/design.md).
 ///
 /// A job whose handler has returned but whose acknowledgement is still on its way gives its
 /// slot back at once, so the next read overlaps the acknowledgement's round trip; it stays in
@@ -11,9 +16,18 @@ import Synchronization
 /// A lock rather than an actor: it is touched twice per job on the hot path, and an actor hop
 /// there cost a thread wake-up each time (measured with `ferry bench worker` under `perf`).
 final class JobSlots: Sendable {
+    /// One running (or acknowledging) job.
     struct Running {
         let jobID: String
         let task: Task<Void, Never>
+        /// The idempotency lock its delivery holds, renewed with the lease.
+        var lock: IdempotencyLock?
+        /// Its handler was cancelled because someone asked (`ferry job cancel`), not by
+        /// shutdown: it is settled as cancelled, not left for another worker.
+        var cancelledOnRequest = false
+        /// Its entry was deleted from the stream (`XDEL`, `XTRIM`) while it ran: its end finds
+        /// nothing to acknowledge, which is no lost lease.
+        var entryDeleted = false
     }
 
     private struct State {
@@ -23,17 +37,14 @@ final class JobSlots: Sendable {
         var acknowledging = 0
         var slotWaiter: CheckedContinuation<Void, Never>?
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
-        /// Running and acknowledging jobs by entry ID.
+        /// Running and acknowledging jobs by entry ID; a record goes with its job, so a later
+        /// delivery of the entry here starts with a fresh one.
         var running: [String: Running] = [:]
-        /// Entries whose handlers were cancelled because someone asked (`ferry job cancel`);
-        /// forgotten with the entry, so a later delivery of it here starts unflagged.
-        var cancelledOnRequest: Set<String> = []
 
         func hasFreeSlot(limit: Int) -> Bool { used < limit && acknowledging < limit }
 
         mutating func forget(_ entryID: String) {
             running.removeValue(forKey: entryID)
-            cancelledOnRequest.remove(entryID)
         }
     }
 
@@ -90,9 +101,8 @@ final class JobSlots: Sendable {
     /// ``wasCancelledOnRequest(_:)``). Nothing happens when the entry is no longer here.
     func cancelOnRequest(_ entryID: String) {
         let task = state.withLock { state -> Task<Void, Never>? in
-            guard let running = state.running[entryID] else { return nil }
-            state.cancelledOnRequest.insert(entryID)
-            return running.task
+            state.running[entryID]?.cancelledOnRequest = true
+            return state.running[entryID]?.task
         }
         task?.cancel()
     }
@@ -100,7 +110,27 @@ final class JobSlots: Sendable {
     /// Whether the entry's handler was cancelled on request rather than by shutdown: a cancelled
     /// job is settled as cancelled, an interrupted one is left for another worker.
     func wasCancelledOnRequest(_ entryID: String) -> Bool {
-        state.withLock { $0.cancelledOnRequest.contains(entryID) }
+        state.withLock { $0.running[entryID]?.cancelledOnRequest ?? false }
+    }
+
+    /// Keeps the idempotency lock the entry's delivery took, for lease renewal.
+    func hold(_ lock: IdempotencyLock, for entryID: String) {
+        state.withLock { $0.running[entryID]?.lock = lock }
+    }
+
+    /// The idempotency locks running jobs hold.
+    var locks: [IdempotencyLock] { state.withLock { $0.running.values.compactMap(\.lock) } }
+
+    /// Marks running entries as deleted from the stream (see ``Running/entryDeleted``).
+    func markDeleted(_ entryIDs: [String]) {
+        state.withLock { state in
+            for id in entryIDs { state.running[id]?.entryDeleted = true }
+        }
+    }
+
+    /// Whether the entry was deleted from the stream while its job ran here.
+    func wasDeleted(_ entryID: String) -> Bool {
+        state.withLock { $0.running[entryID]?.entryDeleted ?? false }
     }
 
     private func update(_ entryID: String, _ change: (inout State) -> Void) {

@@ -151,7 +151,6 @@ extension Worker {
                 logger: logger)
             guard lock != nil else { return .done }
         }
-        defer { state.withLock { _ = $0.locks.removeValue(forKey: entry.id) } }
 
         let job = Job(
             id: jobID, entryID: entry.id, queue: queue, group: configuration.group, deliveryAttempt: attempt, message: message,
@@ -277,7 +276,7 @@ extension Worker {
     /// A handler finished, but this consumer no longer owns its entry: not acknowledged, not
     /// completed. An entry deleted while it ran was reported then (``recordDeleted``).
     func logLeaseLostAfterRun(_ entryID: String, _ logger: Logger) {
-        if state.withLock({ $0.deletedWhileRunning.remove(entryID) != nil }) {
+        if state.withLock({ $0.slots })?.wasDeleted(entryID) == true {
             logger.info("the handler finished; its entry was deleted while it ran, so there is nothing to acknowledge")
             return
         }
@@ -332,7 +331,7 @@ extension Worker {
             case "run":
                 guard let token = reply.dropFirst().first?.string else { return nil }
                 let lock = IdempotencyLock(key: lockKey, token: token, ttl: configuration.idempotencyLockTTL, sentAt: sentAt)
-                state.withLock { $0.locks[entryID] = lock }
+                state.withLock { $0.slots }?.hold(lock, for: entryID)
                 return lock
             case "skip":
                 logger.info("idempotent_skip")

@@ -16,7 +16,7 @@ extension Worker {
             let runningJobs = slots.running
             let running = Array(runningJobs.keys)
             metrics.inFlight(running.count)
-            let locks = state.withLock { $0.locks }
+            let locks = slots.locks
             if running.isEmpty { continue }
             do {
                 let reply = try await control.run(
@@ -29,15 +29,11 @@ extension Worker {
                 }
                 let deleted = parts.dropFirst().first?.array?.compactMap(\.string) ?? []
                 if !deleted.isEmpty {
-                    state.withLock { state in
-                        // Forgotten when the job's end looks (a failed job never does): kept bounded.
-                        if state.deletedWhileRunning.count > 10_000 { state.deletedWhileRunning.removeAll() }
-                        state.deletedWhileRunning.formUnion(deleted)
-                    }
+                    slots.markDeleted(deleted)
                     await recordDeleted(deleted.map { ($0, runningJobs[$0]?.jobID) }, running: true, control: control)
                 }
                 if !locks.isEmpty {
-                    let held = Array(locks.values)
+                    let held = locks
                     let sentAt = ContinuousClock.now
                     let renewed = try await control.run(
                         Self.extendLockScript, keys: held.map { .string($0.key) },

@@ -133,14 +133,9 @@ public final class Worker: Sendable {
         var interruptedAtShutdown = 0
         /// Why the worker refused the queue (a data format it does not know): ``run()`` throws it.
         var refusal: FerryError?
-        /// Running entries found deleted from the stream (`XDEL`, `XTRIM`): their handlers' ends
-        /// find nothing to acknowledge, which is no lost lease.
-        var deletedWhileRunning: Set<String> = []
         /// Acknowledgements of finished jobs that Redis refused and that wait to be tried again;
         /// the read loop takes no new work while there are any (see ``Worker/settleAcknowledgement``).
         var acknowledgementsAwaitingRetry = 0
-        /// The in-flight lock of each running job that has an idempotency key, by entry ID.
-        var locks: [String: IdempotencyLock] = [:]
     }
 
     static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
