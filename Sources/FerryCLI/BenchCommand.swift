@@ -93,7 +93,7 @@ struct PublishBenchmark: AsyncParsableCommand {
                 try await round(
                     connection, jobs: batchedJobs, step: self.batch, { _ = try await statusPublisher.publish(batch) },
                     baseline: { try await redisBenchmark(pipeline: self.batch, requests: jobs, command: baselineCommand) }))
-            try await cleanUp(publisher.keys, baselineKey: baselineKey, connection: connection)
+            try await cleanUp(queue, connection: connection)  // the baseline stream is one of its keys
         }
 
         printTable([
@@ -135,20 +135,6 @@ struct PublishBenchmark: AsyncParsableCommand {
         let baselineTime = try await RedisTimeReport.measure(connection, jobs: jobs) { baselineRate = try await baseline() }
         return Round(
             ferry: rate, ferryTime: ferryTime, baseline: baselineRate, baselineTime: baselineRate == nil ? nil : baselineTime)
-    }
-
-    /// Removes the benchmark's keys: the stream, status hashes and the baseline stream.
-    private func cleanUp(_ keys: QueueKeys, baselineKey: String, connection: RedisConnection) async throws {
-        var cursor = "0"
-        repeat {
-            let reply = try await connection.send(
-                RedisCommand("SCAN", [.string(cursor), "MATCH", .string(keys.prefix + ":*"), "COUNT", 1000]))
-            guard let parts = reply.array, parts.count == 2 else { break }
-            cursor = parts[0].string ?? "0"
-            let found = parts[1].array?.compactMap { $0.bytes } ?? []
-            if !found.isEmpty { try await connection.send(RedisCommand("UNLINK", found.map { .bytes($0) })) }
-        } while cursor != "0"
-        try await connection.send(RedisCommand("UNLINK", [.string(baselineKey)]))
     }
 
     /// Runs `body` until `jobs` jobs are done, `step` jobs per call, and returns jobs per second.
@@ -224,7 +210,8 @@ func executableOnPath(_ name: String) -> Bool {
 }
 
 /// Seconds elapsed since `start`, as a Double for rates.
-/// Deletes every key of a benchmark's queue (`SCAN MATCH`, `UNLINK`), outside the measurements.
+/// Deletes every key of a benchmark's queue, `ferry:{Q}:*` (`SCAN MATCH`, `UNLINK`), outside the
+/// measurements.
 func cleanUp(_ queue: QueueName, connection: RedisConnection) async throws {
     let keys = QueueKeys(queue: queue)
     var cursor = "0"

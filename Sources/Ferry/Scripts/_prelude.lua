@@ -35,6 +35,8 @@ local terminal = { succeeded = true, dead = true, cancelled = true, deleted = tr
 --   keep     for a terminal state, how long the status stays (ms)
 --   fields   name, value pairs of the group's other fields (written as `<group>.<name>`)
 --   shared   name, value pairs of the job's own fields (`type`), or nil
+--   from     the group's state before, when the caller knows it ('running' for the outcome of
+--            a job this worker started; 'none' for a first delivery), saving a read; nil to read it
 -- An index member is the <id> of the status key (the job id, or its hashed form), scored by
 -- when the job was published, so a job keeps its place while its state changes and a listing
 -- pages through every job once; members whose status expired are removed, and idle sets of
@@ -42,11 +44,22 @@ local terminal = { succeeded = true, dead = true, cancelled = true, deleted = tr
 -- sets its expiry, never shortening another group's (GT). Index keys are built here, not
 -- passed: they share the queue's {Q} hash tag, so they live in the cluster slot of every key
 -- of the script. Returns the group's state before this write, or false.
-local function set_status(key, index, group, job_id, entry_id, state, now, keep, fields, shared)
+local function set_status(key, index, group, job_id, entry_id, state, now, keep, fields, shared, from)
   local prefix = group .. '.'
-  local previous = redis.call('HGET', key, prefix .. 'state')
-  local values = { prefix .. 'state', state, prefix .. 'updated_at', now, 'job_id', job_id, 'entry_id', entry_id,
-    'updated_at', now }
+  local previous = from
+  if not previous then
+    previous = redis.call('HGET', key, prefix .. 'state')
+  elseif previous == 'none' then
+    previous = false
+  end
+  local values = { prefix .. 'state', state, prefix .. 'updated_at', now }
+  if from ~= 'running' then
+    -- A job's own fields; a write after its start finds them there already.
+    values[#values + 1] = 'job_id'
+    values[#values + 1] = job_id
+    values[#values + 1] = 'entry_id'
+    values[#values + 1] = entry_id
+  end
   for i = 1, #fields, 2 do
     values[#values + 1] = prefix .. fields[i]
     values[#values + 1] = fields[i + 1]
@@ -64,10 +77,8 @@ local function set_status(key, index, group, job_id, entry_id, state, now, keep,
     redis.call('ZADD', sets .. state, tonumber(string.match(entry_id, '^(%d+)')), member)
   end
   if terminal[state] then
-    local ttl = redis.call('PTTL', key)
-    if ttl == -1 then
-      redis.call('PEXPIRE', key, keep)
-    else
+    -- NX: the first group to finish sets the expiry; GT: a later one only lengthens it.
+    if redis.call('PEXPIRE', key, keep, 'NX') == 0 then
       redis.call('PEXPIRE', key, keep, 'GT')
     end
   else

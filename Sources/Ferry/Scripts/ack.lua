@@ -28,10 +28,10 @@ for i = 7, #ARGV, 5 do
       local outcome = ARGV[i + 3]
       if outcome == 'succeeded' then
         set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], ARGV[4],
-          { 'progress', '100', 'finished_at', ARGV[3], 'processing_ms', ARGV[i + 4], 'retryable', '0' })
+          { 'progress', '100', 'finished_at', ARGV[3], 'processing_ms', ARGV[i + 4], 'retryable', '0' }, nil, 'running')
       else
         set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], ARGV[5],
-          { 'finished_at', ARGV[3], 'retryable', '0' })
+          { 'finished_at', ARGV[3], 'retryable', '0' }, nil, 'running')
       end
     end
   else

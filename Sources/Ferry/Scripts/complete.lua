@@ -30,6 +30,6 @@ if redis.call('GET', KEYS[3]) == ARGV[6] then
 end
 if KEYS[4] then
   set_status(KEYS[4], ARGV[10], ARGV[1], ARGV[5], ARGV[3], 'succeeded', ARGV[7], ARGV[8],
-    { 'progress', '100', 'finished_at', ARGV[7], 'processing_ms', ARGV[9], 'retryable', '0' })
+    { 'progress', '100', 'finished_at', ARGV[7], 'processing_ms', ARGV[9], 'retryable', '0' }, nil, 'running')
 end
 return 1

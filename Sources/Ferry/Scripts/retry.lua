@@ -34,6 +34,6 @@ end
 if KEYS[3] then
   set_status(KEYS[3], ARGV[7], ARGV[1], ARGV[8], ARGV[4], 'retrying', ARGV[6], 0,
     { 'attempts', ARGV[9], 'consumer', ARGV[2], 'error_class', ARGV[10], 'last_error', ARGV[11],
-      'processing_ms', ARGV[12], 'next_attempt_at', ARGV[13], 'retryable', '1' })
+      'processing_ms', ARGV[12], 'next_attempt_at', ARGV[13], 'retryable', '1' }, nil, 'running')
 end
 return 1

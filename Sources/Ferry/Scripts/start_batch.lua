@@ -31,7 +31,7 @@ for k = 2, #KEYS do
   if not asked[job_id] then
     set_status(KEYS[k], ARGV[4], ARGV[3], job_id, ARGV[at + 2], 'running', ARGV[1], 0,
       { 'attempts', ARGV[at + 3], 'consumer', ARGV[2], 'started_at', ARGV[1], 'next_attempt_at', '' },
-      { 'type', ARGV[at + 1] })
+      { 'type', ARGV[at + 1] }, ARGV[at + 3] == '1' and 'none' or nil)
   end
 end
 return cancelled
