@@ -4,7 +4,7 @@ import Foundation
 /// A job's status in one consumer group, as its workers recorded it in `ferry:{Q}:job:<job_id>`.
 ///
 /// The hash holds the job's own fields (`job_id`, `type`, `entry_id`, `queued_at`,
-/// `cancel_requested`, `updated_at`) and, for each group that has started the job, that group's
+/// `cancel_requested`) and, for each group that has started the job, that group's
 /// fields named `<group>.<field>` (data format 2, docs/wire-format.md): `state` (a
 /// ``JobState``), `attempts`, `error_class`, `retryable` (`1` when another attempt will come,
 /// `0` when none will), `processing_ms` (how long the last attempt's handler ran), `last_error`,

@@ -37,9 +37,14 @@ end
 local token = ARGV[3] .. ' ' .. ARGV[2] .. ' ' .. pending[4]
 if redis.call('SET', KEYS[3], token, 'NX', 'PX', ARGV[4]) then
   if KEYS[4] then
-    set_status(KEYS[4], ARGV[7], ARGV[1], ARGV[8], ARGV[3], 'running', ARGV[5], 0,
-      { 'attempts', ARGV[10], 'consumer', ARGV[2], 'started_at', ARGV[5], 'next_attempt_at', '' },
-      { 'type', ARGV[9] }, ARGV[10] == '1' and 'none' or nil)
+    local first = ARGV[10] == '1'
+    local fields = { 'attempts', ARGV[10], 'consumer', ARGV[2], 'started_at', ARGV[5] }
+    if not first then
+      fields[#fields + 1] = 'next_attempt_at'
+      fields[#fields + 1] = ''
+    end
+    set_status(KEYS[4], ARGV[7], ARGV[1], ARGV[8], ARGV[3], 'running', ARGV[5], 0, fields, { 'type', ARGV[9] },
+      first and 'none' or nil)
   end
   return {'run', token}
 end

@@ -13,8 +13,7 @@ local new = 0
 for i = 1, #KEYS do
   local at = 3 + (i - 1) * 3
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('HSET', KEYS[i], 'queued_at', ARGV[1], 'job_id', ARGV[at], 'type', ARGV[at + 1], 'entry_id', ARGV[at + 2],
-      'updated_at', ARGV[1])
+    redis.call('HSET', KEYS[i], 'queued_at', ARGV[1], 'job_id', ARGV[at], 'type', ARGV[at + 1], 'entry_id', ARGV[at + 2])
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
     new = new + 1
   else
