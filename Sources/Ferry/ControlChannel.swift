@@ -72,6 +72,14 @@ struct ControlChannel: Sendable {
         return try result.get()
     }
 
+    /// Runs a transition script in the next flush without waiting; `then` gets its reply.
+    func enqueueTransition(_ command: RedisCommand, then: @escaping @Sendable (Result<RedisReply, RedisError>) -> Void) {
+        writes.enqueue(.transition(command)) { outcome in
+            guard case .replied(let result) = outcome else { return }
+            then(result)
+        }
+    }
+
     /// Acknowledges in the next flush and waits for the outcome (see ``writes``).
     func acknowledge(_ acknowledgement: Acknowledgement) async -> Bool? {
         guard case .acknowledged(let acknowledged) = await writes.submit(.acknowledgement(acknowledgement)) else { return nil }

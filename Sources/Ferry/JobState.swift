@@ -1,8 +1,9 @@
 /// Where a job is in one consumer group, as its status hash (`state`) and `ferry job status`
 /// say it: the documented set of strings on the wire (docs/wire-format.md).
 ///
-/// The job store (docs/design.md) makes every change of state one transition that Redis checks
-/// against ``mayMove(to:)``; until then the table documents the machine the worker follows.
+/// Every change of state is one transition script (docs/design.md, the job store); the scripts'
+/// shared `set_status` refuses a move this table does not allow for the same entry (a test keeps
+/// its copy of the table equal to ``successors``).
 public enum JobState: String, Sendable, Hashable, CaseIterable, Codable {
     /// Published, waiting for a worker of the group.
     case queued

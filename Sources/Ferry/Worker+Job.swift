@@ -92,16 +92,29 @@ extension Worker {
         let scriptKeys: [RedisArgument] =
             [.string(keys.cancelRequests)] + recorded.map { .string(keys.jobStatus(jobID: $0.jobID)) }
         if checked.isEmpty {
-            control.enqueueStatus([Self.startBatchScript.command(keys: scriptKeys, arguments: arguments)])
+            control.enqueueTransition(Self.startBatchScript.command(keys: scriptKeys, arguments: arguments)) { [self] result in
+                if case .success(let reply) = result { _ = startedBatch(reply) }
+            }
             return []
         }
         do {
-            let reply = try await control.run(Self.startBatchScript, keys: scriptKeys, arguments: arguments)
-            return Set(reply.array?.compactMap(\.string) ?? [])
+            return startedBatch(try await control.run(Self.startBatchScript, keys: scriptKeys, arguments: arguments))
         } catch {
             logger.info("could not start the batch in Redis; statuses catch up later", metadata: redisFailure(error))
             return []
         }
+    }
+
+    /// Reads `start_batch.lua`'s reply: returns the job ids to cancel, and logs the jobs whose
+    /// running record Redis refused (their status had already moved on for the entry).
+    func startedBatch(_ reply: RedisReply) -> Set<String> {
+        let parts = reply.array ?? []
+        for jobID in parts.dropFirst().first?.array?.compactMap(\.string) ?? [] {
+            logger.warning(
+                "transition_refused: the job's status had already moved on for this entry; its running record was not written",
+                metadata: ["ferry.job_id": "\(jobID)"])
+        }
+        return Set(parts.first?.array?.compactMap(\.string) ?? [])
     }
 
     /// Runs one delivery to its outcome. Returns ``JobSlots/Exit/acknowledging`` when the job

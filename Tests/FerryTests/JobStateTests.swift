@@ -1,3 +1,4 @@
+import FerryRedis
 import FerryTestSupport
 import Foundation
 import Testing
@@ -54,5 +55,50 @@ struct ScriptPreludeTests {
             #expect(
                 !file.contains("[2] == ARGV[2]") && !file.contains("[2] ~= ARGV[2]"), "\(name) has no ownership check of its own")
         }
+    }
+}
+
+extension ScriptPreludeTests {
+    @Test("the scripts' table of allowed moves is JobState's, read from the prelude as Redis runs it")
+    func transitionTableMatches() async throws {
+        let prelude = try String(
+            contentsOf: repositoryRoot.appending(path: "Sources/Ferry/Scripts/_prelude.lua"), encoding: .utf8)
+        let redis = try await TestRedis.connection()
+        let reply = try await redis.send(
+            RedisCommand(
+                "EVAL",
+                [
+                    .string(
+                        prelude
+                            + "\nlocal out = {}\nfor from, tos in pairs(successors) do for to in pairs(tos) do out[#out + 1] = from .. '>' .. to end end\nreturn out"
+                    ), 0,
+                ]))
+        let lua = Set(reply.array?.compactMap(\.string) ?? [])
+        let swift = Set(JobState.allCases.flatMap { from in from.successors.map { "\(from.rawValue)>\($0.rawValue)" } })
+        #expect(lua == swift, "only in Lua: \(lua.subtracting(swift)); only in Swift: \(swift.subtracting(lua))")
+    }
+
+    @Test(
+        "a running record for an entry whose status has moved on is refused and reported; a job id used again by a new entry starts afresh"
+    )
+    func staleTransitionRefused() async throws {
+        let setup = try await TestQueue("refuse")
+        let key = setup.keys.jobStatus(jobID: "again")
+        try await setup.redis.send(
+            RedisCommand("HSET", [.string(key), "workers.state", "succeeded", "entry_id", "1700000000000-0", "job_id", "again"]))
+        func start(_ entryID: String) async throws -> RedisReply {
+            try await setup.redis.run(
+                Worker.startBatchScript, keys: [.string(setup.keys.cancelRequests), .string(key)],
+                arguments: [
+                    1_700_000_000_500, "c", "workers", .string(setup.keys.statusIndexPrefix), 0, "again", "t", .string(entryID),
+                    2,
+                ])
+        }
+        let stale = try await start("1700000000000-0")
+        #expect(stale.array?.last?.array?.compactMap(\.string) == ["again"], "reported as refused")
+        #expect(try await JobStatus.load(jobID: "again", queue: setup.queue, connection: setup.redis)?.state == .succeeded)
+        let fresh = try await start("1700000000001-0")
+        #expect(fresh.array?.last?.array?.isEmpty == true)
+        #expect(try await JobStatus.load(jobID: "again", queue: setup.queue, connection: setup.redis)?.state == .running)
     }
 }

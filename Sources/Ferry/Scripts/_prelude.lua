@@ -23,6 +23,15 @@ end
 -- The states after which a job is done with in its group (JobState.isTerminal in Swift).
 local terminal = { succeeded = true, dead = true, cancelled = true, deleted = true }
 
+-- The moves a group's state may make (JobState.successors in Swift; a test keeps them equal).
+local unfinished = { running = true, succeeded = true, dead = true, cancelled = true, deleted = true }
+local successors = {
+  queued = unfinished, retrying = unfinished, failed = unfinished,
+  running = { running = true, retrying = true, failed = true, succeeded = true, dead = true, cancelled = true,
+    deleted = true },
+  dead = { queued = true }, succeeded = {}, cancelled = {}, deleted = {},
+}
+
 -- Writes one group's status of a job (data format 2) and moves the job in that group's index,
 -- the one write every transition makes, so the status can never disagree with the entry:
 --   key      the job's status hash        ferry:{Q}:job:<id>
@@ -43,12 +52,19 @@ local terminal = { succeeded = true, dead = true, cancelled = true, deleted = tr
 -- finished jobs expired, by the workers' retention pass (trim_index.lua). A non-terminal state keeps the hash (PERSIST); a terminal one
 -- sets its expiry, never shortening another group's (GT). Index keys are built here, not
 -- passed: they share the queue's {Q} hash tag, so they live in the cluster slot of every key
--- of the script. Returns the group's state before this write, or false.
+-- of the script. A move the table above does not allow, for the same entry, is refused and
+-- nothing is written (a stale write arriving after the job's outcome; a job id used again by a
+-- new entry starts afresh). Returns the group's state before this write (false for none), and
+-- true when the write was refused.
 local function set_status(key, index, group, job_id, entry_id, state, now, keep, fields, shared, from)
   local prefix = group .. '.'
   local previous = from
   if not previous then
-    previous = redis.call('HGET', key, prefix .. 'state')
+    local current = redis.call('HMGET', key, prefix .. 'state', 'entry_id')
+    previous = current[1]
+    if previous and current[2] == entry_id and successors[previous] and not successors[previous][state] then
+      return previous, true
+    end
   elseif previous == 'none' then
     previous = false
   end

@@ -11,10 +11,12 @@
 -- ARGV[6 .. 5+n]  those job ids
 -- then, for each status hash in KEYS[2..], four values: job id, type, entry ID, delivery attempt
 --
--- One round trip per read batch instead of one or two per job: returns the job ids someone
--- asked to cancel (`ferry job cancel`), and records every other job as running.
+-- One round trip per read batch instead of one or two per job: records every job as running
+-- but those someone asked to cancel (`ferry job cancel`). Returns {the job ids asked to cancel,
+-- the job ids whose running record was refused (their status had already moved on for this
+-- entry: see set_status)}.
 -- ferry:prelude
-local cancelled, asked = {}, {}
+local cancelled, asked, refused = {}, {}, {}
 local n = tonumber(ARGV[5])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   for i = 6, 5 + n do
@@ -36,8 +38,11 @@ for k = 2, #KEYS do
       fields[#fields + 1] = 'next_attempt_at'
       fields[#fields + 1] = ''
     end
-    set_status(KEYS[k], ARGV[4], ARGV[3], job_id, ARGV[at + 2], 'running', ARGV[1], 0, fields, { 'type', ARGV[at + 1] },
-      first and 'none' or nil)
+    local _, was_refused = set_status(KEYS[k], ARGV[4], ARGV[3], job_id, ARGV[at + 2], 'running', ARGV[1], 0, fields,
+      { 'type', ARGV[at + 1] }, first and 'none' or nil)
+    if was_refused then
+      refused[#refused + 1] = job_id
+    end
   end
 end
-return cancelled
+return { cancelled, refused }
