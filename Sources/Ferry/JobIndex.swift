@@ -126,13 +126,14 @@ public struct JobIndex: Sendable {
         return Page(rows: rows, next: next)
     }
 
-    /// Removes index entries whose statuses expired, for every group, and sets each set of
-    /// finished jobs to expire as its statuses do (the workers' retention pass). Returns how
-    /// many entries were removed.
+    /// Removes index entries whose statuses expired, for every group, and sets each set to
+    /// expire as its statuses do (the workers' retention pass renews it; the sets of a group no
+    /// longer worked expire). Returns how many entries were removed.
     ///
     /// - Parameters:
     ///   - keepSucceeded: how long succeeded jobs' statuses are kept.
-    ///   - keepFailed: how long the statuses of dead, cancelled and deleted jobs are kept.
+    ///   - keepFailed: how long the statuses of dead, cancelled and deleted jobs are kept (and the
+    ///     sets of running, retrying and failed jobs, between passes).
     @discardableResult
     public func trimExpired(
         keepSucceeded: Duration, keepFailed: Duration, budget: Int = 5000, calls: Int = 40

@@ -56,11 +56,28 @@ local successors = {
 -- nothing is written (a stale write arriving after the job's outcome; a job id used again by a
 -- new entry starts afresh). Returns the group's state before this write (false for none), and
 -- true when the write was refused.
+-- Names built once per script call and reused for every job in it (a batch's acknowledgements
+-- share their group): Lua makes a new string for every concatenation.
+local names = {}
+local function joined(first, second)
+  local by_first = names[first]
+  if not by_first then
+    by_first = {}
+    names[first] = by_first
+  end
+  local name = by_first[second]
+  if not name then
+    name = first .. second
+    by_first[second] = name
+  end
+  return name
+end
+
 local function set_status(key, index, group, job_id, entry_id, state, now, keep, fields, shared, from)
-  local prefix = group .. '.'
+  local prefix = joined(group, '.')
   local previous = from
   if not previous then
-    local current = redis.call('HMGET', key, prefix .. 'state', 'entry_id')
+    local current = redis.call('HMGET', key, joined(prefix, 'state'), 'entry_id')
     previous = current[1]
     if previous and current[2] == entry_id and successors[previous] and not successors[previous][state] then
       return previous, true
@@ -68,7 +85,7 @@ local function set_status(key, index, group, job_id, entry_id, state, now, keep,
   elseif previous == 'none' then
     previous = false
   end
-  local values = { prefix .. 'state', state, prefix .. 'updated_at', now }
+  local values = { joined(prefix, 'state'), state, joined(prefix, 'updated_at'), now }
   if from ~= 'running' then
     -- A job's own fields; a write after its start finds them there already.
     values[#values + 1] = 'job_id'
@@ -77,20 +94,20 @@ local function set_status(key, index, group, job_id, entry_id, state, now, keep,
     values[#values + 1] = entry_id
   end
   for i = 1, #fields, 2 do
-    values[#values + 1] = prefix .. fields[i]
+    values[#values + 1] = joined(prefix, fields[i])
     values[#values + 1] = fields[i + 1]
   end
   if shared then
     for i = 1, #shared do values[#values + 1] = shared[i] end
   end
   redis.call('HSET', key, unpack(values))
-  local sets = index .. group .. ':'
+  local sets = joined(joined(index, group), ':')
   local member = string.match(key, '}:job:(.*)$')
   if previous and previous ~= state and previous ~= 'queued' then
-    redis.call('ZREM', sets .. previous, member)
+    redis.call('ZREM', joined(sets, previous), member)
   end
   if state ~= 'queued' then
-    redis.call('ZADD', sets .. state, tonumber(string.match(entry_id, '^(%d+)')), member)
+    redis.call('ZADD', joined(sets, state), tonumber(string.match(entry_id, '^(%d+)')), member)
   end
   if terminal[state] then
     -- NX: the first group to finish sets the expiry; GT: a later one only lengthens it.

@@ -5,13 +5,15 @@
 -- ARGV[2]  the status key prefix  ferry:{Q}:job:
 -- ARGV[3]  how many members to look at in this call, at most
 -- ARGV[4]  how long an idle set of succeeded jobs stays (ms): what their statuses keep
--- ARGV[5]  how long an idle set of dead, cancelled or deleted jobs stays (ms)
+-- ARGV[5]  how long an idle set of any other state stays (ms)
 -- ARGV[6..] the indexed states
 --
 -- A job's status hash expires on its own (its keep time); its index entry goes here. Each set
 -- of each group is read from its oldest member (published first, so expired first), a chunk at
--- a time, for as long as chunks hold expired members; a chunk of live ones ends that set. A set
--- of finished jobs gets the expiry of its statuses, so a group that stops leaves none behind.
+-- a time, for as long as chunks hold expired members; a chunk of live ones ends that set. Each
+-- set gets the expiry of its statuses (the keep time of failed jobs for running and retrying
+-- ones), renewed by every pass: the sets of a group that is deleted, or no longer worked,
+-- expire with the rest of what it left.
 -- Returns { members removed, 1 when the budget ran out before every set was done, else 0 }.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return { 0, 0 }
@@ -27,7 +29,7 @@ for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
     local set = ARGV[1] .. name .. ':' .. ARGV[s]
     if ARGV[s] == 'succeeded' then
       redis.call('PEXPIRE', set, ARGV[4])
-    elseif ARGV[s] == 'dead' or ARGV[s] == 'cancelled' or ARGV[s] == 'deleted' then
+    else
       redis.call('PEXPIRE', set, ARGV[5])
     end
     local start = 0
