@@ -91,6 +91,13 @@ struct RedisACLTests {
         #expect(await worker.waitForExit() == 0)
         let logText = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
         #expect(!logText.contains("NOPERM"), "no command of the worker was refused")
+        // A command refused inside a script fails the script, with an ERR rather than NOPERM, after
+        // its earlier writes: every Redis failure shows in the log as redis.error.
+        #expect(
+            !logText.contains("redis.error"),
+            "no Redis failure at all: \(logText.split(separator: "\n").filter { $0.contains("redis.error") }.prefix(2))")
+        let counts = try await JobIndex(queue: try QueueName(queue), connection: admin).counts(group: "workers")
+        #expect(counts.filter { $0.value > 0 } == [.succeeded: 2, .dead: 1], "every outcome recorded with its status: \(counts)")
 
         let workerConnection = RedisConnection(
             configuration: try RedisConfiguration(url: url(server, user: "worker", password: "worker-change-me")))
