@@ -7,8 +7,9 @@ import FerryRedis
 /// Jobs not yet delivered to a group have no index entry: the group's lag counts them
 /// (``QueueInspector``).
 public struct JobIndex: Sendable {
-    /// The states that have an index set: every state but `queued`.
-    public static let indexedStates: [JobState] = JobState.allCases.filter { $0 != .queued }
+    /// The states that have an index set: every state but `queued` and `scheduled` (the group's lag
+    /// counts the first, the due index holds the second).
+    public static let indexedStates: [JobState] = JobState.allCases.filter { $0 != .queued && $0 != .scheduled }
 
     /// The queue it reads.
     public let queue: QueueName

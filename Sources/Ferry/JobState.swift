@@ -5,6 +5,8 @@
 /// shared `set_status` refuses a move this table does not allow for the same entry (a test keeps
 /// its copy of the table equal to ``successors``).
 public enum JobState: String, Sendable, Hashable, CaseIterable, Codable {
+    /// Published to be delivered later (`deliver_at`): in the due index, not yet in the stream.
+    case scheduled
     /// Published, waiting for a worker of the group.
     case queued
     /// A worker's handler runs it.
@@ -28,15 +30,16 @@ public enum JobState: String, Sendable, Hashable, CaseIterable, Codable {
     public var isTerminal: Bool {
         switch self {
         case .succeeded, .dead, .cancelled, .deleted: true
-        case .queued, .running, .retrying, .failed: false
+        case .scheduled, .queued, .running, .retrying, .failed: false
         }
     }
 
     /// The states a job may move to from this one. A terminal job moves nowhere, except a dead
     /// one that is redriven (`queued` again); a running job may be reported running again (a
-    /// redelivery after a lost worker).
+    /// redelivery after a lost worker); a scheduled one becomes `queued` when it is due.
     public var successors: Set<JobState> {
         switch self {
+        case .scheduled: [.queued, .running, .succeeded, .dead, .cancelled, .deleted]
         case .queued, .retrying, .failed: [.running, .succeeded, .dead, .cancelled, .deleted]
         case .running: [.running, .retrying, .failed, .succeeded, .dead, .cancelled, .deleted]
         case .dead: [.queued]

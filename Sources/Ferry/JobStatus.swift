@@ -110,6 +110,8 @@ public struct JobStatusRecord: Sendable, Hashable {
             fields.merge(own) { $1 }
         } else if fields["state"] == nil, fields["queued_at"] != nil {
             fields["state"] = JobState.queued.rawValue
+        } else if fields["state"] == nil, fields["deliver_at"] != nil {
+            fields["state"] = JobState.scheduled.rawValue
         }
         return JobStatus(jobID: jobID, group: group, fields: fields)
     }

@@ -50,6 +50,61 @@ public final class Publisher: Sendable {
     static let publishScript = RedisScript(name: "publish", source: EmbeddedLuaScripts.publish)
     static let trimScript = Worker.trimScript
     static let queuedScript = RedisScript(name: "queued", source: EmbeddedLuaScripts.queued)
+    static let scheduleScript = RedisScript(name: "schedule", source: EmbeddedLuaScripts.schedule)
+
+    /// When a scheduled job is to be delivered.
+    public enum Due: Sendable, Hashable {
+        /// At this time (Redis's clock decides when it has come).
+        case at(Date)
+        /// This long after Redis receives the publish.
+        case after(Duration)
+    }
+
+    /// Publishes a job to be delivered later (a delayed or scheduled job): it waits in the queue's
+    /// due index (`ferry:{Q}:scheduled`) and a worker moves it into the stream when Redis's clock
+    /// reaches `due`; every group then receives it once, as any job. A time in the past delivers
+    /// it at once. A job without a `job_id` is given one (a UUID), since it has no entry ID yet.
+    ///
+    /// - Returns: the receipt; `entryID` is nil until the job is due.
+    public func schedule(_ job: JobMessage, _ due: Due) async throws(FerryError) -> PublishReceipt {
+        try job.validateForPublishing(maxPayloadBytes: configuration.maxPayloadBytes)
+        var job = job
+        if job.jobID == nil { job.jobID = UUID().uuidString.lowercased() }
+        let jobID = job.jobID ?? ""
+        let dueArgument: RedisArgument
+        switch due {
+        case .at(let date): dueArgument = .integer(date.millisecondsSince1970)
+        case .after(let delay):
+            guard delay >= .zero else { throw FerryError(.invalidInput, "a delay must not be negative; got \(delay)") }
+            dueArgument = .string("+\(delay.milliseconds)")
+        }
+        var scriptKeys: [RedisArgument] = [.string(keys.scheduled), .string(keys.scheduledJob(jobID: jobID))]
+        if configuration.recordsStatus { scriptKeys.append(.string(keys.jobStatus(jobID: jobID))) }
+        if let key = job.idempotencyKey { scriptKeys.append(.string(keys.publishDedup(idempotencyKey: key))) }
+        var command = Self.scheduleScript.command(
+            keys: scriptKeys,
+            arguments: [
+                dueArgument, .string(jobID), .integer(configuration.dedupWindow.milliseconds),
+                .integer(Self.scheduledKeep.milliseconds), .string(job.type), configuration.recordsStatus ? "1" : "0",
+                job.idempotencyKey == nil ? "0" : "1",
+            ])
+        job.appendFields(to: &command)
+        let reply: RedisReply
+        do {
+            reply = try await connection.pipeline([command])[0]
+        } catch {
+            throw FerryError(error)
+        }
+        if case .error(let message) = reply {
+            throw FerryError(RedisError.server(message, command: "EVALSHA", endpoint: connection.configuration.redactedURL))
+        }
+        let parts = reply.array ?? []
+        return PublishReceipt(
+            jobID: parts.dropFirst().first?.string ?? jobID, entryID: nil, isDuplicate: parts.first?.integer == 0)
+    }
+
+    /// How long a scheduled job's fields and status outlive its due time when no worker moves it.
+    static let scheduledKeep: Duration = .seconds(7 * 24 * 3600)
 
     /// Publishes through `connection`, which may be shared with other work.
     public init(queue: QueueName, connection: RedisConnection, configuration: Configuration = Configuration()) {

@@ -25,6 +25,9 @@ public struct QueueKeys: Sendable, Hashable {
     /// `ferry:{Q}:retention_lock`: held (`SET NX PX`) by the worker that runs the queue's
     /// retention pass, so two workers do not both trim.
     public let retentionLock: String
+    /// `ferry:{Q}:scheduled`: the due index of scheduled jobs, a sorted set of `<job_id>` (key
+    /// form) scored by when each is due (ms since the epoch, Redis's clock).
+    public let scheduled: String
     /// `ferry:{Q}:meta`: a hash of facts about the queue's keys; `format` is the data format
     /// they are written in (``QueueFormat``).
     public let meta: String
@@ -40,6 +43,7 @@ public struct QueueKeys: Sendable, Hashable {
         self.retryAfter = prefix + ":retry_after"
         self.cancelRequests = prefix + ":cancel_requests"
         self.retentionLock = prefix + ":retention_lock"
+        self.scheduled = prefix + ":scheduled"
         self.meta = prefix + ":meta"
         self.statusIndexPrefix = prefix + ":idx:"
     }
@@ -55,6 +59,8 @@ public struct QueueKeys: Sendable, Hashable {
     public func jobStatus(jobID: String) -> String { jobStatusPrefix + Self.keyComponent(jobID) }
     /// `ferry:{Q}:job:`: what every status key starts with; the rest is an index member.
     public var jobStatusPrefix: String { prefix + ":job:" }
+    /// `ferry:{Q}:scheduled:<job_id>`: a scheduled job's fields until it is due.
+    public func scheduledJob(jobID: String) -> String { scheduled + ":" + Self.keyComponent(jobID) }
     /// `ferry:{Q}:idem:pub:<key>`: publish dedup; holds the first job id published with the key.
     public func publishDedup(idempotencyKey: String) -> String { prefix + ":idem:pub:" + Self.keyComponent(idempotencyKey) }
     /// `ferry:{Q}:idem:done:<key>`: set when a job with the key completed.

@@ -265,6 +265,7 @@ public final class Worker: Sendable {
             await withTaskCancellationHandler {
                 await withDiscardingTaskGroup { group in
                     group.addTask { await self.maintainLeases(control, slots: slots) }
+                    group.addTask { await self.moveDueJobs(control) }
                     await dispatch(reader: reader, control: control, slots: slots)
                     inFlightAtStop = slots.running.count
                     logger.info("worker_stopping", metadata: ["ferry.in_flight": "\(inFlightAtStop)"])

@@ -48,6 +48,12 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(help: "A W3C traceparent (00-<trace id>-<span id>-<flags>) that links the job to the trace that published it.")
     var traceparent: String?
 
+    @Option(help: "Deliver the job this long from now (Redis's clock), such as 10m: a delayed job.")
+    var delay: String?
+
+    @Option(help: "Deliver the job at this RFC 3339 time, such as 2026-12-01T09:00:00Z: a scheduled job.")
+    var at: String?
+
     @Flag(help: "Publish an empty payload read from standard input instead of refusing it.")
     var allowEmpty = false
 
@@ -75,6 +81,25 @@ struct PublishCommand: AsyncParsableCommand {
                 "--count gives every job a generated id; it cannot be combined with --job-id or --idempotency-key")
         }
         if maxPayloadBytes < 0 { throw ValidationError("--max-payload-bytes must not be negative (got \(maxPayloadBytes))") }
+        if delay != nil && at != nil { throw ValidationError("give the delivery time once: --delay or --at, not both") }
+        if (delay != nil || at != nil) && count > 1 {
+            throw ValidationError("--delay and --at schedule one job; --count cannot be combined with them")
+        }
+        if let delay, Settings.parseDuration(delay) == nil {
+            throw ValidationError(Settings.invalidDuration(delay, for: "--delay").description)
+        }
+        if let at, (try? Date(at, strategy: .iso8601)) == nil {
+            throw ValidationError(
+                "invalid value \"\(at)\" for --at: write an RFC 3339 time such as 2026-12-01T09:00:00Z or 2026-12-01T10:00:00+01:00"
+            )
+        }
+    }
+
+    /// When the job is to be delivered, if it is scheduled.
+    var due: Publisher.Due? {
+        if let delay, let duration = Settings.parseDuration(delay) { return .after(duration) }
+        if let at, let date = try? Date(at, strategy: .iso8601) { return .at(date) }
+        return nil
     }
 
     /// Whether standard input is a pipe, as in `producer | ferry publish`, where empty means the
@@ -112,6 +137,15 @@ struct PublishCommand: AsyncParsableCommand {
         let publisher = Publisher(
             queue: queueName, connection: try await redis.connect(clientName: "ferry-publish"), configuration: configuration)
 
+        if let due {
+            let receipt = try await publisher.schedule(job, due)
+            print(receipt.jobID)
+            if receipt.isDuplicate {
+                FileHandle.standardError.writeBestEffort(
+                    "ferry: idempotency key already published; nothing added, printed the first job id\n")
+            }
+            return
+        }
         var remaining = count
         while remaining > 0 {
             let batch = min(remaining, 10_000)

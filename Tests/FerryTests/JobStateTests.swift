@@ -15,7 +15,7 @@ struct JobStateTests {
         }
         for state in JobState.allCases where !state.isTerminal {
             #expect(state.mayMove(to: .cancelled) && state.mayMove(to: .deleted) && state.mayMove(to: .dead), "\(state)")
-            #expect(!state.mayMove(to: .queued), "only a redrive queues a job again")
+            #expect(state == .scheduled || !state.mayMove(to: .queued), "only a redrive, or coming due, queues a job")
         }
         #expect(JobState.running.mayMove(to: .retrying) && !JobState.queued.mayMove(to: .retrying))
     }

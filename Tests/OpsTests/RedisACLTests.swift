@@ -23,13 +23,16 @@ struct RedisACLTests {
         }
     }
 
-    @Test("the producer publishes (plain and idempotent, by ferry publish) and can do nothing else")
+    @Test("the producer publishes (plain, idempotent and scheduled, by ferry publish) and can do nothing else")
     func producer() async throws {
         let server = try await RedisServerProcess(extraArguments: ["--aclfile", Self.aclPath])
         defer { Task { await server.stop() } }
         let producerURL = url(server, user: "producer", password: "producer-change-me")
         let queue = uniqueName("acl")
-        for arguments in [["--type", "t", "--data", "x"], ["--type", "t", "--data", "y", "--idempotency-key", "k-1"]] {
+        for arguments in [
+            ["--type", "t", "--data", "x"], ["--type", "t", "--data", "y", "--idempotency-key", "k-1"],
+            ["--type", "t", "--data", "z", "--delay", "1h"],
+        ] {
             let result = try await runProcess(try ferryExecutable(), ["publish", queue] + arguments + ["--redis", producerURL])
             #expect(result.status == 0, "\(result.standardError)")
         }

@@ -27,6 +27,7 @@ local terminal = { succeeded = true, dead = true, cancelled = true, deleted = tr
 local unfinished = { running = true, succeeded = true, dead = true, cancelled = true, deleted = true }
 local successors = {
   queued = unfinished, retrying = unfinished, failed = unfinished,
+  scheduled = { queued = true, running = true, succeeded = true, dead = true, cancelled = true, deleted = true },
   running = { running = true, retrying = true, failed = true, succeeded = true, dead = true, cancelled = true,
     deleted = true },
   dead = { queued = true }, succeeded = {}, cancelled = {}, deleted = {},
