@@ -62,7 +62,11 @@ public struct JobStatus: Sendable, Hashable {
         let groups = try await ConsumerGroups(queue: queue, connection: connection).names()
         do {
             let reply = try await connection.run(
-                cancelScript, keys: [.string(keys.jobStatus(jobID: jobID)), .string(keys.cancelRequests)],
+                cancelScript,
+                keys: [
+                    .string(keys.jobStatus(jobID: jobID)), .string(keys.cancelRequests), .string(keys.scheduled),
+                    .string(keys.scheduledJob(jobID: jobID)),
+                ],
                 arguments: [
                     .integer(Date().millisecondsSince1970), .integer(keepFor.milliseconds),
                     .string(jobID), evenIfUnknown ? "1" : "0",

@@ -25,6 +25,10 @@ public struct QueueInspector: Sendable {
         public var deadLetters: Int
         /// Every consumer group on the stream.
         public var groups: [GroupReport]
+        /// Jobs published for later and not yet due (``ScheduledJobs``).
+        public var scheduled = 0
+        /// When the next scheduled job is due, RFC 3339; nil when none is scheduled.
+        public var nextDueAt: String?
     }
 
     /// One consumer group (subscription).
@@ -162,14 +166,18 @@ public struct QueueInspector: Sendable {
         ])
         let exists = counts[0].integer == 1
         let dead = Int(counts[2].integer ?? 0)
-        guard exists || dead > 0 else { return nil }
+        let scheduled = try await ScheduledJobs(queue: queue, connection: connection).summary()
+        guard exists || dead > 0 || scheduled.count > 0 else { return nil }
         var groups: [GroupReport] = []
         if exists {
             for info in try await send(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)])).array ?? [] {
                 groups.append(try await groupReport(keys, Self.fields(info)))
             }
         }
-        return QueueReport(queue: queue.rawValue, length: Int(counts[1].integer ?? 0), deadLetters: dead, groups: groups)
+        var report = QueueReport(queue: queue.rawValue, length: Int(counts[1].integer ?? 0), deadLetters: dead, groups: groups)
+        report.scheduled = scheduled.count
+        report.nextDueAt = scheduled.nextDue?.rfc3339
+        return report
     }
 
     private func groupReport(_ keys: QueueKeys, _ info: [String: RedisReply]) async throws(FerryError) -> GroupReport {

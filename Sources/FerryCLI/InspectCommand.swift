@@ -79,6 +79,9 @@ struct InspectCommand: AsyncParsableCommand {
             }
         }
         printTable(rows)
+        for report in reports where report.scheduled > 0 {
+            print("\(report.queue): \(report.scheduled) scheduled, the next due at \(report.nextDueAt ?? "-")")
+        }
         if consumers.count > 1 {
             print("")
             printTable(consumers)

@@ -16,7 +16,7 @@ struct JobReference: ParsableArguments {
 struct JobCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "job", abstract: "Show, cancel or retry one job.",
-        subcommands: [JobStatusCommand.self, JobCancelCommand.self, JobRetryCommand.self])
+        subcommands: [JobStatusCommand.self, JobCancelCommand.self, JobRetryCommand.self, JobRunNowCommand.self])
 }
 
 /// `ferry job status QUEUE JOB_ID [--group G] [--json]`: the job's status in each consumer
@@ -202,6 +202,8 @@ struct JobCancelCommand: AsyncParsableCommand {
             print("job \(job.jobID) is already \(finished.rawValue); nothing to cancel")
         case .running?:
             print("job \(job.jobID) is running; its handler will be cancelled and the job acknowledged as cancelled")
+        case .scheduled?:
+            print("job \(job.jobID) was scheduled; it is removed from the schedule and will never run")
         default:
             print("job \(job.jobID) will not run: a worker acknowledges it as cancelled when it is delivered")
         }
@@ -230,5 +232,29 @@ struct JobRetryCommand: AsyncParsableCommand {
             )
         }
         print("job \(job.jobID) is queued again as \(newID) for group \(letter.sourceGroup ?? "-")")
+    }
+}
+
+/// `ferry job run-now QUEUE JOB_ID`: a scheduled job becomes due at once.
+struct JobRunNowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run-now", abstract: "Deliver a scheduled job now instead of at its time.",
+        discussion: "A worker moves it into the stream within a quarter second. Exits 1 when no such job is scheduled.")
+
+    @OptionGroup var job: JobReference
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let scheduled = ScheduledJobs(
+            queue: try QueueName(job.queue), connection: try await redis.connect(clientName: "ferry-job"))
+        guard try await scheduled.runNow(jobID: job.jobID) else {
+            throw FerryError(
+                .notFound,
+                "no job \"\(job.jobID)\" is scheduled on \(job.queue) (never scheduled, already delivered, or cancelled); ferry job status \(job.queue) \(job.jobID) shows where it is"
+            )
+        }
+        print("job \(job.jobID) is due now: the next worker to look delivers it")
     }
 }

@@ -88,3 +88,33 @@ extension WorkerTests {
         }
     }
 }
+
+extension WorkerTests {
+    @Test("a cancelled scheduled job never runs; run-now delivers one at once; inspect counts them and says when the next is due")
+    func scheduledCancelRunNowInspect() async throws {
+        let setup = try await Setup("sched-ops")
+        let runs = RunTimes()
+        _ = try await setup.publisher.schedule(JobMessage(type: "t", data: "", jobID: "later"), .after(.seconds(3600)))
+        _ = try await setup.publisher.schedule(JobMessage(type: "t", data: "", jobID: "never"), .after(.seconds(7200)))
+        let inspected = try await setup.ferry("inspect", setup.name)
+        #expect(inspected.status == 0, "\(inspected.standardError)")
+        #expect(
+            inspected.lines.contains { $0.hasPrefix("\(setup.name): 2 scheduled, the next due at ") },
+            "\(inspected.standardOutput)")
+
+        let cancelled = try await setup.ferry("job", "cancel", setup.name, "never")
+        #expect(cancelled.status == 0 && cancelled.standardOutput.contains("will never run"), "\(cancelled.standardOutput)")
+        #expect(try await JobStatus.load(jobID: "never", queue: setup.queue, connection: setup.redis)?.state == .cancelled)
+        #expect(try await setup.ferry("job", "run-now", setup.name, "never").status == 1, "no longer scheduled")
+
+        try await running(setup.worker(["t": JobHandlerClosure { runs.record($0) }])) {
+            let runNow = try await setup.ferry("job", "run-now", setup.name, "later")
+            #expect(runNow.status == 0, "\(runNow.standardError)")
+            #expect(await eventually { runs.all["later"]?.count == 1 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(runs.all["never"] == nil, "the cancelled job never ran")
+        let summary = try await ScheduledJobs(queue: setup.queue, connection: setup.redis).summary()
+        #expect(summary.count == 0 && summary.nextDue == nil)
+    }
+}

@@ -2,6 +2,8 @@
 --
 -- KEYS[1]  the job's status hash  ferry:{Q}:job:<job_id>
 -- KEYS[2]  the cancel requests    ferry:{Q}:cancel_requests (sorted set: job id -> expiry, ms)
+-- KEYS[3]  the due index          ferry:{Q}:scheduled
+-- KEYS[4]  the job's fields while it is scheduled  ferry:{Q}:scheduled:<job_id>
 -- ARGV[1]  now, in milliseconds since the epoch
 -- ARGV[2]  how long the request is kept, in milliseconds
 -- ARGV[3]  the job id
@@ -17,8 +19,16 @@
 -- state for every group). Returns the job's state before the request: when every group has
 -- finished it ('succeeded', 'dead', 'cancelled', 'deleted') the job is left alone and the first
 -- group's state is returned; otherwise the first state of a group that has not finished.
--- 'unknown' means the job has no status (nothing is written unless ARGV[4] is '1').
+-- 'unknown' means the job has no status (nothing is written unless ARGV[4] is '1'). A job still
+-- scheduled leaves the due index with its fields and never runs; its status says 'cancelled'
+-- for every group, and 'scheduled' is returned.
 -- ferry:prelude
+if redis.call('ZREM', KEYS[3], string.match(KEYS[4], '}:scheduled:(.*)$')) == 1 then
+  redis.call('DEL', KEYS[4])
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'cancel_requested', ARGV[1], 'finished_at', ARGV[1], 'job_id', ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 'scheduled'
+end
 local exists = redis.call('EXISTS', KEYS[1]) == 1
 if not exists and ARGV[4] ~= '1' then
   return 'unknown'
