@@ -67,10 +67,11 @@ public final class Publisher: Sendable {
     ///
     /// - Returns: the receipt; `entryID` is nil until the job is due.
     public func schedule(_ job: JobMessage, _ due: Due) async throws(FerryError) -> PublishReceipt {
-        try job.validateForPublishing(maxPayloadBytes: configuration.maxPayloadBytes)
-        var job = job
-        if job.jobID == nil { job.jobID = UUID().uuidString.lowercased() }
-        let jobID = job.jobID ?? ""
+        try await schedule([job], due)[0]
+    }
+
+    /// Schedules several jobs for the same time, pipelined (``schedule(_:_:)`` for one).
+    public func schedule(_ jobs: [JobMessage], _ due: Due) async throws(FerryError) -> [PublishReceipt] {
         let dueArgument: RedisArgument
         switch due {
         case .at(let date): dueArgument = .integer(date.millisecondsSince1970)
@@ -78,29 +79,54 @@ public final class Publisher: Sendable {
             guard delay >= .zero else { throw FerryError(.invalidInput, "a delay must not be negative; got \(delay)") }
             dueArgument = .string("+\(delay.milliseconds)")
         }
+        var named: [JobMessage] = []
+        named.reserveCapacity(jobs.count)
+        for var job in jobs {
+            try job.validateForPublishing(maxPayloadBytes: configuration.maxPayloadBytes)
+            if job.jobID == nil { job.jobID = UUID().uuidString.lowercased() }
+            named.append(job)
+        }
+        var receipts: [PublishReceipt] = []
+        receipts.reserveCapacity(named.count)
+        var start = 0
+        while start < named.count {
+            let chunk = named[start..<min(start + configuration.pipelineDepth, named.count)]
+            let replies: [RedisReply]
+            do {
+                replies = try await connection.pipeline(chunk.map { scheduleCommand($0, due: dueArgument) })
+            } catch {
+                throw FerryError(error)
+            }
+            for (job, reply) in zip(chunk, replies) {
+                if case .error(let message) = reply {
+                    throw FerryError(
+                        RedisError.server(message, command: "EVALSHA", endpoint: connection.configuration.redactedURL))
+                }
+                let parts = reply.array ?? []
+                receipts.append(
+                    PublishReceipt(
+                        jobID: parts.dropFirst().first?.string ?? job.jobID ?? "", entryID: nil,
+                        isDuplicate: parts.first?.integer == 0))
+            }
+            start += chunk.count
+        }
+        return receipts
+    }
+
+    private func scheduleCommand(_ job: JobMessage, due: RedisArgument) -> RedisCommand {
+        let jobID = job.jobID ?? ""
         var scriptKeys: [RedisArgument] = [.string(keys.scheduled), .string(keys.scheduledJob(jobID: jobID))]
         if configuration.recordsStatus { scriptKeys.append(.string(keys.jobStatus(jobID: jobID))) }
         if let key = job.idempotencyKey { scriptKeys.append(.string(keys.publishDedup(idempotencyKey: key))) }
         var command = Self.scheduleScript.command(
             keys: scriptKeys,
             arguments: [
-                dueArgument, .string(jobID), .integer(configuration.dedupWindow.milliseconds),
+                due, .string(jobID), .integer(configuration.dedupWindow.milliseconds),
                 .integer(Self.scheduledKeep.milliseconds), .string(job.type), configuration.recordsStatus ? "1" : "0",
                 job.idempotencyKey == nil ? "0" : "1",
             ])
         job.appendFields(to: &command)
-        let reply: RedisReply
-        do {
-            reply = try await connection.pipeline([command])[0]
-        } catch {
-            throw FerryError(error)
-        }
-        if case .error(let message) = reply {
-            throw FerryError(RedisError.server(message, command: "EVALSHA", endpoint: connection.configuration.redactedURL))
-        }
-        let parts = reply.array ?? []
-        return PublishReceipt(
-            jobID: parts.dropFirst().first?.string ?? jobID, entryID: nil, isDuplicate: parts.first?.integer == 0)
+        return command
     }
 
     /// How long a scheduled job's fields and status outlive its due time when no worker moves it.

@@ -48,4 +48,23 @@ public struct ScheduledJobs: Sendable {
             throw FerryError(error)
         }
     }
+
+    static let moveDueScript = RedisScript(name: "move_due", source: EmbeddedLuaScripts.move_due)
+
+    /// Moves up to `limit` due jobs into the stream in one script (`move_due.lua`): what every
+    /// worker does every quarter second. Each job is moved once, whoever calls.
+    ///
+    /// - Returns: how many were moved, and whether more are due.
+    public func moveDue(limit: Int = 100) async throws(FerryError) -> (moved: Int, more: Bool) {
+        let reply: RedisReply
+        do {
+            reply = try await connection.run(
+                Self.moveDueScript, keys: [.string(keys.jobs), .string(keys.scheduled)],
+                arguments: [.string(keys.scheduled + ":"), .string(keys.jobStatusPrefix), .integer(Int64(limit))])
+        } catch {
+            throw FerryError(error)
+        }
+        let parts = reply.array ?? []
+        return (Int(parts.first?.integer ?? 0), parts.last?.integer == 1)
+    }
 }

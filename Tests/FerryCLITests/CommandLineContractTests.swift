@@ -164,4 +164,14 @@ struct CommandLineContractTests {
         #expect(result.lines.contains { $0.hasPrefix("Sizing: Redis memory ≈ jobs/s × (retention × ") })
         #expect(try await ferry("bench", "memory", "--keep", "10s", "--duration", "20s").status == 2, "duration under 3 × keep")
     }
+
+    @Test("bench schedule prints the lateness of jobs due at once beside the same jobs published at once, none run twice")
+    func benchSchedule() async throws {
+        let result = try await ferry("bench", "schedule", "--jobs", "300", "--lead", "2s")
+        #expect(result.status == 0, "\(result.standardError)")
+        for run in ["scheduled, all due at once", "published at once (baseline)"] {
+            #expect(result.lines.contains { $0.hasPrefix(run) }, "\(result.standardOutput)")
+        }
+        #expect(result.lines.contains { $0.hasPrefix("started: 300 of 300 scheduled, 0 twice") }, "\(result.standardOutput)")
+    }
 }

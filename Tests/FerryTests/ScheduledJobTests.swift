@@ -118,3 +118,42 @@ extension WorkerTests {
         #expect(summary.count == 0 && summary.nextDue == nil)
     }
 }
+
+/// How many times each group ran each job.
+final class RunsByGroup: Sendable {
+    private let counts = Mutex<[String: [String: Int]]>([:])
+    func record(_ job: Job) { counts.withLock { $0[job.group, default: [:]][job.id, default: 0] += 1 } }
+    var all: [String: [String: Int]] { counts.withLock { $0 } }
+    var total: Int { counts.withLock { $0.values.reduce(0) { $0 + $1.values.reduce(0, +) } } }
+}
+
+extension WorkerTests {
+    @Test("10 workers in 3 groups race over 1,000 jobs due at once: each group runs each exactly once")
+    func dueJobsRaceAcrossGroups() async throws {
+        let setup = try await Setup("due-race")
+        let runs = RunsByGroup()
+        let groups = ["alpha", "beta", "gamma"]
+        // The groups exist before the jobs come due, as subscriptions do.
+        for group in groups { try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create(group) }
+        let due = Date().addingTimeInterval(1)
+        let ids = (0..<1000).map { "due-\($0)" }
+        for id in ids { _ = try await setup.publisher.schedule(JobMessage(type: "t", data: "", jobID: id), .at(due)) }
+        let workers = (0..<10).map { index in
+            setup.worker(["t": JobHandlerClosure { runs.record($0) }], group: groups[index % 3]) { $0.concurrency = 64 }
+        }
+        let tasks = workers.map { worker in Task { try await worker.run() } }
+        #expect(await eventually(.seconds(60)) { runs.total >= 3000 })
+        for group in groups {
+            #expect(await eventually { try await setup.pendingCount(group: group) == 0 })
+        }
+        workers.forEach { $0.stop() }
+        for task in tasks { try await task.value }
+        for group in groups {
+            let counts = runs.all[group] ?? [:]
+            #expect(
+                counts.count == 1000 && counts.values.allSatisfy { $0 == 1 },
+                "\(group): \(counts.count) jobs, \(counts.values.filter { $0 > 1 }.count) run twice")
+        }
+        #expect(try await setup.length(setup.keys.jobs) == 1000, "each job moved into the stream once")
+    }
+}

@@ -1,0 +1,140 @@
+import ArgumentParser
+import Ferry
+import FerryRedis
+import Foundation
+import Synchronization
+
+/// `ferry bench schedule`: many jobs due in the same second, delivered by a worker: how late
+/// each runs, beside the same number published at once into a plain queue (the floor: how long
+/// the worker takes to get through them), and the longest `move_due.lua` call seen.
+struct ScheduleBenchmark: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "schedule",
+        abstract: "Lateness of jobs all due at once, beside the same jobs published at once.",
+        discussion: """
+            Schedules --jobs jobs due --lead from now (pipelined), runs a worker (concurrency 256, status off) from \
+            before they are due, and records how long after its due time each job started. The baseline publishes \
+            the same number at once to a plain queue and records how long after publishing each started: the part \
+            of the lateness that is only the worker getting through that many jobs. While the scheduled jobs are \
+            moved, the benchmark also calls the mover itself and reports its longest call: how long Redis is held.
+            """)
+
+    @Option(parsing: .unconditional, help: "Jobs due in the same second.")
+    var jobs = 100_000
+
+    @Option(help: "How far ahead they are due: enough to schedule them all first.")
+    var lead = "10s"
+
+    @OptionGroup var redis: RedisOptions
+
+    /// Start delays in milliseconds, from any handler task.
+    final class Delays: Sendable {
+        let values = Mutex<(delays: [Double], ids: Set<String>, duplicates: Int)>(([], [], 0))
+        func record(_ job: Job, _ milliseconds: Double) {
+            values.withLock {
+                $0.delays.append(milliseconds)
+                if !$0.ids.insert(job.id).inserted { $0.duplicates += 1 }
+            }
+        }
+        var count: Int { values.withLock { $0.ids.count } }
+        var all: [Double] { values.withLock { $0.delays } }
+        var duplicates: Int { values.withLock { $0.duplicates } }
+    }
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        guard jobs > 0 else { throw ValidationError("--jobs must be positive") }
+        let lead = try Settings().duration(self.lead, option: "lead", variable: "", default: .seconds(10))
+        let redisConfiguration = try redis.configuration()
+        let connection = try await redis.connect(clientName: "ferry-bench")
+        var publishing = Publisher.Configuration()
+        publishing.recordsStatus = false
+
+        // Baseline: the same jobs published at once, started as fast as the worker goes.
+        let plainQueue = try QueueName("ferry-bench-\(getpid())-plain")
+        let plainDelays = Delays()
+        let sentAt = Date()
+        let plainPublisher = Publisher(queue: plainQueue, connection: connection, configuration: publishing)
+        var published = 0
+        while published < jobs {
+            published += try await plainPublisher.publish(
+                Array(repeating: JobMessage(type: "t", data: "{}"), count: min(1000, jobs - published))
+            ).count
+        }
+        try await drain(plainQueue, delays: plainDelays, redis: redisConfiguration) { _ in
+            Date().timeIntervalSince(sentAt) * 1000
+        }
+        try await cleanUp(plainQueue, connection: connection)
+
+        // Scheduled: all due at one time.
+        let queue = try QueueName("ferry-bench-\(getpid())-scheduled")
+        let due = Date().addingTimeInterval(Double(lead.components.seconds))
+        let publisher = Publisher(queue: queue, connection: connection, configuration: publishing)
+        var scheduled = 0
+        while scheduled < jobs {
+            scheduled += try await publisher.schedule(
+                Array(repeating: JobMessage(type: "t", data: "{}"), count: min(1000, jobs - scheduled)), .at(due)
+            ).count
+        }
+        if Date() > due { print("note: scheduling took longer than --lead; raise it for a true figure") }
+        let delays = Delays()
+        let longestMove = Mutex<Double>(0)
+        let mover = Task {
+            let scheduledJobs = ScheduledJobs(queue: queue, connection: connection)
+            while !Task.isCancelled {
+                if Date() >= due {
+                    let start = ContinuousClock.now
+                    _ = try? await scheduledJobs.moveDue()
+                    let took = secondsSince(start) * 1000
+                    longestMove.withLock { $0 = max($0, took) }
+                }
+                try? await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        try await drain(queue, delays: delays, redis: redisConfiguration) { _ in Date().timeIntervalSince(due) * 1000 }
+        mover.cancel()
+        try await cleanUp(queue, connection: connection)
+
+        func percentile(_ values: [Double], _ p: Double) -> Double {
+            let sorted = values.sorted()
+            return sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+        }
+        let plain = plainDelays.all
+        let late = delays.all
+        print(
+            "Schedule benchmark against \(connection.configuration.redactedURL): \(jobs) jobs, worker concurrency 256, status off"
+        )
+        printTable([
+            ["run", "p50 ms", "p99 ms", "max ms", "ratio (p99)"],
+            [
+                "scheduled, all due at once: start minus due time", String(format: "%.0f", percentile(late, 0.5)),
+                String(format: "%.0f", percentile(late, 0.99)), String(format: "%.0f", late.max() ?? 0),
+                String(format: "%.2f", percentile(late, 0.99) / max(percentile(plain, 0.99), 1)),
+            ],
+            [
+                "published at once (baseline): start minus publish", String(format: "%.0f", percentile(plain, 0.5)),
+                String(format: "%.0f", percentile(plain, 0.99)), String(format: "%.0f", plain.max() ?? 0), "1",
+            ],
+        ])
+        print(
+            "started: \(delays.count) of \(jobs) scheduled, \(delays.duplicates) twice; the longest move_due.lua call seen: \(String(format: "%.2f", longestMove.withLock { $0 })) ms (100 jobs a call)"
+        )
+    }
+
+    /// Runs a worker on `queue` until `jobs` jobs have started, recording `delay` for each.
+    private func drain(
+        _ queue: QueueName, delays: Delays, redis: RedisConfiguration, delay: @escaping @Sendable (Job) -> Double
+    ) async throws {
+        var configuration = Worker.Configuration()
+        configuration.consumer = "bench"
+        configuration.concurrency = 256
+        configuration.recordsStatus = false
+        let worker = Worker(
+            queue: queue, redis: redis, handlers: ["t": JobHandlerClosure { delays.record($0, delay($0)) }],
+            configuration: configuration)
+        let running = Task { try await worker.run() }
+        while delays.count < jobs { try await Task.sleep(for: .milliseconds(10)) }
+        worker.stop()
+        try await running.value
+    }
+}
