@@ -226,6 +226,32 @@ func cleanUp(_ queue: QueueName, connection: RedisConnection) async throws {
     } while cursor != "0"
 }
 
+/// The nearest-rank percentile `p` (0 to 1) of `values`; 0 for none.
+func percentile(_ values: [Double], _ p: Double) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}
+
+/// Prints times in milliseconds, p50, p99 and max, for a run beside its baseline, with the
+/// ratio of the two at `ratioAt` (0.5 or 0.99): how every latency benchmark reports.
+func printLatencies(
+    _ run: (name: String, values: [Double]), baseline: (name: String, values: [Double]), ratioAt: Double, decimals: Int
+) {
+    let format = "%.\(decimals)f"
+    func row(_ name: String, _ values: [Double], ratio: String) -> [String] {
+        [
+            name, String(format: format, percentile(values, 0.5)), String(format: format, percentile(values, 0.99)),
+            String(format: format, values.max() ?? 0), ratio,
+        ]
+    }
+    let ratio = percentile(run.values, ratioAt) / max(percentile(baseline.values, ratioAt), 0.001)
+    printTable([
+        ["run", "p50 ms", "p99 ms", "max ms", ratioAt == 0.5 ? "ratio (p50)" : "ratio (p99)"],
+        row(run.name, run.values, ratio: String(format: "%.2f", ratio)),
+        row(baseline.name, baseline.values, ratio: "1"),
+    ])
+}
+
 func secondsSince(_ start: ContinuousClock.Instant) -> Double {
     let (seconds, attoseconds) = (ContinuousClock.now - start).components
     return Double(seconds) + Double(attoseconds) / 1e18

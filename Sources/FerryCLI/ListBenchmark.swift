@@ -92,10 +92,6 @@ struct ListBenchmark: AsyncParsableCommand {
         _ = await running.result
         try await cleanUp(queue, connection: connection)
 
-        func percentile(_ values: [Double], _ p: Double) -> Double {
-            let sorted = values.sorted()
-            return sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
-        }
         func describe(_ counts: [JobState: Int]) -> String {
             counts.filter { $0.value > 0 }.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue) \($0.value)" }
                 .joined(separator: ", ")
@@ -103,18 +99,9 @@ struct ListBenchmark: AsyncParsableCommand {
         print("Listing benchmark against \(connection.configuration.redactedURL): \(jobs) jobs, \(limit) a page")
         print("states when paging began: \(describe(before)); when it ended: \(describe(after))")
         print("listed \(seen.count) of \(jobs) in \(times.count) pages: \(duplicates) listed twice, \(missing) missing")
-        printTable([
-            ["run", "p50 ms", "p99 ms", "max ms", "ratio (p50)"],
-            [
-                "ferry jobs list page (every state)", String(format: "%.2f", percentile(times, 0.5)),
-                String(format: "%.2f", percentile(times, 0.99)), String(format: "%.2f", times.max() ?? 0),
-                String(format: "%.2f", percentile(times, 0.5) / max(percentile(baseline, 0.5), 0.001)),
-            ],
-            [
-                "ZRANGE BYSCORE REV LIMIT of one set (baseline)", String(format: "%.2f", percentile(baseline, 0.5)),
-                String(format: "%.2f", percentile(baseline, 0.99)), String(format: "%.2f", baseline.max() ?? 0), "1",
-            ],
-        ])
+        printLatencies(
+            ("ferry jobs list page (every state)", times),
+            baseline: ("ZRANGE BYSCORE REV LIMIT of one set (baseline)", baseline), ratioAt: 0.5, decimals: 2)
     }
 }
 

@@ -95,27 +95,14 @@ struct ScheduleBenchmark: AsyncParsableCommand {
         mover.cancel()
         try await cleanUp(queue, connection: connection)
 
-        func percentile(_ values: [Double], _ p: Double) -> Double {
-            let sorted = values.sorted()
-            return sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
-        }
         let plain = plainDelays.all
         let late = delays.all
         print(
             "Schedule benchmark against \(connection.configuration.redactedURL): \(jobs) jobs, worker concurrency 256, status off"
         )
-        printTable([
-            ["run", "p50 ms", "p99 ms", "max ms", "ratio (p99)"],
-            [
-                "scheduled, all due at once: start minus due time", String(format: "%.0f", percentile(late, 0.5)),
-                String(format: "%.0f", percentile(late, 0.99)), String(format: "%.0f", late.max() ?? 0),
-                String(format: "%.2f", percentile(late, 0.99) / max(percentile(plain, 0.99), 1)),
-            ],
-            [
-                "published at once (baseline): start minus publish", String(format: "%.0f", percentile(plain, 0.5)),
-                String(format: "%.0f", percentile(plain, 0.99)), String(format: "%.0f", plain.max() ?? 0), "1",
-            ],
-        ])
+        printLatencies(
+            ("scheduled, all due at once: start minus due time", late),
+            baseline: ("published at once (baseline): start minus publish", plain), ratioAt: 0.99, decimals: 0)
         print(
             "started: \(delays.count) of \(jobs) scheduled, \(delays.duplicates) twice; the longest move_due.lua call seen: \(String(format: "%.2f", longestMove.withLock { $0 })) ms (100 jobs a call)"
         )
