@@ -2,7 +2,7 @@
 ///
 /// For tests that wait on real processes and a real Redis, where the only honest question is
 /// "did it happen within a generous bound", never "how fast was it".
-public func eventually(_ timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async -> Bool {
+public func eventually(_ timeout: Duration = .seconds(30), _ condition: () async throws -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if (try? await condition()) == true { return true }
