@@ -67,4 +67,64 @@ public struct ScheduledJobs: Sendable {
         let parts = reply.array ?? []
         return (Int(parts.first?.integer ?? 0), parts.last?.integer == 1)
     }
+
+    /// One scheduled job in a listing.
+    public struct Row: Sendable, Hashable {
+        /// Its job id.
+        public var jobID: String
+        /// Its type.
+        public var type: String?
+        /// When it is due.
+        public var dueAt: Date
+    }
+
+    /// A page of scheduled jobs, the soonest due first, after `cursor` (a ``JobIndex/Cursor``
+    /// of a previous page: due time and job).
+    public func list(
+        limit: Int = 50, after cursor: JobIndex.Cursor? = nil
+    ) async throws(FerryError) -> (
+        rows: [Row], next: JobIndex.Cursor?
+    ) {
+        guard limit > 0 else { throw FerryError(.invalidInput, "the page size must be at least 1; got \(limit)") }
+        do {
+            // Members due at the cursor's time sort by name: those after the cursor's come first.
+            var members: [(member: String, score: String)] = []
+            if let cursor {
+                let tied = try await connection.send(
+                    RedisCommand(
+                        "ZRANGE",
+                        [.string(keys.scheduled), .string(cursor.score), .string(cursor.score), "BYSCORE", "WITHSCORES"]))
+                members += pairs(tied).filter { $0.member > cursor.member }
+            }
+            let from: RedisArgument = cursor.map { .string("(" + $0.score) } ?? "-inf"
+            let rest = try await connection.send(
+                RedisCommand(
+                    "ZRANGE",
+                    [.string(keys.scheduled), from, "+inf", "BYSCORE", "LIMIT", 0, .integer(Int64(limit + 1)), "WITHSCORES"]))
+            members += pairs(rest)
+            let page = Array(members.prefix(limit))
+            var rows: [Row] = []
+            for entry in page {
+                let fields = try await connection.send(
+                    RedisCommand("HMGET", [.string(keys.scheduled + ":" + entry.member), "job_id", "type"]))
+                let values = fields.array ?? []
+                rows.append(
+                    Row(
+                        jobID: values.first?.string ?? entry.member, type: values.dropFirst().first?.string,
+                        dueAt: Date(millisecondsSince1970: Int64(Double(entry.score) ?? 0))))
+            }
+            let next = members.count > limit ? page.last.map { JobIndex.Cursor(score: $0.score, member: $0.member) } : nil
+            return (rows, next)
+        } catch {
+            throw FerryError(error)
+        }
+    }
+
+    private func pairs(_ reply: RedisReply) -> [(member: String, score: String)] {
+        let flat = reply.array ?? []
+        return stride(from: 0, to: flat.count - 1, by: 2).compactMap { index in
+            guard let member = flat[index].string, let score = flat[index + 1].string else { return nil }
+            return (member, score)
+        }
+    }
 }

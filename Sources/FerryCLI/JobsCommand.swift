@@ -49,8 +49,11 @@ struct JobsListCommand: AsyncParsableCommand {
         if limit < 1 || limit > 1000 { throw ValidationError("--limit must be 1 to 1000 (got \(limit))") }
         for name in state where JobState(rawValue: name) == nil || name == JobState.queued.rawValue {
             throw ValidationError(
-                "--state \(name) is not a listed state; use one of \(JobIndex.indexedStates.map(\.rawValue).joined(separator: ", ")) (queued jobs: ferry peek)"
+                "--state \(name) is not a listed state; use one of \((JobIndex.indexedStates + [.scheduled]).map(\.rawValue).joined(separator: ", ")) (queued jobs: ferry peek)"
             )
+        }
+        if state.contains(JobState.scheduled.rawValue) && state.count > 1 {
+            throw ValidationError("--state scheduled lists the due index on its own; give it without other states")
         }
     }
 
@@ -58,6 +61,9 @@ struct JobsListCommand: AsyncParsableCommand {
         LogOutput.text.bootstrap()
         let queueName = try QueueName(queue)
         let connection = try await redis.connect(clientName: "ferry-jobs")
+        if state == [JobState.scheduled.rawValue] {
+            return try await listScheduled(queueName, connection: connection)
+        }
         guard try await ConsumerGroups(queue: queueName, connection: connection).names().contains(group) else {
             throw FerryError(.notFound, "queue \(queue) has no group \(group); ferry inspect \(queue) shows its groups")
         }
@@ -94,6 +100,31 @@ struct JobsListCommand: AsyncParsableCommand {
                         row.errorClass ?? "-", time(row.publishedAt) ?? "-", time(row.updatedAt) ?? "-",
                     ]
                 })
+        if let next = page.next { print("more: --cursor \(next)") }
+    }
+
+    /// `--state scheduled`: the due index, soonest first (jobs of every group: they are in no
+    /// group yet).
+    private func listScheduled(_ queue: QueueName, connection: RedisConnection) async throws {
+        let page = try await ScheduledJobs(queue: queue, connection: connection).list(
+            limit: limit, after: try cursor.map(JobIndex.Cursor.init))
+        if json {
+            try printJSON(
+                [
+                    "jobs": page.rows.map { row in
+                        ["job_id": row.jobID, "state": "scheduled", "type": row.type as Any, "deliver_at": row.dueAt.rfc3339]
+                    },
+                    "next_cursor": page.next.map { $0.description as Any } ?? NSNull(),
+                ] as [String: Any])
+            return
+        }
+        if page.rows.isEmpty {
+            print("no jobs scheduled on \(self.queue)")
+            return
+        }
+        printTable(
+            [["JOB_ID", "STATE", "TYPE", "DUE"]]
+                + page.rows.map { [$0.jobID, "scheduled", $0.type ?? "-", $0.dueAt.rfc3339] })
         if let next = page.next { print("more: --cursor \(next)") }
     }
 }

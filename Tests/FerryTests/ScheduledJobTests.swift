@@ -157,3 +157,32 @@ extension WorkerTests {
         #expect(try await setup.length(setup.keys.jobs) == 1000, "each job moved into the stream once")
     }
 }
+
+extension WorkerTests {
+    @Test("ferry jobs list --state scheduled pages through the due index, soonest first, each job once, ties included")
+    func listScheduledJobs() async throws {
+        let setup = try await Setup("sched-list")
+        let due = Date().addingTimeInterval(3600)
+        // Five share one due time: the cursor has to page through ties.
+        _ = try await setup.publisher.schedule((0..<5).map { JobMessage(type: "tie", data: "", jobID: "t-\($0)") }, .at(due))
+        for index in 0..<4 {
+            _ = try await setup.publisher.schedule(
+                JobMessage(type: "later", data: "", jobID: "l-\(index)"), .at(due.addingTimeInterval(Double(index + 1))))
+        }
+        var listed: [String] = []
+        var cursor: [String] = []
+        repeat {
+            let page = try await setup.ferry(["jobs", "list", setup.name, "--state", "scheduled", "--limit", "2"] + cursor)
+            #expect(page.status == 0, "\(page.standardError)")
+            listed += page.lines.dropFirst().filter { !$0.hasPrefix("more:") }.compactMap {
+                $0.split(separator: " ").first.map(String.init)
+            }
+            cursor =
+                page.lines.last { $0.hasPrefix("more: ") }.map { ["--cursor", String($0.dropFirst("more: --cursor ".count))] }
+                ?? []
+        } while !cursor.isEmpty
+        #expect(listed == ["t-0", "t-1", "t-2", "t-3", "t-4", "l-0", "l-1", "l-2", "l-3"])
+        let mixed = try await setup.ferry("jobs", "list", setup.name, "--state", "scheduled", "--state", "dead")
+        #expect(mixed.status == 2)
+    }
+}
