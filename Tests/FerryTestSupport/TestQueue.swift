@@ -51,4 +51,23 @@ public struct TestQueue: Sendable {
     public func ferry(_ arguments: [String]) async throws -> ProcessResult {
         try await runProcess(try ferryExecutable(), arguments + ["--redis", url])
     }
+
+    /// Runs `ferry jobs list` with `arguments` page after page, passing each page's `--cursor`
+    /// to the next, and returns the first column of every row (the job ids), in order. Nil when
+    /// a page fails, with that page's result.
+    public func listAllPages(_ arguments: [String]) async throws -> (ids: [String], failure: ProcessResult?) {
+        var ids: [String] = []
+        var cursor: [String] = []
+        repeat {
+            let page = try await ferry(["jobs", "list", name] + arguments + cursor)
+            if page.status != 0 { return (ids, page) }
+            ids += page.lines.dropFirst().filter { !$0.hasPrefix("more:") }.compactMap {
+                $0.split(separator: " ").first.map(String.init)
+            }
+            cursor =
+                page.lines.last { $0.hasPrefix("more: ") }.map { ["--cursor", String($0.dropFirst("more: --cursor ".count))] }
+                ?? []
+        } while !cursor.isEmpty
+        return (ids, nil)
+    }
 }

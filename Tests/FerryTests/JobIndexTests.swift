@@ -55,18 +55,8 @@ extension WorkerTests {
         #expect(states["audit"]?["dead"] == 5 && states["billing"]?["dead"] == 0, "dead letters counted per group: \(states)")
         #expect(states["billing"]?["succeeded"] == 5)
         // ferry jobs list pages with the cursor each page prints.
-        var listed: [String] = []
-        var cursor: [String] = []
-        repeat {
-            let page = try await setup.ferry(["jobs", "list", setup.name, "--group", "audit", "--limit", "2"] + cursor)
-            #expect(page.status == 0, "\(page.standardError)")
-            listed += page.lines.dropFirst().filter { !$0.hasPrefix("more:") }.compactMap {
-                $0.split(separator: " ").first.map(String.init)
-            }
-            cursor =
-                page.lines.last { $0.hasPrefix("more: ") }.map { ["--cursor", String($0.dropFirst("more: --cursor ".count))] }
-                ?? []
-        } while !cursor.isEmpty
+        let (listed, failed) = try await setup.listAllPages(["--group", "audit", "--limit", "2"])
+        #expect(failed == nil, "\(failed?.standardError ?? "")")
         #expect(listed == ids.reversed(), "newest first, each once")
         let json = try await setup.ferry("jobs", "list", setup.name, "--group", "billing", "--state", "succeeded", "--json")
         let listing = try #require(try JSONSerialization.jsonObject(with: Data(json.outputBytes)) as? [String: Any])

@@ -169,18 +169,8 @@ extension WorkerTests {
             _ = try await setup.publisher.schedule(
                 JobMessage(type: "later", data: "", jobID: "l-\(index)"), .at(due.addingTimeInterval(Double(index + 1))))
         }
-        var listed: [String] = []
-        var cursor: [String] = []
-        repeat {
-            let page = try await setup.ferry(["jobs", "list", setup.name, "--state", "scheduled", "--limit", "2"] + cursor)
-            #expect(page.status == 0, "\(page.standardError)")
-            listed += page.lines.dropFirst().filter { !$0.hasPrefix("more:") }.compactMap {
-                $0.split(separator: " ").first.map(String.init)
-            }
-            cursor =
-                page.lines.last { $0.hasPrefix("more: ") }.map { ["--cursor", String($0.dropFirst("more: --cursor ".count))] }
-                ?? []
-        } while !cursor.isEmpty
+        let (listed, failed) = try await setup.listAllPages(["--state", "scheduled", "--limit", "2"])
+        #expect(failed == nil, "\(failed?.standardError ?? "")")
         #expect(listed == ["t-0", "t-1", "t-2", "t-3", "t-4", "l-0", "l-1", "l-2", "l-3"])
         let mixed = try await setup.ferry("jobs", "list", setup.name, "--state", "scheduled", "--state", "dead")
         #expect(mixed.status == 2)
