@@ -285,3 +285,41 @@ extension WorkerProcessTests {
         #expect(status?.state == .failed && status?.fields["error_class"] == "interrupted", "\(status?.fields ?? [:])")
     }
 }
+
+extension WorkerProcessTests {
+    @Test(
+        "kill -9 of a worker that has begun moving due jobs (each batch of 100 is one script): none lost, none moved twice, another worker runs the rest"
+    )
+    func killedWhileMovingDueJobs() async throws {
+        let url = try await TestRedis.sharedURL()
+        let redis = try await TestRedis.connection()
+        let queue = uniqueName("due-kill"), scratch = try Scratch()
+        let name = try QueueName(queue)
+        let keys = QueueKeys(queue: name)
+        var publishing = Publisher.Configuration()
+        publishing.recordsStatus = false
+        let ids = (0..<600).map { "d-\($0)" }
+        _ = try await Publisher(queue: name, connection: redis, configuration: publishing).schedule(
+            ids.map { JobMessage(type: "t", data: "", jobID: $0) }, .at(Date().addingTimeInterval(-1)))
+        let exec = "echo $FERRY_JOB_ID >> '\(scratch.path("done"))'"
+        let victim = try startWorker(
+            queue, redisURL: url, exec: exec, scratch: scratch, name: "victim", options: ["--lease", "1s"])
+        // Killed once it has moved some of the due jobs, and before it could have moved them all.
+        #expect(await eventually { try await redis.send(RedisCommand("XLEN", [.string(keys.jobs)])).integer ?? 0 > 0 })
+        victim.signal(SIGKILL)
+        await victim.waitForExit()
+        let movedByVictim = try await redis.send(RedisCommand("XLEN", [.string(keys.jobs)])).integer ?? 0
+        let survivor = try startWorker(
+            queue, redisURL: url, exec: exec, scratch: scratch, name: "survivor",
+            options: ["--lease", "1s", "--concurrency", "64"])
+        defer { survivor.signal(SIGKILL) }
+        #expect(await eventually(.seconds(120)) { Set(scratch.lines("done")) == Set(ids) }, "every job ran")
+        #expect(await eventually { try await pending(redis, queue) == 0 })
+        survivor.signal(SIGTERM)
+        #expect(await survivor.waitForExit() == 0)
+        #expect(
+            try await redis.send(RedisCommand("XLEN", [.string(keys.jobs)])).integer == 600,
+            "each moved once (\(movedByVictim) by the victim)")
+        #expect(try await redis.send(RedisCommand("ZCARD", [.string(keys.scheduled)])).integer == 0)
+    }
+}
