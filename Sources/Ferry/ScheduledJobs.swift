@@ -103,15 +103,17 @@ public struct ScheduledJobs: Sendable {
                     [.string(keys.scheduled), from, "+inf", "BYSCORE", "LIMIT", 0, .integer(Int64(limit + 1)), "WITHSCORES"]))
             members += pairs(rest)
             let page = Array(members.prefix(limit))
-            var rows: [Row] = []
-            for entry in page {
-                let fields = try await connection.send(
-                    RedisCommand("HMGET", [.string(keys.scheduled + ":" + entry.member), "job_id", "type"]))
-                let values = fields.array ?? []
-                rows.append(
-                    Row(
-                        jobID: values.first?.string ?? entry.member, type: values.dropFirst().first?.string,
-                        dueAt: Date(millisecondsSince1970: Int64(Double(entry.score) ?? 0))))
+            // One round trip for the page's fields, not one per job.
+            let fields =
+                page.isEmpty
+                ? []
+                : try await connection.pipeline(
+                    page.map { RedisCommand("HMGET", [.string(keys.scheduled + ":" + $0.member), "job_id", "type"]) })
+            let rows = zip(page, fields).map { entry, reply in
+                let values = reply.array ?? []
+                return Row(
+                    jobID: values.first?.string ?? entry.member, type: values.dropFirst().first?.string,
+                    dueAt: Date(millisecondsSince1970: Int64(Double(entry.score) ?? 0)))
             }
             let next = members.count > limit ? page.last.map { JobIndex.Cursor(score: $0.score, member: $0.member) } : nil
             return (rows, next)
