@@ -1,7 +1,8 @@
 import FerryRedis
 
 /// Runs jobs of one or more types. Return to acknowledge the job; throw to have it delivered
-/// again after a backoff; throw ``PermanentJobError`` to dead-letter it at once.
+/// again after a backoff; throw ``PermanentJobError`` to dead-letter it at once, or
+/// ``JobSnooze`` to run it later without spending an attempt.
 ///
 /// Handlers run concurrently (up to the worker's concurrency) and may see a job more than once:
 /// delivery is at least once, so side effects should be idempotent or guarded.
@@ -51,6 +52,27 @@ public protocol RetryableJobError: Error {
 extension RetryableJobError {
     /// No earliest time: the retry policy's backoff decides.
     public var retryAfter: Duration? { nil }
+}
+
+/// Thrown by a handler (or middleware) to run the job again later without spending an attempt:
+/// the job is not ready (a file still uploading, a partner's rate limit, an approval pending).
+/// The worker parks it in its group's later deliveries for ``delay`` and acknowledges nothing;
+/// its status says `retrying` with `error_class` `snoozed`. Snoozes are not counted against
+/// `max_attempts`, so a handler that always snoozes keeps its job forever: give up on your own
+/// terms (a deadline in the payload, then ``PermanentJobError``).
+public struct JobSnooze: Error, Sendable, CustomStringConvertible {
+    /// How long from now (Redis's clock) until the job runs again.
+    public var delay: Duration
+    /// Why, for the status (`last_error`) and logs.
+    public var reason: String
+
+    /// Snoozes for `delay`; `reason` shows in `ferry job status`.
+    public init(for delay: Duration, reason: String = "snoozed by the handler") {
+        self.delay = delay
+        self.reason = reason
+    }
+
+    public var description: String { "snoozed for \(delay.milliseconds) ms: \(reason)" }
 }
 
 /// A handler ran longer than its job timeout; it was cancelled, and the job is retried.

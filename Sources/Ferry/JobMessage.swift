@@ -26,6 +26,12 @@ public struct JobMessage: Sendable, Hashable {
     public var maxAttempts: Int?
     /// Overrides the worker's job timeout for this job (`timeout_ms`).
     public var timeout: Duration?
+    /// When the job is to run (`deliver_at`): a worker that reads it earlier parks it until then,
+    /// without running it or spending an attempt. ``Publisher`` keeps such a job out of the
+    /// stream until it is due instead (``Publisher/schedule(_:_:)``).
+    public var deliverAt: Date?
+    /// The base of this job's retry backoff (`backoff_ms`), in place of the worker's minimum.
+    public var backoff: Duration?
     /// Fields outside the format, and known fields whose value Ferry could not use, as given.
     public var otherFields: [JobField]
 
@@ -33,7 +39,8 @@ public struct JobMessage: Sendable, Hashable {
     public init(
         type: String, data: [UInt8] = [], jobID: String? = nil, idempotencyKey: String? = nil,
         attributes: [String: String] = [:], publishedAt: Date? = nil, traceparent: String? = nil,
-        maxAttempts: Int? = nil, timeout: Duration? = nil, otherFields: [JobField] = []
+        maxAttempts: Int? = nil, timeout: Duration? = nil, deliverAt: Date? = nil, backoff: Duration? = nil,
+        otherFields: [JobField] = []
     ) {
         self.type = type
         self.data = data
@@ -44,6 +51,8 @@ public struct JobMessage: Sendable, Hashable {
         self.traceparent = traceparent
         self.maxAttempts = maxAttempts
         self.timeout = timeout
+        self.deliverAt = deliverAt
+        self.backoff = backoff
         self.otherFields = otherFields
     }
 
@@ -94,6 +103,8 @@ extension JobMessage {
         if idempotencyKey == "" { throw invalid("the idempotency key is empty; omit it to publish without deduplication") }
         if let maxAttempts, maxAttempts < 1 { throw invalid("max attempts must be a positive integer (got \(maxAttempts))") }
         if let timeout, timeout.milliseconds < 1 { throw invalid("the job timeout must be at least 1 ms") }
+        if let backoff, backoff.milliseconds < 1 { throw invalid("the job's backoff must be at least 1 ms") }
+        if let deliverAt, deliverAt.millisecondsSince1970 < 0 { throw invalid("the delivery time is before 1970") }
         if attributes.keys.contains("") { throw invalid("an attribute name is empty; write attributes as name=value") }
     }
 
@@ -128,6 +139,8 @@ extension JobMessage {
         if let traceparent { field(.string(F.traceparent), .string(traceparent)) }
         if let maxAttempts { field(.string(F.maxAttempts), .integer(Int64(maxAttempts))) }
         if let timeout { field(.string(F.timeoutMilliseconds), .integer(timeout.milliseconds)) }
+        if let deliverAt { field(.string(F.deliverAt), .integer(deliverAt.millisecondsSince1970)) }
+        if let backoff { field(.string(F.backoffMilliseconds), .integer(backoff.milliseconds)) }
         if !attributes.isEmpty {
             for name in attributes.keys.sorted() {
                 field(.string(F.attributePrefix + name), .string(attributes[name]!))
@@ -150,7 +163,8 @@ extension JobMessage {
     ///
     /// Accepts anything a producer may legally write (no `data`, no `v`, unknown fields) and
     /// refuses what breaks the format: a missing, empty or non-UTF-8 `type`; a `v` other than
-    /// `1`; `max_attempts` or `timeout_ms` that is not a positive integer; a reserved field given
+    /// `1`; `max_attempts`, `timeout_ms`, `backoff_ms` or `deliver_at` that is not a positive
+    /// integer; a reserved field given
     /// twice; `data` over `maxPayloadBytes`; a `job_id` or `idempotency_key` that is not UTF-8.
     ///
     /// - Throws: ``WireFormatError`` naming the first offending field.
@@ -206,6 +220,10 @@ extension JobMessage {
                 message.maxAttempts = try positiveInteger(field, name)
             case F.timeoutMilliseconds:
                 message.timeout = .milliseconds(try positiveInteger(field, name))
+            case F.deliverAt:
+                message.deliverAt = Date(millisecondsSince1970: Int64(try positiveInteger(field, name)))
+            case F.backoffMilliseconds:
+                message.backoff = .milliseconds(try positiveInteger(field, name))
             case F.version:
                 guard field.value == Array(WireFormat.version.utf8) else {
                     throw WireFormatError(

@@ -5,7 +5,8 @@
 /// shared `set_status` refuses a move this table does not allow for the same entry (a test keeps
 /// its copy of the table equal to ``successors``).
 public enum JobState: String, Sendable, Hashable, CaseIterable, Codable {
-    /// Published to be delivered later (`deliver_at`): in the due index, not yet in the stream.
+    /// To be delivered later (`deliver_at`): in the queue's due index, not yet in the stream, or
+    /// an entry its group read early, parked in the group's later deliveries until then.
     case scheduled
     /// Published, waiting for a worker of the group.
     case queued
@@ -36,11 +37,13 @@ public enum JobState: String, Sendable, Hashable, CaseIterable, Codable {
 
     /// The states a job may move to from this one. A terminal job moves nowhere, except a dead
     /// one that is redriven (`queued` again); a running job may be reported running again (a
-    /// redelivery after a lost worker); a scheduled one becomes `queued` when it is due.
+    /// redelivery after a lost worker); a scheduled one becomes `queued` when it is due, and a
+    /// queued one `scheduled` when its group reads it before its `deliver_at`.
     public var successors: Set<JobState> {
         switch self {
         case .scheduled: [.queued, .running, .succeeded, .dead, .cancelled, .deleted]
-        case .queued, .retrying, .failed: [.running, .succeeded, .dead, .cancelled, .deleted]
+        case .queued: [.scheduled, .running, .succeeded, .dead, .cancelled, .deleted]
+        case .retrying, .failed: [.running, .succeeded, .dead, .cancelled, .deleted]
         case .running: [.running, .retrying, .failed, .succeeded, .dead, .cancelled, .deleted]
         case .dead: [.queued]
         case .succeeded, .cancelled, .deleted: []

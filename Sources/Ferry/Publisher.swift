@@ -84,6 +84,7 @@ public final class Publisher: Sendable {
         for var job in jobs {
             try job.validateForPublishing(maxPayloadBytes: configuration.maxPayloadBytes)
             if job.jobID == nil { job.jobID = UUID().uuidString.lowercased() }
+            job.deliverAt = nil  // the due index holds the time; the entry runs when it arrives
             named.append(job)
         }
         var receipts: [PublishReceipt] = []
@@ -153,7 +154,17 @@ public final class Publisher: Sendable {
     ///
     /// If Redis fails part-way the call throws, and jobs before the failure may have been added:
     /// publish with idempotency keys to make a retry of the whole batch safe.
+    /// A job with a ``JobMessage/deliverAt`` is scheduled for that time (``schedule(_:_:)``), in
+    /// the order given among the others.
     public func publish(_ jobs: [JobMessage]) async throws(FerryError) -> [PublishReceipt] {
+        if let firstTimed = jobs.firstIndex(where: { $0.deliverAt != nil }) {
+            // Runs of immediate and timed jobs, in order.
+            var receipts = try await publish(Array(jobs[..<firstTimed]))
+            let timed = jobs[firstTimed]
+            receipts.append(try await schedule(timed, .at(timed.deliverAt ?? Date())))
+            return receipts + (try await publish(Array(jobs[(firstTimed + 1)...])))
+        }
+        if jobs.isEmpty { return [] }
         for job in jobs { try job.validateForPublishing(maxPayloadBytes: configuration.maxPayloadBytes) }
         let now = Date()
         var receipts: [PublishReceipt] = []
@@ -189,7 +200,8 @@ public final class Publisher: Sendable {
         guard let retention = configuration.retention else { return 0 }
         do {
             let reply = try await connection.run(
-                Self.trimScript, keys: [.string(keys.jobs)], arguments: [.integer(retention.milliseconds)])
+                Self.trimScript, keys: [.string(keys.jobs)],
+                arguments: [.integer(retention.milliseconds), .string(keys.delayedPrefix)])
             return Int(reply.integer ?? 0)
         } catch {
             throw FerryError(error)

@@ -14,9 +14,8 @@ public struct QueueKeys: Sendable, Hashable {
     public let jobs: String
     /// `ferry:{Q}:dead`: the dead-letter stream.
     public let deadLetter: String
-    /// `ferry:{Q}:retry_after`: a hash of the earliest time (ms since the epoch) a pending entry
-    /// may be redelivered, when a handler asked for one (HTTP `Retry-After`); fields are
-    /// `<entry ID> <group>`.
+    /// `ferry:{Q}:retry_after`: written by versions before later deliveries (docs/design.md);
+    /// no longer read, and left to expire.
     public let retryAfter: String
     /// `ferry:{Q}:cancel_requests`: a sorted set of job ids someone asked to cancel
     /// (`ferry job cancel`), scored by when the request expires (ms since the epoch). Workers
@@ -53,6 +52,29 @@ public struct QueueKeys: Sendable, Hashable {
     /// set exists for `queued` (the group's lag counts those).
     public func statusIndex(group: String, state: JobState) -> String {
         statusIndexPrefix + group + ":" + state.rawValue
+    }
+
+    /// `ferry:{Q}:delayed:<group>`: the group's later deliveries (retries, snoozes, entries read
+    /// before their `deliver_at`), a sorted set of stream entry IDs scored by when each is due
+    /// (ms since the epoch, Redis's clock). `:attempts` beside it (hash: entry ID → delivery
+    /// attempts spent) and `:entries` (sorted set: entry ID → the entry's time, which the
+    /// retention pass keeps) complete it.
+    public func delayed(group: String) -> DelayedKeys {
+        let due = delayedPrefix + group
+        return DelayedKeys(due: due, attempts: due + ":attempts", entries: due + ":entries")
+    }
+
+    /// `ferry:{Q}:delayed:`: what every group's later-deliveries key starts with.
+    public var delayedPrefix: String { prefix + ":delayed:" }
+
+    /// The three keys of one group's later deliveries (``delayed(group:)``).
+    public struct DelayedKeys: Sendable, Hashable {
+        /// Entry ID → when it is due (ms).
+        public let due: String
+        /// Entry ID → delivery attempts spent.
+        public let attempts: String
+        /// Entry ID → the entry's own time (ms), for the retention pass.
+        public let entries: String
     }
 
     /// `ferry:{Q}:job:<job_id>`: the job's status hash.

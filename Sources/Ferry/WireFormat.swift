@@ -26,6 +26,11 @@ public enum WireFormat {
         public static let maxAttempts = "max_attempts"
         /// Overrides the worker's job timeout, in ms.
         public static let timeoutMilliseconds = "timeout_ms"
+        /// When the job is to run, in ms since the epoch (Redis's clock decides): a group that
+        /// reads it earlier parks it until then, spending no attempt.
+        public static let deliverAt = "deliver_at"
+        /// The base of this job's retry backoff, in ms: replaces the worker's minimum backoff.
+        public static let backoffMilliseconds = "backoff_ms"
         /// The format version; absent means 1.
         public static let version = "v"
         /// Set by a redrive: only this consumer group runs the job; others acknowledge it unrun.
@@ -34,7 +39,9 @@ public enum WireFormat {
         public static let attributePrefix = "attr."
 
         /// Fields that may appear at most once; a second copy makes the entry malformed.
-        public static let reserved: Set<String> = [type, data, jobID, idempotencyKey, maxAttempts, timeoutMilliseconds, version]
+        public static let reserved: Set<String> = [
+            type, data, jobID, idempotencyKey, maxAttempts, timeoutMilliseconds, deliverAt, backoffMilliseconds, version,
+        ]
     }
 }
 

@@ -13,10 +13,12 @@ extension Worker {
         var lastReadID = ""  // where a recreated group goes on from
         var errorBackoff = Duration.milliseconds(100)
         var nextReclaim = ContinuousClock.now
+        var nextRedelivery = ContinuousClock.now
         var nextPrune = ContinuousClock.now
         var nextRetention = ContinuousClock.now
         var reclaimCursor = ReclaimCursor()
-        let block = min(configuration.readBlock, configuration.reclaimInterval)
+        // Short enough that a parked job comes back within a quarter second of its due time.
+        let block = min(configuration.readBlock, configuration.reclaimInterval, Self.dueCheckInterval)
 
         var readsPaused = false
         while !isStopping && !Task.isCancelled {
@@ -63,12 +65,20 @@ extension Worker {
                     await enforceRetention(control)
                 }
                 var delivered: [(StreamEntry, Int)] = []
+                var handedBack: Set<String> = []  // parked deliveries that came due
                 // Reclaims are rare; after one, look for cancel requests without asking first.
                 var cancelRequestsExist = true
                 if ContinuousClock.now >= nextReclaim {
                     delivered = try await reclaim(control, cursor: &reclaimCursor, count: free, slots: slots)
                     // A pass that stopped part-way through the pending list goes on at once.
                     nextReclaim = reclaimCursor.start == "-" ? .now + configuration.reclaimInterval : .now
+                }
+                if delivered.count < free && ContinuousClock.now >= nextRedelivery {
+                    let due = try await redeliverDue(control, count: free - delivered.count)
+                    delivered += due.deliveries
+                    handedBack = Set(due.deliveries.map(\.0.id))
+                    // More are due: take them as soon as slots free up.
+                    nextRedelivery = due.more ? .now : .now + Self.dueCheckInterval
                 }
                 if delivered.isEmpty {
                     let read = try await read(reader, count: free, block: block)
@@ -85,7 +95,7 @@ extension Worker {
                         "reclaimed_own_running_entry: left to the copy already running here",
                         metadata: ["ferry.entry_id": "\(entry.id)"])
                     return false
-                }.map { plan($0.0, attempt: $0.1) }
+                }.map { plan($0.0, attempt: $0.1, handedBack: handedBack.contains($0.0.id)) }
                 let cancelled = await startBatch(deliveries, cancelRequestsExist: cancelRequestsExist, control: control)
                 for delivery in deliveries {
                     let cancelRequested = cancelled.contains(delivery.jobID)
@@ -140,7 +150,8 @@ extension Worker {
             if let retention = configuration.retention {
                 trimmed.jobs =
                     try await control.run(
-                        Self.trimScript, keys: [.string(keys.jobs)], arguments: [.integer(retention.milliseconds)]
+                        Self.trimScript, keys: [.string(keys.jobs)],
+                        arguments: [.integer(retention.milliseconds), .string(keys.delayedPrefix)]
                     )
                     .integer ?? 0
             }
@@ -247,12 +258,10 @@ extension Worker {
     /// How many pending entries one reclaim pass looks at, at most.
     static let reclaimScanLimit = 100
 
-    /// Claims entries whose lease ran out and whose backoff is over: their worker died, or a
-    /// retry is due. An entry is due once idle for the lease plus the backoff of its delivery
-    /// count (``RetryPolicy/backoff(afterAttempt:entryID:)``, the same in every worker), so a
-    /// crashed worker's job comes back with the same backoff as a failed one, and a scheduled
-    /// retry (idle set to the lease) comes back after its backoff however long it is. Entries
-    /// deleted while pending are counted and logged. Returns the claimed entries and attempts.
+    /// Claims entries whose lease ran out: their worker crashed, froze, or was cut off from
+    /// Redis. Failed jobs are not here (they wait in the group's later deliveries), so an entry
+    /// idle for the lease is due. Entries deleted while pending are counted and logged. Returns
+    /// the claimed entries and attempts.
     func reclaim(
         _ control: ControlChannel, cursor: inout ReclaimCursor, count: Int, slots: JobSlots
     ) async throws(RedisError) -> [(StreamEntry, Int)] {
@@ -265,28 +274,26 @@ extension Worker {
                     .integer(Int64(Self.reclaimScanLimit)),
                 ]))
         let items = pending.array ?? []
-        var due: [(id: String, deliveries: Int, minimumIdle: Int64)] = []
+        var due: [(id: String, deliveries: Int)] = []
         var lastConsidered: String?
         for item in items {
-            guard let fields = item.array, fields.count >= 4, let id = fields[0].string, let idle = fields[2].integer,
-                let deliveries = fields[3].integer
+            guard let fields = item.array, fields.count >= 4, let id = fields[0].string, let deliveries = fields[3].integer
             else { continue }
             if due.count == count { break }
             lastConsidered = id
             // Its own running job, whose lease extension fell behind (a loaded machine, a Redis
             // hiccup): claiming it would only raise its delivery count.
             if fields[1].string == configuration.consumer && slots.isRunning(id) { continue }
-            let minimumIdle = lease + configuration.retry.backoff(afterAttempt: Int(deliveries), entryID: id).milliseconds
-            if idle >= minimumIdle { due.append((id, Int(deliveries), minimumIdle)) }
+            due.append((id, Int(deliveries)))
         }
         let scannedAll = items.count < Self.reclaimScanLimit && lastConsidered == items.last?.array?.first?.string
         cursor.start = scannedAll ? "-" : lastConsidered.map { "(" + $0 } ?? cursor.start
         if due.isEmpty { return [] }
 
-        var arguments: [RedisArgument] = [.string(configuration.group), .string(configuration.consumer)]
-        for entry in due { arguments += [.string(entry.id), .integer(entry.minimumIdle)] }
         let reply = try await control.run(
-            Self.claimScript, keys: [.string(keys.jobs), .string(keys.retryAfter)], arguments: arguments)
+            Self.claimScript, keys: [.string(keys.jobs)],
+            arguments: [.string(configuration.group), .string(configuration.consumer), .integer(lease)]
+                + due.map { .string($0.id) })
         guard let parts = reply.array, parts.count == 2 else { return [] }
         if let deleted = parts[1].array?.compactMap(\.string), !deleted.isEmpty {
             await recordDeleted(deleted.map { ($0, nil) }, running: false, control: control)

@@ -23,16 +23,32 @@ extension Worker {
         /// The producer's `job_id`, or the entry ID when there is none (or it is unreadable).
         let jobID: String
         let plan: Plan
+        /// Taken from the group's later deliveries: its time has come (or someone made it due).
+        var handedBack = false
 
         /// The message of a job that runs without the idempotency guard, whose `running` status
-        /// the batch start records (a guarded job records it once its key is taken).
+        /// the batch start records (a guarded job records it once its key is taken, a job with a
+        /// `deliver_at` once Redis's clock says it is due).
         var unguardedMessage: JobMessage? {
-            if case .run(let message, _) = plan, message.idempotencyKey == nil { return message }
+            if case .run(let message, _) = plan, message.idempotencyKey == nil, !waitsForDeliveryTime { return message }
             return nil
+        }
+
+        /// A first delivery of a job with a `deliver_at`, read from the stream: parked instead of
+        /// run if that is still ahead.
+        var waitsForDeliveryTime: Bool {
+            if case .run(let message, _) = plan { return message.deliverAt != nil && attempt == 1 && !handedBack }
+            return false
         }
     }
 
-    func plan(_ entry: StreamEntry, attempt: Int) -> Delivery {
+    func plan(_ entry: StreamEntry, attempt: Int, handedBack: Bool = false) -> Delivery {
+        var delivery = decide(entry, attempt: attempt)
+        delivery.handedBack = handedBack
+        return delivery
+    }
+
+    private func decide(_ entry: StreamEntry, attempt: Int) -> Delivery {
         if let target = entry.value(of: WireFormat.Field.redriveGroup), target != Array(configuration.group.utf8) {
             return Delivery(entry: entry, attempt: attempt, jobID: entry.jobID, plan: .acknowledgeOnly)
         }
@@ -63,7 +79,7 @@ extension Worker {
 
     /// How many deliveries the job may have: its own `max_attempts`, else the worker's.
     func maxAttempts(of message: JobMessage) -> Int {
-        message.maxAttempts ?? configuration.retry.maxAttempts
+        message.maxAttempts ?? configuration.retryPolicy(for: message.type).maxAttempts
     }
 
     /// Starts a read batch (`start_batch.lua`): finds the jobs someone asked to cancel and
@@ -157,6 +173,22 @@ extension Worker {
             await cancel(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
             return .done
         }
+        if delivery.waitsForDeliveryTime, let deliverAt = message.deliverAt {
+            switch await park(
+                entry.id, jobID: jobID, type: message.type, attempt: attempt, until: .at(deliverAt), why: .notYetDue,
+                control: control, logger: logger)
+            {
+            case .parked(let dueAt):
+                logger.info("job_parked_until_deliver_at", metadata: ["ferry.deliver_at": "\(dueAt)"])
+                return .done
+            case .lost, .failed:
+                return .done
+            case .due:
+                if message.idempotencyKey == nil {
+                    recordState(.running, jobID: jobID, entryID: entry.id, attempt: attempt, control: control, fields: [:])
+                }
+            }
+        }
         var lock: IdempotencyLock?
         if let key = message.idempotencyKey {
             lock = await mayRun(
@@ -224,7 +256,8 @@ extension Worker {
             } else {
                 logger.info("job_interrupted; left pending for another worker")
                 state.withLock { $0.interruptedAtShutdown += 1 }
-                let comesBack = configuration.lease + configuration.retry.backoff(afterAttempt: attempt, entryID: entry.id)
+                // Idle for the lease, then the next reclaim pass of some worker takes it.
+                let comesBack = configuration.lease + configuration.reclaimInterval
                 recordState(
                     .failed, jobID: jobID, entryID: entry.id, attempt: attempt, control: control,
                     fields: [
@@ -232,6 +265,20 @@ extension Worker {
                         "last_error": "the worker stopped before the job finished; another worker runs it again",
                         "next_attempt_at": .integer(nowMilliseconds() + comesBack.milliseconds),
                     ])
+            }
+        } catch let snooze as JobSnooze {
+            let processing = ContinuousClock.now - started
+            metrics.handlerDuration(processing, type: message.type)
+            metrics.job(.snoozed, type: message.type)
+            let parked = await park(
+                entry.id, jobID: jobID, type: message.type, attempt: attempt, until: .after(snooze.delay),
+                why: .snooze(reason: snooze.reason, processing: processing), lock: lock, control: control, logger: logger)
+            if case .parked(let dueAt) = parked {
+                logger.info(
+                    "job_snoozed",
+                    metadata: ["ferry.snooze_ms": "\(snooze.delay.milliseconds)", "ferry.next_attempt_at": "\(dueAt)"])
+            } else if parked == .lost {
+                logger.info("lease_lost: another worker owns the entry now; not snoozed")
             }
         } catch {
             metrics.job(.failed, type: message.type)
@@ -251,8 +298,9 @@ extension Worker {
             } else {
                 metrics.job(.retried, type: message.type)
                 await scheduleRetry(
-                    entry.id, jobID: jobID, attempt: attempt, error: (errorClass, "\(error)"), processing: processing,
-                    retryAfter: (error as? any RetryableJobError)?.retryAfter, control: control, logger: logger)
+                    entry.id, message: message, jobID: jobID, attempt: attempt, error: (errorClass, "\(error)"),
+                    processing: processing, retryAfter: (error as? any RetryableJobError)?.retryAfter, lock: lock,
+                    control: control, logger: logger)
             }
         }
         return .done
@@ -457,41 +505,6 @@ extension Worker {
     /// A failed acknowledgement was settled (or given up): one fewer holds the reads back.
     func acknowledgementRetryEnded() {
         state.withLock { $0.acknowledgementsAwaitingRetry -= 1 }
-    }
-
-    /// Makes the entry reclaimable once the backoff (and `retryAfter`, if later) has passed
-    /// (`retry.lua`): its idle time is set to the lease, and reclaim waits for the lease plus
-    /// the backoff of this delivery, and for the earliest time if one was asked for.
-    func scheduleRetry(
-        _ entryID: String, jobID: String, attempt: Int, error: (errorClass: String, message: String),
-        processing: Duration, retryAfter: Duration? = nil, control: ControlChannel, logger: Logger
-    ) async {
-        let backoff = configuration.retry.backoff(afterAttempt: attempt, entryID: entryID)
-        let delay = max(backoff, retryAfter ?? .zero)
-        let notBefore = retryAfter.map { nowMilliseconds() + $0.milliseconds } ?? 0
-        var scriptKeys: [RedisArgument] = [.string(keys.jobs), .string(keys.retryAfter)]
-        var arguments: [RedisArgument] = [
-            .string(configuration.group), .string(configuration.consumer), .integer(configuration.lease.milliseconds),
-            .string(entryID), .integer(notBefore),
-        ]
-        if configuration.recordsStatus {
-            scriptKeys.append(.string(keys.jobStatus(jobID: jobID)))
-            arguments += [
-                now(), .string(keys.statusIndexPrefix), .string(jobID), .integer(Int64(attempt)), .string(error.errorClass),
-                .string(FailureText.keepingEnd(error.message)), .integer(processing.milliseconds),
-                .integer(nowMilliseconds() + delay.milliseconds),
-            ]
-        }
-        do {
-            let scheduled = try await control.transition(Self.retryScript, keys: scriptKeys, arguments: arguments)
-            guard scheduled.integer == 1 else {
-                logger.info("lease_lost: another worker owns the entry now; retry not scheduled")
-                return
-            }
-            logger.info("retry_scheduled", metadata: ["ferry.backoff_ms": "\(delay.milliseconds)"])
-        } catch {
-            logger.info("could not schedule the retry; the job comes back after the lease", metadata: redisFailure(error))
-        }
     }
 
     func deadLetter(

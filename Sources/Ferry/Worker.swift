@@ -8,12 +8,14 @@ import Synchronization
 /// Redis Streams.
 ///
 /// - Every group on a queue receives every job (fan-out); the workers of one group share them.
-/// - A job is acknowledged only after its handler returns. A failure schedules a redelivery
-///   after the retry policy's backoff; after the last attempt, or at once for a malformed entry,
+/// - A job is acknowledged only after its handler returns. A failure parks it in the group's
+///   later deliveries until the retry policy's backoff has passed, when a worker of the group
+///   takes it back with its attempt count (``JobSnooze`` parks it spending no attempt); after
+///   the last attempt, or at once for a malformed entry,
 ///   an unknown type or a ``PermanentJobError``, the job moves to the dead-letter stream with
 ///   its reason (`deadletter.lua`), atomically with the acknowledgement.
-/// - An entry idle longer than the lease plus its backoff (its worker crashed) is reclaimed by
-///   a live worker; a running job's lease is extended so a slow job is never stolen.
+/// - An entry idle longer than the lease (its worker crashed) is reclaimed by a live worker; a
+///   running job's lease is extended so a slow job is never stolen.
 /// - Acknowledgements, extensions and dead-lettering check that this consumer still owns the
 ///   entry, so a worker that lost a lease cannot interfere with the new owner.
 ///
@@ -30,8 +32,12 @@ public final class Worker: Sendable {
         public var concurrency = 16
         /// How long an entry may sit idle before another worker reclaims it (Pub/Sub's ack deadline).
         public var lease: Duration = .seconds(30)
-        /// When a failed job comes back and when it is dead-lettered; a job's `max_attempts` overrides the count.
+        /// When a failed job comes back and when it is dead-lettered; a job's `max_attempts`
+        /// overrides the count, its `backoff_ms` the backoff's base.
         public var retry = RetryPolicy()
+        /// Retry policies of job types that need their own (a partner API's 2^n·3 s, three
+        /// attempts); other types use ``retry``.
+        public var retryByType: [String: RetryPolicy] = [:]
         /// How long to wait for in-flight jobs after ``Worker/stop()`` before cancelling them.
         public var shutdownGrace: Duration = .seconds(25)
         /// The longest `XREADGROUP BLOCK`; shorter when the lease asks for more frequent reclaims.
@@ -79,11 +85,13 @@ public final class Worker: Sendable {
             min(max(lease / 4, .milliseconds(50)), .seconds(5))
         }
 
-        /// How often idle entries are looked for: often enough that a retry comes back close
-        /// to its backoff, and a crashed worker's job close to its lease.
-        var reclaimInterval: Duration {
-            min(maintenanceInterval, max(retry.minimumBackoff / 2, .milliseconds(50)))
-        }
+        /// How often entries whose lease expired (a crashed or frozen worker's) are looked for.
+        /// Retries do not wait in the pending list: they come back through the group's later
+        /// deliveries, looked at every ``Worker/dueCheckInterval``.
+        var reclaimInterval: Duration { maintenanceInterval }
+
+        /// The retry policy of jobs of `type`.
+        public func retryPolicy(for type: String) -> RetryPolicy { retryByType[type] ?? retry }
 
         /// - Throws: ``FerryError`` with ``FerryError/Code/invalidInput`` naming the bad setting.
         public func validate() throws(FerryError) {
@@ -91,9 +99,15 @@ public final class Worker: Sendable {
             guard (1...1000).contains(concurrency) else { throw invalid("concurrency must be 1 to 1000 (got \(concurrency))") }
             guard !group.isEmpty, !consumer.isEmpty else { throw invalid("the group and consumer names must not be empty") }
             guard lease >= .milliseconds(100) else { throw invalid("the lease must be at least 100ms") }
-            guard retry.maxAttempts >= 1 else { throw invalid("max attempts must be at least 1") }
-            guard retry.minimumBackoff > .zero, retry.minimumBackoff <= retry.maximumBackoff else {
-                throw invalid("the minimum backoff must be positive and no larger than the maximum backoff")
+            for (type, policy) in [("", retry)] + retryByType.sorted(by: { $0.key < $1.key }) {
+                let of = type.isEmpty ? "" : " (retry policy of job type \"\(type)\")"
+                guard policy.maxAttempts >= 1 else { throw invalid("max attempts must be at least 1\(of)") }
+                guard policy.minimumBackoff > .zero, policy.minimumBackoff <= policy.maximumBackoff else {
+                    throw invalid("the minimum backoff must be positive and no larger than the maximum backoff\(of)")
+                }
+                if case .exponential(let factor) = policy.strategy, !(factor >= 1 && factor <= 100) {
+                    throw invalid("the backoff factor must be from 1 to 100 (got \(factor))\(of)")
+                }
             }
             guard readBlock >= .milliseconds(10) else { throw invalid("the read block must be at least 10ms") }
             for (name, value) in [("retention", retention), ("dead-letter retention", deadLetterRetention)] {
@@ -141,7 +155,6 @@ public final class Worker: Sendable {
     static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
     static let leaseScript = RedisScript(name: "lease", source: EmbeddedLuaScripts.lease)
     static let claimScript = RedisScript(name: "claim", source: EmbeddedLuaScripts.claim)
-    static let retryScript = RedisScript(name: "retry", source: EmbeddedLuaScripts.retry)
     static let deadLetterScript = RedisScript(name: "deadletter", source: EmbeddedLuaScripts.deadletter)
     static let releaseConsumerScript = RedisScript(name: "release_consumer", source: EmbeddedLuaScripts.release_consumer)
     static let beginScript = RedisScript(name: "begin", source: EmbeddedLuaScripts.begin)

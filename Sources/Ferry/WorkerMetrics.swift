@@ -24,6 +24,8 @@ struct WorkerMetrics: Sendable {
         case skippedDuplicate = "skipped_duplicate"
         /// Cancelled on request (`ferry job cancel`).
         case cancelled
+        /// The handler asked to run later (``JobSnooze``): parked, no attempt spent.
+        case snoozed
     }
 
     let queue: String

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Ferry
 import Foundation
 
 /// Resolves a setting the way containers expect: the flag, else `FERRY_<NAME>` from the
@@ -38,6 +39,17 @@ struct Settings {
         }
     }
 
+    /// One of a fixed set of words (`--jitter equal`); a bad one is refused naming them all.
+    func choice<Choice: RawRepresentable & CaseIterable>(
+        _ flag: String?, option: String, variable: String, default defaultValue: Choice
+    ) throws -> Choice where Choice.RawValue == String {
+        do {
+            return try value(flag, option: option, variable: variable, default: defaultValue) { Choice(rawValue: $0) }
+        } catch {
+            throw InputError("\(error): use \(Choice.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
     /// The error for a duration that does not parse, saying what is wrong and how to write one.
     static func invalidDuration(_ text: String, for source: String) -> InputError {
         let problem = text.hasPrefix("-") ? "a duration cannot be negative; " : ""
@@ -51,17 +63,5 @@ struct Settings {
     }
 
     /// `500ms`, `30s`, `5m`, `1h`, `7d`: a whole number and a unit, nothing else; or `0`.
-    static func parseDuration(_ text: String) -> Duration? {
-        if text == "0" { return .zero }
-        let digits = text.prefix { $0.isASCII && $0.isNumber }
-        guard !digits.isEmpty, digits.count <= 10, let amount = Int64(digits) else { return nil }
-        switch text.dropFirst(digits.count) {
-        case "ms": return .milliseconds(amount)
-        case "s": return .seconds(amount)
-        case "m": return .seconds(amount * 60)
-        case "h": return .seconds(amount * 3600)
-        case "d": return .seconds(amount * 86400)
-        default: return nil
-        }
-    }
+    static func parseDuration(_ text: String) -> Duration? { Duration(ferryText: text) }
 }

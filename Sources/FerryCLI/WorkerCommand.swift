@@ -52,11 +52,26 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Deliveries before a failing job is dead-lettered (default 5).")
     var maxAttempts: String?
 
-    @Option(parsing: .unconditional, help: "First retry delay (default 1s).")
+    @Option(
+        parsing: .unconditional, help: "First retry delay, the base of the backoff (default 1s; a job's backoff_ms overrides it)."
+    )
     var minBackoff: String?
 
     @Option(parsing: .unconditional, help: "Largest retry delay (default 60s).")
     var maxBackoff: String?
+
+    @Option(
+        parsing: .unconditional,
+        help: "How retry delays grow: exponential (min-backoff × factor^(attempt−1), capped) or fixed (default exponential).")
+    var backoff: String?
+
+    @Option(parsing: .unconditional, help: "The growth factor of --backoff exponential, 1 to 100 (default 2).")
+    var backoffFactor: String?
+
+    @Option(
+        parsing: .unconditional,
+        help: "Randomness of retry delays: equal (half to all of it), full (zero to all) or none (default equal).")
+    var jitter: String?
 
     @Option(parsing: .unconditional, help: "Kill a job's process group after this long and count a failure (default none).")
     var jobTimeout: String?
@@ -172,6 +187,9 @@ struct WorkerCommand: AsyncParsableCommand {
             minBackoff, option: "min-backoff", variable: "FERRY_MIN_BACKOFF", default: configuration.retry.minimumBackoff)
         configuration.retry.maximumBackoff = try settings.duration(
             maxBackoff, option: "max-backoff", variable: "FERRY_MAX_BACKOFF", default: configuration.retry.maximumBackoff)
+        configuration.retry.strategy = try backoffStrategy(settings)
+        configuration.retry.jitter = try settings.choice(
+            jitter, option: "jitter", variable: "FERRY_JITTER", default: configuration.retry.jitter)
         configuration.jobTimeout = try settings.optionalDuration(jobTimeout, option: "job-timeout", variable: "FERRY_JOB_TIMEOUT")
         configuration.shutdownGrace = try settings.duration(
             shutdownGrace, option: "shutdown-grace", variable: "FERRY_SHUTDOWN_GRACE", default: configuration.shutdownGrace)
@@ -331,5 +349,30 @@ struct WorkerCommand: AsyncParsableCommand {
         while let last = secret.last, last == UInt8(ascii: "\n") || last == UInt8(ascii: "\r") { secret.removeLast() }
         guard !secret.isEmpty else { throw InputError("the secret file \(path) is empty") }
         return secret
+    }
+}
+
+/// The values of `--backoff`.
+enum BackoffKind: String, CaseIterable {
+    case exponential, fixed
+}
+
+extension WorkerCommand {
+    /// `--backoff` and `--backoff-factor` (or `FERRY_BACKOFF`, `FERRY_BACKOFF_FACTOR`) as a strategy.
+    func backoffStrategy(_ settings: Settings) throws -> RetryPolicy.Backoff {
+        let kind = try settings.choice(backoff, option: "backoff", variable: "FERRY_BACKOFF", default: BackoffKind.exponential)
+        let factor: Double
+        do {
+            factor = try settings.value(backoffFactor, option: "backoff-factor", variable: "FERRY_BACKOFF_FACTOR", default: 2.0) {
+                Double($0).flatMap { (1...100).contains($0) ? $0 : nil }
+            }
+        } catch {
+            throw InputError("\(error): write a number from 1 to 100, such as 2 or 1.5")
+        }
+        if kind == .fixed {
+            if backoffFactor != nil { throw InputError("--backoff-factor applies to --backoff exponential, not fixed") }
+            return .fixed
+        }
+        return .exponential(factor: factor)
     }
 }

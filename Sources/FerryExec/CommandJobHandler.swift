@@ -14,7 +14,7 @@ import SystemPackage
 /// | exit status | outcome |
 /// | --- | --- |
 /// | 0 | acknowledged |
-/// | 75 (`EX_TEMPFAIL`) | retried after the backoff |
+/// | 75 (`EX_TEMPFAIL`) | retried after the backoff; a last standard error line `retry-after: 30s` waits at least that long; `snooze: 30s` runs it again then without spending an attempt |
 /// | 65 (`EX_DATAERR`) | dead-lettered at once |
 /// | anything else, or killed by a signal | retried until the maximum attempts |
 ///
@@ -88,11 +88,35 @@ public struct CommandJobHandler: JobHandler {
             return
         case .exited(Self.deadLetterStatus):
             throw PermanentJobError(stderrTail.isEmpty ? "the command exited with 65 (EX_DATAERR)" : stderrTail)
+        case .exited(Self.retryStatus):
+            throw Self.temporaryFailure(standardError: stderrTail)
         case .exited(let status):
             throw CommandFailure(exitStatus: status, standardError: stderrTail)
         case .signaled(let signal):
             throw CommandFailure(signal: signal, standardError: stderrTail)
         }
+    }
+
+    /// What exit 75 asks for, read from the last line of standard error: `snooze: <duration>`
+    /// (a ``JobSnooze``: again after that long, no attempt spent), `retry-after: <duration>` (a
+    /// retry no earlier than that), or neither (a retry after the backoff). Durations are written
+    /// as Ferry's flags take them (`500ms`, `30s`, `5m`, `1h`); a line that does not parse is just
+    /// part of the message.
+    static func temporaryFailure(standardError: String) -> any Error {
+        let lines = standardError.split(separator: "\n", omittingEmptySubsequences: false)
+        let last = lines.last.map { $0.trimmingCharacters(in: .whitespaces) } ?? ""
+        let before = lines.dropLast().joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines)
+        for (prefix, isSnooze) in [("snooze:", true), ("retry-after:", false)] where last.lowercased().hasPrefix(prefix) {
+            guard let delay = Duration(ferryText: last.dropFirst(prefix.count).trimmingCharacters(in: .whitespaces))
+            else { continue }
+            if isSnooze {
+                return JobSnooze(for: delay, reason: before.isEmpty ? "the command asked to run again later" : before)
+            }
+            var failure = CommandFailure(exitStatus: retryStatus, standardError: before)
+            failure.retryAfter = delay
+            return failure
+        }
+        return CommandFailure(exitStatus: retryStatus, standardError: standardError)
     }
 
     /// Writes the payload to a temporary file that is unlinked at once and rewinds it, so the
@@ -164,6 +188,9 @@ public struct CommandFailure: RetryableJobError, Sendable, CustomStringConvertib
     public var errorClass: String
     /// The end of its standard error (at most 4 KiB): usually where the reason is.
     public var standardError: String
+    /// The earliest next attempt the command asked for (exit 75 with `retry-after: 30s` last on
+    /// standard error); nil leaves it to the backoff.
+    public var retryAfter: Duration?
 
     /// The command exited with `exitStatus`.
     public init(exitStatus: Int32, standardError: String) {

@@ -31,6 +31,7 @@ struct JobStateTests {
                 written.insert(String(match.1))
             }
             for match in text.matches(of: /outcome == '(\w+)'/) { written.insert(String(match.1)) }
+            for match in text.matches(of: /\bstate = '(\w+)'/) { written.insert(String(match.1)) }
         }
         #expect(written.isSuperset(of: ["queued", "running", "succeeded", "retrying", "dead", "deleted"]), "\(written)")
         #expect(written.allSatisfy { JobState(rawValue: $0) != nil }, "\(written)")
@@ -45,7 +46,7 @@ struct ScriptPreludeTests {
     func ownershipCheckedOnce() throws {
         let embedded = [
             ("ack", EmbeddedLuaScripts.ack), ("begin", EmbeddedLuaScripts.begin), ("complete", EmbeddedLuaScripts.complete),
-            ("deadletter", EmbeddedLuaScripts.deadletter), ("retry", EmbeddedLuaScripts.retry),
+            ("deadletter", EmbeddedLuaScripts.deadletter), ("delay", EmbeddedLuaScripts.delay),
         ]
         for (name, source) in embedded {
             #expect(source.contains("local function owned(") && source.contains("owned(KEYS[1]"), "\(name)")

@@ -441,19 +441,6 @@ struct WorkerTests {
         #expect(!slots.wasCancelledOnRequest("6-0"))
     }
 
-    @Test("backoffs are the same in every worker for one delivery, grow with the attempt, and stay in bounds")
-    func deterministicBackoff() {
-        let policy = RetryPolicy(maxAttempts: 5, minimumBackoff: .seconds(1), maximumBackoff: .seconds(60))
-        #expect(policy.backoff(afterAttempt: 3, entryID: "1-0") == policy.backoff(afterAttempt: 3, entryID: "1-0"))
-        let firsts = Set((0..<50).map { policy.backoff(afterAttempt: 4, entryID: "17000000000\($0)-0") })
-        #expect(firsts.count > 40, "jitter spreads jobs that failed together")
-        for attempt in 1...10 {
-            let backoff = policy.backoff(afterAttempt: attempt, entryID: "5-\(attempt)")
-            let ceiling = min(Duration.seconds(1) * (1 << (attempt - 1)), .seconds(60))
-            #expect(backoff >= max(ceiling / 2, .seconds(1)) && backoff <= ceiling)
-        }
-    }
-
     @Test("an entry deleted while pending is cleared from the pending list; the others still run")
     func deletedWhilePending() async throws {
         let setup = try await Setup()
@@ -682,7 +669,12 @@ struct WorkerTests {
                 while !progressSeen.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(10)) }
                 try await Task.sleep(for: .milliseconds(400))
             }
-        ])
+        ]) {
+            // A keyed job's lock lives two leases and 2 s past its last renewal: with the 1 s test
+            // lease, a fresh CI machine starting the suite stalled past it and the lock's fence
+            // stopped the handler (attempt 2). This test is about status, not stalls.
+            $0.lease = .seconds(5)
+        }
         let status = { () async throws -> [String: String] in
             (try await JobStatus.load(jobID: "doc-1", queue: setup.queue, connection: setup.redis))?.fields ?? [:]
         }

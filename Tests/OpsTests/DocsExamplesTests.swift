@@ -47,6 +47,56 @@ struct DocsExamplesTests {
         #expect(try await redis.send(RedisCommand("EXISTS", [.string(dedupKey)])) == .integer(1))
     }
 
+    /// The first fenced block in `language` after `marker` in docs/wire-format.md.
+    private func example(after marker: String, language: String) throws -> String {
+        let markdown = try String(contentsOf: repositoryRoot.appending(path: "docs/wire-format.md"), encoding: .utf8)
+        let section = try #require(markdown.range(of: marker))
+        let afterFence = try #require(markdown.range(of: "```\(language)\n", range: section.upperBound..<markdown.endIndex))
+        let end = try #require(markdown.range(of: "\n```", range: afterFence.upperBound..<markdown.endIndex))
+        return String(markdown[afterFence.upperBound..<end.lowerBound])
+    }
+
+    @Test("the redis-cli and Python deliver_at examples in docs/wire-format.md add jobs a worker parks until their time")
+    func deliverAtExamples() async throws {
+        let url = try await TestRedis.sharedURL()
+        let queue = uniqueName("docs-at")
+        let marker = "**From any language, a plain `XADD` with `deliver_at`**"
+        // As written, on a queue of its own and the test's Redis.
+        let shell = try example(after: marker, language: "sh")
+            .replacingOccurrences(of: "{emails}", with: "{\(queue)}").replacingOccurrences(of: "redis-cli", with: "redis-cli -u \"$URL\"")
+        let python = try example(after: marker, language: "python")
+            .replacingOccurrences(of: "{emails}", with: "{\(queue)}")
+            .replacingOccurrences(of: "redis.Redis()", with: "redis.Redis.from_url(__import__('os').environ['URL'])")
+        let sh = try executable(named: "sh")
+        let cli = try await runProcess(sh, ["-c", shell], environment: ["URL": url])
+        #expect(cli.status == 0, "\(cli.standardError)")
+        let py = try await runProcess(sh, ["-c", "exec python3 -c \"$1\"", "sh", python], environment: ["URL": url])
+        #expect(py.status == 0, "\(py.standardError)")
+
+        let redis = try await TestRedis.connection()
+        let keys = QueueKeys(queue: try QueueName(queue))
+        let now = Date().millisecondsSince1970
+        let jobs = try StreamEntry.entries(from: try await redis.send(RedisCommand("XRANGE", [.string(keys.jobs), "-", "+"])))
+            .map { try $0.decodedJob() }
+        try #require(jobs.count == 2)
+        for job in jobs {
+            let due = try #require(job.deliverAt?.millisecondsSince1970)
+            #expect(abs(due - now - 600_000) < 60_000, "ten minutes ahead")
+        }
+        var configuration = Worker.Configuration()
+        configuration.consumer = uniqueName("docs-worker")
+        let worker = Worker(
+            queue: try QueueName(queue), redis: try RedisConfiguration(url: url),
+            handlers: ["send": JobHandlerClosure { _ in Issue.record("ran before its time") }], configuration: configuration)
+        let task = Task { try await worker.run() }
+        #expect(
+            await eventually {
+                try await redis.send(RedisCommand("ZCARD", [.string(keys.delayed(group: "workers").due)])).integer == 2
+            })
+        worker.stop()
+        try await task.value
+    }
+
     @Test("the publish script inlined in the Python sample is ops/lua/publish.lua, and that is the worker's own")
     func inlinedPublishScriptMatches() throws {
         func code(_ text: String) -> [String] {

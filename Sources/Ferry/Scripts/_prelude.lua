@@ -26,7 +26,8 @@ local terminal = { succeeded = true, dead = true, cancelled = true, deleted = tr
 -- The moves a group's state may make (JobState.successors in Swift; a test keeps them equal).
 local unfinished = { running = true, succeeded = true, dead = true, cancelled = true, deleted = true }
 local successors = {
-  queued = unfinished, retrying = unfinished, failed = unfinished,
+  retrying = unfinished, failed = unfinished,
+  queued = { scheduled = true, running = true, succeeded = true, dead = true, cancelled = true, deleted = true },
   scheduled = { queued = true, running = true, succeeded = true, dead = true, cancelled = true, deleted = true },
   running = { running = true, retrying = true, failed = true, succeeded = true, dead = true, cancelled = true,
     deleted = true },

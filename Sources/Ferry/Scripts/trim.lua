@@ -3,10 +3,12 @@
 --
 -- KEYS[1]  the job stream  ferry:{Q}:jobs
 -- ARGV[1]  maximum age in milliseconds
+-- ARGV[2]  the prefix of the groups' later deliveries  ferry:{Q}:delayed:
 --
 -- The cut-off is the lowest of: now minus the maximum age (Redis's clock), and for each group
 -- its oldest pending entry, or where it has read up to when nothing is pending (entries after
--- that are not delivered yet). With no group at all nothing is trimmed: jobs published before
+-- that are not delivered yet), and its oldest entry parked for a later delivery (a retry, a
+-- snooze, a `deliver_at`: `ferry:{Q}:delayed:<group>:entries`, scored by entry time). With no group at all nothing is trimmed: jobs published before
 -- the first worker starts wait for it. XTRIM MINID removes only entries below the cut-off; the
 -- '~' lets Redis stop at a macro-node boundary, which may keep a few more, never fewer.
 -- Returns the number of entries removed.
@@ -42,5 +44,9 @@ for _, group in ipairs(groups) do
     keep_from = redis.call('XPENDING', KEYS[1], info['name'])[2]
   end
   cutoff = lower(cutoff, keep_from)
+  local parked = redis.call('ZRANGE', ARGV[2] .. info['name'] .. ':entries', 0, 0)
+  if parked[1] then
+    cutoff = lower(cutoff, parked[1])
+  end
 end
 return redis.call('XTRIM', KEYS[1], 'MINID', '~', cutoff)
