@@ -63,7 +63,8 @@ struct DocsExamplesTests {
         let marker = "**From any language, a plain `XADD` with `deliver_at`**"
         // As written, on a queue of its own and the test's Redis.
         let shell = try example(after: marker, language: "sh")
-            .replacingOccurrences(of: "{emails}", with: "{\(queue)}").replacingOccurrences(of: "redis-cli", with: "redis-cli -u \"$URL\"")
+            .replacingOccurrences(of: "{emails}", with: "{\(queue)}").replacingOccurrences(
+                of: "redis-cli", with: "redis-cli -u \"$URL\"")
         let python = try example(after: marker, language: "python")
             .replacingOccurrences(of: "{emails}", with: "{\(queue)}")
             .replacingOccurrences(of: "redis.Redis()", with: "redis.Redis.from_url(__import__('os').environ['URL'])")
