@@ -28,6 +28,32 @@ struct CommandJobHandlerTests {
         #expect(written == [#"{"doc":1}"#, "job-1 convert q workers 2", #"acme {"tenant-id":"acme"}"#])
     }
 
+    @Test("exit 75 with a last stderr line 'snooze: 2s' snoozes; 'retry-after: 30s' retries no earlier; others are text")
+    func snoozeAndRetryAfterLines() async throws {
+        await #expect {
+            try await CommandJobHandler(command: "echo 'waiting for the upload' >&2; echo 'snooze: 2s' >&2; exit 75").handle(job())
+        } throws: { error in
+            guard let snooze = error as? JobSnooze else { return false }
+            return snooze.delay == .seconds(2) && snooze.reason == "waiting for the upload"
+        }
+        await #expect {
+            try await CommandJobHandler(command: "echo 'rate limited' >&2; echo 'Retry-After: 30s' >&2; exit 75").handle(job())
+        } throws: { error in
+            guard let failure = error as? CommandFailure else { return false }
+            return failure.retryAfter == .seconds(30) && failure.standardError == "rate limited" && failure.errorClass == "exit_75"
+        }
+        // Not the last line, not a duration, or not exit 75: the text is only the reason.
+        for command in [
+            "echo 'snooze: 2s' >&2; echo 'more' >&2; exit 75", "echo 'snooze: soon' >&2; exit 75", "echo 'snooze: 2s' >&2; exit 1",
+        ] {
+            await #expect {
+                try await CommandJobHandler(command: command).handle(job())
+            } throws: { error in
+                (error as? CommandFailure)?.retryAfter == nil && !(error is JobSnooze)
+            }
+        }
+    }
+
     @Test("exit 0 acknowledges, 75 and other codes retry, 65 dead-letters, with the stderr tail as the reason")
     func exitCodes() async throws {
         try await CommandJobHandler(command: "exit 0").handle(job())
