@@ -36,7 +36,10 @@ struct CommandLineContractTests {
             (["peek", "q", "--count", "-3"], "--count must be at least 1 (got -3)"),
             (["worker", "q", "--exec", "true", "--lease", "-1s"], "a duration cannot be negative"),
             (["worker", "q", "--exec", "true", "--concurrency", "-4"], "concurrency must be 1 to 1000 (got -4)"),
-            (["worker", "q", "--exec", "true", "--jitter", "some"], "invalid value \"some\" for --jitter: use full, equal, none"),
+            (
+                ["worker", "q", "--exec", "true", "--jitter", "some"],
+                "invalid value \"some\" for --jitter: use full, equal, none"
+            ),
             (["worker", "q", "--exec", "true", "--backoff", "linear"], "for --backoff: use exponential, fixed"),
             (["worker", "q", "--exec", "true", "--backoff-factor", "0.5"], "write a number from 1 to 100"),
             (

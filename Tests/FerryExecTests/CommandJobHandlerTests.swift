@@ -31,7 +31,8 @@ struct CommandJobHandlerTests {
     @Test("exit 75 with a last stderr line 'snooze: 2s' snoozes; 'retry-after: 30s' retries no earlier; others are text")
     func snoozeAndRetryAfterLines() async throws {
         await #expect {
-            try await CommandJobHandler(command: "echo 'waiting for the upload' >&2; echo 'snooze: 2s' >&2; exit 75").handle(job())
+            try await CommandJobHandler(command: "echo 'waiting for the upload' >&2; echo 'snooze: 2s' >&2; exit 75").handle(
+                job())
         } throws: { error in
             guard let snooze = error as? JobSnooze else { return false }
             return snooze.delay == .seconds(2) && snooze.reason == "waiting for the upload"
@@ -40,11 +41,13 @@ struct CommandJobHandlerTests {
             try await CommandJobHandler(command: "echo 'rate limited' >&2; echo 'Retry-After: 30s' >&2; exit 75").handle(job())
         } throws: { error in
             guard let failure = error as? CommandFailure else { return false }
-            return failure.retryAfter == .seconds(30) && failure.standardError == "rate limited" && failure.errorClass == "exit_75"
+            return failure.retryAfter == .seconds(30) && failure.standardError == "rate limited"
+                && failure.errorClass == "exit_75"
         }
         // Not the last line, not a duration, or not exit 75: the text is only the reason.
         for command in [
-            "echo 'snooze: 2s' >&2; echo 'more' >&2; exit 75", "echo 'snooze: soon' >&2; exit 75", "echo 'snooze: 2s' >&2; exit 1",
+            "echo 'snooze: 2s' >&2; echo 'more' >&2; exit 75", "echo 'snooze: soon' >&2; exit 75",
+            "echo 'snooze: 2s' >&2; exit 1",
         ] {
             await #expect {
                 try await CommandJobHandler(command: command).handle(job())
