@@ -46,7 +46,8 @@ public struct JobStatus: Sendable, Hashable {
 
     /// Asks for a job to be cancelled: one that has not started is acknowledged as `cancelled`
     /// without running; a running one has its handler cancelled (an `--exec` command's process
-    /// group is killed) and is acknowledged as `cancelled`.
+    /// group is killed) and is acknowledged as `cancelled`; one waiting for a retry (or parked
+    /// until its `deliver_at`) is taken out of its group's later deliveries and is `cancelled` at once.
     ///
     /// - Parameters:
     ///   - keepFor: how long the request is kept: a job delivered after that runs.
@@ -69,7 +70,7 @@ public struct JobStatus: Sendable, Hashable {
                 ],
                 arguments: [
                     .integer(Date().millisecondsSince1970), .integer(keepFor.milliseconds),
-                    .string(jobID), evenIfUnknown ? "1" : "0",
+                    .string(jobID), evenIfUnknown ? "1" : "0", .string(keys.delayedPrefix), .string(keys.statusIndexPrefix),
                 ] + groups.map { .string($0) })
             return reply.string.flatMap(JobState.init(rawValue:))
         } catch {

@@ -33,8 +33,10 @@ public struct ScheduledJobs: Sendable {
     }
 
     /// Makes a scheduled job due now: the next worker to look (within a quarter second) moves it
-    /// into the stream. Returns false when no job with that id is scheduled (never, already
-    /// moved, or cancelled).
+    /// into the stream. A job a group parked for later (waiting for a retry or a snooze, or
+    /// read before its `deliver_at`) is made due in each group that parked it, and runs as its
+    /// next attempt. Returns false when no job with that id is waiting (never scheduled,
+    /// already delivered, or cancelled).
     @discardableResult
     public func runNow(jobID: String) async throws(FerryError) -> Bool {
         let member = QueueKeys.keyComponent(jobID)
@@ -43,10 +45,30 @@ public struct ScheduledJobs: Sendable {
                 RedisCommand("ZADD", [.string(keys.scheduled), "XX", "CH", 0, .string(member)]))
             if reply.integer == 1 { return true }
             // Unchanged: due at 0 already, or not there at all.
-            return try await connection.send(RedisCommand("ZSCORE", [.string(keys.scheduled), .string(member)])) != .null
+            if try await connection.send(RedisCommand("ZSCORE", [.string(keys.scheduled), .string(member)])) != .null {
+                return true
+            }
         } catch {
             throw FerryError(error)
         }
+        guard let status = try await JobStatusRecord.load(jobID: jobID, queue: queue, connection: connection),
+            let entryID = status.shared["entry_id"]
+        else { return false }
+        var madeDue = false
+        for (group, fields) in status.groups
+        where [JobState.retrying.rawValue, JobState.scheduled.rawValue].contains(fields["state"]) {
+            do {
+                // XX: only while it is still parked (a worker may have taken it meanwhile).
+                _ = try await connection.send(
+                    RedisCommand("ZADD", [.string(keys.delayed(group: group).due), "XX", 0, .string(entryID)]))
+                let score = try await connection.send(
+                    RedisCommand("ZSCORE", [.string(keys.delayed(group: group).due), .string(entryID)]))
+                if score != .null { madeDue = true }
+            } catch {
+                throw FerryError(error)
+            }
+        }
+        return madeDue
     }
 
     static let moveDueScript = RedisScript(name: "move_due", source: EmbeddedLuaScripts.move_due)

@@ -238,8 +238,10 @@ struct JobRetryCommand: AsyncParsableCommand {
 /// `ferry job run-now QUEUE JOB_ID`: a scheduled job becomes due at once.
 struct JobRunNowCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "run-now", abstract: "Deliver a scheduled job now instead of at its time.",
-        discussion: "A worker moves it into the stream within a quarter second. Exits 1 when no such job is scheduled.")
+        commandName: "run-now", abstract: "Deliver a scheduled job, or a job waiting for its retry, now instead of at its time.",
+        discussion:
+            "A worker takes it within a quarter second; a job waiting for a retry runs as its next attempt. Exits 1 when no such job is waiting."
+    )
 
     @OptionGroup var job: JobReference
 
@@ -252,7 +254,7 @@ struct JobRunNowCommand: AsyncParsableCommand {
         guard try await scheduled.runNow(jobID: job.jobID) else {
             throw FerryError(
                 .notFound,
-                "no job \"\(job.jobID)\" is scheduled on \(job.queue) (never scheduled, already delivered, or cancelled); ferry job status \(job.queue) \(job.jobID) shows where it is"
+                "no job \"\(job.jobID)\" is scheduled or waiting for a retry on \(job.queue) (never scheduled, already delivered, or cancelled); ferry job status \(job.queue) \(job.jobID) shows where it is"
             )
         }
         print("job \(job.jobID) is due now: the next worker to look delivers it")

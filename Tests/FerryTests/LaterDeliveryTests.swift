@@ -260,3 +260,44 @@ extension WorkerTests {
         #expect(seen.all.allSatisfy { $0.attempt == 2 }, "their second attempt, as the previous version counted")
     }
 }
+
+extension WorkerTests {
+    @Test(
+        "a job waiting for its retry: ferry job cancel ends it at once (it never runs again); run-now runs it as its next attempt"
+    )
+    func cancelAndRunNowOfAWaitingRetry() async throws {
+        let setup = try await Setup("park-cancel")
+        let seen = Deliveries()
+        let worker = setup.worker([
+            "t": JobHandlerClosure { job in
+                seen.record(job)
+                if job.deliveryAttempt == 1 { throw PushBackError() }
+            }
+        ]) { $0.retry = RetryPolicy(maxAttempts: 3, minimumBackoff: .seconds(600), maximumBackoff: .seconds(600)) }
+        let parked = setup.keys.delayed(group: "workers")
+        try await running(worker) {
+            _ = try await setup.publisher.publish([
+                JobMessage(type: "t", data: "", jobID: "to-cancel"), JobMessage(type: "t", data: "", jobID: "to-run"),
+            ])
+            #expect(
+                await eventually { try await setup.redis.send(RedisCommand("ZCARD", [.string(parked.due)])).integer == 2 })
+            let before = try await JobStatus.requestCancellation(jobID: "to-cancel", queue: setup.queue, connection: setup.redis)
+            #expect(before == .retrying)
+            let cancelled = try await JobStatus.load(jobID: "to-cancel", queue: setup.queue, connection: setup.redis)
+            #expect(cancelled?.state == .cancelled && cancelled?.fields["retryable"] == "0", "at once, not at its retry time")
+            #expect(try await setup.redis.send(RedisCommand("ZCARD", [.string(parked.due)])).integer == 1)
+            #expect(
+                try await setup.redis.send(RedisCommand("ZSCORE", [.string(setup.keys.cancelRequests), "to-cancel"])) == .null,
+                "no request left waiting for a delivery that will not come")
+
+            #expect(try await ScheduledJobs(queue: setup.queue, connection: setup.redis).runNow(jobID: "to-run"))
+            #expect(await eventually { try await setup.pendingCount() == 0 && seen.count == 3 })
+        }
+        #expect(seen.all.filter { $0.id == "to-run" }.map(\.attempt) == [1, 2])
+        #expect(seen.all.filter { $0.id == "to-cancel" }.map(\.attempt) == [1])
+        #expect(try await ScheduledJobs(queue: setup.queue, connection: setup.redis).runNow(jobID: "to-cancel") == false)
+        let index = JobIndex(queue: setup.queue, connection: setup.redis)
+        let counts = try await index.counts(group: "workers")
+        #expect(counts[.cancelled] == 1 && counts[.succeeded] == 1 && (counts[.retrying] ?? 0) == 0)
+    }
+}

@@ -9,7 +9,9 @@
 -- ARGV[3]  the job id
 -- ARGV[4]  '1' to record the request for a job with no status yet (one still to be published,
 --          or published without a status, as by a plain XADD); '0' to leave such a job alone
--- ARGV[5..] the queue's consumer groups
+-- ARGV[5]  the prefix of the groups' later deliveries  ferry:{Q}:delayed:
+-- ARGV[6]  the index prefix  ferry:{Q}:idx:
+-- ARGV[7..] the queue's consumer groups
 --
 -- Adds the job id to the cancel requests, where workers look before running a read batch (a
 -- requested job is then acknowledged as cancelled without running) and, for running jobs, with
@@ -21,7 +23,9 @@
 -- group's state is returned; otherwise the first state of a group that has not finished.
 -- 'unknown' means the job has no status (nothing is written unless ARGV[4] is '1'). A job still
 -- scheduled leaves the due index with its fields and never runs; its status says 'cancelled'
--- for every group, and 'scheduled' is returned.
+-- for every group, and 'scheduled' is returned. A group that parked the job for later (a retry,
+-- a snooze, an early `deliver_at`: ferry:{Q}:delayed:<group>) has it taken out and recorded
+-- 'cancelled' at once; only groups still to run it need the request.
 -- ferry:prelude
 if redis.call('ZREM', KEYS[3], string.match(KEYS[4], '}:scheduled:(.*)$')) == 1 then
   redis.call('DEL', KEYS[4])
@@ -34,25 +38,41 @@ if not exists and ARGV[4] ~= '1' then
   return 'unknown'
 end
 local answer
+local requested = false
 if exists then
   local shared = redis.call('HGET', KEYS[1], 'state') or 'queued'
+  local entry_id = redis.call('HGET', KEYS[1], 'entry_id')
   local finished
-  for i = 5, #ARGV do
-    local state = redis.call('HGET', KEYS[1], ARGV[i] .. '.state') or shared
-    if not terminal[state] then
+  for i = 7, #ARGV do
+    local group = ARGV[i]
+    local state = redis.call('HGET', KEYS[1], group .. '.state') or shared
+    local parked = ARGV[5] .. group
+    if (state == 'retrying' or state == 'scheduled') and entry_id and redis.call('ZREM', parked, entry_id) == 1 then
+      redis.call('HDEL', parked .. ':attempts', entry_id)
+      redis.call('ZREM', parked .. ':entries', entry_id)
+      set_status(KEYS[1], ARGV[6], group, ARGV[3], entry_id, 'cancelled', ARGV[1], ARGV[2],
+        { 'finished_at', ARGV[1], 'retryable', '0', 'next_attempt_at', '' }, nil, state)
       answer = answer or state
+    elseif not terminal[state] then
+      answer = answer or state
+      requested = true
     else
       finished = finished or state
     end
   end
-  if #ARGV < 5 then
+  if #ARGV < 7 then
     if terminal[shared] then
       return shared
     end
     answer = shared
+    requested = true
   end
   if not answer then
     return finished
+  end
+  if not requested then
+    redis.call('HSET', KEYS[1], 'cancel_requested', ARGV[1], 'updated_at', ARGV[1])
+    return answer
   end
 end
 local now = tonumber(ARGV[1])
