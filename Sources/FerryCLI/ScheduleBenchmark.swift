@@ -27,20 +27,6 @@ struct ScheduleBenchmark: AsyncParsableCommand {
 
     @OptionGroup var redis: RedisOptions
 
-    /// Start delays in milliseconds, from any handler task.
-    final class Delays: Sendable {
-        let values = Mutex<(delays: [Double], ids: Set<String>, duplicates: Int)>(([], [], 0))
-        func record(_ job: Job, _ milliseconds: Double) {
-            values.withLock {
-                $0.delays.append(milliseconds)
-                if !$0.ids.insert(job.id).inserted { $0.duplicates += 1 }
-            }
-        }
-        var count: Int { values.withLock { $0.ids.count } }
-        var all: [Double] { values.withLock { $0.delays } }
-        var duplicates: Int { values.withLock { $0.duplicates } }
-    }
-
     func run() async throws {
         LogOutput.text.bootstrap()
         guard jobs > 0 else { throw ValidationError("--jobs must be positive") }
@@ -52,7 +38,7 @@ struct ScheduleBenchmark: AsyncParsableCommand {
 
         // Baseline: the same jobs published at once, started as fast as the worker goes.
         let plainQueue = try QueueName("ferry-bench-\(getpid())-plain")
-        let plainDelays = Delays()
+        let plainDelays = StartDelays()
         let sentAt = Date()
         let plainPublisher = Publisher(queue: plainQueue, connection: connection, configuration: publishing)
         var published = 0
@@ -61,8 +47,8 @@ struct ScheduleBenchmark: AsyncParsableCommand {
                 Array(repeating: JobMessage(type: "t", data: "{}"), count: min(1000, jobs - published))
             ).count
         }
-        try await drain(plainQueue, delays: plainDelays, redis: redisConfiguration) { _ in
-            Date().timeIntervalSince(sentAt) * 1000
+        try await drainBenchmarkQueue(plainQueue, jobs: jobs, redis: redisConfiguration) { job in
+            plainDelays.record(job, Date().timeIntervalSince(sentAt) * 1000)
         }
         try await cleanUp(plainQueue, connection: connection)
 
@@ -77,7 +63,7 @@ struct ScheduleBenchmark: AsyncParsableCommand {
             ).count
         }
         if Date() > due { print("note: scheduling took longer than --lead; raise it for a true figure") }
-        let delays = Delays()
+        let delays = StartDelays()
         let longestMove = Mutex<Double>(0)
         let mover = Task {
             let scheduledJobs = ScheduledJobs(queue: queue, connection: connection)
@@ -91,7 +77,9 @@ struct ScheduleBenchmark: AsyncParsableCommand {
                 try? await Task.sleep(for: .milliseconds(20))
             }
         }
-        try await drain(queue, delays: delays, redis: redisConfiguration) { _ in Date().timeIntervalSince(due) * 1000 }
+        try await drainBenchmarkQueue(queue, jobs: jobs, redis: redisConfiguration) { job in
+            delays.record(job, Date().timeIntervalSince(due) * 1000)
+        }
         mover.cancel()
         try await cleanUp(queue, connection: connection)
 
@@ -107,21 +95,46 @@ struct ScheduleBenchmark: AsyncParsableCommand {
             "started: \(delays.count) of \(jobs) scheduled, \(delays.duplicates) twice; the longest move_due.lua call seen: \(String(format: "%.2f", longestMove.withLock { $0 })) ms (100 jobs a call)"
         )
     }
+}
 
-    /// Runs a worker on `queue` until `jobs` jobs have started, recording `delay` for each.
-    private func drain(
-        _ queue: QueueName, delays: Delays, redis: RedisConfiguration, delay: @escaping @Sendable (Job) -> Double
-    ) async throws {
-        var configuration = Worker.Configuration()
-        configuration.consumer = "bench"
-        configuration.concurrency = 256
-        configuration.recordsStatus = false
-        let worker = Worker(
-            queue: queue, redis: redis, handlers: ["t": JobHandlerClosure { delays.record($0, delay($0)) }],
-            configuration: configuration)
-        let running = Task { try await worker.run() }
-        while delays.count < jobs { try await Task.sleep(for: .milliseconds(10)) }
-        worker.stop()
-        try await running.value
+/// Start delays in milliseconds, by job, from any handler task: what the time benchmarks measure.
+final class StartDelays: Sendable {
+    private let values = Mutex<(delays: [Double], ids: Set<String>, duplicates: Int)>(([], [], 0))
+    func record(_ job: Job, _ milliseconds: Double) {
+        values.withLock {
+            $0.delays.append(milliseconds)
+            if !$0.ids.insert(job.id).inserted { $0.duplicates += 1 }
+        }
     }
+    var count: Int { values.withLock { $0.ids.count } }
+    var all: [Double] { values.withLock { $0.delays } }
+    var duplicates: Int { values.withLock { $0.duplicates } }
+}
+
+/// Runs a benchmark worker (consumer `bench`, concurrency 256, status off) on `queue` with
+/// `handler` for type `t` until `done` says so (by default, once `jobs` distinct jobs have
+/// started), then stops it.
+func drainBenchmarkQueue(
+    _ queue: QueueName, jobs: Int, redis: RedisConfiguration, retry: RetryPolicy? = nil,
+    until done: (@Sendable () -> Bool)? = nil, handler: @escaping @Sendable (Job) async throws -> Void
+) async throws {
+    let started = Mutex(Set<String>())
+    var configuration = Worker.Configuration()
+    configuration.consumer = "bench"
+    configuration.concurrency = 256
+    configuration.recordsStatus = false
+    if let retry { configuration.retry = retry }
+    let worker = Worker(
+        queue: queue, redis: redis,
+        handlers: [
+            "t": JobHandlerClosure { job in
+                started.withLock { _ = $0.insert(job.id) }
+                try await handler(job)
+            }
+        ],
+        configuration: configuration)
+    let running = Task { try await worker.run() }
+    while !(done?() ?? (started.withLock { $0.count } >= jobs)) { try await Task.sleep(for: .milliseconds(10)) }
+    worker.stop()
+    try await running.value
 }
