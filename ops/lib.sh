@@ -4,8 +4,8 @@
 # Installs the Debian packages and PyPI packages Ferry builds and tests with, only when missing.
 ferry_install_dependencies() {
   # stunnel4 and openssl: the TLS sidecar test; prometheus: promtool for the alert rules; curl:
-  # the admin endpoint tests.
-  local wanted=(libhiredis-dev libcurl4-openssl-dev redis-server redis-tools stunnel4 openssl prometheus curl)
+  # the admin endpoint tests; tzdata: cron schedules in a time zone (--tz).
+  local wanted=(libhiredis-dev libcurl4-openssl-dev redis-server redis-tools stunnel4 openssl prometheus curl tzdata)
   local missing=()
   local package
   for package in "${wanted[@]}"; do

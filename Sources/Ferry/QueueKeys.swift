@@ -27,6 +27,9 @@ public struct QueueKeys: Sendable, Hashable {
     /// `ferry:{Q}:scheduled`: the due index of scheduled jobs, a sorted set of `<job_id>` (key
     /// form) scored by when each is due (ms since the epoch, Redis's clock).
     public let scheduled: String
+    /// `ferry:{Q}:cron`: the queue's active cron schedules, a sorted set of names scored by each
+    /// one's next tick (ms since the epoch).
+    public let cron: String
     /// `ferry:{Q}:meta`: a hash of facts about the queue's keys; `format` is the data format
     /// they are written in (``QueueFormat``).
     public let meta: String
@@ -44,6 +47,7 @@ public struct QueueKeys: Sendable, Hashable {
         self.retentionLock = prefix + ":retention_lock"
         self.scheduled = prefix + ":scheduled"
         self.meta = prefix + ":meta"
+        self.cron = prefix + ":cron"
         self.statusIndexPrefix = prefix + ":idx:"
     }
 
@@ -76,6 +80,9 @@ public struct QueueKeys: Sendable, Hashable {
         /// Entry ID → the entry's own time (ms), for the retention pass.
         public let entries: String
     }
+
+    /// `ferry:{Q}:cron:<name>`: a cron schedule (its timing, `job.*` fields, history).
+    public func cronSchedule(name: String) -> String { cron + ":" + name }
 
     /// `ferry:{Q}:job:<job_id>`: the job's status hash.
     public func jobStatus(jobID: String) -> String { jobStatusPrefix + Self.keyComponent(jobID) }

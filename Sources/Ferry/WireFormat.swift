@@ -109,7 +109,7 @@ extension Date {
 
     /// Year, month and day of the proleptic Gregorian calendar for a count of days since
     /// 1970-01-01 (Howard Hinnant's `civil_from_days`).
-    private static func civilDate(daysSince1970: Int64) -> (year: Int64, month: Int, day: Int) {
+    static func civilDate(daysSince1970: Int64) -> (year: Int64, month: Int, day: Int) {
         let shifted = daysSince1970 + 719_468
         let era = (shifted >= 0 ? shifted : shifted - 146_096) / 146_097
         let dayOfEra = shifted - era * 146_097

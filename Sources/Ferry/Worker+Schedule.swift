@@ -1,7 +1,7 @@
 import Foundation
 import Logging
 
-// Scheduled jobs: moving the due ones into the stream.
+// Scheduled jobs and cron schedules: moving the due ones into the stream.
 
 extension Worker {
     /// How often the worker looks for due scheduled jobs: a job is delivered within about this
@@ -9,11 +9,23 @@ extension Worker {
     static let dueCheckInterval: Duration = .milliseconds(250)
 
     /// Moves due scheduled jobs into the stream (`move_due.lua`, batches of 100, at once again
-    /// while more are due) until the task is cancelled. Any worker of any group may move a job;
-    /// the script moves each once. A failure is logged and tried again next time.
+    /// while more are due) and enqueues the ticks of due cron schedules (``CronSchedules``)
+    /// until the task is cancelled. Any worker of any group may do either; the scripts do each
+    /// once. A failure is logged and tried again next time.
     func moveDueJobs(_ control: ControlChannel) async {
         let scheduled = ScheduledJobs(queue: queue, connection: control.connection)
+        let schedules = CronSchedules(queue: queue, connection: control.connection)
         while !Task.isCancelled && !isStopping {
+            do {
+                for jobID in try await schedules.fireDue(
+                    statusKeep: configuration.recordsStatus ? Publisher.Configuration().statusTTL : nil)
+                {
+                    logger.info("cron_enqueued", metadata: ["ferry.job_id": "\(jobID)"])
+                }
+            } catch {
+                logger.info(
+                    "enqueueing due cron ticks failed; tried again shortly", metadata: error.redisError.map(redisFailure) ?? [:])
+            }
             do {
                 var more = true
                 while more {

@@ -14,7 +14,8 @@ struct BenchCommand: AsyncParsableCommand {
             their ratio, so a loaded or slow machine moves both alike. Build with -c release for real figures.
             """,
         subcommands: [
-            PublishBenchmark.self, WorkerBenchmark.self, MemoryBenchmark.self, ListBenchmark.self, ScheduleBenchmark.self, RetryBenchmark.self,
+            PublishBenchmark.self, WorkerBenchmark.self, MemoryBenchmark.self, ListBenchmark.self, ScheduleBenchmark.self,
+            RetryBenchmark.self,
             PushBenchmark.self,
             LoopbackEndpoint.self,
         ])

@@ -20,7 +20,7 @@ struct FerryTool: AsyncParsableCommand {
         version: "ferry \(FerryTool.version) (wire format v\(WireFormat.version))",
         subcommands: [
             PublishCommand.self, WorkerCommand.self, JobCommand.self, JobsCommand.self, PeekCommand.self, InspectCommand.self,
-            PendingCommand.self, DeadLetterCommand.self, GroupCommand.self, BenchCommand.self,
+            PendingCommand.self, DeadLetterCommand.self, GroupCommand.self, CronCommand.self, BenchCommand.self,
         ]
     )
 

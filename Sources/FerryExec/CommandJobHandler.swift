@@ -52,6 +52,11 @@ public struct CommandJobHandler: JobHandler {
     public func handle(_ job: Job) async throws {
         var options = PlatformOptions()
         options.processGroupID = 0  // a new group led by the child: killable as a whole
+        // When Subprocess tears the command down itself (the job is cancelled before or while
+        // the command is spawned), the whole group goes, not only the shell: a timeout seen on a
+        // loaded machine left a grandchild running once, which the default teardown (a kill of
+        // the shell alone) allowed.
+        options.teardownSequence = [.send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .milliseconds(200))]
         let environment = Environment.custom(
             Dictionary(
                 uniqueKeysWithValues: Self.environment(for: job, passing: passedEnvironment).map {
