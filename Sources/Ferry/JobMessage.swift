@@ -32,6 +32,9 @@ public struct JobMessage: Sendable, Hashable {
     public var deliverAt: Date?
     /// The base of this job's retry backoff (`backoff_ms`), in place of the worker's minimum.
     public var backoff: Duration?
+    /// Deliver the job this long after Redis receives it: ``Publisher`` schedules it
+    /// (``Publisher/schedule(_:_:)`` with `.after`). Not a wire field: the due index holds the time.
+    public var delay: Duration?
     /// Fields outside the format, and known fields whose value Ferry could not use, as given.
     public var otherFields: [JobField]
 

@@ -154,14 +154,16 @@ public final class Publisher: Sendable {
     ///
     /// If Redis fails part-way the call throws, and jobs before the failure may have been added:
     /// publish with idempotency keys to make a retry of the whole batch safe.
-    /// A job with a ``JobMessage/deliverAt`` is scheduled for that time (``schedule(_:_:)``), in
-    /// the order given among the others.
+    /// A job with a ``JobMessage/deliverAt`` or ``JobMessage/delay`` is scheduled
+    /// (``schedule(_:_:)``), in the order given among the others.
     public func publish(_ jobs: [JobMessage]) async throws(FerryError) -> [PublishReceipt] {
-        if let firstTimed = jobs.firstIndex(where: { $0.deliverAt != nil }) {
+        if let firstTimed = jobs.firstIndex(where: { $0.deliverAt != nil || $0.delay != nil }) {
             // Runs of immediate and timed jobs, in order.
             var receipts = try await publish(Array(jobs[..<firstTimed]))
-            let timed = jobs[firstTimed]
-            receipts.append(try await schedule(timed, .at(timed.deliverAt ?? Date())))
+            var timed = jobs[firstTimed]
+            let due: Due = timed.delay.map { .after($0) } ?? .at(timed.deliverAt ?? Date())
+            timed.delay = nil
+            receipts.append(try await schedule(timed, due))
             return receipts + (try await publish(Array(jobs[(firstTimed + 1)...])))
         }
         if jobs.isEmpty { return [] }

@@ -17,6 +17,9 @@ extension Worker {
         var nextPrune = ContinuousClock.now
         var nextRetention = ContinuousClock.now
         var reclaimCursor = ReclaimCursor()
+        // Handed-back deliveries whose previous attempt's task had not quite ended here (it
+        // parked the job a moment before): started once it has, never dropped.
+        var waitingForPreviousRun: [(StreamEntry, Int)] = []
         // Short enough that a parked job comes back within a quarter second of its due time.
         let block = min(configuration.readBlock, configuration.reclaimInterval, Self.dueCheckInterval)
 
@@ -64,19 +67,20 @@ extension Worker {
                     nextRetention = .now + configuration.retentionInterval
                     await enforceRetention(control)
                 }
-                var delivered: [(StreamEntry, Int)] = []
-                var handedBack: Set<String> = []  // parked deliveries that came due
+                var delivered = Array(waitingForPreviousRun.prefix(free))
+                waitingForPreviousRun.removeFirst(delivered.count)
+                var handedBack = Set(delivered.map(\.0.id))  // parked deliveries that came due
                 // Reclaims are rare; after one, look for cancel requests without asking first.
                 var cancelRequestsExist = true
-                if ContinuousClock.now >= nextReclaim {
-                    delivered = try await reclaim(control, cursor: &reclaimCursor, count: free, slots: slots)
+                if delivered.count < free && ContinuousClock.now >= nextReclaim {
+                    delivered += try await reclaim(control, cursor: &reclaimCursor, count: free - delivered.count, slots: slots)
                     // A pass that stopped part-way through the pending list goes on at once.
                     nextReclaim = reclaimCursor.start == "-" ? .now + configuration.reclaimInterval : .now
                 }
                 if delivered.count < free && ContinuousClock.now >= nextRedelivery {
                     let due = try await redeliverDue(control, count: free - delivered.count)
                     delivered += due.deliveries
-                    handedBack = Set(due.deliveries.map(\.0.id))
+                    handedBack.formUnion(due.deliveries.map(\.0.id))
                     // More are due: take them as soon as slots free up.
                     nextRedelivery = due.more ? .now : .now + Self.dueCheckInterval
                 }
@@ -89,13 +93,21 @@ extension Worker {
                 // An entry this worker reclaimed from itself (a lease extension fell behind) is
                 // left to the copy already running here, before its batch records any status.
                 // Only this loop starts jobs, so one not running now is still not running below.
-                let deliveries = delivered.filter { entry, _ in
+                // A handed-back retry whose failed attempt's task is still ending here waits for it.
+                let deliveries = delivered.filter { entry, attempt in
                     guard slots.isRunning(entry.id) else { return true }
+                    if handedBack.contains(entry.id) {
+                        waitingForPreviousRun.append((entry, attempt))
+                        return false
+                    }
                     logger.info(
                         "reclaimed_own_running_entry: left to the copy already running here",
                         metadata: ["ferry.entry_id": "\(entry.id)"])
                     return false
                 }.map { plan($0.0, attempt: $0.1, handedBack: handedBack.contains($0.0.id)) }
+                if deliveries.isEmpty && !waitingForPreviousRun.isEmpty {
+                    try? await Task.sleep(for: .milliseconds(5))  // the previous run is ending; no read blocked meanwhile
+                }
                 let cancelled = await startBatch(deliveries, cancelRequestsExist: cancelRequestsExist, control: control)
                 for delivery in deliveries {
                     let cancelRequested = cancelled.contains(delivery.jobID)

@@ -1,6 +1,7 @@
 import FerryRedis
 import FerryTestSupport
 import Foundation
+import Logging
 import Synchronization
 import Testing
 
@@ -299,5 +300,63 @@ extension WorkerTests {
         let index = JobIndex(queue: setup.queue, connection: setup.redis)
         let counts = try await index.counts(group: "workers")
         #expect(counts[.cancelled] == 1 && counts[.succeeded] == 1 && (counts[.retrying] ?? 0) == 0)
+    }
+}
+
+/// Holds the worker's task that logs `message` for `pause` (once), as a loaded machine might:
+/// what widens the moment between a job being parked and its task ending.
+struct PausingLogHandler: LogHandler {
+    let message: String
+    let pause: Duration
+    let paused: Once
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        guard event.message.description == message, paused.first() else { return }
+        usleep(UInt32(pause.milliseconds * 1000))
+    }
+}
+
+/// True the first time it is asked, from any thread.
+final class Once: Sendable {
+    private let done = Mutex(false)
+    func first() -> Bool {
+        done.withLock { done in
+            let first = !done
+            done = true
+            return first
+        }
+    }
+}
+
+extension WorkerTests {
+    @Test("a retry due while its failed attempt's task is still ending here runs as attempt 2 at once, not after the lease")
+    func retryDueBeforeItsTaskEnded() async throws {
+        let setup = try await Setup("retry-race")
+        let seen = Deliveries()
+        let pausing = PausingLogHandler(message: "retry_scheduled", pause: .milliseconds(800), paused: Once())
+        let worker = setup.worker(
+            [
+                "t": JobHandlerClosure { job in
+                    seen.record(job)
+                    if job.deliveryAttempt == 1 { throw PushBackError() }
+                }
+            ], logger: Logger(label: "pausing") { _ in pausing }
+        ) {
+            $0.retry = RetryPolicy(maxAttempts: 2, minimumBackoff: .milliseconds(1), maximumBackoff: .milliseconds(1))
+            $0.lease = .seconds(120)  // a retry left behind would wait two minutes for its lease
+        }
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "r-1"))
+            #expect(await eventually(.seconds(60)) { try await setup.pendingCount() == 0 && seen.count == 2 })
+        }
+        #expect(seen.all.map(\.attempt) == [1, 2])
+        #expect(try await setup.deadEntries().isEmpty)
     }
 }

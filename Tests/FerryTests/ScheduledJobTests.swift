@@ -176,3 +176,24 @@ extension WorkerTests {
         #expect(mixed.status == 2)
     }
 }
+
+extension WorkerTests {
+    @Test("Publisher.publish schedules the jobs that carry deliverAt or delay, in order among the others, and strips the time")
+    func publishWithDeliverAtOrDelay() async throws {
+        let setup = try await Setup("publish-at")
+        var later = JobMessage(type: "t", data: "", jobID: "later")
+        later.delay = .seconds(600)
+        var atTime = JobMessage(type: "t", data: "", jobID: "at-time")
+        atTime.deliverAt = Date().addingTimeInterval(600)
+        let receipts = try await setup.publisher.publish([
+            JobMessage(type: "t", data: "", jobID: "now-1"), later, atTime, JobMessage(type: "t", data: "", jobID: "now-2"),
+        ])
+        #expect(receipts.map(\.jobID) == ["now-1", "later", "at-time", "now-2"])
+        #expect(receipts.map { $0.entryID != nil } == [true, false, false, true])
+        #expect(try await setup.length(setup.keys.jobs) == 2, "only the immediate jobs are in the stream")
+        let scheduled = try await ScheduledJobs(queue: setup.queue, connection: setup.redis).list()
+        #expect(Set(scheduled.rows.map(\.jobID)) == ["later", "at-time"])
+        let fields = try await setup.redis.send(RedisCommand("HGETALL", [.string(setup.keys.scheduledJob(jobID: "at-time"))]))
+        #expect(!(fields.array ?? []).contains(.bulk(Array("deliver_at".utf8))), "the due index holds the time, not the entry")
+    }
+}

@@ -1,8 +1,10 @@
-import Ferry
 import FerryRedis
 import FerryTestSupport
 import Foundation
+import Synchronization
 import Testing
+
+@testable import Ferry
 
 @Suite("Ops files, validated offline")
 struct OpsFilesTests {
@@ -55,4 +57,51 @@ struct OpsFilesTests {
         #expect(entries.count == 1)
         #expect(try entries[0].decodedJob().idempotencyKey == "doc-7")
     }
+
+    @Test(
+        "ops/lua/schedule.lua is the workers' own schedule script, and its documented redis-cli call schedules a job a worker delivers"
+    )
+    func scheduleScriptFromAnotherLanguage() async throws {
+        func code(_ text: String) -> [String] {
+            text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("--") && !$0.isEmpty }
+        }
+        let shipped = try String(contentsOf: repositoryRoot.appending(path: "ops/lua/schedule.lua"), encoding: .utf8)
+        #expect(code(shipped) == code(EmbeddedLuaScripts.schedule), "ops/lua/schedule.lua matches the embedded script")
+
+        // The README's call, as written, on a queue of its own and the test's Redis.
+        let readme = try String(contentsOf: repositoryRoot.appending(path: "ops/lua/README.md"), encoding: .utf8)
+        let section = try #require(readme.range(of: "## schedule.lua"))
+        let start = try #require(readme.range(of: "```sh\n", range: section.upperBound..<readme.endIndex))
+        let end = try #require(readme.range(of: "\n```", range: start.upperBound..<readme.endIndex))
+        let name = uniqueName("lua-at")
+        let shell = String(readme[start.upperBound..<end.lowerBound])
+            .replacingOccurrences(of: "{emails}", with: "{\(name)}").replacingOccurrences(
+                of: "redis-cli", with: "redis-cli -u \"$URL\"")
+        let url = try await TestRedis.sharedURL()
+        let result = try await runProcess(
+            try executable(named: "sh"), ["-c", "cd \"$1\" && \(shell)", "sh", repositoryRoot.path()], environment: ["URL": url])
+        #expect(result.status == 0, "\(result.standardError)")
+        let redis = try await TestRedis.connection()
+        let queue = try QueueName(name)
+        let status = try await JobStatus.load(jobID: "reminder-42", queue: queue, connection: redis)
+        #expect(status?.state == .scheduled && status?.fields["deliver_at"] != nil)
+        #expect(try await ScheduledJobs(queue: queue, connection: redis).runNow(jobID: "reminder-42"))
+        let ran = RanJobs()
+        var configuration = Worker.Configuration()
+        configuration.consumer = uniqueName("lua-worker")
+        let worker = Worker(
+            queue: queue, redis: try RedisConfiguration(url: url),
+            handlers: ["send-reminder": JobHandlerClosure { ran.record($0.id) }], configuration: configuration)
+        let task = Task { try await worker.run() }
+        #expect(await eventually { ran.ids == ["reminder-42"] })
+        worker.stop()
+        try await task.value
+    }
+}
+
+/// Job ids a handler saw, from any task.
+final class RanJobs: Sendable {
+    private let seen = Mutex<[String]>([])
+    func record(_ id: String) { seen.withLock { $0.append(id) } }
+    var ids: [String] { seen.withLock { $0 } }
 }
