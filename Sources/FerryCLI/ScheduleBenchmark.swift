@@ -16,7 +16,9 @@ struct ScheduleBenchmark: AsyncParsableCommand {
             before they are due, and records how long after its due time each job started. The baseline publishes \
             the same number at once to a plain queue and records how long after publishing each started: the part \
             of the lateness that is only the worker getting through that many jobs. While the scheduled jobs are \
-            moved, the benchmark also calls the mover itself and reports its longest call: how long Redis is held.
+            moved, the benchmark also calls the mover itself and reports its longest call: how long Redis is held. \
+            A third run spreads --spread-jobs due times evenly over --spread (a load the worker keeps up with) and \
+            records each job's lateness: the precision of delivery in steady use.
             """)
 
     @Option(parsing: .unconditional, help: "Jobs due in the same second.")
@@ -24,6 +26,12 @@ struct ScheduleBenchmark: AsyncParsableCommand {
 
     @Option(help: "How far ahead they are due: enough to schedule them all first.")
     var lead = "10s"
+
+    @Option(parsing: .unconditional, help: "Jobs of the steady run, due evenly over --spread.")
+    var spreadJobs = 10_000
+
+    @Option(help: "How long the steady run's due times span.")
+    var spread = "20s"
 
     @OptionGroup var redis: RedisOptions
 
@@ -83,6 +91,8 @@ struct ScheduleBenchmark: AsyncParsableCommand {
         mover.cancel()
         try await cleanUp(queue, connection: connection)
 
+        let steady = try await steadyLateness(connection: connection, redis: redisConfiguration, publishing: publishing)
+
         let plain = plainDelays.all
         let late = delays.all
         print(
@@ -94,6 +104,41 @@ struct ScheduleBenchmark: AsyncParsableCommand {
         print(
             "started: \(delays.count) of \(jobs) scheduled, \(delays.duplicates) twice; the longest move_due.lua call seen: \(String(format: "%.2f", longestMove.withLock { $0 })) ms (100 jobs a call)"
         )
+        let within = steady.all.filter { $0 <= 1000 }.count
+        printLatencies(
+            ("steady: \(spreadJobs) due evenly over \(spread): start minus due time", steady.all),
+            baseline: ("published at once (baseline): start minus publish", plain), ratioAt: 0.99, decimals: 0)
+        print(
+            "steady: \(steady.count) of \(spreadJobs) started, \(steady.duplicates) twice; within 1 s of due: \(String(format: "%.1f", Double(within) * 100 / Double(max(spreadJobs, 1))))%"
+        )
+    }
+
+    /// Schedules `spreadJobs` jobs due in 100 ms slots evenly over `spread`, runs the benchmark
+    /// worker until all have started, and returns how late each started.
+    private func steadyLateness(
+        connection: RedisConnection, redis: RedisConfiguration, publishing: Publisher.Configuration
+    ) async throws -> StartDelays {
+        let span = try Settings().duration(spread, option: "spread", variable: "", default: .seconds(20))
+        let queue = try QueueName("ferry-bench-\(getpid())-steady")
+        let publisher = Publisher(queue: queue, connection: connection, configuration: publishing)
+        let slots = max(Int(span.milliseconds / 100), 1)
+        let start = Date().addingTimeInterval(3)
+        for slot in 0..<slots {
+            let count = spreadJobs / slots + (slot < spreadJobs % slots ? 1 : 0)
+            guard count > 0 else { continue }
+            let due = start.addingTimeInterval(Double(slot) / 10)
+            _ = try await publisher.schedule(
+                (0..<count).map { JobMessage(type: "t", data: "{}", jobID: "steady-\(due.millisecondsSince1970)-\($0)") },
+                .at(due))
+        }
+        if Date() > start { print("note: scheduling the steady run took longer than its 3 s lead") }
+        let delays = StartDelays()
+        try await drainBenchmarkQueue(queue, jobs: spreadJobs, redis: redis) { job in
+            let due = job.id.split(separator: "-").dropFirst().first.flatMap { Int64($0) } ?? 0
+            delays.record(job, Double(Date().millisecondsSince1970 - due))
+        }
+        try await cleanUp(queue, connection: connection)
+        return delays
     }
 }
 

@@ -66,7 +66,7 @@ struct OpsFilesTests {
             text.split(separator: "\n").map(String.init).filter { !$0.hasPrefix("--") && !$0.isEmpty }
         }
         let shipped = try String(contentsOf: repositoryRoot.appending(path: "ops/lua/schedule.lua"), encoding: .utf8)
-        #expect(code(shipped) == code(EmbeddedLuaScripts.schedule), "ops/lua/schedule.lua matches the embedded script")
+        #expect(code(shipped) == code(EmbeddedLuaScripts.schedule), "ops/lua/schedule.lua is the embedded script")
 
         // The README's call, as written, on a queue of its own and the test's Redis.
         let readme = try String(contentsOf: repositoryRoot.appending(path: "ops/lua/README.md"), encoding: .utf8)

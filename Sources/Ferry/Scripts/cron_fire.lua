@@ -31,15 +31,6 @@ local function advance()
   redis.call('HSET', KEYS[2], 'next_at', ARGV[3])
 end
 
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
-local function before(a, b)
-  local a_ms, a_seq = parse(a)
-  local b_ms, b_seq = parse(b)
-  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
-end
 -- Whether some group has yet to finish the entry: unread, pending, or parked for later.
 local function unfinished(entry)
   if #redis.call('XRANGE', KEYS[3], entry, entry) == 0 then
@@ -50,7 +41,7 @@ local function unfinished(entry)
     for i = 1, #group, 2 do
       info[group[i]] = group[i + 1]
     end
-    if before(info['last-delivered-id'], entry) or
+    if id_before(info['last-delivered-id'], entry) or
         #redis.call('XPENDING', KEYS[3], info['name'], entry, entry, 1) > 0 or
         redis.call('ZSCORE', ARGV[4] .. info['name'], entry) then
       return true

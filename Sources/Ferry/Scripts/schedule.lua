@@ -18,7 +18,9 @@
 -- within the window, or the job id is scheduled already and not yet due (nothing is written
 -- then). A worker moves the job into the stream when it
 -- is due (move_due.lua).
--- ferry:prelude
+--
+-- Self-contained (no shared prelude): ops/lua/schedule.lua is this file, for producers in other
+-- languages, so it reads Redis's clock itself.
 local status_key, dedup_key = nil, nil
 local next_key = 3
 if ARGV[6] == '1' then
@@ -34,7 +36,8 @@ if dedup_key then
     return {0, first}
   end
 end
-local now = now_ms()
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local due
 if string.sub(ARGV[1], 1, 1) == '+' then
   due = now + tonumber(string.sub(ARGV[1], 2))

@@ -13,14 +13,8 @@
 -- '~' lets Redis stop at a macro-node boundary, which may keep a few more, never fewer.
 -- Returns the number of entries removed.
 -- ferry:prelude
-local function parse(id)
-  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  return tonumber(ms), tonumber(seq)
-end
 local function lower(a, b)
-  local a_ms, a_seq = parse(a)
-  local b_ms, b_seq = parse(b)
-  if a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq) then
+  if id_before(a, b) then
     return a
   end
   return b
