@@ -164,6 +164,9 @@ extension WorkerTests {
                     let status = try await JobStatusRecord.load(jobID: "later", queue: setup.queue, connection: setup.redis)
                     return status?.status(group: "a").state == .scheduled && status?.status(group: "b").state == .scheduled
                 })
+            let indexed = try await setup.redis.send(
+                RedisCommand("EXISTS", [.string(setup.keys.statusIndex(group: "a", state: .scheduled))]))
+            #expect(indexed == .integer(0), "scheduled jobs have no index set: they wait in the due indexes")
             let pending = (try await setup.pendingCount(group: "a"), try await setup.pendingCount(group: "b"))
             #expect(pending == (0, 0), "parked entries leave the pending list")
             // Soon: never before its time by Redis's clock, once per group.

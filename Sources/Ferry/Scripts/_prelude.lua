@@ -46,7 +46,7 @@ local successors = {
 -- the one write every transition makes, so the status can never disagree with the entry:
 --   key      the job's status hash        ferry:{Q}:job:<id>
 --   index    the queue's index prefix     ferry:{Q}:idx:  (sets <index><group>:<state>; no set
---            for 'queued', whose count is the group's lag)
+--            for 'queued', whose count is the group's lag, nor 'scheduled')
 --   group, job_id
 --   entry_id the job's stream entry ID, kept as its `entry_id`: its time is the job's score in
 --            the index
@@ -66,6 +66,10 @@ local successors = {
 -- nothing is written (a stale write arriving after the job's outcome; a job id used again by a
 -- new entry starts afresh). Returns the group's state before this write (false for none), and
 -- true when the write was refused.
+-- States with no index set: a group's queued jobs are its lag, and its scheduled ones wait in
+-- the queue's due index or in the group's later deliveries (ferry:{Q}:delayed:<group>).
+local unindexed = { queued = true, scheduled = true }
+
 -- Names built once per script call and reused for every job in it (a batch's acknowledgements
 -- share their group): Lua makes a new string for every concatenation.
 local names = {}
@@ -113,10 +117,10 @@ local function set_status(key, index, group, job_id, entry_id, state, now, keep,
   redis.call('HSET', key, unpack(values))
   local sets = joined(joined(index, group), ':')
   local member = string.match(key, '}:job:(.*)$')
-  if previous and previous ~= state and previous ~= 'queued' then
+  if previous and previous ~= state and unindexed[previous] == nil then
     redis.call('ZREM', joined(sets, previous), member)
   end
-  if state ~= 'queued' then
+  if unindexed[state] == nil then
     redis.call('ZADD', joined(sets, state), tonumber(string.match(entry_id, '^(%d+)')), member)
   end
   if terminal[state] then
