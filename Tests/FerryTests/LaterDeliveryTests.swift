@@ -1,7 +1,6 @@
 import FerryRedis
 import FerryTestSupport
 import Foundation
-import Logging
 import Synchronization
 import Testing
 
@@ -306,51 +305,20 @@ extension WorkerTests {
     }
 }
 
-/// Holds the worker's task that logs `message` for `pause` (once), as a loaded machine might:
-/// what widens the moment between a job being parked and its task ending.
-struct PausingLogHandler: LogHandler {
-    let message: String
-    let pause: Duration
-    let paused: Once
-    var logLevel: Logger.Level = .info
-    var metadata: Logger.Metadata = [:]
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        guard event.message.description == message, paused.first() else { return }
-        usleep(UInt32(pause.milliseconds * 1000))
-    }
-}
-
-/// True the first time it is asked, from any thread.
-final class Once: Sendable {
-    private let done = Mutex(false)
-    func first() -> Bool {
-        done.withLock { done in
-            let first = !done
-            done = true
-            return first
-        }
-    }
-}
-
 extension WorkerTests {
     @Test("a retry due while its failed attempt's task is still ending here runs as attempt 2 at once, not after the lease")
     func retryDueBeforeItsTaskEnded() async throws {
         let setup = try await Setup("retry-race")
         let seen = Deliveries()
-        let pausing = PausingLogHandler(message: "retry_scheduled", pause: .milliseconds(800), paused: Once())
+        // Holds the failed attempt's task in its retry_scheduled line, after the job was parked.
+        let log = LogRecord(pausing: "retry_scheduled", for: .milliseconds(800))
         let worker = setup.worker(
             [
                 "t": JobHandlerClosure { job in
                     seen.record(job)
                     if job.deliveryAttempt == 1 { throw PushBackError() }
                 }
-            ], logger: Logger(label: "pausing") { _ in pausing }
+            ], logger: log.logger()
         ) {
             $0.retry = RetryPolicy(maxAttempts: 2, minimumBackoff: .milliseconds(1), maximumBackoff: .milliseconds(1))
             $0.lease = .seconds(120)  // a retry left behind would wait two minutes for its lease

@@ -1,3 +1,5 @@
+import FerryRedis
+import Foundation
 import Logging
 import Synchronization
 
@@ -5,6 +7,16 @@ import Synchronization
 final class LogRecord: Sendable {
     private let lines = Mutex<[String]>([])
     private let lineMetadata = Mutex<[(message: String, metadata: [String: String])]>([])
+    /// A message whose first logging holds the logging task for a while, as a loaded machine
+    /// might: what widens a moment between two steps of the worker for a test.
+    private let pause: (message: String, duration: Duration)?
+    private let paused = Mutex(false)
+
+    /// Records every message; with `pausing`, the first time that message is logged blocks its
+    /// task for `duration` before returning.
+    init(pausing message: String? = nil, for duration: Duration = .zero) {
+        pause = message.map { ($0, duration) }
+    }
 
     /// A logger at `level` whose messages land here.
     func logger(level: Logger.Level = .info) -> Logger {
@@ -21,6 +33,13 @@ final class LogRecord: Sendable {
     fileprivate func append(_ message: String, metadata: [String: String]) {
         lines.withLock { $0.append(message) }
         lineMetadata.withLock { $0.append((message, metadata)) }
+        if let pause, pause.message == message,
+            paused.withLock({ first in
+                defer { first = true }; return !first
+            })
+        {
+            usleep(UInt32(pause.duration.milliseconds * 1000))
+        }
     }
 }
 
