@@ -29,6 +29,9 @@ public struct QueueInspector: Sendable {
         public var scheduled = 0
         /// When the next scheduled job is due, RFC 3339; nil when none is scheduled.
         public var nextDueAt: String?
+        /// What is paused (`ferry queue pause`): `*` for every group, or group names; empty
+        /// when nothing is.
+        public var paused: [String] = []
     }
 
     /// One consumer group (subscription).
@@ -177,6 +180,7 @@ public struct QueueInspector: Sendable {
         var report = QueueReport(queue: queue.rawValue, length: Int(counts[1].integer ?? 0), deadLetters: dead, groups: groups)
         report.scheduled = scheduled.count
         report.nextDueAt = scheduled.nextDue?.rfc3339
+        report.paused = try await QueuePause(queue: queue, connection: connection).paused().keys.sorted()
         return report
     }
 

@@ -27,6 +27,9 @@ public struct QueueKeys: Sendable, Hashable {
     /// `ferry:{Q}:scheduled`: the due index of scheduled jobs, a sorted set of `<job_id>` (key
     /// form) scored by when each is due (ms since the epoch, Redis's clock).
     public let scheduled: String
+    /// `ferry:{Q}:paused`: what is paused (`ferry queue pause`): `*` for every group, or a
+    /// group's name, to when (ms since the epoch). Absent when nothing is.
+    public let paused: String
     /// `ferry:{Q}:cron`: the queue's active cron schedules, a sorted set of names scored by each
     /// one's next tick (ms since the epoch).
     public let cron: String
@@ -48,6 +51,7 @@ public struct QueueKeys: Sendable, Hashable {
         self.scheduled = prefix + ":scheduled"
         self.meta = prefix + ":meta"
         self.cron = prefix + ":cron"
+        self.paused = prefix + ":paused"
         self.statusIndexPrefix = prefix + ":idx:"
     }
 

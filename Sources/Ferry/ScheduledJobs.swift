@@ -58,12 +58,17 @@ public struct ScheduledJobs: Sendable {
         for (group, fields) in status.groups
         where [JobState.retrying.rawValue, JobState.scheduled.rawValue].contains(fields["state"]) {
             do {
-                // XX: only while it is still parked (a worker may have taken it meanwhile).
-                _ = try await connection.send(
-                    RedisCommand("ZADD", [.string(keys.delayed(group: group).due), "XX", 0, .string(entryID)]))
-                let score = try await connection.send(
-                    RedisCommand("ZSCORE", [.string(keys.delayed(group: group).due), .string(entryID)]))
-                if score != .null { madeDue = true }
+                // XX: only while it is still parked; CH: 1 when this call moved it (a worker may
+                // take it the moment after, so the answer cannot wait for a second look).
+                let changed = try await connection.send(
+                    RedisCommand("ZADD", [.string(keys.delayed(group: group).due), "XX", "CH", 0, .string(entryID)]))
+                if changed.integer == 1 {
+                    madeDue = true
+                } else if try await connection.send(
+                    RedisCommand("ZSCORE", [.string(keys.delayed(group: group).due), .string(entryID)])) != .null
+                {
+                    madeDue = true  // due at 0 already
+                }
             } catch {
                 throw FerryError(error)
             }

@@ -18,9 +18,15 @@ extension Worker {
         /// Read before its `deliver_at`; nothing is spent (`scheduled`, `deliver_at`). Parked only
         /// while the time is still ahead by Redis's clock.
         case notYetDue
+        /// Read in the moment the queue was paused: handed back to the group, due at once, with
+        /// nothing spent and the status left as it was (`queued`).
+        case putBack
 
         /// The status state while parked.
         var state: JobState { if case .notYetDue = self { .scheduled } else { .retrying } }
+
+        /// Whether parking writes the job's status.
+        var recordsStatus: Bool { if case .putBack = self { false } else { true } }
     }
 
     /// What ``park(_:jobID:type:attempt:until:why:lock:control:)`` did.
@@ -68,15 +74,16 @@ extension Worker {
                 "snoozed", "last_error", .string(FailureText.keepingEnd(reason)), "processing_ms",
                 .integer(processing.milliseconds), "retryable", "1",
             ]
-        case .notYetDue:
+        case .notYetDue, .putBack:
             carried = attempt - 1
         }
+        let recordsStatus = configuration.recordsStatus && why.recordsStatus
         var arguments: [RedisArgument] = [
             .string(configuration.group), .string(configuration.consumer), .string(entryID), dueArgument,
             .integer(Int64(carried)), why.state == .scheduled ? "1" : "0", .integer(configuration.keepFailed.milliseconds),
-            .string(why.state.rawValue), configuration.recordsStatus ? "1" : "0", .string(lock?.token ?? ""),
+            .string(why.state.rawValue), recordsStatus ? "1" : "0", .string(lock?.token ?? ""),
         ]
-        if configuration.recordsStatus {
+        if recordsStatus {
             scriptKeys.append(.string(keys.jobStatus(jobID: jobID)))
             let from = why.state == .scheduled ? (attempt == 1 ? "none" : "") : "running"
             arguments += [

@@ -41,6 +41,11 @@ extension Worker {
                 logger.warning("reads_resumed: acknowledgements land again")
                 readsPaused = false
             }
+            // Paused (ferry queue pause): nothing starts; the pause is read every quarter second.
+            if groupReady && isPaused {
+                try? await Task.sleep(for: .milliseconds(100))
+                continue
+            }
             do {
                 if !groupReady {
                     let format = try await QueueFormat.claim(queue, connection: control.connection)
@@ -58,6 +63,9 @@ extension Worker {
                     }
                     groupReady = true
                     groupExisted = true
+                    // A worker started on a paused queue must not take a batch before it knows.
+                    await refreshPause(control)
+                    if isPaused { continue }
                 }
                 if let after = configuration.pruneIdleConsumersAfter, ContinuousClock.now >= nextPrune {
                     nextPrune = .now + min(after / 2, .seconds(60))
@@ -89,6 +97,11 @@ extension Worker {
                     delivered = read.entries.map { ($0, 1) }
                     if let last = read.entries.last { lastReadID = last.id }
                     cancelRequestsExist = read.cancelRequestsExist
+                    // Paused while the read blocked: what it took goes back to the group, unrun.
+                    if isPaused && !delivered.isEmpty {
+                        await putBack(delivered.map(\.0), control: control)
+                        continue
+                    }
                 }
                 // An entry this worker reclaimed from itself (a lease extension fell behind) is
                 // left to the copy already running here, before its batch records any status.

@@ -16,6 +16,7 @@ extension Worker {
         let scheduled = ScheduledJobs(queue: queue, connection: control.connection)
         let schedules = CronSchedules(queue: queue, connection: control.connection)
         while !Task.isCancelled && !isStopping {
+            await refreshPause(control)
             do {
                 for jobID in try await schedules.fireDue(
                     statusKeep: configuration.recordsStatus ? Publisher.Configuration().statusTTL : nil)

@@ -147,6 +147,8 @@ public final class Worker: Sendable {
         var interruptedAtShutdown = 0
         /// Why the worker refused the queue (a data format it does not know): ``run()`` throws it.
         var refusal: FerryError?
+        /// The queue or this group is paused (`ferry queue pause`): the read loop starts nothing.
+        var paused = false
         /// Acknowledgements of finished jobs that Redis refused and that wait to be tried again;
         /// the read loop takes no new work while there are any (see ``Worker/settleAcknowledgement``).
         var acknowledgementsAwaitingRetry = 0

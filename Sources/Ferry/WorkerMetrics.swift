@@ -8,7 +8,7 @@ import Foundation
 /// Names follow Prometheus conventions: `ferry_jobs_total{queue,group,type,outcome}`,
 /// `ferry_job_duration_seconds`, `ferry_job_start_latency_seconds`, `ferry_jobs_in_flight`,
 /// `ferry_reclaims_total`, `ferry_lease_extensions_total`, `ferry_redis_errors_total{prefix}`,
-/// `ferry_entries_deleted_total`.
+/// `ferry_entries_deleted_total`, `ferry_queue_paused`.
 struct WorkerMetrics: Sendable {
     /// How one delivery of a job ended.
     enum Outcome: String {
@@ -63,6 +63,10 @@ struct WorkerMetrics: Sendable {
     }
 
     func inFlight(_ count: Int) { inFlight.record(count) }
+    /// `ferry_queue_paused{queue,group}`: 1 while the queue or the group is paused.
+    func paused(_ paused: Bool) {
+        Gauge(label: "ferry_queue_paused", dimensions: [("queue", queue), ("group", group)]).record(paused ? 1 : 0)
+    }
     func entriesDeleted(_ count: Int) {
         Counter(label: "ferry_entries_deleted_total", dimensions: [("queue", queue), ("group", group)]).increment(by: count)
     }

@@ -24,15 +24,16 @@ public struct FerryMetricsFactory: MetricsFactory {
     /// What each of Ferry's metrics means; any other metric gets a generic line.
     public static let help: [String: String] = [
         "ferry_jobs_total":
-            "Deliveries by how they ended (completed, failed, retried, dead_lettered, skipped_duplicate, cancelled).",
+            "Deliveries by how they ended (completed, failed, retried, dead_lettered, skipped_duplicate, cancelled, snoozed).",
         "ferry_job_duration_seconds": "How long handlers ran, by job type.",
         "ferry_job_start_latency_seconds": "From publish (published_at, else the entry ID's time) to the handler starting.",
         "ferry_jobs_in_flight": "Jobs running or being acknowledged by this worker, exact at scrape time.",
-        "ferry_reclaims_total": "Idle entries this worker claimed: retries that came due and jobs of crashed workers.",
+        "ferry_reclaims_total": "Entries whose lease expired (a crashed or frozen worker's) that this worker claimed.",
         "ferry_lease_extensions_total": "Leases of running jobs extended, so slow jobs are not reclaimed.",
         "ferry_redis_errors_total": "Redis errors met by the worker, by error prefix (or kind when Redis sent none).",
         "ferry_entries_deleted_total":
             "Pending entries found deleted from the stream by someone else (XDEL, XTRIM) before they finished.",
+        "ferry_queue_paused": "1 while the queue or this worker's group is paused (ferry queue pause), else 0.",
         "ferry_worker_start_time_seconds": "When this worker started, in seconds since the epoch.",
         "ferry_stream_length": "Entries in the queue's job stream (sampled every --sample-interval).",
         "ferry_dead_letters": "Entries in the queue's dead-letter stream (sampled every --sample-interval).",

@@ -82,6 +82,10 @@ struct InspectCommand: AsyncParsableCommand {
         for report in reports where report.scheduled > 0 {
             print("\(report.queue): \(report.scheduled) scheduled, the next due at \(report.nextDueAt ?? "-")")
         }
+        for report in reports where !report.paused.isEmpty {
+            let what = report.paused.map { $0 == QueuePause.allGroups ? "every group" : "group \($0)" }.joined(separator: ", ")
+            print("\(report.queue): PAUSED (\(what)): no new jobs start; ferry queue resume \(report.queue) goes on")
+        }
         if consumers.count > 1 {
             print("")
             printTable(consumers)

@@ -52,11 +52,15 @@ public struct CommandJobHandler: JobHandler {
     public func handle(_ job: Job) async throws {
         var options = PlatformOptions()
         options.processGroupID = 0  // a new group led by the child: killable as a whole
-        // When Subprocess tears the command down itself (the job is cancelled before or while
-        // the command is spawned), the whole group goes, not only the shell: a timeout seen on a
-        // loaded machine left a grandchild running once, which the default teardown (a kill of
-        // the shell alone) allowed.
-        options.teardownSequence = [.send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .milliseconds(200))]
+        // Cancelled around the spawn, the group may not exist yet (the child sets it between fork
+        // and exec), so a group kill alone can miss: the command is killed by pid too, which
+        // stops it before it starts anything. A fresh CI machine once saw a grandchild outlive a
+        // timeout this way. Subprocess's own teardown does the same.
+        // The group first: a step is skipped once the command itself is gone.
+        options.teardownSequence = [
+            .send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .zero),
+            .send(signal: .kill, toProcessGroup: false, allowedDurationToNextStep: .milliseconds(200)),
+        ]
         let environment = Environment.custom(
             Dictionary(
                 uniqueKeysWithValues: Self.environment(for: job, passing: passedEnvironment).map {
@@ -84,6 +88,7 @@ public struct CommandJobHandler: JobHandler {
                 return Array(tail.suffix(Self.stderrTailBytes))
             } onCancel: {
                 try? execution.send(signal: .kill, toProcessGroup: true)
+                try? execution.send(signal: .kill, toProcessGroup: false)
             }
         }
         try Task.checkCancellation()

@@ -33,6 +33,26 @@ struct AdminEndpointTests {
             standardOutput: log, standardError: log + ".err")
     }
 
+    @Test("ferry queue pause shows in /metrics (ferry_queue_paused 1), ferry inspect and the resume message")
+    func pauseIsVisible() async throws {
+        let url = try await TestRedis.sharedURL()
+        let queue = uniqueName("paused")
+        let port = try freeLoopbackPort()
+        let worker = try startWorker(queue, redisURL: url, port: port, exec: "exit 0")
+        defer { worker.signal(SIGKILL) }
+        let environment = ["FERRY_REDIS_URL": url]
+        let gauge = #"ferry_queue_paused{queue="\#(queue)",group="workers"}"#
+        #expect(await eventually { sample(try await get(port, "/metrics").body, gauge) == 0 })
+        let paused = try await runProcess(try ferryExecutable(), ["queue", "pause", queue], environment: environment)
+        #expect(paused.status == 0 && paused.standardOutput.contains("\(queue): every group paused"), "\(paused.standardError)")
+        #expect(await eventually { sample(try await get(port, "/metrics").body, gauge) == 1 })
+        let inspect = try await runProcess(try ferryExecutable(), ["inspect", queue], environment: environment)
+        #expect(inspect.standardOutput.contains("\(queue): PAUSED (every group)"), "\(inspect.standardOutput)")
+        let resumed = try await runProcess(try ferryExecutable(), ["queue", "resume", queue], environment: environment)
+        #expect(resumed.standardOutput.contains("\(queue): every group resumed"))
+        #expect(await eventually { sample(try await get(port, "/metrics").body, gauge) == 0 })
+    }
+
     @Test("metrics scraped from a running worker change as jobs run; healthz and readyz answer 200")
     func metricsFollowJobs() async throws {
         let url = try await TestRedis.sharedURL()

@@ -1,0 +1,62 @@
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Testing
+
+@testable import Ferry
+
+extension WorkerTests {
+    @Test("a paused queue starts nothing, also on a worker started while it is paused; resume runs every job once")
+    func pauseSurvivesRestartAndResumes() async throws {
+        let setup = try await Setup("pause")
+        let seen = Deliveries()
+        let pause = QueuePause(queue: setup.queue, connection: setup.redis)
+        let firstLog = LogRecord()
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }], logger: firstLog.logger())) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "before"))
+            #expect(await eventually { seen.count == 1 })
+            #expect(try await pause.pause())
+            #expect(try await pause.pause() == false, "paused already")
+            #expect(await eventually { firstLog.messages.contains { $0.hasPrefix("queue_paused") } })
+            _ = try await setup.publisher.publish((0..<5).map { JobMessage(type: "t", data: "", jobID: "p-\($0)") })
+            try await Task.sleep(for: .seconds(1))  // the pause took effect (logged): nothing may start
+            #expect(seen.count == 1)
+        }
+        // A worker started while the pause lasts learns of it before it takes anything.
+        let secondLog = LogRecord()
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }], logger: secondLog.logger())) {
+            #expect(await eventually { secondLog.messages.contains { $0.hasPrefix("queue_paused") } })
+            try await Task.sleep(for: .seconds(1))
+            #expect(seen.count == 1)
+            let report = try #require(try await QueueInspector(connection: setup.redis).report(setup.queue))
+            #expect(report.paused == [QueuePause.allGroups])
+            #expect(try await pause.resume())
+            #expect(await eventually { seen.count == 6 })
+            #expect(secondLog.messages.contains { $0.hasPrefix("queue_resumed") })
+        }
+        #expect(Set(seen.all.map(\.id)).count == 6)
+        #expect(try await pause.paused().isEmpty)
+    }
+
+    @Test("pausing one group leaves the others running; resuming every group leaves a group paused on its own")
+    func pauseOneGroup() async throws {
+        let setup = try await Setup("pause-group")
+        let a = Deliveries(), b = Deliveries()
+        let pause = QueuePause(queue: setup.queue, connection: setup.redis)
+        #expect(try await pause.pause(group: "a"))
+        let log = LogRecord()
+        try await running(
+            setup.worker(["t": JobHandlerClosure { a.record($0) }], group: "a", logger: log.logger()),
+            setup.worker(["t": JobHandlerClosure { b.record($0) }], group: "b")
+        ) {
+            #expect(await eventually { log.messages.contains { $0.hasPrefix("queue_paused") } })
+            _ = try await setup.publisher.publish((0..<3).map { JobMessage(type: "t", data: "", jobID: "g-\($0)") })
+            #expect(await eventually { b.count == 3 })
+            #expect(a.count == 0)
+            #expect(try await pause.resume() == false, "every group was not paused as a whole")
+            #expect(try await pause.isPaused(group: "a"))
+            #expect(try await pause.resume(group: "a"))
+            #expect(await eventually { a.count == 3 })
+        }
+    }
+}
