@@ -249,7 +249,7 @@ extension Worker {
             metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
             await deadLetter(
                 entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message,
-                processing: ContinuousClock.now - started, control: control, logger: logger)
+                processing: ContinuousClock.now - started, lock: lock, control: control, logger: logger)
         } catch is CancellationError {
             if slots.wasCancelledOnRequest(entry.id) {
                 await cancel(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
@@ -294,7 +294,7 @@ extension Worker {
             if attempt >= maxAttempts(of: message) {
                 await deadLetter(
                     entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: "\(error)", processing: processing,
-                    control: control, logger: logger)
+                    lock: lock, control: control, logger: logger)
             } else {
                 metrics.job(.retried, type: message.type)
                 await scheduleRetry(
@@ -509,7 +509,7 @@ extension Worker {
 
     func deadLetter(
         _ entry: StreamEntry, jobID: String, attempt: Int, errorClass: String, error: String, processing: Duration? = nil,
-        control: ControlChannel, logger: Logger
+        lock: IdempotencyLock? = nil, control: ControlChannel, logger: Logger
     ) async {
         let failedAt = Date().millisecondsSince1970
         let fields: [RedisArgument] = [
@@ -520,11 +520,12 @@ extension Worker {
         ]
         var scriptKeys: [RedisArgument] = [.string(keys.jobs), .string(keys.deadLetter)]
         if configuration.recordsStatus { scriptKeys.append(.string(keys.jobStatus(jobID: jobID))) }
+        if let lock { scriptKeys.append(.string(lock.key)) }
         let arguments: [RedisArgument] = [
             .string(configuration.group), .string(configuration.consumer), .string(entry.id), .integer(failedAt),
             .integer(configuration.keepFailed.milliseconds), .string(keys.statusIndexPrefix), .string(jobID),
             .integer(Int64(attempt)), .string(errorClass), .string(FailureText.keepingEnd(error)),
-            processing.map { .integer($0.milliseconds) } ?? "",
+            processing.map { .integer($0.milliseconds) } ?? "", .string(lock?.token ?? ""),
         ]
         do {
             let moved = try await control.transition(Self.deadLetterScript, keys: scriptKeys, arguments: arguments + fields)

@@ -331,3 +331,36 @@ extension WorkerTests {
         #expect(try await setup.deadEntries().isEmpty)
     }
 }
+
+extension WorkerTests {
+    @Test(
+        "a keyed job that is dead-lettered or parked for a retry releases its lock at once: the key's next job need not wait for it to lapse"
+    )
+    func keyedLockReleasedWhenTheJobLeaves() async throws {
+        let setup = try await Setup("lock-release")
+        let worker = setup.worker([
+            "doomed": JobHandlerClosure { _ in throw PermanentJobError("never") },
+            "flaky": JobHandlerClosure { job in if job.deliveryAttempt == 1 { throw PushBackError() } },
+        ]) {
+            $0.lease = .seconds(10)  // a lock lives 22 s past its last renewal: far longer than this test looks
+            $0.retry = RetryPolicy(maxAttempts: 2, minimumBackoff: .seconds(600), maximumBackoff: .seconds(600))
+        }
+        try await running(worker) {
+            _ = try await setup.publisher.publish([
+                JobMessage(type: "doomed", data: "", jobID: "d-1", idempotencyKey: "key-d"),
+                JobMessage(type: "flaky", data: "", jobID: "f-1", idempotencyKey: "key-f"),
+            ])
+            #expect(await eventually { try await setup.deadEntries().count == 1 })
+            #expect(
+                await eventually {
+                    try await setup.redis.send(RedisCommand("ZCARD", [.string(setup.keys.delayed(group: "workers").due)])).integer
+                        == 1
+                })
+            for key in ["key-d", "key-f"] {
+                let lock = try await setup.redis.send(
+                    RedisCommand("EXISTS", [.string(setup.keys.inFlightLock(idempotencyKey: key))]))
+                #expect(lock == .integer(0), "\(key)'s lock released")
+            }
+        }
+    }
+}

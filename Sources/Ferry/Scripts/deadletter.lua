@@ -14,7 +14,9 @@
 -- ARGV[9]  the error class
 -- ARGV[10] the error, as the status keeps it
 -- ARGV[11] how long the handler ran, in milliseconds, or '' when it did not run
--- ARGV[12..] dead_letter.* fields and values to add after the original fields
+-- ARGV[12] the delivery's idempotency lock token, or '' for none; with one, the last key is
+--          the lock ferry:{Q}:idem:lock:<key>, released when this delivery holds it
+-- ARGV[13..] dead_letter.* fields and values to add after the original fields
 --
 -- The original fields are copied from the stream itself, byte for byte, duplicates included.
 -- If the XADD fails (Redis out of memory, say) the script stops before XACK: the entry stays
@@ -33,18 +35,28 @@ if entry[1] then
     fields[#fields + 1] = value
   end
 end
-for i = 12, #ARGV do
+for i = 13, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 local dead_id = redis.call('XADD', KEYS[2], '*', unpack(fields))
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-if KEYS[3] then
+local status_key = KEYS[3]
+if ARGV[12] ~= '' then
+  -- The next delivery of the key (a redrive, another job) need not wait for the lock to lapse.
+  if redis.call('GET', KEYS[#KEYS]) == ARGV[12] then
+    redis.call('DEL', KEYS[#KEYS])
+  end
+  if #KEYS == 3 then
+    status_key = nil
+  end
+end
+if status_key then
   local status = { 'attempts', ARGV[8], 'consumer', ARGV[2], 'error_class', ARGV[9], 'last_error', ARGV[10],
     'finished_at', ARGV[4], 'retryable', '0', 'next_attempt_at', '', 'dead_id', dead_id }
   if ARGV[11] ~= '' then
     status[#status + 1] = 'processing_ms'
     status[#status + 1] = ARGV[11]
   end
-  set_status(KEYS[3], ARGV[6], ARGV[1], ARGV[7], ARGV[3], 'dead', ARGV[4], ARGV[5], status)
+  set_status(status_key, ARGV[6], ARGV[1], ARGV[7], ARGV[3], 'dead', ARGV[4], ARGV[5], status)
 end
 return dead_id
