@@ -122,19 +122,25 @@ struct CommandJobHandlerTests {
 
     @Test("a job timeout kills the whole process group, children included")
     func timeoutKillsProcessGroup() async throws {
-        let marker = FileManager.default.temporaryDirectory.appending(path: uniqueName("grandchild"))
-        defer { try? FileManager.default.removeItem(at: marker) }
-        // The grandchild would write the marker after 4 s if it survived the kill.
-        let handler = CommandJobHandler(command: "(sleep 4; touch '\(marker.path())') & sleep 30")
-        let start = ContinuousClock.now
-        await #expect(throws: JobTimeoutError.self) {
-            try await Worker.runHandler(handler, job(), timeout: .milliseconds(300))
-        }
-        let returned = ContinuousClock.now
-        #expect(returned - start < .seconds(25), "the handler did not wait for the command's sleep 30")
-        // The grandchild started before the handler returned: were it alive, the marker would
-        // exist 4 s after that at the latest.
-        try await Task.sleep(until: returned + .seconds(5))
-        #expect(!FileManager.default.fileExists(atPath: marker.path()))
+        let pidFile = FileManager.default.temporaryDirectory.appending(path: uniqueName("grandchild"))
+        defer { try? FileManager.default.removeItem(at: pidFile) }
+        // The grandchild writes its pid, then would run for 30 s were it not killed.
+        let handler = CommandJobHandler(command: "(sh -c 'echo $$ > \"$1\"; exec sleep 30' sh '\(pidFile.path())') & sleep 30")
+        // A timeout long enough that the grandchild has started however loaded the machine (the
+        // test checks it did), short enough not to wait for the sleeps.
+        let run = Task { try await Worker.runHandler(handler, job(), timeout: .seconds(8)) }
+        #expect(await eventually(.seconds(8)) { FileManager.default.fileExists(atPath: pidFile.path()) })
+        await #expect(throws: JobTimeoutError.self) { try await run.value }
+        let pid = try #require(
+            Int32(try String(contentsOf: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(await eventually(.seconds(10)) { !Self.isRunning(pid) }, "the grandchild \(pid) was killed with its group")
+    }
+
+    /// Whether process `pid` exists and is not a zombie waiting to be reaped.
+    static func isRunning(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return false }
+        // `pid (comm) state ...`: the state follows the last parenthesis.
+        guard let close = stat.lastIndex(of: ")") else { return false }
+        return !stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
     }
 }
