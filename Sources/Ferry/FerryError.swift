@@ -16,6 +16,9 @@ public struct FerryError: Error, Sendable, CustomStringConvertible {
         public static let notFound = Code(name: "notFound")
         /// Redis was unreachable or refused; see ``FerryError/redisError``.
         public static let redis = Code(name: "redis")
+        /// The queue is at its maximum depth (`ferry queue set --max-depth`); nothing was
+        /// written. See ``FerryError/queueFull``.
+        public static let queueFull = Code(name: "queueFull")
     }
 
     /// What kind of failure: input to fix, a thing missing, or Redis.
@@ -24,6 +27,8 @@ public struct FerryError: Error, Sendable, CustomStringConvertible {
     public var message: String
     /// The Redis failure behind a ``Code/redis`` error.
     public var redisError: RedisError?
+    /// The saturation behind a ``Code/queueFull`` error.
+    public var queueFull: QueueFullError?
 
     /// A failure Ferry found itself; `message` names what is wrong and what to do.
     public init(_ code: Code, _ message: String) {
@@ -38,7 +43,32 @@ public struct FerryError: Error, Sendable, CustomStringConvertible {
         self.redisError = redisError
     }
 
+    /// A publish refused because the queue is full.
+    public init(_ queueFull: QueueFullError) {
+        self.code = .queueFull
+        self.message = queueFull.description
+        self.queueFull = queueFull
+    }
+
     public var description: String { message }
+}
+
+/// A publish the queue refused because it is at its maximum depth: nothing was written. An HTTP
+/// API answers it with 503; a producer backs off and tries again, or sheds the work.
+public struct QueueFullError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The queue that is full.
+    public var queue: QueueName
+    /// Its backlog when the publish was refused: the slowest group's unfinished jobs.
+    public var depth: Int
+    /// Its maximum depth.
+    public var maxDepth: Int
+    /// How many jobs the refused publish would have added.
+    public var refused: Int
+
+    /// What was refused and what to do.
+    public var description: String {
+        "queue \(queue) is full: \(depth) jobs not yet finished (the slowest group's), at most \(maxDepth); \(refused) more would not fit and nothing was published. Publish again once workers have caught up, or raise the limit: ferry queue set \(queue) --max-depth N"
+    }
 }
 
 extension RedisConnection {

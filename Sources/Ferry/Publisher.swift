@@ -46,8 +46,62 @@ public final class Publisher: Sendable {
     public let configuration: Configuration
     private let connection: RedisConnection
     private let lastTrim = Mutex<ContinuousClock.Instant?>(nil)
+    /// The queue's maximum depth as last read, and when: read again after a second, so a
+    /// change (`ferry queue set --max-depth`) reaches every publisher within one.
+    private let maxDepthRead = Mutex<(value: Int?, at: ContinuousClock.Instant)?>(nil)
 
     static let publishScript = RedisScript(name: "publish", source: EmbeddedLuaScripts.publish)
+    static let publishBoundedScript = RedisScript(name: "publish_bounded", source: EmbeddedLuaScripts.publish_bounded)
+
+    /// The queue's maximum depth (`ferry:{Q}:settings` field `max_depth`), nil when unbounded;
+    /// read at most once a second.
+    func maxDepth() async throws(FerryError) -> Int? {
+        if let read = maxDepthRead.withLock({ $0 }), ContinuousClock.now - read.at < .seconds(1) { return read.value }
+        let value = try await QueueSettings(queue: queue, connection: connection).maxDepth()
+        maxDepthRead.withLock { $0 = (value, .now) }
+        return value
+    }
+
+    /// Publishes one chunk of a bounded queue in one script (`publish_bounded.lua`): all of it
+    /// or, when it does not fit under `maxDepth`, none (``QueueFullError``).
+    private func publishBounded(
+        _ jobs: ArraySlice<JobMessage>, maxDepth: Int, at now: Date
+    ) async throws(FerryError) -> [PublishReceipt] {
+        var scriptKeys: [RedisArgument] = [.string(keys.jobs)]
+        var arguments: [RedisArgument] = [
+            .integer(Int64(maxDepth)), .integer(configuration.dedupWindow.milliseconds), .string(keys.delayedPrefix),
+        ]
+        for job in jobs {
+            var dedupIndex = 0
+            if let key = job.idempotencyKey {
+                scriptKeys.append(.string(keys.publishDedup(idempotencyKey: key)))
+                dedupIndex = scriptKeys.count
+            }
+            var encoded = RedisCommand("FIELDS")
+            job.appendFields(to: &encoded, defaultPublishedAt: now)
+            let fields = encoded.arguments.dropFirst().map { RedisArgument.bytes($0) }
+            arguments += [.integer(Int64(dedupIndex)), .string(job.jobID ?? ""), .integer(Int64(fields.count))] + fields
+        }
+        let command = Self.publishBoundedScript.command(keys: scriptKeys, arguments: arguments)
+        let reply: RedisReply
+        do {
+            reply = try await connection.send(command)
+        } catch {
+            throw FerryError(error)
+        }
+        let parts = reply.array ?? []
+        guard parts.first?.integer == 1, let rows = parts.dropFirst().first?.array else {
+            throw FerryError(
+                QueueFullError(
+                    queue: queue, depth: Int(parts.dropFirst().first?.integer ?? 0), maxDepth: maxDepth,
+                    refused: Int(parts.dropFirst(2).first?.integer ?? Int64(jobs.count))))
+        }
+        return rows.map { row in
+            let values = row.array ?? []
+            let entryID = values.dropFirst().first?.string.flatMap { $0.isEmpty ? nil : $0 }
+            return PublishReceipt(jobID: values.first?.string ?? "", entryID: entryID, isDuplicate: values.last?.integer == 0)
+        }
+    }
     static let trimScript = Worker.trimScript
     static let queuedScript = RedisScript(name: "queued", source: EmbeddedLuaScripts.queued)
     static let scheduleScript = RedisScript(name: "schedule", source: EmbeddedLuaScripts.schedule)
@@ -169,11 +223,21 @@ public final class Publisher: Sendable {
         if jobs.isEmpty { return [] }
         for job in jobs { try job.validateForPublishing(maxPayloadBytes: configuration.maxPayloadBytes) }
         let now = Date()
+        let bound = try await maxDepth()
         var receipts: [PublishReceipt] = []
         receipts.reserveCapacity(jobs.count)
         var start = 0
         while start < jobs.count {
             let chunk = jobs[start..<min(start + configuration.pipelineDepth, jobs.count)]
+            if let bound {
+                let first = receipts.count
+                receipts += try await publishBounded(chunk, maxDepth: bound, at: now)
+                if configuration.recordsStatus {
+                    try await recordQueued(zip(chunk, receipts[first...]).filter { !$0.1.isDuplicate }, at: now)
+                }
+                start += chunk.count
+                continue
+            }
             let commands = chunk.map { command(publishing: $0, at: now) }
             let replies: [RedisReply]
             do {

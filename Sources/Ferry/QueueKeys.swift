@@ -30,6 +30,8 @@ public struct QueueKeys: Sendable, Hashable {
     /// `ferry:{Q}:paused`: what is paused (`ferry queue pause`): `*` for every group, or a
     /// group's name, to when (ms since the epoch). Absent when nothing is.
     public let paused: String
+    /// `ferry:{Q}:settings`: settings every publisher and worker reads (`max_depth`).
+    public let settings: String
     /// `ferry:{Q}:cron`: the queue's active cron schedules, a sorted set of names scored by each
     /// one's next tick (ms since the epoch).
     public let cron: String
@@ -52,6 +54,7 @@ public struct QueueKeys: Sendable, Hashable {
         self.meta = prefix + ":meta"
         self.cron = prefix + ":cron"
         self.paused = prefix + ":paused"
+        self.settings = prefix + ":settings"
         self.statusIndexPrefix = prefix + ":idx:"
     }
 

@@ -61,6 +61,7 @@ enum ExitStatus: Int32 {
     case notFound = 1
     case usage = 2
     case redis = 3
+    case queueFull = 4
 
     /// The status for a Ferry or Redis error; nil for argument-parser errors, which keep their own handling.
     init?(_ error: any Error) {
@@ -69,6 +70,7 @@ enum ExitStatus: Int32 {
             switch error.code {
             case .invalidInput: self = .usage
             case .notFound: self = .notFound
+            case .queueFull: self = .queueFull
             default: self = .redis
             }
         case let error as RedisError:

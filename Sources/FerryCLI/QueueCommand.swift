@@ -6,8 +6,8 @@ import Foundation
 /// `ferry queue`: settings of a whole queue, kept in Redis for every worker.
 struct QueueCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "queue", abstract: "Pause or resume a queue's workers.",
-        subcommands: [QueuePauseCommand.self, QueueResumeCommand.self])
+        commandName: "queue", abstract: "Pause or resume a queue's workers, or bound its depth.",
+        subcommands: [QueueSetCommand.self, QueuePauseCommand.self, QueueResumeCommand.self])
 }
 
 /// `QUEUE [--group G]`: what `ferry queue pause|resume` act on.
@@ -67,5 +67,42 @@ struct QueueResumeCommand: AsyncParsableCommand {
                 + still.map { $0 == QueuePause.allGroups ? "every group" : "group \($0)" }.joined(separator: ", ")
         }
         print(message)
+    }
+}
+
+/// `ferry queue set QUEUE --max-depth N|none`.
+struct QueueSetCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set", abstract: "Bound a queue's depth: publishing past it is refused (exit 4), nothing written.",
+        discussion: """
+            The depth is the backlog of the slowest consumer group: jobs it has not read, has not acknowledged, or \
+            waits to retry (the stream's length before any group exists). Stored in Redis (ferry:{Q}:settings); \
+            every publisher reads it within a second. --max-depth none removes the bound.
+            """)
+
+    @Argument(help: "The queue name.")
+    var queue: String
+
+    @Option(parsing: .unconditional, help: "The most unfinished jobs the queue takes, or none.")
+    var maxDepth: String
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let depth: Int?
+        if maxDepth == "none" {
+            depth = nil
+        } else {
+            guard let parsed = Int(maxDepth), parsed >= 1 else {
+                throw InputError("invalid value \"\(maxDepth)\" for --max-depth: write a whole number of at least 1, or none")
+            }
+            depth = parsed
+        }
+        let name = try QueueName(queue)
+        try await QueueSettings(queue: name, connection: try await redis.connect(clientName: "ferry-queue")).setMaxDepth(depth)
+        print(
+            depth.map { "\(queue): at most \($0) unfinished jobs; publishing past it is refused" } ?? "\(queue): no maximum depth"
+        )
     }
 }

@@ -55,6 +55,19 @@ struct CommandLineContractTests {
         #expect(!result.standardError.contains("Missing value"))
     }
 
+    @Test("a full queue refuses ferry publish with exit 4, naming the depth and how to raise it; --max-depth none lifts it")
+    func fullQueueExitsFour() async throws {
+        let queue = uniqueName("full")
+        #expect(try await ferry("queue", "set", queue, "--max-depth", "2").status == 0)
+        #expect(try await ferry("publish", queue, "--type", "t", "--data", "x", "--count", "2").status == 0)
+        let refused = try await ferry("publish", queue, "--type", "t", "--data", "x")
+        #expect(refused.status == 4)
+        #expect(refused.standardError.contains("queue \(queue) is full: 2 jobs not yet finished"), "\(refused.standardError)")
+        #expect(refused.standardError.contains("ferry queue set \(queue) --max-depth N"))
+        #expect(try await ferry("queue", "set", queue, "--max-depth", "none").status == 0)
+        #expect(try await ferry("publish", queue, "--type", "t", "--data", "x").status == 0)
+    }
+
     @Test("durations take days: the RUNBOOK's dlq purge --older-than 7d runs")
     func daysInDurations() async throws {
         let queue = uniqueName("days")

@@ -36,6 +36,14 @@ struct RedisACLTests {
             let result = try await runProcess(try ferryExecutable(), ["publish", queue] + arguments + ["--redis", producerURL])
             #expect(result.status == 0, "\(result.standardError)")
         }
+        // A bounded queue (set by an operator) takes the producer's publishes through its script.
+        let admin = url(server, user: "ferry-admin", password: "admin-change-me")
+        #expect(
+            try await runProcess(try ferryExecutable(), ["queue", "set", queue, "--max-depth", "100", "--redis", admin]).status
+                == 0)
+        let bounded = try await runProcess(
+            try ferryExecutable(), ["publish", queue, "--type", "t", "--data", "b", "--count", "2", "--redis", producerURL])
+        #expect(bounded.status == 0, "\(bounded.standardError)")
         let producer = RedisConnection(configuration: try RedisConfiguration(url: producerURL))
         let jobs = QueueKeys(queue: try QueueName(queue)).jobs
         #expect(await refusal(producer, "XADD", ["not-ferry", "*", "type", "t"]) == "NOPERM", "only ferry:* keys")
