@@ -15,7 +15,7 @@ public enum JobState: String, Sendable, Hashable, CaseIterable, Codable {
     /// An attempt failed; it comes back after `next_attempt_at`.
     case retrying
     /// An attempt ended without an outcome (its worker shut down mid-job); it runs again after
-    /// the lease and backoff.
+    /// the lease.
     case failed
     /// Its handler succeeded and the entry was acknowledged, or its idempotency key had already
     /// completed.

@@ -10,7 +10,8 @@ struct PendingCommand: AsyncParsableCommand {
         commandName: "pending",
         abstract: "List pending entries: delivered to a worker, not yet acknowledged.",
         discussion: """
-            An entry idle longer than the lease plus its backoff is reclaimed by a live worker; one whose \
+            An entry idle longer than the lease is reclaimed by a live worker (failed jobs wait for their retry \
+            out of the pending list, in ferry:{Q}:delayed:<group>); one whose \
             delivery count keeps growing is crashing its workers and will be dead-lettered as worker_lost.
             """)
 

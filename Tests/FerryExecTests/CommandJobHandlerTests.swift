@@ -127,9 +127,10 @@ struct CommandJobHandlerTests {
         // The grandchild writes its pid, then would run for 30 s were it not killed.
         let handler = CommandJobHandler(command: "(sh -c 'echo $$ > \"$1\"; exec sleep 30' sh '\(pidFile.path())') & sleep 30")
         // A timeout long enough that the grandchild has started however loaded the machine (the
-        // test checks it did), short enough not to wait for the sleeps.
-        let run = Task { try await Worker.runHandler(handler, job(), timeout: .seconds(8)) }
-        #expect(await eventually(.seconds(8)) { FileManager.default.fileExists(atPath: pidFile.path()) })
+        // test checks it did; a fresh CI machine took over 8 s to start it), short enough not to
+        // wait for the sleeps.
+        let run = Task { try await Worker.runHandler(handler, job(), timeout: .seconds(20)) }
+        #expect(await eventually(.seconds(20)) { FileManager.default.fileExists(atPath: pidFile.path()) })
         await #expect(throws: JobTimeoutError.self) { try await run.value }
         let pid = try #require(
             Int32(try String(contentsOf: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))

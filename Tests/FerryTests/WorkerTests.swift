@@ -272,12 +272,13 @@ struct WorkerTests {
         let seen = Deliveries()
         let slow = JobHandlerClosure { job in
             seen.record(job)
-            try await Task.sleep(for: .seconds(5))
+            try await Task.sleep(for: .seconds(10))
         }
-        // Unextended, the entry is reclaimable after 2 + 1 s, well before the job ends; extended
-        // every 0.5 s, it survives a worker stalled for over 2 s by a loaded machine.
+        // Unextended, the entry is reclaimable after 4 s, well before the job ends; extended every
+        // second, it survives a worker stalled for 3 s by a loaded machine (a fresh CI machine
+        // stalled past a 2 s lease at the suite's start).
         let configure = { (configuration: inout Worker.Configuration) in
-            configuration.lease = .seconds(2)
+            configuration.lease = .seconds(4)
             configuration.retry = RetryPolicy(maxAttempts: 3, minimumBackoff: .seconds(1), maximumBackoff: .seconds(1))
         }
         try await running(setup.worker(["t": slow], configure: configure), setup.worker(["t": slow], configure: configure)) {
@@ -337,21 +338,22 @@ struct WorkerTests {
         #expect(log.messages.filter { $0 == "lease_lost" }.isEmpty)
     }
 
-    @Test("a crashed worker's job comes back after the lease plus the backoff of its delivery, not before")
-    func leaseExpiryWaitsTheBackoff() async throws {
+    @Test("a crashed worker's job comes back once its lease has run out, not before (retries alone wait a backoff)")
+    func leaseExpiryWaitsTheLease() async throws {
         let setup = try await Setup()
         _ = try await setup.publisher.publish(JobMessage(type: "t", data: ""))
         let (_, readAt) = try await readAsCrashedConsumer(setup)
         let startedAt = Mutex<ContinuousClock.Instant?>(nil)
         let worker = setup.worker(["t": JobHandlerClosure { _ in startedAt.withLock { $0 = .now } }]) {
-            $0.lease = .milliseconds(300)
-            $0.retry = RetryPolicy(maxAttempts: 5, minimumBackoff: .seconds(1), maximumBackoff: .seconds(1))
+            $0.lease = .milliseconds(1500)
+            $0.retry = RetryPolicy(maxAttempts: 5, minimumBackoff: .seconds(60), maximumBackoff: .seconds(60))
         }
         try await running(worker) {
             #expect(await eventually { startedAt.withLock { $0 } != nil })
         }
         let waited = try #require(startedAt.withLock { $0 }) - readAt
-        #expect(waited >= .milliseconds(1300), "lease 300 ms + backoff 1 s; it came back after \(waited)")
+        #expect(waited >= .milliseconds(1500), "the lease is 1.5 s; it came back after \(waited)")
+        #expect(waited < .seconds(60), "no backoff on a lease expiry: a minute's would have held it")
     }
 
     @Test("a backoff longer than the lease is kept in full")

@@ -20,6 +20,23 @@ local function now_ms()
   return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
 
+-- The stream's consumer groups as XINFO GROUPS reports them, each a table of its fields
+-- (`name`, `pending`, `last-delivered-id`, `lag`, ...); none when the stream does not exist.
+local function group_infos(stream)
+  if redis.call('EXISTS', stream) == 0 then
+    return {}
+  end
+  local infos = {}
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local info = {}
+    for i = 1, #group, 2 do
+      info[group[i]] = group[i + 1]
+    end
+    infos[#infos + 1] = info
+  end
+  return infos
+end
+
 -- Whether stream entry ID `a` comes before `b` (`<ms>-<seq>`, compared as numbers, as Redis orders them).
 local function id_before(a, b)
   local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')

@@ -36,11 +36,7 @@ local function unfinished(entry)
   if #redis.call('XRANGE', KEYS[3], entry, entry) == 0 then
     return false
   end
-  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[3])) do
-    local info = {}
-    for i = 1, #group, 2 do
-      info[group[i]] = group[i + 1]
-    end
+  for _, info in ipairs(group_infos(KEYS[3])) do
     if id_before(info['last-delivered-id'], entry) or
         #redis.call('XPENDING', KEYS[3], info['name'], entry, entry, 1) > 0 or
         redis.call('ZSCORE', ARGV[4] .. info['name'], entry) then

@@ -14,16 +14,13 @@
 -- duplicate of a key published within the window adds nothing and takes no room. When the jobs
 -- that would be added do not fit, nothing is written. Returns {1, {job id, entry id or '',
 -- 1 added | 0 duplicate}...} or {0, depth, added it asked for}.
+-- ferry:prelude
 local depth = 0
-local groups = redis.call('EXISTS', KEYS[1]) == 1 and redis.call('XINFO', 'GROUPS', KEYS[1]) or {}
+local groups = group_infos(KEYS[1])
 if #groups == 0 then
   depth = redis.call('XLEN', KEYS[1])
 end
-for _, group in ipairs(groups) do
-  local info = {}
-  for i = 1, #group, 2 do
-    info[group[i]] = group[i + 1]
-  end
+for _, info in ipairs(groups) do
   local lag = info['lag']
   if type(lag) ~= 'number' then
     lag = redis.call('XLEN', KEYS[1])

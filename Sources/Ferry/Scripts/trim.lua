@@ -20,19 +20,12 @@ local function lower(a, b)
   return b
 end
 
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return 0
-end
-local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+local groups = group_infos(KEYS[1])
 if #groups == 0 then
   return 0
 end
 local cutoff = string.format('%.0f-0', math.max(now_ms() - tonumber(ARGV[1]), 0))
-for _, group in ipairs(groups) do
-  local info = {}
-  for i = 1, #group, 2 do
-    info[group[i]] = group[i + 1]
-  end
+for _, info in ipairs(groups) do
   local keep_from = info['last-delivered-id']
   if tonumber(info['pending']) > 0 then
     keep_from = redis.call('XPENDING', KEYS[1], info['name'])[2]
