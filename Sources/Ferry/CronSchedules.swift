@@ -29,8 +29,9 @@ public struct CronSchedules: Sendable {
         public var paused: Bool
         /// Its next tick; nil when paused or when it never ticks again.
         public var nextAt: Date?
-        /// Its last enqueued tick and that tick's job id.
+        /// Its last enqueued tick.
         public var lastAt: Date?
+        /// The job id of its last enqueued tick (`cron-<name>-<tick ms>`).
         public var lastJobID: String?
         /// Ticks not enqueued because the previous job was unfinished (``CronSchedule/Overlap/skip``).
         public var skipped: Int
