@@ -40,12 +40,16 @@ public struct CronSchedules: Sendable {
     /// Redis's clock.
     func redisNow() async throws(FerryError) -> Date {
         do {
-            let parts = try await connection.send(RedisCommand("TIME")).array?.compactMap(\.string) ?? []
-            let seconds = Int64(parts.first ?? "") ?? 0, micros = Int64(parts.last ?? "") ?? 0
-            return Date(millisecondsSince1970: seconds * 1000 + micros / 1000)
+            return Self.date(time: try await connection.send(RedisCommand("TIME")))
         } catch {
             throw FerryError(error)
         }
+    }
+
+    /// The time a `TIME` reply (seconds, microseconds) stands for, to the millisecond.
+    static func date(time reply: RedisReply) -> Date {
+        let parts = reply.array?.compactMap(\.integer) ?? []
+        return Date(millisecondsSince1970: (parts.first ?? 0) * 1000 + (parts.dropFirst().first ?? 0) / 1000)
     }
 
     /// Stores `schedule` (replacing one of its name; its history and paused state stay), its
@@ -117,15 +121,13 @@ public struct CronSchedules: Sendable {
     }
 
     static func entry(hash reply: RedisReply) -> Entry? {
-        let flat = reply.array ?? []
         var hash: [String: String] = [:]
         var jobFields: [JobField] = []
-        for index in stride(from: 0, to: flat.count - 1, by: 2) {
-            guard let name = flat[index].string else { continue }
+        for (name, value) in QueueInspector.fields(reply) {
             if name.hasPrefix("job.") {
-                jobFields.append(JobField(name: Array(name.utf8.dropFirst(4)), value: flat[index + 1].bytes ?? []))
+                jobFields.append(JobField(name: Array(name.utf8.dropFirst(4)), value: value.bytes ?? []))
             } else {
-                hash[name] = flat[index + 1].string
+                hash[name] = value.string
             }
         }
         guard let name = hash["name"], let job = try? JobMessage(decoding: jobFields) else { return nil }
@@ -204,12 +206,10 @@ public struct CronSchedules: Sendable {
         } catch {
             throw FerryError(error)
         }
-        let time = replies[0].array?.compactMap(\.string) ?? []
-        let now = Date(millisecondsSince1970: (Int64(time.first ?? "") ?? 0) * 1000 + (Int64(time.last ?? "") ?? 0) / 1000)
-        let flat = replies[1].array ?? []
+        let now = Self.date(time: replies[0])
         var fired: [String] = []
-        for index in stride(from: 0, to: flat.count - 1, by: 2) {
-            guard let name = flat[index].string, let score = flat[index + 1].string.flatMap(Double.init) else { continue }
+        for (member, scoreReply) in replies[1].pairs {
+            guard let name = member.string, let score = scoreReply.string.flatMap(Double.init) else { continue }
             let due = Date(millisecondsSince1970: Int64(score))
             guard due <= now else { break }
             guard let entry = try await get(name) else { continue }

@@ -226,14 +226,11 @@ public struct QueueInspector: Sendable {
         return report
     }
 
-    /// A flat `XINFO` reply (`name`, value, `name`, value, …) as a dictionary.
+    /// A flat `XINFO` or `HGETALL` reply (`name`, value, `name`, value, …) as a dictionary.
     public static func fields(_ reply: RedisReply) -> [String: RedisReply] {
-        let flat = reply.array ?? []
         var fields: [String: RedisReply] = [:]
-        var index = 0
-        while index + 1 < flat.count {
-            if let name = flat[index].string { fields[name] = flat[index + 1] }
-            index += 2
+        for (name, value) in reply.pairs {
+            if let name = name.string { fields[name] = value }
         }
         return fields
     }

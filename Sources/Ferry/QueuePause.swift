@@ -55,13 +55,7 @@ public struct QueuePause: Sendable {
         } catch {
             throw FerryError(error)
         }
-        let flat = reply.array ?? []
-        var paused: [String: Date] = [:]
-        for index in stride(from: 0, to: flat.count - 1, by: 2) {
-            guard let name = flat[index].string else { continue }
-            paused[name] = Date(millisecondsSince1970: Int64(flat[index + 1].string ?? "") ?? 0)
-        }
-        return paused
+        return QueueInspector.fields(reply).mapValues { Date(millisecondsSince1970: $0.integer ?? 0) }
     }
 
     /// Whether `group`'s workers are to start nothing: paused on its own or with every group.

@@ -150,9 +150,8 @@ public struct ScheduledJobs: Sendable {
     }
 
     private func pairs(_ reply: RedisReply) -> [(member: String, score: String)] {
-        let flat = reply.array ?? []
-        return stride(from: 0, to: flat.count - 1, by: 2).compactMap { index in
-            guard let member = flat[index].string, let score = flat[index + 1].string else { return nil }
+        reply.pairs.compactMap { member, score in
+            guard let member = member.string, let score = score.string else { return nil }
             return (member, score)
         }
     }

@@ -27,6 +27,9 @@ extension Worker {
 
         /// Whether parking writes the job's status.
         var recordsStatus: Bool { if case .putBack = self { false } else { true } }
+
+        /// Parked only while its time is still ahead by Redis's clock (else it runs now).
+        var onlyWhileAhead: Bool { if case .notYetDue = self { true } else { false } }
     }
 
     /// What ``park(_:jobID:type:attempt:until:why:lock:control:)`` did.
@@ -80,7 +83,7 @@ extension Worker {
         let recordsStatus = configuration.recordsStatus && why.recordsStatus
         var arguments: [RedisArgument] = [
             .string(configuration.group), .string(configuration.consumer), .string(entryID), dueArgument,
-            .integer(Int64(carried)), why.state == .scheduled ? "1" : "0", .integer(configuration.keepFailed.milliseconds),
+            .integer(Int64(carried)), why.onlyWhileAhead ? "1" : "0", .integer(configuration.keepFailed.milliseconds),
             .string(why.state.rawValue), recordsStatus ? "1" : "0", .string(lock?.token ?? ""),
         ]
         if recordsStatus {

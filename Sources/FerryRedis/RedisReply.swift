@@ -52,6 +52,13 @@ public enum RedisReply: Sendable, Hashable {
         }
     }
 
+    /// A flat array of name, value, name, value … (`HGETALL`, `XINFO`, `ZRANGE … WITHSCORES`) as
+    /// pairs, in order; a trailing odd element is left out.
+    public var pairs: [(name: RedisReply, value: RedisReply)] {
+        let flat = array ?? []
+        return stride(from: 0, to: flat.count - 1, by: 2).map { (flat[$0], flat[$0 + 1]) }
+    }
+
     /// A nil reply: a missing key or field, or a `BLOCK` that timed out.
     public var isNull: Bool { self == .null }
 
