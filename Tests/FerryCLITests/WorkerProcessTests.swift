@@ -2,6 +2,7 @@ import Ferry
 import FerryRedis
 import FerryTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// `ferry worker --exec` as real processes against a real redis-server: crashes, SIGTERM,
@@ -61,6 +62,50 @@ struct WorkerProcessTests {
         #expect(await survivor.waitForExit() == 0)
         #expect(scratch.lines("done") == [receipt.jobID], "completed exactly once")
         #expect(scratch.lines("groups").count == 2, "started by the victim, then by the survivor")
+    }
+
+    @Test(
+        "--backoff exponential --min-backoff 1s --backoff-factor 3 --jitter none: a failing command's retries wait exactly 1 s, then 3 s"
+    )
+    func backoffFlagsReachTheRetries() async throws {
+        let url = try await TestRedis.sharedURL()
+        let redis = try await TestRedis.connection()
+        let queue = uniqueName("flags"), scratch = try Scratch()
+        let keys = QueueKeys(queue: try QueueName(queue))
+        _ = try await Publisher(queue: try QueueName(queue), connection: redis).publish(
+            JobMessage(type: "t", data: "", jobID: "b-1"))
+        let worker = try startWorker(
+            queue, redisURL: url, exec: "exit 1", scratch: scratch, name: "flags",
+            options: [
+                "--backoff", "exponential", "--min-backoff", "1s", "--backoff-factor", "3", "--jitter", "none",
+                "--max-attempts", "3", "--lease", "5s",
+            ])
+        defer { worker.signal(SIGKILL) }
+        let delays = Mutex<Set<Int64>>([])
+        #expect(
+            await eventually(.seconds(60)) {
+                let fields =
+                    try await redis.send(
+                        RedisCommand(
+                            "HMGET",
+                            [
+                                .string(keys.jobStatus(jobID: "b-1")), "workers.state", "workers.next_attempt_at",
+                                "workers.updated_at",
+                            ])
+                    ).array?.map(\.string) ?? []
+                if fields.count == 3, fields[0] == "retrying", let next = fields[1].flatMap(Int64.init),
+                    let updated = fields[2].flatMap(Int64.init)
+                {
+                    delays.withLock { _ = $0.insert(next - updated) }
+                }
+                return fields.first == "dead"
+            })
+        // The log has every retry; the status polls may miss a short one on a loaded machine.
+        let logged = scratch.lines("flags.log").filter { $0.contains("retry_scheduled") }.compactMap { line in
+            line.firstMatch(of: /"backoff_ms":"?(\d+)/).map { String($0.1) }
+        }
+        #expect(logged == ["1000", "3000"], "\(scratch.lines("flags.log").suffix(3))")
+        #expect(delays.withLock { $0 }.isSubset(of: [1000, 3000]) && !delays.withLock { $0 }.isEmpty)
     }
 
     @Test("SIGTERM during a batch: running jobs finish and are acknowledged, none is lost or run twice")
