@@ -84,7 +84,9 @@ struct RedisConnectionFaultTests {
         let start = ContinuousClock.now
         let error = await #expect(throws: RedisError.self) { try await redis.connect() }
         withExtendedLifetime(listener) {}
-        #expect(ContinuousClock.now - start < .seconds(3))
+        // A hang would never end; the bound is loose because a loaded CI machine took over 3 s
+        // to report a 300 ms timeout.
+        #expect(ContinuousClock.now - start < .seconds(20))
         #expect(error?.kind == .connectionFailed)
         #expect(error?.message.contains("cannot connect to Redis") == true, "\(String(describing: error))")
     }
