@@ -90,17 +90,10 @@ public struct CronSchedules: Sendable {
     /// Every schedule of the queue, by name.
     public func list() async throws(FerryError) -> [Entry] {
         do {
-            var names: [String] = []
-            var cursor = "0"
-            repeat {
-                let reply = try await connection.send(
-                    RedisCommand("SCAN", [.string(cursor), "MATCH", .string(keys.cronSchedule(name: "*")), "COUNT", 1000]))
-                let parts = reply.array ?? []
-                cursor = parts.first?.string ?? "0"
-                names += (parts.last?.array ?? []).compactMap(\.string).map {
-                    String($0.dropFirst(keys.cronSchedule(name: "").count))
-                }
-            } while cursor != "0"
+            let prefix = keys.cronSchedule(name: "")
+            let names = try await connection.scanKeys(matching: keys.cronSchedule(name: "*")).map {
+                String(decoding: $0.dropFirst(prefix.utf8.count), as: UTF8.self)
+            }
             let hashes =
                 names.isEmpty
                 ? []

@@ -28,6 +28,8 @@ final class JobSlots: Sendable {
         /// Its entry was deleted from the stream (`XDEL`, `XTRIM`) while it ran: its end finds
         /// nothing to acknowledge, which is no lost lease.
         var entryDeleted = false
+        /// The concurrency slots of limits it holds, extended with its lease.
+        var limitSlots: [Worker.LimitSlot] = []
     }
 
     private struct State {
@@ -116,6 +118,18 @@ final class JobSlots: Sendable {
     /// Keeps the idempotency lock the entry's delivery took, for lease renewal.
     func hold(_ lock: IdempotencyLock, for entryID: String) {
         state.withLock { $0.running[entryID]?.lock = lock }
+    }
+
+    /// Keeps the limit slots the entry's delivery took, for extension with its lease.
+    func hold(_ limitSlots: [Worker.LimitSlot], for entryID: String) {
+        state.withLock { $0.running[entryID]?.limitSlots = limitSlots }
+    }
+
+    /// The limit slots running jobs hold, with their entry IDs.
+    var limitSlots: [(entryID: String, slot: Worker.LimitSlot)] {
+        state.withLock { state in
+            state.running.flatMap { id, record in record.limitSlots.map { (id, $0) } }
+        }
     }
 
     /// The idempotency locks running jobs hold.

@@ -12,6 +12,9 @@ public enum JobState: String, Sendable, Hashable, CaseIterable, Codable {
     case queued
     /// A worker's handler runs it.
     case running
+    /// Over a rate or concurrency limit (`waiting_for` names it): parked in its group's later
+    /// deliveries until it could pass (`next_attempt_at`), spending no attempt.
+    case waiting
     /// An attempt failed; it comes back after `next_attempt_at`.
     case retrying
     /// An attempt ended without an outcome (its worker shut down mid-job); it runs again after
@@ -31,20 +34,22 @@ public enum JobState: String, Sendable, Hashable, CaseIterable, Codable {
     public var isTerminal: Bool {
         switch self {
         case .succeeded, .dead, .cancelled, .deleted: true
-        case .scheduled, .queued, .running, .retrying, .failed: false
+        case .scheduled, .queued, .waiting, .running, .retrying, .failed: false
         }
     }
 
     /// The states a job may move to from this one. A terminal job moves nowhere, except a dead
     /// one that is redriven (`queued` again); a running job may be reported running again (a
     /// redelivery after a lost worker); a scheduled one becomes `queued` when it is due, and a
-    /// queued one `scheduled` when its group reads it before its `deliver_at`.
+    /// queued one `scheduled` when its group reads it before its `deliver_at`; a job over a
+    /// limit waits (`waiting`) whenever it would otherwise start, again while still over it.
     public var successors: Set<JobState> {
         switch self {
-        case .scheduled: [.queued, .running, .succeeded, .dead, .cancelled, .deleted]
-        case .queued: [.scheduled, .running, .succeeded, .dead, .cancelled, .deleted]
-        case .retrying, .failed: [.running, .succeeded, .dead, .cancelled, .deleted]
-        case .running: [.running, .retrying, .failed, .succeeded, .dead, .cancelled, .deleted]
+        case .scheduled: [.queued, .waiting, .running, .succeeded, .dead, .cancelled, .deleted]
+        case .queued: [.scheduled, .waiting, .running, .succeeded, .dead, .cancelled, .deleted]
+        case .waiting: [.waiting, .running, .succeeded, .dead, .cancelled, .deleted]
+        case .retrying, .failed: [.waiting, .running, .succeeded, .dead, .cancelled, .deleted]
+        case .running: [.running, .waiting, .retrying, .failed, .succeeded, .dead, .cancelled, .deleted]
         case .dead: [.queued]
         case .succeeded, .cancelled, .deleted: []
         }

@@ -47,7 +47,7 @@ public struct JobStatus: Sendable, Hashable {
     /// Asks for a job to be cancelled: one that has not started is acknowledged as `cancelled`
     /// without running; a running one has its handler cancelled (an `--exec` command's process
     /// group is killed) and is acknowledged as `cancelled`; one waiting for a retry (or parked
-    /// until its `deliver_at`) is taken out of its group's later deliveries and is `cancelled` at once.
+    /// until its `deliver_at`, or waiting on a limit) is taken out of its group's later deliveries and is `cancelled` at once.
     ///
     /// - Parameters:
     ///   - keepFor: how long the request is kept: a job delivered after that runs.

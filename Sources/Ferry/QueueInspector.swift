@@ -97,24 +97,17 @@ public struct QueueInspector: Sendable {
 
     private static func queueNames(on connection: RedisConnection) async throws(FerryError) -> Set<String> {
         var names: Set<String> = []
-        var cursor = "0"
-        repeat {
-            let reply: RedisReply
-            do {
-                reply = try await connection.send(
-                    RedisCommand(
-                        "SCAN", [.string(cursor), "MATCH", .string(QueueKeys.jobStreamPattern), "COUNT", 1000, "TYPE", "stream"]))
-            } catch {
-                throw FerryError(error)
+        let keys: [[UInt8]]
+        do {
+            keys = try await connection.scanKeys(matching: QueueKeys.jobStreamPattern, type: "stream")
+        } catch {
+            throw FerryError(error)
+        }
+        for key in keys.map({ String(decoding: $0, as: UTF8.self) }) {
+            if let open = key.firstIndex(of: "{"), let close = key.lastIndex(of: "}"), open < close {
+                names.insert(String(key[key.index(after: open)..<close]))
             }
-            guard let parts = reply.array, parts.count == 2 else { break }
-            cursor = parts[0].string ?? "0"
-            for key in parts[1].array?.compactMap(\.string) ?? [] {
-                if let open = key.firstIndex(of: "{"), let close = key.lastIndex(of: "}"), open < close {
-                    names.insert(String(key[key.index(after: open)..<close]))
-                }
-            }
-        } while cursor != "0"
+        }
         return names
     }
 

@@ -32,6 +32,9 @@ public struct QueueKeys: Sendable, Hashable {
     public let paused: String
     /// `ferry:{Q}:settings`: settings every publisher and worker reads (`max_depth`).
     public let settings: String
+    /// `ferry:{Q}:limits`: the queue's rate and concurrency limits, limit name → JSON
+    /// (``QueueLimits``).
+    public let limits: String
     /// `ferry:{Q}:cron`: the queue's active cron schedules, a sorted set of names scored by each
     /// one's next tick (ms since the epoch).
     public let cron: String
@@ -55,6 +58,7 @@ public struct QueueKeys: Sendable, Hashable {
         self.cron = prefix + ":cron"
         self.paused = prefix + ":paused"
         self.settings = prefix + ":settings"
+        self.limits = prefix + ":limits"
         self.statusIndexPrefix = prefix + ":idx:"
     }
 
@@ -86,6 +90,33 @@ public struct QueueKeys: Sendable, Hashable {
         public let attempts: String
         /// Entry ID → the entry's own time (ms), for the retention pass.
         public let entries: String
+    }
+
+    /// `ferry:{Q}:limit:`: what every limit's state key starts with.
+    public var limitPrefix: String { prefix + ":limit:" }
+
+    /// The state of a limit (``QueueLimit``), `ferry:{Q}:limit:<name>`, or for one value of a
+    /// per-key limit `ferry:{Q}:limit:<name>:k:<key>`, followed by `:slots` (sorted set of the
+    /// jobs holding a concurrency slot, `<group> <entry ID>` → when the slot's lease ends, ms),
+    /// `:waiting` (sorted set of the jobs waiting for a slot, → their entry's time: served
+    /// first-come), `:tat` (a rate's theoretical arrival time, µs) and `:reserved` (hash of the
+    /// jobs waiting for a rate's start time they were given, → that time, µs).
+    public func limitState(name: String, key: String?) -> LimitKeys {
+        let base = limitPrefix + name + (key.map { ":k:" + Self.keyComponent($0) } ?? "")
+        return LimitKeys(
+            slots: base + ":slots", waiting: base + ":waiting", arrival: base + ":tat", reserved: base + ":reserved")
+    }
+
+    /// The keys of one limit's state (``limitState(name:key:)``).
+    public struct LimitKeys: Sendable, Hashable {
+        /// Concurrency: who holds a slot, to when.
+        public let slots: String
+        /// Concurrency: who waits for a slot, first-come.
+        public let waiting: String
+        /// Rate: the theoretical arrival time of the next start (GCRA), µs.
+        public let arrival: String
+        /// Rate: start times given to waiting jobs, µs.
+        public let reserved: String
     }
 
     /// `ferry:{Q}:cron:<name>`: a cron schedule (its timing, `job.*` fields, history).

@@ -18,6 +18,8 @@ public enum WireFormat {
         public static let jobID = "job_id"
         /// Publish dedup and run-once guard.
         public static let idempotencyKey = "idempotency_key"
+        /// The job's flow-control key (a user id, a tenant): per-key limits count jobs by it.
+        public static let key = "key"
         /// When the producer published it, in ms since the epoch: for latency metrics.
         public static let publishedAt = "published_at"
         /// W3C trace context, passed on to handlers.
@@ -40,7 +42,7 @@ public enum WireFormat {
 
         /// Fields that may appear at most once; a second copy makes the entry malformed.
         public static let reserved: Set<String> = [
-            type, data, jobID, idempotencyKey, maxAttempts, timeoutMilliseconds, deliverAt, backoffMilliseconds, version,
+            type, data, jobID, idempotencyKey, key, maxAttempts, timeoutMilliseconds, deliverAt, backoffMilliseconds, version,
         ]
     }
 }

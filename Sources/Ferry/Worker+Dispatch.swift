@@ -63,8 +63,9 @@ extension Worker {
                     }
                     groupReady = true
                     groupExisted = true
-                    // A worker started on a paused queue must not take a batch before it knows.
+                    // A worker started on a paused or limited queue must not take a batch before it knows.
                     await refreshPause(control)
+                    await refreshLimits(control)
                     if isPaused { continue }
                 }
                 if let after = configuration.pruneIdleConsumersAfter, ContinuousClock.now >= nextPrune {
@@ -85,6 +86,7 @@ extension Worker {
                     // A pass that stopped part-way through the pending list goes on at once.
                     nextReclaim = reclaimCursor.start == "-" ? .now + configuration.reclaimInterval : .now
                 }
+                if takeSlotHandedToGroup() { nextRedelivery = .now }  // a finished job's slot went to one of ours
                 if delivered.count < free && ContinuousClock.now >= nextRedelivery {
                     let due = try await redeliverDue(control, count: free - delivered.count)
                     delivered += due.deliveries
@@ -93,7 +95,9 @@ extension Worker {
                     nextRedelivery = due.more ? .now : .now + Self.dueCheckInterval
                 }
                 if delivered.isEmpty {
-                    let read = try await read(reader, count: free, block: block)
+                    // While jobs wait on limits, slots handed to them are looked for every 50 ms.
+                    let read = try await read(
+                        reader, count: free, block: limitWaitsRecently ? min(block, .milliseconds(50)) : block)
                     delivered = read.entries.map { ($0, 1) }
                     if let last = read.entries.last { lastReadID = last.id }
                     cancelRequestsExist = read.cancelRequestsExist

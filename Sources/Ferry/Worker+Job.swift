@@ -25,12 +25,17 @@ extension Worker {
         let plan: Plan
         /// Taken from the group's later deliveries: its time has come (or someone made it due).
         var handedBack = false
+        /// The rate and concurrency limits that cover the job (``QueueLimit/covers(_:)``): it
+        /// starts only once `acquire.lua` admits it, which records it running.
+        var limits: [QueueLimit] = []
 
         /// The message of a job that runs without the idempotency guard, whose `running` status
         /// the batch start records (a guarded job records it once its key is taken, a job with a
-        /// `deliver_at` once Redis's clock says it is due).
+        /// `deliver_at` once Redis's clock says it is due, a limited one once it is admitted).
         var unguardedMessage: JobMessage? {
-            if case .run(let message, _) = plan, message.idempotencyKey == nil, !waitsForDeliveryTime { return message }
+            if case .run(let message, _) = plan, message.idempotencyKey == nil, !waitsForDeliveryTime, limits.isEmpty {
+                return message
+            }
             return nil
         }
 
@@ -74,7 +79,9 @@ extension Worker {
                 plan: .deadLetter(
                     errorClass: "unknown_type", error: "no handler for job type \"\(message.type.debugEscaped)\" in this worker"))
         }
-        return Delivery(entry: entry, attempt: attempt, jobID: jobID, plan: .run(message, handler))
+        var delivery = Delivery(entry: entry, attempt: attempt, jobID: jobID, plan: .run(message, handler))
+        delivery.limits = limits(covering: message)
+        return delivery
     }
 
     /// How many deliveries the job may have: its own `max_attempts`, else the worker's.
@@ -184,11 +191,21 @@ extension Worker {
             case .lost, .failed:
                 return .done
             case .due:
-                if message.idempotencyKey == nil {
+                if message.idempotencyKey == nil && delivery.limits.isEmpty {
                     recordState(.running, jobID: jobID, entryID: entry.id, attempt: attempt, control: control, fields: [:])
                 }
             }
         }
+        var limitSlots: [LimitSlot] = []
+        if !delivery.limits.isEmpty {
+            guard case .run(let taken) = await admit(delivery, message: message, control: control, logger: logger) else {
+                return .done
+            }
+            limitSlots = taken
+            if !taken.isEmpty { slots.hold(taken, for: entry.id) }
+        }
+        // After the job's outcome, in the write batcher's order: the slots go to waiting jobs.
+        defer { releaseSlots(limitSlots, entryID: entry.id, control: control) }
         var lock: IdempotencyLock?
         if let key = message.idempotencyKey {
             lock = await mayRun(

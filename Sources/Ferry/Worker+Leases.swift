@@ -17,6 +17,7 @@ extension Worker {
             let running = Array(runningJobs.keys)
             metrics.inFlight(running.count)
             let locks = slots.locks
+            let limitSlots = slots.limitSlots
             if running.isEmpty { continue }
             do {
                 let reply = try await control.run(
@@ -43,6 +44,7 @@ extension Worker {
                         if renewedTokens.contains(lock.token) { lock.renewed(sentAt: sentAt) } else { lock.lost() }
                     }
                 }
+                try await extendSlots(limitSlots, control: control)
                 metrics.leasesExtended(running.count)
                 let shown = running.sorted().prefix(20)
                 logger.info(

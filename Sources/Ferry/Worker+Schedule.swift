@@ -8,15 +8,19 @@ extension Worker {
     /// of its due time while the workers keep up. An empty look is one cheap script call.
     static let dueCheckInterval: Duration = .milliseconds(250)
 
-    /// Moves due scheduled jobs into the stream (`move_due.lua`, batches of 100, at once again
+    /// Reads whether the queue is paused every turn and its limits every fourth (each second);
+    /// moves due scheduled jobs into the stream (`move_due.lua`, batches of 100, at once again
     /// while more are due) and enqueues the ticks of due cron schedules (``CronSchedules``)
     /// until the task is cancelled. Any worker of any group may do either; the scripts do each
     /// once. A failure is logged and tried again next time.
     func moveDueJobs(_ control: ControlChannel) async {
         let scheduled = ScheduledJobs(queue: queue, connection: control.connection)
         let schedules = CronSchedules(queue: queue, connection: control.connection)
+        var turn = 0
         while !Task.isCancelled && !isStopping {
             await refreshPause(control)
+            turn += 1
+            if turn % 4 == 0 { await refreshLimits(control) }
             do {
                 for jobID in try await schedules.fireDue(
                     statusKeep: configuration.recordsStatus ? Publisher.Configuration().statusTTL : nil)

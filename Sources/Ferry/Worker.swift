@@ -149,6 +149,14 @@ public final class Worker: Sendable {
         var refusal: FerryError?
         /// The queue or this group is paused (`ferry queue pause`): the read loop starts nothing.
         var paused = false
+        /// The queue's rate and concurrency limits (`ferry limit`), read every second, with
+        /// the JSON each was stored as (which `acquire.lua` checks is still current).
+        var limits: [(limit: QueueLimit, json: String)] = []
+        /// When a job here last waited on a limit: while jobs wait, the read loop looks for the
+        /// ones handed a slot more often (``Worker/limitWaitsRecently``).
+        var lastLimitWait: ContinuousClock.Instant?
+        /// A finished job's slot went to a job of this group: look for it now.
+        var slotHandedToGroup = false
         /// Acknowledgements of finished jobs that Redis refused and that wait to be tried again;
         /// the read loop takes no new work while there are any (see ``Worker/settleAcknowledgement``).
         var acknowledgementsAwaitingRetry = 0

@@ -26,6 +26,8 @@ struct WorkerMetrics: Sendable {
         case cancelled
         /// The handler asked to run later (``JobSnooze``): parked, no attempt spent.
         case snoozed
+        /// Over a rate or concurrency limit: parked until it could pass, no attempt spent.
+        case waited
     }
 
     let queue: String

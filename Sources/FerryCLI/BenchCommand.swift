@@ -215,16 +215,10 @@ func executableOnPath(_ name: String) -> Bool {
 /// Deletes every key of a benchmark's queue, `ferry:{Q}:*` (`SCAN MATCH`, `UNLINK`), outside the
 /// measurements.
 func cleanUp(_ queue: QueueName, connection: RedisConnection) async throws {
-    let keys = QueueKeys(queue: queue)
-    var cursor = "0"
-    repeat {
-        let reply = try await connection.send(
-            RedisCommand("SCAN", [.string(cursor), "MATCH", .string(keys.prefix + ":*"), "COUNT", 1000]))
-        guard let parts = reply.array, parts.count == 2 else { break }
-        cursor = parts[0].string ?? "0"
-        let found = parts[1].array?.compactMap { $0.bytes } ?? []
-        if !found.isEmpty { try await connection.send(RedisCommand("UNLINK", found.map { .bytes($0) })) }
-    } while cursor != "0"
+    let found = try await connection.scanKeys(matching: QueueKeys(queue: queue).prefix + ":*")
+    for chunk in stride(from: 0, to: found.count, by: 1000) {
+        try await connection.send(RedisCommand("UNLINK", found[chunk..<min(chunk + 1000, found.count)].map { .bytes($0) }))
+    }
 }
 
 /// The nearest-rank percentile `p` (0 to 1) of `values`; 0 for none.

@@ -20,7 +20,8 @@ struct FerryTool: AsyncParsableCommand {
         version: "ferry \(FerryTool.version) (wire format v\(WireFormat.version))",
         subcommands: [
             PublishCommand.self, WorkerCommand.self, JobCommand.self, JobsCommand.self, PeekCommand.self, InspectCommand.self,
-            PendingCommand.self, DeadLetterCommand.self, GroupCommand.self, QueueCommand.self, CronCommand.self,
+            PendingCommand.self, DeadLetterCommand.self, GroupCommand.self, QueueCommand.self, LimitCommand.self,
+            CronCommand.self,
             BenchCommand.self,
         ]
     )

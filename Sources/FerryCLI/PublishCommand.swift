@@ -33,6 +33,9 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(help: "Publish at most once per key within the dedup window.")
     var idempotencyKey: String?
 
+    @Option(help: "The job's flow-control key (a user id, a tenant), which per-key limits count jobs by.")
+    var key: String?
+
     @Option(name: .customLong("attr"), help: ArgumentHelp("An attribute name=value; repeat for more.", valueName: "name=value"))
     var attributes: [String] = []
 
@@ -129,7 +132,7 @@ struct PublishCommand: AsyncParsableCommand {
         }
         let job = JobMessage(
             type: type, data: try readPayload(), jobID: jobID, idempotencyKey: idempotencyKey, attributes: attributeMap,
-            traceparent: traceparent, maxAttempts: maxAttempts, timeout: timeout.flatMap(Settings.parseDuration))
+            traceparent: traceparent, maxAttempts: maxAttempts, timeout: timeout.flatMap(Settings.parseDuration), key: key)
         try job.validateForPublishing(maxPayloadBytes: maxPayloadBytes)
 
         var configuration = Publisher.Configuration()

@@ -45,3 +45,22 @@ extension RedisConnection {
         try send(script.command(keys: keys, arguments: arguments))
     }
 }
+
+extension RedisConnection {
+    /// Every key matching `pattern` on this connection's node, found with `SCAN` (never `KEYS`,
+    /// which blocks Redis while it walks the whole key space), as raw bytes; only keys of
+    /// `type` (`stream`, `zset`, …) when given.
+    public func scanKeys(matching pattern: String, type: String? = nil) throws(RedisError) -> [[UInt8]] {
+        var found: [[UInt8]] = []
+        var cursor = "0"
+        repeat {
+            var arguments: [RedisArgument] = [.string(cursor), "MATCH", .string(pattern), "COUNT", 1000]
+            if let type { arguments += ["TYPE", .string(type)] }
+            let reply = try send(RedisCommand("SCAN", arguments))
+            guard let parts = reply.array, parts.count == 2 else { break }
+            cursor = parts[0].string ?? "0"
+            found += parts[1].array?.compactMap(\.bytes) ?? []
+        } while cursor != "0"
+        return found
+    }
+}

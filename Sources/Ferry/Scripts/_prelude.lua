@@ -20,6 +20,57 @@ local function now_ms()
   return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 end
 
+-- Gives `key` an expiry of at least `ttl` ms (one it has is never shortened).
+local function outlive(key, ttl)
+  if redis.call('PTTL', key) < ttl then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+
+-- Parks delivered entry `id` in `group`'s later deliveries until `due` (ms, Redis's clock):
+-- acknowledged in the group (it leaves the pending list; no other group sees anything), its due
+-- time, the delivery attempts it carries and its own time (which the retention pass keeps)
+-- recorded, the three keys outliving the due time by `keep` ms. The caller checked ownership.
+local function park_entry(stream, due_key, attempts_key, entries_key, group, id, due, carried, keep, now)
+  redis.call('XACK', stream, group, id)
+  redis.call('ZADD', due_key, due, id)
+  redis.call('HSET', attempts_key, id, carried)
+  redis.call('ZADD', entries_key, tonumber(string.match(id, '^(%d+)')), id)
+  local ttl = math.max(due - now, 0) + keep
+  outlive(due_key, ttl)
+  outlive(attempts_key, ttl)
+  outlive(entries_key, ttl)
+end
+
+-- A concurrency limit's slots: frees those whose lease ended (their worker crashed or froze)
+-- and gives free ones to the jobs waiting, first come first served. A waiter is `<group> <entry
+-- ID>`: its slot is held for it for a lease and it is made due now in its group's later
+-- deliveries (`<delayed_prefix><group>`), so the next worker of its group to look takes it
+-- back and finds the slot its own; a waiter no longer parked there (cancelled) is dropped.
+-- Returns how many slots went to waiters of `group` (when given).
+local function hand_off(slots, waiting, most, now, lease, delayed_prefix, group_of_interest)
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+  local free = most - redis.call('ZCARD', slots)
+  local to_group = 0
+  while free > 0 do
+    local first = redis.call('ZPOPMIN', waiting)
+    if not first[1] then
+      break
+    end
+    local group, id = string.match(first[1], '^(.*) (%S+)$')
+    if group and redis.call('ZSCORE', delayed_prefix .. group, id) then
+      redis.call('ZADD', delayed_prefix .. group, now, id)
+      redis.call('ZADD', slots, now + lease, first[1])
+      outlive(slots, lease * 2)
+      free = free - 1
+      if group == group_of_interest then
+        to_group = to_group + 1
+      end
+    end
+  end
+  return to_group
+end
+
 -- The stream's consumer groups as XINFO GROUPS reports them, each a table of its fields
 -- (`name`, `pending`, `last-delivered-id`, `lag`, ...); none when the stream does not exist.
 local function group_infos(stream)
@@ -49,13 +100,15 @@ end
 local terminal = { succeeded = true, dead = true, cancelled = true, deleted = true }
 
 -- The moves a group's state may make (JobState.successors in Swift; a test keeps them equal).
-local unfinished = { running = true, succeeded = true, dead = true, cancelled = true, deleted = true }
+local unfinished = { waiting = true, running = true, succeeded = true, dead = true, cancelled = true, deleted = true }
 local successors = {
-  retrying = unfinished, failed = unfinished,
-  queued = { scheduled = true, running = true, succeeded = true, dead = true, cancelled = true, deleted = true },
-  scheduled = { queued = true, running = true, succeeded = true, dead = true, cancelled = true, deleted = true },
-  running = { running = true, retrying = true, failed = true, succeeded = true, dead = true, cancelled = true,
+  retrying = unfinished, failed = unfinished, waiting = unfinished,
+  queued = { scheduled = true, waiting = true, running = true, succeeded = true, dead = true, cancelled = true,
     deleted = true },
+  scheduled = { queued = true, waiting = true, running = true, succeeded = true, dead = true, cancelled = true,
+    deleted = true },
+  running = { running = true, waiting = true, retrying = true, failed = true, succeeded = true, dead = true,
+    cancelled = true, deleted = true },
   dead = { queued = true }, succeeded = {}, cancelled = {}, deleted = {},
 }
 

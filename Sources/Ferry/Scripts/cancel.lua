@@ -24,7 +24,7 @@
 -- 'unknown' means the job has no status (nothing is written unless ARGV[4] is '1'). A job still
 -- scheduled leaves the due index with its fields and never runs; its status says 'cancelled'
 -- for every group, and 'scheduled' is returned. A group that parked the job for later (a retry,
--- a snooze, an early `deliver_at`: ferry:{Q}:delayed:<group>) has it taken out and recorded
+-- a snooze, an early `deliver_at`, a wait for a limit: ferry:{Q}:delayed:<group>) has it taken out and recorded
 -- 'cancelled' at once; only groups still to run it need the request.
 -- ferry:prelude
 if redis.call('ZREM', KEYS[3], string.match(KEYS[4], '}:scheduled:(.*)$')) == 1 then
@@ -47,7 +47,7 @@ if exists then
     local group = ARGV[i]
     local state = redis.call('HGET', KEYS[1], group .. '.state') or shared
     local parked = ARGV[5] .. group
-    if (state == 'retrying' or state == 'scheduled') and entry_id and redis.call('ZREM', parked, entry_id) == 1 then
+    if (state == 'retrying' or state == 'scheduled' or state == 'waiting') and entry_id and redis.call('ZREM', parked, entry_id) == 1 then
       redis.call('HDEL', parked .. ':attempts', entry_id)
       redis.call('ZREM', parked .. ':entries', entry_id)
       set_status(KEYS[1], ARGV[6], group, ARGV[3], entry_id, 'cancelled', ARGV[1], ARGV[2],

@@ -40,17 +40,7 @@ end
 if ARGV[6] == '1' and due <= now then
   return {'due'}
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('ZADD', KEYS[2], due, ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[5])
-redis.call('ZADD', KEYS[4], tonumber(string.match(ARGV[3], '^(%d+)')), ARGV[3])
--- The three outlive every due time in them by the keep time, and never linger once unused.
-local keep = math.max(due - now, 0) + tonumber(ARGV[7])
-for i = 2, 4 do
-  if redis.call('PTTL', KEYS[i]) < keep then
-    redis.call('PEXPIRE', KEYS[i], keep)
-  end
-end
+park_entry(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[3], due, ARGV[5], tonumber(ARGV[7]), now)
 local next_key = 5
 if ARGV[9] == '1' then
   local state = 'retrying'
