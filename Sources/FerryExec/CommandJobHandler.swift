@@ -154,7 +154,7 @@ public struct CommandJobHandler: JobHandler {
     /// What the command finds in its environment: the worker's variables named in
     /// ``baseEnvironmentNames`` and `passing` (those it has), and the job's variables:
     /// `FERRY_JOB_ID`, `FERRY_JOB_TYPE`, `FERRY_QUEUE`, `FERRY_GROUP`, `FERRY_DELIVERY_ATTEMPT`,
-    /// `FERRY_ATTRIBUTES` (a JSON object) and one `FERRY_ATTR_<NAME>` per attribute, the name
+    /// `FERRY_JOB_KEY` (its `key`, when it has one), `FERRY_ATTRIBUTES` (a JSON object) and one `FERRY_ATTR_<NAME>` per attribute, the name
     /// upper-cased with every character other than A-Z, 0-9 and `_` turned into `_`; and
     /// `TRACEPARENT` when the job carries one.
     public static func environment(
@@ -168,6 +168,7 @@ public struct CommandJobHandler: JobHandler {
             "FERRY_JOB_ID": job.id, "FERRY_JOB_TYPE": job.type, "FERRY_QUEUE": job.queue.rawValue,
             "FERRY_GROUP": job.group, "FERRY_DELIVERY_ATTEMPT": String(job.deliveryAttempt),
         ]) { $1 }
+        if let key = job.message.key { environment["FERRY_JOB_KEY"] = key }
         // The W3C name, which OpenTelemetry SDKs read to continue the producer's trace.
         if let traceparent = job.message.traceparent { environment["TRACEPARENT"] = traceparent }
         let encoder = JSONEncoder()
