@@ -21,6 +21,13 @@ struct ControlChannel: Sendable {
         var processingMilliseconds: Int64 = 0
     }
 
+    /// The concurrency slots a finished job releases (``Worker/releaseSlots(_:entryID:control:)``).
+    struct SlotRelease: Sendable {
+        /// `<group> <entry ID>`.
+        let holder: String
+        let slots: [Worker.LimitSlot]
+    }
+
     /// A write that waits for the next flush.
     ///
     /// Every write of a job's state goes through this one batcher, so a job's writes land in
@@ -29,13 +36,17 @@ struct ControlChannel: Sendable {
     /// acknowledgement that records `succeeded`). A `running` record landing after the outcome
     /// would contradict it and clear the hash's expiry. Each flush is one pipeline: status
     /// commands and transitions in the order they were submitted, then one `ack.lua` call for
-    /// every acknowledgement in it.
+    /// every acknowledgement in it, then one `release.lua` call for every job's limit slots (a
+    /// job releases after its outcome, so a waiting job never starts while its slot's holder
+    /// still shows running).
     enum Write: Sendable {
         /// Status commands; failures are logged and never change a job's outcome.
         case status([RedisCommand])
         /// A transition script whose reply its caller awaits.
         case transition(RedisCommand)
         case acknowledgement(Acknowledgement)
+        /// A finished job's limit slots; the reply is `release.lua`'s.
+        case release(SlotRelease)
     }
 
     /// What a flushed ``Write`` came to.
@@ -75,6 +86,14 @@ struct ControlChannel: Sendable {
     /// Runs a transition script in the next flush without waiting; `then` gets its reply.
     func enqueueTransition(_ command: RedisCommand, then: @escaping @Sendable (Result<RedisReply, RedisError>) -> Void) {
         writes.enqueue(.transition(command)) { outcome in
+            guard case .replied(let result) = outcome else { return }
+            then(result)
+        }
+    }
+
+    /// Releases limit slots in the next flush without waiting; `then` gets `release.lua`'s reply.
+    func enqueueRelease(_ release: SlotRelease, then: @escaping @Sendable (Result<RedisReply, RedisError>) -> Void) {
+        writes.enqueue(.release(release)) { outcome in
             guard case .replied(let result) = outcome else { return }
             then(result)
         }

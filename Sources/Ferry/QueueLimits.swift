@@ -37,6 +37,9 @@ public struct QueueLimit: Sendable, Hashable, Codable {
         self.perKey = perKey
     }
 
+    /// Whether it is a concurrency limit (decided before rates: a waiting job spends no rate).
+    var isConcurrency: Bool { if case .concurrency = kind { true } else { false } }
+
     /// Whether the limit covers `message`.
     public func covers(_ message: JobMessage) -> Bool {
         if let type, type != message.type { return false }

@@ -111,7 +111,7 @@ extension Worker {
                 // left to the copy already running here, before its batch records any status.
                 // Only this loop starts jobs, so one not running now is still not running below.
                 // A handed-back retry whose failed attempt's task is still ending here waits for it.
-                let deliveries = delivered.filter { entry, attempt in
+                var deliveries = delivered.filter { entry, attempt in
                     guard slots.isRunning(entry.id) else { return true }
                     if handedBack.contains(entry.id) {
                         waitingForPreviousRun.append((entry, attempt))
@@ -122,6 +122,9 @@ extension Worker {
                         metadata: ["ferry.entry_id": "\(entry.id)"])
                     return false
                 }.map { plan($0.0, attempt: $0.1, handedBack: handedBack.contains($0.0.id)) }
+                // Jobs under rate or concurrency limits run only once admitted: one call for the
+                // batch, which their tasks await while this loop reads on.
+                if deliveries.contains(where: \.admittedInBatch) { deliveries = askingAdmission(deliveries, control: control) }
                 if deliveries.isEmpty && !waitingForPreviousRun.isEmpty {
                     try? await Task.sleep(for: .milliseconds(5))  // the previous run is ending; no read blocked meanwhile
                 }

@@ -28,6 +28,17 @@ extension Worker {
         /// The rate and concurrency limits that cover the job (``QueueLimit/covers(_:)``): it
         /// starts only once `acquire.lua` admits it, which records it running.
         var limits: [QueueLimit] = []
+        /// Its read batch's admission under the limits (``Worker/admit(_:control:logger:)``, one
+        /// call for the batch, running while the read loop reads on) and its place in it; nil
+        /// when it was not asked there (no limits, or it waits for its `deliver_at` first).
+        var admission: BatchAdmission?
+
+        /// Whether the read loop admits it under its limits before its task starts: a job that
+        /// first waits for its `deliver_at` is admitted once that has come.
+        var admittedInBatch: Bool {
+            if case .run = plan { return !limits.isEmpty && !waitsForDeliveryTime }
+            return false
+        }
 
         /// The message of a job that runs without the idempotency guard, whose `running` status
         /// the batch start records (a guarded job records it once its key is taken, a job with a
@@ -176,6 +187,15 @@ extension Worker {
             logger[metadataKey: "trace.traceparent"] = "\(traceparent)"  // every line of the job joins its trace
         }
 
+        // Slots go back after the job's outcome, in the write batcher's order, to waiting jobs.
+        var limitSlots: [LimitSlot] = []
+        defer { releaseSlots(limitSlots, entryID: entry.id, control: control) }
+        if let batch = delivery.admission {
+            guard let taken = started(await batch.task.value[batch.index], message: message, control: control, slots: slots)
+            else { return .done }
+            limitSlots = taken
+        }
+
         if cancelRequested {
             await cancel(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
             return .done
@@ -191,21 +211,13 @@ extension Worker {
             case .lost, .failed:
                 return .done
             case .due:
-                if message.idempotencyKey == nil && delivery.limits.isEmpty {
-                    recordState(.running, jobID: jobID, entryID: entry.id, attempt: attempt, control: control, fields: [:])
-                }
+                var due = delivery
+                due.handedBack = true  // read early, now due: no longer a first look at the entry
+                let answer = await admit([due], control: control, logger: logger).first ?? (due, .notRun)
+                guard let taken = started(answer, message: message, control: control, slots: slots) else { return .done }
+                limitSlots = taken
             }
         }
-        var limitSlots: [LimitSlot] = []
-        if !delivery.limits.isEmpty {
-            guard case .run(let taken) = await admit(delivery, message: message, control: control, logger: logger) else {
-                return .done
-            }
-            limitSlots = taken
-            if !taken.isEmpty { slots.hold(taken, for: entry.id) }
-        }
-        // After the job's outcome, in the write batcher's order: the slots go to waiting jobs.
-        defer { releaseSlots(limitSlots, entryID: entry.id, control: control) }
         var lock: IdempotencyLock?
         if let key = message.idempotencyKey {
             lock = await mayRun(

@@ -13,7 +13,7 @@ extension Worker {
     /// The queue's limits as this worker last read them (every second, ``refreshLimits(_:)``).
     var limits: [QueueLimit] { state.withLock { $0.limits.map(\.limit) } }
 
-    /// The limits that cover `message`, with their stored JSON.
+    /// The limits that cover `message`.
     func limits(covering message: JobMessage) -> [QueueLimit] {
         state.withLock { $0.limits.map(\.limit).filter { $0.covers(message) } }
     }
@@ -71,7 +71,7 @@ extension Worker {
     /// the entry in the group, so a reclaimed job finds the slot its crashed worker held.
     func slotHolder(_ entryID: String) -> String { configuration.group + " " + entryID }
 
-    /// What ``admit(_:message:control:logger:)`` decided.
+    /// What ``admit(_:control:logger:)`` decided for a delivery.
     enum Admission {
         /// Within every limit: run, holding these slots.
         case run([LimitSlot])
@@ -81,108 +81,173 @@ extension Worker {
         case notRun
     }
 
-    /// Asks Redis whether the delivery may start under the limits that cover it (`acquire.lua`):
-    /// it takes its slots and rate and is recorded running, or it is parked until it could pass
-    /// and recorded waiting with the limit's name, spending no attempt. Goes through the write
-    /// batcher, behind the job's earlier writes.
-    func admit(_ delivery: Delivery, message: JobMessage, control: ControlChannel, logger: Logger) async -> Admission {
-        var limits = delivery.limits
+    /// Asks Redis whether deliveries may start under the limits that cover them
+    /// (`acquire.lua`, one call for all): each takes its slots and rate and is recorded running,
+    /// or is parked until it could pass and recorded waiting with the limit's name, spending no
+    /// attempt. Goes through the write batcher, behind the jobs' earlier writes. When a limit
+    /// changed since this worker read them, it reads them again and asks again; a delivery no
+    /// limit covers any more comes back with no limits (and `.run([])`), its running record
+    /// still to write.
+    func admit(_ deliveries: [Delivery], control: ControlChannel, logger: Logger) async -> [(Delivery, Admission)] {
+        var deliveries = deliveries
         for _ in 0..<3 {
-            switch await acquire(delivery, limits: limits, message: message, control: control, logger: logger) {
-            case .stale?:
-                // A limit was changed or removed since this worker read them: read them again.
-                await refreshLimits(control)
-                limits = self.limits(covering: message)
-                if limits.isEmpty {
-                    recordState(
-                        .running, jobID: delivery.jobID, entryID: delivery.entry.id, attempt: delivery.attempt,
-                        control: control, fields: [:])
-                    return .run([])
+            let asked = deliveries.filter { !$0.limits.isEmpty }
+            guard !asked.isEmpty else { return deliveries.map { ($0, .run([])) } }
+            guard let replies = await acquire(asked, control: control, logger: logger) else {
+                await refreshLimits(control)  // a limit changed: read them again, ask again
+                for index in deliveries.indices {
+                    if case .run(let message, _) = deliveries[index].plan {
+                        deliveries[index].limits = limits(covering: message)
+                    }
                 }
-            case .decided(let admission)?:
-                return admission
-            case nil:
+                continue
+            }
+            var answers = replies.makeIterator()
+            return deliveries.map { delivery in
+                (delivery, delivery.limits.isEmpty ? .run([]) : answers.next() ?? .notRun)
+            }
+        }
+        logger.info("the queue's limits kept changing while jobs were checked; they come back after the lease")
+        return deliveries.map { ($0, .notRun) }
+    }
+
+    /// One `acquire.lua` call: an admission per delivery, or nil when the worker's limits are
+    /// out of date (`stale`). A failed call admits none (they come back after the lease).
+    private func acquire(_ deliveries: [Delivery], control: ControlChannel, logger: Logger) async -> [Admission]? {
+        let stored = state.withLock { Dictionary($0.limits.map { ($0.limit.name, $0.json) }) { first, _ in first } }
+        let delayed = keys.delayed(group: configuration.group)
+        var stateKeys: [RedisArgument] = []
+        var stateArguments: [RedisArgument] = []
+        var stateNumbers: [QueueKeys.LimitKeys: Int] = [:]
+        var slotsOf: [Int: LimitSlot] = [:]
+        var jobArguments: [RedisArgument] = []
+        var statusKeys: [RedisArgument] = []
+        var jobSlots: [[LimitSlot]] = []
+        for delivery in deliveries {
+            guard case .run(let message, _) = delivery.plan else { continue }
+            var numbers: [Int] = []
+            var held: [LimitSlot] = []
+            // Concurrency first: a job that waits for a slot spends no rate.
+            for limit in delivery.limits.sorted(by: { $0.isConcurrency && !$1.isConcurrency }) {
+                let limitKeys = keys.limitState(name: limit.name, key: limit.perKey ? message.key : nil)
+                let number: Int
+                if let known = stateNumbers[limitKeys] {
+                    number = known
+                } else {
+                    number = stateNumbers.count + 1
+                    stateNumbers[limitKeys] = number
+                    let json = RedisArgument.string(stored[limit.name] ?? "")
+                    switch limit.kind {
+                    case .concurrency(let most):
+                        stateKeys += [.string(limitKeys.slots), .string(limitKeys.waiting)]
+                        stateArguments += ["c", .string(limit.name), .integer(Int64(most)), "", json]
+                        slotsOf[number] = LimitSlot(slots: limitKeys.slots, waiting: limitKeys.waiting, most: most)
+                    case .rate(let count, let period, let burst):
+                        stateKeys += [.string(limitKeys.arrival), .string(limitKeys.reserved)]
+                        let spacing = QueueLimit.spacingMicroseconds(count: count, period: period)
+                        stateArguments += ["r", .string(limit.name), .string(String(spacing)), .integer(Int64(burst)), json]
+                    }
+                }
+                numbers.append(number)
+                if let slot = slotsOf[number] { held.append(slot) }
+            }
+            jobArguments += [
+                .string(delivery.entry.id), .integer(Int64(delivery.attempt)),
+                delivery.attempt == 1 && !delivery.handedBack ? "1" : "0", .string(delivery.jobID), .string(message.type),
+                .integer(Int64(numbers.count)),
+            ]
+            jobArguments += numbers.map { .integer(Int64($0)) }
+            statusKeys.append(.string(keys.jobStatus(jobID: delivery.jobID)))
+            jobSlots.append(held)
+        }
+        let scriptKeys: [RedisArgument] =
+            [
+                .string(keys.jobs), .string(delayed.due), .string(delayed.attempts), .string(delayed.entries),
+                .string(keys.limits),
+            ] + stateKeys + (configuration.recordsStatus ? statusKeys : [])
+        let arguments: [RedisArgument] =
+            [
+                .string(configuration.group), .string(configuration.consumer), .integer(configuration.lease.milliseconds),
+                .integer(configuration.keepFailed.milliseconds), configuration.recordsStatus ? "1" : "0",
+                .string(keys.statusIndexPrefix), .string(keys.delayedPrefix), .integer(Int64(stateNumbers.count)),
+            ] + stateArguments + jobArguments
+        let reply: [RedisReply]
+        do {
+            reply = try await control.transition(Self.acquireScript, keys: scriptKeys, arguments: arguments).array ?? []
+        } catch {
+            logger.info("could not check the queue's limits; the jobs come back after the lease", metadata: redisFailure(error))
+            return deliveries.map { _ in .notRun }
+        }
+        if reply.first?.string == "stale" { return nil }
+        return zip(deliveries, zip(reply, jobSlots)).map { delivery, answer -> Admission in
+            let (job, held) = answer
+            let parts = job.array ?? []
+            var logger = logger
+            logger[metadataKey: "ferry.job_id"] = "\(delivery.jobID)"
+            logger[metadataKey: "ferry.entry_id"] = "\(delivery.entry.id)"
+            switch parts.first?.string {
+            case "run":
+                return .run(held)
+            case "wait":
+                let limit = parts.dropFirst().first?.string ?? "?"
+                let dueAt = parts.dropFirst(2).first?.integer ?? 0
+                logger.info("job_waiting", metadata: ["ferry.limit": "\(limit)", "ferry.next_attempt_at": "\(dueAt)"])
+                if case .run(let message, _) = delivery.plan { metrics.job(.waited, type: message.type) }
+                state.withLock { $0.lastLimitWait = .now }
+                return .waiting(limit: limit, dueAt: dueAt)
+            default:
+                logger.info("lease_lost: another worker owns the entry now; not started")
                 return .notRun
             }
         }
-        logger.info("the queue's limits kept changing while the job was checked; it comes back after the lease")
-        return .notRun
     }
 
-    /// One `acquire.lua` call: decided, or stale (the worker's limits are out of date); nil when
-    /// the call failed.
-    private enum Acquired {
-        case decided(Admission)
-        case stale
+    /// A read batch's admission, shared by its jobs' tasks, and one job's place in it.
+    struct BatchAdmission: Sendable {
+        let task: Task<[(Delivery, Admission)], Never>
+        let index: Int
     }
 
-    private func acquire(
-        _ delivery: Delivery, limits: [QueueLimit], message: JobMessage, control: ControlChannel, logger: Logger
-    ) async -> Acquired? {
-        let stored = state.withLock { Dictionary($0.limits.map { ($0.limit.name, $0.json) }) { first, _ in first } }
-        let delayed = keys.delayed(group: configuration.group)
-        var scriptKeys: [RedisArgument] = [
-            .string(keys.jobs), .string(delayed.due), .string(delayed.attempts), .string(delayed.entries),
-            .string(keys.limits),
-        ]
-        if configuration.recordsStatus { scriptKeys.append(.string(keys.jobStatus(jobID: delivery.jobID))) }
-        var arguments: [RedisArgument] = [
-            .string(configuration.group), .string(configuration.consumer), .string(delivery.entry.id),
-            .integer(Int64(delivery.attempt)), delivery.attempt == 1 && !delivery.handedBack ? "1" : "0",
-            .integer(configuration.lease.milliseconds), .integer(configuration.keepFailed.milliseconds),
-            configuration.recordsStatus ? "1" : "0", .string(keys.statusIndexPrefix), .string(delivery.jobID),
-            .string(message.type), .string(keys.delayedPrefix), .integer(Int64(limits.count)),
-        ]
-        var slots: [LimitSlot] = []
-        for limit in limits {
-            let state = keys.limitState(name: limit.name, key: limit.perKey ? message.key : nil)
-            let json = RedisArgument.string(stored[limit.name] ?? "")
-            switch limit.kind {
-            case .concurrency(let most):
-                scriptKeys += [.string(state.slots), .string(state.waiting)]
-                arguments += ["c", .string(limit.name), .integer(Int64(most)), "", json]
-                slots.append(LimitSlot(slots: state.slots, waiting: state.waiting, most: most))
-            case .rate(let count, let period, let burst):
-                scriptKeys += [.string(state.arrival), .string(state.reserved)]
-                let spacing = QueueLimit.spacingMicroseconds(count: count, period: period)
-                arguments += ["r", .string(limit.name), .string(String(spacing)), .integer(Int64(burst)), json]
-            }
-        }
-        do {
-            let reply = try await control.transition(Self.acquireScript, keys: scriptKeys, arguments: arguments).array ?? []
-            switch reply.first?.string {
-            case "run":
-                return .decided(.run(slots))
-            case "wait":
-                let limit = reply.dropFirst().first?.string ?? "?"
-                let dueAt = reply.dropFirst(2).first?.integer ?? 0
-                logger.info("job_waiting", metadata: ["ferry.limit": "\(limit)", "ferry.next_attempt_at": "\(dueAt)"])
-                metrics.job(.waited, type: message.type)
-                state.withLock { $0.lastLimitWait = .now }
-                return .decided(.waiting(limit: limit, dueAt: dueAt))
-            case "stale":
-                return .stale
-            default:
-                logger.info("lease_lost: another worker owns the entry now; not started")
-                return .decided(.notRun)
-            }
-        } catch {
-            logger.info("could not check the queue's limits; the job comes back after the lease", metadata: redisFailure(error))
-            return nil
+    /// Starts the admission of the deliveries that ask for one (``Delivery/admittedInBatch``)
+    /// as one task, and gives each its place in it.
+    func askingAdmission(_ deliveries: [Delivery], control: ControlChannel) -> [Delivery] {
+        let asked = deliveries.filter(\.admittedInBatch)
+        let task = Task { await admit(asked, control: control, logger: logger) }
+        var index = 0
+        return deliveries.map { delivery in
+            guard delivery.admittedInBatch else { return delivery }
+            var asking = delivery
+            asking.admission = BatchAdmission(task: task, index: index)
+            index += 1
+            return asking
         }
     }
 
-    /// Frees a finished job's slots and hands each to the first job waiting for it
-    /// (`release.lua`), through the write batcher after the job's outcome. If it never lands (a
-    /// lost connection), the slots free when their lease ends.
+    /// What a job does with its admission: nil when it does not run now (it waits, parked, or
+    /// was lost); else the slots it holds, kept for extension with its lease. A job no limit
+    /// covered after all (one was removed meanwhile) is recorded running here, as the batch
+    /// start records an unlimited job.
+    func started(
+        _ answer: (Delivery, Admission), message: JobMessage, control: ControlChannel, slots: JobSlots
+    ) -> [LimitSlot]? {
+        let (checked, admission) = answer
+        guard case .run(let taken) = admission else { return nil }
+        if !taken.isEmpty { slots.hold(taken, for: checked.entry.id) }
+        if checked.limits.isEmpty && message.idempotencyKey == nil {
+            recordState(
+                .running, jobID: checked.jobID, entryID: checked.entry.id, attempt: checked.attempt, control: control,
+                fields: [:])
+        }
+        return taken
+    }
+
+    /// Frees a finished job's slots through the write batcher, after its outcome: the flush
+    /// releases every finished job's slots in one `release.lua` call and hands each slot to the
+    /// first job waiting for it. If it never lands (a lost connection), the slots free when
+    /// their lease ends.
     func releaseSlots(_ held: [LimitSlot], entryID: String, control: ControlChannel) {
         guard !held.isEmpty else { return }
-        var arguments: [RedisArgument] = [
-            .integer(configuration.lease.milliseconds), .string(keys.delayedPrefix), .string(configuration.group),
-        ]
-        for slot in held { arguments += [.string(slotHolder(entryID)), .integer(Int64(slot.most))] }
-        let scriptKeys = held.flatMap { [RedisArgument.string($0.slots), .string($0.waiting)] }
-        control.enqueueTransition(Self.releaseScript.command(keys: scriptKeys, arguments: arguments)) { [self] result in
+        control.enqueueRelease(ControlChannel.SlotRelease(holder: slotHolder(entryID), slots: held)) { [self] result in
             switch result {
             case .success(let handed):
                 if (handed.integer ?? 0) > 0 {
@@ -192,10 +257,30 @@ extension Worker {
                     }
                 }
             case .failure(let error):
-                logger.info(
-                    "could not release the job's limit slots; they free when their lease ends", metadata: redisFailure(error))
+                logger.info("could not release the job's limit slots; they free when their lease ends", metadata: redisFailure(error))
             }
         }
+    }
+
+    /// The keys and arguments that release the slots of every job a flush releases, in
+    /// `release.lua`'s form (also the tail of an `ack.lua` call).
+    func releaseArguments(_ releases: [ControlChannel.SlotRelease]) -> (keys: [RedisArgument], arguments: [RedisArgument]) {
+        var holders: [LimitSlot: [String]] = [:]
+        var order: [LimitSlot] = []
+        for release in releases {
+            for slot in release.slots {
+                if holders[slot] == nil { order.append(slot) }
+                holders[slot, default: []].append(release.holder)
+            }
+        }
+        var arguments: [RedisArgument] = [
+            .integer(configuration.lease.milliseconds), .string(keys.delayedPrefix), .string(configuration.group),
+        ]
+        for slot in order {
+            let released = holders[slot] ?? []
+            arguments += [.integer(Int64(slot.most)), .integer(Int64(released.count))] + released.map { .string($0) }
+        }
+        return (order.flatMap { [RedisArgument.string($0.slots), .string($0.waiting)] }, arguments)
     }
 
     /// Extends the slots running jobs hold with their leases (`extend_slots.lua`).

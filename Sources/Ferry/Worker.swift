@@ -335,6 +335,7 @@ public final class Worker: Sendable {
                 var commands: [RedisCommand] = []
                 var transitionAt: [Int: Int] = [:]  // write index -> its command's index
                 var acks: [ControlChannel.Acknowledgement] = []
+                var releases: [ControlChannel.SlotRelease] = []
                 for (index, write) in writes.enumerated() {
                     switch write {
                     case .status(let status): commands += status
@@ -342,10 +343,19 @@ public final class Worker: Sendable {
                         transitionAt[index] = commands.count
                         commands.append(command)
                     case .acknowledgement(let ack): acks.append(ack)
+                    case .release(let release): releases.append(release)
                     }
                 }
-                // Every acknowledgement goes last: a job's other writes were all made before it.
-                if !acks.isEmpty { commands.append(acknowledgeCommand(acks)) }
+                // Every acknowledgement goes last: a job's other writes were all made before it;
+                // then the slots of finished jobs, released after their outcomes (in the same
+                // `ack.lua` call when there are acknowledgements).
+                let ackAt = acks.isEmpty ? nil : commands.count
+                if !acks.isEmpty { commands.append(acknowledgeCommand(acks, releasing: releases)) }
+                let releaseAt = releases.isEmpty ? nil : (ackAt ?? commands.count)
+                if !releases.isEmpty && acks.isEmpty {
+                    let release = releaseArguments(releases)
+                    commands.append(Self.releaseScript.command(keys: release.keys, arguments: release.arguments))
+                }
                 let replies: [RedisReply]
                 do throws(RedisError) {
                     replies = try await connection.pipeline(commands)
@@ -356,27 +366,33 @@ public final class Worker: Sendable {
                     return writes.map { write in
                         switch write {
                         case .status: .written
-                        case .transition: .replied(.failure(error))
+                        case .transition, .release: .replied(.failure(error))
                         case .acknowledgement: .acknowledged(nil)
                         }
                     }
                 }
-                let transitionIndexes = Set(transitionAt.values)
-                let statusFailure = replies.dropLast(acks.isEmpty ? 0 : 1).enumerated()
-                    .first { !transitionIndexes.contains($0.offset) && $0.element.errorMessage != nil }
+                let scriptIndexes = Set(transitionAt.values).union([ackAt, releaseAt].compactMap { $0 })
+                let statusFailure = replies.enumerated()
+                    .first { !scriptIndexes.contains($0.offset) && $0.element.errorMessage != nil }
                 if let failed = statusFailure?.element.errorMessage {
                     logger.debug("job status not recorded", metadata: redisFailure(RedisError.server(failed)))
                 }
-                let lostIDs: Set<String>? = acks.isEmpty ? [] : acknowledgedLost(replies.last, acks)
+                let lostIDs: Set<String>? = ackAt.map { acknowledgedLost(replies[$0], acks) } ?? []
+                func replied(_ at: Int) -> ControlChannel.Outcome {
+                    let reply = replies[at]
+                    if let failed = reply.errorMessage { return .replied(.failure(RedisError.server(failed, command: "EVALSHA"))) }
+                    return .replied(.success(reply))
+                }
                 return writes.enumerated().map { index, write -> ControlChannel.Outcome in
                     switch write {
                     case .status: return .written
-                    case .transition:
-                        let reply = replies[transitionAt[index] ?? 0]
-                        if let failed = reply.errorMessage {
-                            return .replied(.failure(RedisError.server(failed, command: "EVALSHA")))
+                    case .transition: return replied(transitionAt[index] ?? 0)
+                    case .release:
+                        // Inside an ack.lua reply: the integer it ends with.
+                        guard ackAt != nil, case .array(let parts) = replies[releaseAt ?? 0] else {
+                            return replied(releaseAt ?? 0)
                         }
-                        return .replied(.success(reply))
+                        return .replied(.success(parts.last { $0.integer != nil } ?? .integer(0)))
                     case .acknowledgement(let ack): return .acknowledged(lostIDs.map { !$0.contains(ack.entryID) })
                     }
                 }
@@ -397,8 +413,11 @@ public final class Worker: Sendable {
         return nil
     }
 
-    /// One `ack.lua` call for many entries, recording the outcome of those with a status.
-    func acknowledgeCommand(_ acks: [ControlChannel.Acknowledgement]) -> RedisCommand {
+    /// One `ack.lua` call for many entries, recording the outcome of those with a status, and
+    /// releasing the limit slots of `releasing` after them.
+    func acknowledgeCommand(
+        _ acks: [ControlChannel.Acknowledgement], releasing: [ControlChannel.SlotRelease] = []
+    ) -> RedisCommand {
         var scriptKeys: [RedisArgument] = [.string(keys.jobs)]
         var arguments: [RedisArgument] = [
             .string(configuration.group), .string(configuration.consumer), now(),
@@ -417,6 +436,11 @@ public final class Worker: Sendable {
                 arguments += [0, "", ""]
             }
             arguments.append(.integer(ack.processingMilliseconds))
+        }
+        if !releasing.isEmpty {
+            let release = releaseArguments(releasing)
+            arguments += ["release", .integer(Int64(scriptKeys.count + 1))] + release.arguments
+            scriptKeys += release.keys
         }
         return Self.ackScript.command(keys: scriptKeys, arguments: arguments)
     }

@@ -15,7 +15,7 @@ struct BenchCommand: AsyncParsableCommand {
             """,
         subcommands: [
             PublishBenchmark.self, WorkerBenchmark.self, MemoryBenchmark.self, ListBenchmark.self, ScheduleBenchmark.self,
-            RetryBenchmark.self,
+            RetryBenchmark.self, LimitBenchmark.self,
             PushBenchmark.self,
             LoopbackEndpoint.self,
         ])

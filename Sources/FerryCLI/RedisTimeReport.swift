@@ -27,8 +27,11 @@ struct RedisTimeReport {
 
     /// `evalsha 6.10 µs (1.01/job), xreadgroup 1.20 µs (0.06/job), …`: the commands that took
     /// the most, per job; the measurement's own `INFO` left out.
-    var breakdown: String {
-        usage.commands.filter { $0.key != "info" }.sorted { $0.value.microseconds > $1.value.microseconds }.prefix(8)
+    var breakdown: String { breakdown(top: 8) }
+
+    /// ``breakdown`` for the `top` commands that took the most.
+    func breakdown(top: Int) -> String {
+        usage.commands.filter { $0.key != "info" }.sorted { $0.value.microseconds > $1.value.microseconds }.prefix(top)
             .map { name, command in
                 String(
                     format: "%@ %.2f µs (%.2f/job)", name, Double(command.microseconds) / Double(max(jobs, 1)),

@@ -121,11 +121,21 @@ struct WorkerBenchmark: AsyncParsableCommand {
     private func throughput(
         _ queue: QueueName, concurrency: Int, status: Bool, connection: RedisConnection, redis: RedisConfiguration
     ) async throws -> Double {
+        try await Self.throughput(
+            queue, jobs: jobs, concurrency: concurrency, status: status, connection: connection, redis: redis)
+    }
+
+    /// Publishes `jobs` no-op jobs to `queue` (inside the measurement: the Redis time per job
+    /// covers the whole cycle) and runs a worker on them until all are handled; returns the
+    /// worker's jobs per second. Leaves the queue's keys for the caller to remove.
+    static func throughput(
+        _ queue: QueueName, jobs: Int, concurrency: Int, status: Bool, connection: RedisConnection,
+        redis: RedisConfiguration
+    ) async throws -> Double {
         var publishing = Publisher.Configuration()
         publishing.recordsStatus = status
         let publisher = Publisher(queue: queue, connection: connection, configuration: publishing)
         let job = JobMessage(type: "noop", data: "{}")
-        // Published inside the measurement: the Redis time per job covers the whole cycle.
         var published = 0
         while published < jobs {
             published += try await publisher.publish(Array(repeating: job, count: min(1000, jobs - published))).count

@@ -61,7 +61,7 @@ local function hand_off(slots, waiting, most, now, lease, delayed_prefix, group_
     if group and redis.call('ZSCORE', delayed_prefix .. group, id) then
       redis.call('ZADD', delayed_prefix .. group, now, id)
       redis.call('ZADD', slots, now + lease, first[1])
-      outlive(slots, lease * 2)
+      outlive(slots, lease * 2 + 3600000)
       free = free - 1
       if group == group_of_interest then
         to_group = to_group + 1
@@ -69,6 +69,29 @@ local function hand_off(slots, waiting, most, now, lease, delayed_prefix, group_
     end
   end
   return to_group
+end
+
+-- Frees the concurrency slots of jobs that ended and hands each to the first job waiting for
+-- it: release.lua's work, also done at the end of ack.lua when a flush has both. Reads KEYS from
+-- `first_key` on (each limit state's :slots and :waiting) and ARGV from `at` on: the lease (ms),
+-- the prefix of the groups' later deliveries, the releasing worker's group, then for each limit
+-- state the limit's most slots, n, and the n holders (`<group> <entry ID>`) released. Returns
+-- how many slots went to waiters of the releasing worker's group.
+local function release_slots(first_key, at)
+  local lease, delayed_prefix, group = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2]
+  at = at + 3
+  local now
+  local own = 0
+  for i = first_key, #KEYS, 2 do
+    local most, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    redis.call('ZREM', KEYS[i], unpack(ARGV, at + 2, at + 1 + n))
+    at = at + 2 + n
+    if redis.call('EXISTS', KEYS[i + 1]) == 1 then
+      now = now or now_ms()
+      own = own + hand_off(KEYS[i], KEYS[i + 1], most, now, lease, delayed_prefix, group)
+    end
+  end
+  return own
 end
 
 -- The stream's consumer groups as XINFO GROUPS reports them, each a table of its fields
@@ -96,21 +119,34 @@ local function id_before(a, b)
   return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
 end
 
--- The states after which a job is done with in its group (JobState.isTerminal in Swift).
-local terminal = { succeeded = true, dead = true, cancelled = true, deleted = true }
+-- Constant strings and comparisons rather than tables: this text runs on every script call,
+-- and building a table costs each call about a microsecond of Redis's one thread (measured).
 
--- The moves a group's state may make (JobState.successors in Swift; a test keeps them equal).
-local unfinished = { waiting = true, running = true, succeeded = true, dead = true, cancelled = true, deleted = true }
-local successors = {
-  retrying = unfinished, failed = unfinished, waiting = unfinished,
-  queued = { scheduled = true, waiting = true, running = true, succeeded = true, dead = true, cancelled = true,
-    deleted = true },
-  scheduled = { queued = true, waiting = true, running = true, succeeded = true, dead = true, cancelled = true,
-    deleted = true },
-  running = { running = true, waiting = true, retrying = true, failed = true, succeeded = true, dead = true,
-    cancelled = true, deleted = true },
-  dead = { queued = true }, succeeded = {}, cancelled = {}, deleted = {},
-}
+-- Whether a job is done with in its group in `state` (JobState.isTerminal in Swift).
+local function is_terminal(state)
+  return state == 'succeeded' or state == 'dead' or state == 'cancelled' or state == 'deleted'
+end
+
+-- The moves a group's state may make, ` from>to ` each (JobState.successors in Swift; a test
+-- keeps them equal). A terminal state moves nowhere but `dead>queued` (a redrive).
+local moves = ' '
+  .. 'retrying>waiting retrying>running retrying>succeeded retrying>dead retrying>cancelled retrying>deleted '
+  .. 'failed>waiting failed>running failed>succeeded failed>dead failed>cancelled failed>deleted '
+  .. 'waiting>waiting waiting>running waiting>succeeded waiting>dead waiting>cancelled waiting>deleted '
+  .. 'queued>scheduled queued>waiting queued>running queued>succeeded queued>dead queued>cancelled queued>deleted '
+  .. 'scheduled>queued scheduled>waiting scheduled>running scheduled>succeeded scheduled>dead scheduled>cancelled scheduled>deleted '
+  .. 'running>running running>waiting running>retrying running>failed running>succeeded running>dead running>cancelled running>deleted '
+  .. 'dead>queued '
+local states = ' scheduled queued waiting running retrying failed succeeded dead cancelled deleted '
+
+-- Whether a group's state may move from `from` to `to`; any move from a state this version does
+-- not know is allowed.
+local function may_move(from, to)
+  if not string.find(states, ' ' .. from .. ' ', 1, true) then
+    return true
+  end
+  return string.find(moves, ' ' .. from .. '>' .. to .. ' ', 1, true) ~= nil
+end
 
 -- Writes one group's status of a job (data format 2) and moves the job in that group's index,
 -- the one write every transition makes, so the status can never disagree with the entry:
@@ -132,18 +168,21 @@ local successors = {
 -- finished jobs expired, by the workers' retention pass (trim_index.lua). A non-terminal state keeps the hash (PERSIST); a terminal one
 -- sets its expiry, never shortening another group's (GT). Index keys are built here, not
 -- passed: they share the queue's {Q} hash tag, so they live in the cluster slot of every key
--- of the script. A move the table above does not allow, for the same entry, is refused and
+-- of the script. A move may_move above does not allow, for the same entry, is refused and
 -- nothing is written (a stale write arriving after the job's outcome; a job id used again by a
 -- new entry starts afresh). Returns the group's state before this write (false for none), and
 -- true when the write was refused.
 -- States with no index set: a group's queued jobs are its lag, and its scheduled ones wait in
 -- the queue's due index or in the group's later deliveries (ferry:{Q}:delayed:<group>).
-local unindexed = { queued = true, scheduled = true }
+local function unindexed(state)
+  return state == 'queued' or state == 'scheduled'
+end
 
 -- Names built once per script call and reused for every job in it (a batch's acknowledgements
 -- share their group): Lua makes a new string for every concatenation.
-local names = {}
+local names
 local function joined(first, second)
+  names = names or {}
   local by_first = names[first]
   if not by_first then
     by_first = {}
@@ -163,7 +202,7 @@ local function set_status(key, index, group, job_id, entry_id, state, now, keep,
   if not previous then
     local current = redis.call('HMGET', key, joined(prefix, 'state'), 'entry_id')
     previous = current[1]
-    if previous and current[2] == entry_id and successors[previous] and not successors[previous][state] then
+    if previous and current[2] == entry_id and not may_move(previous, state) then
       return previous, true
     end
   elseif previous == 'none' then
@@ -187,13 +226,13 @@ local function set_status(key, index, group, job_id, entry_id, state, now, keep,
   redis.call('HSET', key, unpack(values))
   local sets = joined(joined(index, group), ':')
   local member = string.match(key, '}:job:(.*)$')
-  if previous and previous ~= state and unindexed[previous] == nil then
+  if previous and previous ~= state and not unindexed(previous) then
     redis.call('ZREM', joined(sets, previous), member)
   end
-  if unindexed[state] == nil then
+  if not unindexed(state) then
     redis.call('ZADD', joined(sets, state), tonumber(string.match(entry_id, '^(%d+)')), member)
   end
-  if terminal[state] then
+  if is_terminal(state) then
     -- NX: the first group to finish sets the expiry; GT: a later one only lengthens it.
     if redis.call('PEXPIRE', key, keep, 'NX') == 0 then
       redis.call('PEXPIRE', key, keep, 'GT')

@@ -12,14 +12,19 @@
 -- ARGV[7..] five values an entry: its ID, the index in KEYS of its status hash (0 for none),
 --           the job id, the outcome ('succeeded', or 'cancelled' for a job cancelled on
 --           request), and how long its handler ran in milliseconds (processing_ms)
+-- then, optionally, 'release', the index in KEYS of the first limit-state key, and
+--           release.lua's arguments: finished jobs' concurrency slots are freed after the
+--           acknowledgements, in the same call (the worker's flush has one call fewer)
 --
 -- XACK alone acknowledges for the whole group: a worker that lost an entry's lease (a zombie
 -- after a long pause) would ack the new owner's delivery, and its status would claim a success
 -- the new owner has not had yet. Returns the IDs that were NOT acked because another consumer
--- owns them now (or they are no longer pending); their status is left alone.
+-- owns them now (or they are no longer pending); their status is left alone. With slots to
+-- release, the reply ends with an integer: how many slots went to the group's waiting jobs.
 -- ferry:prelude
 local lost = {}
-for i = 7, #ARGV, 5 do
+local i = 7
+while i <= #ARGV and ARGV[i] ~= 'release' do
   local id = ARGV[i]
   if owned(KEYS[1], ARGV[1], ARGV[2], id) then
     redis.call('XACK', KEYS[1], ARGV[1], id)
@@ -37,5 +42,9 @@ for i = 7, #ARGV, 5 do
   else
     lost[#lost + 1] = id
   end
+  i = i + 5
+end
+if ARGV[i] == 'release' then
+  lost[#lost + 1] = release_slots(tonumber(ARGV[i + 1]), i + 2)
 end
 return lost

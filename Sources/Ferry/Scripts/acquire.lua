@@ -1,31 +1,31 @@
--- Ferry: may a delivered job start under the queue's rate and concurrency limits? Takes what it
--- needs and records it running, or parks it in its group's later deliveries until it could
--- pass, recorded waiting: one step, so no slot is taken by a job that does not run and no job
--- waits without being parked (docs/design.md, "Rate and concurrency limits").
+-- Ferry: may the delivered jobs of a read batch start under the queue's rate and concurrency
+-- limits? Each job takes what it needs and is recorded running, or is parked in its group's later
+-- deliveries until it could pass and recorded waiting: one step, so no slot is taken by a job
+-- that does not run and no job waits without being parked (docs/design.md, "Rate and
+-- concurrency limits"). One call per batch: each limit's state is read once.
 --
 -- KEYS[1]  the job stream                       ferry:{Q}:jobs
 -- KEYS[2]  the group's later deliveries         ferry:{Q}:delayed:<group>
 -- KEYS[3]  the attempts they carry              ferry:{Q}:delayed:<group>:attempts
 -- KEYS[4]  the entries they keep in the stream  ferry:{Q}:delayed:<group>:entries
 -- KEYS[5]  the queue's limits                   ferry:{Q}:limits (name -> JSON)
--- KEYS[6]  the job's status hash ferry:{Q}:job:<job_id>, when ARGV[8] is '1'
--- then, for each limit in ARGV's order, two keys: a concurrency limit's :slots and :waiting,
---          or a rate's :tat and :reserved (QueueKeys.limitState)
+-- then     two keys per limit state, in ARGV's order: a concurrency limit's :slots and :waiting,
+--          or a rate's :tat and :reserved (QueueKeys.limitState; one state per limit, or per
+--          limit and key for a per-key limit)
+-- then     the jobs' status hashes ferry:{Q}:job:<job_id>, in the jobs' order, when ARGV[5] is '1'
 -- ARGV[1]  the consumer group
 -- ARGV[2]  this consumer's name
--- ARGV[3]  the entry ID
--- ARGV[4]  this delivery's attempt number
--- ARGV[5]  '1' when the job has no status in the group yet (a first delivery read from the stream)
--- ARGV[6]  the lease, ms: how long a slot is held without being extended
--- ARGV[7]  how long the parked keys outlive the due time, ms (delay.lua)
--- ARGV[8]  '1' to write the status
--- ARGV[9]  the index prefix ferry:{Q}:idx:
--- ARGV[10] the job id
--- ARGV[11] the job's type
--- ARGV[12] the prefix of the groups' later deliveries ferry:{Q}:delayed:
--- ARGV[13] n, the number of limits; then five values each: 'c', the limit's name, its most
+-- ARGV[3]  the lease, ms: how long a slot is held without being extended
+-- ARGV[4]  how long the parked keys outlive the due time, ms (delay.lua)
+-- ARGV[5]  '1' to write the statuses
+-- ARGV[6]  the index prefix ferry:{Q}:idx:
+-- ARGV[7]  the prefix of the groups' later deliveries ferry:{Q}:delayed:
+-- ARGV[8]  s, the number of limit states; then five values each: 'c', the limit's name, its most
 --          slots, '', its JSON as the worker read it; or 'r', its name, the spacing between
 --          starts (µs), the burst, its JSON
+-- then, per job: its entry ID, this delivery's attempt, '1' when the job has no status in the
+--          group yet (a first delivery read from the stream), the job id, its type, m, and the
+--          m numbers (from 1) of the limit states that cover it, concurrency ones first
 --
 -- Concurrency: a job holds a slot (`<group> <entry ID>` scored by when its lease ends) while it
 -- runs; the worker extends it with the job's lease and releases it at the job's end
@@ -36,115 +36,172 @@
 -- Rate: GCRA on the limit's theoretical arrival time; a job over it is given the next start
 -- time (reserved for it, so a backlog drains at the rate without every waiter coming back at
 -- once) and starts when it comes back. Concurrency is decided first: a job waiting for a slot
--- spends no rate. Returns {'run'}, {'wait', limit name, due ms}, {'lost'} when this consumer
--- no longer owns the entry, or {'stale'} (nothing written) when a limit the worker passed was
--- changed or removed since it read them: it reads them again and asks again, so a change
--- decides at once for the jobs `ferry limit set` woke.
+-- spends no rate. The state keys live an hour past their last use (a fleet may mix leases).
+--
+-- Returns {'stale'} (nothing written) when a limit the worker passed was changed or removed since
+-- it read them: it reads them again and asks again, so a change decides at once for the jobs
+-- `ferry limit set` woke. Otherwise one reply per job: {'run'}, {'wait', limit name, due ms},
+-- or {'lost'} when this consumer no longer owns the entry it would park (parking acknowledges it
+-- in the group, which only its owner may do). A job that runs is not checked: the worker claimed
+-- or read it a moment ago, as start_batch.lua's running records assume, and its outcome is
+-- owner-checked as every job's is.
 -- ferry:prelude
-if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
-  return {'lost'}
-end
-local n = tonumber(ARGV[13])
-for i = 0, n - 1 do
-  local at = 14 + i * 5
-  if redis.call('HGET', KEYS[5], ARGV[at + 1]) ~= ARGV[at + 4] then
-    return {'stale'}
+local s = tonumber(ARGV[8])
+if s > 0 then
+  local names = {}
+  for i = 0, s - 1 do
+    names[#names + 1] = ARGV[9 + i * 5 + 1]
+  end
+  local stored = redis.call('HMGET', KEYS[5], unpack(names))
+  for i = 0, s - 1 do
+    if stored[i + 1] ~= ARGV[9 + i * 5 + 4] then
+      return {'stale'}
+    end
   end
 end
 local time = redis.call('TIME')
 local now_us = tonumber(time[1]) * 1000000 + tonumber(time[2])
 local now = math.floor(now_us / 1000)
-local member = ARGV[1] .. ' ' .. ARGV[3]
-local lease = tonumber(ARGV[6])
-local first_key = ARGV[8] == '1' and 7 or 6
-local refused, due
-local takes = {}
+local lease, keep = tonumber(ARGV[3]), tonumber(ARGV[4])
+local idle_keep = 3600000
 
-for i = 0, n - 1 do
-  local at = 14 + i * 5
-  if ARGV[at] == 'c' then
-    local slots, waiting = KEYS[first_key + i * 2], KEYS[first_key + i * 2 + 1]
-    hand_off(slots, waiting, tonumber(ARGV[at + 2]), now, lease, ARGV[12])
-    if not redis.call('ZSCORE', slots, member) then
-      if redis.call('ZCARD', slots) >= tonumber(ARGV[at + 2]) then
-        -- First come, first served: by the entry's time, and its sequence within the millisecond.
-        local ms, seq = string.match(ARGV[3], '^(%d+)-(%d+)$')
-        redis.call('ZADD', waiting, 'NX', tonumber(ms) * 1000 + math.min(tonumber(seq), 999), member)
-        outlive(waiting, lease * 3)
-        local earliest = redis.call('ZRANGE', slots, 0, 0, 'WITHSCORES')[2]
-        refused = ARGV[at + 1]
-        due = math.min(tonumber(earliest or now) + 1, now + lease)
-        break
-      end
-    end
-    takes[#takes + 1] = { 'slot', slots, waiting }
+-- Each limit state, read the first time a job needs it and kept up to date as jobs take from it.
+local states = {}
+local function state(i)
+  local st = states[i]
+  if st then
+    return st
   end
+  local at = 9 + (i - 1) * 5
+  st = { kind = ARGV[at], name = ARGV[at + 1], a = tonumber(ARGV[at + 2]), b = tonumber(ARGV[at + 3]) or 0,
+    k1 = KEYS[5 + (i - 1) * 2 + 1], k2 = KEYS[5 + (i - 1) * 2 + 2] }
+  if st.kind == 'c' then
+    st.held = redis.call('ZCARD', st.k1)
+    -- Full, or jobs wait: free expired slots and serve the waiters first.
+    if st.held >= st.a or redis.call('EXISTS', st.k2) == 1 then
+      hand_off(st.k1, st.k2, st.a, now, lease, ARGV[7])
+      st.held = redis.call('ZCARD', st.k1)
+    end
+  else
+    st.tat = math.max(tonumber(redis.call('GET', st.k1) or '0'), now_us)
+  end
+  states[i] = st
+  return st
 end
 
-if not refused then
-  for i = 0, n - 1 do
-    local at = 14 + i * 5
-    if ARGV[at] == 'r' then
-      local arrival, reserved = KEYS[first_key + i * 2], KEYS[first_key + i * 2 + 1]
-      local given = redis.call('HGET', reserved, member)
+local first_status = 6 + s * 2
+local replies = {}
+local run = {'run'}
+local codes = {}  -- per limit of the job being checked: how it passes; reused, not rebuilt per job
+local at = 9 + s * 5
+while at <= #ARGV do
+  local job = #replies + 1
+  local id, attempt, first = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2] == '1'
+  local job_id, job_type, m = ARGV[at + 3], ARGV[at + 4], tonumber(ARGV[at + 5])
+  local refs = at + 6
+  at = refs + m
+  local status = ARGV[5] == '1' and KEYS[first_status + job - 1] or nil
+  local member = ARGV[1] .. ' ' .. id
+  local refused, due
+  for r = 1, m do
+    local st = state(tonumber(ARGV[refs + r - 1]))
+    if st.kind == 'c' then
+      -- A first delivery read from the stream cannot hold a slot yet.
+      local mine = not first and redis.call('ZSCORE', st.k1, member)
+      if not mine and st.held >= st.a then
+        -- First come, first served: by the entry's time, and its sequence within the millisecond.
+        local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+        redis.call('ZADD', st.k2, 'NX', tonumber(ms) * 1000 + math.min(tonumber(seq), 999), member)
+        st.waited = true
+        if not st.earliest then
+          st.earliest = tonumber(redis.call('ZRANGE', st.k1, 0, 0, 'WITHSCORES')[2] or now)
+        end
+        refused, due = st.name, math.min(st.earliest + 1, now + lease)
+        break
+      end
+      codes[r] = mine and 'mine' or 'slot'
+    else
+      local given = not first and redis.call('HGET', st.k2, member)
       if given then
         given = tonumber(given)
         if given > now_us + 1000 then
-          refused, due = ARGV[at + 1], math.ceil(given / 1000)
+          refused, due = st.name, math.ceil(given / 1000)
           break
         end
-        takes[#takes + 1] = { 'given', reserved }
+        codes[r] = 'given'
+      elseif st.tat - (st.b - 1) * st.a <= now_us then
+        codes[r] = 'rate'
       else
-        local spacing, burst = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-        local tat = math.max(tonumber(redis.call('GET', arrival) or '0'), now_us)
-        local start = tat - (burst - 1) * spacing
-        if start <= now_us then
-          takes[#takes + 1] = { 'rate', arrival, tat + spacing }
-        else
-          -- The next start time is this job's: the arrival time moves on as if it had started.
-          redis.call('SET', arrival, string.format('%.0f', tat + spacing), 'PX',
-            math.ceil((tat + spacing - now_us) / 1000) + 1000)
-          redis.call('HSET', reserved, member, string.format('%.0f', start))
-          outlive(reserved, math.ceil((start - now_us) / 1000) + lease * 3)
-          refused, due = ARGV[at + 1], math.ceil(start / 1000)
-          break
-        end
+        -- The next start time is this job's: the arrival time moves on as if it had started.
+        local start = st.tat - (st.b - 1) * st.a
+        st.tat = st.tat + st.a
+        st.dirty = true
+        redis.call('HSET', st.k2, member, string.format('%.0f', start))
+        st.reserved_until = math.max(st.reserved_until or 0, start)
+        refused, due = st.name, math.ceil(start / 1000)
+        break
       end
     end
   end
-end
-
-local status = ARGV[8] == '1' and KEYS[6] or nil
-local from = ARGV[5] == '1' and 'none' or nil
-local attempt = tonumber(ARGV[4])
-if refused then
-  park_entry(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[3], due, attempt - 1, tonumber(ARGV[7]), now)
-  if status then
-    set_status(status, ARGV[9], ARGV[1], ARGV[10], ARGV[3], 'waiting', now, 0,
-      { 'attempts', attempt - 1, 'waiting_for', refused, 'next_attempt_at', due }, { 'type', ARGV[11] }, from)
-  end
-  return {'wait', refused, due}
-end
-
-for _, take in ipairs(takes) do
-  if take[1] == 'slot' then
-    redis.call('ZADD', take[2], now + lease, member)
-    outlive(take[2], lease * 2)
-    redis.call('ZREM', take[3], member)
-  elseif take[1] == 'given' then
-    redis.call('HDEL', take[2], member)
+  if refused and not owned(KEYS[1], ARGV[1], ARGV[2], id) then
+    replies[job] = {'lost'}
+  elseif refused then
+    park_entry(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], id, due, attempt - 1, keep, now)
+    if status then
+      set_status(status, ARGV[6], ARGV[1], job_id, id, 'waiting', now, 0,
+        { 'attempts', attempt - 1, 'waiting_for', refused, 'next_attempt_at', due }, { 'type', job_type },
+        first and 'none' or nil)
+    end
+    replies[job] = {'wait', refused, due}
   else
-    redis.call('SET', take[2], string.format('%.0f', take[3]), 'PX', math.ceil((take[3] - now_us) / 1000) + 1000)
+    for r = 1, m do
+      local st, code = states[tonumber(ARGV[refs + r - 1])], codes[r]
+      if code == 'slot' or code == 'mine' then
+        -- Taken in one ZADD per limit at the end.
+        st.taken = st.taken or {}
+        st.taken[#st.taken + 1] = now + lease
+        st.taken[#st.taken + 1] = member
+        if code == 'slot' then
+          st.held = st.held + 1
+        end
+        if not first then
+          redis.call('ZREM', st.k2, member)
+        end
+      elseif code == 'given' then
+        redis.call('HDEL', st.k2, member)
+      else
+        st.tat = st.tat + st.a
+        st.dirty = true
+      end
+    end
+    if status then
+      local fields = { 'attempts', attempt, 'consumer', ARGV[2], 'started_at', now }
+      if not first then
+        fields[#fields + 1] = 'next_attempt_at'
+        fields[#fields + 1] = ''
+        fields[#fields + 1] = 'waiting_for'
+        fields[#fields + 1] = ''
+      end
+      set_status(status, ARGV[6], ARGV[1], job_id, id, 'running', now, 0, fields, { 'type', job_type },
+        first and 'none' or nil)
+    end
+    replies[job] = run
   end
 end
-if status then
-  local fields = { 'attempts', attempt, 'consumer', ARGV[2], 'started_at', now }
-  if not from then
-    fields[#fields + 1] = 'next_attempt_at'
-    fields[#fields + 1] = ''
-    fields[#fields + 1] = 'waiting_for'
-    fields[#fields + 1] = ''
+
+for _, st in pairs(states) do
+  if st.taken then
+    redis.call('ZADD', st.k1, unpack(st.taken))
+    redis.call('PEXPIRE', st.k1, lease * 2 + idle_keep)
   end
-  set_status(status, ARGV[9], ARGV[1], ARGV[10], ARGV[3], 'running', now, 0, fields, { 'type', ARGV[11] }, from)
+  if st.waited then
+    redis.call('PEXPIRE', st.k2, lease * 3 + idle_keep)
+  end
+  if st.dirty then
+    redis.call('SET', st.k1, string.format('%.0f', st.tat), 'PX', math.ceil((st.tat - now_us) / 1000) + idle_keep)
+  end
+  if st.reserved_until then
+    outlive(st.k2, math.ceil((st.reserved_until - now_us) / 1000) + lease * 3 + idle_keep)
+  end
 end
-return {'run'}
+return replies

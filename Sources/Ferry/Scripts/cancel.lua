@@ -53,7 +53,7 @@ if exists then
       set_status(KEYS[1], ARGV[6], group, ARGV[3], entry_id, 'cancelled', ARGV[1], ARGV[2],
         { 'finished_at', ARGV[1], 'retryable', '0', 'next_attempt_at', '' }, nil, state)
       answer = answer or state
-    elseif not terminal[state] then
+    elseif not is_terminal(state) then
       answer = answer or state
       requested = true
     else
@@ -61,7 +61,7 @@ if exists then
     end
   end
   if #ARGV < 7 then
-    if terminal[shared] then
+    if is_terminal(shared) then
       return shared
     end
     answer = shared

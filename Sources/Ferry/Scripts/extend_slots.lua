@@ -13,6 +13,6 @@ local ends = now_ms() + lease
 local extended = 0
 for i, key in ipairs(KEYS) do
   extended = extended + redis.call('ZADD', key, 'XX', 'CH', ends, ARGV[i + 1])
-  outlive(key, lease * 2)
+  outlive(key, lease * 2 + 3600000)
 end
 return extended
