@@ -21,10 +21,8 @@ struct ControlChannel: Sendable {
         var processingMilliseconds: Int64 = 0
     }
 
-    /// The concurrency slots a finished job releases (``Worker/releaseSlots(_:entryID:control:)``).
+    /// The concurrency slots a finished job releases (``Worker/releaseSlots(_:control:)``).
     struct SlotRelease: Sendable {
-        /// `<group> <entry ID>`.
-        let holder: String
         let slots: [Worker.LimitSlot]
     }
 

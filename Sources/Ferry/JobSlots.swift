@@ -125,12 +125,8 @@ final class JobSlots: Sendable {
         state.withLock { $0.running[entryID]?.limitSlots = limitSlots }
     }
 
-    /// The limit slots running jobs hold, with their entry IDs.
-    var limitSlots: [(entryID: String, slot: Worker.LimitSlot)] {
-        state.withLock { state in
-            state.running.flatMap { id, record in record.limitSlots.map { (id, $0) } }
-        }
-    }
+    /// The limit slots running jobs hold.
+    var limitSlots: [Worker.LimitSlot] { state.withLock { $0.running.values.flatMap(\.limitSlots) } }
 
     /// The idempotency locks running jobs hold.
     var locks: [IdempotencyLock] { state.withLock { $0.running.values.compactMap(\.lock) } }

@@ -96,27 +96,37 @@ public struct QueueKeys: Sendable, Hashable {
     public var limitPrefix: String { prefix + ":limit:" }
 
     /// The state of a limit (``QueueLimit``), `ferry:{Q}:limit:<name>`, or for one value of a
-    /// per-key limit `ferry:{Q}:limit:<name>:k:<key>`, followed by `:slots` (sorted set of the
-    /// jobs holding a concurrency slot, `<group> <entry ID>` → when the slot's lease ends, ms),
-    /// `:waiting` (sorted set of the jobs waiting for a slot, → their entry's time: served
-    /// first-come), `:tat` (a rate's theoretical arrival time, µs) and `:reserved` (hash of the
-    /// jobs waiting for a rate's start time they were given, → that time, µs).
+    /// per-key limit `ferry:{Q}:limit:<name>:k:<key>`, followed by, for a concurrency limit,
+    /// `:held` (hash: consumer → slots its running jobs hold, and `*` → the total, which counts
+    /// slots handed to waiting jobs too), `:holders` (sorted set: consumer → when its lease
+    /// ends, ms), `:handed` (sorted set: `<group> <entry ID>` of a waiting job a slot was handed
+    /// to → when the hand-off lapses) and `:waiting` (sorted set of the jobs waiting, first come
+    /// first served); for a rate, `:tat` (its theoretical arrival time, µs) and `:reserved`
+    /// (hash: `<group> <entry ID>` of a waiting job → the start time it was given, µs).
     public func limitState(name: String, key: String?) -> LimitKeys {
         let base = limitPrefix + name + (key.map { ":k:" + Self.keyComponent($0) } ?? "")
         return LimitKeys(
-            slots: base + ":slots", waiting: base + ":waiting", arrival: base + ":tat", reserved: base + ":reserved")
+            held: base + ":held", holders: base + ":holders", handed: base + ":handed", waiting: base + ":waiting",
+            arrival: base + ":tat", reserved: base + ":reserved")
     }
 
     /// The keys of one limit's state (``limitState(name:key:)``).
     public struct LimitKeys: Sendable, Hashable {
-        /// Concurrency: who holds a slot, to when.
-        public let slots: String
-        /// Concurrency: who waits for a slot, first-come.
+        /// Concurrency: slots held per worker, and in all.
+        public let held: String
+        /// Concurrency: when each worker's slots lapse.
+        public let holders: String
+        /// Concurrency: slots handed to waiting jobs, to when.
+        public let handed: String
+        /// Concurrency: who waits for a slot, first come first served.
         public let waiting: String
         /// Rate: the theoretical arrival time of the next start (GCRA), µs.
         public let arrival: String
         /// Rate: start times given to waiting jobs, µs.
         public let reserved: String
+
+        /// The names that end a waiting job's record, which `ferry limit set|delete` wakes.
+        static let waitingSuffixes = [":waiting", ":reserved", ":tat"]
     }
 
     /// `ferry:{Q}:cron:<name>`: a cron schedule (its timing, `job.*` fields, history).

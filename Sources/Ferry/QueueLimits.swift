@@ -203,8 +203,9 @@ public struct QueueLimits: Sendable {
     /// (`limit_wake.lua`), for all its keys. Slots of running jobs stay until they end.
     private func wakeWaiting(on name: String) async throws(FerryError) {
         do {
-            let state = try await connection.scanKeys(matching: keys.limitPrefix + name + ":*").filter {
-                !String(decoding: $0, as: UTF8.self).hasSuffix(":slots")
+            let state = try await connection.scanKeys(matching: keys.limitPrefix + name + ":*").filter { key in
+                let name = String(decoding: key, as: UTF8.self)
+                return QueueKeys.LimitKeys.waitingSuffixes.contains { name.hasSuffix($0) }
             }
             for chunk in stride(from: 0, to: state.count, by: 100) {
                 try await connection.run(
@@ -246,22 +247,21 @@ public struct QueueLimits: Sendable {
         return (limits, unreadable)
     }
 
-    /// What a limit holds now: running jobs in its slots (concurrency) and jobs waiting on it.
-    /// For a per-key limit, the sums over its keys' sets (found with `SCAN`).
+    /// What a limit holds now: slots of running jobs (concurrency; slots of a worker that
+    /// crashed count until its lease ends) and jobs waiting on it. For a per-key limit, the sums
+    /// over its keys (found with `SCAN`).
     public func usage(of limit: QueueLimit) async throws(FerryError) -> (holding: Int, waiting: Int) {
         do {
             let state = keys.limitState(name: limit.name, key: nil)
-            var slotKeys = [state.slots], waitingKeys = [state.waiting]
+            var heldKeys = [state.held], waitingKeys = [state.waiting]
             if limit.perKey {
                 let text = { (key: [UInt8]) in String(decoding: key, as: UTF8.self) }
-                slotKeys = try await connection.scanKeys(matching: keys.limitPrefix + limit.name + ":k:*:slots").map(text)
+                heldKeys = try await connection.scanKeys(matching: keys.limitPrefix + limit.name + ":k:*:held").map(text)
                 waitingKeys = try await connection.scanKeys(matching: keys.limitPrefix + limit.name + ":k:*:waiting").map(text)
             }
-            let now = Date().millisecondsSince1970
             var holding = 0, waiting = 0
-            for key in slotKeys {
-                holding += Int(
-                    try await connection.send(RedisCommand("ZCOUNT", [.string(key), .integer(now), "+inf"])).integer ?? 0)
+            for key in heldKeys {
+                holding += Int(try await connection.send(RedisCommand("HGET", [.string(key), "*"])).string ?? "0") ?? 0
             }
             for key in waitingKeys {
                 waiting += Int(try await connection.send(RedisCommand("ZCARD", [.string(key)])).integer ?? 0)

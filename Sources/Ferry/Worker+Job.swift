@@ -189,10 +189,10 @@ extension Worker {
 
         // Slots go back after the job's outcome, in the write batcher's order, to waiting jobs.
         var limitSlots: [LimitSlot] = []
-        defer { releaseSlots(limitSlots, entryID: entry.id, control: control) }
+        defer { releaseSlots(limitSlots, control: control) }
         if let batch = delivery.admission {
-            guard let taken = started(await batch.task.value[batch.index], message: message, control: control, slots: slots)
-            else { return .done }
+            let admitted = await batch.task.value[batch.index]
+            guard let taken = started(admitted, delivery, message: message, control: control, slots: slots) else { return .done }
             limitSlots = taken
         }
 
@@ -213,8 +213,9 @@ extension Worker {
             case .due:
                 var due = delivery
                 due.handedBack = true  // read early, now due: no longer a first look at the entry
-                let answer = await admit([due], control: control, logger: logger).first ?? (due, .notRun)
-                guard let taken = started(answer, message: message, control: control, slots: slots) else { return .done }
+                let admitted =
+                    await admit([due], control: control, logger: logger).first ?? Admitted(admission: .notRun, limited: true)
+                guard let taken = started(admitted, due, message: message, control: control, slots: slots) else { return .done }
                 limitSlots = taken
             }
         }

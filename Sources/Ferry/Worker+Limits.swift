@@ -9,13 +9,14 @@ extension Worker {
     static let acquireScript = RedisScript(name: "acquire", source: EmbeddedLuaScripts.acquire)
     static let releaseScript = RedisScript(name: "release", source: EmbeddedLuaScripts.release)
     static let extendSlotsScript = RedisScript(name: "extend_slots", source: EmbeddedLuaScripts.extend_slots)
+    private static let runReply = RedisReply.bulk(Array("run".utf8))
 
     /// The queue's limits as this worker last read them (every second, ``refreshLimits(_:)``).
     var limits: [QueueLimit] { state.withLock { $0.limits.map(\.limit) } }
 
     /// The limits that cover `message`.
     func limits(covering message: JobMessage) -> [QueueLimit] {
-        state.withLock { $0.limits.map(\.limit).filter { $0.covers(message) } }
+        state.withLock { $0.limits.compactMap { $0.limit.covers(message) ? $0.limit : nil } }
     }
 
     /// Whether a job here waited on a limit, or a slot went to a job of this group, in the last
@@ -37,7 +38,11 @@ extension Worker {
     /// keeps the last answer; a limit written by hand that Ferry cannot read is named in a warning.
     func refreshLimits(_ control: ControlChannel) async {
         do {
-            let (limits, unreadable) = try await QueueLimits(queue: queue, connection: control.connection).read()
+            let (read, unreadable) = try await QueueLimits(queue: queue, connection: control.connection).read()
+            // Concurrency first, as acquire.lua decides them: a job that waits for a slot spends no rate.
+            let limits = read.sorted {
+                ($0.limit.isConcurrency ? 0 : 1, $0.limit.name) < ($1.limit.isConcurrency ? 0 : 1, $1.limit.name)
+            }
             let changed = state.withLock { state in
                 defer { state.limits = limits }
                 return state.limits.map(\.json) != limits.map(\.json)
@@ -57,22 +62,22 @@ extension Worker {
         }
     }
 
-    /// A concurrency slot a running job holds: released at its end, extended with its lease.
+    /// A concurrency slot a running job holds, counted for this worker: released at its end,
+    /// extended with the worker's leases.
     struct LimitSlot: Sendable, Hashable {
-        /// The limit's `:slots` key.
-        let slots: String
-        /// The limit's `:waiting` key, whose first job gets the slot next.
+        /// The limit's `:held`, `:holders`, `:handed` and `:waiting` keys.
+        let held: String
+        let holders: String
+        let handed: String
         let waiting: String
         /// The limit's most slots, when the job took it.
         let most: Int
+
+        var keys: [RedisArgument] { [.string(held), .string(holders), .string(handed), .string(waiting)] }
     }
 
-    /// Who holds a slot for a delivery: `<group> <entry ID>`, the same for every delivery of
-    /// the entry in the group, so a reclaimed job finds the slot its crashed worker held.
-    func slotHolder(_ entryID: String) -> String { configuration.group + " " + entryID }
-
     /// What ``admit(_:control:logger:)`` decided for a delivery.
-    enum Admission {
+    enum Admission: Sendable {
         /// Within every limit: run, holding these slots.
         case run([LimitSlot])
         /// Over a limit: parked until `dueAt` (ms), recorded waiting.
@@ -81,18 +86,23 @@ extension Worker {
         case notRun
     }
 
+    /// A delivery's admission, and whether any limit still covered it (one may have been removed
+    /// since the read loop looked: then nothing recorded it running).
+    struct Admitted: Sendable {
+        var admission: Admission
+        var limited: Bool
+    }
+
     /// Asks Redis whether deliveries may start under the limits that cover them
     /// (`acquire.lua`, one call for all): each takes its slots and rate and is recorded running,
     /// or is parked until it could pass and recorded waiting with the limit's name, spending no
     /// attempt. Goes through the write batcher, behind the jobs' earlier writes. When a limit
-    /// changed since this worker read them, it reads them again and asks again; a delivery no
-    /// limit covers any more comes back with no limits (and `.run([])`), its running record
-    /// still to write.
-    func admit(_ deliveries: [Delivery], control: ControlChannel, logger: Logger) async -> [(Delivery, Admission)] {
+    /// changed since this worker read them, it reads them again and asks again.
+    func admit(_ deliveries: [Delivery], control: ControlChannel, logger: Logger) async -> [Admitted] {
         var deliveries = deliveries
         for _ in 0..<3 {
             let asked = deliveries.filter { !$0.limits.isEmpty }
-            guard !asked.isEmpty else { return deliveries.map { ($0, .run([])) } }
+            guard !asked.isEmpty else { return deliveries.map { _ in Admitted(admission: .run([]), limited: false) } }
             guard let replies = await acquire(asked, control: control, logger: logger) else {
                 await refreshLimits(control)  // a limit changed: read them again, ask again
                 for index in deliveries.indices {
@@ -104,11 +114,13 @@ extension Worker {
             }
             var answers = replies.makeIterator()
             return deliveries.map { delivery in
-                (delivery, delivery.limits.isEmpty ? .run([]) : answers.next() ?? .notRun)
+                delivery.limits.isEmpty
+                    ? Admitted(admission: .run([]), limited: false)
+                    : Admitted(admission: answers.next() ?? .notRun, limited: true)
             }
         }
         logger.info("the queue's limits kept changing while jobs were checked; they come back after the lease")
-        return deliveries.map { ($0, .notRun) }
+        return deliveries.map { _ in Admitted(admission: .notRun, limited: true) }
     }
 
     /// One `acquire.lua` call: an admission per delivery, or nil when the worker's limits are
@@ -118,7 +130,7 @@ extension Worker {
         let delayed = keys.delayed(group: configuration.group)
         var stateKeys: [RedisArgument] = []
         var stateArguments: [RedisArgument] = []
-        var stateNumbers: [QueueKeys.LimitKeys: Int] = [:]
+        var stateNumbers: [String: Int] = [:]  // by limit name, and key for a per-key limit
         var slotsOf: [Int: LimitSlot] = [:]
         var jobArguments: [RedisArgument] = []
         var statusKeys: [RedisArgument] = []
@@ -127,23 +139,29 @@ extension Worker {
             guard case .run(let message, _) = delivery.plan else { continue }
             var numbers: [Int] = []
             var held: [LimitSlot] = []
-            // Concurrency first: a job that waits for a slot spends no rate.
-            for limit in delivery.limits.sorted(by: { $0.isConcurrency && !$1.isConcurrency }) {
-                let limitKeys = keys.limitState(name: limit.name, key: limit.perKey ? message.key : nil)
+            // In the order the worker keeps them: concurrency first.
+            for limit in delivery.limits {
+                let key = limit.perKey ? message.key : nil
+                let stateName = key.map { limit.name + "\u{0}" + $0 } ?? limit.name
                 let number: Int
-                if let known = stateNumbers[limitKeys] {
+                if let known = stateNumbers[stateName] {
                     number = known
                 } else {
                     number = stateNumbers.count + 1
-                    stateNumbers[limitKeys] = number
+                    stateNumbers[stateName] = number
+                    let limitKeys = keys.limitState(name: limit.name, key: key)
                     let json = RedisArgument.string(stored[limit.name] ?? "")
                     switch limit.kind {
                     case .concurrency(let most):
-                        stateKeys += [.string(limitKeys.slots), .string(limitKeys.waiting)]
+                        let slot = LimitSlot(
+                            held: limitKeys.held, holders: limitKeys.holders, handed: limitKeys.handed,
+                            waiting: limitKeys.waiting, most: most)
+                        stateKeys += slot.keys
                         stateArguments += ["c", .string(limit.name), .integer(Int64(most)), "", json]
-                        slotsOf[number] = LimitSlot(slots: limitKeys.slots, waiting: limitKeys.waiting, most: most)
+                        slotsOf[number] = slot
                     case .rate(let count, let period, let burst):
-                        stateKeys += [.string(limitKeys.arrival), .string(limitKeys.reserved)]
+                        // Four keys a state; a rate uses two.
+                        stateKeys += [.string(limitKeys.arrival), .string(limitKeys.reserved), "", ""]
                         let spacing = QueueLimit.spacingMicroseconds(count: count, period: period)
                         stateArguments += ["r", .string(limit.name), .string(String(spacing)), .integer(Int64(burst)), json]
                     }
@@ -182,12 +200,11 @@ extension Worker {
         return zip(deliveries, zip(reply, jobSlots)).map { delivery, answer -> Admission in
             let (job, held) = answer
             let parts = job.array ?? []
+            if parts.first == Self.runReply { return .run(held) }  // the hot path: no log line
             var logger = logger
             logger[metadataKey: "ferry.job_id"] = "\(delivery.jobID)"
             logger[metadataKey: "ferry.entry_id"] = "\(delivery.entry.id)"
             switch parts.first?.string {
-            case "run":
-                return .run(held)
             case "wait":
                 let limit = parts.dropFirst().first?.string ?? "?"
                 let dueAt = parts.dropFirst(2).first?.integer ?? 0
@@ -204,7 +221,7 @@ extension Worker {
 
     /// A read batch's admission, shared by its jobs' tasks, and one job's place in it.
     struct BatchAdmission: Sendable {
-        let task: Task<[(Delivery, Admission)], Never>
+        let task: Task<[Admitted], Never>
         let index: Int
     }
 
@@ -228,26 +245,25 @@ extension Worker {
     /// covered after all (one was removed meanwhile) is recorded running here, as the batch
     /// start records an unlimited job.
     func started(
-        _ answer: (Delivery, Admission), message: JobMessage, control: ControlChannel, slots: JobSlots
+        _ admitted: Admitted, _ delivery: Delivery, message: JobMessage, control: ControlChannel, slots: JobSlots
     ) -> [LimitSlot]? {
-        let (checked, admission) = answer
-        guard case .run(let taken) = admission else { return nil }
-        if !taken.isEmpty { slots.hold(taken, for: checked.entry.id) }
-        if checked.limits.isEmpty && message.idempotencyKey == nil {
+        guard case .run(let taken) = admitted.admission else { return nil }
+        if !taken.isEmpty { slots.hold(taken, for: delivery.entry.id) }
+        if !admitted.limited && message.idempotencyKey == nil {
             recordState(
-                .running, jobID: checked.jobID, entryID: checked.entry.id, attempt: checked.attempt, control: control,
+                .running, jobID: delivery.jobID, entryID: delivery.entry.id, attempt: delivery.attempt, control: control,
                 fields: [:])
         }
         return taken
     }
 
     /// Frees a finished job's slots through the write batcher, after its outcome: the flush
-    /// releases every finished job's slots in one `release.lua` call and hands each slot to the
-    /// first job waiting for it. If it never lands (a lost connection), the slots free when
-    /// their lease ends.
-    func releaseSlots(_ held: [LimitSlot], entryID: String, control: ControlChannel) {
+    /// releases every finished job's slots in one call (at the end of its `ack.lua`, or
+    /// `release.lua`) and hands each slot to the first job waiting for it. If it never lands (a
+    /// lost connection), the slots free when this worker's lease on them ends.
+    func releaseSlots(_ held: [LimitSlot], control: ControlChannel) {
         guard !held.isEmpty else { return }
-        control.enqueueRelease(ControlChannel.SlotRelease(holder: slotHolder(entryID), slots: held)) { [self] result in
+        control.enqueueRelease(ControlChannel.SlotRelease(slots: held)) { [self] result in
             switch result {
             case .success(let handed):
                 if (handed.integer ?? 0) > 0 {
@@ -257,37 +273,36 @@ extension Worker {
                     }
                 }
             case .failure(let error):
-                logger.info("could not release the job's limit slots; they free when their lease ends", metadata: redisFailure(error))
+                logger.info(
+                    "could not release the job's limit slots; they free when their lease ends", metadata: redisFailure(error))
             }
         }
     }
 
     /// The keys and arguments that release the slots of every job a flush releases, in
-    /// `release.lua`'s form (also the tail of an `ack.lua` call).
+    /// `release.lua`'s form (also the tail of an `ack.lua` call): a count per limit state.
     func releaseArguments(_ releases: [ControlChannel.SlotRelease]) -> (keys: [RedisArgument], arguments: [RedisArgument]) {
-        var holders: [LimitSlot: [String]] = [:]
+        var ended: [LimitSlot: Int] = [:]
         var order: [LimitSlot] = []
-        for release in releases {
-            for slot in release.slots {
-                if holders[slot] == nil { order.append(slot) }
-                holders[slot, default: []].append(release.holder)
-            }
+        for slot in releases.lazy.flatMap(\.slots) {
+            if ended[slot] == nil { order.append(slot) }
+            ended[slot, default: 0] += 1
         }
         var arguments: [RedisArgument] = [
             .integer(configuration.lease.milliseconds), .string(keys.delayedPrefix), .string(configuration.group),
+            .string(configuration.consumer),
         ]
-        for slot in order {
-            let released = holders[slot] ?? []
-            arguments += [.integer(Int64(slot.most)), .integer(Int64(released.count))] + released.map { .string($0) }
-        }
-        return (order.flatMap { [RedisArgument.string($0.slots), .string($0.waiting)] }, arguments)
+        for slot in order { arguments += [.integer(Int64(slot.most)), .integer(Int64(ended[slot] ?? 0))] }
+        return (order.flatMap(\.keys), arguments)
     }
 
-    /// Extends the slots running jobs hold with their leases (`extend_slots.lua`).
-    func extendSlots(_ held: [(entryID: String, slot: LimitSlot)], control: ControlChannel) async throws(RedisError) {
-        guard !held.isEmpty else { return }
+    /// Extends this worker's slots with its leases (`extend_slots.lua`): one write per limit
+    /// state where its running jobs hold slots.
+    func extendSlots(_ held: [LimitSlot], control: ControlChannel) async throws(RedisError) {
+        let holders = Set(held.map(\.holders))
+        guard !holders.isEmpty else { return }
         try await control.run(
-            Self.extendSlotsScript, keys: held.map { .string($0.slot.slots) },
-            arguments: [.integer(configuration.lease.milliseconds)] + held.map { .string(slotHolder($0.entryID)) })
+            Self.extendSlotsScript, keys: holders.sorted().map { .string($0) },
+            arguments: [.integer(configuration.lease.milliseconds), .string(configuration.consumer)])
     }
 }

@@ -380,7 +380,9 @@ public final class Worker: Sendable {
                 let lostIDs: Set<String>? = ackAt.map { acknowledgedLost(replies[$0], acks) } ?? []
                 func replied(_ at: Int) -> ControlChannel.Outcome {
                     let reply = replies[at]
-                    if let failed = reply.errorMessage { return .replied(.failure(RedisError.server(failed, command: "EVALSHA"))) }
+                    if let failed = reply.errorMessage {
+                        return .replied(.failure(RedisError.server(failed, command: "EVALSHA")))
+                    }
                     return .replied(.success(reply))
                 }
                 return writes.enumerated().map { index, write -> ControlChannel.Outcome in

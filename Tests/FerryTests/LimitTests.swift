@@ -126,7 +126,9 @@ extension WorkerTests {
             #expect(status.attempts == 1)
         }
         let slots = setup.keys.limitState(name: "three", key: nil)
-        #expect(await eventually { try await setup.redis.send(RedisCommand("ZCARD", [.string(slots.slots)])).integer == 0 })
+        #expect(
+            await eventually { try await setup.redis.send(RedisCommand("HGET", [.string(slots.held), "*"])).string == "0" },
+            "every slot was released")
         #expect(try await setup.redis.send(RedisCommand("EXISTS", [.string(slots.waiting)])).integer == 0)
     }
 

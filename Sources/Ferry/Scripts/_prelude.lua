@@ -42,53 +42,78 @@ local function park_entry(stream, due_key, attempts_key, entries_key, group, id,
   outlive(entries_key, ttl)
 end
 
--- A concurrency limit's slots: frees those whose lease ended (their worker crashed or froze)
--- and gives free ones to the jobs waiting, first come first served. A waiter is `<group> <entry
--- ID>`: its slot is held for it for a lease and it is made due now in its group's later
--- deliveries (`<delayed_prefix><group>`), so the next worker of its group to look takes it
--- back and finds the slot its own; a waiter no longer parked there (cancelled) is dropped.
--- Returns how many slots went to waiters of `group` (when given).
-local function hand_off(slots, waiting, most, now, lease, delayed_prefix, group_of_interest)
-  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
-  local free = most - redis.call('ZCARD', slots)
+-- A concurrency limit's slots (QueueKeys.limitState): `held` counts the slots each worker's
+-- running jobs hold (consumer -> n, and `*` -> the total, which includes the slots handed to
+-- waiting jobs), `holders` scores each worker by when its lease ends (its worker extends it with
+-- its jobs' leases), `handed` scores each waiting job a slot was handed to (`<group> <entry ID>`)
+-- by when that hand-off lapses, `waiting` holds the jobs waiting, first come first served.
+-- Counting per worker, not per job, keeps a job's start and end free of per-job writes here.
+
+-- Frees the slots of workers whose lease ended (crashed or frozen) and of hand-offs no job came
+-- for, then gives free slots to the jobs waiting: each gets a slot held for it for a lease and is
+-- made due now in its group's later deliveries (`<delayed_prefix><group>`), so the next worker of
+-- its group to look takes it back and finds the slot its own; a waiter no longer parked there
+-- (cancelled) is dropped. Returns the slots now held, and how many went to waiters of `group`.
+local function hand_off(held, holders, handed, waiting, most, now, lease, delayed_prefix, group)
+  local total = tonumber(redis.call('HGET', held, '*') or '0')
+  local before = total
+  for _, consumer in ipairs(redis.call('ZRANGE', holders, '-inf', now, 'BYSCORE')) do
+    total = total - tonumber(redis.call('HGET', held, consumer) or '0')
+    redis.call('HDEL', held, consumer)
+    redis.call('ZREM', holders, consumer)
+  end
+  total = total - redis.call('ZREMRANGEBYSCORE', handed, '-inf', now)
   local to_group = 0
-  while free > 0 do
+  while total < most do
     local first = redis.call('ZPOPMIN', waiting)
     if not first[1] then
       break
     end
-    local group, id = string.match(first[1], '^(.*) (%S+)$')
-    if group and redis.call('ZSCORE', delayed_prefix .. group, id) then
-      redis.call('ZADD', delayed_prefix .. group, now, id)
-      redis.call('ZADD', slots, now + lease, first[1])
-      outlive(slots, lease * 2 + 3600000)
-      free = free - 1
-      if group == group_of_interest then
+    local waiter_group, id = string.match(first[1], '^(.*) (%S+)$')
+    if waiter_group and redis.call('ZSCORE', delayed_prefix .. waiter_group, id) then
+      redis.call('ZADD', delayed_prefix .. waiter_group, now, id)
+      redis.call('ZADD', handed, now + lease, first[1])
+      outlive(handed, lease * 2 + 3600000)
+      total = total + 1
+      if waiter_group == group then
         to_group = to_group + 1
       end
     end
   end
-  return to_group
+  if total ~= before then
+    redis.call('HSET', held, '*', math.max(total, 0))
+    outlive(held, lease * 2 + 3600000)
+  end
+  return total, to_group
 end
 
--- Frees the concurrency slots of jobs that ended and hands each to the first job waiting for
--- it: release.lua's work, also done at the end of ack.lua when a flush has both. Reads KEYS from
--- `first_key` on (each limit state's :slots and :waiting) and ARGV from `at` on: the lease (ms),
--- the prefix of the groups' later deliveries, the releasing worker's group, then for each limit
--- state the limit's most slots, n, and the n holders (`<group> <entry ID>`) released. Returns
--- how many slots went to waiters of the releasing worker's group.
+-- Frees the concurrency slots of jobs a worker finished and hands each to the first job waiting
+-- for it: release.lua's work, also done at the end of ack.lua when a flush has both. Reads KEYS
+-- from `first_key` on (each limit state's held, holders, handed and waiting keys) and ARGV from
+-- `at` on: the lease (ms), the prefix of the groups' later deliveries, the releasing worker's
+-- group and consumer name, then for each limit state the limit's most slots and how many of the
+-- worker's jobs ended. A worker whose slots were freed as expired (it was cut off longer than its
+-- lease) frees nothing twice. Returns how many slots went to waiters of the worker's group.
 local function release_slots(first_key, at)
-  local lease, delayed_prefix, group = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2]
-  at = at + 3
+  local lease, delayed_prefix, group, consumer = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  at = at + 4
   local now
   local own = 0
-  for i = first_key, #KEYS, 2 do
-    local most, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-    redis.call('ZREM', KEYS[i], unpack(ARGV, at + 2, at + 1 + n))
-    at = at + 2 + n
-    if redis.call('EXISTS', KEYS[i + 1]) == 1 then
+  for i = first_key, #KEYS, 4 do
+    local most, ended = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    at = at + 2
+    local freed = math.min(ended, tonumber(redis.call('HGET', KEYS[i], consumer) or '0'))
+    if freed > 0 then
+      if redis.call('HINCRBY', KEYS[i], consumer, -freed) <= 0 then
+        redis.call('HDEL', KEYS[i], consumer)
+        redis.call('ZREM', KEYS[i + 1], consumer)
+      end
+      redis.call('HINCRBY', KEYS[i], '*', -freed)
+    end
+    if redis.call('EXISTS', KEYS[i + 3]) == 1 then
       now = now or now_ms()
-      own = own + hand_off(KEYS[i], KEYS[i + 1], most, now, lease, delayed_prefix, group)
+      local _, handed = hand_off(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], most, now, lease, delayed_prefix, group)
+      own = own + handed
     end
   end
   return own

@@ -9,13 +9,13 @@
 -- KEYS[3]  the attempts they carry              ferry:{Q}:delayed:<group>:attempts
 -- KEYS[4]  the entries they keep in the stream  ferry:{Q}:delayed:<group>:entries
 -- KEYS[5]  the queue's limits                   ferry:{Q}:limits (name -> JSON)
--- then     two keys per limit state, in ARGV's order: a concurrency limit's :slots and :waiting,
---          or a rate's :tat and :reserved (QueueKeys.limitState; one state per limit, or per
---          limit and key for a per-key limit)
+-- then     four keys per limit state, in ARGV's order: a concurrency limit's :held, :holders,
+--          :handed and :waiting, or a rate's :tat and :reserved and two unused (QueueKeys.limitState;
+--          one state per limit, or per limit and key for a per-key limit)
 -- then     the jobs' status hashes ferry:{Q}:job:<job_id>, in the jobs' order, when ARGV[5] is '1'
 -- ARGV[1]  the consumer group
 -- ARGV[2]  this consumer's name
--- ARGV[3]  the lease, ms: how long a slot is held without being extended
+-- ARGV[3]  the lease, ms: how long slots are held without being extended
 -- ARGV[4]  how long the parked keys outlive the due time, ms (delay.lua)
 -- ARGV[5]  '1' to write the statuses
 -- ARGV[6]  the index prefix ferry:{Q}:idx:
@@ -27,12 +27,12 @@
 --          group yet (a first delivery read from the stream), the job id, its type, m, and the
 --          m numbers (from 1) of the limit states that cover it, concurrency ones first
 --
--- Concurrency: a job holds a slot (`<group> <entry ID>` scored by when its lease ends) while it
--- runs; the worker extends it with the job's lease and releases it at the job's end
--- (release.lua), handing it to the first waiter. A job already holding its slot (handed to it,
--- or held by a crashed worker's delivery of the same entry) keeps it. A job finding none waits in
--- the limit's first-come list and is due again when a slot is handed to it, or at the earliest
--- time a held slot's lease could end (at most a lease away), in case its holder crashed.
+-- Concurrency: a running job holds a slot, counted for its worker (hand_off in the prelude says
+-- how); the worker extends its slots with its jobs' leases and releases them as its jobs end
+-- (release.lua, or ack.lua), handing each to the first waiter. A job a slot was handed to takes
+-- it. A job finding none waits in the limit's first-come list and is due again when a slot is
+-- handed to it, or at the earliest time a worker's slots could lapse (at most a lease away), in
+-- case that worker crashed.
 -- Rate: GCRA on the limit's theoretical arrival time; a job over it is given the next start
 -- time (reserved for it, so a backlog drains at the rate without every waiter coming back at
 -- once) and starts when it comes back. Concurrency is decided first: a job waiting for a slot
@@ -73,14 +73,14 @@ local function state(i)
     return st
   end
   local at = 9 + (i - 1) * 5
+  local k = 5 + (i - 1) * 4
   st = { kind = ARGV[at], name = ARGV[at + 1], a = tonumber(ARGV[at + 2]), b = tonumber(ARGV[at + 3]) or 0,
-    k1 = KEYS[5 + (i - 1) * 2 + 1], k2 = KEYS[5 + (i - 1) * 2 + 2] }
+    k1 = KEYS[k + 1], k2 = KEYS[k + 2], k3 = KEYS[k + 3], k4 = KEYS[k + 4], new = 0, moved = 0 }
   if st.kind == 'c' then
-    st.held = redis.call('ZCARD', st.k1)
-    -- Full, or jobs wait: free expired slots and serve the waiters first.
-    if st.held >= st.a or redis.call('EXISTS', st.k2) == 1 then
-      hand_off(st.k1, st.k2, st.a, now, lease, ARGV[7])
-      st.held = redis.call('ZCARD', st.k1)
+    st.held = tonumber(redis.call('HGET', st.k1, '*') or '0')
+    -- Full, or jobs wait: free lapsed slots and serve the waiters first.
+    if st.held >= st.a or redis.call('EXISTS', st.k4) == 1 then
+      st.held = hand_off(st.k1, st.k2, st.k3, st.k4, st.a, now, lease, ARGV[7])
     end
   else
     st.tat = math.max(tonumber(redis.call('GET', st.k1) or '0'), now_us)
@@ -89,7 +89,7 @@ local function state(i)
   return st
 end
 
-local first_status = 6 + s * 2
+local first_status = 6 + s * 4
 local replies = {}
 local run = {'run'}
 local codes = {}  -- per limit of the job being checked: how it passes; reused, not rebuilt per job
@@ -106,15 +106,17 @@ while at <= #ARGV do
   for r = 1, m do
     local st = state(tonumber(ARGV[refs + r - 1]))
     if st.kind == 'c' then
-      -- A first delivery read from the stream cannot hold a slot yet.
-      local mine = not first and redis.call('ZSCORE', st.k1, member)
+      -- A first delivery read from the stream was handed nothing yet.
+      local mine = not first and redis.call('ZSCORE', st.k3, member)
       if not mine and st.held >= st.a then
         -- First come, first served: by the entry's time, and its sequence within the millisecond.
         local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-        redis.call('ZADD', st.k2, 'NX', tonumber(ms) * 1000 + math.min(tonumber(seq), 999), member)
+        redis.call('ZADD', st.k4, 'NX', tonumber(ms) * 1000 + math.min(tonumber(seq), 999), member)
         st.waited = true
         if not st.earliest then
-          st.earliest = tonumber(redis.call('ZRANGE', st.k1, 0, 0, 'WITHSCORES')[2] or now)
+          local holder = redis.call('ZRANGE', st.k2, 0, 0, 'WITHSCORES')[2]
+          local hand_off_ends = redis.call('ZRANGE', st.k3, 0, 0, 'WITHSCORES')[2]
+          st.earliest = math.min(tonumber(holder or now + lease), tonumber(hand_off_ends or now + lease))
         end
         refused, due = st.name, math.min(st.earliest + 1, now + lease)
         break
@@ -156,17 +158,17 @@ while at <= #ARGV do
   else
     for r = 1, m do
       local st, code = states[tonumber(ARGV[refs + r - 1])], codes[r]
-      if code == 'slot' or code == 'mine' then
-        -- Taken in one ZADD per limit at the end.
-        st.taken = st.taken or {}
-        st.taken[#st.taken + 1] = now + lease
-        st.taken[#st.taken + 1] = member
-        if code == 'slot' then
-          st.held = st.held + 1
-        end
+      if code == 'slot' then
+        -- Counted for this worker in one write per limit at the end.
+        st.new = st.new + 1
+        st.held = st.held + 1
         if not first then
-          redis.call('ZREM', st.k2, member)
+          redis.call('ZREM', st.k4, member)
         end
+      elseif code == 'mine' then
+        -- Handed to this job: already in the total, now this worker's.
+        st.moved = st.moved + 1
+        redis.call('ZREM', st.k3, member)
       elseif code == 'given' then
         redis.call('HDEL', st.k2, member)
       else
@@ -190,12 +192,17 @@ while at <= #ARGV do
 end
 
 for _, st in pairs(states) do
-  if st.taken then
-    redis.call('ZADD', st.k1, unpack(st.taken))
+  if st.new + st.moved > 0 then
+    redis.call('HINCRBY', st.k1, ARGV[2], st.new + st.moved)
+    if st.new > 0 then
+      redis.call('HINCRBY', st.k1, '*', st.new)
+    end
+    redis.call('ZADD', st.k2, now + lease, ARGV[2])
     redis.call('PEXPIRE', st.k1, lease * 2 + idle_keep)
+    redis.call('PEXPIRE', st.k2, lease * 2 + idle_keep)
   end
   if st.waited then
-    redis.call('PEXPIRE', st.k2, lease * 3 + idle_keep)
+    redis.call('PEXPIRE', st.k4, lease * 3 + idle_keep)
   end
   if st.dirty then
     redis.call('SET', st.k1, string.format('%.0f', st.tat), 'PX', math.ceil((st.tat - now_us) / 1000) + idle_keep)
