@@ -197,4 +197,14 @@ struct CommandLineContractTests {
         }
         #expect(result.lines.contains { $0.hasPrefix("started: 300 of 300 scheduled, 0 twice") }, "\(result.standardOutput)")
     }
+
+    @Test("bench limits prints both runs with jobs/s and Redis time, their ratio, and the limits' own cost per job")
+    func benchLimits() async throws {
+        let result = try await ferry("bench", "limits", "--jobs", "300", "--rounds", "1")
+        #expect(result.status == 0, "\(result.standardError)")
+        let limited = try #require(result.lines.first { $0.hasPrefix("a concurrency limit and a rate, never reached") })
+        #expect(limited.contains(" jobs/s, ") && limited.contains("× Redis time"), "\(limited)")
+        #expect(result.lines.contains { $0.hasPrefix("no limits (baseline)") }, "\(result.standardOutput)")
+        #expect(result.lines.contains { $0.hasPrefix("The limits' own cost: ") }, "\(result.standardOutput)")
+    }
 }
