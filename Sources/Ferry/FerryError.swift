@@ -58,16 +58,45 @@ public struct FerryError: Error, Sendable, CustomStringConvertible {
 public struct QueueFullError: Error, Sendable, Hashable, CustomStringConvertible {
     /// The queue that is full.
     public var queue: QueueName
-    /// Its backlog when the publish was refused: the slowest group's unfinished jobs.
+    /// Its backlog when the publish was refused: the slowest group's unfinished jobs; for a
+    /// key's quota, that key's unfinished jobs.
     public var depth: Int
-    /// Its maximum depth.
+    /// Its maximum depth, or the quota per key.
     public var maxDepth: Int
-    /// How many jobs the refused publish would have added.
+    /// How many jobs the refused publish would have added (of the key, for a key's quota).
     public var refused: Int
+    /// The job key whose quota refused it (`--max-pending-per-key`); nil when the whole queue is full.
+    public var key: String?
+    /// When publishing again may fit, from how fast the slowest group has been finishing jobs;
+    /// nil when that is not known yet (the first refusal, or nothing finished meanwhile).
+    public var retryAfter: Duration?
+
+    /// A refusal by the queue's maximum depth, or by `key`'s quota.
+    public init(
+        queue: QueueName, depth: Int, maxDepth: Int, refused: Int, key: String? = nil, retryAfter: Duration? = nil
+    ) {
+        self.queue = queue
+        self.depth = depth
+        self.maxDepth = maxDepth
+        self.refused = refused
+        self.key = key
+        self.retryAfter = retryAfter
+    }
 
     /// What was refused and what to do.
     public var description: String {
-        "queue \(queue) is full: \(depth) jobs not yet finished (the slowest group's), at most \(maxDepth); \(refused) more would not fit and nothing was published. Publish again once workers have caught up, or raise the limit: ferry queue set \(queue) --max-depth N"
+        let hint = retryAfter.map { "; at the rate jobs are finishing, try again in about \(Self.text($0))" } ?? ""
+        if let key {
+            return
+                "key \"\(key.debugEscaped)\" of queue \(queue) has \(depth) jobs not yet finished, at most \(maxDepth) per key; \(refused) more would not fit and nothing was published. Publish again once its jobs have finished, or raise the quota: ferry queue set \(queue) --max-pending-per-key N"
+        }
+        return
+            "queue \(queue) is full: \(depth) jobs not yet finished (the slowest group's), at most \(maxDepth); \(refused) more would not fit and nothing was published\(hint). Publish again once workers have caught up, or raise the limit: ferry queue set \(queue) --max-depth N"
+    }
+
+    private static func text(_ duration: Duration) -> String {
+        let milliseconds = duration.milliseconds
+        return milliseconds < 1000 ? "\(milliseconds)ms" : "\((milliseconds + 999) / 1000)s"
     }
 }
 

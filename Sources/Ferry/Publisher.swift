@@ -46,41 +46,60 @@ public final class Publisher: Sendable {
     public let configuration: Configuration
     private let connection: RedisConnection
     private let lastTrim = Mutex<ContinuousClock.Instant?>(nil)
-    /// The queue's maximum depth as last read, and when: read again after a second, so a
-    /// change (`ferry queue set --max-depth`) reaches every publisher within one.
-    private let maxDepthRead = Mutex<(value: Int?, at: ContinuousClock.Instant)?>(nil)
+    /// The queue's bounds as last read, and when: read again after a second, so a change
+    /// (`ferry queue set`) reaches every publisher within one.
+    private let boundsRead = Mutex<(value: QueueSettings.Bounds, at: ContinuousClock.Instant)?>(nil)
 
     static let publishScript = RedisScript(name: "publish", source: EmbeddedLuaScripts.publish)
     static let publishBoundedScript = RedisScript(name: "publish_bounded", source: EmbeddedLuaScripts.publish_bounded)
 
-    /// The queue's maximum depth (`ferry:{Q}:settings` field `max_depth`), nil when unbounded;
-    /// read at most once a second.
-    func maxDepth() async throws(FerryError) -> Int? {
-        if let read = maxDepthRead.withLock({ $0 }), ContinuousClock.now - read.at < .seconds(1) { return read.value }
-        let value = try await QueueSettings(queue: queue, connection: connection).maxDepth()
-        maxDepthRead.withLock { $0 = (value, .now) }
+    /// How long a key's set of unfinished jobs outlives its last publish.
+    static let keyJobsKeep: Duration = .seconds(7 * 24 * 3600)
+
+    /// The queue's maximum depth and quota per key (`ferry:{Q}:settings`); read at most once a second.
+    func bounds() async throws(FerryError) -> QueueSettings.Bounds {
+        if let read = boundsRead.withLock({ $0 }), ContinuousClock.now - read.at < .seconds(1) { return read.value }
+        let value = try await QueueSettings(queue: queue, connection: connection).bounds()
+        boundsRead.withLock { $0 = (value, .now) }
         return value
     }
 
     /// Publishes one chunk of a bounded queue in one script (`publish_bounded.lua`): all of it
-    /// or, when it does not fit under `maxDepth`, none (``QueueFullError``).
+    /// or, when it does not fit under the maximum depth or a key's quota, none (``QueueFullError``).
     private func publishBounded(
-        _ jobs: ArraySlice<JobMessage>, maxDepth: Int, at now: Date
+        _ jobs: ArraySlice<JobMessage>, bounds: QueueSettings.Bounds, at now: Date
     ) async throws(FerryError) -> [PublishReceipt] {
-        var scriptKeys: [RedisArgument] = [.string(keys.jobs)]
+        var scriptKeys: [RedisArgument] = [.string(keys.jobs), .string(keys.drainSample)]
         var arguments: [RedisArgument] = [
-            .integer(Int64(maxDepth)), .integer(configuration.dedupWindow.milliseconds), .string(keys.delayedPrefix),
+            bounds.maxDepth.map { .integer(Int64($0)) } ?? "", .integer(configuration.dedupWindow.milliseconds),
+            .string(keys.delayedPrefix), bounds.maxPendingPerKey.map { .integer(Int64($0)) } ?? "",
+            .integer(Self.keyJobsKeep.milliseconds),
         ]
+        var keySets: [String: Int] = [:]  // a key's set, by the key: its index in KEYS
         for job in jobs {
             var dedupIndex = 0
             if let key = job.idempotencyKey {
                 scriptKeys.append(.string(keys.publishDedup(idempotencyKey: key)))
                 dedupIndex = scriptKeys.count
             }
+            var keySetIndex = 0
+            if bounds.maxPendingPerKey != nil, let key = job.key {
+                if let known = keySets[key] {
+                    keySetIndex = known
+                } else {
+                    scriptKeys.append(.string(keys.keyJobs(key: key)))
+                    keySetIndex = scriptKeys.count
+                    keySets[key] = keySetIndex
+                }
+            }
             var encoded = RedisCommand("FIELDS")
             job.appendFields(to: &encoded, defaultPublishedAt: now)
             let fields = encoded.arguments.dropFirst().map { RedisArgument.bytes($0) }
-            arguments += [.integer(Int64(dedupIndex)), .string(job.jobID ?? ""), .integer(Int64(fields.count))] + fields
+            arguments +=
+                [
+                    .integer(Int64(dedupIndex)), .integer(Int64(keySetIndex)), .string(job.jobID ?? ""),
+                    .integer(Int64(fields.count)),
+                ] + fields
         }
         let command = Self.publishBoundedScript.command(keys: scriptKeys, arguments: arguments)
         let reply: RedisReply
@@ -91,10 +110,14 @@ public final class Publisher: Sendable {
         }
         let parts = reply.array ?? []
         guard parts.first?.integer == 1, let rows = parts.dropFirst().first?.array else {
+            let number = { (index: Int) in parts.dropFirst(index).first?.integer }
+            let key = number(4).flatMap { index in keySets.first { $0.value == Int(index) }?.key }
             throw FerryError(
                 QueueFullError(
-                    queue: queue, depth: Int(parts.dropFirst().first?.integer ?? 0), maxDepth: maxDepth,
-                    refused: Int(parts.dropFirst(2).first?.integer ?? Int64(jobs.count))))
+                    queue: queue, depth: Int(number(1) ?? 0),
+                    maxDepth: (key == nil ? bounds.maxDepth : bounds.maxPendingPerKey) ?? 0,
+                    refused: Int(number(2) ?? Int64(jobs.count)), key: key,
+                    retryAfter: number(3).flatMap { $0 >= 0 ? .milliseconds($0) : nil }))
         }
         return rows.map { row in
             let values = row.array ?? []
@@ -223,15 +246,15 @@ public final class Publisher: Sendable {
         if jobs.isEmpty { return [] }
         for job in jobs { try job.validateForPublishing(maxPayloadBytes: configuration.maxPayloadBytes) }
         let now = Date()
-        let bound = try await maxDepth()
+        let bounds = try await bounds()
         var receipts: [PublishReceipt] = []
         receipts.reserveCapacity(jobs.count)
         var start = 0
         while start < jobs.count {
             let chunk = jobs[start..<min(start + configuration.pipelineDepth, jobs.count)]
-            if let bound {
+            if !bounds.isEmpty {
                 let first = receipts.count
-                receipts += try await publishBounded(chunk, maxDepth: bound, at: now)
+                receipts += try await publishBounded(chunk, bounds: bounds, at: now)
                 if configuration.recordsStatus {
                     try await recordQueued(zip(chunk, receipts[first...]).filter { !$0.1.isDuplicate }, at: now)
                 }

@@ -92,6 +92,16 @@ public struct QueueKeys: Sendable, Hashable {
         public let entries: String
     }
 
+    /// `ferry:{Q}:drain`: a sample of how many jobs the slowest group had finished, and when,
+    /// taken when a bounded queue refuses a publish: the next refusal derives its retry-after
+    /// hint from the drain rate since. Expires after five minutes.
+    public var drainSample: String { prefix + ":drain" }
+
+    /// `ferry:{Q}:keyjobs:<key>`: the entry IDs of a key's jobs published while the queue has a
+    /// quota per key (`ferry queue set --max-pending-per-key`), scored by their time; finished
+    /// ones are dropped when the quota is reached.
+    public func keyJobs(key: String) -> String { prefix + ":keyjobs:" + Self.keyComponent(key) }
+
     /// `ferry:{Q}:limit:`: what every limit's state key starts with.
     public var limitPrefix: String { prefix + ":limit:" }
 

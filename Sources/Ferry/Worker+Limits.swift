@@ -160,8 +160,10 @@ extension Worker {
                         stateArguments += ["c", .string(limit.name), .integer(Int64(most)), "", json]
                         slotsOf[number] = slot
                     case .rate(let count, let period, let burst):
-                        // Four keys a state; a rate uses two.
-                        stateKeys += [.string(limitKeys.arrival), .string(limitKeys.reserved), "", ""]
+                        // Four keys a state; a rate uses two (named twice: every key a script
+                        // is given must be one the caller may touch, `ferry:*` in the ACL).
+                        stateKeys += [.string(limitKeys.arrival), .string(limitKeys.reserved)]
+                        stateKeys += [.string(limitKeys.arrival), .string(limitKeys.reserved)]
                         let spacing = QueueLimit.spacingMicroseconds(count: count, period: period)
                         stateArguments += ["r", .string(limit.name), .string(String(spacing)), .integer(Int64(burst)), json]
                     }

@@ -70,39 +70,62 @@ struct QueueResumeCommand: AsyncParsableCommand {
     }
 }
 
-/// `ferry queue set QUEUE --max-depth N|none`.
+/// `ferry queue set QUEUE [--max-depth N|none] [--max-pending-per-key N|none]`.
 struct QueueSetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "set", abstract: "Bound a queue's depth: publishing past it is refused (exit 4), nothing written.",
+        commandName: "set",
+        abstract:
+            "Bound a queue's depth, or each key's unfinished jobs: publishing past it is refused (exit 4), nothing written.",
         discussion: """
             The depth is the backlog of the slowest consumer group: jobs it has not read, has not acknowledged, or \
-            waits to retry (the stream's length before any group exists). Stored in Redis (ferry:{Q}:settings); \
-            every publisher reads it within a second. --max-depth none removes the bound.
+            waits to retry (the stream's length before any group exists). A key's unfinished jobs are those \
+            published with that key field (ferry publish --key) since the quota was set that some group has not \
+            finished. Stored in Redis (ferry:{Q}:settings); every publisher reads them within a second. none \
+            removes a bound.
             """)
 
     @Argument(help: "The queue name.")
     var queue: String
 
     @Option(parsing: .unconditional, help: "The most unfinished jobs the queue takes, or none.")
-    var maxDepth: String
+    var maxDepth: String?
+
+    @Option(parsing: .unconditional, help: "The most unfinished jobs of one key (the jobs' key field), or none.")
+    var maxPendingPerKey: String?
 
     @OptionGroup var redis: RedisOptions
 
+    func validate() throws {
+        if maxDepth == nil && maxPendingPerKey == nil {
+            throw ValidationError("give --max-depth, --max-pending-per-key, or both")
+        }
+    }
+
+    /// A whole number of at least 1, or none (nil).
+    private func count(_ text: String, _ option: String) throws -> Int? {
+        if text == "none" { return nil }
+        guard let parsed = Int(text), parsed >= 1 else {
+            throw InputError("invalid value \"\(text)\" for --\(option): write a whole number of at least 1, or none")
+        }
+        return parsed
+    }
+
     func run() async throws {
         LogOutput.text.bootstrap()
-        let depth: Int?
-        if maxDepth == "none" {
-            depth = nil
-        } else {
-            guard let parsed = Int(maxDepth), parsed >= 1 else {
-                throw InputError("invalid value \"\(maxDepth)\" for --max-depth: write a whole number of at least 1, or none")
-            }
-            depth = parsed
+        let depth = try maxDepth.map { try count($0, "max-depth") }
+        let perKey = try maxPendingPerKey.map { try count($0, "max-pending-per-key") }
+        let settings = QueueSettings(queue: try QueueName(queue), connection: try await redis.connect(clientName: "ferry-queue"))
+        if let depth {
+            try await settings.setMaxDepth(depth)
+            print(
+                depth.map { "\(queue): at most \($0) unfinished jobs; publishing past it is refused" }
+                    ?? "\(queue): no maximum depth")
         }
-        let name = try QueueName(queue)
-        try await QueueSettings(queue: name, connection: try await redis.connect(clientName: "ferry-queue")).setMaxDepth(depth)
-        print(
-            depth.map { "\(queue): at most \($0) unfinished jobs; publishing past it is refused" } ?? "\(queue): no maximum depth"
-        )
+        if let perKey {
+            try await settings.setMaxPendingPerKey(perKey)
+            print(
+                perKey.map { "\(queue): at most \($0) unfinished jobs per key; publishing past it is refused" }
+                    ?? "\(queue): no quota per key")
+        }
     }
 }

@@ -68,6 +68,23 @@ struct CommandLineContractTests {
         #expect(try await ferry("publish", queue, "--type", "t", "--data", "x").status == 0)
     }
 
+    @Test("a key at its quota refuses ferry publish --key with exit 4, naming the key; other keys publish; none lifts it")
+    func keyQuotaExitsFour() async throws {
+        let queue = uniqueName("quota")
+        #expect(try await ferry("queue", "set", queue, "--max-pending-per-key", "1").status == 0)
+        #expect(try await ferry("publish", queue, "--type", "t", "--key", "user-7").status == 0)
+        let refused = try await ferry("publish", queue, "--type", "t", "--key", "user-7")
+        #expect(refused.status == 4)
+        #expect(
+            refused.standardError.contains("key \"user-7\" of queue \(queue) has 1 jobs not yet finished"),
+            "\(refused.standardError)")
+        #expect(refused.standardError.contains("--max-pending-per-key N"))
+        #expect(try await ferry("publish", queue, "--type", "t", "--key", "user-8").status == 0)
+        #expect(try await ferry("queue", "set", queue, "--max-pending-per-key", "none").status == 0)
+        #expect(try await ferry("publish", queue, "--type", "t", "--key", "user-7").status == 0)
+        #expect(try await ferry("queue", "set", queue).status == 2, "nothing to set")
+    }
+
     @Test("durations take days: the RUNBOOK's dlq purge --older-than 7d runs")
     func daysInDurations() async throws {
         let queue = uniqueName("days")

@@ -75,3 +75,66 @@ extension WorkerTests {
         #expect(try await settings.maxDepth() == nil)
     }
 }
+
+extension WorkerTests {
+    @Test(
+        "a quota of 2 unfinished jobs per key refuses a key's third job, names the key, lets other keys and keyless jobs by, and takes it again once the key's jobs finish"
+    )
+    func quotaPerKey() async throws {
+        let setup = try await Setup("key-quota")
+        try await QueueSettings(queue: setup.queue, connection: setup.redis).setMaxPendingPerKey(2)
+        let alice = { (index: Int) in JobMessage(type: "t", jobID: "alice-\(index)", key: "alice") }
+        _ = try await setup.publisher.publish([alice(0), alice(1)])
+        let refusal = await #expect(throws: FerryError.self) { _ = try await setup.publisher.publish(alice(2)) }
+        #expect(refusal?.code == .queueFull)
+        #expect(refusal?.queueFull?.key == "alice" && refusal?.queueFull?.depth == 2 && refusal?.queueFull?.maxDepth == 2)
+        #expect(refusal?.message.contains("--max-pending-per-key") == true, "\(refusal?.message ?? "")")
+        // A batch with one job too many for a key is refused whole.
+        await #expect(throws: FerryError.self) {
+            _ = try await setup.publisher.publish([JobMessage(type: "t", jobID: "bob-0", key: "bob")] + [alice(3)])
+        }
+        #expect(try await setup.length(setup.keys.jobs) == 2, "nothing of the refused publishes was written")
+        _ = try await setup.publisher.publish([
+            JobMessage(type: "t", jobID: "bob-1", key: "bob"), JobMessage(type: "t", jobID: "bob-2", key: "bob"),
+            JobMessage(type: "t", jobID: "keyless"),
+        ])
+        // A worker finishes alice's jobs: her quota has room again.
+        let seen = Deliveries()
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
+            #expect(await eventually { seen.count == 5 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        _ = try await setup.publisher.publish([alice(4), alice(5)])
+        await #expect(throws: FerryError.self) { _ = try await setup.publisher.publish(alice(6)) }
+    }
+
+    @Test("a refused publish carries a retry-after hint once the drain rate is known, and the CLI says it")
+    func queueFullRetryAfterHint() async throws {
+        let setup = try await Setup("drain-hint")
+        try await QueueSettings(queue: setup.queue, connection: setup.redis).setMaxDepth(20)
+        _ = try await setup.publisher.publish((0..<20).map { JobMessage(type: "t", jobID: "d-\($0)") })
+        try await setup.redis.send(RedisCommand("XGROUP CREATE", [.string(setup.keys.jobs), "workers", "0"]))
+        let first = await #expect(throws: FerryError.self) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", jobID: "over"))
+        }
+        #expect(first?.queueFull?.retryAfter == nil, "no rate known at the first refusal")
+        let seen = Deliveries()
+        try await running(
+            setup.worker([
+                "t": JobHandlerClosure { job in
+                    seen.record(job)
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            ]) { $0.concurrency = 1 }
+        ) {
+            #expect(await eventually { seen.count >= 5 })
+            try await Task.sleep(for: .seconds(1))  // the sample is at least a second old
+        }
+        let second = await #expect(throws: FerryError.self) {
+            _ = try await setup.publisher.publish((0..<30).map { JobMessage(type: "t", jobID: "more-\($0)") })
+        }
+        let hint = try #require(second?.queueFull?.retryAfter, "a rate is known now")
+        #expect(hint > .zero)
+        #expect(second?.message.contains("try again in about") == true, "\(second?.message ?? "")")
+    }
+}

@@ -44,6 +44,16 @@ struct RedisACLTests {
         let bounded = try await runProcess(
             try ferryExecutable(), ["publish", queue, "--type", "t", "--data", "b", "--count", "2", "--redis", producerURL])
         #expect(bounded.status == 0, "\(bounded.standardError)")
+        // So does a quota per key, up to its refusal (which looks through the key's jobs).
+        #expect(
+            try await runProcess(
+                try ferryExecutable(), ["queue", "set", queue, "--max-pending-per-key", "1", "--redis", admin]
+            ).status == 0)
+        for expected: Int32 in [0, 4] {
+            let keyed = try await runProcess(
+                try ferryExecutable(), ["publish", queue, "--type", "t", "--key", "u", "--redis", producerURL])
+            #expect(keyed.status == expected, "\(keyed.standardError)")
+        }
         let producer = RedisConnection(configuration: try RedisConfiguration(url: producerURL))
         let jobs = QueueKeys(queue: try QueueName(queue)).jobs
         #expect(await refusal(producer, "XADD", ["not-ferry", "*", "type", "t"]) == "NOPERM", "only ferry:* keys")
@@ -73,6 +83,12 @@ struct RedisACLTests {
             ]
             if !key.isEmpty { arguments += ["--idempotency-key", key] }
             #expect(try await runProcess(try ferryExecutable(), arguments).status == 0)
+        }
+        // Limits the jobs wait on (concurrency 1, 20 a second): the worker takes, releases and
+        // hands on slots with its user.
+        for limit in [["one", "--concurrency", "1"], ["rate", "--rate", "20/s"]] {
+            let set = try await runProcess(try ferryExecutable(), ["limit", "set", queue] + limit + ["--redis", adminURL])
+            #expect(set.status == 0, "\(set.standardError)")
         }
         let scratch = FileManager.default.temporaryDirectory.appending(path: uniqueName("acl")).path()
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)

@@ -10,7 +10,7 @@
 -- KEYS[4]  the entries they keep in the stream  ferry:{Q}:delayed:<group>:entries
 -- KEYS[5]  the queue's limits                   ferry:{Q}:limits (name -> JSON)
 -- then     four keys per limit state, in ARGV's order: a concurrency limit's :held, :holders,
---          :handed and :waiting, or a rate's :tat and :reserved and two unused (QueueKeys.limitState;
+--          :handed and :waiting, or a rate's :tat and :reserved, named twice (QueueKeys.limitState;
 --          one state per limit, or per limit and key for a per-key limit)
 -- then     the jobs' status hashes ferry:{Q}:job:<job_id>, in the jobs' order, when ARGV[5] is '1'
 -- ARGV[1]  the consumer group
