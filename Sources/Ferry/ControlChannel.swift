@@ -21,9 +21,11 @@ struct ControlChannel: Sendable {
         var processingMilliseconds: Int64 = 0
     }
 
-    /// The concurrency slots a finished job releases (``Worker/releaseSlots(_:control:)``).
+    /// The concurrency slots a finished job releases and the ordering key's turn it passes on
+    /// (``Worker/release(_:_:control:)``).
     struct SlotRelease: Sendable {
         let slots: [Worker.LimitSlot]
+        let turn: Worker.OrderingTurn?
     }
 
     /// A write that waits for the next flush.

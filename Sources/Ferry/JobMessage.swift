@@ -19,6 +19,9 @@ public struct JobMessage: Sendable, Hashable {
     /// The job's flow-control key (`key`: a user id, a tenant): a per-key limit counts the jobs
     /// of each key apart ("2 running jobs per user"). Non-empty UTF-8.
     public var key: String?
+    /// Pub/Sub's ordering key (`ordering_key`): jobs with the same one run one at a time, in
+    /// publish order, in each consumer group; a retry keeps the key's place. Non-empty UTF-8.
+    public var orderingKey: String?
     /// Free-form string attributes, like Pub/Sub message attributes (`attr.<name>` fields).
     public var attributes: [String: String]
     /// When the producer published the job (`published_at`, milliseconds since the epoch).
@@ -46,9 +49,10 @@ public struct JobMessage: Sendable, Hashable {
         type: String, data: [UInt8] = [], jobID: String? = nil, idempotencyKey: String? = nil,
         attributes: [String: String] = [:], publishedAt: Date? = nil, traceparent: String? = nil,
         maxAttempts: Int? = nil, timeout: Duration? = nil, deliverAt: Date? = nil, backoff: Duration? = nil,
-        key: String? = nil, otherFields: [JobField] = []
+        key: String? = nil, orderingKey: String? = nil, otherFields: [JobField] = []
     ) {
         self.key = key
+        self.orderingKey = orderingKey
         self.type = type
         self.data = data
         self.jobID = jobID
@@ -109,6 +113,7 @@ extension JobMessage {
         if jobID == "" { throw invalid("the job id is empty; omit it to use the stream entry ID") }
         if idempotencyKey == "" { throw invalid("the idempotency key is empty; omit it to publish without deduplication") }
         if key == "" { throw invalid("the job's key is empty; omit it for a job no per-key limit counts") }
+        if orderingKey == "" { throw invalid("the ordering key is empty; omit it for a job that may run in any order") }
         if let maxAttempts, maxAttempts < 1 { throw invalid("max attempts must be a positive integer (got \(maxAttempts))") }
         if let timeout, timeout.milliseconds < 1 { throw invalid("the job timeout must be at least 1 ms") }
         if let backoff, backoff.milliseconds < 1 { throw invalid("the job's backoff must be at least 1 ms") }
@@ -142,6 +147,7 @@ extension JobMessage {
         if let jobID { field(.string(F.jobID), .string(jobID)) }
         if let idempotencyKey { field(.string(F.idempotencyKey), .string(idempotencyKey)) }
         if let key { field(.string(F.key), .string(key)) }
+        if let orderingKey { field(.string(F.orderingKey), .string(orderingKey)) }
         if let publishedAt = publishedAt ?? defaultPublishedAt {
             field(.string(F.publishedAt), .integer(publishedAt.millisecondsSince1970))
         }
@@ -174,7 +180,8 @@ extension JobMessage {
     /// refuses what breaks the format: a missing, empty or non-UTF-8 `type`; a `v` other than
     /// `1`; `max_attempts`, `timeout_ms`, `backoff_ms` or `deliver_at` that is not a positive
     /// integer; a reserved field given
-    /// twice; `data` over `maxPayloadBytes`; a `job_id`, `idempotency_key` or `key` that is not UTF-8.
+    /// twice; `data` over `maxPayloadBytes`; a `job_id`, `idempotency_key`, `key`
+    /// or `ordering_key` that is not UTF-8.
     ///
     /// - Throws: ``WireFormatError`` naming the first offending field.
     public init(decoding fields: [JobField], maxPayloadBytes: Int = WireFormat.defaultMaxPayloadBytes) throws(WireFormatError) {
@@ -228,6 +235,9 @@ extension JobMessage {
             case F.key:
                 let key = try text(field, name)
                 if !key.isEmpty { message.key = key }
+            case F.orderingKey:
+                let key = try text(field, name)
+                if !key.isEmpty { message.orderingKey = key }
             case F.maxAttempts:
                 message.maxAttempts = try positiveInteger(field, name)
             case F.timeoutMilliseconds:

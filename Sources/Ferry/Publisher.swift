@@ -52,6 +52,7 @@ public final class Publisher: Sendable {
 
     static let publishScript = RedisScript(name: "publish", source: EmbeddedLuaScripts.publish)
     static let publishBoundedScript = RedisScript(name: "publish_bounded", source: EmbeddedLuaScripts.publish_bounded)
+    static let publishOrderedScript = RedisScript(name: "publish_ordered", source: EmbeddedLuaScripts.publish_ordered)
 
     /// How long a key's set of unfinished jobs outlives its last publish.
     static let keyJobsKeep: Duration = .seconds(7 * 24 * 3600)
@@ -92,13 +93,18 @@ public final class Publisher: Sendable {
                     keySets[key] = keySetIndex
                 }
             }
+            var orderedIndex = 0
+            if let orderingKey = job.orderingKey {
+                scriptKeys.append(.string(keys.orderedJobs(key: orderingKey)))
+                orderedIndex = scriptKeys.count
+            }
             var encoded = RedisCommand("FIELDS")
             job.appendFields(to: &encoded, defaultPublishedAt: now)
             let fields = encoded.arguments.dropFirst().map { RedisArgument.bytes($0) }
             arguments +=
                 [
-                    .integer(Int64(dedupIndex)), .integer(Int64(keySetIndex)), .string(job.jobID ?? ""),
-                    .integer(Int64(fields.count)),
+                    .integer(Int64(dedupIndex)), .integer(Int64(keySetIndex)), .integer(Int64(orderedIndex)),
+                    .string(job.jobID ?? ""), .integer(Int64(fields.count)),
                 ] + fields
         }
         let command = Self.publishBoundedScript.command(keys: scriptKeys, arguments: arguments)
@@ -329,7 +335,18 @@ public final class Publisher: Sendable {
 
     private func command(publishing job: JobMessage, at now: Date) -> RedisCommand {
         var command: RedisCommand
-        if let idempotencyKey = job.idempotencyKey {
+        if let orderingKey = job.orderingKey {
+            var scriptKeys: [RedisArgument] = [.string(keys.jobs), .string(keys.orderedJobs(key: orderingKey))]
+            if let idempotencyKey = job.idempotencyKey {
+                scriptKeys.append(.string(keys.publishDedup(idempotencyKey: idempotencyKey)))
+            }
+            command = Self.publishOrderedScript.command(
+                keys: scriptKeys,
+                arguments: [
+                    job.idempotencyKey == nil ? "" : .integer(configuration.dedupWindow.milliseconds),
+                    .string(job.jobID ?? ""), .string(keys.delayedPrefix),
+                ])
+        } else if let idempotencyKey = job.idempotencyKey {
             command = Self.publishScript.command(
                 keys: [.string(keys.jobs), .string(keys.publishDedup(idempotencyKey: idempotencyKey))],
                 arguments: [.integer(configuration.dedupWindow.milliseconds), .string(job.jobID ?? "")])
@@ -346,7 +363,7 @@ public final class Publisher: Sendable {
         if case .error(let message) = reply {
             throw FerryError(RedisError.server(message, command: command.name, endpoint: connection.configuration.redactedURL))
         }
-        if job.idempotencyKey == nil, let entryID = reply.string {
+        if job.idempotencyKey == nil, job.orderingKey == nil, let entryID = reply.string {
             return PublishReceipt(jobID: job.jobID ?? entryID, entryID: entryID, isDuplicate: false)
         }
         if let parts = reply.array, parts.count >= 2, let added = parts[0].integer, let jobID = parts[1].string {

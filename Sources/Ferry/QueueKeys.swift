@@ -102,6 +102,26 @@ public struct QueueKeys: Sendable, Hashable {
     /// ones are dropped when the quota is reached.
     public func keyJobs(key: String) -> String { prefix + ":keyjobs:" + Self.keyComponent(key) }
 
+    /// `ferry:{Q}:order:<group>:<key>`: whose turn an ordering key is in a group (hash: `owner`,
+    /// the entry ID; `blocked`, the dead-lettered entry that stopped it, and `blocked_at`;
+    /// `key`, as given), and `:waiting` beside it (sorted set: the entry IDs of the key's jobs
+    /// waiting their turn, by publish order).
+    public func orderingTurn(group: String, key: String) -> (turn: String, waiting: String) {
+        let turn = prefix + ":order:" + group + ":" + Self.keyComponent(key)
+        return (turn, turn + ":waiting")
+    }
+
+    /// `ferry:{Q}:ordered:<key>`: the entry IDs of an ordering key's jobs as their publisher
+    /// listed them (scored by publish order): the order every group runs them in.
+    public func orderedJobs(key: String) -> String { prefix + ":ordered:" + Self.keyComponent(key) }
+
+    /// `ferry:{Q}:order:blocked`: the ordering keys a dead-lettered job stopped
+    /// (`--ordering-on-dead block`), `<group> <key as keys write it>` → the key as given.
+    public var orderingBlocked: String { prefix + ":order:blocked" }
+
+    /// The field of `group`'s `key` in ``orderingBlocked``.
+    public static func orderingBlockedField(group: String, key: String) -> String { group + " " + keyComponent(key) }
+
     /// `ferry:{Q}:limit:`: what every limit's state key starts with.
     public var limitPrefix: String { prefix + ":limit:" }
 

@@ -20,6 +20,8 @@ public enum WireFormat {
         public static let idempotencyKey = "idempotency_key"
         /// The job's flow-control key (a user id, a tenant): per-key limits count jobs by it.
         public static let key = "key"
+        /// Jobs with the same ordering key run one at a time, in publish order, in each group.
+        public static let orderingKey = "ordering_key"
         /// When the producer published it, in ms since the epoch: for latency metrics.
         public static let publishedAt = "published_at"
         /// W3C trace context, passed on to handlers.
@@ -42,7 +44,8 @@ public enum WireFormat {
 
         /// Fields that may appear at most once; a second copy makes the entry malformed.
         public static let reserved: Set<String> = [
-            type, data, jobID, idempotencyKey, key, maxAttempts, timeoutMilliseconds, deliverAt, backoffMilliseconds, version,
+            type, data, jobID, idempotencyKey, key, orderingKey, maxAttempts, timeoutMilliseconds, deliverAt, backoffMilliseconds,
+            version,
         ]
     }
 }

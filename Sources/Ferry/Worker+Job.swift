@@ -28,6 +28,9 @@ extension Worker {
         /// The rate and concurrency limits that cover the job (``QueueLimit/covers(_:)``): it
         /// starts only once `acquire.lua` admits it, which records it running.
         var limits: [QueueLimit] = []
+        /// The job's ordering key: it runs only in its key's turn in this group (acquire.lua),
+        /// which passes on at its outcome, also when it is dead-lettered without running.
+        var orderingKey: String?
         /// Its read batch's admission under the limits (``Worker/admit(_:control:logger:)``, one
         /// call for the batch, running while the read loop reads on) and its place in it; nil
         /// when it was not asked there (no limits, or it waits for its `deliver_at` first).
@@ -36,7 +39,7 @@ extension Worker {
         /// Whether the read loop admits it under its limits before its task starts: a job that
         /// first waits for its `deliver_at` is admitted once that has come.
         var admittedInBatch: Bool {
-            if case .run = plan { return !limits.isEmpty && !waitsForDeliveryTime }
+            if case .run = plan { return (!limits.isEmpty || orderingKey != nil) && !waitsForDeliveryTime }
             return false
         }
 
@@ -44,7 +47,9 @@ extension Worker {
         /// the batch start records (a guarded job records it once its key is taken, a job with a
         /// `deliver_at` once Redis's clock says it is due, a limited one once it is admitted).
         var unguardedMessage: JobMessage? {
-            if case .run(let message, _) = plan, message.idempotencyKey == nil, !waitsForDeliveryTime, limits.isEmpty {
+            if case .run(let message, _) = plan, message.idempotencyKey == nil, !waitsForDeliveryTime, limits.isEmpty,
+                message.orderingKey == nil
+            {
                 return message
             }
             return nil
@@ -77,21 +82,23 @@ extension Worker {
                 plan: .deadLetter(errorClass: "malformed_entry", error: error.description))
         }
         let jobID = message.jobID ?? entry.id
+        var delivery: Delivery
         if attempt > maxAttempts(of: message) {
-            return Delivery(
+            delivery = Delivery(
                 entry: entry, attempt: attempt, jobID: jobID,
                 plan: .deadLetter(
                     errorClass: "worker_lost",
                     error: "delivered \(attempt) times without an outcome: the workers running it stopped or crashed"))
-        }
-        guard let handler = handlers[message.type] ?? fallbackHandler else {
-            return Delivery(
+        } else if let handler = handlers[message.type] ?? fallbackHandler {
+            delivery = Delivery(entry: entry, attempt: attempt, jobID: jobID, plan: .run(message, handler))
+            delivery.limits = limits(covering: message)
+        } else {
+            delivery = Delivery(
                 entry: entry, attempt: attempt, jobID: jobID,
                 plan: .deadLetter(
                     errorClass: "unknown_type", error: "no handler for job type \"\(message.type.debugEscaped)\" in this worker"))
         }
-        var delivery = Delivery(entry: entry, attempt: attempt, jobID: jobID, plan: .run(message, handler))
-        delivery.limits = limits(covering: message)
+        delivery.orderingKey = message.orderingKey
         return delivery
     }
 
@@ -168,6 +175,14 @@ extension Worker {
             ) { $1 }
         }
 
+        // Slots go back after the job's outcome, in the write batcher's order, to waiting jobs,
+        // and its ordering key's turn passes on (or stops, at a dead letter under `block`).
+        var limitSlots: [LimitSlot] = []
+        var turn: OrderingTurn?
+        defer { release(limitSlots, turn, control: control) }
+        /// Whether a dead letter that landed stops the job's ordering key.
+        func deadLettered(_ moved: Bool) { turn?.block = moved && configuration.orderingOnDead == .block }
+
         let message: JobMessage
         let handler: any JobHandler
         switch delivery.plan {
@@ -176,8 +191,11 @@ extension Worker {
             await acknowledge(entry.id, control: control, logger: logger)
             return .done
         case .deadLetter(let errorClass, let error):
-            await deadLetter(
-                entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: error, control: control, logger: logger)
+            turn = orderingTurn(of: delivery)
+            deadLettered(
+                await deadLetter(
+                    entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: error, control: control,
+                    logger: logger))
             return .done
         case .run(let decoded, let chosen):
             message = decoded
@@ -187,13 +205,11 @@ extension Worker {
             logger[metadataKey: "trace.traceparent"] = "\(traceparent)"  // every line of the job joins its trace
         }
 
-        // Slots go back after the job's outcome, in the write batcher's order, to waiting jobs.
-        var limitSlots: [LimitSlot] = []
-        defer { releaseSlots(limitSlots, control: control) }
         if let batch = delivery.admission {
             let admitted = await batch.task.value[batch.index]
             guard let taken = started(admitted, delivery, message: message, control: control, slots: slots) else { return .done }
             limitSlots = taken
+            turn = orderingTurn(of: delivery)
         }
 
         if cancelRequested {
@@ -217,6 +233,7 @@ extension Worker {
                     await admit([due], control: control, logger: logger).first ?? Admitted(admission: .notRun, limited: true)
                 guard let taken = started(admitted, due, message: message, control: control, slots: slots) else { return .done }
                 limitSlots = taken
+                turn = orderingTurn(of: delivery)
             }
         }
         var lock: IdempotencyLock?
@@ -277,9 +294,10 @@ extension Worker {
         } catch let error as PermanentJobError {
             metrics.job(.failed, type: message.type)
             metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
-            await deadLetter(
-                entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message,
-                processing: ContinuousClock.now - started, lock: lock, control: control, logger: logger)
+            deadLettered(
+                await deadLetter(
+                    entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message,
+                    processing: ContinuousClock.now - started, lock: lock, control: control, logger: logger))
         } catch is CancellationError {
             if slots.wasCancelledOnRequest(entry.id) {
                 await cancel(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
@@ -322,9 +340,10 @@ extension Worker {
                 ])
             let processing = ContinuousClock.now - started
             if attempt >= maxAttempts(of: message) {
-                await deadLetter(
-                    entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: "\(error)", processing: processing,
-                    lock: lock, control: control, logger: logger)
+                deadLettered(
+                    await deadLetter(
+                        entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: "\(error)",
+                        processing: processing, lock: lock, control: control, logger: logger))
             } else {
                 metrics.job(.retried, type: message.type)
                 await scheduleRetry(
@@ -537,10 +556,13 @@ extension Worker {
         state.withLock { $0.acknowledgementsAwaitingRetry -= 1 }
     }
 
+    /// Moves the entry to the dead-letter stream with its reason (`deadletter.lua`). Returns
+    /// whether it did (false: another worker owns the entry now, or Redis failed).
+    @discardableResult
     func deadLetter(
         _ entry: StreamEntry, jobID: String, attempt: Int, errorClass: String, error: String, processing: Duration? = nil,
         lock: IdempotencyLock? = nil, control: ControlChannel, logger: Logger
-    ) async {
+    ) async -> Bool {
         let failedAt = Date().millisecondsSince1970
         let fields: [RedisArgument] = [
             "dead_letter.source_stream", .string(keys.jobs), "dead_letter.source_group", .string(configuration.group),
@@ -563,12 +585,13 @@ extension Worker {
                 logger.info("dead_lettered", metadata: ["ferry.error_class": "\(errorClass)"])
                 metrics.job(.deadLettered, type: entry.text(of: WireFormat.Field.type))
                 notify(.dead, jobID: jobID, entry: entry, attempt: attempt, errorClass: errorClass, error: error)
-            } else {
-                logger.info("lease_lost: another worker owns the entry now; not dead-lettered")
+                return true
             }
+            logger.info("lease_lost: another worker owns the entry now; not dead-lettered")
         } catch {
             logger.info(
                 "dead-lettering failed; the entry stays pending and comes back after the lease", metadata: redisFailure(error))
         }
+        return false
     }
 }

@@ -101,7 +101,7 @@ extension Worker {
     func admit(_ deliveries: [Delivery], control: ControlChannel, logger: Logger) async -> [Admitted] {
         var deliveries = deliveries
         for _ in 0..<3 {
-            let asked = deliveries.filter { !$0.limits.isEmpty }
+            let asked = deliveries.filter { !$0.limits.isEmpty || $0.orderingKey != nil }
             guard !asked.isEmpty else { return deliveries.map { _ in Admitted(admission: .run([]), limited: false) } }
             guard let replies = await acquire(asked, control: control, logger: logger) else {
                 await refreshLimits(control)  // a limit changed: read them again, ask again
@@ -114,7 +114,7 @@ extension Worker {
             }
             var answers = replies.makeIterator()
             return deliveries.map { delivery in
-                delivery.limits.isEmpty
+                delivery.limits.isEmpty && delivery.orderingKey == nil
                     ? Admitted(admission: .run([]), limited: false)
                     : Admitted(admission: answers.next() ?? .notRun, limited: true)
             }
@@ -139,6 +139,22 @@ extension Worker {
             guard case .run(let message, _) = delivery.plan else { continue }
             var numbers: [Int] = []
             var held: [LimitSlot] = []
+            if let orderingKey = delivery.orderingKey {
+                // Its key's turn first: a job waiting for it takes no slot and spends no rate.
+                let stateName = "\u{1}" + orderingKey
+                if let known = stateNumbers[stateName] {
+                    numbers.append(known)
+                } else {
+                    stateNumbers[stateName] = stateNumbers.count + 1
+                    numbers.append(stateNumbers.count)
+                    let turn = keys.orderingTurn(group: configuration.group, key: orderingKey)
+                    stateKeys += [
+                        .string(turn.turn), .string(turn.waiting), .string(keys.orderedJobs(key: orderingKey)),
+                        .string(turn.turn),
+                    ]
+                    stateArguments += ["o", .string(orderingKey), "", "", ""]
+                }
+            }
             // In the order the worker keeps them: concurrency first.
             for limit in delivery.limits {
                 let key = limit.perKey ? message.key : nil
@@ -259,13 +275,37 @@ extension Worker {
         return taken
     }
 
-    /// Frees a finished job's slots through the write batcher, after its outcome: the flush
-    /// releases every finished job's slots in one call (at the end of its `ack.lua`, or
-    /// `release.lua`) and hands each slot to the first job waiting for it. If it never lands (a
-    /// lost connection), the slots free when this worker's lease on them ends.
-    func releaseSlots(_ held: [LimitSlot], control: ControlChannel) {
-        guard !held.isEmpty else { return }
-        control.enqueueRelease(ControlChannel.SlotRelease(slots: held)) { [self] result in
+    /// An ordering key's turn a job holds in this group, passed on at its outcome.
+    struct OrderingTurn: Sendable {
+        /// The key's `turn` and `waiting` keys (``QueueKeys/orderingTurn(group:key:)``).
+        let turn: String
+        let waiting: String
+        /// The job's entry: only its own finished outcome moves the key.
+        let entryID: String
+        /// The key as given, and its field in the registry of blocked keys.
+        let key: String
+        let field: String
+        /// The job was dead-lettered and `--ordering-on-dead block` stops the key.
+        var block = false
+    }
+
+    /// The turn a delivery of an ordered job holds, or nil for a job without an ordering key.
+    func orderingTurn(of delivery: Delivery) -> OrderingTurn? {
+        guard let key = delivery.orderingKey else { return nil }
+        let keys = keys.orderingTurn(group: configuration.group, key: key)
+        return OrderingTurn(
+            turn: keys.turn, waiting: keys.waiting, entryID: delivery.entry.id, key: key,
+            field: QueueKeys.orderingBlockedField(group: configuration.group, key: key))
+    }
+
+    /// Frees a finished job's slots and passes its ordering key's turn on, through the write
+    /// batcher, after its outcome: the flush does it for every finished job in one call (at the
+    /// end of its `ack.lua`, or `release.lua`), handing each slot to the first job waiting for
+    /// it. If it never lands (a lost connection), the slots free when this worker's lease on them
+    /// ends, and the key's next job finds the turn free (its holder finished) when it asks.
+    func release(_ held: [LimitSlot], _ turn: OrderingTurn?, control: ControlChannel) {
+        guard !held.isEmpty || turn != nil else { return }
+        control.enqueueRelease(ControlChannel.SlotRelease(slots: held, turn: turn)) { [self] result in
             switch result {
             case .success(let handed):
                 if (handed.integer ?? 0) > 0 {
@@ -276,13 +316,15 @@ extension Worker {
                 }
             case .failure(let error):
                 logger.info(
-                    "could not release the job's limit slots; they free when their lease ends", metadata: redisFailure(error))
+                    "could not release the job's limit slots or ordering key; they free when their lease ends",
+                    metadata: redisFailure(error))
             }
         }
     }
 
-    /// The keys and arguments that release the slots of every job a flush releases, in
-    /// `release.lua`'s form (also the tail of an `ack.lua` call): a count per limit state.
+    /// The keys and arguments that release the slots and ordering turns of every job a flush
+    /// releases, as `release_slots` in the scripts' prelude reads them (`release.lua`, or the
+    /// tail of an `ack.lua` call): a count per limit state, then each turn.
     func releaseArguments(_ releases: [ControlChannel.SlotRelease]) -> (keys: [RedisArgument], arguments: [RedisArgument]) {
         var ended: [LimitSlot: Int] = [:]
         var order: [LimitSlot] = []
@@ -292,10 +334,23 @@ extension Worker {
         }
         var arguments: [RedisArgument] = [
             .integer(configuration.lease.milliseconds), .string(keys.delayedPrefix), .string(configuration.group),
-            .string(configuration.consumer),
+            .string(configuration.consumer), .integer(Int64(order.count)),
         ]
         for slot in order { arguments += [.integer(Int64(slot.most)), .integer(Int64(ended[slot] ?? 0))] }
-        return (order.flatMap(\.keys), arguments)
+        var scriptKeys = order.flatMap(\.keys)
+        let turns = releases.compactMap(\.turn)
+        arguments.append(.integer(Int64(turns.count)))
+        if !turns.isEmpty {
+            scriptKeys += [
+                .string(keys.jobs), .string(keys.delayed(group: configuration.group).due), .string(keys.orderingBlocked),
+            ]
+            for turn in turns {
+                scriptKeys += [.string(turn.turn), .string(turn.waiting)]
+                arguments += [.string(turn.entryID), turn.block ? "block" : "release", .string(turn.field), .string(turn.key)]
+            }
+            arguments.append(.integer(configuration.keepFailed.milliseconds))
+        }
+        return (scriptKeys, arguments)
     }
 
     /// Extends this worker's slots with its leases (`extend_slots.lua`): one write per limit

@@ -35,6 +35,10 @@ public final class Worker: Sendable {
         /// When a failed job comes back and when it is dead-lettered; a job's `max_attempts`
         /// overrides the count, its `backoff_ms` the backoff's base.
         public var retry = RetryPolicy()
+        /// What a dead-lettered job does to its ordering key in this group: stop it until
+        /// `ferry ordering resume` (the default, so no job of the key runs out of order) or let
+        /// the key's next job run.
+        public var orderingOnDead = OrderingOnDead.block
         /// Retry policies of job types that need their own (a partner API's 2^n·3 s, three
         /// attempts); other types use ``retry``.
         public var retryByType: [String: RetryPolicy] = [:]
@@ -205,6 +209,15 @@ public final class Worker: Sendable {
         logger[metadataKey: "ferry.group"] = "\(configuration.group)"
         logger[metadataKey: "ferry.consumer"] = "\(configuration.consumer)"
         self.logger = logger
+    }
+
+    /// What a dead letter does to its ordering key (``Configuration/orderingOnDead``).
+    public enum OrderingOnDead: String, Sendable, CaseIterable {
+        /// The key stops: its next jobs wait until `ferry ordering resume` (shown blocked in
+        /// `ferry ordering list` and `ferry_ordering_keys_blocked`).
+        case block
+        /// The key's next job runs.
+        case skip
     }
 
     /// `<host name>-<pid>`: unique per process, stable for its lifetime.

@@ -36,6 +36,9 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(help: "The job's flow-control key (a user id, a tenant), which per-key limits count jobs by.")
     var key: String?
 
+    @Option(help: "Jobs with the same ordering key run one at a time, in publish order, in each group.")
+    var orderingKey: String?
+
     @Option(name: .customLong("attr"), help: ArgumentHelp("An attribute name=value; repeat for more.", valueName: "name=value"))
     var attributes: [String] = []
 
@@ -132,7 +135,8 @@ struct PublishCommand: AsyncParsableCommand {
         }
         let job = JobMessage(
             type: type, data: try readPayload(), jobID: jobID, idempotencyKey: idempotencyKey, attributes: attributeMap,
-            traceparent: traceparent, maxAttempts: maxAttempts, timeout: timeout.flatMap(Settings.parseDuration), key: key)
+            traceparent: traceparent, maxAttempts: maxAttempts, timeout: timeout.flatMap(Settings.parseDuration), key: key,
+            orderingKey: orderingKey)
         try job.validateForPublishing(maxPayloadBytes: maxPayloadBytes)
 
         var configuration = Publisher.Configuration()

@@ -73,6 +73,13 @@ struct WorkerCommand: AsyncParsableCommand {
         help: "Randomness of retry delays: equal (half to all of it), full (zero to all) or none (default equal).")
     var jitter: String?
 
+    @Option(
+        parsing: .unconditional,
+        help:
+            "What a dead-lettered job does to its ordering key: block (its next jobs wait for ferry ordering resume; the default) or skip."
+    )
+    var orderingOnDead: String?
+
     @Option(parsing: .unconditional, help: "Kill a job's process group after this long and count a failure (default none).")
     var jobTimeout: String?
 
@@ -190,6 +197,9 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.retry.strategy = try backoffStrategy(settings)
         configuration.retry.jitter = try settings.choice(
             jitter, option: "jitter", variable: "FERRY_JITTER", default: configuration.retry.jitter)
+        configuration.orderingOnDead = try settings.choice(
+            orderingOnDead, option: "ordering-on-dead", variable: "FERRY_ORDERING_ON_DEAD",
+            default: configuration.orderingOnDead)
         configuration.jobTimeout = try settings.optionalDuration(jobTimeout, option: "job-timeout", variable: "FERRY_JOB_TIMEOUT")
         configuration.shutdownGrace = try settings.duration(
             shutdownGrace, option: "shutdown-grace", variable: "FERRY_SHUTDOWN_GRACE", default: configuration.shutdownGrace)

@@ -42,6 +42,31 @@ local function park_entry(stream, due_key, attempts_key, entries_key, group, id,
   outlive(entries_key, ttl)
 end
 
+-- The stream's consumer groups as XINFO GROUPS reports them, each a table of its fields
+-- (`name`, `pending`, `last-delivered-id`, `lag`, ...); none when the stream does not exist.
+local function group_infos(stream)
+  if redis.call('EXISTS', stream) == 0 then
+    return {}
+  end
+  local infos = {}
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local info = {}
+    for i = 1, #group, 2 do
+      info[group[i]] = group[i + 1]
+    end
+    infos[#infos + 1] = info
+  end
+  return infos
+end
+
+-- Whether stream entry ID `a` comes before `b` (`<ms>-<seq>`, compared as numbers, as Redis orders them).
+local function id_before(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  a_ms, a_seq, b_ms, b_seq = tonumber(a_ms), tonumber(a_seq), tonumber(b_ms), tonumber(b_seq)
+  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+end
+
 -- A concurrency limit's slots (QueueKeys.limitState): `held` counts the slots each worker's
 -- running jobs hold (consumer -> n, and `*` -> the total, which includes the slots handed to
 -- waiting jobs), `holders` scores each worker by when its lease ends (its worker extends it with
@@ -87,61 +112,120 @@ local function hand_off(held, holders, handed, waiting, most, now, lease, delaye
   return total, to_group
 end
 
--- Frees the concurrency slots of jobs a worker finished and hands each to the first job waiting
--- for it: release.lua's work, also done at the end of ack.lua when a flush has both. Reads KEYS
--- from `first_key` on (each limit state's held, holders, handed and waiting keys) and ARGV from
--- `at` on: the lease (ms), the prefix of the groups' later deliveries, the releasing worker's
--- group and consumer name, then for each limit state the limit's most slots and how many of the
--- worker's jobs ended. A worker whose slots were freed as expired (it was cut off longer than its
--- lease) frees nothing twice. Returns how many slots went to waiters of the worker's group.
+-- A job's place in first-come order: its entry's time, and its sequence within the millisecond.
+local function order_of(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms) * 1000 + math.min(tonumber(seq), 999)
+end
+
+-- Ordering keys: makes the first job waiting for its key's turn (`waiting`, entry ID -> publish
+-- order) due now in its group's later deliveries (`delayed`), so a worker takes it back and it
+-- takes the key (acquire.lua). It leaves the waiting list only when it takes the key.
+local function wake_next_in_order(waiting, delayed)
+  local first = redis.call('ZRANGE', waiting, 0, 0)[1]
+  if first then
+    redis.call('ZADD', delayed, 'XX', now_ms(), first)
+  end
+end
+
+-- Whether `group` has yet to finish entry `id`: pending, or parked for a later delivery.
+local function unfinished_in(stream, group, delayed, id)
+  return redis.call('XPENDING', stream, group, id, id, 1)[1] ~= nil or redis.call('ZSCORE', delayed, id) ~= false
+end
+
+-- The job holding an ordering key's turn (`turn`: owner, blocked, blocked_at, key) ended in its
+-- group: the turn passes to the next job waiting, or with `block` (a dead letter under
+-- `--ordering-on-dead block`) the key stops and is listed in `registry` ('<group> <key as keys
+-- write it>' -> the key) until `ferry ordering resume`. Only the owner's finished outcome moves
+-- the key: a job parked for a retry or left for another worker keeps its turn.
+local function pass_turn(stream, group, delayed, registry, turn, waiting, id, block, field, key, keep)
+  if redis.call('HGET', turn, 'owner') ~= id or unfinished_in(stream, group, delayed, id) then
+    return
+  end
+  if block then
+    redis.call('HSET', turn, 'blocked', id, 'blocked_at', now_ms(), 'key', key)
+    redis.call('HSET', registry, field, key)
+    redis.call('PEXPIRE', turn, keep)
+    return
+  end
+  -- The turn's hash stays (it keeps how far the group has finished the key's list) and expires.
+  redis.call('HDEL', turn, 'owner')
+  wake_next_in_order(waiting, delayed)
+end
+
+-- Records a published ordered job in its key's list (ferry:{Q}:ordered:<key>, entry ID -> publish
+-- order), which decides whose turn the key is in every group (acquire.lua): the list lives a week
+-- past its last publish, and past 1,000 members its oldest ones every group has finished (read,
+-- not pending, not parked under `delayed_prefix`) are dropped.
+local function register_ordered(stream, list, id, delayed_prefix)
+  redis.call('ZADD', list, order_of(id), id)
+  redis.call('PEXPIRE', list, 604800000)
+  if redis.call('ZCARD', list) <= 1000 then
+    return
+  end
+  local groups = group_infos(stream)
+  for _, old in ipairs(redis.call('ZRANGE', list, 0, 999)) do
+    for _, info in ipairs(groups) do
+      if id_before(info['last-delivered-id'], old) or unfinished_in(stream, info['name'], delayed_prefix .. info['name'], old) then
+        return
+      end
+    end
+    redis.call('ZREM', list, old)
+  end
+end
+
+-- What a worker's flush releases after its jobs' outcomes: release.lua's work, also done at the
+-- end of ack.lua when a flush has both. Reads KEYS from `first_key` on and ARGV from `at` on:
+--   ARGV: the lease (ms), the prefix of the groups' later deliveries, the worker's group and
+--         consumer name, s, then for each of s limit states the limit's most slots and how many
+--         of the worker's jobs holding one ended; then o, then for each of o ordering keys the
+--         entry ID of the job that ended, 'block' or 'release', the registry field, the key as
+--         given; then how long a key's state outlives its last change (ms)
+--   KEYS: for each limit state its held, holders, handed and waiting keys; then, when o > 0, the
+--         job stream, the group's later deliveries and the blocked-keys registry, and for each
+--         ordering key its turn and waiting keys
+-- Each slot freed goes to the first job waiting for it; a worker whose slots were freed as
+-- lapsed (it was cut off longer than its lease) frees nothing twice. Returns how many slots went
+-- to waiters of the worker's group.
 local function release_slots(first_key, at)
   local lease, delayed_prefix, group, consumer = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  at = at + 4
+  local states = tonumber(ARGV[at + 4])
+  at = at + 5
   local now
   local own = 0
-  for i = first_key, #KEYS, 4 do
+  local k = first_key
+  for _ = 1, states do
     local most, ended = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
     at = at + 2
-    local freed = math.min(ended, tonumber(redis.call('HGET', KEYS[i], consumer) or '0'))
+    local freed = math.min(ended, tonumber(redis.call('HGET', KEYS[k], consumer) or '0'))
     if freed > 0 then
-      if redis.call('HINCRBY', KEYS[i], consumer, -freed) <= 0 then
-        redis.call('HDEL', KEYS[i], consumer)
-        redis.call('ZREM', KEYS[i + 1], consumer)
+      if redis.call('HINCRBY', KEYS[k], consumer, -freed) <= 0 then
+        redis.call('HDEL', KEYS[k], consumer)
+        redis.call('ZREM', KEYS[k + 1], consumer)
       end
-      redis.call('HINCRBY', KEYS[i], '*', -freed)
+      redis.call('HINCRBY', KEYS[k], '*', -freed)
     end
-    if redis.call('EXISTS', KEYS[i + 3]) == 1 then
+    if redis.call('EXISTS', KEYS[k + 3]) == 1 then
       now = now or now_ms()
-      local _, handed = hand_off(KEYS[i], KEYS[i + 1], KEYS[i + 2], KEYS[i + 3], most, now, lease, delayed_prefix, group)
+      local _, handed = hand_off(KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], most, now, lease, delayed_prefix, group)
       own = own + handed
+    end
+    k = k + 4
+  end
+  local orders = tonumber(ARGV[at])
+  at = at + 1
+  if orders > 0 then
+    local stream, delayed, registry = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+    k = k + 3
+    local keep = ARGV[at + orders * 4]
+    for _ = 1, orders do
+      pass_turn(stream, group, delayed, registry, KEYS[k], KEYS[k + 1], ARGV[at], ARGV[at + 1] == 'block', ARGV[at + 2],
+        ARGV[at + 3], keep)
+      k = k + 2
+      at = at + 4
     end
   end
   return own
-end
-
--- The stream's consumer groups as XINFO GROUPS reports them, each a table of its fields
--- (`name`, `pending`, `last-delivered-id`, `lag`, ...); none when the stream does not exist.
-local function group_infos(stream)
-  if redis.call('EXISTS', stream) == 0 then
-    return {}
-  end
-  local infos = {}
-  for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-    local info = {}
-    for i = 1, #group, 2 do
-      info[group[i]] = group[i + 1]
-    end
-    infos[#infos + 1] = info
-  end
-  return infos
-end
-
--- Whether stream entry ID `a` comes before `b` (`<ms>-<seq>`, compared as numbers, as Redis orders them).
-local function id_before(a, b)
-  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
-  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
-  a_ms, a_seq, b_ms, b_seq = tonumber(a_ms), tonumber(a_seq), tonumber(b_ms), tonumber(b_seq)
-  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
 end
 
 -- Constant strings and comparisons rather than tables: this text runs on every script call,

@@ -22,10 +22,13 @@
 -- ARGV[7]  the prefix of the groups' later deliveries ferry:{Q}:delayed:
 -- ARGV[8]  s, the number of limit states; then five values each: 'c', the limit's name, its most
 --          slots, '', its JSON as the worker read it; or 'r', its name, the spacing between
---          starts (µs), the burst, its JSON
+--          starts (µs), the burst, its JSON; or 'o', the ordering key, '', '', '' (its keys: the
+--          key's turn in the group ferry:{Q}:order:<group>:<key>, its :waiting, the key's list of
+--          published jobs ferry:{Q}:ordered:<key>, and the turn again)
 -- then, per job: its entry ID, this delivery's attempt, '1' when the job has no status in the
 --          group yet (a first delivery read from the stream), the job id, its type, m, and the
---          m numbers (from 1) of the limit states that cover it, concurrency ones first
+--          m numbers (from 1) of the limit states that cover it: its ordering key first, then
+--          concurrency limits, then rates
 --
 -- Concurrency: a running job holds a slot, counted for its worker (hand_off in the prelude says
 -- how); the worker extends its slots with its jobs' leases and releases them as its jobs end
@@ -36,7 +39,10 @@
 -- Rate: GCRA on the limit's theoretical arrival time; a job over it is given the next start
 -- time (reserved for it, so a backlog drains at the rate without every waiter coming back at
 -- once) and starts when it comes back. Concurrency is decided first: a job waiting for a slot
--- spends no rate. The state keys live an hour past their last use (a fleet may mix leases).
+-- spends no rate. Ordering keys before both: one job of a key runs at a time in each group, in
+-- publish order; the key's turn is taken by the first job waiting (or the first to come), kept
+-- through its retries, and passed on by order_release.lua at its outcome. The limit state keys live
+-- an hour past their last use (a fleet may mix leases).
 --
 -- Returns {'stale'} (nothing written) when a limit the worker passed was changed or removed since
 -- it read them: it reads them again and asks again, so a change decides at once for the jobs
@@ -47,14 +53,17 @@
 -- owner-checked as every job's is.
 -- ferry:prelude
 local s = tonumber(ARGV[8])
-if s > 0 then
-  local names = {}
-  for i = 0, s - 1 do
+local names, checked = {}, {}
+for i = 0, s - 1 do
+  if ARGV[9 + i * 5] ~= 'o' then
     names[#names + 1] = ARGV[9 + i * 5 + 1]
+    checked[#checked + 1] = ARGV[9 + i * 5 + 4]
   end
+end
+if #names > 0 then
   local stored = redis.call('HMGET', KEYS[5], unpack(names))
-  for i = 0, s - 1 do
-    if stored[i + 1] ~= ARGV[9 + i * 5 + 4] then
+  for i = 1, #names do
+    if stored[i] ~= checked[i] then
       return {'stale'}
     end
   end
@@ -82,6 +91,9 @@ local function state(i)
     if st.held >= st.a or redis.call('EXISTS', st.k4) == 1 then
       st.held = hand_off(st.k1, st.k2, st.k3, st.k4, st.a, now, lease, ARGV[7])
     end
+  elseif st.kind == 'o' then
+    local turn = redis.call('HMGET', st.k1, 'owner', 'blocked', 'done')
+    st.owner, st.blocked, st.done = turn[1] or nil, turn[2] or nil, tonumber(turn[3] or '-1')
   else
     st.tat = math.max(tonumber(redis.call('GET', st.k1) or '0'), now_us)
   end
@@ -105,13 +117,57 @@ while at <= #ARGV do
   local refused, due
   for r = 1, m do
     local st = state(tonumber(ARGV[refs + r - 1]))
-    if st.kind == 'c' then
+    if st.kind == 'o' then
+      -- The key's turn: its owner keeps it; else it is free (no owner, or the owner finished in
+      -- this group and its outcome's release never came) and no job published earlier waits.
+      local mine = order_of(id)
+      local turn = st.owner == id
+      if not turn and (not st.owner or (not st.blocked and not unfinished_in(KEYS[1], ARGV[1], KEYS[2], st.owner))) then
+        -- Whose turn: the earliest job of the key its publisher listed (ferry:{Q}:ordered:<key>)
+        -- that this group has not finished, so jobs read by different workers keep publish
+        -- order; a job no publisher listed (a plain XADD) goes by the waiting list instead.
+        local next_job
+        if redis.call('ZSCORE', st.k3, id) then
+          for _, listed in ipairs(redis.call('ZRANGE', st.k3, '(' .. st.done, '+inf', 'BYSCORE', 'LIMIT', 0, 100)) do
+            if listed == id or unfinished_in(KEYS[1], ARGV[1], KEYS[2], listed) then
+              next_job = listed
+              break
+            end
+            st.done = order_of(listed)  -- finished in this group: no need to look at it again
+            st.done_moved = true
+          end
+          next_job = next_job or ''  -- not reached yet: look again when it comes back
+        else
+          local first = redis.call('ZRANGE', st.k2, 0, 0, 'WITHSCORES')
+          next_job = (first[1] and tonumber(first[2]) < mine) and first[1] or id
+        end
+        if next_job ~= id then
+          if next_job ~= '' then
+            redis.call('ZADD', KEYS[2], 'XX', now, next_job)  -- it is that job's turn: wake it
+          end
+        else
+          turn = true
+          st.owner = id
+          -- Taken whatever the other limits say: the key's turn is this job's while it waits.
+          redis.call('HSET', st.k1, 'owner', id, 'key', st.name)
+          redis.call('HDEL', st.k1, 'blocked')
+          redis.call('ZREM', st.k2, id)
+          redis.call('PEXPIRE', st.k1, keep)
+        end
+      end
+      if not turn then
+        redis.call('ZADD', st.k2, 'NX', mine, id)
+        redis.call('PEXPIRE', st.k2, keep)
+        refused, due = 'ordering', now + (st.blocked and 3600000 or lease)
+        break
+      end
+      codes[r] = 'turn'
+    elseif st.kind == 'c' then
       -- A first delivery read from the stream was handed nothing yet.
       local mine = not first and redis.call('ZSCORE', st.k3, member)
       if not mine and st.held >= st.a then
-        -- First come, first served: by the entry's time, and its sequence within the millisecond.
-        local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-        redis.call('ZADD', st.k4, 'NX', tonumber(ms) * 1000 + math.min(tonumber(seq), 999), member)
+        -- First come, first served.
+        redis.call('ZADD', st.k4, 'NX', order_of(id), member)
         st.waited = true
         if not st.earliest then
           local holder = redis.call('ZRANGE', st.k2, 0, 0, 'WITHSCORES')[2]
@@ -169,6 +225,8 @@ while at <= #ARGV do
         -- Handed to this job: already in the total, now this worker's.
         st.moved = st.moved + 1
         redis.call('ZREM', st.k3, member)
+      elseif code == 'turn' then
+        -- The ordering key was taken above.
       elseif code == 'given' then
         redis.call('HDEL', st.k2, member)
       else
@@ -206,6 +264,10 @@ for _, st in pairs(states) do
   end
   if st.dirty then
     redis.call('SET', st.k1, string.format('%.0f', st.tat), 'PX', math.ceil((st.tat - now_us) / 1000) + idle_keep)
+  end
+  if st.done_moved then
+    redis.call('HSET', st.k1, 'done', st.done)
+    redis.call('PEXPIRE', st.k1, keep)
   end
   if st.reserved_until then
     outlive(st.k2, math.ceil((st.reserved_until - now_us) / 1000) + lease * 3 + idle_keep)

@@ -11,8 +11,9 @@
 -- ARGV[4]  the most unfinished jobs per key ('' for none)
 -- ARGV[5]  how long a key's set outlives its last publish, ms
 -- ARGV[6..] for each job: its index in KEYS of its dedup key (0 for none), of its key's set (0
---          for none), its job id ('' for the entry ID), its number of field values, then its
---          fields and values
+--          for none), of its ordering key's list of published jobs ferry:{Q}:ordered:<key> (0 for
+--          none), its job id ('' for the entry ID), its number of field values, then its fields
+--          and values
 --
 -- The depth is the backlog of the slowest group: entries it has not read (its lag), read and
 -- not acknowledged (pending), and parked for a later delivery; the stream's length when no group
@@ -30,16 +31,18 @@ local groups = group_infos(KEYS[1])
 local jobs, adding, per_key = {}, 0, {}
 local i = 6
 while i <= #ARGV do
-  local dedup, key_set, job_id, count = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2], tonumber(ARGV[i + 3])
+  local dedup, key_set, ordered = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local job_id, count = ARGV[i + 3], tonumber(ARGV[i + 4])
   local first = dedup > 0 and redis.call('GET', KEYS[dedup]) or nil
-  jobs[#jobs + 1] = { dedup = dedup, key_set = key_set, job_id = job_id, from = i + 4, to = i + 3 + count, first = first }
+  jobs[#jobs + 1] = { dedup = dedup, key_set = key_set, ordered = ordered, job_id = job_id, from = i + 5,
+    to = i + 4 + count, first = first }
   if not first then
     adding = adding + 1
     if key_set > 0 then
       per_key[key_set] = (per_key[key_set] or 0) + 1
     end
   end
-  i = i + 4 + count
+  i = i + 5 + count
 end
 
 if ARGV[1] ~= '' then
@@ -132,6 +135,9 @@ for _, job in ipairs(jobs) do
     local job_id = job.job_id ~= '' and job.job_id or entry_id
     if job.dedup > 0 then
       redis.call('SET', KEYS[job.dedup], job_id, 'PX', ARGV[2])
+    end
+    if job.ordered > 0 then
+      register_ordered(KEYS[1], KEYS[job.ordered], entry_id, ARGV[3])
     end
     if job.key_set > 0 and ARGV[4] ~= '' then
       redis.call('ZADD', KEYS[job.key_set], tonumber(string.match(entry_id, '^(%d+)')), entry_id)

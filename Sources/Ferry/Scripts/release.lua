@@ -1,15 +1,9 @@
 -- Ferry: jobs that held concurrency slots have ended (their outcomes are written, earlier in the
 -- same flush or before): free their worker's slots and hand each to the first job waiting for
--- it (release_slots in the prelude). One call per flush of the worker's write batcher that has
--- no acknowledgement to do it with (ack.lua).
+-- it, and pass their ordering keys' turns on (release_slots in the prelude). One call per flush
+-- of the worker's write batcher that has no acknowledgement to do it with (ack.lua).
 --
--- KEYS     for each limit state, its :held, :holders, :handed and :waiting (QueueKeys.limitState)
--- ARGV[1]  the lease, ms: how long a slot handed to a waiter is held for it
--- ARGV[2]  the prefix of the groups' later deliveries ferry:{Q}:delayed:
--- ARGV[3]  the releasing worker's group
--- ARGV[4]  the releasing worker's consumer name
--- ARGV[5..] for each limit state in KEYS: the limit's most slots, and how many of the worker's
---          jobs holding one ended
+-- KEYS, ARGV  as release_slots in the prelude reads them, from the first of each.
 --
 -- Returns how many slots went to waiters of the releasing worker's group, which it then looks
 -- for at once instead of at its next quarter-second check.
