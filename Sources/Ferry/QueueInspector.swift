@@ -32,6 +32,9 @@ public struct QueueInspector: Sendable {
         /// What is paused (`ferry queue pause`): `*` for every group, or group names; empty
         /// when nothing is.
         public var paused: [String] = []
+        /// Ordering keys a dead-lettered job stopped (`--ordering-on-dead block`), as
+        /// `<group>: <key>`; empty when none is.
+        public var blockedOrderingKeys: [String] = []
     }
 
     /// One consumer group (subscription).
@@ -174,6 +177,9 @@ public struct QueueInspector: Sendable {
         report.scheduled = scheduled.count
         report.nextDueAt = scheduled.nextDue?.rfc3339
         report.paused = try await QueuePause(queue: queue, connection: connection).paused().keys.sorted()
+        report.blockedOrderingKeys = try await QueueOrdering(queue: queue, connection: connection).blocked().map {
+            "\($0.group): \($0.key)"
+        }
         return report
     }
 

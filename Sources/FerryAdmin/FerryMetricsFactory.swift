@@ -24,7 +24,7 @@ public struct FerryMetricsFactory: MetricsFactory {
     /// What each of Ferry's metrics means; any other metric gets a generic line.
     public static let help: [String: String] = [
         "ferry_jobs_total":
-            "Deliveries by how they ended (completed, failed, retried, dead_lettered, skipped_duplicate, cancelled, snoozed).",
+            "Deliveries by how they ended (completed, failed, retried, dead_lettered, skipped_duplicate, cancelled, snoozed, waited).",
         "ferry_job_duration_seconds": "How long handlers ran, by job type.",
         "ferry_job_start_latency_seconds": "From publish (published_at, else the entry ID's time) to the handler starting.",
         "ferry_jobs_in_flight": "Jobs running or being acknowledged by this worker, exact at scrape time.",
@@ -37,6 +37,8 @@ public struct FerryMetricsFactory: MetricsFactory {
         "ferry_worker_start_time_seconds": "When this worker started, in seconds since the epoch.",
         "ferry_stream_length": "Entries in the queue's job stream (sampled every --sample-interval).",
         "ferry_dead_letters": "Entries in the queue's dead-letter stream (sampled every --sample-interval).",
+        "ferry_ordering_keys_blocked":
+            "Ordering keys a dead-lettered job stopped, waiting for ferry ordering resume (sampled every --sample-interval).",
         "ferry_group_lag": "Entries not yet delivered to the group (sampled every --sample-interval).",
         "ferry_group_pending": "Entries delivered to the group and not yet acknowledged (sampled every --sample-interval).",
         "ferry_oldest_pending_age_seconds": "Idle time of the group's oldest pending entry (sampled every --sample-interval).",

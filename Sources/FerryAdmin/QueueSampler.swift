@@ -5,7 +5,8 @@ import Logging
 import ServiceLifecycle
 
 /// Samples a queue's backlog into gauges every `interval`, so `/metrics` answers without
-/// touching Redis: `ferry_stream_length{queue}`, `ferry_dead_letters{queue}`, and per group
+/// touching Redis: `ferry_stream_length{queue}`, `ferry_dead_letters{queue}`,
+/// `ferry_ordering_keys_blocked{queue}`, and per group
 /// `ferry_group_lag`, `ferry_group_pending`, `ferry_oldest_pending_age_seconds`.
 public struct QueueSampler: Sendable {
     /// The queue whose backlog is sampled.
@@ -43,6 +44,7 @@ public struct QueueSampler: Sendable {
         let queue = [("queue", report.queue)]
         Gauge(label: "ferry_stream_length", dimensions: queue).record(report.length)
         Gauge(label: "ferry_dead_letters", dimensions: queue).record(report.deadLetters)
+        Gauge(label: "ferry_ordering_keys_blocked", dimensions: queue).record(report.blockedOrderingKeys.count)
         for group in report.groups {
             let dimensions = queue + [("group", group.name)]
             // When Redis cannot tell (a group placed mid-stream by another tool) and more are left

@@ -21,6 +21,7 @@ struct FerryTool: AsyncParsableCommand {
         subcommands: [
             PublishCommand.self, WorkerCommand.self, JobCommand.self, JobsCommand.self, PeekCommand.self, InspectCommand.self,
             PendingCommand.self, DeadLetterCommand.self, GroupCommand.self, QueueCommand.self, LimitCommand.self,
+            OrderingCommand.self,
             CronCommand.self,
             BenchCommand.self,
         ]

@@ -86,6 +86,11 @@ struct InspectCommand: AsyncParsableCommand {
             let what = report.paused.map { $0 == QueuePause.allGroups ? "every group" : "group \($0)" }.joined(separator: ", ")
             print("\(report.queue): PAUSED (\(what)): no new jobs start; ferry queue resume \(report.queue) goes on")
         }
+        for report in reports where !report.blockedOrderingKeys.isEmpty {
+            print(
+                "\(report.queue): ORDERING BLOCKED (\(report.blockedOrderingKeys.joined(separator: ", "))): a dead letter stopped these keys; ferry ordering list \(report.queue), then ferry ordering resume \(report.queue) KEY --group G"
+            )
+        }
         if consumers.count > 1 {
             print("")
             printTable(consumers)

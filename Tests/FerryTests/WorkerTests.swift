@@ -781,7 +781,9 @@ struct WorkerTests {
             #expect(retrying["last_error"] == "pushed back by the test handler")
             #expect(retrying["error_class"] == "PushBackError")
             let next = try #require(retrying["next_attempt_at"].flatMap { Int64($0) })
-            #expect(next > Int64(Date().timeIntervalSince1970 * 1000) - 1000)
+            let updated = try #require(retrying["updated_at"].flatMap { Int64($0) })
+            // The backoff after the failure (equal jitter: half to all of 3 s), whenever the poll ran.
+            #expect((1500...3000).contains(next - updated), "next attempt \(next - updated) ms after the failure")
             #expect(await eventually { try await status()["state"] == "dead" })
         }
         #expect(try await status()["attempts"] == "2")

@@ -52,7 +52,7 @@ struct OpsKitTests {
         let rules = try String(contentsOf: repositoryRoot.appending(path: "ops/prometheus/alerts.yml"), encoding: .utf8)
         for alert in [
             "FerryJobErrorRateHigh", "FerryBacklogHigh", "FerryJobLatencyHigh", "FerryWorkerRestarting",
-            "FerryDeadLettersGrowing",
+            "FerryDeadLettersGrowing", "FerryOrderingKeyBlocked",
         ] {
             #expect(rules.contains("alert: \(alert)"))
         }
