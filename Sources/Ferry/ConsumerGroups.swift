@@ -2,18 +2,12 @@ import FerryRedis
 
 /// A queue's subscriptions (consumer groups): create, delete and seek, with Ferry's rules and
 /// errors, so the CLI, an HTTP API and a dashboard do the same thing the same way.
-public struct ConsumerGroups: Sendable {
-    /// The queue whose groups these are.
-    public let queue: QueueName
-    private let keys: QueueKeys
-    private let connection: RedisConnection
+public struct ConsumerGroups: QueueStore {
+    /// The queue, its keys and the connection every call uses.
+    public let scope: QueueScope
 
-    /// Works on `connection`; nothing is sent until a method is called.
-    public init(queue: QueueName, connection: RedisConnection) {
-        self.queue = queue
-        self.keys = QueueKeys(queue: queue)
-        self.connection = connection
-    }
+    /// A store of `scope.queue`; nothing is sent until a method is called.
+    public init(_ scope: QueueScope) { self.scope = scope }
 
     /// The names of the queue's groups; none when its stream does not exist yet.
     public func names() async throws(FerryError) -> [String] {

@@ -5,18 +5,12 @@ import Foundation
 /// in any process: any worker of the queue runs them, none needs configuration, and a restart
 /// loses nothing. Each tick is enqueued by one compare-and-set script (`cron_fire.lua`), so there
 /// is one job per tick however many workers look.
-public struct CronSchedules: Sendable {
-    /// The queue the schedules publish to.
-    public let queue: QueueName
-    private let keys: QueueKeys
-    private let connection: RedisConnection
+public struct CronSchedules: QueueStore {
+    /// The queue, its keys and the connection every call uses.
+    public let scope: QueueScope
 
-    /// Reads and writes through `connection`; nothing is sent until a method is called.
-    public init(queue: QueueName, connection: RedisConnection) {
-        self.queue = queue
-        self.keys = QueueKeys(queue: queue)
-        self.connection = connection
-    }
+    /// A store of `scope.queue`; nothing is sent until a method is called.
+    public init(_ scope: QueueScope) { self.scope = scope }
 
     static let setScript = RedisScript(name: "cron_set", source: EmbeddedLuaScripts.cron_set)
     static let fireScript = RedisScript(name: "cron_fire", source: EmbeddedLuaScripts.cron_fire)

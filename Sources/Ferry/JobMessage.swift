@@ -196,6 +196,11 @@ extension JobMessage {
             }
             return text
         }
+        /// An id or key field: UTF-8, and absent when empty.
+        func nonEmptyText(_ field: JobField, _ name: String) throws(WireFormatError) -> String? {
+            let value = try text(field, name)
+            return value.isEmpty ? nil : value
+        }
         func positiveInteger(_ field: JobField, _ name: String) throws(WireFormatError) -> Int {
             let digits = field.value
             guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ (48...57).contains($0) }),
@@ -227,17 +232,13 @@ extension JobMessage {
                 }
                 message.data = field.value
             case F.jobID:
-                let id = try text(field, name)
-                if !id.isEmpty { message.jobID = id }
+                message.jobID = try nonEmptyText(field, name)
             case F.idempotencyKey:
-                let key = try text(field, name)
-                if !key.isEmpty { message.idempotencyKey = key }
+                message.idempotencyKey = try nonEmptyText(field, name)
             case F.key:
-                let key = try text(field, name)
-                if !key.isEmpty { message.key = key }
+                message.key = try nonEmptyText(field, name)
             case F.orderingKey:
-                let key = try text(field, name)
-                if !key.isEmpty { message.orderingKey = key }
+                message.orderingKey = try nonEmptyText(field, name)
             case F.maxAttempts:
                 message.maxAttempts = try positiveInteger(field, name)
             case F.timeoutMilliseconds:

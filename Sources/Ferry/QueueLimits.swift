@@ -154,18 +154,12 @@ public struct QueueLimit: Sendable, Hashable, Codable {
 
 /// A queue's limits in Redis (`ferry:{Q}:limits`, limit name → JSON): what `ferry limit`
 /// changes and every worker reads each second.
-public struct QueueLimits: Sendable {
-    /// The queue.
-    public let queue: QueueName
-    private let keys: QueueKeys
-    private let connection: RedisConnection
+public struct QueueLimits: QueueStore {
+    /// The queue, its keys and the connection every call uses.
+    public let scope: QueueScope
 
-    /// Reads and writes through `connection`; nothing is sent until a method is called.
-    public init(queue: QueueName, connection: RedisConnection) {
-        self.queue = queue
-        self.keys = QueueKeys(queue: queue)
-        self.connection = connection
-    }
+    /// A store of `scope.queue`; nothing is sent until a method is called.
+    public init(_ scope: QueueScope) { self.scope = scope }
 
     /// Adds the limit, or replaces the one of that name. Jobs waiting on a limit of that name
     /// are woken (due now) so the new setting decides for them at once, and a replaced rate

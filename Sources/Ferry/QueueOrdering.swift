@@ -4,18 +4,12 @@ import Foundation
 /// A queue's ordering keys that a dead-lettered job stopped (`--ordering-on-dead block`): what
 /// `ferry ordering list|resume`, `ferry inspect` and `ferry_ordering_keys_blocked` show, so a
 /// stopped key is never silent.
-public struct QueueOrdering: Sendable {
-    /// The queue.
-    public let queue: QueueName
-    private let keys: QueueKeys
-    private let connection: RedisConnection
+public struct QueueOrdering: QueueStore {
+    /// The queue, its keys and the connection every call uses.
+    public let scope: QueueScope
 
-    /// Reads and writes through `connection`; nothing is sent until a method is called.
-    public init(queue: QueueName, connection: RedisConnection) {
-        self.queue = queue
-        self.keys = QueueKeys(queue: queue)
-        self.connection = connection
-    }
+    /// A store of `scope.queue`; nothing is sent until a method is called.
+    public init(_ scope: QueueScope) { self.scope = scope }
 
     /// One stopped key.
     public struct BlockedKey: Sendable, Hashable {

@@ -5,21 +5,15 @@ import Foundation
 /// (`ferry:{Q}:paused`, a hash of `*` for every group, or a group's name, to when it was paused),
 /// so it holds across worker restarts and every worker sees it within a quarter second.
 /// Publishing goes on while paused; running jobs finish.
-public struct QueuePause: Sendable {
-    /// The queue.
-    public let queue: QueueName
-    private let keys: QueueKeys
-    private let connection: RedisConnection
+public struct QueuePause: QueueStore {
+    /// The queue, its keys and the connection every call uses.
+    public let scope: QueueScope
 
     /// The field that pauses every group.
     public static let allGroups = "*"
 
-    /// Reads and writes through `connection`; nothing is sent until a method is called.
-    public init(queue: QueueName, connection: RedisConnection) {
-        self.queue = queue
-        self.keys = QueueKeys(queue: queue)
-        self.connection = connection
-    }
+    /// A store of `scope.queue`; nothing is sent until a method is called.
+    public init(_ scope: QueueScope) { self.scope = scope }
 
     /// Pauses `group`, or every group when nil. Returns false when it was paused already.
     @discardableResult

@@ -2,18 +2,12 @@ import FerryRedis
 
 /// Settings of a whole queue that every publisher and worker reads from Redis
 /// (`ferry:{Q}:settings`), so they change without a deploy: `ferry queue set`.
-public struct QueueSettings: Sendable {
-    /// The queue.
-    public let queue: QueueName
-    private let keys: QueueKeys
-    private let connection: RedisConnection
+public struct QueueSettings: QueueStore {
+    /// The queue, its keys and the connection every call uses.
+    public let scope: QueueScope
 
-    /// Reads and writes through `connection`; nothing is sent until a method is called.
-    public init(queue: QueueName, connection: RedisConnection) {
-        self.queue = queue
-        self.keys = QueueKeys(queue: queue)
-        self.connection = connection
-    }
+    /// A store of `scope.queue`; nothing is sent until a method is called.
+    public init(_ scope: QueueScope) { self.scope = scope }
 
     /// What every publisher reads: the queue's maximum depth and its quota per key.
     public struct Bounds: Sendable, Hashable {

@@ -3,18 +3,12 @@ import Foundation
 
 /// A queue's scheduled jobs, those published for later (``Publisher/schedule(_:_:)``) and not yet
 /// due: how many, the next due time, and moving one in at once.
-public struct ScheduledJobs: Sendable {
-    /// The queue whose due index this reads.
-    public let queue: QueueName
-    private let keys: QueueKeys
-    private let connection: RedisConnection
+public struct ScheduledJobs: QueueStore {
+    /// The queue, its keys and the connection every call uses.
+    public let scope: QueueScope
 
-    /// Reads and writes through `connection`; nothing is sent until a method is called.
-    public init(queue: QueueName, connection: RedisConnection) {
-        self.queue = queue
-        self.keys = QueueKeys(queue: queue)
-        self.connection = connection
-    }
+    /// A store of `scope.queue`; nothing is sent until a method is called.
+    public init(_ scope: QueueScope) { self.scope = scope }
 
     /// How many jobs are scheduled, and when the next is due (nil when none is).
     public func summary() async throws(FerryError) -> (count: Int, nextDue: Date?) {

@@ -1,0 +1,39 @@
+import FerryRedis
+
+/// A queue, its keys and the connection a store of its state speaks through.
+public struct QueueScope: Sendable {
+    /// The queue.
+    public let queue: QueueName
+    /// Its keys (``QueueKeys``).
+    public let keys: QueueKeys
+    /// Where every call goes; it may be shared with other work.
+    public let connection: RedisConnection
+
+    /// Nothing is sent until a store's method is called.
+    public init(queue: QueueName, connection: RedisConnection) {
+        self.queue = queue
+        self.keys = QueueKeys(queue: queue)
+        self.connection = connection
+    }
+}
+
+/// One queue's state in Redis, read and written through one connection: what the stores of its
+/// settings, limits, ordering keys, pauses, schedules and groups have in common, written once.
+public protocol QueueStore: Sendable {
+    /// The queue, its keys and the connection every call uses.
+    var scope: QueueScope { get }
+    /// A store of `scope.queue`, speaking through `scope.connection`.
+    init(_ scope: QueueScope)
+}
+
+extension QueueStore {
+    /// Reads and writes through `connection`; nothing is sent until a method is called.
+    public init(queue: QueueName, connection: RedisConnection) {
+        self.init(QueueScope(queue: queue, connection: connection))
+    }
+
+    /// The queue.
+    public var queue: QueueName { scope.queue }
+    var keys: QueueKeys { scope.keys }
+    var connection: RedisConnection { scope.connection }
+}
