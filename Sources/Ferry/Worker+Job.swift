@@ -182,6 +182,14 @@ extension Worker {
         defer { release(limitSlots, turn, control: control) }
         /// Whether a dead letter that landed stops the job's ordering key.
         func deadLettered(_ moved: Bool) { turn?.block = moved && configuration.orderingOnDead == .block }
+        /// Before a dead letter under `block`: the key's turn says its owner is ending, in the
+        /// flush before the dead letter's, so no worker takes the turn between the dead letter
+        /// and the block that follows it.
+        func deadLettering() {
+            if let turn, configuration.orderingOnDead == .block {
+                control.enqueueStatus([RedisCommand("HSET", [.string(turn.turn), "ending", .string(turn.entryID)])])
+            }
+        }
 
         let message: JobMessage
         let handler: any JobHandler
@@ -192,6 +200,7 @@ extension Worker {
             return .done
         case .deadLetter(let errorClass, let error):
             turn = orderingTurn(of: delivery)
+            deadLettering()
             deadLettered(
                 await deadLetter(
                     entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: error, control: control,
@@ -294,6 +303,7 @@ extension Worker {
         } catch let error as PermanentJobError {
             metrics.job(.failed, type: message.type)
             metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
+            deadLettering()
             deadLettered(
                 await deadLetter(
                     entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message,
@@ -340,6 +350,7 @@ extension Worker {
                 ])
             let processing = ContinuousClock.now - started
             if attempt >= maxAttempts(of: message) {
+                deadLettering()
                 deadLettered(
                     await deadLetter(
                         entry, jobID: jobID, attempt: attempt, errorClass: errorClass, error: "\(error)",

@@ -218,10 +218,14 @@ extension WorkerTests {
         let handler = JobHandlerClosure { job in
             counter.enter("all")
             defer { counter.leave("all") }
-            if job.id == "long" { try await Task.sleep(for: .seconds(7)) }
+            if job.id == "long" { try await Task.sleep(for: .seconds(11)) }
         }
-        // The test's usual 3 s lease (shorter ones lapse when the whole suite loads the machine).
-        try await running(setup.worker(["t": handler]) { $0.concurrency = 4 }) {
+        // A 5 s lease: shorter ones lapsed when the whole suite loaded the CI machine.
+        try await running(
+            setup.worker(["t": handler]) {
+                $0.concurrency = 4; $0.lease = .seconds(5)
+            }
+        ) {
             _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "long"))
             #expect(await eventually { counter.running("all") == 1 })
             _ = try await setup.publisher.publish((0..<3).map { JobMessage(type: "t", data: "", jobID: "next-\($0)") })

@@ -133,7 +133,8 @@ local function unfinished_in(stream, group, delayed, id)
   return redis.call('XPENDING', stream, group, id, id, 1)[1] ~= nil or redis.call('ZSCORE', delayed, id) ~= false
 end
 
--- The job holding an ordering key's turn (`turn`: owner, blocked, blocked_at, key) ended in its
+-- The job holding an ordering key's turn (`turn`: owner, blocked, blocked_at, key, and `ending`,
+-- the owner whose dead letter under `block` is on its way, written before it) ended in its
 -- group: the turn passes to the next job waiting, or with `block` (a dead letter under
 -- `--ordering-on-dead block`) the key stops and is listed in `registry` ('<group> <key as keys
 -- write it>' -> the key) until `ferry ordering resume`. Only the owner's finished outcome moves
@@ -144,12 +145,13 @@ local function pass_turn(stream, group, delayed, registry, turn, waiting, id, bl
   end
   if block then
     redis.call('HSET', turn, 'blocked', id, 'blocked_at', now_ms(), 'key', key)
+    redis.call('HDEL', turn, 'ending')
     redis.call('HSET', registry, field, key)
     redis.call('PEXPIRE', turn, keep)
     return
   end
   -- The turn's hash stays (it keeps how far the group has finished the key's list) and expires.
-  redis.call('HDEL', turn, 'owner')
+  redis.call('HDEL', turn, 'owner', 'ending')
   wake_next_in_order(waiting, delayed)
 end
 

@@ -92,8 +92,12 @@ local function state(i)
       st.held = hand_off(st.k1, st.k2, st.k3, st.k4, st.a, now, lease, ARGV[7])
     end
   elseif st.kind == 'o' then
-    local turn = redis.call('HMGET', st.k1, 'owner', 'blocked', 'done')
+    local turn = redis.call('HMGET', st.k1, 'owner', 'blocked', 'done', 'ending')
     st.owner, st.blocked, st.done = turn[1] or nil, turn[2] or nil, tonumber(turn[3] or '-1')
+    -- Its owner is being dead-lettered under `block`: stopped already, before the block lands.
+    if turn[4] and turn[4] == st.owner then
+      st.blocked = st.owner
+    end
   else
     st.tat = math.max(tonumber(redis.call('GET', st.k1) or '0'), now_us)
   end

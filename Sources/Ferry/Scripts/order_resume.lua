@@ -14,6 +14,6 @@ redis.call('HDEL', KEYS[3], ARGV[2])
 if not blocked then
   return false
 end
-redis.call('HDEL', KEYS[1], 'owner', 'blocked', 'blocked_at')
+redis.call('HDEL', KEYS[1], 'owner', 'blocked', 'blocked_at', 'ending')
 wake_next_in_order(KEYS[2], ARGV[1])
 return blocked
