@@ -94,8 +94,15 @@ struct LimitProcessTests {
             QueueLimit(name: "fifty", kind: .rate(count: 50, period: .seconds(1), burst: 1)))
         // More than the 13 s the rate takes for them, so the backlog never runs dry in the window.
         _ = try await Publisher(queue: name, connection: redis).publish((0..<700).map { JobMessage(type: "t", jobID: "r-\($0)") })
-        let workers = try startWorkers(
-            3, queue: queue, url: url, exec: "true", scratch: scratch, options: ["--concurrency", "32", "--lease", "10s"])
+        // Pushed to a real endpoint rather than run as commands: 700 jobs stay light on the machine.
+        let server = try await PushEndpointServer()
+        let workers = try (0..<3).map { index in
+            try ChildProcess(
+                try ferryExecutable(),
+                ["worker", queue, "--push", server.url(), "--consumer", "w\(index)", "--concurrency", "32", "--lease", "10s"],
+                environment: ProcessInfo.processInfo.environment.merging(["FERRY_REDIS_URL": url]) { $1 },
+                standardOutput: scratch.path("w\(index).log"), standardError: scratch.path("w\(index).err"))
+        }
         defer { workers.forEach { $0.signal(SIGKILL) } }
         func starts() -> [Int64] {
             workers.indices.flatMap { times(of: "job_started", in: scratch.lines("w\($0).log")) }.sorted()

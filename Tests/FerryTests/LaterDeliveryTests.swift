@@ -79,7 +79,10 @@ extension WorkerTests {
                     if job.deliveryAttempt == 1 { throw PushBackError() }
                 }
             ], group: "flaky"
-        ) { $0.retry = RetryPolicy(maxAttempts: 3, minimumBackoff: .seconds(2), maximumBackoff: .seconds(2), jitter: .none) }
+        ) {
+            // Parked long enough for a loaded machine's polls to see it there (2 s was missed once).
+            $0.retry = RetryPolicy(maxAttempts: 3, minimumBackoff: .seconds(6), maximumBackoff: .seconds(6), jitter: .none)
+        }
         let succeeding = setup.worker(["t": JobHandlerClosure { steady.record($0) }], group: "steady")
         try await running(failing, succeeding) {
             _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "g-1"))
