@@ -218,12 +218,13 @@ extension WorkerTests {
         let handler = JobHandlerClosure { job in
             counter.enter("all")
             defer { counter.leave("all") }
-            if job.id == "long" { try await Task.sleep(for: .seconds(11)) }
+            if job.id == "long" { try await Task.sleep(for: .seconds(18)) }
         }
-        // A 5 s lease: shorter ones lapsed when the whole suite loaded the CI machine.
+        // An 8 s lease: shorter ones lapsed when the whole suite loaded the machine (a worker that
+        // cannot extend its slots for a lease loses them, as it loses its entries).
         try await running(
             setup.worker(["t": handler]) {
-                $0.concurrency = 4; $0.lease = .seconds(5)
+                $0.concurrency = 4; $0.lease = .seconds(8)
             }
         ) {
             _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "long"))
