@@ -253,13 +253,12 @@ public struct QueueLimits: QueueStore {
                 heldKeys = try await connection.scanKeys(matching: keys.limitPrefix + limit.name + ":k:*:held").map(text)
                 waitingKeys = try await connection.scanKeys(matching: keys.limitPrefix + limit.name + ":k:*:waiting").map(text)
             }
-            var holding = 0, waiting = 0
-            for key in heldKeys {
-                holding += Int(try await connection.send(RedisCommand("HGET", [.string(key), "*"])).string ?? "0") ?? 0
-            }
-            for key in waitingKeys {
-                waiting += Int(try await connection.send(RedisCommand("ZCARD", [.string(key)])).integer ?? 0)
-            }
+            // One round trip for all the keys, however many a per-key limit has.
+            let replies = try await connection.pipeline(
+                heldKeys.map { RedisCommand("HGET", [.string($0), "*"]) }
+                    + waitingKeys.map { RedisCommand("ZCARD", [.string($0)]) })
+            let holding = replies.prefix(heldKeys.count).reduce(0) { $0 + (Int($1.string ?? "0") ?? 0) }
+            let waiting = replies.dropFirst(heldKeys.count).reduce(0) { $0 + Int($1.integer ?? 0) }
             return (holding, waiting)
         } catch {
             throw FerryError(error)

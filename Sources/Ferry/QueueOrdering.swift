@@ -30,20 +30,26 @@ public struct QueueOrdering: QueueStore {
         do {
             let registry = QueueInspector.fields(
                 try await connection.send(RedisCommand("HGETALL", [.string(keys.orderingBlocked)])))
-            var found: [BlockedKey] = []
-            for (field, value) in registry {
-                guard let space = field.lastIndex(of: " "), let key = value.string else { continue }
-                let group = String(field[..<space])
-                let turn = keys.orderingTurn(group: group, key: key)
-                let fields =
-                    try await connection.send(RedisCommand("HMGET", [.string(turn.turn), "blocked", "blocked_at"]))
-                    .array ?? []
-                let waiting = try await connection.send(RedisCommand("ZCARD", [.string(turn.waiting)])).integer ?? 0
-                found.append(
-                    BlockedKey(
-                        group: group, key: key, deadEntryID: fields.first?.string,
-                        since: fields.dropFirst().first?.string.flatMap { Int64($0) }.map(Date.init(millisecondsSince1970:)),
-                        waiting: Int(waiting)))
+            let stopped: [(group: String, key: String)] = registry.compactMap { field, value in
+                guard let space = field.lastIndex(of: " "), let key = value.string else { return nil }
+                return (String(field[..<space]), key)
+            }
+            if stopped.isEmpty { return [] }
+            // One round trip for every stopped key's turn and waiting count.
+            let replies = try await connection.pipeline(
+                stopped.flatMap { stopped -> [RedisCommand] in
+                    let turn = keys.orderingTurn(group: stopped.group, key: stopped.key)
+                    return [
+                        RedisCommand("HMGET", [.string(turn.turn), "blocked", "blocked_at"]),
+                        RedisCommand("ZCARD", [.string(turn.waiting)]),
+                    ]
+                })
+            let found = stopped.enumerated().map { index, stopped in
+                let fields = replies[index * 2].array ?? []
+                return BlockedKey(
+                    group: stopped.group, key: stopped.key, deadEntryID: fields.first?.string,
+                    since: fields.dropFirst().first?.string.flatMap { Int64($0) }.map(Date.init(millisecondsSince1970:)),
+                    waiting: Int(replies[index * 2 + 1].integer ?? 0))
             }
             return found.sorted { ($0.group, $0.key) < ($1.group, $1.key) }
         } catch {
