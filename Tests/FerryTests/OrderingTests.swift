@@ -129,3 +129,26 @@ extension WorkerTests {
         #expect(try await setup.deadEntries().count == 1)
     }
 }
+
+extension WorkerTests {
+    @Test("one key's 150 jobs published at once (many in one millisecond) all run, in publish order")
+    func orderingKeyWithManyJobsPerMillisecond() async throws {
+        let setup = try await Setup("order-dense")
+        let log = OrderLog()
+        let jobs = orderedJobs(keys: 1, each: 150)
+        _ = try await setup.publisher.publish(jobs)
+        let listed =
+            try await setup.redis.send(
+                RedisCommand("ZRANGE", [.string(setup.keys.orderedJobs(key: "k0")), "0", "-1", "WITHSCORES"])
+            ).array?.compactMap(\.string) ?? []
+        // Scores are exact (ms × 1000 + sequence), however many jobs share a millisecond.
+        for pair in stride(from: 0, to: listed.count, by: 2) {
+            let parts = listed[pair].split(separator: "-").compactMap { Int64($0) }
+            #expect(listed[pair + 1] == "\(parts[0] * 1000 + min(parts[1], 999))", "\(listed[pair])")
+        }
+        try await running(setup.worker(["t": orderedHandler(log, holdFor: .zero)]) { $0.concurrency = 32 }) {
+            #expect(await eventually(.seconds(60)) { log.ends("k0").count == 150 })
+        }
+        #expect(log.starts("k0") == Array(0..<150))
+    }
+}

@@ -118,6 +118,12 @@ local function order_of(id)
   return tonumber(ms) * 1000 + math.min(tonumber(seq), 999)
 end
 
+-- A number as redis.call must be given it when it has more than 14 digits (an order_of): Redis
+-- turns a Lua number argument into text with "%.14g", which would round it.
+local function exact(number)
+  return string.format('%.0f', number)
+end
+
 -- Ordering keys: makes the first job waiting for its key's turn (`waiting`, entry ID -> publish
 -- order) due now in its group's later deliveries (`delayed`), so a worker takes it back and it
 -- takes the key (acquire.lua). It leaves the waiting list only when it takes the key.
@@ -125,7 +131,9 @@ local function wake_next_in_order(waiting, delayed)
   local first = redis.call('ZRANGE', waiting, 0, 0)[1]
   if first then
     redis.call('ZADD', delayed, 'XX', now_ms(), first)
+    return 1
   end
+  return 0
 end
 
 -- Whether `group` has yet to finish entry `id`: pending, or parked for a later delivery.
@@ -141,18 +149,18 @@ end
 -- the key: a job parked for a retry or left for another worker keeps its turn.
 local function pass_turn(stream, group, delayed, registry, turn, waiting, id, block, field, key, keep)
   if redis.call('HGET', turn, 'owner') ~= id or unfinished_in(stream, group, delayed, id) then
-    return
+    return 0
   end
   if block then
     redis.call('HSET', turn, 'blocked', id, 'blocked_at', now_ms(), 'key', key)
     redis.call('HDEL', turn, 'ending')
     redis.call('HSET', registry, field, key)
     redis.call('PEXPIRE', turn, keep)
-    return
+    return 0
   end
   -- The turn's hash stays (it keeps how far the group has finished the key's list) and expires.
   redis.call('HDEL', turn, 'owner', 'ending')
-  wake_next_in_order(waiting, delayed)
+  return wake_next_in_order(waiting, delayed)
 end
 
 -- Records a published ordered job in its key's list (ferry:{Q}:ordered:<key>, entry ID -> publish
@@ -160,7 +168,7 @@ end
 -- past its last publish, and past 1,000 members its oldest ones every group has finished (read,
 -- not pending, not parked under `delayed_prefix`) are dropped.
 local function register_ordered(stream, list, id, delayed_prefix)
-  redis.call('ZADD', list, order_of(id), id)
+  redis.call('ZADD', list, exact(order_of(id)), id)
   redis.call('PEXPIRE', list, 604800000)
   if redis.call('ZCARD', list) <= 1000 then
     return
@@ -187,8 +195,8 @@ end
 --         job stream, the group's later deliveries and the blocked-keys registry, and for each
 --         ordering key its turn and waiting keys
 -- Each slot freed goes to the first job waiting for it; a worker whose slots were freed as
--- lapsed (it was cut off longer than its lease) frees nothing twice. Returns how many slots went
--- to waiters of the worker's group.
+-- lapsed (it was cut off longer than its lease) frees nothing twice. Returns how many slots and
+-- turns went to waiting jobs of the worker's group, which it then looks for at once.
 local function release_slots(first_key, at)
   local lease, delayed_prefix, group, consumer = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local states = tonumber(ARGV[at + 4])
@@ -221,8 +229,8 @@ local function release_slots(first_key, at)
     k = k + 3
     local keep = ARGV[at + orders * 4]
     for _ = 1, orders do
-      pass_turn(stream, group, delayed, registry, KEYS[k], KEYS[k + 1], ARGV[at], ARGV[at + 1] == 'block', ARGV[at + 2],
-        ARGV[at + 3], keep)
+      own = own + pass_turn(stream, group, delayed, registry, KEYS[k], KEYS[k + 1], ARGV[at], ARGV[at + 1] == 'block',
+        ARGV[at + 2], ARGV[at + 3], keep)
       k = k + 2
       at = at + 4
     end

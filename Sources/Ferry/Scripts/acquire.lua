@@ -132,7 +132,7 @@ while at <= #ARGV do
         -- order; a job no publisher listed (a plain XADD) goes by the waiting list instead.
         local next_job
         if redis.call('ZSCORE', st.k3, id) then
-          for _, listed in ipairs(redis.call('ZRANGE', st.k3, '(' .. st.done, '+inf', 'BYSCORE', 'LIMIT', 0, 100)) do
+          for _, listed in ipairs(redis.call('ZRANGE', st.k3, '(' .. exact(st.done), '+inf', 'BYSCORE', 'LIMIT', 0, 100)) do
             if listed == id or unfinished_in(KEYS[1], ARGV[1], KEYS[2], listed) then
               next_job = listed
               break
@@ -160,7 +160,7 @@ while at <= #ARGV do
         end
       end
       if not turn then
-        redis.call('ZADD', st.k2, 'NX', mine, id)
+        redis.call('ZADD', st.k2, 'NX', exact(mine), id)
         redis.call('PEXPIRE', st.k2, keep)
         refused, due = 'ordering', now + (st.blocked and 3600000 or lease)
         break
@@ -171,7 +171,7 @@ while at <= #ARGV do
       local mine = not first and redis.call('ZSCORE', st.k3, member)
       if not mine and st.held >= st.a then
         -- First come, first served.
-        redis.call('ZADD', st.k4, 'NX', order_of(id), member)
+        redis.call('ZADD', st.k4, 'NX', exact(order_of(id)), member)
         st.waited = true
         if not st.earliest then
           local holder = redis.call('ZRANGE', st.k2, 0, 0, 'WITHSCORES')[2]
@@ -270,7 +270,7 @@ for _, st in pairs(states) do
     redis.call('SET', st.k1, string.format('%.0f', st.tat), 'PX', math.ceil((st.tat - now_us) / 1000) + idle_keep)
   end
   if st.done_moved then
-    redis.call('HSET', st.k1, 'done', st.done)
+    redis.call('HSET', st.k1, 'done', exact(st.done))
     redis.call('PEXPIRE', st.k1, keep)
   end
   if st.reserved_until then
