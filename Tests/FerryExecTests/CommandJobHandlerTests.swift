@@ -28,6 +28,32 @@ struct CommandJobHandlerTests {
         #expect(written == [#"{"doc":1}"#, "job-1 convert q workers 2", #"acme {"tenant-id":"acme"}"#])
     }
 
+    @Test(
+        "a handler inherits no descriptor of its worker (a listener, a Redis connection), also through ferry-exec-guard",
+        arguments: [false, true])
+    func noInheritedDescriptors(guarded: Bool) async throws {
+        let out = FileManager.default.temporaryDirectory.appending(path: uniqueName("fds"))
+        defer { try? FileManager.default.removeItem(at: out) }
+        // Open while the handler starts: a connection to Redis and a bound socket.
+        let redis = try await TestRedis.connection()
+        _ = try await redis.send(RedisCommand("PING"))
+        let held = try SaturatedListener()
+        let handler = CommandJobHandler(
+            command: "ls -l /proc/$$/fd > '\(out.path())'; true",
+            guardExecutable: guarded ? try execGuardExecutable().path() : nil)
+        try await handler.handle(job())
+        let listing = try String(contentsOf: out, encoding: .utf8)
+        #expect(listing.contains(" 0 -> "), "the listing is of the handler's shell: \(listing)")
+        #expect(!listing.contains("socket:"), "the handler's shell held sockets: \(listing)")
+        // The tests' own child processes (servers they start) inherit none either.
+        let child = try ChildProcess(
+            URL(filePath: "/bin/sh"), ["-c", "ls -l /proc/$$/fd > '\(out.path())'; true"])
+        _ = await child.waitForExit()
+        #expect(try !String(contentsOf: out, encoding: .utf8).contains("socket:"))
+        withExtendedLifetime(held) {}
+        await redis.close()
+    }
+
     @Test("exit 75 with a last stderr line 'snooze: 2s' snoozes; 'retry-after: 30s' retries no earlier; others are text")
     func snoozeAndRetryAfterLines() async throws {
         await #expect {

@@ -21,6 +21,10 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, standardInput, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, standardOutput, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         posix_spawn_file_actions_addopen(&actions, 2, standardError, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        // Nothing else of this process goes with the child: a socket another test holds open at
+        // this moment (a port just probed, a server's listener, a Redis connection) would stay
+        // bound for the child's whole life, and a server later started on that port fails.
+        closeInheritedDescriptors(&actions)
 
         // The child must start with every signal unblocked and at its default action: a spawned
         // process inherits the calling thread's mask, and test threads may block SIGTERM.
@@ -89,5 +93,19 @@ public final class ChildProcess: @unchecked Sendable {
             try? await Task.sleep(for: .milliseconds(5))
         }
         return exitStatus ?? -1
+    }
+}
+
+/// Adds a close of every descriptor from 3 up: glibc's `posix_spawn_file_actions_addclosefrom_np`
+/// (2.34+, not imported into Swift, so found by name), else each descriptor open now.
+private func closeInheritedDescriptors(_ actions: inout posix_spawn_file_actions_t) {
+    typealias CloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") {
+        _ = unsafeBitCast(symbol, to: CloseFrom.self)(&actions, 3)
+        return
+    }
+    let open = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    for descriptor in open.compactMap({ Int32($0) }) where descriptor > 2 {
+        posix_spawn_file_actions_addclose(&actions, descriptor)
     }
 }

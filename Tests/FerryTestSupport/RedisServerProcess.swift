@@ -137,13 +137,41 @@ public struct TestSupportError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = description }
 }
 
-/// Asks the kernel for a free TCP port on 127.0.0.1 by binding port 0.
+/// A free TCP port on 127.0.0.1 for a server a test starts (a child `redis-server`, an HTTP
+/// endpoint), chosen below the kernel's ephemeral range and never handed out twice in one run.
+///
+/// Port 0 would give an ephemeral port, the range every outgoing connection's local port comes
+/// from: between this probe and the child's own bind, one of the suite's hundreds of client
+/// connections can take it, and the child then fails to bind while the test dials whatever holds
+/// the port. Below the range only another test's server can, and this process hands out each port
+/// once.
 public func freeLoopbackPort() throws -> Int {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let ephemeralStart =
+        (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))
+        .flatMap { $0.split(whereSeparator: \.isWhitespace).first.flatMap { Int($0) } } ?? 32768
+    let candidates = 20000..<max(ephemeralStart, 20001)
+    for _ in 0..<200 {
+        let port = Int.random(in: candidates)
+        guard handedOutPorts.withLock({ $0.insert(port).inserted }) else { continue }
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard descriptor >= 0 else { throw TestSupportError("socket() failed: errno \(errno)") }
+        defer { close(descriptor) }
+        var address = loopbackAddress(port: port)
+        let bound = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+        if bound { return port }
+    }
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard descriptor >= 0 else { throw TestSupportError("socket() failed: errno \(errno)") }
     defer { close(descriptor) }
     return try bindToFreeLoopbackPort(descriptor)
 }
+
+/// Every port ``freeLoopbackPort()`` has handed out in this process.
+private let handedOutPorts = Mutex<Set<Int>>([])
 
 /// Binds the socket to a free port on 127.0.0.1 and returns the port.
 func bindToFreeLoopbackPort(_ descriptor: Int32) throws -> Int {
@@ -174,7 +202,7 @@ public final class SaturatedListener {
     private var descriptors: [Int32] = []
 
     public init() throws {
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         descriptors.append(listener)
         port = try bindToFreeLoopbackPort(listener)
         guard listen(listener, 0) == 0 else { throw TestSupportError("listen() failed: errno \(errno)") }
@@ -212,7 +240,7 @@ public func executable(named name: String) throws -> URL {
 
 /// Whether something accepts TCP connections on 127.0.0.1:`port` now.
 public func isListening(port: Int) -> Bool {
-    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard descriptor >= 0 else { return false }
     defer { close(descriptor) }
     var address = loopbackAddress(port: port)
