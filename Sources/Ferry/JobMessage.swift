@@ -22,6 +22,9 @@ public struct JobMessage: Sendable, Hashable {
     /// Pub/Sub's ordering key (`ordering_key`): jobs with the same one run one at a time, in
     /// publish order, in each consumer group; a retry keeps the key's place. Non-empty UTF-8.
     public var orderingKey: String?
+    /// How urgent the job is (`priority`); nil is normal. ``Publisher`` writes the job to its
+    /// priority's lane, read before less urgent ones (``JobPriority``).
+    public var priority: JobPriority?
     /// Free-form string attributes, like Pub/Sub message attributes (`attr.<name>` fields).
     public var attributes: [String: String]
     /// When the producer published the job (`published_at`, milliseconds since the epoch).
@@ -49,8 +52,9 @@ public struct JobMessage: Sendable, Hashable {
         type: String, data: [UInt8] = [], jobID: String? = nil, idempotencyKey: String? = nil,
         attributes: [String: String] = [:], publishedAt: Date? = nil, traceparent: String? = nil,
         maxAttempts: Int? = nil, timeout: Duration? = nil, deliverAt: Date? = nil, backoff: Duration? = nil,
-        key: String? = nil, orderingKey: String? = nil, otherFields: [JobField] = []
+        key: String? = nil, orderingKey: String? = nil, priority: JobPriority? = nil, otherFields: [JobField] = []
     ) {
+        self.priority = priority
         self.key = key
         self.orderingKey = orderingKey
         self.type = type
@@ -114,6 +118,11 @@ extension JobMessage {
         if idempotencyKey == "" { throw invalid("the idempotency key is empty; omit it to publish without deduplication") }
         if key == "" { throw invalid("the job's key is empty; omit it for a job no per-key limit counts") }
         if orderingKey == "" { throw invalid("the ordering key is empty; omit it for a job that may run in any order") }
+        if orderingKey != nil, let priority, priority != .normal {
+            throw invalid(
+                "a job with an ordering key runs when its key's turn comes, so it cannot have the priority \(priority); omit one of them"
+            )
+        }
         if let maxAttempts, maxAttempts < 1 { throw invalid("max attempts must be a positive integer (got \(maxAttempts))") }
         if let timeout, timeout.milliseconds < 1 { throw invalid("the job timeout must be at least 1 ms") }
         if let backoff, backoff.milliseconds < 1 { throw invalid("the job's backoff must be at least 1 ms") }
@@ -148,6 +157,7 @@ extension JobMessage {
         if let idempotencyKey { field(.string(F.idempotencyKey), .string(idempotencyKey)) }
         if let key { field(.string(F.key), .string(key)) }
         if let orderingKey { field(.string(F.orderingKey), .string(orderingKey)) }
+        if let priority { field(.string(F.priority), .string(priority.description)) }
         if let publishedAt = publishedAt ?? defaultPublishedAt {
             field(.string(F.publishedAt), .integer(publishedAt.millisecondsSince1970))
         }
@@ -181,7 +191,7 @@ extension JobMessage {
     /// `1`; `max_attempts`, `timeout_ms`, `backoff_ms` or `deliver_at` that is not a positive
     /// integer; a reserved field given
     /// twice; `data` over `maxPayloadBytes`; a `job_id`, `idempotency_key`, `key`
-    /// or `ordering_key` that is not UTF-8.
+    /// or `ordering_key` that is not UTF-8; a `priority` other than high, normal, low or 0–9.
     ///
     /// - Throws: ``WireFormatError`` naming the first offending field.
     public init(decoding fields: [JobField], maxPayloadBytes: Int = WireFormat.defaultMaxPayloadBytes) throws(WireFormatError) {
@@ -239,6 +249,15 @@ extension JobMessage {
                 message.key = try nonEmptyText(field, name)
             case F.orderingKey:
                 message.orderingKey = try nonEmptyText(field, name)
+            case F.priority:
+                guard let priority = JobPriority(text: String(decoding: field.value, as: UTF8.self)) else {
+                    throw WireFormatError(
+                        field: name,
+                        problem:
+                            "must be high, normal, low or a digit 0 (most urgent) to 9, got \"\(String(decoding: field.value.prefix(40), as: UTF8.self).debugEscaped)\""
+                    )
+                }
+                message.priority = priority
             case F.maxAttempts:
                 message.maxAttempts = try positiveInteger(field, name)
             case F.timeoutMilliseconds:

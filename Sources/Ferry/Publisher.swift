@@ -52,6 +52,7 @@ public final class Publisher: Sendable {
 
     static let publishScript = RedisScript(name: "publish", source: EmbeddedLuaScripts.publish)
     static let publishBoundedScript = RedisScript(name: "publish_bounded", source: EmbeddedLuaScripts.publish_bounded)
+    static let publishPriorityScript = RedisScript(name: "publish_priority", source: EmbeddedLuaScripts.publish_priority)
     static let publishOrderedScript = RedisScript(name: "publish_ordered", source: EmbeddedLuaScripts.publish_ordered)
 
     /// How long a key's set of unfinished jobs outlives its last publish.
@@ -346,6 +347,17 @@ public final class Publisher: Sendable {
                     job.idempotencyKey == nil ? "" : .integer(configuration.dedupWindow.milliseconds),
                     .string(job.jobID ?? ""), .string(keys.delayedPrefix),
                 ])
+        } else if let priority = job.priority, priority != .normal {
+            // To its priority's lane, whose entry ID the script chooses.
+            var scriptKeys: [RedisArgument] = [.string(keys.jobs)]
+            if let idempotencyKey = job.idempotencyKey {
+                scriptKeys.append(.string(keys.publishDedup(idempotencyKey: idempotencyKey)))
+            }
+            command = Self.publishPriorityScript.command(
+                keys: scriptKeys,
+                arguments: [
+                    job.idempotencyKey == nil ? "" : .integer(configuration.dedupWindow.milliseconds), .string(job.jobID ?? ""),
+                ])
         } else if let idempotencyKey = job.idempotencyKey {
             command = Self.publishScript.command(
                 keys: [.string(keys.jobs), .string(keys.publishDedup(idempotencyKey: idempotencyKey))],
@@ -363,7 +375,7 @@ public final class Publisher: Sendable {
         if case .error(let message) = reply {
             throw FerryError(RedisError.server(message, command: command.name, endpoint: connection.configuration.redactedURL))
         }
-        if job.idempotencyKey == nil, job.orderingKey == nil, let entryID = reply.string {
+        if let entryID = reply.string {
             return PublishReceipt(jobID: job.jobID ?? entryID, entryID: entryID, isDuplicate: false)
         }
         if let parts = reply.array, parts.count >= 2, let added = parts[0].integer, let jobID = parts[1].string {

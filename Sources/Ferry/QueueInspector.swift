@@ -35,6 +35,26 @@ public struct QueueInspector: Sendable {
         /// Ordering keys a dead-lettered job stopped (`--ordering-on-dead block`), as
         /// `<group>: <key>`; empty when none is.
         public var blockedOrderingKeys: [String] = []
+        /// Each priority lane (``JobPriority``), most urgent first, when the queue has lanes
+        /// other than normal; empty when it has none. ``length`` and the groups' counts cover the
+        /// normal lane (the stream itself) only; these rows cover each lane.
+        public var priorities: [PriorityReport] = []
+    }
+
+    /// One priority lane of a queue.
+    public struct PriorityReport: Sendable, Codable, Hashable {
+        /// `high`, `normal`, `low` or the level's digit.
+        public var priority: String
+        /// The lane's stream.
+        public var stream: String
+        /// Entries in the lane's stream (`XLEN`), finished ones too until trimmed.
+        public var length: Int
+        /// The slowest group's unfinished jobs in the lane: not yet delivered (lag) plus
+        /// delivered and not acknowledged (pending); jobs parked for a retry are not counted here.
+        public var depth: Int
+        /// How long ago the oldest job some group has yet to finish in the lane was published,
+        /// in ms; nil when every group has finished the lane.
+        public var oldestAgeMilliseconds: Int?
     }
 
     /// One consumer group (subscription).
@@ -180,7 +200,50 @@ public struct QueueInspector: Sendable {
         report.blockedOrderingKeys = try await QueueOrdering(queue: queue, connection: connection).blocked().map {
             "\($0.group): \($0.key)"
         }
+        report.priorities = try await priorityReports(keys)
         return report
+    }
+
+    /// A row per priority lane, when the queue has lanes other than normal.
+    private func priorityReports(_ keys: QueueKeys) async throws(FerryError) -> [PriorityReport] {
+        let levels = try await send(RedisCommand("SMEMBERS", [.string(keys.lanes)])).array?.compactMap(\.string) ?? []
+        let lanes = Set(levels.compactMap(JobPriority.init(text:)).filter { $0 != .normal })
+        if lanes.isEmpty { return [] }
+        var reports: [PriorityReport] = []
+        for priority in (lanes.union([.normal])).sorted() {
+            let stream = keys.lane(priority)
+            let replies = try await pipeline([
+                RedisCommand("XLEN", [.string(stream)]), RedisCommand("EXISTS", [.string(stream)]),
+            ])
+            var report = PriorityReport(
+                priority: priority.description, stream: stream, length: Int(replies[0].integer ?? 0), depth: 0)
+            var oldest: Int64?
+            if replies[1].integer == 1 {
+                for info in (try await send(RedisCommand("XINFO", ["GROUPS", .string(stream)])).array ?? []).map(Self.fields) {
+                    let name = info["name"]?.string ?? ""
+                    let pending = Int(info["pending"]?.integer ?? 0)
+                    report.depth = max(report.depth, pending + Int(info["lag"]?.integer ?? 0))
+                    // The group's oldest unfinished job: its oldest pending entry, else the first it has not read.
+                    let first: String?
+                    if pending > 0 {
+                        first = try await send(RedisCommand("XPENDING", [.string(stream), .string(name)])).array?
+                            .dropFirst().first?.string
+                    } else {
+                        let after = "(" + (info["last-delivered-id"]?.string ?? "0-0")
+                        first =
+                            StreamEntry.entries(
+                                from: try await send(RedisCommand("XRANGE", [.string(stream), .string(after), "+", "COUNT", 1]))
+                            ).first?.id
+                    }
+                    if let published = first.flatMap(StreamEntry.milliseconds(ofID:)) {
+                        oldest = min(oldest ?? published, published)
+                    }
+                }
+            }
+            report.oldestAgeMilliseconds = oldest.map { Int(max(Date().millisecondsSince1970 - $0, 0)) }
+            reports.append(report)
+        }
+        return reports
     }
 
     private func groupReport(_ keys: QueueKeys, _ info: [String: RedisReply]) async throws(FerryError) -> GroupReport {

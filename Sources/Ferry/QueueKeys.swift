@@ -62,6 +62,15 @@ public struct QueueKeys: Sendable, Hashable {
         self.statusIndexPrefix = prefix + ":idx:"
     }
 
+    /// The stream of a priority's lane: ``jobs`` itself for normal, else `ferry:{Q}:jobs:p<level>`.
+    public func lane(_ priority: JobPriority) -> String {
+        priority == .normal ? jobs : jobs + ":p\(priority.level)"
+    }
+
+    /// `ferry:{Q}:jobs:lanes`: the priority levels a publisher has written a lane of (a set of
+    /// digits), so workers know which lanes to read.
+    public var lanes: String { jobs + ":lanes" }
+
     /// `ferry:{Q}:idx:<group>:<state>`: a sorted set of the job ids in `state` in `group`,
     /// scored by when each entered it (ms since the epoch). Kept by the transition scripts; no
     /// set exists for `queued` (the group's lag counts those).

@@ -22,6 +22,9 @@ public enum WireFormat {
         public static let key = "key"
         /// Jobs with the same ordering key run one at a time, in publish order, in each group.
         public static let orderingKey = "ordering_key"
+        /// How urgent the job is: `high`, `normal`, `low` or 0 (most urgent) to 9. Ferry's
+        /// publisher puts a job in its priority's lane (``JobPriority``).
+        public static let priority = "priority"
         /// When the producer published it, in ms since the epoch: for latency metrics.
         public static let publishedAt = "published_at"
         /// W3C trace context, passed on to handlers.
@@ -44,7 +47,8 @@ public enum WireFormat {
 
         /// Fields that may appear at most once; a second copy makes the entry malformed.
         public static let reserved: Set<String> = [
-            type, data, jobID, idempotencyKey, key, orderingKey, maxAttempts, timeoutMilliseconds, deliverAt, backoffMilliseconds,
+            type, data, jobID, idempotencyKey, key, orderingKey, priority, maxAttempts, timeoutMilliseconds, deliverAt,
+            backoffMilliseconds,
             version,
         ]
     }

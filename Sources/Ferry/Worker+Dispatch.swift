@@ -57,15 +57,16 @@ extension Worker {
                         break
                     }
                     if groupExisted {
-                        try await recreateGroup(control, after: lastReadID)
+                        for stream in laneStreams { try await recreateGroup(control, on: stream, after: lastReadID) }
                     } else {
-                        try await ensureGroup(control)
+                        try await ensureGroup(control, on: keys.jobs)
                     }
                     groupReady = true
                     groupExisted = true
                     // A worker started on a paused or limited queue must not take a batch before it knows.
                     await refreshPause(control)
                     await refreshLimits(control)
+                    await refreshLanes(control)
                     if isPaused { continue }
                 }
                 if let after = configuration.pruneIdleConsumersAfter, ContinuousClock.now >= nextPrune {
@@ -84,7 +85,7 @@ extension Worker {
                 if delivered.count < free && ContinuousClock.now >= nextReclaim {
                     delivered += try await reclaim(control, cursor: &reclaimCursor, count: free - delivered.count, slots: slots)
                     // A pass that stopped part-way through the pending list goes on at once.
-                    nextReclaim = reclaimCursor.start == "-" ? .now + configuration.reclaimInterval : .now
+                    nextReclaim = reclaimCursor.atStart ? .now + configuration.reclaimInterval : .now
                 }
                 if takeSlotHandedToGroup() { nextRedelivery = .now }  // a finished job's slot went to one of ours
                 if delivered.count < free && ContinuousClock.now >= nextRedelivery {
@@ -96,10 +97,16 @@ extension Worker {
                 }
                 if delivered.isEmpty {
                     // While jobs wait on limits, slots handed to them are looked for every 50 ms.
-                    let read = try await read(
-                        reader, count: free, block: limitWaitsRecently ? min(block, .milliseconds(50)) : block)
+                    let lanes = laneStreams
+                    let blockFor = limitWaitsRecently ? min(block, .milliseconds(50)) : block
+                    let read =
+                        lanes.count > 1
+                        ? try await readLanes(reader, lanes, count: free, block: blockFor, control: control)
+                        : try await read(reader, count: free, block: blockFor)
                     delivered = read.entries.map { ($0, 1) }
-                    if let last = read.entries.last { lastReadID = last.id }
+                    if let last = read.entries.map(\.id).max(by: { !StreamEntry.isID($1, atOrBefore: $0) }) { lastReadID = last }
+                    // A lane this worker does not read yet: read it from the next batch on.
+                    if read.lanes != lanes.count - 1 { await refreshLanes(control) }
                     cancelRequestsExist = read.cancelRequestsExist
                     // Paused while the read blocked: what it took goes back to the group, unrun.
                     if isPaused && !delivered.isEmpty {
@@ -151,13 +158,13 @@ extension Worker {
         }
     }
 
-    /// Creates the group at the start of the stream (`0`), so jobs published before the first
-    /// worker started are delivered, never skipped. An existing group is fine.
-    func ensureGroup(_ control: ControlChannel) async throws(RedisError) {
+    /// Creates the group at the start of the stream (`0`) or lane, so jobs published before the
+    /// first worker started are delivered, never skipped. An existing group is fine.
+    func ensureGroup(_ control: ControlChannel, on stream: String) async throws(RedisError) {
         do {
             try await control.send(
-                RedisCommand("XGROUP CREATE", [.string(keys.jobs), .string(configuration.group), "0", "MKSTREAM"]))
-            logger.info("group_created")
+                RedisCommand("XGROUP CREATE", [.string(stream), .string(configuration.group), "0", "MKSTREAM"]))
+            logger.info("group_created", metadata: ["ferry.stream": "\(stream)"])
         } catch  where error.prefix == .busyGroup {
             return
         }
@@ -180,12 +187,14 @@ extension Worker {
             guard locked != .null else { return }
             var trimmed: (jobs: Int64, deadLetters: Int64, index: Int) = (0, 0, 0)
             if let retention = configuration.retention {
-                trimmed.jobs =
-                    try await control.run(
-                        Self.trimScript, keys: [.string(keys.jobs)],
-                        arguments: [.integer(retention.milliseconds), .string(keys.delayedPrefix)]
-                    )
-                    .integer ?? 0
+                for stream in laneStreams {
+                    trimmed.jobs +=
+                        try await control.run(
+                            Self.trimScript, keys: [.string(stream)],
+                            arguments: [.integer(retention.milliseconds), .string(keys.delayedPrefix)]
+                        )
+                        .integer ?? 0
+                }
             }
             if let retention = configuration.deadLetterRetention {
                 trimmed.deadLetters =
@@ -217,10 +226,14 @@ extension Worker {
     /// (`prune_consumers.lua`). A failure is logged and tried again next time.
     func pruneIdleConsumers(_ control: ControlChannel, idleFor: Duration) async {
         do {
-            let reply = try await control.run(
-                Self.pruneConsumersScript, keys: [.string(keys.jobs)],
-                arguments: [.string(configuration.group), .string(configuration.consumer), .integer(idleFor.milliseconds)])
-            for name in reply.array?.compactMap(\.string) ?? [] {
+            var pruned: Set<String> = []
+            for stream in laneStreams {
+                let reply = try await control.run(
+                    Self.pruneConsumersScript, keys: [.string(stream)],
+                    arguments: [.string(configuration.group), .string(configuration.consumer), .integer(idleFor.milliseconds)])
+                pruned.formUnion(reply.array?.compactMap(\.string) ?? [])
+            }
+            for name in pruned.sorted() {
                 logger.info(
                     "consumer_pruned: idle with nothing pending (a worker that stopped without leaving)",
                     metadata: ["ferry.pruned_consumer": "\(name)", "ferry.idle_ms_at_least": "\(idleFor.milliseconds)"])
@@ -235,9 +248,9 @@ extension Worker {
     /// do not all run again, as a recreated Pub/Sub subscription replays nothing; at its start
     /// when the stream is new or empty. A warning names the entries a person may want to replay
     /// with `ferry group seek`.
-    func recreateGroup(_ control: ControlChannel, after lastReadID: String) async throws(RedisError) {
+    func recreateGroup(_ control: ControlChannel, on stream: String, after lastReadID: String) async throws(RedisError) {
         let reply = try await control.run(
-            Self.recreateGroupScript, keys: [.string(keys.jobs)],
+            Self.recreateGroupScript, keys: [.string(stream)],
             arguments: [.string(configuration.group), .string(lastReadID)])
         let parts = (reply.array ?? []).map { $0.string ?? $0.integer.map(String.init) ?? "?" }
         switch parts.first {
@@ -256,12 +269,20 @@ extension Worker {
         }
     }
 
+    /// What one read of new entries found.
+    struct Read {
+        var entries: [StreamEntry]
+        /// Someone may have asked to cancel a job (the cancel requests exist).
+        var cancelRequestsExist: Bool
+        /// How many priority lanes other than normal the queue has now (`SCARD`): a worker that
+        /// knows fewer reads them again at once.
+        var lanes: Int
+    }
+
     /// Reads new entries and, in the same round trip, whether anyone has asked to cancel a job
     /// (Redis runs the `EXISTS` once the blocked read returns), so a batch only pays for the
-    /// cancel check when there is something to find.
-    func read(
-        _ reader: RedisConnection, count: Int, block: Duration
-    ) async throws(RedisError) -> (entries: [StreamEntry], cancelRequestsExist: Bool) {
+    /// cancel check when there is something to find, and how many priority lanes there are.
+    func read(_ reader: RedisConnection, count: Int, block: Duration) async throws(RedisError) -> Read {
         precondition(count > 0, "XREADGROUP COUNT 0 reads the whole stream")
         let read = RedisCommand(
             "XREADGROUP",
@@ -270,21 +291,25 @@ extension Worker {
                 "BLOCK", .integer(block.milliseconds), "STREAMS", .string(keys.jobs), ">",
             ])
         let replies = try await reader.pipeline(
-            [read, RedisCommand("EXISTS", [.string(keys.cancelRequests)])], timeout: block + redis.commandTimeout)
+            [read, RedisCommand("EXISTS", [.string(keys.cancelRequests)]), RedisCommand("SCARD", [.string(keys.lanes)])],
+            timeout: block + redis.commandTimeout)
         if case .error(let message) = replies[0] {
             throw RedisError.server(message, command: read.name, endpoint: redis.redactedURL)
         }
         let cancelRequestsExist = replies[1] != .integer(0)  // an error reply counts as "maybe"
+        let lanes = Int(replies[2].integer ?? 0)
         // [[stream, [[id, [field, value, ...]], ...]]], or nil when BLOCK timed out.
         guard let streams = replies[0].array, let first = streams.first?.array, first.count == 2 else {
-            return ([], cancelRequestsExist)
+            return Read(entries: [], cancelRequestsExist: cancelRequestsExist, lanes: lanes)
         }
-        return (StreamEntry.entries(from: first[1]), cancelRequestsExist)
+        return Read(entries: StreamEntry.entries(from: first[1]), cancelRequestsExist: cancelRequestsExist, lanes: lanes)
     }
 
-    /// Where the reclaim scan of the pending list resumes: `-` for the start, else `(ID`.
+    /// Where the reclaim scan of each lane's pending list resumes: `-` for the start, else `(ID`.
     struct ReclaimCursor: Sendable {
-        var start = "-"
+        var starts: [String: String] = [:]
+        /// Every lane's scan went through its whole pending list last time.
+        var atStart: Bool { starts.values.allSatisfy { $0 == "-" } }
     }
 
     /// How many pending entries one reclaim pass looks at, at most.
@@ -293,16 +318,29 @@ extension Worker {
     /// Claims entries whose lease ran out: their worker crashed, froze, or was cut off from
     /// Redis. Failed jobs are not here (they wait in the group's later deliveries), so an entry
     /// idle for the lease is due. Entries deleted while pending are counted and logged. Returns
-    /// the claimed entries and attempts.
+    /// the claimed entries and attempts, from each priority lane in turn.
     func reclaim(
         _ control: ControlChannel, cursor: inout ReclaimCursor, count: Int, slots: JobSlots
+    ) async throws(RedisError) -> [(StreamEntry, Int)] {
+        var claimed: [(StreamEntry, Int)] = []
+        for stream in laneStreams where claimed.count < count {
+            var start = cursor.starts[stream] ?? "-"
+            claimed += try await reclaim(stream, control, from: &start, count: count - claimed.count, slots: slots)
+            cursor.starts[stream] = start
+        }
+        return claimed
+    }
+
+    /// ``reclaim(_:cursor:count:slots:)`` in one lane, its scan resuming at `start`.
+    private func reclaim(
+        _ stream: String, _ control: ControlChannel, from start: inout String, count: Int, slots: JobSlots
     ) async throws(RedisError) -> [(StreamEntry, Int)] {
         let lease = configuration.lease.milliseconds
         let pending = try await control.send(
             RedisCommand(
                 "XPENDING",
                 [
-                    .string(keys.jobs), .string(configuration.group), "IDLE", .integer(lease), .string(cursor.start), "+",
+                    .string(stream), .string(configuration.group), "IDLE", .integer(lease), .string(start), "+",
                     .integer(Int64(Self.reclaimScanLimit)),
                 ]))
         let items = pending.array ?? []
@@ -319,11 +357,11 @@ extension Worker {
             due.append((id, Int(deliveries)))
         }
         let scannedAll = items.count < Self.reclaimScanLimit && lastConsidered == items.last?.array?.first?.string
-        cursor.start = scannedAll ? "-" : lastConsidered.map { "(" + $0 } ?? cursor.start
+        start = scannedAll ? "-" : lastConsidered.map { "(" + $0 } ?? start
         if due.isEmpty { return [] }
 
         let reply = try await control.run(
-            Self.claimScript, keys: [.string(keys.jobs)],
+            Self.claimScript, keys: [.string(stream)],
             arguments: [.string(configuration.group), .string(configuration.consumer), .integer(lease)]
                 + due.map { .string($0.id) })
         guard let parts = reply.array, parts.count == 2 else { return [] }

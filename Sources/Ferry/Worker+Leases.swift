@@ -90,8 +90,10 @@ extension Worker {
     /// Removes this consumer from the group when it holds nothing, so finished containers do not
     /// pile up in `XINFO CONSUMERS`. A consumer that still holds entries is kept.
     func releaseConsumer(_ control: ControlChannel) async {
-        _ = try? await control.run(
-            Self.releaseConsumerScript, keys: [.string(keys.jobs)],
-            arguments: [.string(configuration.group), .string(configuration.consumer)])
+        for stream in laneStreams {
+            _ = try? await control.run(
+                Self.releaseConsumerScript, keys: [.string(stream)],
+                arguments: [.string(configuration.group), .string(configuration.consumer)])
+        }
     }
 }

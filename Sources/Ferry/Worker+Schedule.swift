@@ -20,7 +20,10 @@ extension Worker {
         while !Task.isCancelled && !isStopping {
             await refreshPause(control)
             turn += 1
-            if turn % 4 == 0 { await refreshLimits(control) }
+            if turn % 4 == 0 {
+                await refreshLimits(control)
+                await refreshLanes(control)
+            }
             do {
                 for jobID in try await schedules.fireDue(
                     statusKeep: configuration.recordsStatus ? Publisher.Configuration().statusTTL : nil)

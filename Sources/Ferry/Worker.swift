@@ -44,6 +44,9 @@ public final class Worker: Sendable {
         public var retryByType: [String: RetryPolicy] = [:]
         /// How long to wait for in-flight jobs after ``Worker/stop()`` before cancelling them.
         public var shutdownGrace: Duration = .seconds(25)
+        /// How the worker picks among the queue's priority lanes (``JobPriority``) when several
+        /// have jobs: the most urgent first (strict, the default), or in proportion to weights.
+        public var priorityMode = PriorityMode.strict
         /// The longest `XREADGROUP BLOCK`; shorter when the lease asks for more frequent reclaims.
         public var readBlock: Duration = .seconds(2)
         /// The largest `data` a job may have; larger entries are dead-lettered as malformed.
@@ -161,6 +164,9 @@ public final class Worker: Sendable {
         var lastLimitWait: ContinuousClock.Instant?
         /// A finished job's slot went to a job of this group: look for it now.
         var slotHandedToGroup = false
+        /// The streams of the queue's priority lanes this group reads, the normal lane's first
+        /// (``Worker/refreshLanes(_:)``); empty until first read.
+        var laneStreams: [String] = []
         /// Acknowledgements of finished jobs that Redis refused and that wait to be tried again;
         /// the read loop takes no new work while there are any (see ``Worker/settleAcknowledgement``).
         var acknowledgementsAwaitingRetry = 0

@@ -79,6 +79,19 @@ struct InspectCommand: AsyncParsableCommand {
             }
         }
         printTable(rows)
+        let lanes = reports.flatMap { report in
+            report.priorities.map { lane in
+                [
+                    report.queue, lane.priority, "\(lane.length)", "\(lane.depth)",
+                    lane.oldestAgeMilliseconds.map { durationText(milliseconds: $0) } ?? "-",
+                ]
+            }
+        }
+        if !lanes.isEmpty {
+            print("")
+            printTable([["QUEUE", "PRIORITY", "LENGTH", "DEPTH", "OLDEST"]] + lanes)
+            print("")
+        }
         for report in reports where report.scheduled > 0 {
             print("\(report.queue): \(report.scheduled) scheduled, the next due at \(report.nextDueAt ?? "-")")
         }

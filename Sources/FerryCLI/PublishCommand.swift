@@ -39,6 +39,12 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(help: "Jobs with the same ordering key run one at a time, in publish order, in each group.")
     var orderingKey: String?
 
+    @Option(
+        help:
+            "How urgent the job is: high, normal (the default), low, or 0 (most urgent) to 9. Workers take more urgent jobs first."
+    )
+    var priority: String?
+
     @Option(name: .customLong("attr"), help: ArgumentHelp("An attribute name=value; repeat for more.", valueName: "name=value"))
     var attributes: [String] = []
 
@@ -133,10 +139,16 @@ struct PublishCommand: AsyncParsableCommand {
             }
             attributeMap[String(attribute[..<equals])] = String(attribute[attribute.index(after: equals)...])
         }
+        let jobPriority = try priority.map { text in
+            guard let priority = JobPriority(text: text) else {
+                throw InputError("--priority \"\(text)\" must be high, normal, low or a digit 0 (most urgent) to 9")
+            }
+            return priority
+        }
         let job = JobMessage(
             type: type, data: try readPayload(), jobID: jobID, idempotencyKey: idempotencyKey, attributes: attributeMap,
             traceparent: traceparent, maxAttempts: maxAttempts, timeout: timeout.flatMap(Settings.parseDuration), key: key,
-            orderingKey: orderingKey)
+            orderingKey: orderingKey, priority: jobPriority)
         try job.validateForPublishing(maxPayloadBytes: maxPayloadBytes)
 
         var configuration = Publisher.Configuration()

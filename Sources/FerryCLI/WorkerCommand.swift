@@ -80,6 +80,13 @@ struct WorkerCommand: AsyncParsableCommand {
     )
     var orderingOnDead: String?
 
+    @Option(
+        parsing: .unconditional,
+        help:
+            "How jobs of several priorities are taken: strict (the most urgent lane first, always; the default) or weighted (lanes read in proportion to 10 - level: high 10, normal 5, low 1, so no lane starves)."
+    )
+    var priorityMode: String?
+
     @Option(parsing: .unconditional, help: "Kill a job's process group after this long and count a failure (default none).")
     var jobTimeout: String?
 
@@ -200,6 +207,8 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.orderingOnDead = try settings.choice(
             orderingOnDead, option: "ordering-on-dead", variable: "FERRY_ORDERING_ON_DEAD",
             default: configuration.orderingOnDead)
+        configuration.priorityMode = try settings.choice(
+            priorityMode, option: "priority-mode", variable: "FERRY_PRIORITY_MODE", default: configuration.priorityMode)
         configuration.jobTimeout = try settings.optionalDuration(jobTimeout, option: "job-timeout", variable: "FERRY_JOB_TIMEOUT")
         configuration.shutdownGrace = try settings.duration(
             shutdownGrace, option: "shutdown-grace", variable: "FERRY_SHUTDOWN_GRACE", default: configuration.shutdownGrace)

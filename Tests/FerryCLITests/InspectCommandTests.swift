@@ -36,6 +36,49 @@ struct InspectCommandTests {
         #expect((group["consumers"] as? [[String: Any]])?.count == 2)
     }
 
+    @Test(
+        "publish --priority puts jobs in their lanes; inspect shows each priority's length, depth and oldest age; a worker drains high first; a bad priority is named"
+    )
+    func priorities() async throws {
+        let s = try await TestQueue("prio-cli")
+        for (priority, count) in [("low", 3), ("high", 2), ("normal", 1)] {
+            let published = try await s.ferry("publish", s.name, "--type", "t", "--priority", priority, "--count", "\(count)")
+            #expect(published.status == 0, "\(published.standardError)")
+        }
+        let table = try await s.ferry("inspect", s.name)
+        #expect(table.status == 0, "\(table.standardError)")
+        #expect(table.lines.contains { $0.hasPrefix("QUEUE") && $0.contains("PRIORITY") && $0.contains("OLDEST") })
+        func row(_ priority: String) -> [String]? {
+            table.lines.first { $0.hasPrefix(s.name + " ") && $0.split(separator: " ").dropFirst().first == Substring(priority) }
+                .map { $0.split(separator: " ", omittingEmptySubsequences: true).map(String.init) }
+        }
+        // QUEUE PRIORITY LENGTH DEPTH OLDEST: no group reads yet, so nothing counts as depth.
+        #expect(row("high")?[2] == "2" && row("normal")?[2] == "1" && row("low")?[2] == "3", "\(table.standardOutput)")
+
+        let worker = try ChildProcess(
+            try ferryExecutable(), ["worker", s.name, "--exec", "true", "--priority-mode", "weighted", "--redis", s.url])
+        defer { worker.signal(SIGKILL) }
+        func lanes() async throws -> [[String: Any]] {
+            let json = try await s.ferry("inspect", s.name, "--json")
+            let reports = try JSONSerialization.jsonObject(with: Data(json.outputBytes)) as? [[String: Any]]
+            return reports?.first?["priorities"] as? [[String: Any]] ?? []
+        }
+        #expect(
+            await eventually(.seconds(30)) {
+                let rows = try await lanes()
+                return rows.count == 3 && rows.allSatisfy { $0["depth"] as? Int == 0 && $0["oldest_age_milliseconds"] == nil }
+            }, "every lane drained")
+        let drained = try await lanes()
+        #expect(drained.map { $0["priority"] as? String } == ["high", "normal", "low"], "\(drained)")
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0)
+
+        let bad = try await s.ferry("publish", s.name, "--type", "t", "--priority", "urgent")
+        #expect(bad.status != 0 && bad.standardError.contains("high, normal, low"), "\(bad.standardError)")
+        let mode = try await s.ferry("worker", s.name, "--exec", "true", "--priority-mode", "fair")
+        #expect(mode.status != 0 && mode.standardError.contains("strict, weighted"), "\(mode.standardError)")
+    }
+
     @Test("inspect without a queue finds every queue with SCAN; an unknown queue exits 1")
     func inspectAll() async throws {
         let s = try await Setup()

@@ -42,14 +42,16 @@ struct JobStateTests {
 
 @Suite("Shared script parts")
 struct ScriptPreludeTests {
-    @Test("the transitions of a delivered job check ownership through the prelude's one owned(), written once")
+    @Test(
+        "the transitions of a delivered job check ownership through the prelude's one owned() (in the entry's lane), written once"
+    )
     func ownershipCheckedOnce() throws {
         let embedded = [
             ("ack", EmbeddedLuaScripts.ack), ("begin", EmbeddedLuaScripts.begin), ("complete", EmbeddedLuaScripts.complete),
             ("deadletter", EmbeddedLuaScripts.deadletter), ("delay", EmbeddedLuaScripts.delay),
         ]
         for (name, source) in embedded {
-            #expect(source.contains("local function owned(") && source.contains("owned(KEYS[1]"), "\(name)")
+            #expect(source.contains("local function owned(") && source.contains("owned_lane(KEYS[1]"), "\(name)")
             #expect(!source.contains("\n-- ferry:prelude\n"), "\(name): the marker line is replaced")
             let file = try String(
                 contentsOf: repositoryRoot.appending(path: "Sources/Ferry/Scripts/\(name).lua"), encoding: .utf8)

@@ -14,6 +14,49 @@ local function owned(stream, group, consumer, id)
   return nil
 end
 
+-- The queue's lane streams: `stream` (the normal lane) first, then ferry:{Q}:jobs:p<level> of
+-- every other level in use (ferry:{Q}:jobs:lanes), most urgent first.
+local function lane_streams(stream)
+  local levels = redis.call('SMEMBERS', stream .. ':lanes')
+  table.sort(levels)
+  local lanes = { stream }
+  for _, level in ipairs(levels) do
+    if level ~= '5' then
+      lanes[#lanes + 1] = stream .. ':p' .. level
+    end
+  end
+  return lanes
+end
+
+-- The pending-list record of `id` in `group` and the lane that holds it: `stream` first (the
+-- normal lane, where most jobs are; one XPENDING), then the queue's other lanes. Entry IDs are
+-- unique across lanes (add_job), so the first found is the one. Nil and `stream` when no lane has
+-- it pending.
+local function pending_lane(stream, group, id)
+  local pending = redis.call('XPENDING', stream, group, id, id, 1)
+  if pending[1] then
+    return pending[1], stream
+  end
+  local lanes = lane_streams(stream)
+  for i = 2, #lanes do
+    pending = redis.call('XPENDING', lanes[i], group, id, id, 1)
+    if pending[1] then
+      return pending[1], lanes[i]
+    end
+  end
+  return nil, stream
+end
+
+-- owned() in whichever lane holds the entry: its record (nil unless `consumer` owns it) and the
+-- lane, which the transition then acts on.
+local function owned_lane(stream, group, consumer, id)
+  local record, lane = pending_lane(stream, group, id)
+  if record and record[2] == consumer then
+    return record, lane
+  end
+  return nil, lane
+end
+
 -- Redis's clock in milliseconds since the epoch: the one clock every worker shares.
 local function now_ms()
   local time = redis.call('TIME')
@@ -59,12 +102,93 @@ local function group_infos(stream)
   return infos
 end
 
+-- Priority lanes (docs/wire-format.md, "Priorities"): the level a `priority` field names, 0 (most
+-- urgent) to 9; 5, the normal lane, for none or a value Ferry does not know.
+local function priority_level(value)
+  if value == nil or value == 'normal' then
+    return 5
+  elseif value == 'high' then
+    return 0
+  elseif value == 'low' then
+    return 9
+  end
+  local level = tonumber(value)
+  if level and level >= 0 and level <= 9 and level == math.floor(level) then
+    return level
+  end
+  return 5
+end
+
+-- Adds a job's entry (fields and values args[from..to]) to the lane of its `priority` and
+-- returns the entry ID and the lane's stream (a job with an ordering key always goes to the normal lane). The normal
+-- lane is `stream` itself (a plain XADD). Another lane's entry
+-- gets an ID above every ID of every lane, and `stream`'s last ID is moved up to it (XSETID; a
+-- stream that does not exist yet is made empty with it), so a later XADD to `stream` from any
+-- producer gets a higher one: entry IDs stay unique across a queue's lanes, and everything
+-- keyed by entry ID (later deliveries, limits, statuses) serves every lane.
+local function add_job(stream, args, from, to)
+  local level = 5
+  for i = from, to - 1, 2 do
+    if args[i] == 'priority' then
+      level = priority_level(args[i + 1])
+    elseif args[i] == 'ordering_key' then
+      -- Its key's order decides when an ordered job runs: always the normal lane.
+      level = 5
+      break
+    end
+  end
+  if level == 5 then
+    return redis.call('XADD', stream, '*', unpack(args, from, to)), stream
+  end
+  local lane = stream .. ':p' .. level
+  -- One reading of the clock: a second one could pass a millisecond and go below the last ID.
+  local now = now_ms()
+  local id = string.format('%.0f', now) .. '-0'
+  if redis.call('EXISTS', stream) == 1 then
+    local info = redis.call('XINFO', 'STREAM', stream)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        local ms, seq = string.match(info[i + 1], '^(%d+)-(%d+)$')
+        if tonumber(ms) >= now then
+          id = ms .. '-' .. string.format('%.0f', tonumber(seq) + 1)
+        end
+        break
+      end
+    end
+    redis.call('XADD', lane, id, unpack(args, from, to))
+    redis.call('XSETID', stream, id)
+  else
+    redis.call('XADD', lane, id, unpack(args, from, to))
+    redis.call('XADD', stream, 'MAXLEN', 0, id, 'lane', lane)
+  end
+  redis.call('SADD', stream .. ':lanes', level)
+  return id, lane
+end
+
 -- Whether stream entry ID `a` comes before `b` (`<ms>-<seq>`, compared as numbers, as Redis orders them).
 local function id_before(a, b)
   local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
   local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
   a_ms, a_seq, b_ms, b_seq = tonumber(a_ms), tonumber(a_seq), tonumber(b_ms), tonumber(b_seq)
   return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+end
+
+-- Whether some group has yet to finish entry `id` of lane stream `lane`: unread, pending, or
+-- parked for a later delivery (under `delayed_prefix`<group>). An entry trimmed from the lane
+-- (which happens once every group finished it) reads as finished; every entry of a lane no
+-- group reads yet as unfinished.
+local function entry_unfinished(lane, id, delayed_prefix)
+  local groups = group_infos(lane)
+  if #groups == 0 then
+    return true
+  end
+  for _, info in ipairs(groups) do
+    if id_before(info['last-delivered-id'], id) or redis.call('XPENDING', lane, info['name'], id, id, 1)[1]
+        or redis.call('ZSCORE', delayed_prefix .. info['name'], id) then
+      return true
+    end
+  end
+  return false
 end
 
 -- A concurrency limit's slots (QueueKeys.limitState): `held` counts the slots each worker's

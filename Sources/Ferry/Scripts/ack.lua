@@ -1,7 +1,7 @@
 -- Ferry: acknowledge entries, but only those this consumer still owns, and record each job's
 -- outcome in its group's status in the same step.
 --
--- KEYS[1]   the job stream  ferry:{Q}:jobs
+-- KEYS[1]   the job stream  ferry:{Q}:jobs (an entry of another priority's lane is found there)
 -- KEYS[2..] status hashes  ferry:{Q}:job:<job_id> of the jobs whose outcome is recorded
 -- ARGV[1]   the consumer group
 -- ARGV[2]   this consumer's name
@@ -26,8 +26,9 @@ local lost = {}
 local i = 7
 while i <= #ARGV and ARGV[i] ~= 'release' do
   local id = ARGV[i]
-  if owned(KEYS[1], ARGV[1], ARGV[2], id) then
-    redis.call('XACK', KEYS[1], ARGV[1], id)
+  local record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], id)
+  if record then
+    redis.call('XACK', lane, ARGV[1], id)
     local status = tonumber(ARGV[i + 1])
     if status > 0 then
       local outcome = ARGV[i + 3]

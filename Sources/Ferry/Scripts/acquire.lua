@@ -205,10 +205,14 @@ while at <= #ARGV do
       end
     end
   end
-  if refused and not owned(KEYS[1], ARGV[1], ARGV[2], id) then
+  local record, lane
+  if refused then
+    record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], id)
+  end
+  if refused and not record then
     replies[job] = {'lost'}
   elseif refused then
-    park_entry(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], id, due, attempt - 1, keep, now)
+    park_entry(lane, KEYS[2], KEYS[3], KEYS[4], ARGV[1], id, due, attempt - 1, keep, now)
     if status then
       set_status(status, ARGV[6], ARGV[1], job_id, id, 'waiting', now, 0,
         { 'attempts', attempt - 1, 'waiting_for', refused, 'next_attempt_at', due }, { 'type', job_type },

@@ -21,12 +21,12 @@
 -- running, and its status says succeeded), {'run', token} (its status says running) when this delivery took the lock, {'busy'} when another delivery
 -- holds it, and {'lost'} when this consumer no longer owns the entry.
 -- ferry:prelude
-local pending = owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+local pending, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 if not pending then
   return {'lost'}
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+  redis.call('XACK', lane, ARGV[1], ARGV[3])
   if KEYS[4] then
     set_status(KEYS[4], ARGV[7], ARGV[1], ARGV[8], ARGV[3], 'succeeded', ARGV[5], ARGV[6],
       { 'attempts', ARGV[10], 'consumer', ARGV[2], 'finished_at', ARGV[5], 'retryable', '0',

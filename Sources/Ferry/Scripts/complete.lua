@@ -20,10 +20,11 @@
 -- but pending, or done while its status still says running. As ack.lua does for other jobs.
 -- Returns 1, or 0 when this consumer no longer owns the entry (nothing is written then).
 -- ferry:prelude
-if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
+local record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+if not record then
   return 0
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XACK', lane, ARGV[1], ARGV[3])
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
 if redis.call('GET', KEYS[3]) == ARGV[6] then
   redis.call('DEL', KEYS[3])

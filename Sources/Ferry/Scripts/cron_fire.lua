@@ -31,21 +31,6 @@ local function advance()
   redis.call('HSET', KEYS[2], 'next_at', ARGV[3])
 end
 
--- Whether some group has yet to finish the entry: unread, pending, or parked for later.
-local function unfinished(entry)
-  if #redis.call('XRANGE', KEYS[3], entry, entry) == 0 then
-    return false
-  end
-  for _, info in ipairs(group_infos(KEYS[3])) do
-    if id_before(info['last-delivered-id'], entry) or
-        #redis.call('XPENDING', KEYS[3], info['name'], entry, entry, 1) > 0 or
-        redis.call('ZSCORE', ARGV[4] .. info['name'], entry) then
-      return true
-    end
-  end
-  return false
-end
-
 local schedule = redis.call('HGETALL', KEYS[2])
 local spec, fields = {}, {}
 for i = 1, #schedule, 2 do
@@ -60,7 +45,12 @@ if spec['paused'] == '1' then
   redis.call('ZREM', KEYS[1], ARGV[1])
   return {'moved'}
 end
-if spec['overlap'] == 'skip' and spec['last_entry_id'] and unfinished(spec['last_entry_id']) then
+-- The last tick's job is unfinished while its entry is in its lane and some group has yet to
+-- finish it.
+local last_lane = spec['last_lane'] or KEYS[3]
+if spec['overlap'] == 'skip' and spec['last_entry_id']
+    and #redis.call('XRANGE', last_lane, spec['last_entry_id'], spec['last_entry_id']) > 0
+    and entry_unfinished(last_lane, spec['last_entry_id'], ARGV[4]) then
   redis.call('HINCRBY', KEYS[2], 'skipped', #ARGV - 6)
   advance()
   return {'overlap'}
@@ -83,13 +73,13 @@ for i = first, #ARGV do
   for _, value in ipairs({ 'attr.cron_schedule', ARGV[1], 'attr.cron_tick', tick, 'published_at', now }) do
     entry_fields[#entry_fields + 1] = value
   end
-  local entry_id = redis.call('XADD', KEYS[3], '*', unpack(entry_fields))
+  local entry_id, lane = add_job(KEYS[3], entry_fields, 1, #entry_fields)
   if ARGV[5] ~= '' then
     local status = ARGV[5] .. job_id
     redis.call('HSET', status, 'queued_at', now, 'job_id', job_id, 'type', spec['job.type'] or '', 'entry_id', entry_id)
     redis.call('PEXPIRE', status, ARGV[6])
   end
-  redis.call('HSET', KEYS[2], 'last_at', tick, 'last_job_id', job_id, 'last_entry_id', entry_id)
+  redis.call('HSET', KEYS[2], 'last_at', tick, 'last_job_id', job_id, 'last_entry_id', entry_id, 'last_lane', lane)
   reply[#reply + 1] = job_id
 end
 advance()

@@ -25,11 +25,12 @@
 -- the job: like Pub/Sub, dead-lettering acts on one subscription. Returns the dead letter's
 -- entry ID, or nil when this consumer no longer owns the entry (nothing is written then).
 -- ferry:prelude
-if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
+local record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+if not record then
   return false
 end
 local fields = {}
-local entry = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
+local entry = redis.call('XRANGE', lane, ARGV[3], ARGV[3])
 if entry[1] then
   for _, value in ipairs(entry[1][2]) do
     fields[#fields + 1] = value
@@ -39,7 +40,7 @@ for i = 13, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 local dead_id = redis.call('XADD', KEYS[2], '*', unpack(fields))
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XACK', lane, ARGV[1], ARGV[3])
 local status_key = KEYS[3]
 if ARGV[12] ~= '' then
   -- The next delivery of the key (a redrive, another job) need not wait for the lock to lapse.

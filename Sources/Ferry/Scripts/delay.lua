@@ -27,7 +27,8 @@
 -- attempt count carried. Returns {'parked', due}; {'due'} when ARGV[6] is '1' and the time has
 -- come (nothing is written: run it now); {'lost'} when this consumer no longer owns the entry.
 -- ferry:prelude
-if not owned(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) then
+local record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+if not record then
   return {'lost'}
 end
 local now = now_ms()
@@ -40,7 +41,7 @@ end
 if ARGV[6] == '1' and due <= now then
   return {'due'}
 end
-park_entry(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[3], due, ARGV[5], tonumber(ARGV[7]), now)
+park_entry(lane, KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[3], due, ARGV[5], tonumber(ARGV[7]), now)
 local next_key = 5
 if ARGV[9] == '1' then
   local state = 'retrying'

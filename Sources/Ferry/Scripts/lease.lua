@@ -12,13 +12,14 @@
 -- stream (XDEL, XTRIM) while pending}: XCLAIM (Redis 7) claims no deleted entry and drops it from
 -- the pending list. An ID no longer pending is left out: the worker's snapshot of its running
 -- jobs races its own acknowledgements, and a job acknowledged (or dead-lettered) while this call
--- was on its way lost nothing.
+-- was on its way lost nothing. An entry of another priority's lane is found in its lane.
+-- ferry:prelude
 local lost, deleted = {}, {}
 for i = 4, #ARGV do
-  local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if pending[1] then
-    if pending[1][2] == ARGV[2] then
-      local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+  local pending, lane = pending_lane(KEYS[1], ARGV[1], ARGV[i])
+  if pending then
+    if pending[2] == ARGV[2] then
+      local claimed = redis.call('XCLAIM', lane, ARGV[1], ARGV[2], 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
       if #claimed == 0 then
         deleted[#deleted + 1] = ARGV[i]
       end

@@ -6,7 +6,8 @@
 -- ARGV[2]  the status key prefix   ferry:{Q}:job:
 -- ARGV[3]  how many to move at most in this call
 --
--- Due means at or before Redis's clock. Each job is added to the stream with the fields it was
+-- Due means at or before Redis's clock. Each job is added to the stream (the lane of its
+-- priority) with the fields it was
 -- published with and leaves the index in the same step, so whichever worker runs this first
 -- moves it, once, and every group then receives it as any job. A job whose fields expired (no
 -- worker ran for longer than their keep time) only leaves the index. A job without its own
@@ -25,7 +26,7 @@ for _, id in ipairs(due) do
       fields[#fields + 1] = 'published_at'
       fields[#fields + 1] = now
     end
-    local entry_id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+    local entry_id = add_job(KEYS[1], fields, 1, #fields)
     moved = moved + 1
     local status = ARGV[2] .. id
     if redis.call('EXISTS', status) == 1 then

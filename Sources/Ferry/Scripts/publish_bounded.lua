@@ -16,8 +16,9 @@
 --          and values
 --
 -- The depth is the backlog of the slowest group: entries it has not read (its lag), read and
--- not acknowledged (pending), and parked for a later delivery; the stream's length when no group
--- exists yet, or when Redis cannot tell a group's lag (after deletions inside the stream). A
+-- not acknowledged (pending), and parked for a later delivery, over every priority lane; the
+-- lanes' length when no group exists yet, or a lane's when Redis cannot tell a group's lag there
+-- (after deletions inside the stream). A
 -- key's unfinished jobs are the entries in its set that some group has not finished (not read,
 -- pending, or parked); finished ones are dropped from the set when it is full. A duplicate of a
 -- key published within the window adds nothing and takes no room. When the jobs that would be
@@ -26,7 +27,6 @@
 -- for, retry-after ms or -1 when the drain rate is not known yet}; or {0, count, added it asked
 -- for, -1, key set's index in KEYS} when a key's quota refused it.
 -- ferry:prelude
-local groups = group_infos(KEYS[1])
 -- The jobs of the batch, and which are duplicates.
 local jobs, adding, per_key = {}, 0, {}
 local i = 6
@@ -46,26 +46,48 @@ while i <= #ARGV do
 end
 
 if ARGV[1] ~= '' then
-  local depth, slowest = 0, nil
-  if #groups == 0 then
-    depth = redis.call('XLEN', KEYS[1])
-  end
-  for index, info in ipairs(groups) do
-    local lag = info['lag']
-    if type(lag) ~= 'number' then
-      lag = redis.call('XLEN', KEYS[1])
+  -- Each group's lag, pending and entries read, summed over the queue's lanes (a lane a group
+  -- does not read yet is all lag to it).
+  local groups, by_name, lanes = {}, {}, {}
+  for _, lane in ipairs(lane_streams(KEYS[1])) do
+    local seen = {}
+    lanes[#lanes + 1] = { length = redis.call('XLEN', lane), seen = seen }
+    for _, info in ipairs(group_infos(lane)) do
+      local group = by_name[info['name']]
+      if not group then
+        group = { name = info['name'], lag = 0, pending = 0, read = 0 }
+        by_name[info['name']] = group
+        groups[#groups + 1] = group
+      end
+      seen[info['name']] = true
+      local lag, read = info['lag'], info['entries-read']
+      group.lag = group.lag + (type(lag) == 'number' and lag or lanes[#lanes].length)
+      group.pending = group.pending + info['pending']
+      if type(read) ~= 'number' and info['last-delivered-id'] == '0-0' then
+        read = 0
+      end
+      group.read = (type(read) == 'number' and group.read) and group.read + read or nil
     end
-    local parked = redis.call('ZCARD', ARGV[3] .. info['name'])
-    local backlog = lag + info['pending'] + parked
+  end
+  local depth, slowest = 0, nil
+  for _, lane in ipairs(lanes) do
+    if #groups == 0 then
+      depth = depth + lane.length
+    end
+    for _, group in ipairs(groups) do
+      if not lane.seen[group.name] then
+        group.lag = group.lag + lane.length
+      end
+    end
+  end
+  for index, group in ipairs(groups) do
+    local parked = redis.call('ZCARD', ARGV[3] .. group.name)
+    local backlog = group.lag + group.pending + parked
     if backlog > depth or index == 1 then
       depth = backlog
       -- What the slowest group has finished so far: read, less pending and parked (a group that
       -- has read nothing has no count of entries read yet).
-      local read = info['entries-read']
-      if type(read) ~= 'number' and info['last-delivered-id'] == '0-0' then
-        read = 0
-      end
-      slowest = type(read) == 'number' and read - info['pending'] - parked or nil
+      slowest = group.read and group.read - group.pending - parked or nil
     end
   end
   local most = tonumber(ARGV[1])
@@ -91,28 +113,12 @@ end
 
 if ARGV[4] ~= '' then
   local most = tonumber(ARGV[4])
-  -- Whether some group has yet to finish entry `id`: not read, pending, or parked for later.
-  -- (An entry trimmed from the stream was finished by every group, which this finds too.)
-  local function unfinished(id)
-    if #groups == 0 then
-      return true
-    end
-    for _, info in ipairs(groups) do
-      if id_before(info['last-delivered-id'], id) then
-        return true
-      end
-      if redis.call('XPENDING', KEYS[1], info['name'], id, id, 1)[1]
-        or redis.call('ZSCORE', ARGV[3] .. info['name'], id) then
-        return true
-      end
-    end
-    return false
-  end
   for key_set, asked in pairs(per_key) do
     local count = redis.call('ZCARD', KEYS[key_set])
     if count + asked > most then
       for _, id in ipairs(redis.call('ZRANGE', KEYS[key_set], 0, -1)) do
-        if not unfinished(id) then
+        local entry, level = string.match(id, '^([%d-]+):p(%d)$')
+        if not entry_unfinished(entry and KEYS[1] .. ':p' .. level or KEYS[1], entry or id, ARGV[3]) then
           redis.call('ZREM', KEYS[key_set], id)
           count = count - 1
         end
@@ -131,7 +137,7 @@ for _, job in ipairs(jobs) do
   if first then
     replies[#replies + 1] = { first, '', 0 }
   else
-    local entry_id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, job.from, job.to))
+    local entry_id, lane = add_job(KEYS[1], ARGV, job.from, job.to)
     local job_id = job.job_id ~= '' and job.job_id or entry_id
     if job.dedup > 0 then
       redis.call('SET', KEYS[job.dedup], job_id, 'PX', ARGV[2])
@@ -140,7 +146,9 @@ for _, job in ipairs(jobs) do
       register_ordered(KEYS[1], KEYS[job.ordered], entry_id, ARGV[3])
     end
     if job.key_set > 0 and ARGV[4] ~= '' then
-      redis.call('ZADD', KEYS[job.key_set], tonumber(string.match(entry_id, '^(%d+)')), entry_id)
+      -- Another lane's entry is listed with its lane (`<entry ID>:p<level>`).
+      local member = lane == KEYS[1] and entry_id or entry_id .. string.sub(lane, #KEYS[1] + 1)
+      redis.call('ZADD', KEYS[job.key_set], tonumber(string.match(entry_id, '^(%d+)')), member)
       redis.call('PEXPIRE', KEYS[job.key_set], ARGV[5])
     end
     replies[#replies + 1] = { job_id, entry_id, 1 }

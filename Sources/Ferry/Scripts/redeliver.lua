@@ -1,6 +1,6 @@
 -- Ferry: hand this consumer the group's parked entries that are due (delay.lua parked them).
 --
--- KEYS[1]  the job stream                       ferry:{Q}:jobs
+-- KEYS[1]  the job stream                       ferry:{Q}:jobs (other lanes are looked in too)
 -- KEYS[2]  the group's later deliveries         ferry:{Q}:delayed:<group> (entry ID -> due, ms)
 -- KEYS[3]  the attempts they carry              ferry:{Q}:delayed:<group>:attempts
 -- KEYS[4]  the entries they keep in the stream  ferry:{Q}:delayed:<group>:entries
@@ -20,9 +20,19 @@
 local limit = tonumber(ARGV[3])
 local due = redis.call('ZRANGE', KEYS[2], '-inf', now_ms(), 'BYSCORE', 'LIMIT', 0, limit)
 local claimed, attempts, deleted = {}, {}, {}
+local lanes  -- the queue's other lanes, read once the first entry is not in the normal one
 for _, id in ipairs(due) do
   local attempt = tonumber(redis.call('HGET', KEYS[3], id) or '0') + 1
   local reply = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'FORCE', 'RETRYCOUNT', attempt)
+  if not reply[1] then
+    lanes = lanes or lane_streams(KEYS[1])
+    for i = 2, #lanes do
+      reply = redis.call('XCLAIM', lanes[i], ARGV[1], ARGV[2], 0, id, 'FORCE', 'RETRYCOUNT', attempt)
+      if reply[1] then
+        break
+      end
+    end
+  end
   if reply[1] then
     claimed[#claimed + 1] = reply[1]
     attempts[#attempts + 1] = attempt

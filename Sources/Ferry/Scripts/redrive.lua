@@ -8,7 +8,7 @@
 -- ARGV[3]  the index prefix  ferry:{Q}:idx:
 -- ARGV[4]  the job id
 --
--- The original fields go back on the job stream (a new entry: a fresh delivery count), without
+-- The original fields go back on the job stream, in the lane of their priority (a new entry: a fresh delivery count), without
 -- the dead_letter.* fields, with job_id set to the original entry ID when the job had none so
 -- its id survives, and with redrive_group naming the group that dead-lettered it: only that
 -- group runs it again; workers of other groups, which already ran it, acknowledge it unrun.
@@ -43,7 +43,7 @@ if sourceGroup then
   fields[#fields + 1] = 'redrive_group'
   fields[#fields + 1] = sourceGroup
 end
-local id = redis.call('XADD', KEYS[1], '*', unpack(fields))
+local id = add_job(KEYS[1], fields, 1, #fields)
 redis.call('XDEL', KEYS[2], ARGV[1])
 if sourceGroup and redis.call('EXISTS', KEYS[3]) == 1 then
   set_status(KEYS[3], ARGV[3], sourceGroup, ARGV[4], id, 'queued', ARGV[2], 0,
