@@ -18,17 +18,21 @@ public struct ConsumerGroups: QueueStore {
         }
     }
 
-    /// Creates `group`, delivering from `position` on (the stream is created if missing).
+    /// Creates `group`, delivering from `position` on (the stream is created if missing), on
+    /// every priority lane: entry IDs rise across lanes together, so one position means the same
+    /// moment in each.
     ///
     /// - Throws: ``FerryError`` `invalidInput` when the group exists; a Redis failure otherwise.
     public func create(_ group: String, at position: GroupPosition = .start) async throws(FerryError) {
-        try await send(
-            RedisCommand(
-                "XGROUP CREATE",
-                [.string(keys.jobs), .string(group)]
-                    + (await position.xgroupArguments(stream: keys.jobs, connection: connection, mkstream: true))),
-            translating: .busyGroup,
-            into: FerryError(.invalidInput, "group \(group) already exists on \(queue); use ferry group seek to move it"))
+        for stream in try await connection.laneStreams(of: keys) {
+            try await send(
+                RedisCommand(
+                    "XGROUP CREATE",
+                    [.string(stream), .string(group)]
+                        + (await position.xgroupArguments(stream: stream, connection: connection, mkstream: true))),
+                translating: .busyGroup,
+                into: FerryError(.invalidInput, "group \(group) already exists on \(queue); use ferry group seek to move it"))
+        }
     }
 
     /// Deletes `group` and its consumers. Refuses while it has pending entries, which would be
@@ -46,31 +50,34 @@ public struct ConsumerGroups: QueueStore {
                 "group \(group) has \(pending) pending entries that would be dropped unfinished; stop its workers and let them drain, or add --force"
             )
         }
-        try await send(RedisCommand("XGROUP DESTROY", [.string(keys.jobs), .string(group)]))
+        for stream in try await connection.laneStreams(of: keys) {
+            try await send(RedisCommand("XGROUP DESTROY", [.string(stream), .string(group)]))
+        }
         return pending
     }
 
-    /// Moves where `group` reads from (Pub/Sub's seek): back replays, forward skips. Entries
-    /// already pending stay pending.
+    /// Moves where `group` reads from (Pub/Sub's seek), in every priority lane: back replays,
+    /// forward skips. Entries already pending stay pending.
     ///
     /// - Throws: ``FerryError`` `notFound` for an unknown group.
     public func seek(_ group: String, to position: GroupPosition) async throws(FerryError) {
-        try await send(
-            RedisCommand(
-                "XGROUP SETID",
-                [.string(keys.jobs), .string(group)] + (await position.xgroupArguments(stream: keys.jobs, connection: connection))
-            ),
-            translating: .noGroup, into: unknownGroup(group))
+        try await eachLane(group) { stream throws(FerryError) in
+            try await send(
+                RedisCommand(
+                    "XGROUP SETID",
+                    [.string(stream), .string(group)] + (await position.xgroupArguments(stream: stream, connection: connection))))
+        }
     }
 
-    /// Entries delivered to `group` and not acknowledged.
+    /// Entries delivered to `group` and not acknowledged, in every priority lane.
     ///
     /// - Throws: ``FerryError`` `notFound` for an unknown group.
     public func pendingCount(_ group: String) async throws(FerryError) -> Int {
-        Int(
-            try await send(
-                RedisCommand("XPENDING", [.string(keys.jobs), .string(group)]), translating: .noGroup, into: unknownGroup(group)
-            ).array?.first?.integer ?? 0)
+        var count = 0
+        try await eachLane(group) { stream throws(FerryError) in
+            count += Int(try await send(RedisCommand("XPENDING", [.string(stream), .string(group)])).array?.first?.integer ?? 0)
+        }
+        return count
     }
 
     /// One pending entry: who holds it, how long it has been idle, how often it was delivered,
@@ -89,7 +96,7 @@ public struct ConsumerGroups: QueueStore {
     }
 
     /// The pending entries of `group`, oldest first, joined with their stream entries (one
-    /// round trip for the list, one pipelined for the entries).
+    /// round trip for the list, one pipelined for the entries), over every priority lane.
     ///
     /// - Parameters:
     ///   - consumer: only those this consumer holds.
@@ -98,26 +105,46 @@ public struct ConsumerGroups: QueueStore {
     public func pending(
         _ group: String, consumer: String? = nil, minimumIdle: Duration = .zero, limit: Int = 100
     ) async throws(FerryError) -> [PendingEntry] {
-        var arguments: [RedisArgument] = [
-            .string(keys.jobs), .string(group), "IDLE", .integer(minimumIdle.milliseconds), "-", "+", .integer(Int64(limit)),
-        ]
-        if let consumer { arguments.append(.string(consumer)) }
-        let reply = try await send(RedisCommand("XPENDING", arguments), translating: .noGroup, into: unknownGroup(group))
-        let items = (reply.array ?? []).compactMap(\.array).filter { $0.count >= 4 }
+        var items: [(stream: String, item: [RedisReply])] = []
+        try await eachLane(group) { stream throws(FerryError) in
+            var arguments: [RedisArgument] = [
+                .string(stream), .string(group), "IDLE", .integer(minimumIdle.milliseconds), "-", "+", .integer(Int64(limit)),
+            ]
+            if let consumer { arguments.append(.string(consumer)) }
+            let reply = try await send(RedisCommand("XPENDING", arguments))
+            items += (reply.array ?? []).compactMap(\.array).filter { $0.count >= 4 }.map { (stream, $0) }
+        }
+        items = Array(
+            items.sorted { StreamEntry.isID($0.item[0].string ?? "0", atOrBefore: $1.item[0].string ?? "0") }.prefix(limit))
         if items.isEmpty { return [] }
         let entries: [RedisReply]
         do {
             entries = try await connection.pipeline(
-                items.map {
-                    RedisCommand("XRANGE", [.string(keys.jobs), .string($0[0].string ?? "0"), .string($0[0].string ?? "0")])
+                items.map { stream, item in
+                    RedisCommand("XRANGE", [.string(stream), .string(item[0].string ?? "0"), .string(item[0].string ?? "0")])
                 })
         } catch {
             throw FerryError(error)
         }
-        return zip(items, entries).map { item, entry in
+        return zip(items.map(\.item), entries).map { item, entry in
             PendingEntry(
                 entryID: item[0].string ?? "", consumer: item[1].string ?? "", idleMilliseconds: Int(item[2].integer ?? 0),
                 deliveries: Int(item[3].integer ?? 0), entry: StreamEntry.entries(from: entry).first)
+        }
+    }
+
+    /// Runs `body` on each priority lane's stream, the normal lane first: NOGROUP there means
+    /// the queue has no such group (``FerryError`` `notFound`); a lane no worker of the group has
+    /// read yet (its group is made when one does) is skipped.
+    private func eachLane(
+        _ group: String, _ body: (String) async throws(FerryError) -> Void
+    ) async throws(FerryError) {
+        for (index, stream) in try await connection.laneStreams(of: keys).enumerated() {
+            do {
+                try await body(stream)
+            } catch  where error.redisError?.prefix == .noGroup {
+                if index == 0 { throw unknownGroup(group) }
+            }
         }
     }
 

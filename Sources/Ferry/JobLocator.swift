@@ -37,15 +37,22 @@ public struct JobLocator: Sendable {
     }
 
     /// The job whose entry ID is `id`, or whose `job_id` is `id` among the newest
-    /// ``searchLimit`` entries; nil when the stream holds neither.
+    /// ``searchLimit`` entries of a priority lane; nil when no lane holds either.
     public func find(_ id: String) async throws(FerryError) -> Found? {
-        guard let entry = try await entry(id) else { return nil }
-        let groups = try await send(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)])).array ?? []
+        for stream in try await connection.laneStreams(of: keys) {
+            if let entry = try await entry(id, in: stream) { return try await found(entry, in: stream) }
+        }
+        return nil
+    }
+
+    /// Where `entry` of lane `stream` is in each group.
+    private func found(_ entry: StreamEntry, in stream: String) async throws(FerryError) -> Found {
+        let groups = try await send(RedisCommand("XINFO", ["GROUPS", .string(stream)])).array ?? []
         var positions: [String: Position] = [:]
         for group in groups.map(QueueInspector.fields) {
             guard let name = group["name"]?.string else { continue }
             let pending = try await send(
-                RedisCommand("XPENDING", [.string(keys.jobs), .string(name), .string(entry.id), .string(entry.id), 1]))
+                RedisCommand("XPENDING", [.string(stream), .string(name), .string(entry.id), .string(entry.id), 1]))
             if let record = pending.array?.first?.array, record.count >= 4 {
                 positions[name] = .pending(consumer: record[1].string ?? "", deliveries: Int(record[3].integer ?? 0))
             } else if let delivered = group["last-delivered-id"]?.string, StreamEntry.isID(entry.id, atOrBefore: delivered) {
@@ -57,15 +64,15 @@ public struct JobLocator: Sendable {
         return Found(entry: entry, groups: positions)
     }
 
-    private func entry(_ id: String) async throws(FerryError) -> StreamEntry? {
+    private func entry(_ id: String, in stream: String) async throws(FerryError) -> StreamEntry? {
         if id.wholeMatch(of: /[0-9]{1,20}-[0-9]{1,20}/) != nil {
-            let reply = try await send(RedisCommand("XRANGE", [.string(keys.jobs), .string(id), .string(id)]))
+            let reply = try await send(RedisCommand("XRANGE", [.string(stream), .string(id), .string(id)]))
             if let entry = StreamEntry.entries(from: reply).first { return entry }
         }
         var end = "+"
         var read = 0
         while read < Self.searchLimit {
-            let reply = try await send(RedisCommand("XREVRANGE", [.string(keys.jobs), .string(end), "-", "COUNT", 500]))
+            let reply = try await send(RedisCommand("XREVRANGE", [.string(stream), .string(end), "-", "COUNT", 500]))
             let page = StreamEntry.entries(from: reply)
             if let match = page.first(where: { $0.text(of: WireFormat.Field.jobID) == id }) { return match }
             guard let last = page.last, page.count == 500 else { return nil }

@@ -206,11 +206,10 @@ public struct QueueInspector: Sendable {
 
     /// A row per priority lane, when the queue has lanes other than normal.
     private func priorityReports(_ keys: QueueKeys) async throws(FerryError) -> [PriorityReport] {
-        let levels = try await send(RedisCommand("SMEMBERS", [.string(keys.lanes)])).array?.compactMap(\.string) ?? []
-        let lanes = Set(levels.compactMap(JobPriority.init(text:)).filter { $0 != .normal })
+        let lanes = keys.priorities(inLanes: try await send(RedisCommand("SMEMBERS", [.string(keys.lanes)])))
         if lanes.isEmpty { return [] }
         var reports: [PriorityReport] = []
-        for priority in (lanes.union([.normal])).sorted() {
+        for priority in (lanes + [.normal]).sorted() {
             let stream = keys.lane(priority)
             let replies = try await pipeline([
                 RedisCommand("XLEN", [.string(stream)]), RedisCommand("EXISTS", [.string(stream)]),

@@ -22,16 +22,11 @@ extension Worker {
     /// whenever they were published. A failure is logged and tried again next time.
     func refreshLanes(_ control: ControlChannel) async {
         do {
-            let levels = try await control.send(RedisCommand("SMEMBERS", [.string(keys.lanes)])).array ?? []
-            let lanes = levels.compactMap { $0.string.flatMap(JobPriority.init(text:)) }.filter { $0 != .normal }.sorted()
+            let streams = keys.laneStreams(inLanes: try await control.send(RedisCommand("SMEMBERS", [.string(keys.lanes)])))
             let known = Set(state.withLock { $0.laneStreams })
-            var streams = [keys.jobs]
-            for lane in lanes.map(keys.lane) {
-                if !known.contains(lane) {
-                    try await ensureGroup(control, on: lane)
-                    logger.info("priority_lane_found", metadata: ["ferry.stream": "\(lane)"])
-                }
-                streams.append(lane)
+            for lane in streams.dropFirst() where !known.contains(lane) {
+                try await ensureGroup(control, on: lane)
+                logger.info("priority_lane_found", metadata: ["ferry.stream": "\(lane)"])
             }
             state.withLock { $0.laneStreams = streams }
         } catch {

@@ -39,6 +39,10 @@ public struct FerryMetricsFactory: MetricsFactory {
         "ferry_dead_letters": "Entries in the queue's dead-letter stream (sampled every --sample-interval).",
         "ferry_ordering_keys_blocked":
             "Ordering keys a dead-lettered job stopped, waiting for ferry ordering resume (sampled every --sample-interval).",
+        "ferry_priority_depth":
+            "The slowest group's unfinished jobs in each priority lane (sampled every --sample-interval).",
+        "ferry_priority_oldest_age_seconds":
+            "Age of the oldest job some group has yet to finish, per priority lane (sampled every --sample-interval).",
         "ferry_group_lag": "Entries not yet delivered to the group (sampled every --sample-interval).",
         "ferry_group_pending": "Entries delivered to the group and not yet acknowledged (sampled every --sample-interval).",
         "ferry_oldest_pending_age_seconds": "Idle time of the group's oldest pending entry (sampled every --sample-interval).",

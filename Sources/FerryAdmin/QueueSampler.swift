@@ -6,8 +6,9 @@ import ServiceLifecycle
 
 /// Samples a queue's backlog into gauges every `interval`, so `/metrics` answers without
 /// touching Redis: `ferry_stream_length{queue}`, `ferry_dead_letters{queue}`,
-/// `ferry_ordering_keys_blocked{queue}`, and per group
-/// `ferry_group_lag`, `ferry_group_pending`, `ferry_oldest_pending_age_seconds`.
+/// `ferry_ordering_keys_blocked{queue}`, per group `ferry_group_lag`, `ferry_group_pending`,
+/// `ferry_oldest_pending_age_seconds`, and per priority lane (a queue with lanes)
+/// `ferry_priority_depth` and `ferry_priority_oldest_age_seconds`.
 public struct QueueSampler: Sendable {
     /// The queue whose backlog is sampled.
     public let queue: QueueName
@@ -53,6 +54,12 @@ public struct QueueSampler: Sendable {
             Gauge(label: "ferry_group_pending", dimensions: dimensions).record(group.pending)
             Gauge(label: "ferry_oldest_pending_age_seconds", dimensions: dimensions)
                 .record(Double(group.oldestPendingAgeMilliseconds ?? 0) / 1000)
+        }
+        for lane in report.priorities {
+            let dimensions = queue + [("priority", lane.priority)]
+            Gauge(label: "ferry_priority_depth", dimensions: dimensions).record(lane.depth)
+            Gauge(label: "ferry_priority_oldest_age_seconds", dimensions: dimensions)
+                .record(Double(lane.oldestAgeMilliseconds ?? 0) / 1000)
         }
     }
 }

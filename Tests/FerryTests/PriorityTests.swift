@@ -211,3 +211,42 @@ extension WorkerTests {
         }
     }
 }
+
+@Suite("Priority lanes in the queue's stores")
+struct PriorityLaneStoreTests {
+    @Test(
+        "groups are created, counted, listed, sought and deleted on every lane, and a job in a lane is found by the locator"
+    )
+    func groupsAndLookupsCoverLanes() async throws {
+        let setup = try await TestQueue("prio-groups")
+        let high = try await setup.publisher.publish(JobMessage(type: "t", jobID: "urgent-1", priority: .high))
+        _ = try await setup.publisher.publish(JobMessage(type: "t", jobID: "plain-1"))
+        let groups = ConsumerGroups(queue: setup.queue, connection: setup.redis)
+        try await groups.create("audit", at: .start)
+        let lane = setup.keys.lane(.high)
+        let read = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "audit", "a", "COUNT", "10", "STREAMS", .string(lane), ">"]))
+        #expect(StreamEntry.entries(from: read.array?.first?.array?.last ?? .null).map(\.id) == [high.entryID].compactMap { $0 })
+
+        #expect(try await groups.pendingCount("audit") == 1, "the lane's pending entry counts")
+        #expect(try await groups.pending("audit").map(\.entryID) == [high.entryID].compactMap { $0 })
+        let found = try #require(try await JobLocator(queue: setup.queue, connection: setup.redis).find("urgent-1"))
+        #expect(found.entry.id == high.entryID && found.groups["audit"] == .pending(consumer: "a", deliveries: 1))
+
+        do {
+            try await groups.delete("audit")
+            Issue.record("deleted a group with a pending entry in a lane")
+        } catch {
+            #expect(error.message.contains("1 pending"), "\(error)")
+        }
+        try await setup.redis.send(RedisCommand("XACK", [.string(lane), "audit", .string(high.entryID ?? "")]))
+        try await groups.seek("audit", to: .start)
+        let again = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "audit", "a", "COUNT", "10", "STREAMS", .string(lane), ">"]))
+        #expect(again.array?.isEmpty == false, "seek moved the lane's position too")
+        try await groups.delete("audit", force: true)
+        let left = try await setup.redis.send(RedisCommand("XINFO", ["GROUPS", .string(lane)])).array ?? []
+        #expect(left.isEmpty, "deleted on the lane too")
+        await #expect(throws: FerryError.self) { try await groups.pendingCount("missing") }
+    }
+}

@@ -59,6 +59,39 @@ struct OpsFilesTests {
     }
 
     @Test(
+        "ops/lua/publish_priority.lua is the publisher's own script, and its documented redis-cli call puts a job in its lane with a unique entry ID"
+    )
+    func priorityScriptFromAnotherLanguage() async throws {
+        let shipped = try String(contentsOf: repositoryRoot.appending(path: "ops/lua/publish_priority.lua"), encoding: .utf8)
+        #expect(shipped == EmbeddedLuaScripts.publish_priority, "regenerate it as ops/lua/README.md says")
+
+        let readme = try String(contentsOf: repositoryRoot.appending(path: "ops/lua/README.md"), encoding: .utf8)
+        let section = try #require(readme.range(of: "## publish_priority.lua"))
+        let start = try #require(readme.range(of: "```sh\n", range: section.upperBound..<readme.endIndex))
+        let end = try #require(readme.range(of: "\n```", range: start.upperBound..<readme.endIndex))
+        let name = uniqueName("lua-prio")
+        let keys = QueueKeys(queue: try QueueName(name))
+        let redis = try await TestRedis.connection()
+        // A job already in the normal lane, added this millisecond by a plain XADD.
+        let plain = try #require(
+            try await redis.send(RedisCommand("XADD", [.string(keys.jobs), "*", "type", "t"])).string)
+        let shell = String(readme[start.upperBound..<end.lowerBound])
+            .replacingOccurrences(of: "{emails}", with: "{\(name)}").replacingOccurrences(
+                of: "redis-cli", with: "redis-cli -u \"$URL\"")
+        let result = try await runProcess(
+            try executable(named: "sh"), ["-c", "cd \"$1\" && \(shell)", "sh", repositoryRoot.path()],
+            environment: ["URL": try await TestRedis.sharedURL()])
+        #expect(result.status == 0, "\(result.standardError)")
+        let lane = StreamEntry.entries(
+            from: try await redis.send(RedisCommand("XRANGE", [.string(keys.lane(.high)), "-", "+"])))
+        #expect(lane.count == 1 && (try? lane.first?.decodedJob().priority) == .high)
+        let laneID = try #require(lane.first?.id)
+        #expect(!StreamEntry.isID(laneID, atOrBefore: plain), "above the normal lane's last entry")
+        let next = try #require(try await redis.send(RedisCommand("XADD", [.string(keys.jobs), "*", "type", "t"])).string)
+        #expect(!StreamEntry.isID(next, atOrBefore: laneID), "and the next plain XADD is above it: \(plain) \(laneID) \(next)")
+    }
+
+    @Test(
         "ops/lua/schedule.lua is the workers' own schedule script, and its documented redis-cli call schedules a job a worker delivers"
     )
     func scheduleScriptFromAnotherLanguage() async throws {
