@@ -59,14 +59,16 @@ struct OpsFilesTests {
     }
 
     @Test(
-        "ops/lua/publish_priority.lua is the publisher's own script, and its documented redis-cli call puts a job in its lane with a unique entry ID"
+        "ferry script publish_priority prints the publisher's own script, and its documented redis-cli call puts a job in its lane with a unique entry ID"
     )
     func priorityScriptFromAnotherLanguage() async throws {
-        let shipped = try String(contentsOf: repositoryRoot.appending(path: "ops/lua/publish_priority.lua"), encoding: .utf8)
-        #expect(shipped == EmbeddedLuaScripts.publish_priority, "regenerate it as ops/lua/README.md says")
+        let printed = try await runProcess(try ferryExecutable(), ["script", "publish_priority"])
+        #expect(printed.standardOutput == EmbeddedLuaScripts.publish_priority)
+        let unknown = try await runProcess(try ferryExecutable(), ["script", "publish_everything"])
+        #expect(unknown.status != 0 && unknown.standardError.contains("publish, publish_priority, schedule"))
 
         let readme = try String(contentsOf: repositoryRoot.appending(path: "ops/lua/README.md"), encoding: .utf8)
-        let section = try #require(readme.range(of: "## publish_priority.lua"))
+        let section = try #require(readme.range(of: "## publish_priority "))
         let start = try #require(readme.range(of: "```sh\n", range: section.upperBound..<readme.endIndex))
         let end = try #require(readme.range(of: "\n```", range: start.upperBound..<readme.endIndex))
         let name = uniqueName("lua-prio")
@@ -77,10 +79,11 @@ struct OpsFilesTests {
             try await redis.send(RedisCommand("XADD", [.string(keys.jobs), "*", "type", "t"])).string)
         let shell = String(readme[start.upperBound..<end.lowerBound])
             .replacingOccurrences(of: "{emails}", with: "{\(name)}").replacingOccurrences(
-                of: "redis-cli", with: "redis-cli -u \"$URL\"")
+                of: "redis-cli", with: "redis-cli -u \"$URL\""
+            ).replacingOccurrences(of: "$(ferry ", with: "$(\"$FERRY\" ")
         let result = try await runProcess(
             try executable(named: "sh"), ["-c", "cd \"$1\" && \(shell)", "sh", repositoryRoot.path()],
-            environment: ["URL": try await TestRedis.sharedURL()])
+            environment: ["URL": try await TestRedis.sharedURL(), "FERRY": try ferryExecutable().path()])
         #expect(result.status == 0, "\(result.standardError)")
         let lane = StreamEntry.entries(
             from: try await redis.send(RedisCommand("XRANGE", [.string(keys.lane(.high)), "-", "+"])))
