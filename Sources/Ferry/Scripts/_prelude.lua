@@ -119,6 +119,25 @@ local function priority_level(value)
   return 5
 end
 
+-- Publishes one job, once per idempotency key: when `window` (ms) is not '' and `dedup_key`
+-- holds the id of a job published within it, returns {0, that id} and writes nothing; else
+-- `add()` adds the entry and returns its ID, the job id (`job_id`, else the entry ID) is kept
+-- under the key for the window, and it returns {1, job id, entry ID}.
+local function publish_once(window, dedup_key, job_id, add)
+  if window ~= '' then
+    local first = redis.call('GET', dedup_key)
+    if first then
+      return {0, first}
+    end
+  end
+  local entry_id = add()
+  job_id = job_id ~= '' and job_id or entry_id
+  if window ~= '' then
+    redis.call('SET', dedup_key, job_id, 'PX', window)
+  end
+  return {1, job_id, entry_id}
+end
+
 -- Adds a job's entry (fields and values args[from..to]) to the lane of its `priority` and
 -- returns the entry ID and the lane's stream (a job with an ordering key always goes to the normal lane). The normal
 -- lane is `stream` itself (a plain XADD). Another lane's entry

@@ -12,16 +12,8 @@
 -- Returns {1, job_id, entry_id} when the job was added, or {0, first_job_id} when the idempotency
 -- key was already published within the window; then nothing is written.
 -- ferry:prelude
-if ARGV[1] ~= '' then
-  local first = redis.call('GET', KEYS[3])
-  if first then
-    return {0, first}
-  end
-end
-local entry_id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
-register_ordered(KEYS[1], KEYS[2], entry_id, ARGV[3])
-local job_id = ARGV[2] ~= '' and ARGV[2] or entry_id
-if ARGV[1] ~= '' then
-  redis.call('SET', KEYS[3], job_id, 'PX', ARGV[1])
-end
-return {1, job_id, entry_id}
+return publish_once(ARGV[1], KEYS[3], ARGV[2], function()
+  local entry_id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 4))
+  register_ordered(KEYS[1], KEYS[2], entry_id, ARGV[3])
+  return entry_id
+end)

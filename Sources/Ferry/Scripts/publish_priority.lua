@@ -12,15 +12,6 @@
 -- {1, job_id, entry_id} when the job was added, or {0, first_job_id} when the key was already
 -- published within the window; then nothing is written.
 -- ferry:prelude
-if ARGV[1] ~= '' then
-  local first = redis.call('GET', KEYS[2])
-  if first then
-    return {0, first}
-  end
-end
-local entry_id = add_job(KEYS[1], ARGV, 3, #ARGV)
-local job_id = ARGV[2] ~= '' and ARGV[2] or entry_id
-if ARGV[1] ~= '' then
-  redis.call('SET', KEYS[2], job_id, 'PX', ARGV[1])
-end
-return {1, job_id, entry_id}
+return publish_once(ARGV[1], KEYS[2], ARGV[2], function()
+  return (add_job(KEYS[1], ARGV, 3, #ARGV))
+end)
