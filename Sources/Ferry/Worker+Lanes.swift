@@ -61,16 +61,21 @@ extension Worker {
     }
 
     /// Reads up to `count` new entries from the lanes (`read_lanes.lua`, without blocking, in
-    /// ``readOrder(_:)``); when none has any, blocks on all of them at once. A blocked read that
+    /// ``readOrder(_:)``; the script reads a lane this worker does not know yet too); when none
+    /// has any, blocks on all of them at once. A blocked read that
     /// returns more than `count` (entries reached several lanes at once) keeps the `count` most
     /// urgent and hands the rest back to the group, due at once.
     func readLanes(
         _ reader: RedisConnection, _ streams: [String], count: Int, block: Duration, control: ControlChannel
     ) async throws(RedisError) -> Read {
         let order = readOrder(streams)
+        let levels = configuration.priorityMode == .weighted ? order.map { "\(priority(ofLane: $0).level)" } : []
         let quick = try await reader.run(
-            Self.readLanesScript, keys: (order + [keys.cancelRequests, keys.lanes]).map { .string($0) },
-            arguments: [.string(configuration.group), .string(configuration.consumer), .integer(Int64(count))])
+            Self.readLanesScript, keys: [.string(keys.jobs), .string(keys.cancelRequests), .string(keys.lanes)],
+            arguments: [
+                .string(configuration.group), .string(configuration.consumer), .integer(Int64(count)),
+                .string(levels.joined(separator: ",")),
+            ])
         let parts = quick.array ?? []
         let lanes = Int(parts.last?.integer ?? 0)
         let taken = (parts.first?.array ?? []).flatMap { lane in StreamEntry.entries(from: lane.array?.last ?? .null) }

@@ -100,8 +100,8 @@ extension WorkerTests {
         }
         try await running(setup.worker(["t": handler]) { $0.concurrency = 1 }) {
             #expect(await eventually(.seconds(30)) { order.count >= 3 }, "the low backlog is running")
-            let before = order.count
             _ = try await setup.publisher.publish(JobMessage(type: "t", data: Array("high".utf8), priority: .high))
+            let before = order.count  // the high job is in Redis from here on
             #expect(await eventually(.seconds(30)) { order.all.contains("high") })
             let at = order.all.firstIndex(of: "high") ?? .max
             // The one slot was busy with a low job when the high one came; at most one read
