@@ -288,20 +288,25 @@ public final class Publisher: Sendable {
         return receipts
     }
 
-    /// Trims entries older than ``Configuration/retention`` that every group has finished.
+    /// Trims entries older than ``Configuration/retention`` that every group has finished, in
+    /// every priority lane.
     ///
     /// - Returns: how many entries were removed (0 when retention is off).
     @discardableResult
     public func trimExpiredJobs() async throws(FerryError) -> Int {
         guard let retention = configuration.retention else { return 0 }
-        do {
-            let reply = try await connection.run(
-                Self.trimScript, keys: [.string(keys.jobs)],
-                arguments: [.integer(retention.milliseconds), .string(keys.delayedPrefix)])
-            return Int(reply.integer ?? 0)
-        } catch {
-            throw FerryError(error)
+        var trimmed = 0
+        for stream in try await connection.laneStreams(of: keys) {
+            do {
+                let reply = try await connection.run(
+                    Self.trimScript, keys: [.string(stream)],
+                    arguments: [.integer(retention.milliseconds), .string(keys.delayedPrefix)])
+                trimmed += Int(reply.integer ?? 0)
+            } catch {
+                throw FerryError(error)
+            }
         }
+        return trimmed
     }
 
     private func enforceRetentionIfDue() async throws(FerryError) {
