@@ -104,6 +104,8 @@ public struct Job: Sendable {
     public let message: JobMessage
     /// Writes progress to the job's status hash; set by the worker.
     var progressReporter: @Sendable (Int, String?) async -> Void = { _, _ in }
+    /// The workflow this job is a step of, with its dependencies' results; nil for a job of its own.
+    public internal(set) var workflow: WorkflowContext? = nil
 
     /// Reports how far the job has come (0-100) and, optionally, what it is doing, in the job's
     /// status hash, where `ferry job status` shows it. Returns once written (batched with other

@@ -25,6 +25,16 @@ public struct JobMessage: Sendable, Hashable {
     /// How urgent the job is (`priority`); nil is normal. ``Publisher`` writes the job to its
     /// priority's lane, read before less urgent ones (``JobPriority``).
     public var priority: JobPriority?
+    /// The workflow whose step this job runs (`workflow`), and the step (`step`): both or none.
+    /// Written by the workflow scripts (``Workflows``), not by producers.
+    public var workflowStep: (workflow: String, step: String)? {
+        guard let workflow = workflowID, let step else { return nil }
+        return (workflow, step)
+    }
+    /// The `workflow` field: the workflow whose step this job runs.
+    public var workflowID: String?
+    /// The `step` field: the workflow step this job runs.
+    public var step: String?
     /// Free-form string attributes, like Pub/Sub message attributes (`attr.<name>` fields).
     public var attributes: [String: String]
     /// When the producer published the job (`published_at`, milliseconds since the epoch).
@@ -158,6 +168,8 @@ extension JobMessage {
         if let key { field(.string(F.key), .string(key)) }
         if let orderingKey { field(.string(F.orderingKey), .string(orderingKey)) }
         if let priority { field(.string(F.priority), .string(priority.description)) }
+        if let workflowID { field(.string(F.workflow), .string(workflowID)) }
+        if let step { field(.string(F.step), .string(step)) }
         if let publishedAt = publishedAt ?? defaultPublishedAt {
             field(.string(F.publishedAt), .integer(publishedAt.millisecondsSince1970))
         }
@@ -249,6 +261,10 @@ extension JobMessage {
                 message.key = try nonEmptyText(field, name)
             case F.orderingKey:
                 message.orderingKey = try nonEmptyText(field, name)
+            case F.workflow:
+                message.workflowID = try nonEmptyText(field, name)
+            case F.step:
+                message.step = try nonEmptyText(field, name)
             case F.priority:
                 guard let priority = JobPriority(text: String(decoding: field.value, as: UTF8.self)) else {
                     throw WireFormatError(

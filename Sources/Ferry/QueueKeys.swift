@@ -71,6 +71,16 @@ public struct QueueKeys: Sendable, Hashable {
     /// digits), so workers know which lanes to read.
     public var lanes: String { jobs + ":lanes" }
 
+    /// `ferry:{Q}:wf:<id>`: a workflow's state (hash), with `:results` (hash: step → result) and
+    /// `:history` (stream) beside it. Workflow ids are checked to be key-safe (``Workflows``).
+    public func workflow(id: String) -> String { prefix + ":wf:" + id }
+
+    /// `ferry:{Q}:wf:idem:<key>`: a workflow start's idempotency key → the id it started.
+    public func workflowDedup(idempotencyKey: String) -> String { prefix + ":wf:idem:" + Self.keyComponent(idempotencyKey) }
+
+    /// `ferry:{Q}:wf:idx:<state>`: the ids of the workflows in a state, scored by when each entered it.
+    public func workflowIndex(state: String) -> String { prefix + ":wf:idx:" + state }
+
     /// `ferry:{Q}:idx:<group>:<state>`: a sorted set of the job ids in `state` in `group`,
     /// scored by when each entered it (ms since the epoch). Kept by the transition scripts; no
     /// set exists for `queued` (the group's lag counts those).

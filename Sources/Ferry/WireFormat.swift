@@ -22,6 +22,11 @@ public enum WireFormat {
         public static let key = "key"
         /// Jobs with the same ordering key run one at a time, in publish order, in each group.
         public static let orderingKey = "ordering_key"
+        /// The workflow whose step this job runs (its id), with ``step``: written by the
+        /// workflow scripts, so the step's end moves its workflow.
+        public static let workflow = "workflow"
+        /// The workflow step this job runs.
+        public static let step = "step"
         /// How urgent the job is: `high`, `normal`, `low` or 0 (most urgent) to 9. Ferry's
         /// publisher puts a job in its priority's lane (``JobPriority``).
         public static let priority = "priority"
@@ -47,7 +52,8 @@ public enum WireFormat {
 
         /// Fields that may appear at most once; a second copy makes the entry malformed.
         public static let reserved: Set<String> = [
-            type, data, jobID, idempotencyKey, key, orderingKey, priority, maxAttempts, timeoutMilliseconds, deliverAt,
+            type, data, jobID, idempotencyKey, key, orderingKey, priority, workflow, step, maxAttempts, timeoutMilliseconds,
+            deliverAt,
             backoffMilliseconds,
             version,
         ]

@@ -205,6 +205,8 @@ extension Worker {
             do {
                 trimmed.index = try await JobIndex(queue: queue, connection: control.connection).trimExpired(
                     keepSucceeded: configuration.keepSucceeded, keepFailed: configuration.keepFailed)
+                trimmed.index += try await Workflows(queue: queue, connection: control.connection).trimIndex(
+                    keepSucceeded: configuration.keepSucceeded, keepFailed: configuration.keepFailed)
             } catch {
                 logger.info("the index of jobs was not trimmed", metadata: error.redisError.map(redisFailure) ?? [:])
             }

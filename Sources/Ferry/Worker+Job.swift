@@ -253,7 +253,7 @@ extension Worker {
             guard lock != nil else { return .done }
         }
 
-        let job = Job(
+        var job = Job(
             id: jobID, entryID: entry.id, queue: queue, group: configuration.group, deliveryAttempt: attempt, message: message,
             progressReporter: { [self] percent, stage in
                 var fields: [String: RedisArgument] = ["progress": .integer(Int64(min(max(percent, 0), 100)))]
@@ -267,6 +267,7 @@ extension Worker {
         metrics.started(publishedAt: message.publishedAt ?? entry.time)
         let started = ContinuousClock.now
         do {
+            job.workflow = try await workflowContext(of: message, control: control)
             try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout, lock: lock)
             let duration = ContinuousClock.now - started
             metrics.handlerDuration(duration, type: message.type)
@@ -276,6 +277,15 @@ extension Worker {
                 logger.info("job_completed", metadata: ["ferry.latency_ms": "\(duration.milliseconds)"])
                 metrics.job(.completed, type: message.type)
                 notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
+            }
+            if let (workflow, step) = message.workflowStep {
+                if await endStep(
+                    entry.id, jobID: jobID, workflow: workflow, step: step, outcome: .succeeded, processing: duration,
+                    result: job.workflow?.resultSink.value.withLock { $0 }, control: control, logger: logger)
+                {
+                    completed(logger)
+                }
+                return .done
             }
             if let key = message.idempotencyKey, let lock {
                 if await complete(
@@ -300,6 +310,18 @@ extension Worker {
             // Not ours to settle: the entry comes back, or another delivery already has it.
             metrics.job(.failed, type: message.type)
             logger.warning("lease_lost: \(error)")
+        } catch let decision as WorkflowDecision where message.workflowStep != nil {
+            let duration = ContinuousClock.now - started
+            metrics.handlerDuration(duration, type: message.type)
+            metrics.job(.completed, type: message.type)
+            if let (workflow, step) = message.workflowStep,
+                await endStep(
+                    entry.id, jobID: jobID, workflow: workflow, step: step, outcome: .succeeded, processing: duration,
+                    result: job.workflow?.resultSink.value.withLock { $0 }, decision: decision, control: control, logger: logger)
+            {
+                logger.info("job_completed", metadata: ["ferry.latency_ms": "\(duration.milliseconds)"])
+                notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
+            }
         } catch let error as PermanentJobError {
             metrics.job(.failed, type: message.type)
             metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
@@ -498,12 +520,24 @@ extension Worker {
                 .string(keys.statusIndexPrefix),
             ]
         }
+        return await settle(
+            entryID, Self.completeScript, keys: scriptKeys, arguments: arguments, control: control, logger: logger)
+    }
+
+    /// Runs a script that ends a finished job (it answers 1 when it acknowledged, 0 when another
+    /// consumer owns the entry), trying again after a backoff while Redis refuses or the call
+    /// fails, as ``settleAcknowledgement(_:control:retries:settled:)`` does for batched ones.
+    /// Returns whether it ended the job here.
+    func settle(
+        _ entryID: String, _ script: RedisScript, keys scriptKeys: [RedisArgument], arguments: [RedisArgument],
+        control: ControlChannel, logger: Logger
+    ) async -> Bool {
         var retries = 0
         defer { if retries > 0 { acknowledgementRetryEnded() } }
         while true {
             do {
-                let completed = try await control.transition(Self.completeScript, keys: scriptKeys, arguments: arguments)
-                if completed.integer == 1 { return true }
+                let ended = try await control.transition(script, keys: scriptKeys, arguments: arguments)
+                if ended.integer == 1 { return true }
                 logLeaseLostAfterRun(entryID, logger)
                 return false
             } catch {

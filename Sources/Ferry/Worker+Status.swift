@@ -53,7 +53,14 @@ extension Worker {
 
     /// Acknowledges a job cancelled on request and records it `cancelled`, in one step.
     func cancel(_ jobID: String, entry: StreamEntry, attempt: Int, control: ControlChannel, logger: Logger) async {
-        let acknowledged = await control.acknowledge(acknowledgement(entry.id, jobID: jobID, outcome: .cancelled))
+        let acknowledged: Bool?
+        if let workflow = entry.text(of: WireFormat.Field.workflow), let step = entry.text(of: WireFormat.Field.step) {
+            // A workflow's step: its workflow learns of it in the same script.
+            acknowledged = await endStep(
+                entry.id, jobID: jobID, workflow: workflow, step: step, outcome: .cancelled, control: control, logger: logger)
+        } else {
+            acknowledged = await control.acknowledge(acknowledgement(entry.id, jobID: jobID, outcome: .cancelled))
+        }
         guard acknowledged == true else {
             logger.info("lease_lost: another worker owns the entry now; not acknowledged")
             return

@@ -3,8 +3,10 @@ import Foundation
 // Usage: LuaEmbedder OUTPUT.swift SCRIPT.lua...
 // Writes `enum EmbeddedLuaScripts { static let <name> = "<source>" }`, one constant per script,
 // named after the file (`publish.lua` -> `publish`). Raw string delimiters are chosen long enough
-// that no script text can end the literal early. `_prelude.lua` is no script of its own: its
-// text replaces the line `-- ferry:prelude` of the scripts that have one (shared functions).
+// that no script text can end the literal early. A file whose name starts with `_` is a part,
+// no script of its own: `_<part>.lua`'s text replaces the line `-- ferry:<part>` of the scripts
+// that have one (shared functions: `_prelude.lua` for every transition, `_workflow.lua` for the
+// scripts that end a workflow's steps, after the prelude it builds on).
 let arguments = CommandLine.arguments.dropFirst()
 guard let outputPath = arguments.first else {
     FileHandle.standardError.write(Data("usage: LuaEmbedder OUTPUT.swift SCRIPT.lua...\n".utf8))
@@ -19,15 +21,19 @@ var generated = """
 
     """
 let scripts = arguments.dropFirst().map { URL(fileURLWithPath: $0) }
-let prelude = try scripts.first { $0.lastPathComponent == "_prelude.lua" }.map { try String(contentsOf: $0, encoding: .utf8) }
+var parts: [String: String] = [:]
+for url in scripts where url.lastPathComponent.hasPrefix("_") {
+    parts[String(url.deletingPathExtension().lastPathComponent.dropFirst())] = try String(contentsOf: url, encoding: .utf8)
+}
 for url in scripts where !url.lastPathComponent.hasPrefix("_") {
     var source = try String(contentsOf: url, encoding: .utf8)
-    if source.contains("\n-- ferry:prelude\n") {
-        guard let prelude else {
-            FileHandle.standardError.write(Data("\(url.path()) asks for _prelude.lua, which is missing\n".utf8))
+    for line in source.split(separator: "\n") where line.hasPrefix("-- ferry:") && !line.dropFirst(9).contains(" ") {
+        let part = String(line.dropFirst("-- ferry:".count))
+        guard let text = parts[part] else {
+            FileHandle.standardError.write(Data("\(url.path()) asks for _\(part).lua, which is missing\n".utf8))
             exit(1)
         }
-        source = source.replacingOccurrences(of: "\n-- ferry:prelude\n", with: "\n" + prelude)
+        source = source.replacingOccurrences(of: "\n\(line)\n", with: "\n" + text)
     }
     let name = url.deletingPathExtension().lastPathComponent.replacingOccurrences(of: "-", with: "_")
     var hashes = "#"

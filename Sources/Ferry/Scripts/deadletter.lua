@@ -21,10 +21,12 @@
 -- The original fields are copied from the stream itself, byte for byte, duplicates included.
 -- If the XADD fails (Redis out of memory, say) the script stops before XACK: the entry stays
 -- pending and is retried, never dropped. The status names the dead letter (`dead_id`), so it is
--- found by job id without reading the dead-letter stream. Other groups keep their own copy of
+-- found by job id without reading the dead-letter stream. A workflow's step (the entry's
+-- `workflow` and `step` fields) moves its workflow in the same step (workflow_step_ended). Other groups keep their own copy of
 -- the job: like Pub/Sub, dead-lettering acts on one subscription. Returns the dead letter's
 -- entry ID, or nil when this consumer no longer owns the entry (nothing is written then).
 -- ferry:prelude
+-- ferry:workflow
 local record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 if not record then
   return false
@@ -59,5 +61,18 @@ if status_key then
     status[#status + 1] = ARGV[11]
   end
   set_status(status_key, ARGV[6], ARGV[1], ARGV[7], ARGV[3], 'dead', ARGV[4], ARGV[5], status)
+end
+-- A workflow's step: its end moves its workflow in the same step (its `on_failure`).
+local workflow, step
+for i = 1, #fields - 1, 2 do
+  if fields[i] == 'workflow' then
+    workflow = fields[i + 1]
+  elseif fields[i] == 'step' then
+    step = fields[i + 1]
+  end
+end
+if workflow and step then
+  workflow_step_ended(KEYS[1], ARGV[1], workflow, step, ARGV[7], 'dead', nil, '', '', tonumber(ARGV[4]), ARGV[5],
+    ARGV[5])
 end
 return dead_id

@@ -1,0 +1,47 @@
+-- Ferry: start a workflow: its state, its index entry, its history, and its first steps' jobs, in
+-- one step (docs/design.md, "Workflows").
+--
+-- KEYS[1]  the job stream        ferry:{Q}:jobs
+-- KEYS[2]  the workflow          ferry:{Q}:wf:<id>
+-- KEYS[3]  the start dedup key   ferry:{Q}:wf:idem:<key>, when ARGV[5] is not ''
+-- ARGV[1]  the workflow id
+-- ARGV[2]  the workflow's name
+-- ARGV[3]  its input (every step's job carries it as `data`)
+-- ARGV[4]  the consumer group whose step ends move it
+-- ARGV[5]  the dedup window in milliseconds, or '' for a start without an idempotency key
+-- ARGV[6]  the steps' total weight
+-- ARGV[7..] per step: its name and its compiled spec (JSON: type, fields, next, deps, weight,
+--          on_failure, budget), in definition order
+--
+-- Returns {1, id} when started; {0, id} when the key was used within the window (the id of the
+-- workflow it started) or a workflow with this id exists; then nothing is written.
+-- ferry:prelude
+-- ferry:workflow
+if ARGV[5] ~= '' then
+  local first = redis.call('GET', KEYS[3])
+  if first then
+    return {0, first}
+  end
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {0, ARGV[1]}
+end
+local now = now_ms()
+redis.call('HSET', KEYS[2], 'name', ARGV[2], 'data', ARGV[3], 'group', ARGV[4], 'steps', (#ARGV - 6) / 2, 'ended', 0,
+  'weight', ARGV[6], 'weight_done', 0, 'progress', 0, 'created_at', now)
+for i = 7, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], 'step.' .. ARGV[i], ARGV[i + 1], 's.' .. ARGV[i] .. '.state', 'waiting',
+    's.' .. ARGV[i] .. '.met', 0, 's.' .. ARGV[i] .. '.runs', 0)
+end
+workflow_set_state(KEYS[1], KEYS[2], ARGV[1], 'running', now, 0)
+workflow_event(KEYS[2], 'started', '', ARGV[2], now)
+for i = 7, #ARGV, 2 do
+  local spec = cjson.decode(ARGV[i + 1])
+  if spec.deps == 0 then
+    workflow_enqueue(KEYS[1], KEYS[2], ARGV[1], ARGV[i], spec)
+  end
+end
+if ARGV[5] ~= '' then
+  redis.call('SET', KEYS[3], ARGV[1], 'PX', ARGV[5])
+end
+return {1, ARGV[1]}

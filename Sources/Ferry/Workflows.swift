@@ -1,0 +1,297 @@
+import FerryRedis
+import Foundation
+
+/// A queue's workflows: start, read, list, cancel and resume (docs/design.md, "Workflows"), so the
+/// CLI, an HTTP API and a dashboard do the same thing the same way. Steps run as the queue's jobs;
+/// the scripts that end them move their workflows.
+public struct Workflows: QueueStore {
+    /// The queue, its keys and the connection every call uses.
+    public let scope: QueueScope
+
+    /// A store of `scope.queue`; nothing is sent until a method is called.
+    public init(_ scope: QueueScope) { self.scope = scope }
+
+    static let startScript = RedisScript(name: "wf_start", source: EmbeddedLuaScripts.wf_start)
+    static let controlScript = RedisScript(name: "wf_control", source: EmbeddedLuaScripts.wf_control)
+
+    /// Where a workflow is.
+    public enum State: String, Sendable, Hashable, Codable, CaseIterable {
+        /// Its steps run.
+        case running
+        /// Stopped for a person: a handler's `block` decision or a step dead-lettered under
+        /// `on_failure: block`; `resume` goes on, `cancel` ends it.
+        case blocked
+        /// Every step ended (succeeded, or dead-lettered under `continue`).
+        case succeeded
+        /// A step was dead-lettered or cancelled under `fail_workflow`, a handler decided `fail`,
+        /// or a retry decision found its step's attempts spent.
+        case failed
+        /// Cancelled on request.
+        case cancelled
+
+        /// It will not move again.
+        public var isFinished: Bool { self == .succeeded || self == .failed || self == .cancelled }
+    }
+
+    /// What starting did.
+    public struct Receipt: Sendable, Hashable {
+        /// The workflow's id: the new one, or for a duplicate the one first started.
+        public var id: String
+        /// True when the idempotency key (or the id) was already used: nothing was started.
+        public var isDuplicate: Bool
+    }
+
+    /// Starts `definition` with `data` as its input, in one script: its state, its index entry,
+    /// its history and its first steps' jobs.
+    ///
+    /// - Parameters:
+    ///   - id: its id (letters, digits, `.`, `_`, `-`; at most 100); a new UUID when nil.
+    ///   - idempotencyKey: starts it at most once per key within `dedupWindow`.
+    ///   - group: the consumer group whose step ends move it (the group its workers read with).
+    /// - Throws: ``FerryError`` (invalid input) for a definition or id it refuses.
+    @discardableResult
+    public func start(
+        _ definition: WorkflowDefinition, data: [UInt8] = [], id: String? = nil, idempotencyKey: String? = nil,
+        group: String = "workers", dedupWindow: Duration = .seconds(86_400)
+    ) async throws(FerryError) -> Receipt {
+        try definition.validate()
+        let id = id ?? UUID().uuidString.lowercased()
+        try Self.validate(id: id)
+        var scriptKeys: [RedisArgument] = [.string(keys.jobs), .string(keys.workflow(id: id))]
+        if let idempotencyKey { scriptKeys.append(.string(keys.workflowDedup(idempotencyKey: idempotencyKey))) }
+        var arguments: [RedisArgument] = [
+            .string(id), .string(definition.name), .bytes(data), .string(group),
+            idempotencyKey == nil ? "" : .integer(dedupWindow.milliseconds),
+            .integer(Int64(definition.steps.reduce(0) { $0 + $1.weight })),
+        ]
+        for step in definition.compiledSteps(defaultAttempts: RetryPolicy().maxAttempts) {
+            arguments += [.string(step.name), .string(step.spec)]
+        }
+        let reply = try await send(Self.startScript.command(keys: scriptKeys, arguments: arguments))
+        let parts = reply.array ?? []
+        return Receipt(id: parts.dropFirst().first?.string ?? id, isDuplicate: parts.first?.integer != 1)
+    }
+
+    /// Checks a workflow id: it goes into keys and job ids as it is.
+    static func validate(id: String) throws(FerryError) {
+        guard !id.isEmpty, id.count <= 100,
+            id.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") })
+        else {
+            throw FerryError(
+                .invalidInput,
+                "a workflow id is 1 to 100 letters, digits, '.', '_' or '-' (got \"\(id)\"); omit it for a new UUID")
+        }
+    }
+
+    /// One step of a workflow as it stands.
+    public struct StepStatus: Sendable, Hashable, Codable {
+        /// The step's name.
+        public var name: String
+        /// `waiting` (for its dependencies), `queued` (its job is in the queue, or running),
+        /// `succeeded`, `dead`, `cancelled`.
+        public var state: String
+        /// Its current run's job id (`<workflow id>/<step>`, `#<run>` from the second run).
+        public var jobID: String?
+        /// How often it was added as a job.
+        public var runs: Int
+        /// Its current run's job status in the workflow's group: `queued`, `running`,
+        /// `retrying`, ... with attempts, `last_error`, `error_class`, `processing_ms`,
+        /// `progress`, `stage` (``JobStatus``); nil before it runs or once expired.
+        public var job: [String: String]?
+    }
+
+    /// A workflow as it stands.
+    public struct Status: Sendable, Hashable, Codable {
+        /// Its id.
+        public var id: String
+        /// Its definition's name.
+        public var name: String
+        /// Where it is.
+        public var state: State
+        /// 0-100: the weights of the steps that ended, and the progress running steps report.
+        public var progress: Int
+        /// The group whose step ends move it.
+        public var group: String
+        /// Why it blocked or failed, and at which step.
+        public var reason: String?
+        public var atStep: String?
+        /// Times, ms since the epoch.
+        public var createdAt: Int64?
+        public var updatedAt: Int64?
+        public var finishedAt: Int64?
+        /// Its steps, in definition order.
+        public var steps: [StepStatus]
+    }
+
+    /// The workflow `id` as it stands; nil when there is none (never started, or expired).
+    public func status(_ id: String) async throws(FerryError) -> Status? {
+        let hash = QueueInspector.fields(try await send(RedisCommand("HGETALL", [.string(keys.workflow(id: id))])))
+            .compactMapValues(\.string)
+        guard let state = hash["state"].flatMap(State.init(rawValue:)) else { return nil }
+        let group = hash["group"] ?? "workers"
+        // Steps in definition order: their specs were written in it, and `s.<name>.runs` with them.
+        let names = hash.keys.filter { $0.hasPrefix("step.") }.map { String($0.dropFirst(5)) }
+        let order = Dictionary(uniqueKeysWithValues: names.map { ($0, Self.position(of: $0, in: hash)) })
+        var steps: [StepStatus] = []
+        var weightRunning = 0.0
+        for name in names.sorted(by: { (order[$0] ?? 0, $0) < (order[$1] ?? 0, $1) }) {
+            var step = StepStatus(
+                name: name, state: hash["s.\(name).state"] ?? "waiting", jobID: hash["s.\(name).job_id"],
+                runs: Int(hash["s.\(name).runs"] ?? "0") ?? 0)
+            if let jobID = step.jobID {
+                step.job = try await JobStatusRecord.load(jobID: jobID, queue: queue, connection: connection)?
+                    .status(group: group).fields
+            }
+            if step.state == "queued", let percent = step.job?["progress"].flatMap(Double.init),
+                let spec = hash["step.\(name)"].flatMap(Self.weight(ofSpec:))
+            {
+                weightRunning += Double(spec) * percent / 100
+            }
+            steps.append(step)
+        }
+        let total = Double(hash["weight"] ?? "1") ?? 1
+        let done = Double(hash["weight_done"] ?? "0") ?? 0
+        return Status(
+            id: id, name: hash["name"] ?? "", state: state,
+            progress: state == .succeeded ? 100 : min(Int((done + weightRunning) * 100 / max(total, 1)), 99),
+            group: group, reason: hash["reason"], atStep: hash["at_step"], createdAt: hash["created_at"].flatMap { Int64($0) },
+            updatedAt: hash["updated_at"].flatMap { Int64($0) }, finishedAt: hash["finished_at"].flatMap { Int64($0) },
+            steps: steps)
+    }
+
+    /// A step's place in its definition: its spec's `order`.
+    private static func position(of step: String, in hash: [String: String]) -> Int {
+        guard let spec = hash["step.\(step)"], let data = spec.data(using: .utf8),
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return 0 }
+        return object["order"] as? Int ?? 0
+    }
+
+    private static func weight(ofSpec spec: String) -> Int? {
+        guard let data = spec.data(using: .utf8), let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return nil }
+        return object["weight"] as? Int
+    }
+
+    /// One event of a workflow's history: a step's end, a decision, a block, a resume, its end.
+    public struct Event: Sendable, Hashable, Codable {
+        /// `started`, `step_succeeded`, `step_dead`, `step_cancelled`, `decision`, `blocked`,
+        /// `resumed`, `succeeded`, `failed`, `cancelled`; `stale_<outcome>` for the end of a run
+        /// the workflow no longer waited for.
+        public var event: String
+        /// The step it concerns ('' for the workflow).
+        public var step: String
+        /// The decision and its reason, the job id, or why.
+        public var detail: String
+        /// When, ms since the epoch.
+        public var at: Int64
+    }
+
+    /// The workflow's history, oldest first (at most about the last 1,000 events).
+    public func history(_ id: String) async throws(FerryError) -> [Event] {
+        let reply = try await send(RedisCommand("XRANGE", [.string(keys.workflow(id: id) + ":history"), "-", "+"]))
+        return StreamEntry.entries(from: reply).map { entry in
+            Event(
+                event: entry.text(of: "event") ?? "", step: entry.text(of: "step") ?? "",
+                detail: entry.text(of: "detail") ?? "", at: Int64(entry.text(of: "at") ?? "0") ?? 0)
+        }
+    }
+
+    /// The results its steps kept, by step name.
+    public func results(_ id: String) async throws(FerryError) -> [String: [UInt8]] {
+        let flat = try await send(RedisCommand("HGETALL", [.string(keys.workflow(id: id) + ":results")])).array ?? []
+        var results: [String: [UInt8]] = [:]
+        var index = 0
+        while index + 1 < flat.count {
+            results[flat[index].string ?? ""] = flat[index + 1].bytes ?? []
+            index += 2
+        }
+        return results
+    }
+
+    /// The ids of workflows in `state`, most recently moved there first.
+    public func list(state: State, limit: Int = 100) async throws(FerryError) -> [String] {
+        try await send(
+            RedisCommand(
+                "ZRANGE",
+                [
+                    .string(keys.workflowIndex(state: state.rawValue)), "+inf", "-inf", "BYSCORE", "REV", "LIMIT", 0,
+                    .integer(Int64(limit)),
+                ])
+        ).array?.compactMap(\.string) ?? []
+    }
+
+    /// Cancels the workflow: its queued steps' jobs are asked to cancel, its waiting steps never
+    /// start, and it ends `cancelled`.
+    ///
+    /// - Throws: ``FerryError`` `notFound` for an unknown workflow, `invalidInput` for one that ended.
+    public func cancel(
+        _ id: String, keepSucceeded: Duration = .seconds(3600), keepFailed: Duration = .seconds(604_800)
+    )
+        async throws(FerryError)
+    {
+        try await control("cancel", id, from: nil, keepSucceeded: keepSucceeded, keepFailed: keepFailed)
+    }
+
+    /// Resumes a blocked workflow: from `step` (run again, with every step after it), or where it
+    /// stopped (the blocked step run again when it was dead-lettered, the steps after it when its
+    /// handler blocked).
+    ///
+    /// - Throws: ``FerryError`` `notFound` for an unknown workflow or step, `invalidInput` for one
+    ///   that is not blocked.
+    public func resume(
+        _ id: String, from step: String? = nil, keepSucceeded: Duration = .seconds(3600),
+        keepFailed: Duration = .seconds(604_800)
+    ) async throws(FerryError) {
+        try await control("resume", id, from: step, keepSucceeded: keepSucceeded, keepFailed: keepFailed)
+    }
+
+    private func control(
+        _ action: String, _ id: String, from step: String?, keepSucceeded: Duration, keepFailed: Duration
+    ) async throws(FerryError) {
+        let reply = try await send(
+            Self.controlScript.command(
+                keys: [.string(keys.jobs), .string(keys.workflow(id: id))],
+                arguments: [
+                    .string(action), .string(id), .string(step ?? ""), .integer(keepSucceeded.milliseconds),
+                    .integer(keepFailed.milliseconds),
+                ]))
+        let parts = (reply.array ?? []).compactMap(\.string)
+        switch parts.first {
+        case "ok": return
+        case "missing":
+            throw FerryError(.notFound, "queue \(queue) has no workflow \(id); ferry workflow list \(queue) lists them")
+        case "ended": throw FerryError(.invalidInput, "workflow \(id) has already ended (\(parts.last ?? "")); nothing to cancel")
+        case "not_blocked":
+            throw FerryError(.invalidInput, "workflow \(id) is \(parts.last ?? "not blocked"); only a blocked workflow resumes")
+        case "unknown_step": throw FerryError(.notFound, "workflow \(id) has no step \(parts.last ?? "")")
+        default: throw FerryError(RedisError(kind: .protocolError, message: "unexpected reply from wf_control: \(reply)"))
+        }
+    }
+
+    /// Removes from the index of workflows those that ended longer ago than they are kept
+    /// (their keys have expired): the retention pass of the worker calls it.
+    @discardableResult
+    public func trimIndex(keepSucceeded: Duration, keepFailed: Duration) async throws(FerryError) -> Int {
+        let now = Date().millisecondsSince1970
+        var removed = 0
+        for (state, keep) in [(State.succeeded, keepSucceeded), (.failed, keepFailed), (.cancelled, keepFailed)] {
+            removed += Int(
+                try await send(
+                    RedisCommand(
+                        "ZREMRANGEBYSCORE",
+                        [.string(keys.workflowIndex(state: state.rawValue)), "-inf", .integer(now - keep.milliseconds)])
+                ).integer ?? 0)
+        }
+        return removed
+    }
+
+    @discardableResult
+    private func send(_ command: RedisCommand) async throws(FerryError) -> RedisReply {
+        do {
+            return try await connection.send(command)
+        } catch {
+            throw FerryError(error)
+        }
+    }
+}
