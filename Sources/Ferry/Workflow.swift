@@ -75,8 +75,11 @@ public struct WorkflowDefinition: Sendable, Hashable, Codable {
         if steps.count > Self.maxSteps { throw invalid("it has \(steps.count) steps, more than \(Self.maxSteps)") }
         var names: Set<String> = []
         for step in steps {
-            if step.name.isEmpty || step.name.contains(where: { $0 == "/" || $0 == "#" || $0 == " " }) {
-                throw invalid("a step name must be non-empty, without '/', '#' or spaces (got \"\(step.name)\")")
+            if step.name.isEmpty || step.name.count > 100 || step.name.hasPrefix(".")
+                || !step.name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "." || $0 == "_" || $0 == "-") })
+            {
+                throw invalid(
+                    "a step name is 1 to 100 letters, digits, '.', '_' or '-', not starting with '.' (got \"\(step.name)\")")
             }
             if !names.insert(step.name).inserted { throw invalid("two steps are named \(step.name)") }
             if step.type.isEmpty { throw invalid("step \(step.name) has no job type") }

@@ -20,7 +20,8 @@ import SystemPackage
 ///
 /// The last 4 KiB of standard error become the failure's message (`dead_letter.error`, the
 /// job's `last_error`); standard output goes to the worker's standard error, keeping the
-/// worker's standard output for its own log lines.
+/// worker's standard output for its own log lines. Progress, and a workflow step's result and
+/// decision, go through files in `FERRY_OUTPUT_DIR` (``CommandOutput``).
 public struct CommandJobHandler: JobHandler {
     /// The exit status that asks for a retry (`EX_TEMPFAIL`).
     public static let retryStatus: Int32 = 75
@@ -61,9 +62,14 @@ public struct CommandJobHandler: JobHandler {
             .send(signal: .kill, toProcessGroup: true, allowedDurationToNextStep: .zero),
             .send(signal: .kill, toProcessGroup: false, allowedDurationToNextStep: .milliseconds(200)),
         ]
+        let output = try CommandOutput.make(for: job)
+        defer { output.remove() }
         let environment = Environment.custom(
             Dictionary(
-                uniqueKeysWithValues: Self.environment(for: job, passing: passedEnvironment).map {
+                uniqueKeysWithValues: Self.environment(for: job, passing: passedEnvironment).merging(output.environment(for: job))
+                {
+                    $1
+                }.map {
                     (Environment.Key(stringLiteral: $0.key), $0.value)
                 }))
         let (executable, arguments): (String, [String]) =
@@ -80,21 +86,31 @@ public struct CommandJobHandler: JobHandler {
             input: .fileDescriptor(payload, closeAfterSpawningProcess: true), output: .currentStandardError, error: .sequence
         ) { execution in
             try await withTaskCancellationHandler {
-                var tail: [UInt8] = []
-                for try await buffer in execution.standardError {
-                    buffer.withUnsafeBytes { tail.append(contentsOf: $0) }
-                    if tail.count > 2 * Self.stderrTailBytes { tail.removeFirst(tail.count - Self.stderrTailBytes) }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    // The command's progress file, followed while it runs.
+                    group.addTask { await Self.follow(output, of: job) }
+                    defer { group.cancelAll() }
+                    var tail: [UInt8] = []
+                    for try await buffer in execution.standardError {
+                        buffer.withUnsafeBytes { tail.append(contentsOf: $0) }
+                        if tail.count > 2 * Self.stderrTailBytes { tail.removeFirst(tail.count - Self.stderrTailBytes) }
+                    }
+                    return Array(tail.suffix(Self.stderrTailBytes))
                 }
-                return Array(tail.suffix(Self.stderrTailBytes))
             } onCancel: {
                 try? execution.send(signal: .kill, toProcessGroup: true)
                 try? execution.send(signal: .kill, toProcessGroup: false)
             }
         }
         try Task.checkCancellation()
+        if let progress = output.progress() { await job.reportProgress(progress.percent, stage: progress.stage) }
         let stderrTail = String(decoding: result.closureResult, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         switch result.terminationStatus {
         case .exited(0):
+            if job.workflow != nil {
+                if let result = output.result() { try job.setResult(result) }
+                if let decision = try output.decision() { throw decision }
+            }
             return
         case .exited(Self.deadLetterStatus):
             throw PermanentJobError(stderrTail.isEmpty ? "the command exited with 65 (EX_DATAERR)" : stderrTail)
@@ -127,6 +143,19 @@ public struct CommandJobHandler: JobHandler {
             return failure
         }
         return CommandFailure(exitStatus: retryStatus, standardError: standardError)
+    }
+
+    /// Reports the progress the command writes to its output directory's `progress` file, each
+    /// time it changes, about twice a second, until cancelled.
+    static func follow(_ output: CommandOutput, of job: Job) async {
+        var reported: (percent: Int, stage: String?)?
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(500))
+            guard let progress = output.progress(), progress.percent != reported?.percent || progress.stage != reported?.stage
+            else { continue }
+            reported = progress
+            await job.reportProgress(progress.percent, stage: progress.stage)
+        }
     }
 
     /// Writes the payload to a temporary file that is unlinked at once and rewinds it, so the

@@ -44,6 +44,45 @@ public struct PushJobHandler: JobHandler {
         }
         flowControl.release(healthy: !(response.status == 429 || response.status >= 500))
         try settle(response)
+        if job.workflow != nil { try Self.applyStepReply(response, to: job) }
+    }
+
+    /// A workflow step's answer (docs/push.md, "Workflow steps"): a JSON object body may carry
+    /// `result` (text) or `result_base64`, kept as the step's result, and `decision` (`proceed`,
+    /// `block`, `retry`, `fail`) with `reason`, `step` and `after` (a duration such as `30s`).
+    /// Any other body is no answer: the step proceeds without a result.
+    ///
+    /// - Throws: ``WorkflowDecision`` for a decision; ``PermanentJobError`` for one it cannot
+    ///   read, or an answer cut off at the response limit.
+    static func applyStepReply(_ response: CurlHTTPClient.Response, to job: Job) throws {
+        guard let object = try? JSONSerialization.jsonObject(with: Data(response.body)) as? [String: Any] else { return }
+        if response.bodyTruncated {
+            throw PermanentJobError(
+                "the step's answer was cut off at the push response limit (16 KiB by default); keep the result shorter, or store it elsewhere and answer a reference"
+            )
+        }
+        if let text = object["result"] as? String {
+            try job.setResult(Array(text.utf8))
+        } else if let encoded = object["result_base64"] as? String {
+            guard let bytes = Data(base64Encoded: encoded) else {
+                throw PermanentJobError("the step's result_base64 is not base64")
+            }
+            try job.setResult(Array(bytes))
+        }
+        let reason = object["reason"] as? String ?? ""
+        switch object["decision"] as? String {
+        case nil, "proceed": return
+        case "block": throw WorkflowDecision.block(reason: reason.isEmpty ? "blocked by the step's endpoint" : reason)
+        case "fail": throw WorkflowDecision.fail(reason: reason.isEmpty ? "failed by the step's endpoint" : reason)
+        case "retry":
+            guard let step = object["step"] as? String else {
+                throw PermanentJobError("the step's retry decision names no step (\"step\": \"<name>\")")
+            }
+            let after = (object["after"] as? String).flatMap { Duration(ferryText: $0) } ?? .zero
+            throw WorkflowDecision.retry(step: step, after: after)
+        case let other?:
+            throw PermanentJobError("the step's decision \"\(other)\" is none of proceed, block, retry, fail")
+        }
     }
 
     private func settle(_ response: CurlHTTPClient.Response) throws {

@@ -49,6 +49,16 @@ struct PushRequestBuilder: Sendable {
         }
         json.append(contentsOf: #"},"subscription":"#.utf8)
         JSONText.appendString(subscription, to: &json)
+        if let workflow = job.workflow {
+            // A workflow's step: its workflow, its step, and its earlier steps' results (base64).
+            json.append(contentsOf: #","workflow":{"id":"#.utf8)
+            JSONText.appendString(workflow.id, to: &json)
+            json.append(contentsOf: #","results":"#.utf8)
+            JSONText.appendObject(workflow.results.mapValues { Data($0).base64EncodedString() }, to: &json)
+            json.append(contentsOf: #","step":"#.utf8)
+            JSONText.appendString(workflow.step, to: &json)
+            json.append(UInt8(ascii: "}"))
+        }
         json.append(UInt8(ascii: "}"))
         return json
     }
@@ -82,6 +92,11 @@ struct PushRequestBuilder: Sendable {
         }
         if let traceparent = job.message.traceparent {
             headers.append("traceparent: \(Self.headerValue(traceparent))")
+        }
+        if let workflow = job.workflow {
+            headers += [
+                "Ferry-Workflow-Id: \(Self.headerValue(workflow.id))", "Ferry-Workflow-Step: \(Self.headerValue(workflow.step))",
+            ]
         }
         headers.removeAll { userHeaderNames.contains($0.prefix { $0 != ":" }.lowercased()) }
         headers += endpoint.headers

@@ -9,7 +9,8 @@ signature verified (when SECRET is given), and how many requests were in flight 
 The answer follows a "respond" spec: the job's `respond` attribute (wrapped or raw format), else
 the path after /respond/, else 204. A spec lists one answer per delivery attempt, separated by
 ";" (the last one repeats): "503,retry-after=2;200" answers the first delivery 503 with
-Retry-After: 2 and later ones 200. An answer is a status and options: sleep=<ms>, big=<bytes>.
+Retry-After: 2 and later ones 200. An answer is a status and options: sleep=<ms>, big=<bytes>,
+reply=<percent-encoded JSON body>.
 Keep-alive is on (HTTP/1.1), so connection reuse shows as repeated client ports.
 """
 import base64, hashlib, hmac, http.server, json, os, sys, threading, time, urllib.parse
@@ -62,6 +63,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     time.sleep(int(value) / 1000)
                 elif name == "big":
                     payload = b"x" * int(value)
+                elif name == "reply":
+                    payload = urllib.parse.unquote(value).encode()
+                    extra["Content-Type"] = "application/json"
             if payload is None:
                 payload = b"" if status == 204 else f"answer {status}".encode()
             record = {

@@ -148,7 +148,10 @@ extension WorkerTests {
         try await running(next.worker(["t": JobHandlerClosure { strict.record($0) }]) { $0.concurrency = 4 }) {
             #expect(await eventually(.seconds(30)) { strict.count == 60 })
         }
-        #expect(strict.all.prefix(30).allSatisfy { $0 == "high" }, "\(strict.all.prefix(34))")
+        // A read fills its free slots from the high lane first; only the batch that takes the last
+        // high jobs may add low ones beside them (4 slots), whose handlers may start first.
+        let lastHigh = try #require(strict.all.lastIndex(of: "high"))
+        #expect(lastHigh < 30 + 3, "\(strict.all.prefix(34))")
     }
 
     @Test(
