@@ -64,7 +64,8 @@ extension Worker {
     /// finished: a warning naming each, `ferry_entries_deleted_total`, and the job status
     /// `deleted` (`mark_deleted.lua`) where the job's id is known (a reclaimed entry's id is its
     /// job id only when the producer set none: the fields that named it are gone). Nothing is
-    /// dead-lettered: there are no fields left to redrive.
+    /// dead-lettered: there are no fields left to redrive. A workflow's step ends as dead for its
+    /// workflow.
     func recordDeleted(_ entries: [(entryID: String, jobID: String?)], running: Bool, control: ControlChannel) async {
         metrics.entriesDeleted(entries.count)
         for entry in entries {
@@ -74,13 +75,12 @@ extension Worker {
                     : "entry_deleted: a pending entry was deleted from the stream (XDEL or XTRIM) before its job finished; it cannot run again",
                 metadata: ["ferry.entry_id": "\(entry.entryID)", "ferry.job_id": "\(entry.jobID ?? entry.entryID)"])
         }
-        guard configuration.recordsStatus else { return }
         do {
             _ = try await control.transition(
                 Self.markDeletedScript, keys: entries.map { .string(keys.jobStatus(jobID: $0.jobID ?? $0.entryID)) },
                 arguments: [
                     now(), .integer(configuration.keepFailed.milliseconds), .string(configuration.group),
-                    .string(keys.statusIndexPrefix),
+                    .string(keys.statusIndexPrefix), .string(keys.jobs), configuration.recordsStatus ? "1" : "0",
                 ] + entries.flatMap { [.string($0.entryID), .string($0.jobID ?? $0.entryID)] })
         } catch {
             logger.info("the deleted jobs' statuses were not recorded", metadata: redisFailure(error))

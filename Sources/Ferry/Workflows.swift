@@ -13,6 +13,7 @@ public struct Workflows: QueueStore {
 
     static let startScript = RedisScript(name: "wf_start", source: EmbeddedLuaScripts.wf_start)
     static let controlScript = RedisScript(name: "wf_control", source: EmbeddedLuaScripts.wf_control)
+    static let checkScript = RedisScript(name: "wf_check", source: EmbeddedLuaScripts.wf_check)
 
     /// Where a workflow is.
     public enum State: String, Sendable, Hashable, Codable, CaseIterable {
@@ -266,6 +267,30 @@ public struct Workflows: QueueStore {
             throw FerryError(.invalidInput, "workflow \(id) is \(parts.last ?? "not blocked"); only a blocked workflow resumes")
         case "unknown_step": throw FerryError(.notFound, "workflow \(id) has no step \(parts.last ?? "")")
         default: throw FerryError(RedisError(kind: .protocolError, message: "unexpected reply from wf_control: \(reply)"))
+        }
+    }
+
+    /// A running workflow that can no longer move: a step it waits on whose job can no longer end
+    /// it, or every step ended while it still runs.
+    public struct Stuck: Sendable, Hashable, Codable {
+        /// The workflow.
+        public var id: String
+        /// The step ('' for the workflow as a whole).
+        public var step: String
+        /// Why it cannot move.
+        public var why: String
+    }
+
+    /// The audit (`ferry workflow check`): the running workflows (at most `limit`) that can no
+    /// longer move. Every end of a step moves its workflow in the same script, so this finds
+    /// none unless someone deleted keys by hand or a bug is at work.
+    public func check(limit: Int = 10_000) async throws(FerryError) -> [Stuck] {
+        let reply = try await send(
+            Self.checkScript.command(
+                keys: [.string(keys.jobs)], arguments: [.string(keys.delayedPrefix), .integer(Int64(limit))]))
+        return (reply.array ?? []).compactMap { item in
+            guard let parts = item.array?.compactMap(\.string), parts.count == 3 else { return nil }
+            return Stuck(id: parts[0], step: parts[1], why: parts[2])
         }
     }
 

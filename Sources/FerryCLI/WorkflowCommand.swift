@@ -15,7 +15,7 @@ struct WorkflowCommand: AsyncParsableCommand {
             """,
         subcommands: [
             WorkflowStartCommand.self, WorkflowShowCommand.self, WorkflowListCommand.self, WorkflowCancelCommand.self,
-            WorkflowResumeCommand.self,
+            WorkflowResumeCommand.self, WorkflowCheckCommand.self,
         ])
 }
 
@@ -189,5 +189,28 @@ struct WorkflowResumeCommand: AsyncParsableCommand {
         LogOutput.text.bootstrap()
         try await workflows(queue, redis).resume(id, from: from)
         print("\(id): running again\(from.map { " from step \($0)" } ?? "")")
+    }
+}
+
+/// `ferry workflow check QUEUE`: exits 1 when a running workflow can no longer move.
+struct WorkflowCheckCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Find running workflows that can no longer move (a step whose job is gone); exit 1 when there are any.")
+
+    @Argument(help: "The queue name.")
+    var queue: String
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let stuck = try await workflows(queue, redis).check()
+        if stuck.isEmpty {
+            print("\(queue): no stuck workflow")
+            return
+        }
+        printTable([["WORKFLOW", "STEP", "WHY"]] + stuck.map { [$0.id, $0.step.isEmpty ? "-" : $0.step, $0.why] })
+        throw ExitCode(1)
     }
 }

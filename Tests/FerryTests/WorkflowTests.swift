@@ -106,6 +106,24 @@ extension WorkerTests {
         #expect(try await workflows(setup).list(state: .succeeded).contains("wf-chain-1"))
         let again = try await workflows(setup).start(definition, id: "wf-chain-1")
         #expect(again.isDuplicate, "an id starts one workflow")
+        #expect(try await workflows(setup).check().isEmpty)
+    }
+
+    @Test("the audit finds a running workflow whose queued step's job is gone (deleted by hand), and none otherwise")
+    func auditFindsStuck() async throws {
+        let setup = try await Setup("wf-audit")
+        let definition = WorkflowDefinition("a") { WorkflowStep("only", type: "t") }
+        try await workflows(setup).start(definition, id: "wf-ok")
+        try await workflows(setup).start(definition, id: "wf-gone")
+        #expect(try await workflows(setup).check().isEmpty, "unread steps are alive")
+        let entry = try #require(
+            try await setup.redis.send(RedisCommand("HGET", [.string(setup.keys.workflow(id: "wf-gone")), "s.only.entry_id"]))
+                .string)
+        try await setup.redis.send(RedisCommand("XDEL", [.string(setup.keys.jobs), .string(entry)]))
+        let stuck = try await workflows(setup).check()
+        #expect(stuck.map(\.id) == ["wf-gone"] && stuck.first?.step == "only", "\(stuck)")
+        let cli = try await setup.ferry("workflow", "check", setup.name)
+        #expect(cli.status == 1 && cli.standardOutput.contains("wf-gone"))
     }
 
     @Test("a diamond fans out and in: the join runs once, with both branches' results")
@@ -129,6 +147,7 @@ extension WorkerTests {
         }
         #expect(log.count("join") == 5, "each join ran once")
         #expect(log.results(of: "join").allSatisfy { $0["left"] == "left-result" && $0["right"] == "right-result" })
+        #expect(try await workflows(setup).check().isEmpty)
     }
 
     @Test("a dead-lettered step: fail_workflow fails the workflow, continue goes on, block waits for a resume")
@@ -220,6 +239,31 @@ extension WorkerTests {
             #expect(await eventually(.seconds(30)) { try await state(setup, "wf-block") == .succeeded })
         }
         #expect(blocked.steps() == ["gather", "compare", "supervise", "compare", "supervise", "publish"])
+        #expect(try await workflows(setup).check().isEmpty)
+    }
+
+    @Test("a step whose entry is deleted while it runs ends its workflow by its on_failure, never leaving it waiting")
+    func deletedStepEndsWorkflow() async throws {
+        let setup = try await Setup("wf-deleted")
+        let log = StepLog()
+        let handler = stepHandler(log) { job in
+            if job.workflow?.step == "slow" { try await Task.sleep(for: .seconds(30)) }
+        }
+        let definition = WorkflowDefinition("d") {
+            WorkflowStep("slow", type: "t")
+            WorkflowStep("after", type: "t")
+        }
+        try await running(setup.worker(["t": handler]) { $0.lease = .seconds(1) }) {
+            try await workflows(setup).start(definition, id: "wf-del")
+            #expect(await eventually(.seconds(30)) { log.count("slow") == 1 }, "the step started")
+            let entry = try #require(
+                try await setup.redis.send(RedisCommand("HGET", [.string(setup.keys.workflow(id: "wf-del")), "s.slow.entry_id"]))
+                    .string)
+            try await setup.redis.send(RedisCommand("XDEL", [.string(setup.keys.jobs), .string(entry)]))
+            #expect(await eventually(.seconds(30)) { try await state(setup, "wf-del") == .failed })
+        }
+        #expect(try await workflows(setup).status("wf-del")?.reason == "step slow was dead-lettered")
+        #expect(log.count("after") == 0)
     }
 
     @Test("cancelling a running workflow cancels its queued step and starts nothing after it")

@@ -182,6 +182,9 @@ struct DocsCommandsTests {
         }
         // What the examples name: a payload file, handlers, the push secrets.
         try write("receipt.json", #"{"order":42}"#)
+        try write(
+            "ingest.json",
+            #"{"name": "ingest", "steps": [{"name": "parse", "type": "parse-doc"}, {"name": "chunk", "type": "chunk"}]}"#)
         try write("send-email.py", "#!/bin/sh\ncat > /dev/null\n", executable: true)
         try write("handle", "#!/bin/sh\ncat > /dev/null\n", executable: true)
         try write("push", "example secret\n")
