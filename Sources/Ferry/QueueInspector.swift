@@ -39,6 +39,9 @@ public struct QueueInspector: Sendable {
         /// other than normal; empty when it has none. ``length`` and the groups' counts cover the
         /// normal lane (the stream itself) only; these rows cover each lane.
         public var priorities: [PriorityReport] = []
+        /// How many of the queue's workflows are in each state (``Workflows/State``), those kept
+        /// after they ended included; empty when it has none.
+        public var workflows: [String: Int] = [:]
     }
 
     /// One priority lane of a queue.
@@ -201,6 +204,12 @@ public struct QueueInspector: Sendable {
             "\($0.group): \($0.key)"
         }
         report.priorities = try await priorityReports(keys)
+        let states = Workflows.State.allCases
+        let workflowCounts = try await pipeline(
+            states.map { RedisCommand("ZCARD", [.string(keys.workflowIndex(state: $0.rawValue))]) })
+        for (state, count) in zip(states, workflowCounts) where (count.integer ?? 0) > 0 {
+            report.workflows[state.rawValue] = Int(count.integer ?? 0)
+        }
         return report
     }
 

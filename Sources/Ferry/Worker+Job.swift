@@ -263,18 +263,24 @@ extension Worker {
                 // (and clear its expiry).
                 await recordProgress(jobID, fields: fields, control: control)
             })
-        logger.info("job_started", metadata: ["ferry.job_type": "\(message.type)"])
+        // A workflow's step logs step_started / step_completed / step_failed with its workflow and step.
+        let lifecycle = message.workflowStep == nil ? "job" : "step"
+        if let (workflow, step) = message.workflowStep, logger.logLevel <= .info {
+            logger[metadataKey: "ferry.workflow_id"] = "\(workflow)"
+            logger[metadataKey: "ferry.step"] = "\(step)"
+        }
+        logger.info("\(lifecycle)_started", metadata: ["ferry.job_type": "\(message.type)"])
         metrics.started(publishedAt: message.publishedAt ?? entry.time)
         let started = ContinuousClock.now
         do {
             job.workflow = try await workflowContext(of: message, control: control)
             try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout, lock: lock)
             let duration = ContinuousClock.now - started
-            metrics.handlerDuration(duration, type: message.type)
+            metrics.handlerDuration(duration, type: message.type, step: message.step)
             // Completed only once acknowledged: a worker that lost the entry meanwhile (a long
             // pause, a frozen connection) ran the handler for nothing, and must not say otherwise.
             let completed: @Sendable (Logger) -> Void = { [self] logger in
-                logger.info("job_completed", metadata: ["ferry.latency_ms": "\(duration.milliseconds)"])
+                logger.info("\(lifecycle)_completed", metadata: ["ferry.latency_ms": "\(duration.milliseconds)"])
                 metrics.job(.completed, type: message.type)
                 notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
             }
@@ -312,14 +318,14 @@ extension Worker {
             logger.warning("lease_lost: \(error)")
         } catch let decision as WorkflowDecision where message.workflowStep != nil {
             let duration = ContinuousClock.now - started
-            metrics.handlerDuration(duration, type: message.type)
+            metrics.handlerDuration(duration, type: message.type, step: message.step)
             metrics.job(.completed, type: message.type)
             if let (workflow, step) = message.workflowStep,
                 await endStep(
                     entry.id, jobID: jobID, workflow: workflow, step: step, outcome: .succeeded, processing: duration,
                     result: job.workflow?.resultSink.value.withLock { $0 }, decision: decision, control: control, logger: logger)
             {
-                logger.info("job_completed", metadata: ["ferry.latency_ms": "\(duration.milliseconds)"])
+                logger.info("step_completed", metadata: ["ferry.latency_ms": "\(duration.milliseconds)"])
                 notify(.succeeded, jobID: jobID, entry: entry, attempt: attempt, message: message)
             }
         } catch let error as PermanentJobError {
@@ -365,7 +371,7 @@ extension Worker {
             metrics.handlerDuration(ContinuousClock.now - started, type: message.type)
             let errorClass = (error as? any RetryableJobError)?.errorClass ?? String(describing: type(of: error))
             logger.info(
-                "job_failed",
+                "\(lifecycle)_failed",
                 metadata: [
                     "ferry.error_class": "\(errorClass)", "ferry.latency_ms": "\((ContinuousClock.now - started).milliseconds)",
                     "ferry.error": "\(FailureText.keepingEnd("\(error)", limit: FailureText.loggedLimit))",

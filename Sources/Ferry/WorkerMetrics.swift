@@ -54,9 +54,14 @@ struct WorkerMetrics: Sendable {
         ).increment()
     }
 
-    func handlerDuration(_ duration: Duration, type: String) {
+    func handlerDuration(_ duration: Duration, type: String, step: String? = nil) {
         CoreMetrics.Timer(label: "ferry_job_duration_seconds", dimensions: [("queue", queue), ("group", group), ("type", type)])
             .recordNanoseconds(duration.nanoseconds)
+        if let step {
+            // A workflow step's run that ended it (succeeded or decided), by step name.
+            CoreMetrics.Timer(label: "ferry_step_duration_seconds", dimensions: [("queue", queue), ("group", group), ("step", step)])
+                .recordNanoseconds(duration.nanoseconds)
+        }
     }
 
     /// From publish (`published_at`, else the entry ID's time) to the handler starting.

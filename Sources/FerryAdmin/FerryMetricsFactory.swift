@@ -26,6 +26,8 @@ public struct FerryMetricsFactory: MetricsFactory {
         "ferry_jobs_total":
             "Deliveries by how they ended (completed, failed, retried, dead_lettered, skipped_duplicate, cancelled, snoozed, waited).",
         "ferry_job_duration_seconds": "How long handlers ran, by job type.",
+        "ferry_step_duration_seconds": "How long the runs that ended workflow steps took, by step name.",
+        "ferry_workflows": "Workflows of the queue by state (sampled every --sample-interval).",
         "ferry_job_start_latency_seconds": "From publish (published_at, else the entry ID's time) to the handler starting.",
         "ferry_jobs_in_flight": "Jobs running or being acknowledged by this worker, exact at scrape time.",
         "ferry_reclaims_total": "Entries whose lease expired (a crashed or frozen worker's) that this worker claimed.",
@@ -54,6 +56,7 @@ public struct FerryMetricsFactory: MetricsFactory {
         var stock = PrometheusMetricsFactory(registry: registry)
         stock.durationHistogramBuckets = [
             "ferry_job_start_latency_seconds": Self.latencyBuckets, "ferry_job_duration_seconds": Self.latencyBuckets,
+            "ferry_step_duration_seconds": Self.latencyBuckets,
         ]
         self.stock = stock
     }

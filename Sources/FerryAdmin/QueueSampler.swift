@@ -8,7 +8,7 @@ import ServiceLifecycle
 /// touching Redis: `ferry_stream_length{queue}`, `ferry_dead_letters{queue}`,
 /// `ferry_ordering_keys_blocked{queue}`, per group `ferry_group_lag`, `ferry_group_pending`,
 /// `ferry_oldest_pending_age_seconds`, and per priority lane (a queue with lanes)
-/// `ferry_priority_depth` and `ferry_priority_oldest_age_seconds`.
+/// `ferry_priority_depth` and `ferry_priority_oldest_age_seconds`, and `ferry_workflows{queue,state}`.
 public struct QueueSampler: Sendable {
     /// The queue whose backlog is sampled.
     public let queue: QueueName
@@ -54,6 +54,10 @@ public struct QueueSampler: Sendable {
             Gauge(label: "ferry_group_pending", dimensions: dimensions).record(group.pending)
             Gauge(label: "ferry_oldest_pending_age_seconds", dimensions: dimensions)
                 .record(Double(group.oldestPendingAgeMilliseconds ?? 0) / 1000)
+        }
+        for state in Workflows.State.allCases {
+            Gauge(label: "ferry_workflows", dimensions: queue + [("state", state.rawValue)])
+                .record(report.workflows[state.rawValue] ?? 0)
         }
         for lane in report.priorities {
             let dimensions = queue + [("priority", lane.priority)]

@@ -92,6 +92,12 @@ struct InspectCommand: AsyncParsableCommand {
             printTable([["QUEUE", "PRIORITY", "LENGTH", "DEPTH", "OLDEST"]] + lanes)
             print("")
         }
+        for report in reports where !report.workflows.isEmpty {
+            let counts = Workflows.State.allCases.compactMap { state in
+                report.workflows[state.rawValue].map { "\($0) \(state.rawValue)" }
+            }
+            print("\(report.queue): workflows: \(counts.joined(separator: ", ")) (ferry workflow list \(report.queue) --state S)")
+        }
         for report in reports where report.scheduled > 0 {
             print("\(report.queue): \(report.scheduled) scheduled, the next due at \(report.nextDueAt ?? "-")")
         }

@@ -63,6 +63,12 @@ struct WorkflowProcessTests {
         let parseJob = try #require(steps.first?["job"] as? [String: String])
         #expect(parseJob["progress"] == "100" && parseJob["stage"] == "reading", "\(parseJob)")
 
+        let stepLines = scratch.lines("w0.log").filter { $0.contains(#""workflow_id":"wf-1""#) }
+        #expect(stepLines.contains { $0.contains(#""event":"step_completed""#) && $0.contains(#""step":"parse""#) })
+        #expect(stepLines.contains { $0.contains(#""event":"decision""#) && $0.contains(#""step":"review""#) })
+        let inspected = try await s.ferry("inspect", s.name)
+        #expect(inspected.standardOutput.contains("workflows: 1 succeeded"), "\(inspected.standardOutput)")
+
         let again = try await s.ferry("workflow", "start", s.name, document, "--id", "wf-1")
         #expect(again.standardOutput.contains("already started"))
         let bad = try await s.ferry("workflow", "resume", s.name, "wf-1")
