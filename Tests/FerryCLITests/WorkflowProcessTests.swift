@@ -122,3 +122,59 @@ struct WorkflowProcessTests {
         _ = await decider.waitForExit()
     }
 }
+
+extension WorkflowProcessTests {
+    @Test(
+        "kill -9 of worker processes at random points of a 1,000-workflow run: every workflow succeeds, no step runs more often than its attempts allow, the audit finds none stuck"
+    )
+    func killedWorkersMidRun() async throws {
+        let s = try await TestQueue("wf-kill"), scratch = try Scratch()
+        let server = try await PushEndpointServer()
+        defer { Task { await server.stop() } }
+        let definition = WorkflowDefinition("chain") {
+            WorkflowStep("a", type: "t", maxAttempts: 5)
+            WorkflowStep("b", type: "t", maxAttempts: 5)
+            WorkflowStep("c", type: "t", maxAttempts: 5)
+        }
+        let workflows = Workflows(queue: s.queue, connection: s.redis)
+        let count = 1000
+        for index in 0..<count { try await workflows.start(definition, id: "k-\(index)") }
+        var generation = 0
+        func start(_ index: Int) throws -> ChildProcess {
+            generation += 1
+            return try ChildProcess(
+                try ferryExecutable(),
+                [
+                    "worker", s.name, "--push", server.url(), "--consumer", "w\(index)-\(generation)", "--concurrency", "16",
+                    "--lease", "2s", "--redis", s.url,
+                ],
+                standardOutput: scratch.path("w\(index)-\(generation).log"),
+                standardError: scratch.path("w\(index)-\(generation).err"))
+        }
+        var workers = try (0..<3).map(start)
+        defer { workers.forEach { $0.signal(SIGKILL) } }
+        func succeeded() async throws -> Int {
+            Int(try await s.redis.send(RedisCommand("ZCARD", [.string(s.keys.workflowIndex(state: "succeeded"))])).integer ?? 0)
+        }
+        // Kill a random worker at random points while the run goes on, and start another in its place.
+        for _ in 0..<5 {
+            let before = server.requests.count
+            #expect(await eventually(.seconds(60)) { server.requests.count > before + 100 }, "the run goes on")
+            let victim = Int.random(in: 0..<workers.count)
+            workers[victim].signal(SIGKILL)
+            _ = await workers[victim].waitForExit()
+            workers[victim] = try start(victim)
+        }
+        #expect(await eventually(.seconds(240)) { try await succeeded() == count }, "every workflow succeeded")
+        var runs: [String: Int] = [:]
+        for request in server.requests {
+            guard let jobID = request.message?["jobId"] as? String else { continue }
+            runs[String(jobID.prefix { $0 != "#" }), default: 0] += 1
+        }
+        #expect(runs.count == count * 3, "every step ran")
+        #expect(runs.values.allSatisfy { $0 <= 5 }, "no step ran more than its 5 attempts: \(runs.values.max() ?? 0)")
+        #expect(try await workflows.check().isEmpty)
+        for worker in workers { worker.signal(SIGTERM) }
+        for worker in workers { _ = await worker.waitForExit() }
+    }
+}
