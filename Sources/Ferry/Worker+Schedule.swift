@@ -23,6 +23,7 @@ extension Worker {
             if turn % 4 == 0 {
                 await refreshLimits(control)
                 await refreshLanes(control)
+                await failOverdueWorkflows(control)
             }
             do {
                 for jobID in try await schedules.fireDue(
@@ -46,6 +47,20 @@ extension Worker {
                     "moving due scheduled jobs failed; tried again shortly", metadata: error.redisError.map(redisFailure) ?? [:])
             }
             try? await Task.sleep(for: Self.dueCheckInterval)
+        }
+    }
+
+    /// Fails the queue's workflows whose deadline has passed (``Workflows/expireOverdue(keepFailed:limit:)``).
+    func failOverdueWorkflows(_ control: ControlChannel) async {
+        do {
+            for id in try await Workflows(queue: queue, connection: control.connection).expireOverdue(
+                keepFailed: configuration.keepFailed)
+            {
+                logger.info("workflow_failed: its deadline passed", metadata: ["ferry.workflow_id": "\(id)"])
+            }
+        } catch {
+            logger.info(
+                "failing overdue workflows failed; tried again shortly", metadata: error.redisError.map(redisFailure) ?? [:])
         }
     }
 }

@@ -59,8 +59,10 @@ struct WorkerMetrics: Sendable {
             .recordNanoseconds(duration.nanoseconds)
         if let step {
             // A workflow step's run that ended it (succeeded or decided), by step name.
-            CoreMetrics.Timer(label: "ferry_step_duration_seconds", dimensions: [("queue", queue), ("group", group), ("step", step)])
-                .recordNanoseconds(duration.nanoseconds)
+            CoreMetrics.Timer(
+                label: "ferry_step_duration_seconds", dimensions: [("queue", queue), ("group", group), ("step", step)]
+            )
+            .recordNanoseconds(duration.nanoseconds)
         }
     }
 

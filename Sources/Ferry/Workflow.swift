@@ -12,19 +12,28 @@ public struct WorkflowDefinition: Sendable, Hashable, Codable {
     public var name: String
     /// Its steps, in order: a step without ``WorkflowStep/after`` follows the one before it.
     public var steps: [WorkflowStep]
+    /// How long it may take from its start (`deadline_ms`): past it, it fails and its queued
+    /// steps are cancelled. Nil for no deadline.
+    public var deadlineMilliseconds: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case name, steps
+        case deadlineMilliseconds = "deadline_ms"
+    }
 
     /// The most steps a workflow may have.
     public static let maxSteps = 100
 
     /// A workflow of these steps.
-    public init(name: String, steps: [WorkflowStep]) {
+    public init(name: String, steps: [WorkflowStep], deadline: Duration? = nil) {
         self.name = name
         self.steps = steps
+        self.deadlineMilliseconds = deadline.map { Int($0.milliseconds) }
     }
 
     /// A workflow whose steps the builder lists, in order.
-    public init(_ name: String, @WorkflowStepsBuilder steps: () -> [WorkflowStep]) {
-        self.init(name: name, steps: steps())
+    public init(_ name: String, deadline: Duration? = nil, @WorkflowStepsBuilder steps: () -> [WorkflowStep]) {
+        self.init(name: name, steps: steps(), deadline: deadline)
     }
 
     /// Reads the JSON document (the keys are the wire format's snake_case names).
@@ -73,6 +82,7 @@ public struct WorkflowDefinition: Sendable, Hashable, Codable {
         if name.isEmpty { throw FerryError(.invalidInput, "a workflow needs a name") }
         if steps.isEmpty { throw invalid("it has no steps") }
         if steps.count > Self.maxSteps { throw invalid("it has \(steps.count) steps, more than \(Self.maxSteps)") }
+        if let deadline = deadlineMilliseconds, deadline < 1 { throw invalid("deadline_ms must be at least 1") }
         var names: Set<String> = []
         for step in steps {
             if step.name.isEmpty || step.name.count > 100 || step.name.hasPrefix(".")

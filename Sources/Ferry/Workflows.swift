@@ -14,6 +14,7 @@ public struct Workflows: QueueStore {
     static let startScript = RedisScript(name: "wf_start", source: EmbeddedLuaScripts.wf_start)
     static let controlScript = RedisScript(name: "wf_control", source: EmbeddedLuaScripts.wf_control)
     static let checkScript = RedisScript(name: "wf_check", source: EmbeddedLuaScripts.wf_check)
+    static let expireScript = RedisScript(name: "wf_expire", source: EmbeddedLuaScripts.wf_expire)
 
     /// Where a workflow is.
     public enum State: String, Sendable, Hashable, Codable, CaseIterable {
@@ -64,6 +65,7 @@ public struct Workflows: QueueStore {
             .string(id), .string(definition.name), .bytes(data), .string(group),
             idempotencyKey == nil ? "" : .integer(dedupWindow.milliseconds),
             .integer(Int64(definition.steps.reduce(0) { $0 + $1.weight })),
+            definition.deadlineMilliseconds.map { .integer(Int64($0)) } ?? "",
         ]
         for step in definition.compiledSteps(defaultAttempts: RetryPolicy().maxAttempts) {
             arguments += [.string(step.name), .string(step.spec)]
@@ -292,6 +294,16 @@ public struct Workflows: QueueStore {
             guard let parts = item.array?.compactMap(\.string), parts.count == 3 else { return nil }
             return Stuck(id: parts[0], step: parts[1], why: parts[2])
         }
+    }
+
+    /// Fails the workflows whose deadline has passed (`wf_expire.lua`), their queued steps asked to
+    /// cancel: any worker calls it about every second. Returns their ids.
+    @discardableResult
+    public func expireOverdue(keepFailed: Duration = .seconds(604_800), limit: Int = 100) async throws(FerryError) -> [String] {
+        let reply = try await send(
+            Self.expireScript.command(
+                keys: [.string(keys.jobs)], arguments: [.integer(keepFailed.milliseconds), .integer(Int64(limit))]))
+        return reply.array?.compactMap(\.string) ?? []
     }
 
     /// Removes from the index of workflows those that ended longer ago than they are kept

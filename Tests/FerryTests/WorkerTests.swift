@@ -612,6 +612,38 @@ struct WorkerTests {
         }
     }
 
+    @Test(
+        "a delivery whose entry another worker took and parked as busy while its handler ran still marks the key done and frees the lock, so the key never runs twice"
+    )
+    func completionAfterLostEntryMarksKey() async throws {
+        let setup = try await Setup()
+        let entry = try #require(
+            try await setup.redis.send(
+                RedisCommand("XADD", [.string(setup.keys.jobs), "*", "type", "t", "idempotency_key", "k"])
+            )
+            .string)
+        try await setup.redis.send(RedisCommand("XGROUP", ["CREATE", .string(setup.keys.jobs), "workers", "0"]))
+        try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "a", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), ">"]))
+        let lock = setup.keys.inFlightLock(idempotencyKey: "k"), done = setup.keys.completed(idempotencyKey: "k")
+        try await setup.redis.send(RedisCommand("SET", [.string(lock), "token-a"]))
+        // Another worker reclaimed the entry, found the key busy and parked it: acknowledged here.
+        try await setup.redis.send(RedisCommand("XACK", [.string(setup.keys.jobs), "workers", .string(entry)]))
+        let reply = try await setup.redis.run(
+            Worker.completeScript, keys: [.string(setup.keys.jobs), .string(done), .string(lock)],
+            arguments: ["workers", "a", .string(entry), 86_400_000, "job-k", "token-a"])
+        #expect(reply.integer == 0, "the entry is not this delivery's to acknowledge")
+        #expect(try await setup.redis.send(RedisCommand("GET", [.string(done)])).string == "job-k")
+        #expect(try await setup.redis.send(RedisCommand("EXISTS", [.string(lock)])) == .integer(0))
+        // A delivery that no longer holds the lock marks nothing.
+        try await setup.redis.send(RedisCommand("DEL", [.string(done)]))
+        try await setup.redis.send(RedisCommand("SET", [.string(lock), "token-b"]))
+        _ = try await setup.redis.run(
+            Worker.completeScript, keys: [.string(setup.keys.jobs), .string(done), .string(lock)],
+            arguments: ["workers", "a", .string(entry), 86_400_000, "job-k", "token-a"])
+        #expect(try await setup.redis.send(RedisCommand("EXISTS", [.string(done)])) == .integer(0))
+    }
+
     @Test("two entries with one idempotency key, on two workers: the handler runs once, never concurrently")
     func idempotencyGuard() async throws {
         let setup = try await Setup()
@@ -628,12 +660,20 @@ struct WorkerTests {
             try await setup.redis.send(
                 RedisCommand("XADD", [.string(setup.keys.jobs), "*", "type", "t", "idempotency_key", "order-7"]))
         }
+        let done = setup.keys.completed(idempotencyKey: "order-7")
         try await running(setup.worker(["t": handler]), setup.worker(["t": handler])) {
-            #expect(await eventually { try await setup.pendingCount() == 0 })
+            // Done: the key marked, nothing pending, nothing parked (a busy delivery waits there).
+            #expect(
+                await eventually(.seconds(30)) {
+                    let parked = try await setup.redis.send(
+                        RedisCommand("ZCARD", [.string(setup.keys.delayed(group: "workers").due)]))
+                    let marked = try await setup.redis.send(RedisCommand("EXISTS", [.string(done)]))
+                    let pending = try await setup.pendingCount()
+                    return marked == .integer(1) && pending == 0 && parked == .integer(0)
+                })
         }
         #expect(seen.count == 1)
         #expect(!overlap.sawOverlap)
-        let done = setup.keys.completed(idempotencyKey: "order-7")
         let ttl = try await setup.redis.send(RedisCommand("PTTL", [.string(done)])).integer ?? 0
         #expect(ttl > 23 * 3600 * 1000, "the key is remembered for 24 h")
         #expect(

@@ -266,6 +266,36 @@ extension WorkerTests {
         #expect(log.count("after") == 0)
     }
 
+    @Test("a workflow past its deadline fails, its running step cancelled, and nothing after it starts")
+    func deadlinePasses() async throws {
+        let setup = try await Setup("wf-deadline")
+        let log = StepLog()
+        let handler = stepHandler(log) { job in
+            if job.workflow?.step == "slow" { try await Task.sleep(for: .seconds(60)) }
+        }
+        let definition = WorkflowDefinition("late", deadline: .seconds(1)) {
+            WorkflowStep("slow", type: "t")
+            WorkflowStep("after", type: "t")
+        }
+        #expect(
+            try WorkflowDefinition(json: Array(#"{"name": "x", "deadline_ms": 500, "steps": [{"name": "a", "type": "t"}]}"#.utf8))
+                .deadlineMilliseconds == 500)
+        try await running(setup.worker(["t": handler]) { $0.lease = .seconds(1) }) {
+            try await workflows(setup).start(definition, id: "wf-late")
+            #expect(await eventually(.seconds(30)) { log.count("slow") == 1 }, "the step started")
+            #expect(await eventually(.seconds(30)) { try await state(setup, "wf-late") == .failed })
+            #expect(
+                await eventually(.seconds(30)) {
+                    try await JobStatus.load(jobID: "wf-late/slow", queue: setup.queue, connection: setup.redis)?.state
+                        == .cancelled
+                })
+        }
+        #expect(try await workflows(setup).status("wf-late")?.reason == "its deadline passed")
+        #expect(log.count("after") == 0)
+        let deadlines = setup.keys.prefix + ":wf:deadlines"
+        #expect(try await setup.redis.send(RedisCommand("ZCARD", [.string(deadlines)])).integer == 0, "it left the deadlines")
+    }
+
     @Test("cancelling a running workflow cancels its queued step and starts nothing after it")
     func cancelWorkflow() async throws {
         let setup = try await Setup("wf-cancel")

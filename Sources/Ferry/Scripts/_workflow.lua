@@ -32,6 +32,7 @@ local function workflow_set_state(stream, wf, id, to, now, keep)
   redis.call('HSET', wf, 'state', to, 'updated_at', now)
   if to == 'succeeded' or to == 'failed' or to == 'cancelled' then
     redis.call('HSET', wf, 'finished_at', now)
+    redis.call('ZREM', queue_prefix(stream) .. ':wf:deadlines', id)
     for _, key in ipairs({ wf, wf .. ':results', wf .. ':history' }) do
       redis.call('PEXPIRE', key, keep)
     end

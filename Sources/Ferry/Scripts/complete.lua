@@ -18,10 +18,18 @@
 -- Acknowledges the entry, marks the key done, releases the lock and records the success in one
 -- step, so no crash can leave a key acknowledged but not marked (it would run again), marked
 -- but pending, or done while its status still says running. As ack.lua does for other jobs.
--- Returns 1, or 0 when this consumer no longer owns the entry (nothing is written then).
+-- Returns 1, or 0 when this consumer no longer owns the entry: nothing of the entry is written
+-- then. But when this delivery still holds the key's lock (its lease ran out while the handler
+-- ran, on a stalled machine, and another worker took the entry and parked it as busy), the
+-- handler did run to its end under the guard: the key is marked done and the lock released, so
+-- the parked delivery skips it instead of running it a second time once the lock lapses.
 -- ferry:prelude
 local record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 if not record then
+  if redis.call('GET', KEYS[3]) == ARGV[6] then
+    redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[4])
+    redis.call('DEL', KEYS[3])
+  end
   return 0
 end
 redis.call('XACK', lane, ARGV[1], ARGV[3])
