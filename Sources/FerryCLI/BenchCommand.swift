@@ -15,7 +15,7 @@ struct BenchCommand: AsyncParsableCommand {
             """,
         subcommands: [
             PublishBenchmark.self, WorkerBenchmark.self, MemoryBenchmark.self, ListBenchmark.self, ScheduleBenchmark.self,
-            RetryBenchmark.self, LimitBenchmark.self,
+            RetryBenchmark.self, LimitBenchmark.self, WorkflowBenchmark.self,
             PushBenchmark.self,
             LoopbackEndpoint.self,
         ])

@@ -43,6 +43,9 @@ public struct PushJobHandler: JobHandler {
             throw error
         }
         flowControl.release(healthy: !(response.status == 429 || response.status >= 500))
+        if let progress = response.headers["ferry-progress"].flatMap(Self.parseProgress) {
+            await job.reportProgress(progress.percent, stage: progress.stage)
+        }
         try settle(response)
         if job.workflow != nil { try Self.applyStepReply(response, to: job) }
     }
@@ -95,6 +98,14 @@ public struct PushJobHandler: JobHandler {
             response.status == 429 || response.status == 503
             ? response.headers["retry-after"].flatMap { Self.parseRetryAfter($0, now: Date()) } : nil
         throw PushError.status(response.status, reason: reason, retryAfter: retryAfter)
+    }
+
+    /// A `Ferry-Progress` header, `<percent> [stage]` (docs/push.md): the job's progress as the
+    /// endpoint answered, on any response (a retried one too); nil when it does not parse.
+    static func parseProgress(_ value: String) -> (percent: Int, stage: String?)? {
+        let words = value.trimmingCharacters(in: .whitespaces).split(separator: " ", maxSplits: 1)
+        guard let first = words.first, let percent = Int(first) else { return nil }
+        return (min(max(percent, 0), 100), words.count > 1 ? String(words[1]) : nil)
     }
 
     /// `Retry-After` is seconds or an HTTP date (RFC 9110); a date in the past means now.

@@ -89,7 +89,8 @@ struct WorkflowProcessTests {
         let workflows = Workflows(queue: s.queue, connection: s.redis)
         let reply = #"{"result": "from the endpoint"}"#.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""
         let worker = try ChildProcess(
-            try ferryExecutable(), ["worker", s.name, "--push", server.url("/respond/200,reply=\(reply)"), "--redis", s.url],
+            try ferryExecutable(),
+            ["worker", s.name, "--push", server.url("/respond/200,reply=\(reply),progress=60%20halfway"), "--redis", s.url],
             standardOutput: scratch.path("w.log"), standardError: scratch.path("w.err"))
         defer { worker.signal(SIGKILL) }
         try await workflows.start(definition, id: "wf-p")
@@ -100,6 +101,8 @@ struct WorkflowProcessTests {
         let results = try #require(workflow["results"] as? [String: String])
         #expect(results["first"].flatMap { Data(base64Encoded: $0) } == Data("from the endpoint".utf8))
         #expect(server.requests.last?.headers["ferry-workflow-step"] == "second")
+        let first = try await JobStatus.load(jobID: "wf-p/first", queue: s.queue, connection: s.redis)
+        #expect(first?.fields["stage"] == "halfway", "the endpoint's Ferry-Progress header: \(first?.fields ?? [:])")
         #expect(
             try await workflows.results("wf-p") == [
                 "first": Array("from the endpoint".utf8), "second": Array("from the endpoint".utf8),

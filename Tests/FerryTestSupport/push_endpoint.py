@@ -10,7 +10,7 @@ The answer follows a "respond" spec: the job's `respond` attribute (wrapped or r
 the path after /respond/, else 204. A spec lists one answer per delivery attempt, separated by
 ";" (the last one repeats): "503,retry-after=2;200" answers the first delivery 503 with
 Retry-After: 2 and later ones 200. An answer is a status and options: sleep=<ms>, big=<bytes>,
-reply=<percent-encoded JSON body>.
+reply=<percent-encoded JSON body>, progress=<percent-encoded Ferry-Progress header>.
 Keep-alive is on (HTTP/1.1), so connection reuse shows as repeated client ports.
 """
 import base64, hashlib, hmac, http.server, json, os, sys, threading, time, urllib.parse
@@ -63,6 +63,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     time.sleep(int(value) / 1000)
                 elif name == "big":
                     payload = b"x" * int(value)
+                elif name == "progress":
+                    extra["Ferry-Progress"] = urllib.parse.unquote(value)
                 elif name == "reply":
                     payload = urllib.parse.unquote(value).encode()
                     extra["Content-Type"] = "application/json"
