@@ -30,10 +30,14 @@ public struct JobHandlerClosure: JobHandler {
 public struct PermanentJobError: Error, Sendable, CustomStringConvertible {
     /// Why the job can never succeed: the dead-letter reason.
     public var message: String
+    /// The dead letter's `dead_letter.error_class`: `permanent_failure` unless the thrower names
+    /// a class of its own (the worker's `payload_missing`, say), which dashboards can count.
+    public var errorClass: String
 
     /// `message` becomes the dead-letter entry's `dead_letter.error`.
-    public init(_ message: String) {
+    public init(_ message: String, errorClass: String = "permanent_failure") {
         self.message = message
+        self.errorClass = errorClass
     }
 
     public var description: String { message }
@@ -100,8 +104,8 @@ public struct Job: Sendable {
     public let group: String
     /// 1 on first delivery; grows with each redelivery (after a failure or an expired lease).
     public let deliveryAttempt: Int
-    /// Everything the producer wrote, decoded.
-    public let message: JobMessage
+    /// Everything the producer wrote, decoded; a payload by reference is fetched into `data`.
+    public internal(set) var message: JobMessage
     /// Writes progress to the job's status hash; set by the worker.
     var progressReporter: @Sendable (Int, String?) async -> Void = { _, _ in }
     /// The workflow this job is a step of, with its dependencies' results; nil for a job of its own.

@@ -11,6 +11,9 @@ public struct JobMessage: Sendable, Hashable {
     public var type: String
     /// The payload: JSON by convention, but any bytes, possibly empty.
     public var data: [UInt8]
+    /// Where the payload is instead, when it was stored by reference (`data_ref`): a worker
+    /// fetches and checks it into ``data`` before the handler runs.
+    public var dataReference: PayloadReference?
     /// A stable id chosen by the producer; when nil the stream entry ID serves as the job id.
     public var jobID: String?
     /// Publishing twice with the same key within the dedup window adds one entry; a worker runs
@@ -162,7 +165,13 @@ extension JobMessage {
     private func encode(defaultPublishedAt: Date? = nil, _ field: (RedisArgument, RedisArgument) -> Void) {
         typealias F = WireFormat.Field
         field(.string(F.type), .string(type))
-        field(.string(F.data), .bytes(data))
+        if let dataReference {
+            field(.string(F.dataReference), .string(dataReference.place.rawValue))
+            field(.string(F.dataSHA256), .string(dataReference.sha256))
+            field(.string(F.dataSize), .integer(Int64(dataReference.size)))
+        } else {
+            field(.string(F.data), .bytes(data))
+        }
         if let jobID { field(.string(F.jobID), .string(jobID)) }
         if let idempotencyKey { field(.string(F.idempotencyKey), .string(idempotencyKey)) }
         if let key { field(.string(F.key), .string(key)) }
@@ -210,6 +219,7 @@ extension JobMessage {
         typealias F = WireFormat.Field
         var seenReserved: Set<String> = []
         var type: String?
+        var place: PayloadReference.Place?, sha256: String?, size: Int?
         var message = JobMessage(type: "")
 
         func text(_ field: JobField, _ name: String) throws(WireFormatError) -> String {
@@ -261,6 +271,23 @@ extension JobMessage {
                 message.key = try nonEmptyText(field, name)
             case F.orderingKey:
                 message.orderingKey = try nonEmptyText(field, name)
+            case F.dataReference:
+                guard let found = PayloadReference.Place(rawValue: String(decoding: field.value, as: UTF8.self)) else {
+                    throw WireFormatError(
+                        field: name,
+                        problem:
+                            "\"\(String(decoding: field.value.prefix(40), as: UTF8.self).debugEscaped)\" is not a place this worker reads payloads from; write redis (the payload in ferry:{Q}:payload:<data_sha256>)"
+                    )
+                }
+                place = found
+            case F.dataSHA256:
+                let hex = try text(field, name)
+                guard hex.count == 64, hex.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else {
+                    throw WireFormatError(field: name, problem: "must be a SHA-256 in 64 lower-case hex digits")
+                }
+                sha256 = hex
+            case F.dataSize:
+                size = try positiveInteger(field, name)
             case F.workflow:
                 message.workflowID = try nonEmptyText(field, name)
             case F.step:
@@ -322,6 +349,23 @@ extension JobMessage {
             throw WireFormatError(field: F.type, problem: "empty; every job needs a type that routes it to a handler")
         }
         message.type = type
+        if place != nil || sha256 != nil || size != nil {
+            guard let place, let sha256, let size else {
+                throw WireFormatError(
+                    field: F.dataReference, problem: "data_ref, data_sha256 and data_size go together; one is missing")
+            }
+            guard message.data.isEmpty else {
+                throw WireFormatError(field: F.data, problem: "a job with data_ref carries its payload there; leave data out")
+            }
+            guard size <= maxPayloadBytes else {
+                throw WireFormatError(field: F.dataSize, problem: "\(size) bytes, over the limit of \(maxPayloadBytes) bytes")
+            }
+            guard place != .workflow || message.workflowID != nil else {
+                throw WireFormatError(
+                    field: F.dataReference, problem: "workflow names a workflow's input, but the job is no workflow's step")
+            }
+            message.dataReference = PayloadReference(place: place, sha256: sha256, size: size)
+        }
         self = message
     }
 }

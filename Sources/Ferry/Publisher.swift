@@ -33,6 +33,13 @@ public final class Publisher: Sendable {
         public var recordsStatus = true
         /// How long a queued status lives if no worker ever runs the job.
         public var statusTTL: Duration = .seconds(24 * 3600)
+        /// A payload larger than this is stored once in `ferry:{Q}:payload:<sha256>` and the entry
+        /// carries a reference (``PayloadReference``), which the worker fetches and checks before
+        /// the handler runs; nil keeps every payload in its entry. ``maxPayloadBytes`` bounds both.
+        public var inlinePayloadLimit: Int? = PayloadReference.defaultInlineLimit
+        /// How long a payload stored by reference lives after its publish (plus a scheduled job's
+        /// wait) or its last delivery, at least: longer than any job waits in the queue.
+        public var payloadTTL: Duration = PayloadReference.defaultTTL
 
         /// The defaults: idempotent publish within 24 h, status recorded, retention off.
         public init() {}
@@ -171,6 +178,12 @@ public final class Publisher: Sendable {
             job.deliverAt = nil  // the due index holds the time; the entry runs when it arrives
             named.append(job)
         }
+        let wait: Duration
+        switch due {
+        case .at(let date): wait = .milliseconds(max(0, date.millisecondsSince1970 - Date().millisecondsSince1970))
+        case .after(let delay): wait = delay
+        }
+        named = try await storingLargePayloads(named, waiting: wait)
         var receipts: [PublishReceipt] = []
         receipts.reserveCapacity(named.count)
         var start = 0
@@ -252,6 +265,7 @@ public final class Publisher: Sendable {
         }
         if jobs.isEmpty { return [] }
         for job in jobs { try job.validateForPublishing(maxPayloadBytes: configuration.maxPayloadBytes) }
+        let jobs = try await storingLargePayloads(jobs)
         let now = Date()
         let bounds = try await bounds()
         var receipts: [PublishReceipt] = []
@@ -286,6 +300,36 @@ public final class Publisher: Sendable {
         }
         try await enforceRetentionIfDue()
         return receipts
+    }
+
+    /// Moves each payload over ``Configuration/inlinePayloadLimit`` out of its job into
+    /// `ferry:{Q}:payload:<sha256>`, stored (one pipeline) before any entry names it, for
+    /// ``Configuration/payloadTTL`` plus `waiting` (a scheduled job's wait for its time).
+    private func storingLargePayloads(_ jobs: [JobMessage], waiting: Duration = .zero) async throws(FerryError) -> [JobMessage] {
+        guard let limit = configuration.inlinePayloadLimit, jobs.contains(where: { $0.data.count > limit }) else { return jobs }
+        var stores: [RedisCommand] = []
+        let moved = jobs.map { job in
+            guard job.data.count > limit else { return job }
+            var referring = job
+            let (reference, commands) = PayloadReference.store(job.data, keys, ttl: configuration.payloadTTL + waiting)
+            referring.dataReference = reference
+            referring.data = []
+            stores += commands
+            return referring
+        }
+        let replies: [RedisReply]
+        do {
+            replies = try await connection.pipeline(stores)
+        } catch {
+            throw FerryError(error)
+        }
+        for (command, reply) in zip(stores, replies) {
+            if case .error(let message) = reply {
+                throw FerryError(
+                    RedisError.server(message, command: command.name, endpoint: connection.configuration.redactedURL))
+            }
+        }
+        return moved
     }
 
     /// Trims entries older than ``Configuration/retention`` that every group has finished, in

@@ -71,9 +71,16 @@ public struct QueueKeys: Sendable, Hashable {
     /// digits), so workers know which lanes to read.
     public var lanes: String { jobs + ":lanes" }
 
+    /// `ferry:{Q}:payload:<sha256>`: a payload stored by reference (``PayloadReference``).
+    public func payload(sha256: String) -> String { prefix + ":payload:" + sha256 }
+
     /// `ferry:{Q}:wf:<id>`: a workflow's state (hash), with `:results` (hash: step → result) and
     /// `:history` (stream) beside it. Workflow ids are checked to be key-safe (``Workflows``).
     public func workflow(id: String) -> String { prefix + ":wf:" + id }
+
+    /// `ferry:{Q}:wf:<id>:payloads`: a workflow's large input (field `:input`) and results (field:
+    /// the step), kept by reference (``PayloadReference``); it expires with the workflow.
+    public func workflowPayloads(id: String) -> String { workflow(id: id) + ":payloads" }
 
     /// `ferry:{Q}:wf:idem:<key>`: a workflow start's idempotency key → the id it started.
     public func workflowDedup(idempotencyKey: String) -> String { prefix + ":wf:idem:" + Self.keyComponent(idempotencyKey) }

@@ -22,6 +22,13 @@ public enum WireFormat {
         public static let key = "key"
         /// Jobs with the same ordering key run one at a time, in publish order, in each group.
         public static let orderingKey = "ordering_key"
+        /// Where the payload is when it is not in `data`: `redis` (in `ferry:{Q}:payload:<sha256>`),
+        /// with `data_sha256` and `data_size` (``PayloadReference``).
+        public static let dataReference = "data_ref"
+        /// The referenced payload's SHA-256, lower-case hex.
+        public static let dataSHA256 = "data_sha256"
+        /// The referenced payload's length in bytes.
+        public static let dataSize = "data_size"
         /// The workflow whose step this job runs (its id), with ``step``: written by the
         /// workflow scripts, so the step's end moves its workflow.
         public static let workflow = "workflow"
@@ -52,7 +59,8 @@ public enum WireFormat {
 
         /// Fields that may appear at most once; a second copy makes the entry malformed.
         public static let reserved: Set<String> = [
-            type, data, jobID, idempotencyKey, key, orderingKey, priority, workflow, step, maxAttempts, timeoutMilliseconds,
+            type, data, dataReference, dataSHA256, dataSize, jobID, idempotencyKey, key, orderingKey, priority, workflow, step,
+            maxAttempts, timeoutMilliseconds,
             deliverAt,
             backoffMilliseconds,
             version,

@@ -273,6 +273,10 @@ extension Worker {
         metrics.started(publishedAt: message.publishedAt ?? entry.time)
         let started = ContinuousClock.now
         do {
+            if let reference = message.dataReference {
+                job.message.data = try await reference.fetch(
+                    for: message, keys, ttl: configuration.payloadTTL, pipeline: control.pipeline)
+            }
             job.workflow = try await workflowContext(of: message, control: control)
             try await Self.runHandler(handler, job, timeout: message.timeout ?? configuration.jobTimeout, lock: lock)
             let duration = ContinuousClock.now - started
@@ -334,7 +338,7 @@ extension Worker {
             deadLettering()
             deadLettered(
                 await deadLetter(
-                    entry, jobID: jobID, attempt: attempt, errorClass: "permanent_failure", error: error.message,
+                    entry, jobID: jobID, attempt: attempt, errorClass: error.errorClass, error: error.message,
                     processing: ContinuousClock.now - started, lock: lock, control: control, logger: logger))
         } catch is CancellationError {
             if slots.wasCancelledOnRequest(entry.id) {
@@ -636,6 +640,7 @@ extension Worker {
                 logger.info("dead_lettered", metadata: ["ferry.error_class": "\(errorClass)"])
                 metrics.job(.deadLettered, type: entry.text(of: WireFormat.Field.type))
                 notify(.dead, jobID: jobID, entry: entry, attempt: attempt, errorClass: errorClass, error: error)
+                keepPayload(of: entry, control: control)
                 return true
             }
             logger.info("lease_lost: another worker owns the entry now; not dead-lettered")
@@ -644,5 +649,17 @@ extension Worker {
                 "dead-lettering failed; the entry stays pending and comes back after the lease", metadata: redisFailure(error))
         }
         return false
+    }
+
+    /// A dead letter's payload stored by reference lives as long as the dead letter
+    /// (``Configuration/deadLetterRetention``; for ever without one), so a redrive finds it.
+    func keepPayload(of entry: StreamEntry, control: ControlChannel) {
+        guard entry.text(of: WireFormat.Field.dataReference) == PayloadReference.Place.redis.rawValue,
+            let sha256 = entry.text(of: WireFormat.Field.dataSHA256), sha256.count == 64, sha256.allSatisfy(\.isHexDigit)
+        else { return }
+        let key = keys.payload(sha256: sha256)
+        control.enqueueStatus([
+            configuration.deadLetterRetention.map { PayloadReference.renew(key, $0) } ?? RedisCommand("PERSIST", [.string(key)])
+        ])
     }
 }

@@ -9,18 +9,13 @@ extension Worker {
     static let stepScript = RedisScript(name: "wf_step", source: EmbeddedLuaScripts.wf_step)
 
     /// The context a step's handler gets: the workflow, the step, and the results its workflow's
-    /// steps have kept so far (one `HGETALL`); nil for a job that is no step, or when Redis fails
-    /// (the handler then sees no results, and the step's job fails and retries).
+    /// steps have kept so far (large ones fetched and checked); nil for a job that is no step.
+    ///
+    /// - Throws: ``PermanentJobError`` when a large result is gone or changed (the step is
+    ///   dead-lettered); ``RedisError`` when Redis fails (the step's job fails and retries).
     func workflowContext(of message: JobMessage, control: ControlChannel) async throws -> WorkflowContext? {
         guard let (workflow, step) = message.workflowStep else { return nil }
-        let reply = try await control.send(RedisCommand("HGETALL", [.string(keys.workflow(id: workflow) + ":results")]))
-        var results: [String: [UInt8]] = [:]
-        let flat = reply.array ?? []
-        var index = 0
-        while index + 1 < flat.count {
-            if let name = flat[index].string, name != step { results[name] = flat[index + 1].bytes ?? [] }
-            index += 2
-        }
+        let results = try await Workflows.results(of: workflow, keys: keys, except: step, pipeline: control.pipeline)
         return WorkflowContext(id: workflow, step: step, results: results, resultSink: .init())
     }
 
@@ -41,7 +36,12 @@ extension Worker {
             .integer(configuration.keepFailed.milliseconds), .integer(processing.milliseconds), .string(wire.decision),
             .string(wire.detail),
         ]
-        arguments += result.map { ["1", .bytes($0)] } ?? ["0"]
+        if let result, result.count > PayloadReference.defaultInlineLimit {
+            let reference = PayloadReference(of: result, in: .workflow)
+            arguments += ["2", .bytes(result), .string("\(reference.sha256) \(reference.size)")]
+        } else {
+            arguments += result.map { ["1", .bytes($0)] } ?? ["0"]
+        }
         let ended = await settle(
             entryID, Self.stepScript, keys: scriptKeys, arguments: arguments, control: control, logger: logger)
         if ended, decision != nil {

@@ -51,6 +51,9 @@ public final class Worker: Sendable {
         public var readBlock: Duration = .seconds(2)
         /// The largest `data` a job may have; larger entries are dead-lettered as malformed.
         public var maxPayloadBytes = WireFormat.defaultMaxPayloadBytes
+        /// How long a payload stored by reference (``PayloadReference``) lives after a delivery
+        /// fetched it, at least: each delivery renews it, so a job that keeps retrying keeps it.
+        public var payloadTTL: Duration = PayloadReference.defaultTTL
         /// How long one run of a handler may take before it is cancelled and counted as a
         /// failure; nil for no limit. A job's `timeout_ms` field overrides it.
         public var jobTimeout: Duration?

@@ -274,8 +274,10 @@ public struct WorkflowContext: Sendable {
 }
 
 extension Job {
-    /// The largest result a step may keep (64 KiB): larger ones go by reference.
-    public static let maxResultBytes = 65_536
+    /// The largest result a step may keep (16 MiB). One over
+    /// ``PayloadReference/defaultInlineLimit`` (64 KiB) is kept by reference: once, in
+    /// `ferry:{Q}:wf:<id>:payloads`, and fetched and checked (size, SHA-256) by the steps after.
+    public static let maxResultBytes = 16 << 20
 
     /// Keeps `result` as this workflow step's result, passed to the steps that depend on it
     /// (``WorkflowContext/results``) once the step succeeds.
@@ -286,7 +288,7 @@ extension Job {
         guard let workflow else { throw PermanentJobError("setResult: job \(id) is no workflow's step") }
         guard result.count <= Self.maxResultBytes else {
             throw PermanentJobError(
-                "the step's result is \(result.count) bytes, over \(Self.maxResultBytes); store it elsewhere and keep a reference"
+                "the step's result is \(result.count) bytes, over \(Self.maxResultBytes); store it elsewhere (object storage) and keep a reference"
             )
         }
         workflow.resultSink.value.withLock { $0 = result }

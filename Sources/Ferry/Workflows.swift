@@ -50,13 +50,24 @@ public struct Workflows: QueueStore {
     ///   - id: its id (letters, digits, `.`, `_`, `-`; at most 100); a new UUID when nil.
     ///   - idempotencyKey: starts it at most once per key within `dedupWindow`.
     ///   - group: the consumer group whose step ends move it (the group its workers read with).
-    /// - Throws: ``FerryError`` (invalid input) for a definition or id it refuses.
+    ///   - maxPayloadBytes: the largest input, as the workers' limit (1 MiB by default). One over
+    ///     ``PayloadReference/defaultInlineLimit`` is kept once, in `ferry:{Q}:wf:<id>:payloads`,
+    ///     and each step's job names it (`data_ref` `workflow`) instead of carrying a copy.
+    /// - Throws: ``FerryError`` (invalid input) for a definition, id or input it refuses.
     @discardableResult
     public func start(
         _ definition: WorkflowDefinition, data: [UInt8] = [], id: String? = nil, idempotencyKey: String? = nil,
-        group: String = "workers", dedupWindow: Duration = .seconds(86_400)
+        group: String = "workers", dedupWindow: Duration = .seconds(86_400),
+        maxPayloadBytes: Int = WireFormat.defaultMaxPayloadBytes
     ) async throws(FerryError) -> Receipt {
         try definition.validate()
+        guard data.count <= maxPayloadBytes else {
+            throw FerryError(
+                .invalidInput,
+                "the workflow's input is \(data.count) bytes, over the limit of \(maxPayloadBytes) bytes; store large content elsewhere (object storage) and pass a reference to it"
+            )
+        }
+        let reference = data.count > PayloadReference.defaultInlineLimit ? PayloadReference(of: data, in: .workflow) : nil
         let id = id ?? UUID().uuidString.lowercased()
         try Self.validate(id: id)
         var scriptKeys: [RedisArgument] = [.string(keys.jobs), .string(keys.workflow(id: id))]
@@ -66,6 +77,7 @@ public struct Workflows: QueueStore {
             idempotencyKey == nil ? "" : .integer(dedupWindow.milliseconds),
             .integer(Int64(definition.steps.reduce(0) { $0 + $1.weight })),
             definition.deadlineMilliseconds.map { .integer(Int64($0)) } ?? "",
+            reference.map { .string("\($0.sha256) \($0.size)") } ?? "",
         ]
         for step in definition.compiledSteps(defaultAttempts: RetryPolicy().maxAttempts) {
             arguments += [.string(step.name), .string(step.spec)]
@@ -83,6 +95,10 @@ public struct Workflows: QueueStore {
             throw FerryError(
                 .invalidInput,
                 "a workflow id is 1 to 100 letters, digits, '.', '_' or '-' (got \"\(id)\"); omit it for a new UUID")
+        }
+        // Their keys share ferry:{Q}:wf: with the queue's own workflow keys.
+        guard !["deadlines", "idem", "idx"].contains(id) else {
+            throw FerryError(.invalidInput, "the workflow id \"\(id)\" names one of the queue's own keys; choose another")
         }
     }
 
@@ -201,13 +217,56 @@ public struct Workflows: QueueStore {
     }
 
     /// The results its steps kept, by step name.
+    ///
+    /// - Throws: ``FerryError``: ``FerryError/Code/notFound`` when a large result is gone or
+    ///   differs from its reference.
     public func results(_ id: String) async throws(FerryError) -> [String: [UInt8]] {
-        let flat = try await send(RedisCommand("HGETALL", [.string(keys.workflow(id: id) + ":results")])).array ?? []
+        do {
+            return try await Self.results(of: id, keys: keys) { (commands) throws(RedisError) in
+                try await connection.pipeline(commands)
+            }
+        } catch let error as RedisError {
+            throw FerryError(error)
+        } catch let error as PermanentJobError {
+            throw FerryError(.notFound, error.message)
+        } catch {
+            throw FerryError(.notFound, "\(error)")
+        }
+    }
+
+    /// The results workflow `id`'s steps kept (but `step`'s own), by step name: one `HGETALL`, and
+    /// one `HMGET` of `:payloads` for those kept by reference (`<step>:ref` is '<sha256> <size>'),
+    /// each checked against its reference.
+    ///
+    /// - Throws: ``PermanentJobError`` (`payload_missing`, `payload_corrupt`) for a large result
+    ///   gone or changed; ``RedisError`` when Redis fails.
+    static func results(
+        of id: String, keys: QueueKeys, except step: String? = nil,
+        pipeline: ([RedisCommand]) async throws(RedisError) -> [RedisReply]
+    ) async throws -> [String: [UInt8]] {
+        let flat = try await pipeline([RedisCommand("HGETALL", [.string(keys.workflow(id: id) + ":results")])])[0].array ?? []
         var results: [String: [UInt8]] = [:]
+        var references: [(name: String, reference: PayloadReference)] = []
         var index = 0
         while index + 1 < flat.count {
-            results[flat[index].string ?? ""] = flat[index + 1].bytes ?? []
-            index += 2
+            defer { index += 2 }
+            guard let field = flat[index].string else { continue }
+            if field.hasSuffix(":ref") {
+                let name = String(field.dropLast(4))
+                let parts = (flat[index + 1].string ?? "").split(separator: " ")
+                guard name != step, parts.count == 2, let size = Int(parts[1]) else { continue }
+                references.append((name, PayloadReference(place: .workflow, sha256: String(parts[0]), size: size)))
+            } else if field != step {
+                results[field] = flat[index + 1].bytes ?? []
+            }
+        }
+        if references.isEmpty { return results }
+        let payloads = keys.workflowPayloads(id: id)
+        let fetched =
+            try await pipeline([RedisCommand("HMGET", [.string(payloads)] + references.map { .string($0.name) })])[0].array ?? []
+        for (position, (name, reference)) in references.enumerated() {
+            results[name] = try reference.verify(
+                position < fetched.count ? fetched[position].bytes : nil, place: "\(payloads) field \(name)")
         }
         return results
     }

@@ -7,7 +7,7 @@ import Foundation
 /// | file | written by | meaning |
 /// | --- | --- | --- |
 /// | `progress` | the command, any time | lines `<percent> [stage]`: the last one is the job's progress (read about twice a second, and at the end) |
-/// | `result` | the command | a workflow step's result (at most 64 KiB), passed to the steps after it |
+/// | `result` | the command | a workflow step's result (at most 16 MiB; over 64 KiB it is kept by reference), passed to the steps after it |
 /// | `decision` | the command | a workflow step's decision, one line: `proceed`, `block <reason>`, `retry <step> [<duration>]`, `fail <reason>` |
 /// | `results/<step>` | the worker, before it runs | the results the workflow's earlier steps kept (`FERRY_RESULTS_DIR`) |
 ///

@@ -51,6 +51,26 @@ struct WireFormatTests {
         ([("type", "a"), ("data", "1"), ("data", "2")], "data", "more than once"),
         ([("type", "a"), ("job_id", "1"), ("job_id", "2")], "job_id", "more than once"),
         ([("type", "a"), ("v", "1"), ("v", "1")], "v", "more than once"),
+        (
+            [("type", "a"), ("data_ref", "s3"), ("data_sha256", String(repeating: "a", count: 64)), ("data_size", "9")],
+            "data_ref", "write redis"
+        ),
+        ([("type", "a"), ("data_ref", "redis"), ("data_size", "9")], "data_ref", "go together"),
+        ([("type", "a"), ("data_ref", "redis"), ("data_sha256", "ABC"), ("data_size", "9")], "data_sha256", "64 lower-case hex"),
+        (
+            [
+                ("type", "a"), ("data", "x"), ("data_ref", "redis"), ("data_sha256", String(repeating: "a", count: 64)),
+                ("data_size", "9"),
+            ], "data", "leave data out"
+        ),
+        (
+            [("type", "a"), ("data_ref", "redis"), ("data_sha256", String(repeating: "a", count: 64)), ("data_size", "2000000")],
+            "data_size", "over the limit"
+        ),
+        (
+            [("type", "a"), ("data_ref", "workflow"), ("data_sha256", String(repeating: "a", count: 64)), ("data_size", "9")],
+            "data_ref", "no workflow's step"
+        ),
     ]
 
     @Test("an entry that breaks the format is refused, naming the field", arguments: malformed)

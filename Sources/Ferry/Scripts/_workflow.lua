@@ -2,7 +2,8 @@
 -- end its steps share. Built on the prelude (add_job, now_ms), which comes first.
 --
 -- A workflow `ferry:{Q}:wf:<id>` (hash): `state` (running, blocked, succeeded, failed,
--- cancelled), `name`, `data` (the input every step's job carries), `steps` and `ended` (counts),
+-- cancelled), `name`, `data` (the input every step's job carries) or `data_ref` ('<sha256> <size>'
+-- of a large input kept in `:payloads`, field `:input`), `steps` and `ended` (counts),
 -- `weight` and `weight_done` (for progress), `progress` (0-100), times, `reason` and `at_step` of
 -- a block or failure; per step `step.<name>` (its spec as JSON: type, fields, next, deps, weight,
 -- on_failure, budget), `group` (the consumer group whose step ends move it), and
@@ -33,20 +34,29 @@ local function workflow_set_state(stream, wf, id, to, now, keep)
   if to == 'succeeded' or to == 'failed' or to == 'cancelled' then
     redis.call('HSET', wf, 'finished_at', now)
     redis.call('ZREM', queue_prefix(stream) .. ':wf:deadlines', id)
-    for _, key in ipairs({ wf, wf .. ':results', wf .. ':history' }) do
+    for _, key in ipairs({ wf, wf .. ':results', wf .. ':history', wf .. ':payloads' }) do
       redis.call('PEXPIRE', key, keep)
     end
   end
 end
 
--- Adds step `name`'s job (its next run): the input as `data`, the job id `<id>/<name>` (with
+-- Adds step `name`'s job (its next run): the input as `data` (or a reference to it), the job id `<id>/<name>` (with
 -- `#<run>` from the second run on), the fields its spec compiled (type, attempts, timeout, ...),
 -- and `deliver_at` when given (a retry decision's delay). Returns the job id.
 local function workflow_enqueue(stream, wf, id, name, spec, deliver_at)
   local runs = redis.call('HINCRBY', wf, 's.' .. name .. '.runs', 1)
   local job_id = id .. '/' .. name .. (runs > 1 and ('#' .. runs) or '')
-  local fields = { 'type', spec.type, 'data', redis.call('HGET', wf, 'data') or '', 'job_id', job_id,
-    'workflow', id, 'step', name }
+  local fields = { 'type', spec.type, 'job_id', job_id, 'workflow', id, 'step', name }
+  local data, data_ref = unpack(redis.call('HMGET', wf, 'data', 'data_ref'))
+  if data_ref then
+    local sha256, size = string.match(data_ref, '^(%x+) (%d+)$')
+    for _, value in ipairs({ 'data_ref', 'workflow', 'data_sha256', sha256, 'data_size', size }) do
+      fields[#fields + 1] = value
+    end
+  else
+    fields[#fields + 1] = 'data'
+    fields[#fields + 1] = data or ''
+  end
   for _, value in ipairs(spec.fields) do
     fields[#fields + 1] = value
   end
@@ -164,15 +174,31 @@ local function workflow_rerun(stream, wf, id, name, deliver_at, forced)
   return true
 end
 
+-- Keeps step `name`'s result: in `:results` under its name, or when `result_ref` ('<sha256>
+-- <size>') is given (a large one), in `:payloads` under its name with the reference in `:results`
+-- under `<name>:ref` (no step name has a `:`). A rerun's result replaces the run before's.
+local function workflow_keep_result(wf, name, result, result_ref)
+  if result_ref then
+    redis.call('HSET', wf .. ':payloads', name, result)
+    redis.call('HSET', wf .. ':results', name .. ':ref', result_ref)
+    redis.call('HDEL', wf .. ':results', name)
+  else
+    redis.call('HSET', wf .. ':results', name, result)
+    redis.call('HDEL', wf .. ':results', name .. ':ref')
+    redis.call('HDEL', wf .. ':payloads', name)
+  end
+end
+
 -- A step's job ended (`outcome`: succeeded, dead or cancelled), applied to its workflow in the
 -- same script as the job's own end. `decision` ('', block, fail, retry) and `detail` (the
--- reason, or for retry '<step> <delay ms>') come from the handler; `result` is stored for the
+-- reason, or for retry '<step> <delay ms>') come from the handler; `result` (with `result_ref`
+-- when it goes by reference) is stored for the
 -- steps that depend on this one. Only the workflow's own group (`group`) moves it: another group
 -- reading the queue runs the step jobs as any jobs. An end from a run the workflow no longer
 -- waits for (a step run again meanwhile), or of a workflow that has ended, is recorded in its
 -- history only.
-local function workflow_step_ended(stream, group, id, name, job_id, outcome, result, decision, detail, now, keep_ok,
-                                   keep_failed)
+local function workflow_step_ended(stream, group, id, name, job_id, outcome, result, result_ref, decision, detail, now,
+                                   keep_ok, keep_failed)
   local wf = queue_prefix(stream) .. ':wf:' .. id
   local state, owner = unpack(redis.call('HMGET', wf, 'state', 'group'))
   if not state or owner ~= group then
@@ -186,7 +212,7 @@ local function workflow_step_ended(stream, group, id, name, job_id, outcome, res
   end
   redis.call('HSET', wf, 's.' .. name .. '.state', outcome, 's.' .. name .. '.finished_at', now, 'updated_at', now)
   if outcome == 'succeeded' and result then
-    redis.call('HSET', wf .. ':results', name, result)
+    workflow_keep_result(wf, name, result, result_ref)
   end
   workflow_event(wf, 'step_' .. outcome, name, job_id, now)
   if state ~= 'running' then

@@ -72,7 +72,7 @@ for i = 1, #fields - 1, 2 do
   end
 end
 if workflow and step then
-  workflow_step_ended(KEYS[1], ARGV[1], workflow, step, ARGV[7], 'dead', nil, '', '', tonumber(ARGV[4]), ARGV[5],
+  workflow_step_ended(KEYS[1], ARGV[1], workflow, step, ARGV[7], 'dead', nil, nil, '', '', tonumber(ARGV[4]), ARGV[5],
     ARGV[5])
 end
 return dead_id

@@ -28,7 +28,7 @@ for i = 1, #KEYS do
   end
   local workflow, step = string.match(ARGV[at + 1], '^([%w%._%-]+)/([%w%._%-]+)#?%d*$')
   if workflow then
-    workflow_step_ended(ARGV[5], ARGV[3], workflow, step, ARGV[at + 1], 'dead', nil, '', '', tonumber(ARGV[1]), ARGV[2],
+    workflow_step_ended(ARGV[5], ARGV[3], workflow, step, ARGV[at + 1], 'dead', nil, nil, '', '', tonumber(ARGV[1]), ARGV[2],
       ARGV[2])
   end
 end

@@ -17,7 +17,8 @@
 -- ARGV[12] how long the handler ran, ms
 -- ARGV[13] the handler's decision: '', block, fail or retry
 -- ARGV[14] its detail: the reason, or for retry '<step> <delay ms>'
--- ARGV[15] '1' when the step has a result, which is ARGV[16]
+-- ARGV[15] '1' when the step has a result, which is ARGV[16]; '2' when it is large and goes by
+--          reference: ARGV[16] the result, ARGV[17] its '<sha256> <size>'
 --
 -- Returns 1, or 0 when this consumer no longer owns the entry (nothing is written then).
 -- ferry:prelude
@@ -37,6 +38,6 @@ if ARGV[9] == '1' then
       { 'finished_at', now, 'retryable', '0' }, nil, 'running')
   end
 end
-workflow_step_ended(KEYS[1], ARGV[1], ARGV[6], ARGV[7], ARGV[4], ARGV[5], ARGV[15] == '1' and ARGV[16] or nil,
-  ARGV[13], ARGV[14], now, ARGV[10], ARGV[11])
+workflow_step_ended(KEYS[1], ARGV[1], ARGV[6], ARGV[7], ARGV[4], ARGV[5], ARGV[15] ~= '0' and ARGV[16] or nil,
+  ARGV[15] == '2' and ARGV[17] or nil, ARGV[13], ARGV[14], now, ARGV[10], ARGV[11])
 return 1
