@@ -372,3 +372,48 @@ extension WorkerProcessTests {
         #expect(try await redis.send(RedisCommand("ZCARD", [.string(keys.scheduled)])).integer == 0)
     }
 }
+
+extension WorkerProcessTests {
+    @Test(
+        "a 300 KB payload published with ferry publish goes by reference and reaches an --exec handler byte for byte; one gone from Redis is dead-lettered payload_missing"
+    )
+    func largePayloadToExec() async throws {
+        let setup = try await TestQueue("bigexec")
+        let scratch = try Scratch()
+        let payload = (0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        try Data(payload).write(to: URL(fileURLWithPath: scratch.path("payload")))
+        for id in ["one", "two"] {
+            let published = try await setup.ferry([
+                "publish", setup.name, "--type", "t", "--job-id", id, "--data-file", scratch.path("payload"),
+            ])
+            #expect(published.status == 0, "\(published.standardError)")
+        }
+        let entries = StreamEntry.entries(
+            from: try await setup.redis.send(RedisCommand("XRANGE", [.string(setup.keys.jobs), "-", "+"])))
+        #expect(entries.count == 2 && entries.allSatisfy { $0.text(of: "data_ref") == "redis" && $0.value(of: "data") == nil })
+        // A producer's reference to a payload it never stored.
+        _ = try await setup.redis.send(
+            RedisCommand(
+                "XADD",
+                [
+                    .string(setup.keys.jobs), "*", "type", "t", "job_id", "gone", "data_ref", "redis", "data_sha256",
+                    .string(String(repeating: "0", count: 64)), "data_size", "300000",
+                ]))
+        let worker = try startWorker(
+            setup.name, redisURL: setup.url, exec: "cat > \(scratch.path("out"))-$FERRY_JOB_ID", scratch: scratch, name: "w0")
+        defer { worker.signal(SIGKILL) }
+        #expect(
+            await eventually(.seconds(60)) {
+                let dead = try await setup.length(setup.keys.deadLetter)
+                return try await setup.pendingCount() == 0 && dead == 1
+            })
+        worker.signal(SIGTERM)
+        #expect(await worker.waitForExit() == 0)
+        for id in ["one", "two"] {
+            #expect(FileManager.default.contents(atPath: scratch.path("out-\(id)")).map { Array($0) } == payload)
+        }
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("out-gone")), "never given to the handler")
+        let dead = try await setup.deadEntries()
+        #expect(dead.first?.text(of: "dead_letter.error_class") == "payload_missing")
+    }
+}
