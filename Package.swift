@@ -29,6 +29,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-openapi-generator", from: "1.14.3"),
+        .package(url: "https://github.com/apple/swift-openapi-runtime", from: "1.13.4"),
+        .package(url: "https://github.com/hummingbird-project/swift-openapi-hummingbird", from: "2.1.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // System libraries: declared without pkgConfig (see the shim headers for why).
@@ -93,12 +98,33 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // `ferry serve`: the HTTP API, its handlers generated from docs/openapi.yaml (linked into
+        // the target) by swift-openapi-generator, the document itself embedded for /v1/openapi.json.
+        .target(
+            name: "FerryAPI",
+            dependencies: [
+                "Ferry",
+                "FerryRedis",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "OpenAPIRuntime", package: "swift-openapi-runtime"),
+                .product(name: "OpenAPIHummingbird", package: "swift-openapi-hummingbird"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings,
+            plugins: [
+                .plugin(name: "OpenAPIGenerator", package: "swift-openapi-generator"), "EmbedOpenAPIDocument",
+            ]
+        ),
         .executableTarget(
             name: "FerryCLI",
             dependencies: [
                 "Ferry",
                 "FerryExec",
                 "FerryAdmin",
+                "FerryAPI",
                 "FerryHTTP",
                 "FerryRedis",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -117,8 +143,9 @@ let package = Package(
         // Build-time only: turns Sources/Ferry/Scripts/*.lua into Swift string constants, so the
         // scripts stay real files (diffable, loadable by other languages) and the binary needs no
         // resource bundle beside it at run time.
-        .executableTarget(name: "LuaEmbedder", swiftSettings: swiftSettings),
-        .plugin(name: "EmbedLuaScripts", capability: .buildTool(), dependencies: ["LuaEmbedder"]),
+        .executableTarget(name: "FileEmbedder", swiftSettings: swiftSettings),
+        .plugin(name: "EmbedLuaScripts", capability: .buildTool(), dependencies: ["FileEmbedder"]),
+        .plugin(name: "EmbedOpenAPIDocument", capability: .buildTool(), dependencies: ["FileEmbedder"]),
 
         .target(
             name: "FerryTestSupport",
@@ -150,6 +177,13 @@ let package = Package(
         .testTarget(
             name: "FerryCLITests",
             dependencies: ["FerryCLI", "Ferry", "FerryRedis", "FerryTestSupport"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "FerryAPITests",
+            dependencies: [
+                "FerryAPI", "Ferry", "FerryRedis", "FerryTestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

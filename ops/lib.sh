@@ -28,6 +28,10 @@ ferry_install_dependencies() {
   command -v kubernetes-validate >/dev/null 2>&1 || python_missing+=(kubernetes-validate)
   # Google's Functions Framework: a real Pub/Sub push handler for the push compatibility tests.
   command -v functions-framework >/dev/null 2>&1 || python_missing+=(functions-framework)
+  # The HTTP API's contract tests: the document validates, and schemathesis's generated cases
+  # against a live ferry serve all match it.
+  python3 -c 'import openapi_spec_validator' >/dev/null 2>&1 || python_missing+=(openapi-spec-validator)
+  python3 -c 'import schemathesis' >/dev/null 2>&1 || python_missing+=(schemathesis)
   if [ "${#python_missing[@]}" -gt 0 ]; then
     echo "ferry: installing ${python_missing[*]} from PyPI" >&2
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${python_missing[@]}"

@@ -18,7 +18,7 @@ struct EmbedLuaScripts: BuildToolPlugin {
         return [
             .buildCommand(
                 displayName: "Embedding \(scripts.count) Lua scripts into \(target.name)",
-                executable: try context.tool(named: "LuaEmbedder").url,
+                executable: try context.tool(named: "FileEmbedder").url,
                 arguments: [output.path()] + scripts.map { $0.path() },
                 inputFiles: scripts,
                 outputFiles: [output]

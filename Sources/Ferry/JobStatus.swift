@@ -121,6 +121,12 @@ public struct JobStatusRecord: Sendable, Hashable {
         return JobStatus(jobID: jobID, group: group, fields: fields)
     }
 
+    /// The groups a view of the job shows: the queue's groups (`queueGroups`, in their order),
+    /// then any other group that recorded a status for it (a group since deleted).
+    public func groupNames(queueGroups: [String]) -> [String] {
+        queueGroups + groups.keys.filter { !queueGroups.contains($0) }.sorted()
+    }
+
     /// Reads a job's status hash.
     ///
     /// - Returns: nil when there is none.

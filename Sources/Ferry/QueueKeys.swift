@@ -196,6 +196,11 @@ public struct QueueKeys: Sendable, Hashable {
     public func scheduledJob(jobID: String) -> String { scheduled + ":" + Self.keyComponent(jobID) }
     /// `ferry:{Q}:idem:pub:<key>`: publish dedup; holds the first job id published with the key.
     public func publishDedup(idempotencyKey: String) -> String { prefix + ":idem:pub:" + Self.keyComponent(idempotencyKey) }
+    /// `ferry:{Q}:idem:api:<key>`: the SHA-256 of the request body an HTTP publish first used the
+    /// key with, so the same key with another body is answered 409 (`ferry serve`).
+    public func apiRequestFingerprint(idempotencyKey: String) -> String {
+        prefix + ":idem:api:" + Self.keyComponent(idempotencyKey)
+    }
     /// `ferry:{Q}:idem:done:<key>`: set when a job with the key completed.
     public func completed(idempotencyKey: String) -> String { prefix + ":idem:done:" + Self.keyComponent(idempotencyKey) }
     /// `ferry:{Q}:idem:lock:<key>`: held while a job with the key runs.

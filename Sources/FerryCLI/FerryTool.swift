@@ -22,7 +22,7 @@ struct FerryTool: AsyncParsableCommand {
             PublishCommand.self, WorkerCommand.self, JobCommand.self, JobsCommand.self, PeekCommand.self, InspectCommand.self,
             PendingCommand.self, DeadLetterCommand.self, GroupCommand.self, QueueCommand.self, LimitCommand.self,
             OrderingCommand.self,
-            CronCommand.self, ScriptCommand.self, WorkflowCommand.self,
+            CronCommand.self, ScriptCommand.self, WorkflowCommand.self, ServeCommand.self, APIKeyCommand.self,
             BenchCommand.self,
         ]
     )

@@ -55,7 +55,7 @@ struct JobStatusCommand: AsyncParsableCommand {
             return
         }
         let streamGroups = try await ConsumerGroups(queue: queueName, connection: connection).names()
-        let allGroups = streamGroups + record.groups.keys.filter { !streamGroups.contains($0) }.sorted()
+        let allGroups = record.groupNames(queueGroups: streamGroups)
         var groups = allGroups
         if let group {
             guard groups.contains(group) else {

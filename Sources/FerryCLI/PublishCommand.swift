@@ -3,6 +3,11 @@ import Ferry
 import FerryRedis
 import Foundation
 
+// `stat` (below) is declared through CoreFoundation's module once Yams (FerryAPI) is linked in.
+#if canImport(CoreFoundation)
+    import CoreFoundation
+#endif
+
 /// `ferry publish`: append jobs to a queue and print their ids, one per line.
 struct PublishCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

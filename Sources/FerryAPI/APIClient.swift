@@ -1,0 +1,25 @@
+import Ferry
+
+/// Who is calling: the key (or token subject) a request authenticated as, its scopes and the
+/// queues it may see. The authentication middleware sets it for the request's task; the
+/// handlers read it (``current``) to filter what they show.
+struct APIClient: Sendable {
+    /// The key's name, or `anonymous` without authentication.
+    var name: String
+    /// What it may do.
+    var scopes: Set<APIKeys.Scope>
+    /// The queues it may see; nil for every queue.
+    var queues: Set<String>?
+
+    /// Everything, for a server run with `--no-auth`.
+    static let unrestricted = APIClient(name: "anonymous", scopes: Set(APIKeys.Scope.allCases), queues: nil)
+
+    /// The caller of the request this task serves.
+    @TaskLocal static var current = APIClient(name: "nobody", scopes: [], queues: [])
+
+    /// Whether it may do what `scope` allows (`admin` may do everything).
+    func may(_ scope: APIKeys.Scope) -> Bool { scopes.contains(scope) || scopes.contains(.admin) }
+
+    /// Whether it may see `queue`.
+    func sees(_ queue: String) -> Bool { queues?.contains(queue) ?? true }
+}

@@ -1,0 +1,366 @@
+import Crypto
+import Ferry
+import FerryRedis
+import Foundation
+import OpenAPIRuntime
+
+/// The API's operations (the protocol generated from docs/openapi.yaml), each one call of the
+/// library's stores: the API adds no queue logic of its own. A library error becomes a problem
+/// (``APIProblem``) in ``ProblemMiddleware``; what a handler refuses itself it throws as one.
+struct APIHandlers: APIProtocol {
+    let connection: RedisConnection
+    /// Settings every publish uses (payload limit, dedup window).
+    let publishing: Publisher.Configuration
+    /// The longest `?wait=` a status request may hold.
+    static let longestWait: Duration = .seconds(60)
+
+    // MARK: Queues
+
+    func listQueues(_ input: Operations.ListQueues.Input) async throws -> Operations.ListQueues.Output {
+        let client = APIClient.current
+        let names = try await QueueInspector(connection: connection).queues().map(\.rawValue).filter(client.sees)
+        return .ok(.init(body: .json(.init(queues: names))))
+    }
+
+    func getQueue(_ input: Operations.GetQueue.Input) async throws -> Operations.GetQueue.Output {
+        let queue = try queueName(input.path.queue)
+        guard let report = try await QueueInspector(connection: connection).report(queue) else {
+            throw APIProblem(.notFound, "queue \(queue) has no jobs, dead letters or scheduled jobs")
+        }
+        let groups = report.groups.map { group in
+            Components.Schemas.Group(
+                name: group.name, pending: group.pending, lag: group.lag, consumers: group.consumers.count,
+                oldestPendingAgeMs: group.oldestPendingAgeMilliseconds,
+                states: .init(additionalProperties: group.states))
+        }
+        return .ok(
+            .init(
+                body: .json(
+                    .init(
+                        queue: report.queue, length: report.length, deadLetters: report.deadLetters, scheduled: report.scheduled,
+                        paused: report.paused, groups: groups,
+                        workflows: report.workflows.isEmpty ? nil : .init(additionalProperties: report.workflows)))))
+    }
+
+    // MARK: Publishing
+
+    func publishJob(_ input: Operations.PublishJob.Input) async throws -> Operations.PublishJob.Output {
+        let queue = try queueName(input.path.queue)
+        guard case .json(let body) = input.body else { throw APIProblem(.invalidRequest, "send the job as JSON") }
+        var job = try Self.message(from: body)
+        let keys = QueueKeys(queue: queue)
+        if let idempotencyKey = input.headers.idempotencyKey {
+            job.idempotencyKey = idempotencyKey
+            try await checkSameRequest(body, idempotencyKey: idempotencyKey, keys: keys)
+        }
+        let receipt = try await Publisher(queue: queue, connection: connection, configuration: publishing).publish(job)
+        let accepted = accepted(receipt, job: job, queue: queue)
+        return .accepted(
+            .init(
+                headers: .init(location: accepted.statusUrl, idempotentReplayed: receipt.isDuplicate ? "true" : nil),
+                body: .json(accepted)))
+    }
+
+    func publishJobs(_ input: Operations.PublishJobs.Input) async throws -> Operations.PublishJobs.Output {
+        let queue = try queueName(input.path.queue)
+        guard case .json(let body) = input.body else { throw APIProblem(.invalidRequest, "send the jobs as JSON") }
+        guard (1...1000).contains(body.jobs.count) else {
+            throw APIProblem(.invalidRequest, "a batch holds 1 to 1,000 jobs; got \(body.jobs.count)")
+        }
+        var jobs: [JobMessage] = []
+        for (index, job) in body.jobs.enumerated() {
+            do {
+                jobs.append(try Self.message(from: job))
+            } catch let problem as APIProblem {
+                throw APIProblem(.invalidRequest, "jobs[\(index)]: \(problem.detail); nothing was published")
+            }
+        }
+        let receipts = try await Publisher(queue: queue, connection: connection, configuration: publishing).publish(jobs)
+        return .accepted(
+            .init(body: .json(.init(jobs: zip(receipts, jobs).map { accepted($0, job: $1, queue: queue) }))))
+    }
+
+    /// The job a request body describes, checked as `ferry publish` checks one.
+    static func message(from body: Components.Schemas.NewJob) throws -> JobMessage {
+        var job = JobMessage(type: body._type)
+        switch (body.data, body.dataBase64) {
+        case (.some, .some): throw APIProblem(.invalidRequest, "give the payload once: data or data_base64, not both")
+        case (let value?, nil): job.data = try RequestJSON.bytes(of: value)
+        case (nil, let encoded?):
+            guard let bytes = Data(base64Encoded: encoded) else { throw APIProblem(.invalidRequest, "data_base64 is not base64") }
+            job.data = Array(bytes)
+        case (nil, nil): break
+        }
+        job.attributes = body.attributes?.additionalProperties ?? [:]
+        job.jobID = body.jobId
+        job.key = body.key
+        job.orderingKey = body.orderingKey
+        job.maxAttempts = body.maxAttempts
+        if let text = body.priority {
+            guard let priority = JobPriority(text: text) else {
+                throw APIProblem(.invalidRequest, "priority \"\(text)\" is not high, normal, low or a digit 0-9")
+            }
+            job.priority = priority
+        }
+        if let text = body.timeout { job.timeout = try duration(text, field: "timeout") }
+        switch (body.delay, body.deliverAt) {
+        case (.some, .some): throw APIProblem(.invalidRequest, "give the time once: delay or deliver_at, not both")
+        case (let text?, nil): job.delay = try duration(text, field: "delay")
+        case (nil, let date?): job.deliverAt = date
+        case (nil, nil): break
+        }
+        return job
+    }
+
+    static func duration(_ text: String, field: String) throws -> Duration {
+        guard let duration = Duration(ferryText: text) else {
+            throw APIProblem(.invalidRequest, "\(field) \"\(text)\" is not a duration such as 500ms, 30s, 5m, 1h or 7d")
+        }
+        return duration
+    }
+
+    /// Refuses an idempotency key used before with another body (409, naming the job it
+    /// published): the first use records the body's SHA-256 for the dedup window.
+    private func checkSameRequest(
+        _ body: Components.Schemas.NewJob, idempotencyKey: String, keys: QueueKeys
+    ) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let fingerprint = SHA256.hash(data: try encoder.encode(body)).map { String(format: "%02x", $0) }.joined()
+        let key = keys.apiRequestFingerprint(idempotencyKey: idempotencyKey)
+        let replies = try await connection.pipeline([
+            RedisCommand(
+                "SET", [.string(key), .string(fingerprint), "NX", "GET", "PX", .integer(publishing.dedupWindow.milliseconds)]),
+            RedisCommand("GET", [.string(keys.publishDedup(idempotencyKey: idempotencyKey))]),
+        ])
+        if case .error(let message) = replies[0] { throw RedisError.server(message, command: "SET") }
+        if let first = replies[0].string, first != fingerprint {
+            let jobID = replies[1].string
+            throw APIProblem(
+                .conflict,
+                "the Idempotency-Key was used with another request body\(jobID.map { " (job \($0))" } ?? ""); use a new key for a new job",
+                jobID: jobID)
+        }
+    }
+
+    private func accepted(_ receipt: PublishReceipt, job: JobMessage, queue: QueueName) -> Components.Schemas.Accepted {
+        let scheduled = job.delay != nil || job.deliverAt.map { $0 > Date() } == true
+        return .init(
+            jobId: receipt.jobID, state: scheduled ? .scheduled : .queued, statusUrl: Self.statusURL(queue, receipt.jobID),
+            duplicate: receipt.isDuplicate)
+    }
+
+    static func statusURL(_ queue: QueueName, _ jobID: String) -> String {
+        "/v1/queues/\(pathComponent(queue.rawValue))/jobs/\(pathComponent(jobID))"
+    }
+
+    static func pathComponent(_ text: String) -> String {
+        var allowed = CharacterSet.urlPathAllowed
+        allowed.remove(charactersIn: "/:")
+        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+    }
+
+    // MARK: Jobs
+
+    func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output {
+        let queue = try queueName(input.path.queue)
+        let wait = try input.query.wait.map { try Self.duration($0, field: "wait") } ?? .zero
+        guard wait <= Self.longestWait else {
+            throw APIProblem(
+                .invalidRequest, "wait is at most \(Self.longestWait.milliseconds / 1000)s; got \(input.query.wait ?? "")")
+        }
+        let deadline = ContinuousClock.now + wait
+        var job = try await view(input.path.jobId, queue: queue, group: input.query.group)
+        while !job.finished && ContinuousClock.now < deadline {
+            try await Task.sleep(for: min(.milliseconds(200), deadline - ContinuousClock.now))
+            job = try await view(input.path.jobId, queue: queue, group: input.query.group)
+        }
+        return .ok(.init(headers: .init(retryAfter: job.finished ? nil : Self.pollAgain(job)), body: .json(job)))
+    }
+
+    /// A job's status in each group (or `group`).
+    private func view(_ jobID: String, queue: QueueName, group: String?) async throws -> Components.Schemas.Job {
+        // Before any group reads the queue, the default group's view: the job waits for it.
+        let groupNames = try await ConsumerGroups(queue: queue, connection: connection).names().nonEmpty ?? ["workers"]
+        var groups: [Components.Schemas.GroupStatus]
+        var type: String?
+        var entryID: String?
+        if let record = try await JobStatusRecord.load(jobID: jobID, queue: queue, connection: connection) {
+            groups = record.groupNames(queueGroups: groupNames).map { Self.groupStatus(record.status(group: $0)) }
+            type = record.shared["type"]
+            entryID = record.shared["entry_id"]
+        } else if let found = try await JobLocator(queue: queue, connection: connection).find(jobID) {
+            groups = found.groups.sorted { $0.key < $1.key }.map { name, position in
+                switch position {
+                case .queued: .init(group: name, state: .queued)
+                case .pending(let consumer, let deliveries):
+                    .init(group: name, state: .running, attempts: deliveries, consumer: consumer)
+                case .done: .init(group: name, state: .succeeded)
+                }
+            }
+            type = found.entry.text(of: WireFormat.Field.type)
+            entryID = found.entry.id
+        } else {
+            throw APIProblem(
+                .notFound,
+                "no job \"\(jobID)\" in queue \(queue): no status (never recorded, or expired) and no entry with that id")
+        }
+        if let group {
+            groups = groups.filter { $0.group == group }
+            guard !groups.isEmpty else { throw APIProblem(.notFound, "queue \(queue) has no group \(group)") }
+        }
+        let finished = !groups.isEmpty && groups.allSatisfy { Self.terminal.contains($0.state) }
+        return .init(jobId: jobID, _type: type, entryId: entryID, finished: finished, groups: groups)
+    }
+
+    static let terminal: Set<Components.Schemas.JobState> = [.succeeded, .dead, .cancelled, .deleted]
+
+    static func groupStatus(_ status: JobStatus) -> Components.Schemas.GroupStatus {
+        let fields = status.fields
+        func time(_ name: String) -> Date? { fields[name].flatMap { Int64($0) }.map(Date.init(millisecondsSince1970:)) }
+        func text(_ name: String) -> String? { fields[name].flatMap { $0.isEmpty ? nil : $0 } }
+        return .init(
+            group: status.group, state: status.state.flatMap { .init(rawValue: $0.rawValue) } ?? .queued,
+            attempts: fields["attempts"].flatMap { Int($0) }, progress: fields["progress"].flatMap { Int($0) },
+            stage: text("stage"), errorClass: text("error_class"), lastError: text("last_error"),
+            retryable: fields["retryable"].map { $0 == "1" }, nextAttemptAt: time("next_attempt_at"),
+            processingMs: fields["processing_ms"].flatMap { Int($0) }, consumer: text("consumer"), startedAt: time("started_at"),
+            finishedAt: time("finished_at"), updatedAt: time("updated_at"))
+    }
+
+    /// Seconds until polling a job again is worth it: until its next attempt when it waits for
+    /// one, else a second while it waits to start and two while it runs.
+    static func pollAgain(_ job: Components.Schemas.Job) -> Int {
+        let seconds = job.groups.filter { !terminal.contains($0.state) }.map { group -> Int in
+            if let next = group.nextAttemptAt { return max(1, Int(next.timeIntervalSinceNow.rounded(.up))) }
+            return group.state == .running ? 2 : 1
+        }
+        return min(seconds.min() ?? 1, 60)
+    }
+
+    func listJobs(_ input: Operations.ListJobs.Input) async throws -> Operations.ListJobs.Output {
+        let queue = try queueName(input.path.queue)
+        let state = try input.query.state.map { state in
+            guard let known = JobState(rawValue: state.rawValue) else { throw APIProblem(.invalidRequest, "unknown state") }
+            return known
+        }
+        let cursor = try input.query.cursor.map { try JobIndex.Cursor($0) }
+        let page = try await JobIndex(queue: queue, connection: connection).list(
+            group: input.query.group ?? "workers", states: state.map { [$0] } ?? [], type: input.query._type,
+            limit: input.query.limit ?? 50, after: cursor)
+        let rows = page.rows.map { row in
+            Components.Schemas.JobRow(
+                jobId: row.jobID, state: .init(rawValue: row.state.rawValue) ?? .queued, _type: row.type,
+                publishedAt: Date(millisecondsSince1970: row.publishedAt), attempts: row.attempts, errorClass: row.errorClass,
+                updatedAt: row.updatedAt.map(Date.init(millisecondsSince1970:)))
+        }
+        return .ok(.init(body: .json(.init(jobs: rows, nextCursor: page.next?.description))))
+    }
+
+    func cancelJob(_ input: Operations.CancelJob.Input) async throws -> Operations.CancelJob.Output {
+        let queue = try queueName(input.path.queue)
+        let jobID = input.path.jobId
+        guard let before = try await JobStatus.requestCancellation(jobID: jobID, queue: queue, connection: connection) else {
+            throw APIProblem(.notFound, "no job \"\(jobID)\" with a status in queue \(queue) (never recorded, or expired)")
+        }
+        guard !before.isTerminal else {
+            throw APIProblem(
+                .conflict, "job \"\(jobID)\" has finished (\(before.rawValue)); there is nothing to cancel", jobID: jobID)
+        }
+        return .accepted(.init(body: .json(.init(jobId: jobID, state: .init(rawValue: before.rawValue) ?? .queued))))
+    }
+
+    func retryJob(_ input: Operations.RetryJob.Input) async throws -> Operations.RetryJob.Output {
+        let queue = try queueName(input.path.queue)
+        let jobID = input.path.jobId
+        let deadLetters = DeadLetters(queue: queue, connection: connection)
+        guard let letter = try await deadLetters.letter(jobID: jobID), try await deadLetters.redrive(letter) != nil else {
+            throw APIProblem(.notFound, "job \"\(jobID)\" is not in the dead-letter stream of \(queue)")
+        }
+        return .accepted(.init(body: .json(.init(jobId: jobID, state: .queued))))
+    }
+
+    // MARK: Dead letters
+
+    func listDeadLetters(_ input: Operations.ListDeadLetters.Input) async throws -> Operations.ListDeadLetters.Output {
+        let queue = try queueName(input.path.queue)
+        let limit = input.query.limit ?? 50
+        guard (1...1000).contains(limit) else { throw APIProblem(.invalidRequest, "limit is 1 to 1000; got \(limit)") }
+        if let cursor = input.query.cursor, StreamEntry.milliseconds(ofID: cursor) == nil {
+            throw APIProblem(.invalidRequest, "cursor \"\(cursor)\" is not one a page gave (an entry ID)")
+        }
+        let start = input.query.cursor.map { "(" + $0 } ?? "-"
+        let letters = try await DeadLetters(queue: queue, connection: connection).list(from: start, limit: limit + 1)
+        let shown = letters.prefix(limit).map { letter in
+            var fields: [String: String] = [:]
+            for field in letter.entry.fields {
+                let name = String(decoding: field.name, as: UTF8.self)
+                fields[name] =
+                    String(validating: field.value, as: UTF8.self) ?? "base64:" + Data(field.value).base64EncodedString()
+            }
+            return Components.Schemas.DeadLetter(
+                id: letter.id, jobId: letter.jobID, _type: letter.type, errorClass: letter.errorClass, error: letter.error,
+                group: letter.sourceGroup, failedAt: letter.failedAt, fields: .init(additionalProperties: fields))
+        }
+        return .ok(
+            .init(body: .json(.init(deadLetters: Array(shown), nextCursor: letters.count > limit ? shown.last?.id : nil))))
+    }
+
+    // MARK: Workflows
+
+    func startWorkflow(_ input: Operations.StartWorkflow.Input) async throws -> Operations.StartWorkflow.Output {
+        let queue = try queueName(input.path.queue)
+        guard case .json(let body) = input.body else { throw APIProblem(.invalidRequest, "send the workflow as JSON") }
+        let definition = try WorkflowDefinition(json: Array(try JSONEncoder().encode(body.definition)))
+        let data = try body.data.map { try RequestJSON.bytes(of: $0) } ?? []
+        let receipt = try await Workflows(queue: queue, connection: connection).start(
+            definition, data: data, id: body.workflowId, idempotencyKey: input.headers.idempotencyKey,
+            group: body.group ?? "workers", dedupWindow: publishing.dedupWindow, maxPayloadBytes: publishing.maxPayloadBytes)
+        return .accepted(
+            .init(
+                body: .json(
+                    .init(
+                        workflowId: receipt.id, duplicate: receipt.isDuplicate,
+                        statusUrl: "/v1/queues/\(Self.pathComponent(queue.rawValue))/workflows/\(receipt.id)"))))
+    }
+
+    func getWorkflow(_ input: Operations.GetWorkflow.Input) async throws -> Operations.GetWorkflow.Output {
+        let queue = try queueName(input.path.queue)
+        guard let status = try await Workflows(queue: queue, connection: connection).status(input.path.workflowId) else {
+            throw APIProblem(.notFound, "no workflow \"\(input.path.workflowId)\" in queue \(queue) (never started, or expired)")
+        }
+        return .ok(
+            .init(
+                body: .json(
+                    .init(
+                        workflowId: status.id, name: status.name, state: .init(rawValue: status.state.rawValue) ?? .running,
+                        progress: status.progress, reason: status.reason,
+                        steps: status.steps.map { .init(name: $0.name, state: $0.state, jobId: $0.jobID, runs: $0.runs) }))))
+    }
+
+    // MARK: Common
+
+    /// The queue a path names, if the caller may see it.
+    private func queueName(_ text: String) throws -> QueueName {
+        let queue = try QueueName(text)
+        guard APIClient.current.sees(queue.rawValue) else {
+            throw APIProblem(.forbidden, "this API key may not use queue \(queue)")
+        }
+        return queue
+    }
+}
+
+/// JSON values as the bytes of their text: how a request's `data` becomes a job's payload.
+enum RequestJSON {
+    /// `value` as compact JSON text; a string is written as a JSON string (with its quotes).
+    static func bytes(of value: OpenAPIValueContainer) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return Array(try encoder.encode(value))
+    }
+}
+
+extension Array {
+    /// Nil when empty.
+    var nonEmpty: Self? { isEmpty ? nil : self }
+}

@@ -1,0 +1,103 @@
+import Ferry
+import FerryRedis
+import Foundation
+import HTTPTypes
+import Logging
+import OpenAPIRuntime
+
+/// Turns every error of an operation into an RFC 9457 problem (and writes `Location` as is): a request that does not decode
+/// (a missing field, a wrong type, malformed JSON) is `invalid-request`; a library error keeps its
+/// meaning (``APIProblem/init(_:)``); anything else is `internal`, logged, its text not shown.
+struct ProblemMiddleware: ServerMiddleware {
+    let logger: Logger
+
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        do {
+            var (response, responseBody) = try await next(request, body, metadata)
+            // The runtime writes header values percent-encoded (OpenAPI's simple style); a
+            // Location is a URI reference and goes as it is.
+            if let location = response.headerFields[.location] {
+                response.headerFields[.location] = location.removingPercentEncoding ?? location
+            }
+            return (response, responseBody)
+        } catch {
+            let problem = problem(for: error)
+            if problem.kind == .internal {
+                logger.error(
+                    "api_error", metadata: ["ferry.operation": "\(operationID)", "ferry.error": "\(String(reflecting: error))"])
+            }
+            return problem.response()
+        }
+    }
+
+    func problem(for error: any Error) -> APIProblem {
+        switch error {
+        case let problem as APIProblem: return problem
+        case let error as FerryError: return APIProblem(error)
+        case let error as RedisError: return APIProblem(FerryError(error))
+        case let error as ServerError:
+            // No input: the request did not decode into the operation's input.
+            if error.operationInput == nil, !(error.underlyingError is APIProblem || error.underlyingError is FerryError) {
+                return APIProblem(.invalidRequest, "the request does not match the API: \(Self.reason(error.underlyingError))")
+            }
+            return problem(for: error.underlyingError)
+        default:
+            return APIProblem(.internal, "the server failed; its log has the error")
+        }
+    }
+
+    /// What a decoding error says, without Swift's type names.
+    static func reason(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): "the field \(key.stringValue) is missing"
+        case DecodingError.typeMismatch(_, let context), DecodingError.valueNotFound(_, let context),
+            DecodingError.dataCorrupted(let context):
+            "\(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)"
+        default: "\(error)"
+        }
+    }
+}
+
+/// Who may call what: the bearer token names an API key (``APIKeys``); the operation's scope
+/// (`x-ferry-scope` in the document) must be one of the key's, and a queue in the path one it
+/// may see. The caller is then ``APIClient/current`` for the handler.
+struct AuthenticationMiddleware: ServerMiddleware {
+    /// nil: no authentication (`--no-auth`): every caller may do everything.
+    let keys: APIKeys?
+
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        guard let scope = OpenAPIDocument.scopes[operationID] else {
+            throw APIProblem(.forbidden, "operation \(operationID) names no scope in the API document; no one may call it")
+        }
+        let client = try await authenticate(request)
+        guard client.may(scope) else {
+            throw APIProblem(.forbidden, "this API key (\(client.name)) lacks the \(scope.rawValue) scope \(operationID) needs")
+        }
+        if let queue = metadata.pathParameters["queue"].map(String.init), let name = queue.removingPercentEncoding,
+            !client.sees(name)
+        {
+            throw APIProblem(.forbidden, "this API key (\(client.name)) may not use queue \(name)")
+        }
+        return try await APIClient.$current.withValue(client) { try await next(request, body, metadata) }
+    }
+
+    private func authenticate(_ request: HTTPRequest) async throws -> APIClient {
+        guard let keys else { return .unrestricted }
+        guard let header = request.headerFields[.authorization] else {
+            throw APIProblem(.unauthenticated, "send an API key: Authorization: Bearer ferry_...")
+        }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer",
+            let key = try await keys.authenticate(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
+        else {
+            throw APIProblem(.unauthenticated, "the API key is not one this server knows (mistyped, or revoked)")
+        }
+        return APIClient(name: key.name, scopes: Set(key.scopes), queues: key.queues.map(Set.init))
+    }
+}

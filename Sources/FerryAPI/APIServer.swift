@@ -1,0 +1,106 @@
+import Ferry
+import FerryRedis
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import OpenAPIHummingbird
+import OpenAPIRuntime
+
+/// `ferry serve`: the HTTP API (docs/openapi.yaml) over one Redis, with `/v1/openapi.json` and
+/// `/healthz`. Stateless: run as many as the load needs behind a load balancer; keys and
+/// idempotency records live in Redis.
+public enum APIServer {
+    /// How the server runs.
+    public struct Configuration: Sendable {
+        /// The address to listen on; loopback unless asked otherwise.
+        public var host = "127.0.0.1"
+        /// The port; 0 picks a free one (``onListening`` says which).
+        public var port = 8080
+        /// Whether requests need an API key. Off (`--no-auth`) is for loopback: see ``validate()``.
+        public var requiresAuthentication = true
+        /// Allows listening beyond loopback with authentication off (`--insecure-no-auth`).
+        public var insecureNoAuth = false
+        /// The largest request body; a larger one is answered 413.
+        public var maxBodyBytes = 2 * 1_048_576
+        /// Publishing settings (payload limit, dedup window, status).
+        public var publishing = Publisher.Configuration()
+
+        /// The defaults: loopback, port 8080, API keys required.
+        public init() {}
+
+        /// Refuses to serve without authentication anywhere but loopback, unless
+        /// ``insecureNoAuth`` says the operator means it.
+        public func validate() throws(FerryError) {
+            guard !requiresAuthentication, !insecureNoAuth, !Self.isLoopback(host) else { return }
+            throw FerryError(
+                .invalidInput,
+                "without authentication ferry serve listens on loopback only (got --host \(host)); create API keys (ferry api-key create) and drop --no-auth, or add --insecure-no-auth if a proxy in front authenticates"
+            )
+        }
+
+        static func isLoopback(_ host: String) -> Bool {
+            host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        }
+    }
+
+    /// The application: run it as a `Service` (in a `ServiceGroup`, for graceful shutdown).
+    ///
+    /// - Parameter onListening: called with the port once the server listens.
+    public static func application(
+        configuration: Configuration, connection: RedisConnection, logger: Logger,
+        onListening: @escaping @Sendable (Int) -> Void = { _ in }
+    ) throws -> some ApplicationProtocol {
+        try configuration.validate()
+        let router = Router()
+        router.add(middleware: BodyLimitMiddleware(maxBytes: configuration.maxBodyBytes))
+        router.get("/v1/openapi.json") { _, _ in
+            Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: .init(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.json)))
+        }
+        router.get("/healthz") { _, _ in "ok\n" }
+        let handlers = APIHandlers(connection: connection, publishing: configuration.publishing)
+        try handlers.registerHandlers(
+            on: router,
+            middlewares: [
+                ProblemMiddleware(logger: logger),
+                AuthenticationMiddleware(keys: configuration.requiresAuthentication ? APIKeys(connection: connection) : nil),
+            ])
+        return Application(
+            router: router,
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "ferry"),
+            onServerRunning: { channel in onListening(channel.localAddress?.port ?? configuration.port) },
+            logger: logger)
+    }
+}
+
+/// Answers a request body over the limit with 413 (a problem), before any handler reads it:
+/// `Content-Length` is checked first, a chunked body as it arrives.
+struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
+    let maxBytes: Int
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
+    {
+        let tooLarge = APIProblem(
+            .payloadTooLarge, "the request body is over \(maxBytes) bytes; send large payloads by reference (docs/wire-format.md)"
+        )
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBytes {
+            return Self.response(tooLarge)
+        }
+        var request = request
+        do {
+            _ = try await request.collectBody(upTo: maxBytes)
+        } catch let error as HTTPError where error.status == .contentTooLarge {
+            return Self.response(tooLarge)
+        }
+        return try await next(request, context)
+    }
+
+    static func response(_ problem: APIProblem) -> Response {
+        let (head, body) = problem.response()
+        return Response(
+            status: head.status, headers: head.headerFields,
+            body: .init(asyncSequence: body.map { ByteBuffer(bytes: $0) }))
+    }
+}

@@ -1,0 +1,34 @@
+import Foundation
+import Yams
+
+/// The API's OpenAPI document, embedded at build time from the file the handlers were generated
+/// from: served as JSON at `/v1/openapi.json`, and read for each operation's scope
+/// (`x-ferry-scope`), so the document says who may call what and the server cannot disagree.
+enum OpenAPIDocument {
+    /// The document, parsed; empty if the embedded text did not parse (a test checks it does).
+    static func object() -> [String: Any] {
+        (try? Yams.load(yaml: EmbeddedOpenAPIDocument.openapi)) as? [String: Any] ?? [:]
+    }
+
+    /// The document as JSON bytes.
+    static let json: [UInt8] = {
+        guard let data = try? JSONSerialization.data(withJSONObject: object(), options: [.sortedKeys]) else { return [] }
+        return Array(data)
+    }()
+
+    /// The scope each operation needs, by operation id. An operation without one is refused to
+    /// every caller (the server fails closed).
+    static let scopes: [String: APIKeys.Scope] = {
+        var scopes: [String: APIKeys.Scope] = [:]
+        for case let operations as [String: Any] in (object()["paths"] as? [String: Any] ?? [:]).values {
+            for case let operation as [String: Any] in operations.values {
+                if let id = operation["operationId"] as? String,
+                    let scope = (operation["x-ferry-scope"] as? String).flatMap(APIKeys.Scope.init(rawValue:))
+                {
+                    scopes[id] = scope
+                }
+            }
+        }
+        return scopes
+    }()
+}

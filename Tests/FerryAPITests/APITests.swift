@@ -1,0 +1,300 @@
+import Ferry
+import FerryAPI
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+/// The HTTP API against a real `ferry serve` process and Redis.
+@Suite("HTTP API (ferry serve)")
+struct APITests {
+    /// An API key with `scopes`, created through the library as `ferry api-key create` does.
+    func key(_ scopes: [APIKeys.Scope], queues: [String]? = nil) async throws -> String {
+        try await APIKeys(connection: try await TestRedis.connection()).create(
+            name: uniqueName("test"), scopes: scopes, queues: queues
+        ).token
+    }
+
+    /// Runs a worker on `setup`'s queue while `body` runs (`handler` for type `t`).
+    func running(_ setup: TestQueue, handler: any JobHandler, body: () async throws -> Void) async throws {
+        var configuration = Worker.Configuration()
+        configuration.consumer = uniqueName("c")
+        configuration.retry = RetryPolicy(maxAttempts: 1)
+        let worker = Worker(
+            queue: setup.queue, redis: setup.redisConfiguration, handlers: ["t": handler], configuration: configuration,
+            logger: Logger(label: "test"))
+        let task = Task { try await worker.run() }
+        do {
+            try await body()
+        } catch {
+            worker.stop()
+            throw error
+        }
+        worker.stop()
+        try await task.value
+    }
+
+    @Test(
+        "publish answers 202 with the job id, Location and status URL; the status long-polls with ?wait until the job succeeds, with Retry-After while it runs"
+    )
+    func publishAndFollow() async throws {
+        let server = try await APIServerProcess()
+        let setup = try await TestQueue("api")
+        let admin = try await key([.admin])
+        let gate = Mutex(false)
+        let started = Mutex(false)
+        let published = try await server.send(
+            "POST", "/v1/queues/\(setup.name)/jobs", json: #"{"type": "t", "data": {"page": 7}, "job_id": "report-7"}"#,
+            key: admin)
+        #expect(published.status == 202, "\(published.text)")
+        #expect(published.json?["job_id"] as? String == "report-7" && published.json?["state"] as? String == "queued")
+        #expect(published.headers["location"] == "/v1/queues/\(setup.name)/jobs/report-7")
+        let entry = try #require(
+            try await setup.redis.send(RedisCommand("XRANGE", [.string(setup.keys.jobs), "-", "+"])).array?.first)
+        #expect(StreamEntry.entries(from: .array([entry])).first?.value(of: "data") == Array(#"{"page":7}"#.utf8))
+
+        try await running(
+            setup,
+            handler: JobHandlerClosure { _ in
+                started.withLock { $0 = true }
+                while !gate.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+            }
+        ) {
+            #expect(await eventually { started.withLock { $0 } })
+            #expect(
+                await eventually {
+                    let running = try await server.send("GET", "/v1/queues/\(setup.name)/jobs/report-7", key: admin)
+                    return (running.json?["groups"] as? [[String: Any]])?.first?["state"] as? String == "running"
+                        && running.headers["retry-after"] != nil
+                })
+            let waiting = Task { try await server.send("GET", "/v1/queues/\(setup.name)/jobs/report-7?wait=30s", key: admin) }
+            try await Task.sleep(for: .milliseconds(300))
+            gate.withLock { $0 = true }
+            let done = try await waiting.value
+            #expect(done.status == 200 && done.json?["finished"] as? Bool == true, "\(done.text)")
+            #expect((done.json?["groups"] as? [[String: Any]])?.first?["state"] as? String == "succeeded")
+            #expect(done.headers["retry-after"] == nil)
+        }
+        let missing = try await server.send("GET", "/v1/queues/\(setup.name)/jobs/nope", key: admin)
+        #expect(missing.status == 404 && missing.problem == "not-found")
+        #expect(missing.headers["content-type"] == "application/problem+json")
+    }
+
+    @Test(
+        "an Idempotency-Key with the same body replays the first answer; with another body it is 409 naming the first job; one entry either way"
+    )
+    func idempotentPublish() async throws {
+        let server = try await APIServerProcess()
+        let setup = try await TestQueue("api-idem")
+        let publisher = try await key([.publish])
+        let path = "/v1/queues/\(setup.name)/jobs"
+        let first = try await server.send(
+            "POST", path, json: #"{"type": "t", "data": "a"}"#, key: publisher, headers: ["Idempotency-Key": "order-42"])
+        let again = try await server.send(
+            "POST", path, json: #"{"type": "t", "data": "a"}"#, key: publisher, headers: ["Idempotency-Key": "order-42"])
+        let other = try await server.send(
+            "POST", path, json: #"{"type": "t", "data": "b"}"#, key: publisher, headers: ["Idempotency-Key": "order-42"])
+        #expect(first.status == 202 && first.headers["idempotent-replayed"] == nil)
+        #expect(again.status == 202 && again.headers["idempotent-replayed"] == "true")
+        #expect(again.json?["job_id"] as? String == first.json?["job_id"] as? String)
+        #expect(other.status == 409 && other.problem == "conflict")
+        #expect(other.json?["job_id"] as? String == first.json?["job_id"] as? String)
+        #expect(try await setup.length(setup.keys.jobs) == 1)
+    }
+
+    @Test("a full queue answers 503 and a key at its quota 429, both with Retry-After; nothing is written")
+    func saturation() async throws {
+        let server = try await APIServerProcess()
+        let setup = try await TestQueue("api-full")
+        let publisher = try await key([.publish])
+        let settings = QueueSettings(queue: setup.queue, connection: setup.redis)
+        try await settings.setMaxPendingPerKey(1)
+        let path = "/v1/queues/\(setup.name)/jobs"
+        #expect(try await server.send("POST", path, json: #"{"type": "t", "key": "user-1"}"#, key: publisher).status == 202)
+        let quota = try await server.send("POST", path, json: #"{"type": "t", "key": "user-1"}"#, key: publisher)
+        #expect(quota.status == 429 && quota.problem == "quota-reached" && quota.headers["retry-after"] != nil, "\(quota.text)")
+        try await settings.setMaxPendingPerKey(nil)
+        try await settings.setMaxDepth(1)
+        // Publishers read the bounds at most once a second.
+        #expect(
+            await eventually {
+                let full = try await server.send("POST", path, json: #"{"type": "t"}"#, key: publisher)
+                return full.status == 503 && full.problem == "queue-full" && full.headers["retry-after"] != nil
+            })
+        #expect(try await setup.length(setup.keys.jobs) == 1)
+    }
+
+    @Test(
+        "bad requests are 400 problems naming what is wrong, a batch with one bad job writes none, a body over the limit is 413")
+    func badRequests() async throws {
+        let server = try await APIServerProcess(["--max-body-bytes", "4096"])
+        let setup = try await TestQueue("api-bad")
+        let publisher = try await key([.publish])
+        let path = "/v1/queues/\(setup.name)/jobs"
+        let cases: [(body: String, says: String)] = [
+            (#"{"data": "x"}"#, "type"),
+            (#"{"type": "t", "data": "x", "data_base64": "eA=="}"#, "data or data_base64"),
+            (#"{"type": "t", "delay": "soon"}"#, "not a duration"),
+            (#"{"type": "t", "priority": "urgent"}"#, "priority"),
+            (#"{"type": "t", "colour": "red"}"#, "colour"),
+            ("{not json", "the request does not match"),
+        ]
+        for (body, says) in cases {
+            let answer = try await server.send("POST", path, json: body, key: publisher)
+            #expect(answer.status == 400 && answer.problem == "invalid-request", "\(answer.text)")
+            let detail = answer.json?["detail"] as? String ?? ""
+            #expect(detail.contains(says), "\(answer.text)")
+        }
+        let batch = try await server.send(
+            "POST", path + ":batch", json: #"{"jobs": [{"type": "t"}, {"type": "t", "max_attempts": 0}]}"#, key: publisher)
+        #expect(batch.status == 400, "\(batch.text)")
+        let tooLarge = try await server.send(
+            "POST", path, json: #"{"type": "t", "data": "\#(String(repeating: "x", count: 5000))"}"#, key: publisher)
+        #expect(tooLarge.status == 413 && tooLarge.problem == "payload-too-large", "\(tooLarge.text)")
+        let badQueue = try await server.send("POST", "/v1/queues/a%20b/jobs", json: #"{"type": "t"}"#, key: publisher)
+        #expect(badQueue.status == 400, "\(badQueue.text)")
+        #expect(try await setup.length(setup.keys.jobs) == 0, "nothing was written")
+        let good = try await server.send(
+            "POST", path + ":batch", json: #"{"jobs": [{"type": "t"}, {"type": "t"}]}"#, key: publisher)
+        #expect(good.status == 202 && (good.json?["jobs"] as? [Any])?.count == 2)
+    }
+
+    @Test(
+        "API keys: none is 401, a read key cannot publish, a key for queue a cannot see b, a revoked key stops working, admin may cancel"
+    )
+    func keysAndScopes() async throws {
+        let server = try await APIServerProcess()
+        let a = try await TestQueue("api-a")
+        let b = try await TestQueue("api-b")
+        let reader = try await key([.read])
+        let publisherOfA = try await key([.publish, .read], queues: [a.name])
+        let admin = try await key([.admin])
+        let jobs = { (queue: TestQueue) in "/v1/queues/\(queue.name)/jobs" }
+
+        let anonymous = try await server.send("POST", jobs(a), json: #"{"type": "t"}"#)
+        #expect(anonymous.status == 401 && anonymous.problem == "unauthenticated")
+        #expect(anonymous.headers["www-authenticate"]?.hasPrefix("Bearer") == true)
+        #expect(
+            try await server.send("GET", "/v1/queues", key: "ferry_0000000000000000_" + String(repeating: "0", count: 64)).status
+                == 401)
+        let readOnly = try await server.send("POST", jobs(a), json: #"{"type": "t"}"#, key: reader)
+        #expect(readOnly.status == 403 && readOnly.problem == "forbidden")
+        #expect(try await server.send("POST", jobs(a), json: #"{"type": "t", "job_id": "j1"}"#, key: publisherOfA).status == 202)
+        #expect(try await server.send("POST", jobs(b), json: #"{"type": "t"}"#, key: publisherOfA).status == 403)
+        #expect(try await server.send("GET", "/v1/queues/\(b.name)", key: publisherOfA).status == 403)
+        _ = try await b.publisher.publish(JobMessage(type: "t"))
+        let listed = try await server.send("GET", "/v1/queues", key: publisherOfA)
+        #expect((listed.json?["queues"] as? [String]) == [a.name], "\(listed.text)")
+        #expect(try await server.send("POST", jobs(a) + "/j1:cancel", key: publisherOfA).status == 403)
+        let cancelled = try await server.send("POST", jobs(a) + "/j1:cancel", key: admin)
+        #expect(cancelled.status == 202 && cancelled.json?["state"] as? String == "queued", "\(cancelled.text)")
+
+        let keys = APIKeys(connection: a.redis)
+        let id = try #require(reader.split(separator: "_").dropFirst().first.map(String.init))
+        #expect(try await server.send("GET", "/v1/queues", key: reader).status == 200)
+        #expect(try await keys.revoke(id: id))
+        #expect(try await server.send("GET", "/v1/queues", key: reader).status == 401)
+        let secretless = try await keys.list()
+        #expect(!secretless.isEmpty)
+        let stored = try await a.redis.send(RedisCommand("HGETALL", [.string(APIKeys.redisKey)])).array ?? []
+        let secret = String(admin.suffix(64))
+        #expect(!stored.contains { ($0.string ?? "").contains(secret) }, "only the secret's hash is stored")
+    }
+
+    @Test("without authentication ferry serve listens on loopback only, unless --insecure-no-auth says so")
+    func noAuthIsLoopbackOnly() async throws {
+        let refused = try await runProcess(
+            try ferryExecutable(),
+            ["serve", "--no-auth", "--host", "0.0.0.0", "--port", "0", "--redis", try await TestRedis.sharedURL()])
+        #expect(refused.status != 0 && refused.standardError.contains("loopback only"), "\(refused.standardError)")
+        let server = try await APIServerProcess(["--no-auth"])
+        #expect(try await server.send("GET", "/v1/queues").status == 200)
+        let insecure = try await APIServerProcess(["--no-auth", "--insecure-no-auth", "--host", "0.0.0.0"])
+        #expect(try await insecure.send("GET", "/v1/queues").status == 200)
+    }
+
+    @Test("listing pages with a cursor; a dead letter is listed and retried by job id; a workflow starts and reads back")
+    func listDeadLettersAndWorkflows() async throws {
+        let server = try await APIServerProcess(["--no-auth"])
+        let setup = try await TestQueue("api-list")
+        _ = try await setup.publisher.publish((0..<7).map { JobMessage(type: "t", data: [], jobID: "job-\($0)") })
+        try await running(setup, handler: JobHandlerClosure { job in if job.id == "job-3" { throw PermanentJobError("no") } }) {
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        var seen: [String] = []
+        var cursor: String?
+        repeat {
+            let page = try await server.send(
+                "GET",
+                "/v1/queues/\(setup.name)/jobs?limit=3"
+                    + (cursor.map { "&cursor=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!)" } ?? ""))
+            #expect(page.status == 200, "\(page.text)")
+            seen += (page.json?["jobs"] as? [[String: Any]] ?? []).compactMap { $0["job_id"] as? String }
+            cursor = page.json?["next_cursor"] as? String
+        } while cursor != nil
+        #expect(Set(seen) == Set((0..<7).map { "job-\($0)" }) && seen.count == 7, "\(seen)")
+        let dead = try await server.send("GET", "/v1/queues/\(setup.name)/jobs?state=dead")
+        #expect((dead.json?["jobs"] as? [[String: Any]])?.compactMap { $0["job_id"] as? String } == ["job-3"])
+
+        let letters = try await server.send("GET", "/v1/queues/\(setup.name)/dead-letters")
+        let letter = try #require((letters.json?["dead_letters"] as? [[String: Any]])?.first)
+        #expect(letter["job_id"] as? String == "job-3" && letter["error_class"] as? String == "permanent_failure")
+        let retried = try await server.send("POST", "/v1/queues/\(setup.name)/jobs/job-3:retry")
+        #expect(retried.status == 202, "\(retried.text)")
+        #expect(try await setup.length(setup.keys.deadLetter) == 0)
+        #expect(try await server.send("POST", "/v1/queues/\(setup.name)/jobs/job-3:retry").status == 404)
+
+        let started = try await server.send(
+            "POST", "/v1/queues/\(setup.name)/workflows",
+            json:
+                #"{"definition": {"name": "two", "steps": [{"name": "a", "type": "t"}, {"name": "b", "type": "t"}]}, "data": {"doc": 1}, "workflow_id": "wf-1"}"#
+        )
+        #expect(started.status == 202 && started.json?["workflow_id"] as? String == "wf-1", "\(started.text)")
+        let workflow = try await server.send("GET", "/v1/queues/\(setup.name)/workflows/wf-1")
+        #expect(workflow.json?["state"] as? String == "running")
+        #expect((workflow.json?["steps"] as? [[String: Any]])?.map { $0["state"] as? String } == ["queued", "waiting"])
+        let queue = try await server.send("GET", "/v1/queues/\(setup.name)")
+        #expect(queue.status == 200 && queue.json?["dead_letters"] as? Int == 0, "\(queue.text)")
+    }
+
+    @Test("the OpenAPI document is served at /v1/openapi.json as the same document, and it validates (openapi-spec-validator)")
+    func documentServedAndValid() async throws {
+        let server = try await APIServerProcess(["--no-auth"])
+        let served = try await server.send("GET", "/v1/openapi.json")
+        #expect(served.status == 200 && served.json?["openapi"] as? String == "3.1.0")
+        let paths = try #require(served.json?["paths"] as? [String: Any])
+        #expect(paths.keys.contains("/v1/queues/{queue}/jobs/{job_id}:retry"))
+        let document = try documentPath()
+        let validated = try await runProcess(
+            URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-m", "openapi_spec_validator", document])
+        #expect(validated.status == 0, "\(validated.standardOutput)\(validated.standardError)")
+    }
+
+    @Test("schemathesis's generated requests against a live ferry serve: no 5xx, every answer matches the document")
+    func schemathesis() async throws {
+        let server = try await APIServerProcess(["--no-auth"])
+        let setup = try await TestQueue("api-st")
+        _ = try await setup.publisher.publish(JobMessage(type: "t", jobID: "known"))
+        let run = try await runProcess(
+            URL(fileURLWithPath: "/usr/bin/env"),
+            [
+                // Niced: its hundreds of requests must not starve the timing-sensitive tests beside it.
+                "nice", "-n", "10", "python3", "-m", "schemathesis.cli", "run", try documentPath(), "--url", server.baseURL,
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
+                "--max-examples", "15", "--seed", "7", "--request-timeout", "70",
+            ])
+        #expect(run.status == 0, "\(run.standardOutput.suffix(6000))\(run.standardError.suffix(2000))")
+    }
+
+    func documentPath() throws -> String {
+        var directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: directory.appending(path: "docs/openapi.yaml").path()) {
+            guard directory.path() != "/" else { throw APITestError("docs/openapi.yaml not found above the tests") }
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory.appending(path: "docs/openapi.yaml").path()
+    }
+}
