@@ -215,18 +215,26 @@ struct DocsCommandsTests {
             // The producer is a (bash) function: a script written just now can be "busy" (ETXTBSY)
             // while another test's fork still holds it open.
             let script = #"cd "$SCRATCH" && "# + line
-            if line.contains("ferry worker") {
-                let log = scratch.appending(path: "worker.log").path()
-                // exec: SIGTERM reaches the worker itself (assignments before exec still apply).
-                let worker = try ChildProcess(
+            // Long-running commands: started, seen ready, stopped with SIGTERM, which must end them cleanly.
+            let longRunning = [("ferry worker", "worker_started"), ("ferry serve", "listening on")].first {
+                line.contains($0.0)
+            }
+            if let (command, ready) = longRunning {
+                let log = scratch.appending(path: "long-running.log").path()
+                // exec: SIGTERM reaches the command itself (assignments before exec still apply).
+                let process = try ChildProcess(
                     try executable(named: "sh"),
-                    ["-c", script.replacingOccurrences(of: "ferry worker", with: "exec ferry worker")],
+                    [
+                        "-c",
+                        script.replacingOccurrences(of: command, with: "exec " + command).replacingOccurrences(
+                            of: "--port 8080", with: "--port \(try freeLoopbackPort())"),
+                    ],
                     environment: environment, standardOutput: log, standardError: log + ".err")
                 let started = await eventually {
-                    ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains("worker_started")
+                    ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").contains(ready)
                 }
-                worker.signal(SIGTERM)
-                let status = await worker.waitForExit(killAfter: .seconds(60))
+                process.signal(SIGTERM)
+                let status = await process.waitForExit(killAfter: .seconds(60))
                 let errors = (try? String(contentsOfFile: log + ".err", encoding: .utf8)) ?? ""
                 #expect(started && status == 0, "\(line): exit \(status) \(errors)")
             } else {
