@@ -1,15 +1,18 @@
 import Ferry
 
-/// Who is calling: the key (or token subject) a request authenticated as, its scopes and the
+/// Who is calling: the API key (or JWT subject) a request authenticated as, its scopes and the
 /// queues it may see. The authentication middleware sets it for the request's task; the
 /// handlers read it (``current``) to filter what they show.
 struct APIClient: Sendable {
-    /// The key's name, or `anonymous` without authentication.
+    /// Who it is in a message: `API key NAME`, `token subject SUB`, or `anonymous` without authentication.
     var name: String
     /// What it may do.
     var scopes: Set<APIKeys.Scope>
     /// The queues it may see; nil for every queue.
     var queues: Set<String>?
+    /// The flow-control key every job it publishes has (a JWT's subject, with
+    /// `--jwt-subject-is-key`); nil when jobs name their own.
+    var jobKey: String? = nil
 
     /// Everything, for a server run with `--no-auth`.
     static let unrestricted = APIClient(name: "anonymous", scopes: Set(APIKeys.Scope.allCases), queues: nil)

@@ -47,7 +47,7 @@ struct APIHandlers: APIProtocol {
     func publishJob(_ input: Operations.PublishJob.Input) async throws -> Operations.PublishJob.Output {
         let queue = try queueName(input.path.queue)
         guard case .json(let body) = input.body else { throw APIProblem(.invalidRequest, "send the job as JSON") }
-        var job = try Self.message(from: body)
+        var job = try Self.callersKey(Self.message(from: body))
         let keys = QueueKeys(queue: queue)
         if let idempotencyKey = input.headers.idempotencyKey {
             job.idempotencyKey = idempotencyKey
@@ -70,7 +70,7 @@ struct APIHandlers: APIProtocol {
         var jobs: [JobMessage] = []
         for (index, job) in body.jobs.enumerated() {
             do {
-                jobs.append(try Self.message(from: job))
+                jobs.append(try Self.callersKey(Self.message(from: job)))
             } catch let problem as APIProblem {
                 throw APIProblem(.invalidRequest, "jobs[\(index)]: \(problem.detail); nothing was published")
             }
@@ -110,6 +110,18 @@ struct APIHandlers: APIProtocol {
         case (nil, nil): break
         }
         return job
+    }
+
+    /// The job with the caller's own key when its token names one (`--jwt-subject-is-key`): a
+    /// caller cannot publish under another's key, so per-key limits hold per caller.
+    static func callersKey(_ job: JobMessage) throws -> JobMessage {
+        guard let key = APIClient.current.jobKey else { return job }
+        if let named = job.key, named != key {
+            throw APIProblem(.forbidden, "the job's key must be the caller's (\(key)); leave it out to use it")
+        }
+        var keyed = job
+        keyed.key = key
+        return keyed
     }
 
     static func duration(_ text: String, field: String) throws -> Duration {

@@ -61,12 +61,17 @@ struct ProblemMiddleware: ServerMiddleware {
     }
 }
 
-/// Who may call what: the bearer token names an API key (``APIKeys``); the operation's scope
+/// Who may call what: the bearer token is an API key (``APIKeys``) or a JWT
+/// (``JWTAuthenticator``); the operation's scope
 /// (`x-ferry-scope` in the document) must be one of the key's, and a queue in the path one it
 /// may see. The caller is then ``APIClient/current`` for the handler.
 struct AuthenticationMiddleware: ServerMiddleware {
-    /// nil: no authentication (`--no-auth`): every caller may do everything.
+    /// The API keys; nil with JWTs only, or with no authentication.
     let keys: APIKeys?
+    /// JWT verification, when configured.
+    let jwt: JWTAuthenticator?
+    /// No authentication (`--no-auth`): every caller may do everything.
+    var isOpen: Bool { keys == nil && jwt == nil }
 
     func intercept(
         _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
@@ -77,27 +82,30 @@ struct AuthenticationMiddleware: ServerMiddleware {
         }
         let client = try await authenticate(request)
         guard client.may(scope) else {
-            throw APIProblem(.forbidden, "this API key (\(client.name)) lacks the \(scope.rawValue) scope \(operationID) needs")
+            throw APIProblem(.forbidden, "\(client.name) lacks the \(scope.rawValue) scope \(operationID) needs")
         }
         if let queue = metadata.pathParameters["queue"].map(String.init), let name = queue.removingPercentEncoding,
             !client.sees(name)
         {
-            throw APIProblem(.forbidden, "this API key (\(client.name)) may not use queue \(name)")
+            throw APIProblem(.forbidden, "\(client.name) may not use queue \(name)")
         }
         return try await APIClient.$current.withValue(client) { try await next(request, body, metadata) }
     }
 
     private func authenticate(_ request: HTTPRequest) async throws -> APIClient {
-        guard let keys else { return .unrestricted }
+        if isOpen { return .unrestricted }
         guard let header = request.headerFields[.authorization] else {
-            throw APIProblem(.unauthenticated, "send an API key: Authorization: Bearer ferry_...")
+            throw APIProblem(.unauthenticated, "send an API key or a JWT: Authorization: Bearer ...")
         }
         let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer",
-            let key = try await keys.authenticate(token: String(parts[1]).trimmingCharacters(in: .whitespaces))
-        else {
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+            throw APIProblem(.unauthenticated, "the Authorization header is not Bearer <API key or JWT>")
+        }
+        let token = String(parts[1]).trimmingCharacters(in: .whitespaces)
+        if let jwt, !token.hasPrefix("ferry_") { return try await jwt.authenticate(token: token) }
+        guard let keys, let key = try await keys.authenticate(token: token) else {
             throw APIProblem(.unauthenticated, "the API key is not one this server knows (mistyped, or revoked)")
         }
-        return APIClient(name: key.name, scopes: Set(key.scopes), queues: key.queues.map(Set.init))
+        return APIClient(name: "API key \(key.name)", scopes: Set(key.scopes), queues: key.queues.map(Set.init))
     }
 }

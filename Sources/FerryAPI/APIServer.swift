@@ -17,8 +17,10 @@ public enum APIServer {
         public var host = "127.0.0.1"
         /// The port; 0 picks a free one (``onListening`` says which).
         public var port = 8080
-        /// Whether requests need an API key. Off (`--no-auth`) is for loopback: see ``validate()``.
+        /// Whether requests need an API key or a JWT. Off (`--no-auth`) is for loopback: see ``validate()``.
         public var requiresAuthentication = true
+        /// JWT bearer tokens, accepted beside API keys when set.
+        public var jwt: JWTAuthenticator.Configuration?
         /// Allows listening beyond loopback with authentication off (`--insecure-no-auth`).
         public var insecureNoAuth = false
         /// The largest request body; a larger one is answered 413.
@@ -50,8 +52,10 @@ public enum APIServer {
     public static func application(
         configuration: Configuration, connection: RedisConnection, logger: Logger,
         onListening: @escaping @Sendable (Int) -> Void = { _ in }
-    ) throws -> some ApplicationProtocol {
+    ) async throws -> some ApplicationProtocol {
         try configuration.validate()
+        var jwt: JWTAuthenticator?
+        if let settings = configuration.jwt { jwt = try await JWTAuthenticator(settings) }
         let router = Router()
         router.add(middleware: BodyLimitMiddleware(maxBytes: configuration.maxBodyBytes))
         router.get("/v1/openapi.json") { _, _ in
@@ -65,7 +69,9 @@ public enum APIServer {
             on: router,
             middlewares: [
                 ProblemMiddleware(logger: logger),
-                AuthenticationMiddleware(keys: configuration.requiresAuthentication ? APIKeys(connection: connection) : nil),
+                AuthenticationMiddleware(
+                    keys: configuration.requiresAuthentication ? APIKeys(connection: connection) : nil,
+                    jwt: configuration.requiresAuthentication ? jwt : nil),
             ])
         return Application(
             router: router,

@@ -12,7 +12,8 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve the HTTP API: publish, job status, listing, cancel, retry, dead letters, workflows.",
         discussion: """
-            Requests need an API key (ferry api-key create) unless --no-auth, which is allowed on loopback only; \
+            Requests need an API key (ferry api-key create), or a JWT when a JWT key is given (--jwt-secret-file for \
+            HS256, --jwt-public-key for RS256/ES256, --jwt-jwks for a JWKS document), unless --no-auth, which is allowed on loopback only; \
             --insecure-no-auth allows it anywhere (behind a proxy that authenticates). The API is described at \
             /v1/openapi.json; /healthz answers ok. Prints "listening on http://HOST:PORT" once it listens. SIGTERM or \
             SIGINT finishes the requests in flight and stops.
@@ -36,12 +37,61 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "The largest job payload in bytes (payloads over 64 KiB go by reference).")
     var maxPayloadBytes = WireFormat.defaultMaxPayloadBytes
 
+    @Option(help: "A file holding the HS256 secret (at least 32 bytes) JWTs are signed with.")
+    var jwtSecretFile: String?
+
+    @Option(help: "A PEM file with the RS256 or ES256 (P-256) public key JWTs are signed with.")
+    var jwtPublicKey: String?
+
+    @Option(help: "A JWKS document (JSON file) whose keys JWTs are signed with, chosen by kid.")
+    var jwtJwks: String?
+
+    @Option(help: "The iss a JWT must have.")
+    var jwtIssuer: String?
+
+    @Option(help: "A value a JWT's aud must include.")
+    var jwtAudience: String?
+
+    @Flag(help: "A JWT's subject is every job's flow-control key: per-key limits hold per caller.")
+    var jwtSubjectIsKey = false
+
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
         guard (0...65_535).contains(port) else { throw ValidationError("--port must be 0 to 65535 (got \(port))") }
         guard maxBodyBytes > 0 else { throw ValidationError("--max-body-bytes must be positive (got \(maxBodyBytes))") }
         if insecureNoAuth && !noAuth { throw ValidationError("--insecure-no-auth goes with --no-auth") }
+        let hasJWTKey = jwtSecretFile != nil || jwtPublicKey != nil || jwtJwks != nil
+        if noAuth && hasJWTKey { throw ValidationError("--no-auth and a JWT key contradict each other: choose one") }
+        if !hasJWTKey && (jwtIssuer != nil || jwtAudience != nil || jwtSubjectIsKey) {
+            throw ValidationError(
+                "--jwt-issuer, --jwt-audience and --jwt-subject-is-key need a JWT key (--jwt-secret-file, --jwt-public-key or --jwt-jwks)"
+            )
+        }
+    }
+
+    /// The JWT settings from the flags, reading the key files; nil with no JWT key.
+    func jwtConfiguration() throws -> JWTAuthenticator.Configuration? {
+        guard jwtSecretFile != nil || jwtPublicKey != nil || jwtJwks != nil else { return nil }
+        func contents(_ path: String, _ flag: String) throws -> Data {
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw ValidationError("\(flag) \(path): cannot read the file")
+            }
+            return data
+        }
+        var jwt = JWTAuthenticator.Configuration()
+        if let path = jwtSecretFile {
+            // A trailing newline (echo, an editor) is not part of the secret.
+            var secret = try contents(path, "--jwt-secret-file")
+            while let last = secret.last, last == 0x0A || last == 0x0D { secret.removeLast() }
+            jwt.secret = Array(secret)
+        }
+        if let path = jwtPublicKey { jwt.publicKeyPEM = String(decoding: try contents(path, "--jwt-public-key"), as: UTF8.self) }
+        if let path = jwtJwks { jwt.jwksJSON = String(decoding: try contents(path, "--jwt-jwks"), as: UTF8.self) }
+        jwt.issuer = jwtIssuer
+        jwt.audience = jwtAudience
+        jwt.subjectIsKey = jwtSubjectIsKey
+        return jwt
     }
 
     func run() async throws {
@@ -53,12 +103,13 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.insecureNoAuth = insecureNoAuth
         configuration.maxBodyBytes = maxBodyBytes
         configuration.publishing.maxPayloadBytes = maxPayloadBytes
+        configuration.jwt = try jwtConfiguration()
         let logger = Logger(label: "ferry.api")
         let connection = try await redis.connect(clientName: "ferry-serve")
         if noAuth {
             logger.warning("serving without authentication: every caller may publish, read, cancel and retry")
         }
-        let application = try APIServer.application(
+        let application = try await APIServer.application(
             configuration: configuration, connection: connection, logger: logger,
             onListening: { [host] port in
                 FileHandle.standardOutput.writeBestEffort(

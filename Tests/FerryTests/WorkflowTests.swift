@@ -273,7 +273,7 @@ extension WorkerTests {
         let handler = stepHandler(log) { job in
             if job.workflow?.step == "slow" { try await Task.sleep(for: .seconds(60)) }
         }
-        let definition = WorkflowDefinition("late", deadline: .seconds(1)) {
+        let definition = WorkflowDefinition("late", deadline: .seconds(10)) {
             WorkflowStep("slow", type: "t")
             WorkflowStep("after", type: "t")
         }
