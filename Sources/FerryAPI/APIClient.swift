@@ -6,6 +6,8 @@ import Ferry
 struct APIClient: Sendable {
     /// Who it is in a message: `API key NAME`, `token subject SUB`, or `anonymous` without authentication.
     var name: String
+    /// What its rate limits are counted by: `key:<id>`, `sub:<subject>`, or `anonymous`.
+    var identity: String
     /// What it may do.
     var scopes: Set<APIKeys.Scope>
     /// The queues it may see; nil for every queue.
@@ -15,10 +17,11 @@ struct APIClient: Sendable {
     var jobKey: String? = nil
 
     /// Everything, for a server run with `--no-auth`.
-    static let unrestricted = APIClient(name: "anonymous", scopes: Set(APIKeys.Scope.allCases), queues: nil)
+    static let unrestricted = APIClient(
+        name: "anonymous", identity: "anonymous", scopes: Set(APIKeys.Scope.allCases), queues: nil)
 
     /// The caller of the request this task serves.
-    @TaskLocal static var current = APIClient(name: "nobody", scopes: [], queues: [])
+    @TaskLocal static var current = APIClient(name: "nobody", identity: "nobody", scopes: [], queues: [])
 
     /// Whether it may do what `scope` allows (`admin` may do everything).
     func may(_ scope: APIKeys.Scope) -> Bool { scopes.contains(scope) || scopes.contains(.admin) }

@@ -106,6 +106,7 @@ struct AuthenticationMiddleware: ServerMiddleware {
         guard let keys, let key = try await keys.authenticate(token: token) else {
             throw APIProblem(.unauthenticated, "the API key is not one this server knows (mistyped, or revoked)")
         }
-        return APIClient(name: "API key \(key.name)", scopes: Set(key.scopes), queues: key.queues.map(Set.init))
+        return APIClient(
+            name: "API key \(key.name)", identity: "key:\(key.id)", scopes: Set(key.scopes), queues: key.queues.map(Set.init))
     }
 }

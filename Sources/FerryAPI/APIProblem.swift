@@ -17,6 +17,7 @@ struct APIProblem: Error, Sendable, CustomStringConvertible {
         case conflict
         case queueFull = "queue-full"
         case quotaReached = "quota-reached"
+        case rateLimited = "rate-limited"
         case payloadTooLarge = "payload-too-large"
         case redisUnavailable = "redis-unavailable"
         case `internal`
@@ -29,7 +30,7 @@ struct APIProblem: Error, Sendable, CustomStringConvertible {
             case .notFound: .notFound
             case .conflict: .conflict
             case .queueFull, .redisUnavailable: .serviceUnavailable
-            case .quotaReached: .tooManyRequests
+            case .quotaReached, .rateLimited: .tooManyRequests
             case .payloadTooLarge: .contentTooLarge
             case .internal: .internalServerError
             }

@@ -1,4 +1,5 @@
 import Ferry
+import FerryAdmin
 import FerryRedis
 import Foundation
 import HTTPTypes
@@ -6,9 +7,10 @@ import Hummingbird
 import Logging
 import OpenAPIHummingbird
 import OpenAPIRuntime
+import Prometheus
 
 /// `ferry serve`: the HTTP API (docs/openapi.yaml) over one Redis, with `/v1/openapi.json` and
-/// `/healthz`. Stateless: run as many as the load needs behind a load balancer; keys and
+/// `/healthz`, `/readyz` and `/metrics`. Stateless: run as many as the load needs behind a load balancer; keys and
 /// idempotency records live in Redis.
 public enum APIServer {
     /// How the server runs.
@@ -19,6 +21,8 @@ public enum APIServer {
         public var port = 8080
         /// Whether requests need an API key or a JWT. Off (`--no-auth`) is for loopback: see ``validate()``.
         public var requiresAuthentication = true
+        /// Per-client rate limits (`--rate-limit`); none by default.
+        public var rateLimits = APIRateLimits()
         /// JWT bearer tokens, accepted beside API keys when set.
         public var jwt: JWTAuthenticator.Configuration?
         /// Allows listening beyond loopback with authentication off (`--insecure-no-auth`).
@@ -48,22 +52,32 @@ public enum APIServer {
 
     /// The application: run it as a `Service` (in a `ServiceGroup`, for graceful shutdown).
     ///
-    /// - Parameter onListening: called with the port once the server listens.
+    /// - Parameters:
+    ///   - connection: the Redis every request uses.
+    ///   - readiness: what `/readyz` asks (Redis answering, on a connection of its own).
+    ///   - metrics: what `/metrics` renders; request metrics are recorded through swift-metrics,
+    ///     so the caller bootstraps it with this registry (``FerryMetricsFactory``).
+    ///   - onListening: called with the port once the server listens.
     public static func application(
-        configuration: Configuration, connection: RedisConnection, logger: Logger,
-        onListening: @escaping @Sendable (Int) -> Void = { _ in }
+        configuration: Configuration, connection: RedisConnection, readiness: ReadinessProbe,
+        metrics: PrometheusCollectorRegistry, logger: Logger, onListening: @escaping @Sendable (Int) -> Void = { _ in }
     ) async throws -> some ApplicationProtocol {
         try configuration.validate()
         var jwt: JWTAuthenticator?
         if let settings = configuration.jwt { jwt = try await JWTAuthenticator(settings) }
         let router = Router()
+        router.add(middleware: MetricsMiddleware())
         router.add(middleware: BodyLimitMiddleware(maxBytes: configuration.maxBodyBytes))
+        // Probes and metrics need no credentials, as a load balancer's and Prometheus's do not
+        // carry any; they show no job data.
+        router.get("/metrics") { _, _ in AdminResponse.metrics(metrics) }
+        router.get("/readyz") { _, _ in await AdminResponse.readiness(readiness) }
         router.get("/v1/openapi.json") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.json)))
         }
-        router.get("/healthz") { _, _ in "ok\n" }
+        router.get("/healthz") { _, _ in AdminResponse.text(.ok, "ok\n") }
         let handlers = APIHandlers(connection: connection, publishing: configuration.publishing)
         try handlers.registerHandlers(
             on: router,
@@ -72,6 +86,7 @@ public enum APIServer {
                 AuthenticationMiddleware(
                     keys: configuration.requiresAuthentication ? APIKeys(connection: connection) : nil,
                     jwt: configuration.requiresAuthentication ? jwt : nil),
+                RateLimitMiddleware(limits: configuration.rateLimits, connection: connection),
             ])
         return Application(
             router: router,

@@ -89,7 +89,8 @@ public struct JWTAuthenticator: Sendable {
         }
         let scopes = (claims.scope ?? "").split(separator: " ").compactMap { APIKeys.Scope(rawValue: String($0)) }
         return APIClient(
-            name: "token subject \(claims.sub.value)", scopes: Set(scopes), queues: claims.queues.map(Set.init),
+            name: "token subject \(claims.sub.value)", identity: "sub:\(claims.sub.value)", scopes: Set(scopes),
+            queues: claims.queues.map(Set.init),
             jobKey: configuration.subjectIsKey ? claims.sub.value : nil)
     }
 

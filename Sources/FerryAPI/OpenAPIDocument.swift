@@ -7,7 +7,7 @@ import Yams
 enum OpenAPIDocument {
     /// The document, parsed; empty if the embedded text did not parse (a test checks it does).
     static func object() -> [String: Any] {
-        (try? Yams.load(yaml: EmbeddedOpenAPIDocument.openapi)) as? [String: Any] ?? [:]
+        (try? Yams.load(yaml: EmbeddedAPIFiles.openapi)) as? [String: Any] ?? [:]
     }
 
     /// The document as JSON bytes.

@@ -46,26 +46,29 @@ public struct AdminServer: Sendable {
         probeConfiguration.clientName = "ferry-worker-probe"
         probeConfiguration.commandTimeout = .seconds(2)
         let readiness = ReadinessProbe(
-            connection: RedisConnection(configuration: probeConfiguration, logger: logger), keys: worker.keys,
-            group: worker.configuration.group)
+            connection: RedisConnection(configuration: probeConfiguration, logger: logger),
+            check: { [keys = worker.keys, group = worker.configuration.group] connection throws(RedisError) in
+                let groups = try await connection.send(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)]))
+                let names = (groups.array ?? []).compactMap { $0.array }.compactMap { info in
+                    zip(info, info.dropFirst()).first { $0.0.string == "name" }?.1.string
+                }
+                return names.contains(group) ? nil : "the group \(group) does not exist on \(keys.jobs) yet"
+            })
         let router = Router()
         let registry = self.registry
         let worker = self.worker
         router.get("/metrics") { _, _ -> Response in
             worker.recordInFlight()  // exact now, not as of the last lease extension
-            return Response(
-                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+            return AdminResponse.metrics(registry)
         }
         router.get("/healthz") { _, _ -> Response in
             let health = worker.health
-            return Self.text(
+            return AdminResponse.text(
                 health.isHealthy ? .ok : .serviceUnavailable, health.isHealthy ? "ok\n" : "the worker's loops are not turning\n")
         }
         router.get("/readyz") { _, _ -> Response in
-            if worker.health.stopping { return Self.text(.serviceUnavailable, "stopping\n") }
-            if let problem = await readiness.problem() { return Self.text(.serviceUnavailable, problem + "\n") }
-            return Self.text(.ok, "ready\n")
+            if worker.health.stopping { return AdminResponse.text(.serviceUnavailable, "stopping\n") }
+            return await AdminResponse.readiness(readiness)
         }
         var quiet = logger
         quiet.logLevel = .warning
@@ -88,38 +91,61 @@ public struct AdminServer: Sendable {
             try await group.next()
         }
     }
+}
 
-    private static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
+/// The answers the worker's admin port and `ferry serve` give alike.
+public enum AdminResponse {
+    /// Every registered metric in Prometheus text format.
+    public static func metrics(_ registry: PrometheusCollectorRegistry) -> Response {
+        Response(
+            status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: registry.emitToBuffer())))
+    }
+
+    /// `ready`, or 503 saying what is wrong.
+    public static func readiness(_ probe: ReadinessProbe) async -> Response {
+        if let problem = await probe.problem() { return text(.serviceUnavailable, problem + "\n") }
+        return text(.ok, "ready\n")
+    }
+
+    /// A short plain-text answer.
+    public static func text(_ status: HTTPResponse.Status, _ body: String) -> Response {
         Response(
             status: status, headers: [.contentType: "text/plain; charset=utf-8"],
             body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 }
 
-/// Answers "is this worker able to work": Redis reachable and its group present. Results are
-/// kept for a second so that frequent probes cost Redis one command per second at most.
-actor ReadinessProbe {
+/// Answers "is this process able to work": Redis reachable and `check` content (the worker's
+/// group present, say). Results are kept for a second so that frequent probes cost Redis one
+/// command per second at most.
+public actor ReadinessProbe {
     private let connection: RedisConnection
-    private let keys: QueueKeys
-    private let group: String
+    private let check: @Sendable (RedisConnection) async throws(RedisError) -> String?
     private var cached: (at: ContinuousClock.Instant, problem: String?)?
 
-    init(connection: RedisConnection, keys: QueueKeys, group: String) {
+    /// `check` returns nil when ready, else what is wrong; its Redis errors become the reason.
+    /// The connection should be the probe's own, so a busy process cannot delay it.
+    public init(
+        connection: RedisConnection,
+        check: @escaping @Sendable (RedisConnection) async throws(RedisError) -> String? = ReadinessProbe.ping
+    ) {
         self.connection = connection
-        self.keys = keys
-        self.group = group
+        self.check = check
+    }
+
+    /// Ready when Redis answers.
+    @Sendable public static func ping(_ connection: RedisConnection) async throws(RedisError) -> String? {
+        _ = try await connection.send(RedisCommand("PING"))
+        return nil
     }
 
     /// nil when ready; otherwise what is wrong.
-    func problem() async -> String? {
+    public func problem() async -> String? {
         if let cached, ContinuousClock.now - cached.at < .seconds(1) { return cached.problem }
         let problem: String?
         do throws(RedisError) {
-            let groups = try await connection.send(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)]))
-            let names = (groups.array ?? []).compactMap { $0.array }.compactMap { info in
-                zip(info, info.dropFirst()).first { $0.0.string == "name" }?.1.string
-            }
-            problem = names.contains(group) ? nil : "the group \(group) does not exist on \(keys.jobs) yet"
+            problem = try await check(connection)
         } catch {
             problem =
                 error.prefix == nil || error.isRetryable ? "Redis is unreachable: \(error.message)" : "Redis: \(error.message)"

@@ -45,6 +45,11 @@ public struct FerryMetricsFactory: MetricsFactory {
             "The slowest group's unfinished jobs in each priority lane (sampled every --sample-interval).",
         "ferry_priority_oldest_age_seconds":
             "Age of the oldest job some group has yet to finish, per priority lane (sampled every --sample-interval).",
+        "ferry_api_requests_total": "HTTP API requests answered, by route template, method and status.",
+        "ferry_api_request_errors_total":
+            "HTTP API requests that ended in an error thrown past every handler, by route and status.",
+        "ferry_api_request_duration_seconds": "How long HTTP API requests took to answer, by route template, method and status.",
+        "ferry_api_active_requests": "HTTP API requests being answered now, by method.",
         "ferry_group_lag": "Entries not yet delivered to the group (sampled every --sample-interval).",
         "ferry_group_pending": "Entries delivered to the group and not yet acknowledged (sampled every --sample-interval).",
         "ferry_oldest_pending_age_seconds": "Idle time of the group's oldest pending entry (sampled every --sample-interval).",
@@ -61,33 +66,57 @@ public struct FerryMetricsFactory: MetricsFactory {
         self.stock = stock
     }
 
+    /// Libraries' OpenTelemetry-style names (Hummingbird's `MetricsMiddleware`) as Prometheus
+    /// names in Ferry's family; dots are not valid in a Prometheus name.
+    static let renamed: [String: String] = [
+        "hb.requests": "ferry_api_requests_total", "hb.request.errors": "ferry_api_request_errors_total",
+        "http.server.request.duration": "ferry_api_request_duration_seconds",
+        "http.server.active_requests": "ferry_api_active_requests",
+        "http.route": "route", "http.request.method": "method", "http.response.status_code": "status", "error.type": "status",
+    ]
+
+    /// `name` as Prometheus allows it: renamed when known, else every other character an underscore.
+    static func prometheusName(_ name: String) -> String {
+        if let renamed = renamed[name] { return renamed }
+        return String(name.map { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") ? $0 : "_" })
+    }
+
     private func descriptor(_ label: String) -> MetricNameDescriptor {
         MetricNameDescriptor(metricName: label, unitName: "", helpText: Self.help[label] ?? "Ferry metric \(label).")
     }
 
+    private func named(_ label: String, _ dimensions: [(String, String)]) -> (MetricNameDescriptor, [(String, String)]) {
+        (descriptor(Self.prometheusName(label)), dimensions.map { (Self.prometheusName($0.0), $0.1) })
+    }
+
     public func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
-        registry.makeCounter(descriptor: descriptor(label), labels: dimensions)
+        let (descriptor, labels) = named(label, dimensions)
+        return registry.makeCounter(descriptor: descriptor, labels: labels)
     }
 
     public func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
-        registry.makeCounter(descriptor: descriptor(label), labels: dimensions)
+        let (descriptor, labels) = named(label, dimensions)
+        return registry.makeCounter(descriptor: descriptor, labels: labels)
     }
 
     public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
-        guard aggregate else { return registry.makeGauge(descriptor: descriptor(label), labels: dimensions) }
+        let (descriptor, labels) = named(label, dimensions)
+        guard aggregate else { return registry.makeGauge(descriptor: descriptor, labels: labels) }
         return registry.makeValueHistogram(
-            descriptor: descriptor(label), labels: dimensions,
-            buckets: stock.valueHistogramBuckets[label] ?? stock.defaultValueHistogramBuckets)
+            descriptor: descriptor, labels: labels,
+            buckets: stock.valueHistogramBuckets[descriptor.metricName] ?? stock.defaultValueHistogramBuckets)
     }
 
     public func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
-        registry.makeGauge(descriptor: descriptor(label), labels: dimensions)
+        let (descriptor, labels) = named(label, dimensions)
+        return registry.makeGauge(descriptor: descriptor, labels: labels)
     }
 
     public func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
-        registry.makeDurationHistogram(
-            descriptor: descriptor(label), labels: dimensions,
-            buckets: stock.durationHistogramBuckets[label] ?? stock.defaultDurationHistogramBuckets)
+        let (descriptor, labels) = named(label, dimensions)
+        return registry.makeDurationHistogram(
+            descriptor: descriptor, labels: labels,
+            buckets: stock.durationHistogramBuckets[descriptor.metricName] ?? stock.defaultDurationHistogramBuckets)
     }
 
     public func destroyCounter(_ handler: any CounterHandler) { stock.destroyCounter(handler) }

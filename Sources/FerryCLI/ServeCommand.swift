@@ -1,8 +1,12 @@
 import ArgumentParser
 import Ferry
 import FerryAPI
+import FerryAdmin
+import FerryRedis
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 
@@ -55,6 +59,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "A JWT's subject is every job's flow-control key: per-key limits hold per caller.")
     var jwtSubjectIsKey = false
 
+    @Option(
+        help: ArgumentHelp(
+            "A per-caller rate limit: N/PERIOD for every route class, or CLASS=N/PERIOD (publish, read, poll, admin); repeatable.",
+            valueName: "[class=]rate"))
+    var rateLimit: [String] = []
+
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
@@ -104,13 +114,21 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.maxBodyBytes = maxBodyBytes
         configuration.publishing.maxPayloadBytes = maxPayloadBytes
         configuration.jwt = try jwtConfiguration()
+        configuration.rateLimits = try APIRateLimits(parsing: rateLimit)
         let logger = Logger(label: "ferry.api")
         let connection = try await redis.connect(clientName: "ferry-serve")
         if noAuth {
             logger.warning("serving without authentication: every caller may publish, read, cancel and retry")
         }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(FerryMetricsFactory(registry: registry))
+        var probeConfiguration = connection.configuration
+        probeConfiguration.clientName = "ferry-serve-probe"
+        probeConfiguration.commandTimeout = .seconds(2)
         let application = try await APIServer.application(
-            configuration: configuration, connection: connection, logger: logger,
+            configuration: configuration, connection: connection,
+            readiness: ReadinessProbe(connection: RedisConnection(configuration: probeConfiguration, logger: logger)),
+            metrics: registry, logger: logger,
             onListening: { [host] port in
                 FileHandle.standardOutput.writeBestEffort(
                     "listening on http://\(host.contains(":") ? "[\(host)]" : host):\(port)\n")

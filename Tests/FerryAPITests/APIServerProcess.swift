@@ -13,11 +13,12 @@ final class APIServerProcess: Sendable {
     let baseURL: String
     let logPath: String
 
-    /// Starts `ferry serve ARGUMENTS` and waits until it says where it listens.
-    init(_ arguments: [String] = []) async throws {
+    /// Starts `ferry serve ARGUMENTS` (on the test Redis, or `redis`) and waits until it says where it listens.
+    init(_ arguments: [String] = [], redis: String? = nil) async throws {
         let output = FileManager.default.temporaryDirectory.appending(path: uniqueName("serve") + ".out").path()
         logPath = output + ".err"
-        let url = try await TestRedis.sharedURL()
+        var url = redis ?? ""
+        if redis == nil { url = try await TestRedis.sharedURL() }
         let errors = output + ".err"
         let process = try ChildProcess(
             try ferryExecutable(), ["serve", "--port", "0", "--redis", url] + arguments, standardOutput: output,

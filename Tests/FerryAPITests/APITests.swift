@@ -259,6 +259,89 @@ struct APITests {
         #expect(queue.status == 200 && queue.json?["dead_letters"] as? Int == 0, "\(queue.text)")
     }
 
+    @Test(
+        "rate limits: shared by two ferry serve processes, per caller, per job for polls, 429 rate-limited with Retry-After until the window lets the next in; a bad value stops serve"
+    )
+    func rateLimits() async throws {
+        let limits = ["--rate-limit", "read=3/1m", "--rate-limit", "poll=2/1m", "--rate-limit", "publish=2/2s"]
+        let first = try await APIServerProcess(limits)
+        let second = try await APIServerProcess(limits)
+        let setup = try await TestQueue("api-rate")
+        let one = try await key([.admin])
+        let other = try await key([.admin])
+
+        for server in [first, second, first] {
+            #expect(try await server.send("GET", "/v1/queues", key: one).status == 200)
+        }
+        let refused = try await second.send("GET", "/v1/queues", key: one)
+        #expect(refused.status == 429 && refused.problem == "rate-limited", "\(refused.text)")
+        let retryAfter = Int(refused.headers["retry-after"] ?? "") ?? 0
+        #expect((1...60).contains(retryAfter), "\(refused.headers)")
+        #expect((refused.json?["detail"] as? String)?.contains("3/m read requests") == true, "\(refused.text)")
+        #expect(try await first.send("GET", "/v1/queues", key: other).status == 200, "another caller has its own window")
+
+        let job = "/v1/queues/\(setup.name)/jobs/"
+        #expect(try await first.send("GET", job + "j1", key: other).status == 404)
+        #expect(try await second.send("GET", job + "j1", key: other).status == 404)
+        #expect(try await first.send("GET", job + "j1", key: other).status == 429)
+        #expect(try await first.send("GET", job + "j2", key: other).status == 404, "polls are counted per job")
+
+        let publish = { () async throws -> Int in
+            try await first.send("POST", String(job.dropLast()), json: #"{"type": "t"}"#, key: one).status
+        }
+        #expect(try await publish() == 202)
+        #expect(try await publish() == 202)
+        #expect(try await publish() == 429)
+        #expect(await eventually(.seconds(20)) { try await publish() == 202 }, "the window lets the next in once it has passed")
+        #expect(try await setup.length(setup.keys.jobs) == 3)
+        let windows = try await setup.redis.scanKeys(matching: "ferry:api:rate:*")
+        #expect(!windows.isEmpty)
+        for window in windows {
+            let ttl = try await setup.redis.send(RedisCommand("PTTL", [.bytes(window)])).integer ?? -1
+            #expect(ttl > 0, "every window expires")
+        }
+
+        let bad = try await runProcess(
+            try ferryExecutable(),
+            ["serve", "--port", "0", "--redis", try await TestRedis.sharedURL(), "--rate-limit", "fetch=1/s"])
+        #expect(bad.status != 0 && bad.standardError.contains("route class"), "\(bad.standardError)")
+    }
+
+    @Test(
+        "/readyz is ready while Redis answers and 503 naming Redis when it is gone; /metrics counts requests by route template and promtool accepts it"
+    )
+    func probesAndMetrics() async throws {
+        let redis = try await RedisServerProcess()
+        let server = try await APIServerProcess(["--no-auth"], redis: redis.url)
+        let ready = try await server.send("GET", "/readyz")
+        #expect(ready.status == 200 && ready.text == "ready\n", "\(ready.text)")
+        #expect(try await server.send("GET", "/healthz").status == 200)
+        #expect(try await server.send("GET", "/v1/queues/q-1/jobs/j-1").status == 404)
+        #expect(try await server.send("GET", "/v1/queues/q-2/jobs/j-2").status == 404)
+        var scrape = ""
+        #expect(
+            await eventually {
+                scrape = try await server.send("GET", "/metrics").text
+                return scrape.contains(
+                    #"ferry_api_requests_total{route="/v1/queues/{queue}/jobs/{job_id}",method="GET",status="404"} 2"#)
+            }, "\(scrape)")
+        #expect(scrape.contains("ferry_api_request_duration_seconds_bucket"))
+        #expect(!scrape.contains("q-1"), "route templates, not the queues and jobs asked for")
+        let checked = try await runProcess(
+            URL(fileURLWithPath: "/bin/sh"), ["-c", #"printf '%s\n' "$1" | promtool check metrics"#, "sh", scrape])
+        #expect(checked.status == 0, "\(checked.standardOutput)\(checked.standardError)")
+
+        await redis.stop()
+        var down = try await server.send("GET", "/readyz")
+        #expect(
+            await eventually {
+                down = try await server.send("GET", "/readyz")
+                return down.status == 503
+            })
+        #expect(down.text.contains("Redis"), "\(down.text)")
+        #expect(try await server.send("GET", "/healthz").status == 200, "alive, only not ready")
+    }
+
     @Test("the OpenAPI document is served at /v1/openapi.json as the same document, and it validates (openapi-spec-validator)")
     func documentServedAndValid() async throws {
         let server = try await APIServerProcess(["--no-auth"])

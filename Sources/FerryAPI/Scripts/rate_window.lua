@@ -1,0 +1,26 @@
+-- Ferry's HTTP API: may one more request of a client's route class pass its rate limit? At most
+-- `count` requests in any window of `period`, exactly: the sorted set holds the times of the
+-- requests the window still counts (docs/design.md, "The HTTP API"). One call per request;
+-- every `ferry serve` shares the set, so the limit holds across processes.
+--
+-- KEYS[1]  the client's window   ferry:api:rate:<class>:<client>[:<queue>/<job_id>]
+-- ARGV[1]  count: the requests a window allows
+-- ARGV[2]  period, ms
+-- ARGV[3]  this request's member (unique: two requests in one millisecond both count)
+--
+-- Returns {1, requests left in the window} when the request passes (and is counted), or
+-- {0, ms until the oldest counted request leaves the window} when it does not (not counted:
+-- a client retrying too soon does not push its own turn back). The set expires a period after
+-- its newest request, so an idle client leaves nothing behind.
+local count, period = tonumber(ARGV[1]), tonumber(ARGV[2])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
+local used = redis.call('ZCARD', KEYS[1])
+if used >= count then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, math.max(1, tonumber(oldest[2]) + period - now)}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], period)
+return {1, count - used - 1}
