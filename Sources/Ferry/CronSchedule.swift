@@ -12,6 +12,38 @@ public struct CronSchedule: Sendable, Hashable {
         case cron(CronExpression, timeZone: TimeZone)
     }
 
+    /// Reads a timing as `ferry cron set` and the HTTP API take it: an interval, or a cron
+    /// expression read on a time zone's wall clock (UTC when none is named).
+    ///
+    /// - Throws: ``FerryError`` `invalidInput` naming what to change.
+    public static func timing(every: Duration?, cron: String?, timeZone: String?) throws(FerryError) -> Timing {
+        switch (every, cron) {
+        case (let interval?, nil):
+            if timeZone != nil {
+                throw FerryError(
+                    .invalidInput,
+                    "a time zone applies to a cron expression; an interval ticks on the Unix epoch, in no time zone")
+            }
+            return .every(interval)
+        case (nil, let expression?):
+            let parsed: CronExpression
+            do {
+                parsed = try CronExpression(expression)
+            } catch {
+                throw FerryError(.invalidInput, "invalid cron expression: \(error.description)")
+            }
+            let zoneName = timeZone ?? "UTC"
+            guard let zone = TimeZone(identifier: zoneName) else {
+                throw FerryError(
+                    .invalidInput,
+                    "unknown time zone \"\(zoneName)\": give a tz database name such as Europe/Paris, America/New_York or UTC")
+            }
+            return .cron(parsed, timeZone: zone)
+        default:
+            throw FerryError(.invalidInput, "give the schedule once: an interval (every) or a cron expression (cron)")
+        }
+    }
+
     /// What happens to ticks no worker got to in time (downtime, a stopped fleet).
     public enum CatchUp: String, Sendable, Hashable, CaseIterable {
         /// Ticks more than ``CronSchedule/missedAfter`` old are skipped (the default).

@@ -105,6 +105,66 @@ public struct DeadLetters: Sendable {
         return try await all().last { $0.jobID == jobID }
     }
 
+    /// Which dead letters a bulk redrive or purge acts on (`ferry dlq`, the HTTP API's
+    /// `dead-letters:redrive`, `:purge` and `jobs:retry`): named ones, or every one, narrowed by
+    /// the criteria that are set.
+    public struct Selection: Sendable, Hashable {
+        /// Dead-letter entry IDs; with ``jobIDs`` empty too, every dead letter is a candidate.
+        public var ids: [String] = []
+        /// Job ids, found as ``letter(jobID:)`` finds them.
+        public var jobIDs: [String] = []
+        /// Only jobs of this type.
+        public var type: String?
+        /// Only jobs dead-lettered for this reason (`dead_letter.error_class`).
+        public var errorClass: String?
+        /// Only jobs this consumer group gave up on.
+        public var group: String?
+        /// Only jobs dead-lettered before this time.
+        public var before: Date?
+
+        /// Every dead letter; set criteria to narrow it.
+        public init() {}
+
+        /// Whether a criterion other than naming letters is set.
+        public var isNarrowed: Bool { type != nil || errorClass != nil || group != nil || before != nil }
+
+        /// Whether `letter` meets every criterion that is set.
+        public func matches(_ letter: Letter) -> Bool {
+            (type == nil || letter.type == type) && (errorClass == nil || letter.errorClass == errorClass)
+                && (group == nil || letter.sourceGroup == group) && (before.map { letter.entry.time < $0 } ?? true)
+        }
+    }
+
+    /// The dead letters `selection` names, oldest first, at most `limit` of them; `missing` lists
+    /// named IDs and job ids with no dead letter, and `more` says whether others matched beyond
+    /// `limit` (act on these, then select again).
+    public func select(
+        _ selection: Selection, limit: Int = .max
+    ) async throws(FerryError) -> (
+        letters: [Letter], missing: [String], more: Bool
+    ) {
+        var letters: [Letter] = []
+        var missing: [String] = []
+        if selection.ids.isEmpty && selection.jobIDs.isEmpty {
+            var start = "-"
+            while true {
+                let page = try await list(from: start, limit: 1000)
+                letters += page.filter(selection.matches)
+                if letters.count > limit { return (Array(letters.prefix(limit)), [], true) }
+                guard page.count == 1000, let last = page.last else { return (letters, [], false) }
+                start = "(" + last.id
+            }
+        }
+        for id in selection.ids {
+            if let found = try await letter(id: id) { letters.append(found) } else { missing.append(id) }
+        }
+        for jobID in selection.jobIDs {
+            if let found = try await letter(jobID: jobID) { letters.append(found) } else { missing.append(jobID) }
+        }
+        let matched = letters.filter(selection.matches)
+        return (Array(matched.prefix(limit)), missing, matched.count > limit)
+    }
+
     /// Puts one dead-lettered job back on the queue, atomically with its removal from the
     /// dead-letter stream (`redrive.lua`). Only the group that dead-lettered it runs it again.
     ///

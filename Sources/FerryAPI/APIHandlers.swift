@@ -338,25 +338,27 @@ struct APIHandlers: APIProtocol {
 
     func getWorkflow(_ input: Operations.GetWorkflow.Input) async throws -> Operations.GetWorkflow.Output {
         let queue = try queueName(input.path.queue)
-        guard let status = try await Workflows(queue: queue, connection: connection).status(input.path.workflowId) else {
-            throw APIProblem(.notFound, "no workflow \"\(input.path.workflowId)\" in queue \(queue) (never started, or expired)")
+        return .ok(.init(body: .json(try await workflow(input.path.workflowId, queue: queue))))
+    }
+
+    /// A workflow as the API shows it.
+    func workflow(_ id: String, queue: QueueName) async throws -> Components.Schemas.Workflow {
+        guard let status = try await Workflows(queue: queue, connection: connection).status(id) else {
+            throw APIProblem(.notFound, "no workflow \"\(id)\" in queue \(queue) (never started, or expired)")
         }
-        return .ok(
-            .init(
-                body: .json(
-                    .init(
-                        workflowId: status.id, name: status.name, state: .init(rawValue: status.state.rawValue) ?? .running,
-                        progress: status.progress, reason: status.reason,
-                        steps: status.steps.map { .init(name: $0.name, state: $0.state, jobId: $0.jobID, runs: $0.runs) }))))
+        return .init(
+            workflowId: status.id, name: status.name, state: .init(rawValue: status.state.rawValue) ?? .running,
+            progress: status.progress, reason: status.reason,
+            steps: status.steps.map { .init(name: $0.name, state: $0.state, jobId: $0.jobID, runs: $0.runs) })
     }
 
     // MARK: Common
 
     /// The queue a path names, if the caller may see it.
-    private func queueName(_ text: String) throws -> QueueName {
+    func queueName(_ text: String) throws -> QueueName {
         let queue = try QueueName(text)
         guard APIClient.current.sees(queue.rawValue) else {
-            throw APIProblem(.forbidden, "this API key may not use queue \(queue)")
+            throw APIProblem(.forbidden, "\(APIClient.current.name) may not use queue \(queue)")
         }
         return queue
     }

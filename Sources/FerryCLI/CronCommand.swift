@@ -69,31 +69,14 @@ struct CronSetCommand: AsyncParsableCommand {
     func run() async throws {
         LogOutput.text.bootstrap()
         let queue = try QueueName(schedule.queue)
-        let timing: CronSchedule.Timing
-        switch (every, cron) {
-        case (let every?, nil):
-            if tz != nil { throw InputError("--tz applies to --cron; --every ticks on the Unix epoch, in no time zone") }
-            guard let interval = Settings.parseDuration(every), interval > .zero else {
+        var interval: Duration?
+        if let every {
+            guard let parsed = Settings.parseDuration(every), parsed > .zero else {
                 throw Settings.invalidDuration(every, for: "--every")
             }
-            timing = .every(interval)
-        case (nil, let expression?):
-            let parsed: CronExpression
-            do {
-                parsed = try CronExpression(expression)
-            } catch {
-                throw InputError("invalid --cron: \(error.description)")
-            }
-            let zoneName = tz ?? "UTC"
-            guard let zone = TimeZone(identifier: zoneName) else {
-                throw InputError(
-                    "unknown time zone \"\(zoneName)\" for --tz: give a tz database name such as Europe/Paris, America/New_York or UTC"
-                )
-            }
-            timing = .cron(parsed, timeZone: zone)
-        default:
-            throw InputError("give the schedule once: --every INTERVAL or --cron EXPRESSION")
+            interval = parsed
         }
+        let timing = try CronSchedule.timing(every: interval, cron: cron, timeZone: tz)
         let settings = Settings(environment: [:])
         let definition = CronSchedule(
             name: schedule.name, timing: timing, job: JobMessage(type: type, data: Array((data ?? "").utf8)),

@@ -28,17 +28,14 @@ struct DeadLetterSelection: ParsableArguments {
     var dryRun = false
 
     /// The selected letters, and the named IDs that do not exist.
-    func select(_ deadLetters: DeadLetters) async throws -> (letters: [DeadLetters.Letter], missing: [String]) {
-        var letters: [DeadLetters.Letter] = []
-        var missing: [String] = []
-        if all {
-            letters = try await deadLetters.all()
-        } else {
-            for id in ids {
-                if let letter = try await deadLetters.letter(id: id) { letters.append(letter) } else { missing.append(id) }
-            }
-        }
-        if let type { letters = letters.filter { $0.type == type } }
+    func select(
+        _ deadLetters: DeadLetters, before: Date? = nil
+    ) async throws -> (letters: [DeadLetters.Letter], missing: [String]) {
+        var selection = DeadLetters.Selection()
+        selection.ids = ids
+        selection.type = type
+        selection.before = before
+        let (letters, missing, _) = try await deadLetters.select(selection)
         return (letters, missing)
     }
 
@@ -196,21 +193,15 @@ struct DeadLetterPurge: AsyncParsableCommand {
         LogOutput.text.bootstrap()
         let deadLetters = DeadLetters(
             queue: try QueueName(selection.queue), connection: try await redis.connect(clientName: "ferry-dlq"))
-        var letters: [DeadLetters.Letter]
-        var missing: [String] = []
-        if let age = olderThan.flatMap(Settings.parseDuration) {
-            let cutoff = Date(millisecondsSince1970: Date().millisecondsSince1970 - age.milliseconds)
-            if !selection.dryRun && selection.type == nil {
-                // One XTRIM MINID: entry IDs are the times jobs were dead-lettered.
-                print("\(try await deadLetters.purge(before: cutoff)) jobs purged")
-                return
-            }
-            letters = try await deadLetters.all().filter {
-                $0.entry.time < cutoff && (selection.type == nil || $0.type == selection.type)
-            }
-        } else {
-            (letters, missing) = try await selection.select(deadLetters)
+        let cutoff = olderThan.flatMap(Settings.parseDuration).map {
+            Date(millisecondsSince1970: Date().millisecondsSince1970 - $0.milliseconds)
         }
+        if let cutoff, !selection.dryRun && selection.type == nil {
+            // One XTRIM MINID: entry IDs are the times jobs were dead-lettered.
+            print("\(try await deadLetters.purge(before: cutoff)) jobs purged")
+            return
+        }
+        let (letters, missing) = try await selection.select(deadLetters, before: cutoff)
         if selection.dryRun {
             letters.forEach { print("would purge \($0.id) (job \($0.jobID))") }
             print("\(letters.count) jobs would be purged")

@@ -85,7 +85,7 @@ struct CronCommandTests {
             (["--cron", "61 * * * *"], "the minute field"), (["--cron", "* * *"], "has 3"),
             (["--cron", "* * * * *", "--tz", "Mars/Olympus"], "unknown time zone \"Mars/Olympus\""),
             (["--every", "1s", "--cron", "* * * * *"], "give the schedule once"), (["--every", "1.5s"], "--every"),
-            (["--every", "1s", "--tz", "UTC"], "--tz applies to --cron"),
+            (["--every", "1s", "--tz", "UTC"], "a time zone applies to a cron expression"),
             (["--every", "1s", "--catch-up", "some"], "skip, one, all"),
             (["--every", "1s", "--overlap", "never"], "allow, skip"),
         ])
