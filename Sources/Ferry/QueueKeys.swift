@@ -32,6 +32,9 @@ public struct QueueKeys: Sendable, Hashable {
     public let paused: String
     /// `ferry:{Q}:settings`: settings every publisher and worker reads (`max_depth`).
     public let settings: String
+    /// `ferry:{Q}:events`: the queue's job transitions, capped at about 10,000, while events are
+    /// on (``QueueEvents``); absent when they are off.
+    public var events: String { prefix + ":events" }
     /// `ferry:{Q}:limits`: the queue's rate and concurrency limits, limit name → JSON
     /// (``QueueLimits``).
     public let limits: String

@@ -6,8 +6,42 @@ import Foundation
 /// `ferry queue`: settings of a whole queue, kept in Redis for every worker.
 struct QueueCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "queue", abstract: "Pause or resume a queue's workers, or bound its depth.",
-        subcommands: [QueueSetCommand.self, QueuePauseCommand.self, QueueResumeCommand.self])
+        commandName: "queue", abstract: "Pause or resume a queue's workers, bound its depth, or turn its events on.",
+        subcommands: [QueueSetCommand.self, QueuePauseCommand.self, QueueResumeCommand.self, QueueEventsCommand.self])
+}
+
+/// `ferry queue events QUEUE on|off|status`.
+struct QueueEventsCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "events", abstract: "Turn the queue's event stream on or off, or say whether it is on.",
+        discussion: """
+            On, every change of a job's state is appended to ferry:{Q}:events (capped at about 10,000) by the \
+            script that makes it: what ferry serve's GET /v1/queues/QUEUE/events streams. Costs Redis one XADD a \
+            change; off (the default) costs nothing. Off deletes the events kept.
+            """)
+
+    /// What to do.
+    enum Action: String, ExpressibleByArgument, CaseIterable {
+        case on, off, status
+    }
+
+    @Argument(help: "The queue name.")
+    var queue: String
+
+    @Argument(help: "on, off or status.")
+    var action: Action = .status
+
+    @OptionGroup var redis: RedisOptions
+
+    func run() async throws {
+        LogOutput.text.bootstrap()
+        let events = QueueEvents(queue: try QueueName(queue), connection: try await redis.connect(clientName: "ferry-queue"))
+        switch action {
+        case .on: print("\(queue): events \(try await events.enable() ? "on" : "were on already")")
+        case .off: print("\(queue): events \(try await events.disable() ? "off" : "were off already")")
+        case .status: print("\(queue): events \(try await events.isEnabled() ? "on" : "off")")
+        }
+    }
 }
 
 /// `QUEUE [--group G]`: what `ferry queue pause|resume` act on.

@@ -24,7 +24,8 @@ struct CommandOutput {
         guard mkdtemp(&template) != nil else {
             throw CommandFailure(notStarted: "cannot create an output directory in \(base): errno \(errno)")
         }
-        let output = CommandOutput(path: String(cString: template))
+        let output = CommandOutput(
+            path: String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
         if let workflow = job.workflow {
             let results = output.path + "/results"
             try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: false)

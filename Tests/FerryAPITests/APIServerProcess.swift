@@ -1,5 +1,7 @@
+import Ferry
 import FerryTestSupport
 import Foundation
+import Logging
 import Testing
 
 #if canImport(FoundationNetworking)
@@ -78,4 +80,26 @@ final class APIServerProcess: Sendable {
 struct APITestError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// Runs a worker on `setup`'s queue with `handlers` while `body` runs (one attempt a job when
+/// `maxAttempts` is 1), and stops it after.
+func withWorker(
+    _ setup: TestQueue, handlers: [String: any JobHandler], maxAttempts: Int? = nil, body: () async throws -> Void
+) async throws {
+    var configuration = Worker.Configuration()
+    configuration.consumer = uniqueName("c")
+    if let maxAttempts { configuration.retry = RetryPolicy(maxAttempts: maxAttempts) }
+    let worker = Worker(
+        queue: setup.queue, redis: setup.redisConfiguration, handlers: handlers, configuration: configuration,
+        logger: Logger(label: "test"))
+    let task = Task { try await worker.run() }
+    do {
+        try await body()
+    } catch {
+        worker.stop()
+        throw error
+    }
+    worker.stop()
+    try await task.value
 }

@@ -17,23 +17,9 @@ struct APITests {
         ).token
     }
 
-    /// Runs a worker on `setup`'s queue while `body` runs (`handler` for type `t`).
+    /// Runs a worker on `setup`'s queue while `body` runs (one attempt a job).
     func running(_ setup: TestQueue, handler: any JobHandler, body: () async throws -> Void) async throws {
-        var configuration = Worker.Configuration()
-        configuration.consumer = uniqueName("c")
-        configuration.retry = RetryPolicy(maxAttempts: 1)
-        let worker = Worker(
-            queue: setup.queue, redis: setup.redisConfiguration, handlers: ["t": handler], configuration: configuration,
-            logger: Logger(label: "test"))
-        let task = Task { try await worker.run() }
-        do {
-            try await body()
-        } catch {
-            worker.stop()
-            throw error
-        }
-        worker.stop()
-        try await task.value
+        try await withWorker(setup, handlers: ["t": handler], maxAttempts: 1, body: body)
     }
 
     @Test(

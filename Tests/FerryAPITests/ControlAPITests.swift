@@ -10,23 +10,9 @@ import Testing
 /// The operations that change how a queue runs, against a real `ferry serve` and Redis.
 @Suite("HTTP API: pause, bulk operations, cron, limits, workflow control")
 struct ControlAPITests {
-    /// Runs a worker on `setup`'s queue (one attempt a job) while `body` runs.
+    /// Runs a worker on `setup`'s queue while `body` runs (one attempt a job).
     func running(_ setup: TestQueue, handler: any JobHandler, body: () async throws -> Void) async throws {
-        var configuration = Worker.Configuration()
-        configuration.consumer = uniqueName("c")
-        configuration.retry = RetryPolicy(maxAttempts: 1)
-        let worker = Worker(
-            queue: setup.queue, redis: setup.redisConfiguration, handlers: ["a": handler, "b": handler],
-            configuration: configuration, logger: Logger(label: "test"))
-        let task = Task { try await worker.run() }
-        do {
-            try await body()
-        } catch {
-            worker.stop()
-            throw error
-        }
-        worker.stop()
-        try await task.value
+        try await withWorker(setup, handlers: ["a": handler, "b": handler], maxAttempts: 1, body: body)
     }
 
     @Test(

@@ -458,6 +458,22 @@ local function joined(first, second)
   return name
 end
 
+-- Appends one transition to the queue's event stream ferry:{Q}:events, when it exists (`ferry
+-- queue events on`): what the HTTP API's server-sent events read. Its name is built from the
+-- index prefix (same {Q} slot), and whether it exists is asked once per script call. Capped
+-- at about 10,000 entries (MAXLEN ~, trimmed in whole nodes), so it never grows past that.
+local events_key, events_on
+local function record_event(index, group, job_id, state, previous, now)
+  if events_on == nil then
+    events_key = string.sub(index, 1, -5) .. 'events'
+    events_on = redis.call('EXISTS', events_key) == 1
+  end
+  if events_on then
+    redis.call('XADD', events_key, 'MAXLEN', '~', 10000, '*', 'job_id', job_id, 'group', group, 'state', state,
+      'from', previous or '', 'at', now)
+  end
+end
+
 local function set_status(key, index, group, job_id, entry_id, state, now, keep, fields, shared, from)
   local prefix = joined(group, '.')
   local previous = from
@@ -502,5 +518,6 @@ local function set_status(key, index, group, job_id, entry_id, state, now, keep,
   else
     redis.call('PERSIST', key)
   end
+  record_event(index, group, job_id, state, previous, now)
   return previous
 end
