@@ -4,8 +4,9 @@
 # Installs the Debian packages and PyPI packages Ferry builds and tests with, only when missing.
 ferry_install_dependencies() {
   # stunnel4 and openssl: the TLS sidecar test; prometheus: promtool for the alert rules; curl:
-  # the admin endpoint tests; tzdata: cron schedules in a time zone (--tz).
-  local wanted=(libhiredis-dev libcurl4-openssl-dev redis-server redis-tools stunnel4 openssl prometheus curl tzdata)
+  # the admin endpoint tests; tzdata: cron schedules in a time zone (--tz); chromium: the
+  # dashboard's tests in a real headless browser.
+  local wanted=(libhiredis-dev libcurl4-openssl-dev redis-server redis-tools stunnel4 openssl prometheus curl tzdata chromium)
   local missing=()
   local package
   for package in "${wanted[@]}"; do
@@ -32,6 +33,8 @@ ferry_install_dependencies() {
   # against a live ferry serve all match it.
   python3 -c 'import openapi_spec_validator' >/dev/null 2>&1 || python_missing+=(openapi-spec-validator)
   python3 -c 'import schemathesis' >/dev/null 2>&1 || python_missing+=(schemathesis)
+  # The dashboard's browser tests drive headless Chromium over the DevTools protocol.
+  python3 -c 'import websocket' >/dev/null 2>&1 || python_missing+=(websocket-client)
   if [ "${#python_missing[@]}" -gt 0 ]; then
     echo "ferry: installing ${python_missing[*]} from PyPI" >&2
     python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${python_missing[@]}"

@@ -67,7 +67,9 @@ extension APIHandlers {
         return .ok(
             .init(
                 body: .textEventStream(
-                    HTTPBody(stream.asEncodedServerSentEventsWithJSONData(encoder: Self.eventEncoder), length: .unknown, iterationBehavior: .single))))
+                    HTTPBody(
+                        stream.asEncodedServerSentEventsWithJSONData(encoder: Self.eventEncoder), length: .unknown,
+                        iterationBehavior: .single))))
     }
 
     /// JSON as the rest of the API writes it: RFC 3339 times, keys in a fixed order.

@@ -66,12 +66,7 @@ struct ProblemMiddleware: ServerMiddleware {
 /// (`x-ferry-scope` in the document) must be one of the key's, and a queue in the path one it
 /// may see. The caller is then ``APIClient/current`` for the handler.
 struct AuthenticationMiddleware: ServerMiddleware {
-    /// The API keys; nil with JWTs only, or with no authentication.
-    let keys: APIKeys?
-    /// JWT verification, when configured.
-    let jwt: JWTAuthenticator?
-    /// No authentication (`--no-auth`): every caller may do everything.
-    var isOpen: Bool { keys == nil && jwt == nil }
+    let authenticator: Authenticator
 
     func intercept(
         _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
@@ -92,21 +87,41 @@ struct AuthenticationMiddleware: ServerMiddleware {
         return try await APIClient.$current.withValue(client) { try await next(request, body, metadata) }
     }
 
+    /// Bearer tokens always; the dashboard's session cookie for reads only (a cross-site form
+    /// cannot make a read do anything, and the cookie is `SameSite=Strict` besides).
     private func authenticate(_ request: HTTPRequest) async throws -> APIClient {
-        if isOpen { return .unrestricted }
-        guard let header = request.headerFields[.authorization] else {
+        let safe = request.method == .get || request.method == .head
+        guard let client = try await authenticator.client(of: request, cookies: safe) else {
             throw APIProblem(.unauthenticated, "send an API key or a JWT: Authorization: Bearer ...")
         }
-        let parts = header.split(separator: " ", maxSplits: 1)
-        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
-            throw APIProblem(.unauthenticated, "the Authorization header is not Bearer <API key or JWT>")
+        return client
+    }
+}
+
+/// Records each admin operation of the API in the audit log (``AuditLog``): who, which
+/// operation, on what, and how it ended, so changes made by scripts are on record beside those
+/// made in the dashboard.
+struct AuditMiddleware: ServerMiddleware {
+    let log: AuditLog
+
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        guard OpenAPIDocument.scopes[operationID] == .admin else { return try await next(request, body, metadata) }
+        let parameters = metadata.pathParameters
+        let queue = parameters["queue"].map { String($0).removingPercentEncoding ?? String($0) } ?? ""
+        let target = (parameters["job_id"] ?? parameters["name"] ?? parameters["workflow_id"]).map(String.init) ?? ""
+        let actor = APIClient.current.name
+        do {
+            let answer = try await next(request, body, metadata)
+            try await log.record(
+                actor: actor, action: operationID, queue: queue, target: target, outcome: "HTTP \(answer.0.status.code)")
+            return answer
+        } catch {
+            let outcome = (error as? APIProblem).map { "refused: \($0.kind.rawValue)" } ?? "failed"
+            try? await log.record(actor: actor, action: operationID, queue: queue, target: target, outcome: outcome)
+            throw error
         }
-        let token = String(parts[1]).trimmingCharacters(in: .whitespaces)
-        if let jwt, !token.hasPrefix("ferry_") { return try await jwt.authenticate(token: token) }
-        guard let keys, let key = try await keys.authenticate(token: token) else {
-            throw APIProblem(.unauthenticated, "the API key is not one this server knows (mistyped, or revoked)")
-        }
-        return APIClient(
-            name: "API key \(key.name)", identity: "key:\(key.id)", scopes: Set(key.scopes), queues: key.queues.map(Set.init))
     }
 }

@@ -78,16 +78,19 @@ public enum APIServer {
                 body: .init(byteBuffer: ByteBuffer(bytes: OpenAPIDocument.json)))
         }
         router.get("/healthz") { _, _ in AdminResponse.text(.ok, "ok\n") }
+        let authenticator = Authenticator(
+            keys: configuration.requiresAuthentication ? APIKeys(connection: connection) : nil,
+            jwt: configuration.requiresAuthentication ? jwt : nil, sessions: DashboardSessions(connection: connection))
         let handlers = APIHandlers(connection: connection, publishing: configuration.publishing)
         try handlers.registerHandlers(
             on: router,
             middlewares: [
                 ProblemMiddleware(logger: logger),
-                AuthenticationMiddleware(
-                    keys: configuration.requiresAuthentication ? APIKeys(connection: connection) : nil,
-                    jwt: configuration.requiresAuthentication ? jwt : nil),
+                AuthenticationMiddleware(authenticator: authenticator),
                 RateLimitMiddleware(limits: configuration.rateLimits, connection: connection),
+                AuditMiddleware(log: AuditLog(connection: connection)),
             ])
+        try Dashboard(connection: connection, authenticator: authenticator, logger: logger).addRoutes(to: router)
         return Application(
             router: router,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "ferry"),

@@ -133,8 +133,9 @@ struct ServeCommand: AsyncParsableCommand {
                 FileHandle.standardOutput.writeBestEffort(
                     "listening on http://\(host.contains(":") ? "[\(host)]" : host):\(port)\n")
             })
+        let sampler = QueueHistorySampler(connection: connection, logger: logger)
         let group = ServiceGroup(
-            configuration: .init(services: [application], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+            configuration: .init(services: [application, sampler], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {
             try await group.run()
         } catch {
