@@ -8,7 +8,10 @@ import OpenAPIRuntime
 /// library's stores: the API adds no queue logic of its own. A library error becomes a problem
 /// (``APIProblem``) in ``ProblemMiddleware``; what a handler refuses itself it throws as one.
 struct APIHandlers: APIProtocol {
-    let connection: RedisConnection
+    /// The connections requests take turns on.
+    let pool: RedisConnectionPool
+    /// A connection for the next command.
+    var connection: RedisConnection { pool.next }
     /// Settings every publish uses (payload limit, dedup window).
     let publishing: Publisher.Configuration
     /// The longest `?wait=` a status request may hold.

@@ -102,7 +102,8 @@ struct AuthenticationMiddleware: ServerMiddleware {
 /// operation, on what, and how it ended, so changes made by scripts are on record beside those
 /// made in the dashboard.
 struct AuditMiddleware: ServerMiddleware {
-    let log: AuditLog
+    let pool: RedisConnectionPool
+    var log: AuditLog { AuditLog(connection: pool.next) }
 
     func intercept(
         _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,

@@ -84,7 +84,7 @@ public struct APIRateLimits: Sendable, Equatable {
 /// the caller is known, and before the handler, so a refused request does no work.
 struct RateLimitMiddleware: ServerMiddleware {
     let limits: APIRateLimits
-    let connection: RedisConnection
+    let pool: RedisConnectionPool
     static let script = RedisScript(name: "rate_window", source: EmbeddedAPIFiles.rate_window)
 
     func intercept(
@@ -99,7 +99,7 @@ struct RateLimitMiddleware: ServerMiddleware {
         if routeClass == .poll, let queue = metadata.pathParameters["queue"], let job = metadata.pathParameters["job_id"] {
             key += ":\(queue)/\(job)"
         }
-        let reply = try await connection.run(
+        let reply = try await pool.next.run(
             Self.script, keys: [.string(key)],
             arguments: [.integer(Int64(limit.count)), .integer(limit.period.milliseconds), .string(UUID().uuidString)])
         let answer = reply.array?.compactMap(\.integer) ?? []

@@ -53,13 +53,13 @@ public enum APIServer {
     /// The application: run it as a `Service` (in a `ServiceGroup`, for graceful shutdown).
     ///
     /// - Parameters:
-    ///   - connection: the Redis every request uses.
+    ///   - connections: the connections to Redis requests take turns on.
     ///   - readiness: what `/readyz` asks (Redis answering, on a connection of its own).
     ///   - metrics: what `/metrics` renders; request metrics are recorded through swift-metrics,
     ///     so the caller bootstraps it with this registry (``FerryMetricsFactory``).
     ///   - onListening: called with the port once the server listens.
     public static func application(
-        configuration: Configuration, connection: RedisConnection, readiness: ReadinessProbe,
+        configuration: Configuration, connections: RedisConnectionPool, readiness: ReadinessProbe,
         metrics: PrometheusCollectorRegistry, logger: Logger, onListening: @escaping @Sendable (Int) -> Void = { _ in }
     ) async throws -> some ApplicationProtocol {
         try configuration.validate()
@@ -79,18 +79,18 @@ public enum APIServer {
         }
         router.get("/healthz") { _, _ in AdminResponse.text(.ok, "ok\n") }
         let authenticator = Authenticator(
-            keys: configuration.requiresAuthentication ? APIKeys(connection: connection) : nil,
-            jwt: configuration.requiresAuthentication ? jwt : nil, sessions: DashboardSessions(connection: connection))
-        let handlers = APIHandlers(connection: connection, publishing: configuration.publishing)
+            acceptsKeys: configuration.requiresAuthentication, pool: connections,
+            jwt: configuration.requiresAuthentication ? jwt : nil, sessions: DashboardSessions(pool: connections))
+        let handlers = APIHandlers(pool: connections, publishing: configuration.publishing)
         try handlers.registerHandlers(
             on: router,
             middlewares: [
                 ProblemMiddleware(logger: logger),
                 AuthenticationMiddleware(authenticator: authenticator),
-                RateLimitMiddleware(limits: configuration.rateLimits, connection: connection),
-                AuditMiddleware(log: AuditLog(connection: connection)),
+                RateLimitMiddleware(limits: configuration.rateLimits, pool: connections),
+                AuditMiddleware(pool: connections),
             ])
-        try Dashboard(connection: connection, authenticator: authenticator, logger: logger).addRoutes(to: router)
+        try Dashboard(pool: connections, authenticator: authenticator, logger: logger).addRoutes(to: router)
         return Application(
             router: router,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "ferry"),

@@ -7,8 +7,12 @@ import HTTPTypes
 /// dashboard's session cookie (pages, and the API's reads the dashboard's pages make). One
 /// place, so the API and the dashboard cannot disagree on who someone is.
 struct Authenticator: Sendable {
+    /// Whether API keys are accepted: false with no authentication.
+    let acceptsKeys: Bool
+    /// The connections key lookups take turns on.
+    let pool: RedisConnectionPool
     /// The API keys; nil with no authentication.
-    let keys: APIKeys?
+    var keys: APIKeys? { acceptsKeys ? APIKeys(connection: pool.next) : nil }
     /// JWT verification, when configured.
     let jwt: JWTAuthenticator?
     /// The dashboard's sessions.
@@ -61,7 +65,8 @@ struct Authenticator: Sendable {
 struct DashboardSessions: Sendable {
     static let cookieName = "ferry_session"
     static let lifetime: Duration = .seconds(12 * 3600)
-    let connection: RedisConnection
+    let pool: RedisConnectionPool
+    var connection: RedisConnection { pool.next }
 
     static func key(_ session: String) -> String { "ferry:dashboard:session:" + APIKeys.sha256(session) }
 

@@ -18,18 +18,18 @@ import ServiceLifecycle
 /// (double submit, with `SameSite=Strict` cookies and an `Origin` check besides), and each is
 /// recorded in the audit log, refused or done.
 struct Dashboard: Sendable {
-    let connection: RedisConnection
+    let pool: RedisConnectionPool
+    var connection: RedisConnection { pool.next }
     let authenticator: Authenticator
-    let audit: AuditLog
+    var audit: AuditLog { AuditLog(connection: pool.next) }
     let library: MustacheLibrary
     let logger: Logger
 
     static let csrfCookie = "ferry_csrf"
 
-    init(connection: RedisConnection, authenticator: Authenticator, logger: Logger) throws {
-        self.connection = connection
+    init(pool: RedisConnectionPool, authenticator: Authenticator, logger: Logger) throws {
+        self.pool = pool
         self.authenticator = authenticator
-        self.audit = AuditLog(connection: connection)
         self.logger = logger
         var library = MustacheLibrary()
         let templates: [(String, String)] = [

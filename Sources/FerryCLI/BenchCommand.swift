@@ -16,7 +16,7 @@ struct BenchCommand: AsyncParsableCommand {
         subcommands: [
             PublishBenchmark.self, WorkerBenchmark.self, MemoryBenchmark.self, ListBenchmark.self, ScheduleBenchmark.self,
             RetryBenchmark.self, LimitBenchmark.self, WorkflowBenchmark.self,
-            PushBenchmark.self,
+            PushBenchmark.self, APIBenchmark.self,
             LoopbackEndpoint.self,
         ])
 }

@@ -65,9 +65,15 @@ struct ServeCommand: AsyncParsableCommand {
             valueName: "[class=]rate"))
     var rateLimit: [String] = []
 
+    @Option(parsing: .unconditional, help: "Connections to Redis that requests take turns on.")
+    var redisConnections = 4
+
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
+        guard (1...64).contains(redisConnections) else {
+            throw ValidationError("--redis-connections must be 1 to 64 (got \(redisConnections))")
+        }
         guard (0...65_535).contains(port) else { throw ValidationError("--port must be 0 to 65535 (got \(port))") }
         guard maxBodyBytes > 0 else { throw ValidationError("--max-body-bytes must be positive (got \(maxBodyBytes))") }
         if insecureNoAuth && !noAuth { throw ValidationError("--insecure-no-auth goes with --no-auth") }
@@ -116,24 +122,27 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.jwt = try jwtConfiguration()
         configuration.rateLimits = try APIRateLimits(parsing: rateLimit)
         let logger = Logger(label: "ferry.api")
-        let connection = try await redis.connect(clientName: "ferry-serve")
+        var redisConfiguration = try redis.configuration()
+        redisConfiguration.clientName = "ferry-serve"
+        let connections = RedisConnectionPool(configuration: redisConfiguration, size: redisConnections)
+        try await connections.connect()
         if noAuth {
             logger.warning("serving without authentication: every caller may publish, read, cancel and retry")
         }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(FerryMetricsFactory(registry: registry))
-        var probeConfiguration = connection.configuration
+        var probeConfiguration = redisConfiguration
         probeConfiguration.clientName = "ferry-serve-probe"
         probeConfiguration.commandTimeout = .seconds(2)
         let application = try await APIServer.application(
-            configuration: configuration, connection: connection,
+            configuration: configuration, connections: connections,
             readiness: ReadinessProbe(connection: RedisConnection(configuration: probeConfiguration, logger: logger)),
             metrics: registry, logger: logger,
             onListening: { [host] port in
                 FileHandle.standardOutput.writeBestEffort(
                     "listening on http://\(host.contains(":") ? "[\(host)]" : host):\(port)\n")
             })
-        let sampler = QueueHistorySampler(connection: connection, logger: logger)
+        let sampler = QueueHistorySampler(connection: connections.next, logger: logger)
         let group = ServiceGroup(
             configuration: .init(services: [application, sampler], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         do {

@@ -212,7 +212,7 @@ extension WorkerTests {
         }
         try await running(setup.worker(["t": handler])) {
             try await workflows(setup).start(definition, id: "wf-retry")
-            #expect(await eventually(.seconds(30)) { try await state(setup, "wf-retry") == .succeeded })
+            #expect(await eventually(.seconds(90)) { try await state(setup, "wf-retry") == .succeeded })
         }
         #expect(log.count("compare") == 3 && log.count("supervise") == 3 && log.count("gather") == 1)
         let history = try await workflows(setup).history("wf-retry")
@@ -231,12 +231,12 @@ extension WorkerTests {
             ])
         ) {
             try await workflows(setup).start(definition, id: "wf-block")
-            #expect(await eventually(.seconds(30)) { try await state(setup, "wf-block") == .blocked })
+            #expect(await eventually(.seconds(90)) { try await state(setup, "wf-block") == .blocked })
             let stopped = try #require(try await workflows(setup).status("wf-block"))
             #expect(stopped.reason == "a person checks the comparison" && stopped.atStep == "supervise")
             #expect(blocked.count("publish") == 0)
             try await workflows(setup).resume("wf-block", from: "compare")
-            #expect(await eventually(.seconds(30)) { try await state(setup, "wf-block") == .succeeded })
+            #expect(await eventually(.seconds(90)) { try await state(setup, "wf-block") == .succeeded })
         }
         #expect(blocked.steps() == ["gather", "compare", "supervise", "compare", "supervise", "publish"])
         #expect(try await workflows(setup).check().isEmpty)
