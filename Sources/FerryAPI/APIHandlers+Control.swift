@@ -195,19 +195,20 @@ extension APIHandlers {
     }
 
     func pauseCron(_ input: Operations.PauseCron.Input) async throws -> Operations.PauseCron.Output {
-        let queue = try queueName(input.path.queue)
-        let schedules = CronSchedules(queue: queue, connection: connection)
-        guard try await schedules.get(input.path.name) != nil else { throw Self.noSchedule(input.path.name, queue) }
-        try await schedules.pause(input.path.name)
-        return .ok(.init(body: .json(try await cronEntry(input.path.name, schedules))))
+        .ok(.init(body: .json(try await switchCron(queue: input.path.queue, name: input.path.name, on: false))))
     }
 
     func resumeCron(_ input: Operations.ResumeCron.Input) async throws -> Operations.ResumeCron.Output {
-        let queue = try queueName(input.path.queue)
+        .ok(.init(body: .json(try await switchCron(queue: input.path.queue, name: input.path.name, on: true))))
+    }
+
+    /// Pauses (`on` false) or resumes a schedule that exists, and shows it after.
+    private func switchCron(queue text: String, name: String, on: Bool) async throws -> Components.Schemas.CronEntry {
+        let queue = try queueName(text)
         let schedules = CronSchedules(queue: queue, connection: connection)
-        guard try await schedules.get(input.path.name) != nil else { throw Self.noSchedule(input.path.name, queue) }
-        try await schedules.resume(input.path.name)
-        return .ok(.init(body: .json(try await cronEntry(input.path.name, schedules))))
+        guard try await schedules.get(name) != nil else { throw Self.noSchedule(name, queue) }
+        if on { try await schedules.resume(name) } else { try await schedules.pause(name) }
+        return try await cronEntry(name, schedules)
     }
 
     private func cronEntry(_ name: String, _ schedules: CronSchedules) async throws -> Components.Schemas.CronEntry {

@@ -3,6 +3,7 @@ import Ferry
 import FerryRedis
 import Foundation
 import OpenAPIRuntime
+import Synchronization
 
 /// The API's operations (the protocol generated from docs/openapi.yaml), each one call of the
 /// library's stores: the API adds no queue logic of its own. A library error becomes a problem
@@ -14,6 +15,10 @@ struct APIHandlers: APIProtocol {
     var connection: RedisConnection { pool.next }
     /// Settings every publish uses (payload limit, dedup window).
     let publishing: Publisher.Configuration
+    /// One long-lived publisher per queue, as the library means them to be: each keeps the
+    /// queue's bounds for a second and its retention schedule, instead of reading the bounds
+    /// again for every request.
+    let publishers = Publishers()
     /// The longest `?wait=` a status request may hold.
     static let longestWait: Duration = .seconds(60)
 
@@ -56,7 +61,7 @@ struct APIHandlers: APIProtocol {
             job.idempotencyKey = idempotencyKey
             try await checkSameRequest(body, idempotencyKey: idempotencyKey, keys: keys)
         }
-        let receipt = try await Publisher(queue: queue, connection: connection, configuration: publishing).publish(job)
+        let receipt = try await publishers.publisher(for: queue, pool: pool, configuration: publishing).publish(job)
         let accepted = accepted(receipt, job: job, queue: queue)
         return .accepted(
             .init(
@@ -78,7 +83,7 @@ struct APIHandlers: APIProtocol {
                 throw APIProblem(.invalidRequest, "jobs[\(index)]: \(problem.detail); nothing was published")
             }
         }
-        let receipts = try await Publisher(queue: queue, connection: connection, configuration: publishing).publish(jobs)
+        let receipts = try await publishers.publisher(for: queue, pool: pool, configuration: publishing).publish(jobs)
         return .accepted(
             .init(body: .json(.init(jobs: zip(receipts, jobs).map { accepted($0, job: $1, queue: queue) }))))
     }
@@ -380,4 +385,22 @@ enum RequestJSON {
 extension Array {
     /// Nil when empty.
     var nonEmpty: Self? { isEmpty ? nil : self }
+}
+
+/// The API's publishers, one per queue published to (at most ``limit``; past it the set starts
+/// over, so a client naming endless queues cannot grow it without bound).
+final class Publishers: Sendable {
+    static let limit = 1000
+    private let byQueue = Mutex<[QueueName: Publisher]>([:])
+
+    /// The publisher of `queue`, made on first use with a connection of `pool`.
+    func publisher(for queue: QueueName, pool: RedisConnectionPool, configuration: Publisher.Configuration) -> Publisher {
+        byQueue.withLock { publishers in
+            if let publisher = publishers[queue] { return publisher }
+            if publishers.count >= Self.limit { publishers.removeAll() }
+            let publisher = Publisher(queue: queue, connection: pool.next, configuration: configuration)
+            publishers[queue] = publisher
+            return publisher
+        }
+    }
 }
