@@ -26,7 +26,8 @@ class Browser:
     def __init__(self):
         self.profile = tempfile.mkdtemp(prefix="ferry-chromium-")
         self.process = subprocess.Popen(
-            ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            # Niced: the browser must not starve the timing-sensitive tests running beside it.
+            ["nice", "-n", "10", "chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
              "--no-first-run", "--no-default-browser-check", "--remote-debugging-port=0",
              "--user-data-dir=" + self.profile, "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

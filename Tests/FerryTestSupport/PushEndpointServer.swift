@@ -43,7 +43,8 @@ public final class PushEndpointServer: Sendable {
                 tls.map { ["PUSH_TLS_CERT": $0.certificate, "PUSH_TLS_KEY": $0.key] } ?? [:]
             ) { $1 },
             standardError: scratch + ".err")
-        let deadline = ContinuousClock.now + .seconds(10)
+        // Generous: a loaded CI (a browser test starting beside it) can take seconds to start Python.
+        let deadline = ContinuousClock.now + .seconds(60)
         while ContinuousClock.now < deadline {
             if let text = try? String(contentsOfFile: portFile, encoding: .utf8), let port = Int(text) {
                 self.port = port

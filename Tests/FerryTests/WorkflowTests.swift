@@ -87,7 +87,7 @@ extension WorkerTests {
         let receipt = try await workflows(setup).start(definition, data: Array("doc-7".utf8), id: "wf-chain-1")
         #expect(receipt.id == "wf-chain-1" && !receipt.isDuplicate)
         try await running(setup.worker(["t": handler])) {
-            #expect(await eventually(.seconds(30)) { log.count("chunk") == 1 })
+            #expect(await eventually(.seconds(60)) { log.count("chunk") == 1 })
             let midway = try #require(try await workflows(setup).status("wf-chain-1"))
             // fetch (1) and parse (2) of weight 5 done, chunk (1) half way: 70%.
             #expect(midway.state == .running && midway.progress == 70, "\(midway.progress)")
