@@ -255,7 +255,7 @@ extension WorkerTests {
         }
         try await running(setup.worker(["t": handler]) { $0.lease = .seconds(1) }) {
             try await workflows(setup).start(definition, id: "wf-del")
-            #expect(await eventually(.seconds(30)) { log.count("slow") == 1 }, "the step started")
+            #expect(await eventually(.seconds(60)) { log.count("slow") == 1 }, "the step started")
             let entry = try #require(
                 try await setup.redis.send(RedisCommand("HGET", [.string(setup.keys.workflow(id: "wf-del")), "s.slow.entry_id"]))
                     .string)
@@ -282,7 +282,7 @@ extension WorkerTests {
                 .deadlineMilliseconds == 500)
         try await running(setup.worker(["t": handler]) { $0.lease = .seconds(1) }) {
             try await workflows(setup).start(definition, id: "wf-late")
-            #expect(await eventually(.seconds(30)) { log.count("slow") == 1 }, "the step started")
+            #expect(await eventually(.seconds(60)) { log.count("slow") == 1 }, "the step started")
             #expect(await eventually(.seconds(30)) { try await state(setup, "wf-late") == .failed })
             #expect(
                 await eventually(.seconds(30)) {
@@ -309,7 +309,7 @@ extension WorkerTests {
         }
         try await running(setup.worker(["t": handler]) { $0.lease = .seconds(1) }) {
             try await workflows(setup).start(definition, id: "wf-x")
-            #expect(await eventually(.seconds(30)) { log.count("slow") == 1 }, "the step started")
+            #expect(await eventually(.seconds(60)) { log.count("slow") == 1 }, "the step started")
             try await workflows(setup).cancel("wf-x")
             #expect(try await state(setup, "wf-x") == .cancelled)
             #expect(
