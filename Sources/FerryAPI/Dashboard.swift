@@ -505,7 +505,7 @@ struct Dashboard: Sendable {
             try await audit.record(
                 actor: visit.client.name, action: action, queue: queue.rawValue, target: target, outcome: outcome)
             let back =
-                request.headers[.referer].flatMap { URL(string: $0)?.path }
+                request.headers[.referer].flatMap { URL(string: $0)?.path }.flatMap(Self.localPath)
                 ?? "/queues/\(APIHandlers.pathComponent(queue.rawValue))"
             return Self.redirect(back + "?notice=" + (outcome.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? ""))
         }
@@ -537,7 +537,7 @@ struct Dashboard: Sendable {
         }
         let session = try await authenticator.sessions.create(for: client)
         try await audit.record(actor: client.name, action: "sign_in", outcome: "signed in to the dashboard")
-        let next = form["next"].flatMap { $0.hasPrefix("/") && !$0.hasPrefix("//") ? $0 : nil } ?? "/"
+        let next = form["next"].flatMap(Self.localPath) ?? "/"
         var response = Self.redirect(next)
         response.headers.append(
             HTTPField(
@@ -590,6 +590,12 @@ struct Dashboard: Sendable {
             let port = URL(string: origin)?.port.map { ":\($0)" } ?? ""
             return found + port == host || found == host
         } ?? false
+    }
+
+    /// `path` when it stays on this server (`/queues/q`); nil for what a browser would read as
+    /// another host (`//evil.example`, `/\evil.example`): no open redirect.
+    static func localPath(_ path: String) -> String? {
+        path.hasPrefix("/") && !path.hasPrefix("//") && !path.contains("\\") ? path : nil
     }
 
     static func redirect(_ location: String) -> Response {

@@ -148,5 +148,24 @@ struct DashboardTests {
         ]
         let reports = try await Self.browse(server, steps)
         #expect(reports.first?.missing.isEmpty == true, "\(reports)")
+
+        // A sign-in goes back only to a page of this server, never to another host.
+        let key = try await APIKeys(connection: try await TestRedis.connection()).create(name: uniqueName("r"), scopes: [.read])
+            .token
+        let jar = FileManager.default.temporaryDirectory.appending(path: uniqueName("jar")).path()
+        let curl = URL(fileURLWithPath: "/usr/bin/curl")
+        _ = try await runProcess(curl, ["-s", "-o", "/dev/null", "-c", jar, server.baseURL + "/login"])
+        let cookies = try String(contentsOfFile: jar, encoding: .utf8)
+        let csrf = try #require(cookies.split(separator: "\n").first { $0.contains("ferry_csrf") }?.split(separator: "\t").last)
+        for (next, expected) in [("//evil.example/x", "/"), ("/\\evil.example", "/"), ("/queues/a:b", "/queues/a:b")] {
+            let signIn = try await runProcess(
+                curl,
+                [
+                    "-s", "-o", "/dev/null", "-w", "%{http_code} %header{location}", "-b", jar, "--data-urlencode",
+                    "csrf=\(csrf)",
+                    "--data-urlencode", "token=\(key)", "--data-urlencode", "next=\(next)", server.baseURL + "/login",
+                ])
+            #expect(signIn.standardOutput == "303 \(expected)", "next \(next): \(signIn.standardOutput)")
+        }
     }
 }
