@@ -56,7 +56,7 @@ public struct AuditLog: Sendable {
             let reply = try await connection.send(
                 RedisCommand("XREVRANGE", [.string(Self.key), "+", "-", "COUNT", .integer(Int64(limit))]))
             return StreamEntry.entries(from: reply).map { entry in
-                func text(_ field: String) -> String { entry.value(of: field).map { String(decoding: $0, as: UTF8.self) } ?? "" }
+                func text(_ field: String) -> String { entry.text(of: field) ?? "" }
                 return Entry(
                     id: entry.id, actor: text("actor"), action: text("action"), queue: text("queue"), target: text("target"),
                     outcome: text("outcome"))

@@ -1,3 +1,5 @@
+import Foundation
+
 extension Duration {
     /// Reads a duration as every Ferry flag and handler line writes one: a whole number and a
     /// unit (`500ms`, `30s`, `5m`, `1h`, `7d`), or `0`; nil for anything else (a sign, a
@@ -17,5 +19,16 @@ extension Duration {
         case "d": self = .seconds(amount * 86400)
         default: return nil
         }
+    }
+}
+
+/// `1h02m`, `3m12s`, `4.2s`, `850ms`: short and readable in a table or a page (`ferry inspect`,
+/// the dashboard).
+public func durationText(milliseconds: Int) -> String {
+    switch milliseconds {
+    case ..<1000: return "\(milliseconds)ms"
+    case ..<60_000: return String(format: "%.1fs", Double(milliseconds) / 1000)
+    case ..<3_600_000: return "\(milliseconds / 60_000)m\(String(format: "%02d", milliseconds / 1000 % 60))s"
+    default: return "\(milliseconds / 3_600_000)h\(String(format: "%02d", milliseconds / 60_000 % 60))m"
     }
 }

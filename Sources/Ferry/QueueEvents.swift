@@ -93,9 +93,7 @@ public struct QueueEvents: QueueStore {
     }
 
     static func event(_ entry: StreamEntry) -> Event {
-        func text(_ field: String) -> String? {
-            entry.value(of: field).map { String(decoding: $0, as: UTF8.self) }.flatMap { $0.isEmpty ? nil : $0 }
-        }
+        func text(_ field: String) -> String? { entry.text(of: field).flatMap { $0.isEmpty ? nil : $0 } }
         return Event(
             id: entry.id, jobID: text("job_id") ?? "", group: text("group"),
             state: text("state").flatMap(JobState.init(rawValue:)),

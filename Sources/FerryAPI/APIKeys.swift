@@ -65,9 +65,8 @@ public struct APIKeys: Sendable {
             throw FerryError(.invalidInput, "an API key needs at least one scope: publish, read or admin")
         }
         for queue in queues ?? [] { _ = try QueueName(queue) }
-        var generator = SystemRandomNumberGenerator()
-        let id = (0..<8).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max, using: &generator)) }.joined()
-        let secret = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max, using: &generator)) }.joined()
+        let id = Self.randomHex(bytes: 8)
+        let secret = Self.randomHex(bytes: 32)
         let key = Key(
             id: id, name: name, scopes: scopes, queues: queues, createdAt: Date().millisecondsSince1970,
             secretSHA256: Self.sha256(secret))
@@ -107,6 +106,13 @@ public struct APIKeys: Sendable {
         guard presented.count == expected.count else { return nil }
         // Constant time: every byte is compared whatever the first difference.
         return zip(presented, expected).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0 ? key : nil
+    }
+
+    /// `bytes` bytes from the system's secure generator, as lowercase hex: key ids and
+    /// secrets, dashboard sessions and CSRF tokens.
+    static func randomHex(bytes: Int) -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max, using: &generator)) }.joined()
     }
 
     static func sha256(_ text: String) -> String {

@@ -72,7 +72,7 @@ struct DashboardSessions: Sendable {
 
     /// Starts a session for `client`; returns its id, for the cookie.
     func create(for client: APIClient) async throws -> String {
-        let session = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let session = APIKeys.randomHex(bytes: 32)
         var fields: [RedisArgument] = [
             "name", .string(client.name), "identity", .string(client.identity),
             "scopes", .string(client.scopes.map(\.rawValue).sorted().joined(separator: " ")),

@@ -148,7 +148,7 @@ struct Dashboard: Sendable {
         }
         let cookie = Authenticator.cookie(Self.csrfCookie, in: request.head)
         let visit = Visit(
-            client: client, csrf: cookie ?? Self.randomToken(), newCSRF: cookie == nil, request: request,
+            client: client, csrf: cookie ?? APIKeys.randomHex(bytes: 16), newCSRF: cookie == nil, request: request,
             signedIn: !authenticator.isOpen)
         do {
             return try await body(visit)
@@ -208,16 +208,14 @@ struct Dashboard: Sendable {
         var rows: [[String: Any]] = []
         for queue in try await inspector.queues() where visit.client.sees(queue.rawValue) {
             guard let report = try await inspector.report(queue) else { continue }
-            let samples = try await QueueHistory(queue: queue, connection: connection).samples()
-            let finished = QueueHistory.perMinute(samples) { $0.finished }
-            let dead = QueueHistory.perMinute(samples) { $0.dead }
+            let hour = try await lastHour(queue, height: 24)
             rows.append([
                 "name": queue.rawValue, "path": APIHandlers.pathComponent(queue.rawValue),
                 "depth": report.groups.compactMap(\.lag).max() ?? 0, "running": report.groups.map(\.pending).reduce(0, +),
                 "scheduled": report.scheduled, "dead": (report.deadLetters > 0 ? report.deadLetters : nil) as Any,
-                "oldest": report.groups.compactMap(\.oldestPendingAgeMilliseconds).max().map(Self.age) ?? "–",
-                "paused": !report.paused.isEmpty, "chart": Self.chart(finished: finished, dead: dead, height: 24),
-                "finishedHour": finished.compactMap { $0 }.reduce(0, +), "deadHour": dead.compactMap { $0 }.reduce(0, +),
+                "oldest": report.groups.compactMap(\.oldestPendingAgeMilliseconds).max().map { durationText(milliseconds: $0) }
+                    ?? "–",
+                "paused": !report.paused.isEmpty, "chart": hour.chart, "finishedHour": hour.finished, "deadHour": hour.dead,
             ])
         }
         return render("queues", ["queues": rows, "anyQueues": !rows.isEmpty], visit)
@@ -228,13 +226,12 @@ struct Dashboard: Sendable {
             throw APIProblem(.notFound, "queue \(queue) has no jobs, dead letters or scheduled jobs")
         }
         let path = APIHandlers.pathComponent(queue.rawValue)
-        let samples = try await QueueHistory(queue: queue, connection: connection).samples()
-        let finished = QueueHistory.perMinute(samples) { $0.finished }
-        let dead = QueueHistory.perMinute(samples) { $0.dead }
+        let hour = try await lastHour(queue, height: 60)
         let groups: [[String: Any]] = report.groups.map { group in
             [
                 "name": group.name, "lag": group.lag.map(String.init) ?? "?", "pending": group.pending,
-                "consumers": group.consumers.count, "oldest": group.oldestPendingAgeMilliseconds.map(Self.age) ?? "–",
+                "consumers": group.consumers.count,
+                "oldest": group.oldestPendingAgeMilliseconds.map { durationText(milliseconds: $0) } ?? "–",
                 "states": group.states.sorted { $0.key < $1.key }.map {
                     ["state": $0.key, "count": $0.value, "group": group.name, "path": path]
                 },
@@ -242,7 +239,10 @@ struct Dashboard: Sendable {
         }
         let consumers: [[String: Any]] = report.groups.flatMap { group in
             group.consumers.map {
-                ["name": $0.name, "group": group.name, "pending": $0.pending, "idle": Self.age($0.idleMilliseconds)]
+                [
+                    "name": $0.name, "group": group.name, "pending": $0.pending,
+                    "idle": durationText(milliseconds: $0.idleMilliseconds),
+                ]
             }
         }
         let limitStore = QueueLimits(queue: queue, connection: connection)
@@ -263,8 +263,7 @@ struct Dashboard: Sendable {
                 "name": queue.rawValue, "path": path, "length": report.length, "scheduled": report.scheduled,
                 "dead": report.deadLetters,
                 "paused": (report.paused.isEmpty ? nil : report.paused.joined(separator: ", ")) as Any,
-                "chartLarge": Self.chart(finished: finished, dead: dead, height: 60),
-                "finishedHour": finished.compactMap { $0 }.reduce(0, +), "deadHour": dead.compactMap { $0 }.reduce(0, +),
+                "chartLarge": hour.chart, "finishedHour": hour.finished, "deadHour": hour.dead,
                 "groups": groups, "consumers": consumers, "anyConsumers": !consumers.isEmpty, "limits": limits,
                 "anyLimits": !limits.isEmpty, "cron": cron, "anyCron": !cron.isEmpty, "blocked": report.blockedOrderingKeys,
                 "anyBlocked": !report.blockedOrderingKeys.isEmpty, "events": try await events(queue) as Any,
@@ -339,11 +338,12 @@ struct Dashboard: Sendable {
             ])
         }
         let entryID: String? = record?.shared["entry_id"] ?? found?.entry.id
+        let eventsURL = try await events(queue)
         var values: [String: Any] = [
             "name": queue.rawValue, "path": APIHandlers.pathComponent(queue.rawValue), "id": jobID,
             "idPath": APIHandlers.pathComponent(jobID), "type": record?.shared["type"] ?? found?.entry.text(of: "type") ?? "?",
             "entry": entryID as Any, "groups": groups, "cancellable": cancellable,
-            "retryable": retryable, "events": try await events(queue) as Any,
+            "retryable": retryable, "events": eventsURL as Any,
         ]
         if let data = found?.entry.value(of: WireFormat.Field.data) {
             let shown = data.prefix(Self.payloadPreview)
@@ -356,7 +356,7 @@ struct Dashboard: Sendable {
                 found == nil
                 ? "The entry is no longer in the stream (trimmed after it finished)." : "No payload, or one stored by reference."
         }
-        if try await QueueEvents(queue: queue, connection: connection).isEnabled() {
+        if eventsURL != nil {
             let history = try await QueueEvents(queue: queue, connection: connection).read(
                 after: "0-0", count: QueueEvents.capacity
             )
@@ -469,6 +469,18 @@ struct Dashboard: Sendable {
         return render("audit", ["entries": entries, "anyEntries": !entries.isEmpty, "queue": queue as Any], visit)
     }
 
+    /// The queue's last hour: its chart `height` pixels high, and the jobs finished and
+    /// dead-lettered in it.
+    func lastHour(_ queue: QueueName, height: Int) async throws -> (chart: String, finished: Int, dead: Int) {
+        let samples = try await QueueHistory(queue: queue, connection: connection).samples()
+        let finished = QueueHistory.perMinute(samples) { $0.finished }
+        let dead = QueueHistory.perMinute(samples) { $0.dead }
+        return (
+            Self.chart(finished: finished, dead: dead, height: height), finished.compactMap { $0 }.reduce(0, +),
+            dead.compactMap { $0 }.reduce(0, +)
+        )
+    }
+
     /// The events URL the page follows for live updates: only when the queue's events are on,
     /// so a page never opens a stream that is refused (a console error in the browser).
     func events(_ queue: QueueName) async throws -> String? {
@@ -518,7 +530,7 @@ struct Dashboard: Sendable {
         let cookie = Authenticator.cookie(Self.csrfCookie, in: request.head)
         let visit = Visit(
             client: APIClient(name: "not signed in", identity: "", scopes: [.admin], queues: []),
-            csrf: cookie ?? Self.randomToken(), newCSRF: cookie == nil, request: request, signedIn: false)
+            csrf: cookie ?? APIKeys.randomHex(bytes: 16), newCSRF: cookie == nil, request: request, signedIn: false)
         let next = request.uri.queryParameters.get("next") ?? "/"
         return render("login", ["error": error as Any, "next": next], visit, status: status)
     }
@@ -608,23 +620,10 @@ struct Dashboard: Sendable {
             body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
-    static func randomToken() -> String { (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined() }
-
     static func time(_ date: Date) -> String {
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withFullDate, .withTime, .withColonSeparatorInTime, .withSpaceBetweenDateAndTime]
         return formatter.string(from: date) + " UTC"
-    }
-
-    /// `850ms`, `12s`, `4m`, `3h`, `2d`.
-    static func age(_ milliseconds: Int) -> String {
-        switch milliseconds {
-        case ..<1000: "\(milliseconds)ms"
-        case ..<60_000: "\(milliseconds / 1000)s"
-        case ..<3_600_000: "\(milliseconds / 60_000)m"
-        case ..<86_400_000: "\(milliseconds / 3_600_000)h"
-        default: "\(milliseconds / 86_400_000)d"
-        }
     }
 
     /// A small bar chart of the last hour, one bar a minute: jobs finished (green) with the

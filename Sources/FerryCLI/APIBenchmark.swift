@@ -118,7 +118,6 @@ struct APIBenchmark: AsyncParsableCommand {
         }
         await group.triggerGracefulShutdown()
         try? await serving.value
-        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         func row(_ label: String, _ runs: [Run]) -> [String] {
             [
                 label, String(format: "%.0f", median(runs.map(\.rate))), String(format: "%.2f", median(runs.map(\.p50))),

@@ -147,7 +147,6 @@ struct PublishBenchmark: AsyncParsableCommand {
     }
 
     private func row(_ label: String, _ rounds: [Round]) -> [String] {
-        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         let rate = median(rounds.map(\.ferry))
         let baselines = rounds.compactMap(\.baseline)
         let baseline = baselines.isEmpty ? nil : median(baselines)
@@ -210,6 +209,9 @@ func executableOnPath(_ name: String) -> Bool {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
     return path.split(separator: ":").contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(name)") }
 }
+
+/// The middle value of a benchmark's rounds (the upper middle for an even count).
+func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
 /// Seconds elapsed since `start`, as a Double for rates.
 /// Deletes every key of a benchmark's queue, `ferry:{Q}:*` (`SCAN MATCH`, `UNLINK`), outside the

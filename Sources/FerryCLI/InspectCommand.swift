@@ -116,13 +116,3 @@ struct InspectCommand: AsyncParsableCommand {
         }
     }
 }
-
-/// `1h02m`, `3m12s`, `4.2s`, `850ms`: short and readable in a table.
-func durationText(milliseconds: Int) -> String {
-    switch milliseconds {
-    case ..<1000: return "\(milliseconds)ms"
-    case ..<60_000: return String(format: "%.1fs", Double(milliseconds) / 1000)
-    case ..<3_600_000: return "\(milliseconds / 60_000)m\(String(format: "%02d", milliseconds / 1000 % 60))s"
-    default: return "\(milliseconds / 3_600_000)h\(String(format: "%02d", milliseconds / 60_000 % 60))m"
-    }
-}

@@ -58,7 +58,6 @@ struct LimitBenchmark: AsyncParsableCommand {
                 runs[limited, default: []].append((rate, time))
             }
         }
-        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         let plain = runs[false] ?? [], limited = runs[true] ?? []
         let plainRate = median(plain.map(\.rate)), limitedRate = median(limited.map(\.rate))
         let plainTime = median(plain.map(\.time.microsecondsPerJob))

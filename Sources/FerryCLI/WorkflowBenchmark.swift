@@ -61,7 +61,6 @@ struct WorkflowBenchmark: AsyncParsableCommand {
                 try await cleanUp(queue, connection: connection)
             }
         }
-        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         let workflowRate = median(chains.map(\.rate)), jobRate = median(singles.map(\.rate))
         let stepTime = median(chains.map(\.time.microsecondsPerJob)), jobTime = median(singles.map(\.time.microsecondsPerJob))
         printTable([
