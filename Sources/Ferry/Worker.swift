@@ -448,6 +448,11 @@ public final class Worker: Sendable {
             .integer(configuration.keepSucceeded.milliseconds), .integer(configuration.keepFailed.milliseconds),
             .string(keys.statusIndexPrefix),
         ]
+        // The flush's lowest and highest entry IDs: the range of its one ownership check.
+        let ids = acks.map(\.entryID)
+        let low = ids.min { StreamEntry.isID($0, atOrBefore: $1) && $0 != $1 } ?? ""
+        let high = ids.max { StreamEntry.isID($0, atOrBefore: $1) && $0 != $1 } ?? ""
+        arguments += [.string(low), .string(high)]
         for ack in acks {
             arguments.append(.string(ack.entryID))
             if let status = ack.status {

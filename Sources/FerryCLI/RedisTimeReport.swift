@@ -25,13 +25,16 @@ struct RedisTimeReport {
     /// `12.3`: for a table cell.
     var cell: String { String(format: "%.1f", microsecondsPerJob) }
 
-    /// `evalsha 6.10 µs (1.01/job), xreadgroup 1.20 µs (0.06/job), …`: the commands that took
-    /// the most, per job; the measurement's own `INFO` left out.
-    var breakdown: String { breakdown(top: 8) }
+    /// `evalsha 6.10 µs (1.01/job), xreadgroup 1.20 µs (0.06/job), …`: every command that took
+    /// 0.05 µs a job or more, most first; the measurement's own `INFO` left out. A script's
+    /// commands have rows of their own, so the next change to a script shows what it costs.
+    var breakdown: String { breakdown(top: 20, atLeast: 0.05) }
 
-    /// ``breakdown`` for the `top` commands that took the most.
-    func breakdown(top: Int) -> String {
-        usage.commands.filter { $0.key != "info" }.sorted { $0.value.microseconds > $1.value.microseconds }.prefix(top)
+    /// ``breakdown`` for the `top` commands that took the most, of those that took `atLeast`
+    /// microseconds a job.
+    func breakdown(top: Int, atLeast: Double = 0) -> String {
+        usage.commands.filter { $0.key != "info" && Double($0.value.microseconds) / Double(max(jobs, 1)) >= atLeast }
+            .sorted { $0.value.microseconds > $1.value.microseconds }.prefix(top)
             .map { name, command in
                 String(
                     format: "%@ %.2f µs (%.2f/job)", name, Double(command.microseconds) / Double(max(jobs, 1)),

@@ -9,7 +9,8 @@
 -- ARGV[4]   how long a succeeded job's status stays, in milliseconds
 -- ARGV[5]   how long a cancelled job's status stays, in milliseconds
 -- ARGV[6]   the index prefix  ferry:{Q}:idx:
--- ARGV[7..] five values an entry: its ID, the index in KEYS of its status hash (0 for none),
+-- ARGV[7]   the lowest entry ID below, ARGV[8] the highest: one ownership check covers them
+-- ARGV[9..] five values an entry: its ID, the index in KEYS of its status hash (0 for none),
 --           the job id, the outcome ('succeeded', or 'cancelled' for a job cancelled on
 --           request), and how long its handler ran in milliseconds (processing_ms)
 -- then, optionally, 'release', the index in KEYS of the first limit-state key, and
@@ -23,12 +24,27 @@
 -- release, the reply ends with an integer: how many slots went to the group's waiting jobs.
 -- ferry:prelude
 local lost = {}
-local i = 7
+-- One XACK per lane and one ZADD / ZREM per index set for the whole flush (see gather_index).
+local acks, lanes, acked = {}, {}, {}
+gather_index()
+local i = 9
+local in_range = owned_in_range(KEYS[1], ARGV[1], ARGV[2], ARGV[7], ARGV[8], math.floor((#ARGV - 8) / 5))
 while i <= #ARGV and ARGV[i] ~= 'release' do
   local id = ARGV[i]
-  local record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], id)
-  if record then
-    redis.call('XACK', lane, ARGV[1], id)
+  local record, lane = in_range[id], KEYS[1]
+  if not record then
+    record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], id)
+  end
+  -- An entry named twice is acknowledged once, as when each XACK was sent at once.
+  if record and not acked[id] then
+    acked[id] = true
+    local ids = acks[lane]
+    if not ids then
+      ids = {}
+      acks[lane] = ids
+      lanes[#lanes + 1] = lane
+    end
+    ids[#ids + 1] = id
     local status = tonumber(ARGV[i + 1])
     if status > 0 then
       local outcome = ARGV[i + 3]
@@ -45,6 +61,14 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
   end
   i = i + 5
 end
+for _, lane in ipairs(lanes) do
+  local ids = acks[lane]
+  for first = 1, #ids, 4000 do
+    redis.call('XACK', lane, ARGV[1], unpack(ids, first, math.min(first + 3999, #ids)))
+  end
+end
+flush_index()
+-- After the acknowledgements: passing an ordering key's turn asks whether its job is pending.
 if ARGV[i] == 'release' then
   lost[#lost + 1] = release_slots(tonumber(ARGV[i + 1]), i + 2)
 end

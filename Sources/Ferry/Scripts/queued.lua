@@ -16,16 +16,15 @@ local events_on = events and redis.call('EXISTS', events) == 1
 local new = 0
 for i = 1, #KEYS do
   local at = 3 + (i - 1) * 3
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    redis.call('HSET', KEYS[i], 'queued_at', ARGV[1], 'job_id', ARGV[at], 'type', ARGV[at + 1], 'entry_id', ARGV[at + 2])
+  -- Four new fields: the hash did not exist (a worker's running record writes three of them).
+  -- HSET's reply answers that, without an EXISTS per job.
+  if redis.call('HSET', KEYS[i], 'queued_at', ARGV[1], 'job_id', ARGV[at], 'type', ARGV[at + 1], 'entry_id', ARGV[at + 2]) == 4 then
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
     new = new + 1
     if events_on then
       redis.call('XADD', events, 'MAXLEN', '~', 10000, '*', 'job_id', ARGV[at], 'group', '', 'state', 'queued',
         'from', '', 'at', ARGV[1])
     end
-  else
-    redis.call('HSET', KEYS[i], 'queued_at', ARGV[1], 'job_id', ARGV[at], 'type', ARGV[at + 1], 'entry_id', ARGV[at + 2])
   end
 end
 return new

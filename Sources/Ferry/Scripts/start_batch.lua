@@ -27,6 +27,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
 end
 local base = 6 + n
+gather_index()
 for k = 2, #KEYS do
   local at = base + (k - 2) * 4
   local job_id = ARGV[at]
@@ -45,4 +46,5 @@ for k = 2, #KEYS do
     end
   end
 end
+flush_index()
 return { cancelled, refused }
