@@ -19,6 +19,19 @@ struct ControlChannel: Sendable {
         var status: Status?
         /// How long the handler ran, for the status's `processing_ms`.
         var processingMilliseconds: Int64 = 0
+        /// The job's running record, when it was still waiting in the same flush as this
+        /// acknowledgement: written with the outcome instead (set by the flush).
+        var start: RunningRecord?
+    }
+
+    /// A delivered job to record as `running` in its group (`start_batch.lua`).
+    struct RunningRecord: Sendable {
+        let jobID: String
+        let type: String
+        let entryID: String
+        let attempt: Int
+        /// When its read batch started, in milliseconds since the epoch: its `started_at`.
+        let startedAt: Int64
     }
 
     /// The concurrency slots a finished job releases and the ordering key's turn it passes on
@@ -44,6 +57,11 @@ struct ControlChannel: Sendable {
         case status([RedisCommand])
         /// A transition script whose reply its caller awaits.
         case transition(RedisCommand)
+        /// A read batch's running records (`start_batch.lua`, built at the flush): a record
+        /// whose job's acknowledgement is in the same flush is written with it instead, one
+        /// status write and one index move where there were two each, and no reader could
+        /// have seen the `running` between them. The reply is `start_batch.lua`'s.
+        case start([RunningRecord])
         case acknowledgement(Acknowledgement)
         /// A finished job's limit slots; the reply is `release.lua`'s.
         case release(SlotRelease)
@@ -86,6 +104,15 @@ struct ControlChannel: Sendable {
     /// Runs a transition script in the next flush without waiting; `then` gets its reply.
     func enqueueTransition(_ command: RedisCommand, then: @escaping @Sendable (Result<RedisReply, RedisError>) -> Void) {
         writes.enqueue(.transition(command)) { outcome in
+            guard case .replied(let result) = outcome else { return }
+            then(result)
+        }
+    }
+
+    /// Records a read batch's jobs as running in the next flush without waiting (see
+    /// ``Write/start(_:)``); `then` gets `start_batch.lua`'s reply.
+    func enqueueStart(_ records: [RunningRecord], then: @escaping @Sendable (Result<RedisReply, RedisError>) -> Void) {
+        writes.enqueue(.start(records)) { outcome in
             guard case .replied(let result) = outcome else { return }
             then(result)
         }

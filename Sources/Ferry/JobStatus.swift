@@ -59,6 +59,23 @@ public struct JobStatus: Sendable, Hashable {
         jobID: String, queue: QueueName, connection: RedisConnection, keepFor: Duration = .seconds(7 * 24 * 3600),
         evenIfUnknown: Bool = false
     ) async throws(FerryError) -> JobState? {
+        let state = try await requestCancellationInScript(
+            jobID: jobID, queue: queue, connection: connection, keepFor: keepFor, evenIfUnknown: evenIfUnknown)
+        guard state == nil, !evenIfUnknown, jobID.wholeMatch(of: /[0-9]{1,20}-[0-9]{1,20}/) != nil,
+            let found = try await JobLocator(queue: queue, connection: connection).find(jobID)
+        else { return state }
+        // A job whose id is its entry ID has no status hash until a group starts it (its entry
+        // is its queued record): the stream says whether a group has yet to finish it.
+        let unfinished = found.groups.values.filter { $0 != .done }
+        guard found.groups.isEmpty || !unfinished.isEmpty else { return nil }
+        _ = try await requestCancellationInScript(
+            jobID: jobID, queue: queue, connection: connection, keepFor: keepFor, evenIfUnknown: true)
+        return unfinished.contains { if case .pending = $0 { true } else { false } } ? .running : .queued
+    }
+
+    private static func requestCancellationInScript(
+        jobID: String, queue: QueueName, connection: RedisConnection, keepFor: Duration, evenIfUnknown: Bool
+    ) async throws(FerryError) -> JobState? {
         let keys = QueueKeys(queue: queue)
         let groups = try await ConsumerGroups(queue: queue, connection: connection).names()
         do {

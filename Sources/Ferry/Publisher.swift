@@ -364,18 +364,26 @@ public final class Publisher: Sendable {
         if due { try await trimExpiredJobs() }
     }
 
-    /// Creates the status hashes of the jobs just added (not of duplicates), in one script call.
+    /// Records the jobs just added (not duplicates) as queued, in one script call: a status
+    /// hash for each job with an id of its own, and an event for every job when the queue's
+    /// events are on. A job whose id is its entry ID needs no hash: its entry is its record.
     private func recordQueued(_ published: some Sequence<(JobMessage, PublishReceipt)>, at now: Date) async throws(FerryError) {
-        var statusKeys: [RedisArgument] = []
+        var statusKeys: [RedisArgument] = [.string(keys.events)]
         var arguments: [RedisArgument] = [
             .integer(now.millisecondsSince1970), .integer(configuration.statusTTL.milliseconds),
         ]
+        var unrecorded: [RedisArgument] = []
         for (job, receipt) in published {
             guard let entryID = receipt.entryID, !receipt.isDuplicate else { continue }
+            if receipt.jobID == entryID {
+                unrecorded.append(.string(entryID))
+                continue
+            }
             statusKeys.append(.string(keys.jobStatus(jobID: receipt.jobID)))
             arguments += [.string(receipt.jobID), .string(job.type), .string(entryID)]
         }
-        if statusKeys.isEmpty { return }
+        if statusKeys.count == 1 && unrecorded.isEmpty { return }
+        arguments += unrecorded
         do {
             try await connection.run(Self.queuedScript, keys: statusKeys, arguments: arguments)
         } catch {

@@ -119,31 +119,43 @@ extension Worker {
         let recorded = configuration.recordsStatus ? deliveries.filter { $0.unguardedMessage != nil } : []
         if recorded.isEmpty && (!cancelRequestsExist || runnable.isEmpty) { return [] }
         let checked = cancelRequestsExist ? runnable.map(\.jobID) : []
-        var arguments: [RedisArgument] = [
-            now(), .string(configuration.consumer), .string(configuration.group), .string(keys.statusIndexPrefix),
-            .integer(Int64(checked.count)),
-        ]
-        arguments += checked.map { .string($0) }
-        for delivery in recorded {
-            arguments += [
-                .string(delivery.jobID), .string(delivery.unguardedMessage?.type ?? ""), .string(delivery.entry.id),
-                .integer(Int64(delivery.attempt)),
-            ]
+        let startedAt = nowMilliseconds()
+        let records = recorded.map { delivery in
+            ControlChannel.RunningRecord(
+                jobID: delivery.jobID, type: delivery.unguardedMessage?.type ?? "", entryID: delivery.entry.id,
+                attempt: delivery.attempt, startedAt: startedAt)
         }
-        let scriptKeys: [RedisArgument] =
-            [.string(keys.cancelRequests)] + recorded.map { .string(keys.jobStatus(jobID: $0.jobID)) }
         if checked.isEmpty {
-            control.enqueueTransition(Self.startBatchScript.command(keys: scriptKeys, arguments: arguments)) { [self] result in
+            control.enqueueStart(records) { [self] result in
                 if case .success(let reply) = result { _ = startedBatch(reply) }
             }
             return []
         }
         do {
-            return startedBatch(try await control.run(Self.startBatchScript, keys: scriptKeys, arguments: arguments))
+            let command = startBatchCommand(records, checking: checked, at: startedAt)
+            return startedBatch(try await control.connection.send(command))
         } catch {
             logger.info("could not start the batch in Redis; statuses catch up later", metadata: redisFailure(error))
             return []
         }
+    }
+
+    /// The `start_batch.lua` call that records `records` as running and asks whether any job
+    /// of `checked` is to be cancelled.
+    func startBatchCommand(
+        _ records: [ControlChannel.RunningRecord], checking checked: [String] = [], at now: Int64
+    ) -> RedisCommand {
+        var arguments: [RedisArgument] = [
+            .integer(now), .string(configuration.consumer), .string(configuration.group), .string(keys.statusIndexPrefix),
+            .integer(Int64(checked.count)),
+        ]
+        arguments += checked.map { .string($0) }
+        for record in records {
+            arguments += [.string(record.jobID), .string(record.type), .string(record.entryID), .integer(Int64(record.attempt))]
+        }
+        let scriptKeys: [RedisArgument] =
+            [.string(keys.cancelRequests)] + records.map { .string(keys.jobStatus(jobID: $0.jobID)) }
+        return Self.startBatchScript.command(keys: scriptKeys, arguments: arguments)
     }
 
     /// Reads `start_batch.lua`'s reply: returns the job ids to cancel, and logs the jobs whose

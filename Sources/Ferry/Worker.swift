@@ -358,13 +358,32 @@ public final class Worker: Sendable {
                 var transitionAt: [Int: Int] = [:]  // write index -> its command's index
                 var acks: [ControlChannel.Acknowledgement] = []
                 var releases: [ControlChannel.SlotRelease] = []
+                // Acknowledgements with a status, by entry: a running record waiting in this
+                // flush for one of them is written with it instead (ControlChannel.Write.start).
+                var recordedAcks: Set<String> = []
+                for write in writes {
+                    if case .acknowledgement(let ack) = write, ack.status != nil { recordedAcks.insert(ack.entryID) }
+                }
+                var starts: [String: ControlChannel.RunningRecord] = [:]
                 for (index, write) in writes.enumerated() {
                     switch write {
                     case .status(let status): commands += status
                     case .transition(let command):
                         transitionAt[index] = commands.count
                         commands.append(command)
-                    case .acknowledgement(let ack): acks.append(ack)
+                    case .start(let records):
+                        let kept = records.filter { record in
+                            guard recordedAcks.contains(record.entryID) else { return true }
+                            starts[record.entryID] = record
+                            return false
+                        }
+                        if !kept.isEmpty {
+                            transitionAt[index] = commands.count
+                            commands.append(startBatchCommand(kept, at: kept[0].startedAt))
+                        }
+                    case .acknowledgement(var ack):
+                        ack.start = starts[ack.entryID]
+                        acks.append(ack)
                     case .release(let release): releases.append(release)
                     }
                 }
@@ -388,7 +407,7 @@ public final class Worker: Sendable {
                     return writes.map { write in
                         switch write {
                         case .status: .written
-                        case .transition, .release: .replied(.failure(error))
+                        case .transition, .start, .release: .replied(.failure(error))
                         case .acknowledgement: .acknowledged(nil)
                         }
                     }
@@ -411,6 +430,10 @@ public final class Worker: Sendable {
                     switch write {
                     case .status: return .written
                     case .transition: return replied(transitionAt[index] ?? 0)
+                    case .start:
+                        // Every record went with its job's outcome: none was refused.
+                        guard let at = transitionAt[index] else { return .replied(.success(.array([.array([]), .array([])]))) }
+                        return replied(at)
                     case .release:
                         // Inside an ack.lua reply: the integer it ends with.
                         guard ackAt != nil, case .array(let parts) = replies[releaseAt ?? 0] else {
@@ -465,6 +488,11 @@ public final class Worker: Sendable {
                 arguments += [0, "", ""]
             }
             arguments.append(.integer(ack.processingMilliseconds))
+            if let start = ack.start {
+                arguments += [.integer(start.startedAt), .string(start.type), .integer(Int64(start.attempt))]
+            } else {
+                arguments += ["", "", ""]
+            }
         }
         if !releasing.isEmpty {
             let release = releaseArguments(releasing)

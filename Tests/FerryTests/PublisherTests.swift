@@ -37,10 +37,20 @@ struct PublisherTests {
         #expect(abs(publishedAt.timeIntervalSince(before)) < 5)
     }
 
-    @Test("a published job's status is queued until a worker takes it; with status off there is none")
+    @Test(
+        "a published job with an id of its own has a queued status until a worker takes it; one whose id is its entry ID is found queued in the stream with no status written; with status off there is none"
+    )
     func queuedStatus() async throws {
         let (publisher, redis) = try await makePublisher()
-        let receipt = try await publisher.publish(JobMessage(type: "resize", data: ""))
+        let entryNamed = try await publisher.publish(JobMessage(type: "resize", data: ""))
+        #expect(try await JobStatus.load(jobID: entryNamed.jobID, queue: publisher.queue, connection: redis) == nil)
+        #expect(
+            try await redis.send(RedisCommand("EXISTS", [.string(publisher.keys.jobStatus(jobID: entryNamed.jobID))])).integer
+                == 0, "its entry is its queued record: no hash, two commands of Redis time saved a job")
+        let found = try #require(try await JobLocator(queue: publisher.queue, connection: redis).find(entryNamed.jobID))
+        #expect(found.entry.text(of: "type") == "resize")
+
+        let receipt = try await publisher.publish(JobMessage(type: "resize", data: "", jobID: "resize-1"))
         let status = try #require(try await JobStatus.load(jobID: receipt.jobID, queue: publisher.queue, connection: redis))
         #expect(status.state == .queued)
         #expect(status.fields["type"] == "resize")

@@ -868,6 +868,35 @@ struct WorkerTests {
         #expect(state == .cancelled || !recordsStatus)
     }
 
+    @Test(
+        "a job whose id is its entry ID has no queued status, yet is found queued and cancelled before it starts; one every group finished is left alone"
+    )
+    func cancelBeforeStartWithoutQueuedRecord() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let unwanted = try await setup.publisher.publish(JobMessage(type: "t", data: "unwanted"))
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "wanted"))
+        let statusKey = setup.keys.jobStatus(jobID: unwanted.jobID)
+        #expect(try await setup.redis.send(RedisCommand("EXISTS", [.string(statusKey)])).integer == 0)
+        #expect(
+            try await JobStatus.requestCancellation(jobID: unwanted.jobID, queue: setup.queue, connection: setup.redis)
+                == .queued)
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
+            #expect(await eventually { seen.count == 1 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(seen.all.map(\.id) != [unwanted.jobID], "the other job ran, not the cancelled one")
+        #expect(
+            try await JobStatus.load(jobID: unwanted.jobID, queue: setup.queue, connection: setup.redis)?.state == .cancelled)
+        let finished = try #require(seen.all.first?.id)
+        #expect(
+            try await JobStatus.requestCancellation(jobID: finished, queue: setup.queue, connection: setup.redis)
+                == .succeeded, "its status says it is done")
+        #expect(
+            try await JobStatus.requestCancellation(jobID: "1-1", queue: setup.queue, connection: setup.redis) == nil,
+            "no such entry: nothing recorded")
+    }
+
     @Test("a running job that is cancelled sees cancellation, and is acknowledged as cancelled, not retried")
     func cancelWhileRunning() async throws {
         let setup = try await Setup()

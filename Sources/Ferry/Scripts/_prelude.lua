@@ -585,11 +585,18 @@ local function set_status(key, index, group, job_id, entry_id, state, now, keep,
     move_in_index('ZADD', joined(sets, state), string.match(entry_id, '^(%d+)'), member)
   end
   if is_terminal(state) then
+    if from == 'none' and job_id ~= entry_id then
+      -- A first delivery's outcome written with its running record (ack.lua): the queued
+      -- record's publish-time expiry goes, as the running write would have removed it.
+      redis.call('PERSIST', key)
+    end
     -- NX: the first group to finish sets the expiry; GT: a later one only lengthens it.
     if redis.call('PEXPIRE', key, keep, 'NX') == 0 then
       redis.call('PEXPIRE', key, keep, 'GT')
     end
-  else
+  elseif from ~= 'none' or job_id ~= entry_id then
+    -- A first delivery of a job whose id is its entry ID has no hash before this write (its
+    -- publish writes none: queued.lua), so nothing to persist.
     redis.call('PERSIST', key)
   end
   record_event(index, group, job_id, state, previous, now)

@@ -10,9 +10,12 @@
 -- ARGV[5]   how long a cancelled job's status stays, in milliseconds
 -- ARGV[6]   the index prefix  ferry:{Q}:idx:
 -- ARGV[7]   the lowest entry ID below, ARGV[8] the highest: one ownership check covers them
--- ARGV[9..] five values an entry: its ID, the index in KEYS of its status hash (0 for none),
+-- ARGV[9..] eight values an entry: its ID, the index in KEYS of its status hash (0 for none),
 --           the job id, the outcome ('succeeded', or 'cancelled' for a job cancelled on
---           request), and how long its handler ran in milliseconds (processing_ms)
+--           request), how long its handler ran in milliseconds (processing_ms); then, when the
+--           job's running record was not written (it waited in the worker's flush with this
+--           outcome, so it is written here in the same HSET), when it started (ms), its type
+--           and its delivery attempt; else three ''
 -- then, optionally, 'release', the index in KEYS of the first limit-state key, and
 --           release.lua's arguments: finished jobs' concurrency slots are freed after the
 --           acknowledgements, in the same call (the worker's flush has one call fewer)
@@ -28,7 +31,7 @@ local lost = {}
 local acks, lanes, acked = {}, {}, {}
 gather_index()
 local i = 9
-local in_range = owned_in_range(KEYS[1], ARGV[1], ARGV[2], ARGV[7], ARGV[8], math.floor((#ARGV - 8) / 5))
+local in_range = owned_in_range(KEYS[1], ARGV[1], ARGV[2], ARGV[7], ARGV[8], math.floor((#ARGV - 8) / 8))
 while i <= #ARGV and ARGV[i] ~= 'release' do
   local id = ARGV[i]
   local record, lane = in_range[id], KEYS[1]
@@ -48,18 +51,34 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
     local status = tonumber(ARGV[i + 1])
     if status > 0 then
       local outcome = ARGV[i + 3]
+      local fields
       if outcome == 'succeeded' then
-        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], ARGV[4],
-          { 'progress', '100', 'finished_at', ARGV[3], 'processing_ms', ARGV[i + 4], 'retryable', '0' }, nil, 'running')
+        fields = { 'progress', '100', 'finished_at', ARGV[3], 'processing_ms', ARGV[i + 4], 'retryable', '0' }
       else
-        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], ARGV[5],
-          { 'finished_at', ARGV[3], 'retryable', '0' }, nil, 'running')
+        fields = { 'finished_at', ARGV[3], 'retryable', '0' }
+      end
+      local keep = outcome == 'succeeded' and ARGV[4] or ARGV[5]
+      local started_at = ARGV[i + 5]
+      if started_at == '' then
+        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields, nil, 'running')
+      else
+        -- The running record start_batch.lua would have written, in the same write: a first
+        -- delivery has no state before it (as start_batch.lua assumes); a later one's is read.
+        local attempt = ARGV[i + 7]
+        local n = #fields
+        fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'attempts', attempt, 'consumer', ARGV[2]
+        fields[n + 5], fields[n + 6] = 'started_at', started_at
+        if attempt ~= '1' then
+          fields[n + 7], fields[n + 8] = 'next_attempt_at', ''
+        end
+        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields, { 'type', ARGV[i + 6] },
+          attempt == '1' and 'none' or nil)
       end
     end
   else
     lost[#lost + 1] = id
   end
-  i = i + 5
+  i = i + 8
 end
 for _, lane in ipairs(lanes) do
   local ids = acks[lane]

@@ -11,7 +11,8 @@
 --
 -- The entry's fields are gone, so there is nothing to retry or dead-letter: the group's status
 -- says 'deleted', a terminal state, and expires like any finished job's. A status hash that does
--- not exist (status off, or a job whose id is not known here) is not created. A workflow's step
+-- not exist is not created (status off, or a job whose id is not known here), but for a job
+-- whose id is its entry ID: its publish wrote none (queued.lua). A workflow's step
 -- (its job id `<workflow id>/<step>`, `#<run>`: both names are key-safe, so the id says which)
 -- ends as dead-lettered for its workflow, whose `on_failure` decides: no workflow waits on a
 -- step whose entry is gone. Returns how many statuses were written.
@@ -20,7 +21,7 @@
 local written = 0
 for i = 1, #KEYS do
   local at = 7 + (i - 1) * 2
-  if ARGV[6] == '1' and redis.call('EXISTS', KEYS[i]) == 1 then
+  if ARGV[6] == '1' and (ARGV[at + 1] == ARGV[at] or redis.call('EXISTS', KEYS[i]) == 1) then
     set_status(KEYS[i], ARGV[4], ARGV[3], ARGV[at + 1], ARGV[at], 'deleted', ARGV[1], ARGV[2],
       { 'finished_at', ARGV[1], 'retryable', '0', 'last_error',
         'the entry ' .. ARGV[at] .. ' was deleted from the stream (XDEL or XTRIM) before the job finished' })
