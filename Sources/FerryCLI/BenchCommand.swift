@@ -114,6 +114,15 @@ struct PublishBenchmark: AsyncParsableCommand {
                 if let baselineTime = last.baselineTime { print("  XADD \(label): \(baselineTime.breakdown)") }
             }
         }
+        // A run of its own with every command logged: where the scripts' time went.
+        let scripts = try await ScriptTimeReport.measure(connection, jobs: batchedJobs) {
+            for _ in 0..<(batchedJobs / self.batch) { _ = try await statusPublisher.publish(batch) }
+        }
+        try await cleanUp(queue, connection: connection)
+        print(
+            "By script, µs per job, batched with status on (a run of its own with Redis's slowlog logging every command): "
+                + (scripts.map { $0.breakdown.isEmpty ? "no script ran" : $0.breakdown }
+                    ?? "not measured: the server refused CONFIG SET slowlog-log-slower-than, or its slowlog filled"))
     }
 
     /// One measured run of Ferry and of its baseline: rates and Redis time.

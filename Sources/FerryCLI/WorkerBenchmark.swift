@@ -70,6 +70,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
 
         var rows: [[String]] = [["run", "jobs/s", "Redis CPU µs/job", "ratio to baseline"]]
         var breakdowns: [(String, RedisTimeReport)] = []
+        var scripts: [(String, ScriptTimeReport?)] = []
         var baseline: Double?
         let baselineTime = try await RedisTimeReport.measure(connection, jobs: baselineJobs) {
             baseline = try await pythonBaseline()
@@ -97,6 +98,18 @@ struct WorkerBenchmark: AsyncParsableCommand {
                             format: "%.2f× Redis time", time.microsecondsPerJob / max(baselineTime.microsecondsPerJob, 0.001)),
                 ])
                 breakdowns.append((name, time))
+                // A run of its own with every command logged: where the scripts' time went.
+                let logged = try QueueName("ferry-bench-\(getpid())-\(concurrency)-\(status)-scripts")
+                scripts.append(
+                    (
+                        name,
+                        try await ScriptTimeReport.measure(connection, jobs: jobs) {
+                            _ = try await throughput(
+                                logged, concurrency: concurrency, status: status, connection: connection,
+                                redis: redisConfiguration)
+                        }
+                    ))
+                try await cleanUp(logged, connection: connection)
             }
         }
         printTable(rows)
@@ -105,6 +118,14 @@ struct WorkerBenchmark: AsyncParsableCommand {
             "Redis time covers publish, delivery and acknowledgement of every job. By command, µs per job (from INFO commandstats; a script's row includes the commands it calls, which also have rows of their own):"
         )
         for (name, time) in breakdowns { print("  \(name): \(time.breakdown)") }
+        print(
+            "By script, µs per job (each from a run of its own with Redis's slowlog logging every command; a script's time includes the commands it calls):"
+        )
+        for (name, time) in scripts {
+            print(
+                "  \(name): \(time?.breakdown ?? "not measured: the server refused CONFIG SET slowlog-log-slower-than, or its slowlog filled")"
+            )
+        }
 
         let latencies = try await startLatency(connection: connection, redis: redisConfiguration).sorted()
         func percentile(_ p: Double) -> String {

@@ -26,6 +26,7 @@ var generated = """
 
     """
 let scripts = arguments.dropFirst().map { URL(fileURLWithPath: $0) }
+var names: [String] = []
 var parts: [String: String] = [:]
 for url in scripts where url.lastPathComponent.hasPrefix("_") && url.pathExtension == "lua" {
     parts[String(url.deletingPathExtension().lastPathComponent.dropFirst())] = try String(contentsOf: url, encoding: .utf8)
@@ -41,6 +42,7 @@ for url in scripts where !url.lastPathComponent.hasPrefix("_") || url.pathExtens
         source = source.replacingOccurrences(of: "\n\(line)\n", with: "\n" + text)
     }
     let name = url.deletingPathExtension().lastPathComponent.replacingOccurrences(of: "-", with: "_")
+    names.append(name)
     var hashes = "#"
     while source.contains("\"" + hashes) { hashes += "#" }
     generated += "    static let \(name) = \(hashes)\"\"\"\n"
@@ -49,5 +51,9 @@ for url in scripts where !url.lastPathComponent.hasPrefix("_") || url.pathExtens
     }
     generated += "    \"\"\"\(hashes)\n\n"
 }
+// Every file by its name: what a benchmark needs to name a script it finds by its SHA1.
+generated += "    static let all: [(name: String, text: String)] = [\n"
+generated += names.map { "        (\"\($0)\", \($0)),\n" }.joined()
+generated += "    ]\n"
 generated += "}\n"
 try generated.write(toFile: outputPath, atomically: true, encoding: .utf8)

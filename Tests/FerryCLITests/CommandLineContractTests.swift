@@ -192,6 +192,31 @@ struct CommandLineContractTests {
         #expect(byCommand.contains("evalsha") && byCommand.contains("xadd"), "the Redis time by command: \(byCommand)")
     }
 
+    @Test(
+        "bench worker prints Redis time per job by command and by script, the scripts timed by Redis's slowlog, whose settings it puts back"
+    )
+    func benchWorkerByScript() async throws {
+        // A server of its own: the slowlog and INFO count every client's commands.
+        let server = try await RedisServerProcess()
+        defer { Task { await server.stop() } }
+        let result = try await runProcess(
+            try ferryExecutable(),
+            [
+                "bench", "worker", "--jobs", "400", "--baseline-jobs", "400", "--concurrency", "8", "--latency-seconds", "1",
+                "--rate", "50",
+            ], environment: ["FERRY_REDIS_URL": server.url])
+        #expect(result.status == 0, "\(result.standardError)")
+        let byCommand = try #require(result.lines.first { $0.hasPrefix("  ferry, concurrency 8, status on: evalsha") })
+        #expect(byCommand.contains("hset"), "\(byCommand)")
+        let heading = try #require(result.lines.firstIndex { $0.hasPrefix("By script") }, "\(result.standardOutput)")
+        let byScript = try #require(result.lines[heading...].first { $0.hasPrefix("  ferry, concurrency 8, status on: ") })
+        let ack = try #require(byScript.firstMatch(of: /ack ([0-9.]+) µs \(([0-9.]+) calls\/job\)/), "\(byScript)")
+        #expect(Double(ack.1) ?? 0 > 0 && Double(ack.2) ?? 0 > 0, "\(byScript)")
+        let redis = RedisConnection(configuration: try RedisConfiguration(url: server.url))
+        let threshold = try await redis.send(RedisCommand("CONFIG", ["GET", "slowlog-log-slower-than"])).array?.last?.string
+        #expect(threshold == "10000", "the server's own setting is back")
+    }
+
     @Test("bench memory prints bytes per job held at a steady rate, status off (the baseline) and on, and the sizing formula")
     func benchMemory() async throws {
         let result = try await ferry("bench", "memory", "--rate", "200", "--keep", "1s", "--duration", "3s")
