@@ -109,10 +109,16 @@ struct ControlChannel: Sendable {
         }
     }
 
+    /// How long a flush holding running records waits for more writes: a job that ends
+    /// sooner has its running record written with its outcome (``Write/start(_:)``), one
+    /// status write instead of two, and a worker reading one or two jobs at a time sends one
+    /// flush for both. A `running` status shows at most this much later.
+    static let runningRecordHold: Duration = .milliseconds(1)
+
     /// Records a read batch's jobs as running in the next flush without waiting (see
-    /// ``Write/start(_:)``); `then` gets `start_batch.lua`'s reply.
+    /// ``Write/start(_:)``, ``runningRecordHold``); `then` gets `start_batch.lua`'s reply.
     func enqueueStart(_ records: [RunningRecord], then: @escaping @Sendable (Result<RedisReply, RedisError>) -> Void) {
-        writes.enqueue(.start(records)) { outcome in
+        writes.enqueue(.start(records), hold: Self.runningRecordHold) { outcome in
             guard case .replied(let result) = outcome else { return }
             then(result)
         }

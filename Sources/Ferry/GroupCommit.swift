@@ -7,7 +7,8 @@ import Synchronization
 /// ``ControlChannel/writes``).
 final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
     private typealias Waiting = (item: Item, then: (@Sendable (Outcome) -> Void)?)
-    private let state = Mutex<(waiting: [Waiting], flushing: Bool)>(([], false))
+    /// `holdUntil`: when the next flush may go, set by the first item enqueued with a hold.
+    private let state = Mutex<(waiting: [Waiting], flushing: Bool, holdUntil: ContinuousClock.Instant?)>(([], false, nil))
     private let flush: @Sendable ([Item]) async -> [Outcome]
 
     /// - Parameter flush: does the work for a batch and returns one outcome per item, in order.
@@ -26,13 +27,18 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
     /// - Parameter then: runs with the item's outcome once its batch is flushed (on the task
     ///   that flushed it, so it must be quick): a caller that need not wait learns the outcome
     ///   without a task of its own sleeping on it.
-    func enqueue(_ item: Item, then: (@Sendable (Outcome) -> Void)? = nil) {
-        add(item, then: then)
+    /// - Parameter hold: how long the item's batch may wait for more items (at most; nil, the
+    ///   default, for none): an item that later ones may make unnecessary, as a job's running
+    ///   record is once the job's outcome joins it. The first held item of a batch sets when it
+    ///   goes, so items that keep coming cannot hold a batch back for longer.
+    func enqueue(_ item: Item, hold: Duration? = nil, then: (@Sendable (Outcome) -> Void)? = nil) {
+        add(item, hold: hold, then: then)
     }
 
-    private func add(_ item: Item, then: (@Sendable (Outcome) -> Void)?) {
+    private func add(_ item: Item, hold: Duration? = nil, then: (@Sendable (Outcome) -> Void)?) {
         let startsFlush = state.withLock { state -> Bool in
             state.waiting.append((item, then))
+            if let hold, state.holdUntil == nil { state.holdUntil = .now + hold }
             if state.flushing { return false }
             state.flushing = true
             return true
@@ -44,9 +50,13 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
 
     private func flushUntilEmpty() async {
         while true {
+            if let holdUntil = state.withLock({ $0.holdUntil }), holdUntil > .now {
+                try? await Task.sleep(until: holdUntil)
+            }
             let batch = state.withLock { state -> [Waiting] in
                 let batch = state.waiting
                 state.waiting.removeAll()
+                state.holdUntil = nil
                 if batch.isEmpty { state.flushing = false }
                 return batch
             }

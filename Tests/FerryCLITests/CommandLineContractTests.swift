@@ -206,9 +206,9 @@ struct CommandLineContractTests {
                 "--rate", "50",
             ], environment: ["FERRY_REDIS_URL": server.url])
         #expect(result.status == 0, "\(result.standardError)")
-        let byCommand = try #require(result.lines.first { $0.hasPrefix("  ferry, concurrency 8, status on: evalsha") })
-        #expect(byCommand.contains("hset"), "\(byCommand)")
         let heading = try #require(result.lines.firstIndex { $0.hasPrefix("By script") }, "\(result.standardOutput)")
+        let byCommand = try #require(result.lines[..<heading].first { $0.hasPrefix("  ferry, concurrency 8, status on: ") })
+        #expect(byCommand.contains("evalsha") && byCommand.contains("hset"), "\(byCommand)")
         let byScript = try #require(result.lines[heading...].first { $0.hasPrefix("  ferry, concurrency 8, status on: ") })
         let ack = try #require(byScript.firstMatch(of: /ack ([0-9.]+) µs \(([0-9.]+) calls\/job\)/), "\(byScript)")
         #expect(Double(ack.1) ?? 0 > 0 && Double(ack.2) ?? 0 > 0, "\(byScript)")

@@ -408,14 +408,16 @@ end
 
 -- The moves a group's state may make, ` from>to ` each (JobState.successors in Swift; a test
 -- keeps them equal). A terminal state moves nowhere but `dead>queued` (a redrive).
-local moves = ' '
-  .. 'retrying>waiting retrying>running retrying>succeeded retrying>dead retrying>cancelled retrying>deleted '
-  .. 'failed>waiting failed>running failed>succeeded failed>dead failed>cancelled failed>deleted '
-  .. 'waiting>waiting waiting>running waiting>succeeded waiting>dead waiting>cancelled waiting>deleted '
-  .. 'queued>scheduled queued>waiting queued>running queued>succeeded queued>dead queued>cancelled queued>deleted '
-  .. 'scheduled>queued scheduled>waiting scheduled>running scheduled>succeeded scheduled>dead scheduled>cancelled scheduled>deleted '
-  .. 'running>running running>waiting running>retrying running>failed running>succeeded running>dead running>cancelled running>deleted '
-  .. 'dead>queued '
+-- One literal, not a concatenation: this line runs on every script call.
+local moves = [[
+ retrying>waiting retrying>running retrying>succeeded retrying>dead retrying>cancelled retrying>deleted 
+ failed>waiting failed>running failed>succeeded failed>dead failed>cancelled failed>deleted 
+ waiting>waiting waiting>running waiting>succeeded waiting>dead waiting>cancelled waiting>deleted 
+ queued>scheduled queued>waiting queued>running queued>succeeded queued>dead queued>cancelled queued>deleted 
+ scheduled>queued scheduled>waiting scheduled>running scheduled>succeeded scheduled>dead scheduled>cancelled scheduled>deleted 
+ running>running running>waiting running>retrying running>failed running>succeeded running>dead running>cancelled running>deleted 
+ dead>queued 
+]]
 local states = ' scheduled queued waiting running retrying failed succeeded dead cancelled deleted '
 
 -- Whether a group's state may move from `from` to `to`; any move from a state this version does
@@ -480,12 +482,17 @@ end
 -- index prefix (same {Q} slot), and whether it exists is asked once per script call. Capped
 -- at about 10,000 entries (MAXLEN ~, trimmed in whole nodes), so it never grows past that.
 local events_key, events_on
-local function record_event(index, group, job_id, state, previous, now)
+-- Whether the queue's event stream is on (asked once per script call); `index` is its index prefix.
+local function events_enabled(index)
   if events_on == nil then
     events_key = string.sub(index, 1, -5) .. 'events'
     events_on = redis.call('EXISTS', events_key) == 1
   end
-  if events_on then
+  return events_on
+end
+
+local function record_event(index, group, job_id, state, previous, now)
+  if events_enabled(index) then
     redis.call('XADD', events_key, 'MAXLEN', '~', 10000, '*', 'job_id', job_id, 'group', group, 'state', state,
       'from', previous or '', 'at', now)
   end
@@ -500,11 +507,11 @@ end
 local gathered_index
 local gathered_order
 
-local function write_index(set, moves)
+local function write_index(set, gathered)
   -- unpack() takes at most about 8,000 values: large batches go in parts.
-  local args = moves.args
+  local args = gathered.args
   for first = 1, #args, 4000 do
-    redis.call(moves.op, set, unpack(args, first, math.min(first + 3999, #args)))
+    redis.call(gathered.op, set, unpack(args, first, math.min(first + 3999, #args)))
   end
 end
 
@@ -517,8 +524,8 @@ end
 local function flush_index()
   if gathered_index then
     for _, set in ipairs(gathered_order) do
-      local moves = gathered_index[set]
-      if #moves.args > 0 then write_index(set, moves) end
+      local gathered = gathered_index[set]
+      if #gathered.args > 0 then write_index(set, gathered) end
     end
   end
   gathered_index, gathered_order = nil, nil
@@ -534,16 +541,16 @@ local function move_in_index(op, set, score, member)
     end
     return
   end
-  local moves = gathered_index[set]
-  if not moves then
-    moves = { op = op, args = {} }
-    gathered_index[set] = moves
+  local gathered = gathered_index[set]
+  if not gathered then
+    gathered = { op = op, args = {} }
+    gathered_index[set] = gathered
     gathered_order[#gathered_order + 1] = set
-  elseif moves.op ~= op then
-    write_index(set, moves)
-    moves.op, moves.args = op, {}
+  elseif gathered.op ~= op then
+    write_index(set, gathered)
+    gathered.op, gathered.args = op, {}
   end
-  local args = moves.args
+  local args = gathered.args
   if score then args[#args + 1] = score end
   args[#args + 1] = member
 end
@@ -577,7 +584,9 @@ local function set_status(key, index, group, job_id, entry_id, state, now, keep,
   end
   redis.call('HSET', key, unpack(values))
   local sets = joined(joined(index, group), ':')
-  local member = string.match(key, '}:job:(.*)$')
+  -- `ferry:{Q}:job:<id>` and `ferry:{Q}:idx:` (QueueKeys) share a prefix as long as the
+  -- index's: the member starts after it (string.sub costs less than a pattern match).
+  local member = string.sub(key, #index + 1)
   if previous and previous ~= state and not unindexed(previous) then
     move_in_index('ZREM', joined(sets, previous), nil, member)
   end

@@ -62,17 +62,27 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
       if started_at == '' then
         set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields, nil, 'running')
       else
-        -- The running record start_batch.lua would have written, in the same write: a first
-        -- delivery has no state before it (as start_batch.lua assumes); a later one's is read.
+        -- The running record start_batch.lua would have written: a first delivery has no
+        -- state before it (as start_batch.lua assumes); a later one's is read.
         local attempt = ARGV[i + 7]
-        local n = #fields
-        fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 'attempts', attempt, 'consumer', ARGV[2]
-        fields[n + 5], fields[n + 6] = 'started_at', started_at
+        local started = { 'attempts', attempt, 'consumer', ARGV[2], 'started_at', started_at }
         if attempt ~= '1' then
-          fields[n + 7], fields[n + 8] = 'next_attempt_at', ''
+          started[7], started[8] = 'next_attempt_at', ''
         end
-        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields, { 'type', ARGV[i + 6] },
-          attempt == '1' and 'none' or nil)
+        local from = attempt == '1' and 'none' or nil
+        if events_enabled(ARGV[6]) then
+          -- Two writes, so the event stream shows the start and then the outcome.
+          set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, 'running', started_at, 0, started,
+            { 'type', ARGV[i + 6] }, from)
+          set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields, nil, 'running')
+        else
+          -- One write for both.
+          for k = 1, #started do
+            fields[#fields + 1] = started[k]
+          end
+          set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields, { 'type', ARGV[i + 6] },
+            from)
+        end
       end
     end
   else

@@ -1,0 +1,52 @@
+import FerryTestSupport
+import Synchronization
+import Testing
+
+@testable import Ferry
+
+/// The worker's write batcher: items in order, one flush for those that came together, and a
+/// held item's batch waiting (briefly) for the items that may make it unnecessary.
+@Suite("Group commit")
+struct GroupCommitTests {
+    /// Records each flushed batch.
+    final class Flushes: Sendable {
+        let batches = Mutex<[[Int]]>([])
+        var all: [[Int]] { batches.withLock { $0 } }
+    }
+
+    @Test("a held item's batch waits for the items that come within the hold, and goes when it ends")
+    func heldItemWaitsForLaterItems() async throws {
+        let flushes = Flushes()
+        let commit = GroupCommit<Int, Int> { items in
+            flushes.batches.withLock { $0.append(items) }
+            return items
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        commit.enqueue(1, hold: .seconds(2))
+        commit.enqueue(2)
+        #expect(await commit.submit(3) == 3)
+        #expect(flushes.all == [[1, 2, 3]], "one flush, in order")
+        #expect(clock.now - start >= .seconds(2), "not before the hold ended")
+
+        // Without a hold, the first item goes at once.
+        #expect(await commit.submit(4) == 4)
+        #expect(flushes.all.last == [4])
+    }
+
+    @Test("items that keep coming cannot hold a batch past the first held item's hold")
+    func holdDoesNotStretch() async throws {
+        let flushes = Flushes()
+        let commit = GroupCommit<Int, Int> { items in
+            flushes.batches.withLock { $0.append(items) }
+            return items
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        commit.enqueue(1, hold: .seconds(1))
+        commit.enqueue(2, hold: .seconds(20))
+        #expect(await eventually { !flushes.all.isEmpty })
+        #expect(flushes.all.first == [1, 2])
+        #expect(clock.now - start < .seconds(10), "went at the first item's hold (1 s), not the later one's (20 s)")
+    }
+}
