@@ -112,7 +112,8 @@ struct ControlChannel: Sendable {
     /// How long a flush holding running records waits for more writes: a job that ends
     /// sooner has its running record written with its outcome (``Write/start(_:)``), one
     /// status write instead of two, and a worker reading one or two jobs at a time sends one
-    /// flush for both. A `running` status shows at most this much later.
+    /// flush for both. The hold ends sooner when no handler is running (``JobSlots``), so a
+    /// worker's last job never waits for it. A `running` status shows at most this much later.
     static let runningRecordHold: Duration = .milliseconds(1)
 
     /// Records a read batch's jobs as running in the next flush without waiting (see

@@ -7,8 +7,15 @@ import Synchronization
 /// ``ControlChannel/writes``).
 final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
     private typealias Waiting = (item: Item, then: (@Sendable (Outcome) -> Void)?)
-    /// `holdUntil`: when the next flush may go, set by the first item enqueued with a hold.
-    private let state = Mutex<(waiting: [Waiting], flushing: Bool, holdUntil: ContinuousClock.Instant?)>(([], false, nil))
+    private struct State {
+        var waiting: [Waiting] = []
+        var flushing = false
+        /// When the next flush may go, set by the first item enqueued with a hold.
+        var holdUntil: ContinuousClock.Instant?
+        /// The flush waiting for the hold to end.
+        var holdWaiter: CheckedContinuation<Void, Never>?
+    }
+    private let state = Mutex(State())
     private let flush: @Sendable ([Item]) async -> [Outcome]
 
     /// - Parameter flush: does the work for a batch and returns one outcome per item, in order.
@@ -35,6 +42,44 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
         add(item, hold: hold, then: then)
     }
 
+    /// Ends the hold of the next batch: it goes now. For when what it waits for cannot come
+    /// (the worker runs no job whose outcome would join it).
+    func endHold() {
+        endHold(ifUntil: nil)
+    }
+
+    /// Ends the hold when it is the one until `deadline` (any hold for nil), waking the flush
+    /// waiting for it.
+    private func endHold(ifUntil deadline: ContinuousClock.Instant?) {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let holdUntil = state.holdUntil, deadline == nil || deadline == holdUntil else { return nil }
+            state.holdUntil = nil
+            defer { state.holdWaiter = nil }
+            return state.holdWaiter
+        }
+        waiter?.resume()
+    }
+
+    /// Waits until the hold ends: at `deadline`, or sooner by ``endHold()``.
+    private func waitForHold(until deadline: ContinuousClock.Instant) async {
+        await withCheckedContinuation { (waiter: CheckedContinuation<Void, Never>) in
+            let ended = state.withLock { state -> Bool in
+                guard state.holdUntil == deadline else { return true }
+                if deadline <= .now {
+                    state.holdUntil = nil
+                    return true
+                }
+                state.holdWaiter = waiter
+                return false
+            }
+            if ended { return waiter.resume() }
+            Task {
+                try? await Task.sleep(until: deadline)
+                self.endHold(ifUntil: deadline)
+            }
+        }
+    }
+
     private func add(_ item: Item, hold: Duration? = nil, then: (@Sendable (Outcome) -> Void)?) {
         let startsFlush = state.withLock { state -> Bool in
             state.waiting.append((item, then))
@@ -50,9 +95,7 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
 
     private func flushUntilEmpty() async {
         while true {
-            if let holdUntil = state.withLock({ $0.holdUntil }), holdUntil > .now {
-                try? await Task.sleep(until: holdUntil)
-            }
+            if let holdUntil = state.withLock({ $0.holdUntil }) { await waitForHold(until: holdUntil) }
             let batch = state.withLock { state -> [Waiting] in
                 let batch = state.waiting
                 state.waiting.removeAll()

@@ -294,7 +294,8 @@ public final class Worker: Sendable {
         try configuration.validate()
         let reader = RedisConnection(configuration: connectionConfiguration(role: "read"), logger: logger)
         let control = makeControlChannel(RedisConnection(configuration: connectionConfiguration(role: "control"), logger: logger))
-        let slots = JobSlots(limit: configuration.concurrency)
+        // With no handler running, no outcome can join the running records a flush holds.
+        let slots = JobSlots(limit: configuration.concurrency) { control.writes.endHold() }
         logger.info("worker_started", metadata: ["ferry.concurrency": "\(configuration.concurrency)"])
         state.withLock {
             $0.running = true

@@ -49,4 +49,24 @@ struct GroupCommitTests {
         #expect(flushes.all.first == [1, 2])
         #expect(clock.now - start < .seconds(10), "went at the first item's hold (1 s), not the later one's (20 s)")
     }
+
+    @Test("endHold sends a held batch at once, whether or not its flush is already waiting")
+    func endHoldSendsAtOnce() async throws {
+        let flushes = Flushes()
+        let commit = GroupCommit<Int, Int> { items in
+            flushes.batches.withLock { $0.append(items) }
+            return items
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        commit.enqueue(1, hold: .seconds(60))
+        commit.endHold()
+        #expect(await commit.submit(2) == 2)
+        commit.enqueue(3, hold: .seconds(60))
+        try await Task.sleep(for: .milliseconds(200))  // the flush is waiting for the hold, or about to
+        commit.endHold()
+        #expect(await commit.submit(4) == 4)
+        #expect(flushes.all.flatMap { $0 } == [1, 2, 3, 4])
+        #expect(clock.now - start < .seconds(30), "neither batch waited for its 60 s hold")
+    }
 }
