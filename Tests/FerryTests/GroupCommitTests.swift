@@ -12,15 +12,20 @@ struct GroupCommitTests {
     final class Flushes: Sendable {
         let batches = Mutex<[[Int]]>([])
         var all: [[Int]] { batches.withLock { $0 } }
+
+        /// A batcher whose flushes are recorded here, each item its own outcome.
+        func commit() -> GroupCommit<Int, Int> {
+            GroupCommit { items in
+                self.batches.withLock { $0.append(items) }
+                return items
+            }
+        }
     }
 
     @Test("a held item's batch waits for the items that come within the hold, and goes when it ends")
     func heldItemWaitsForLaterItems() async throws {
         let flushes = Flushes()
-        let commit = GroupCommit<Int, Int> { items in
-            flushes.batches.withLock { $0.append(items) }
-            return items
-        }
+        let commit = flushes.commit()
         let clock = ContinuousClock()
         let start = clock.now
         commit.enqueue(1, hold: .seconds(2))
@@ -37,10 +42,7 @@ struct GroupCommitTests {
     @Test("items that keep coming cannot hold a batch past the first held item's hold")
     func holdDoesNotStretch() async throws {
         let flushes = Flushes()
-        let commit = GroupCommit<Int, Int> { items in
-            flushes.batches.withLock { $0.append(items) }
-            return items
-        }
+        let commit = flushes.commit()
         let clock = ContinuousClock()
         let start = clock.now
         commit.enqueue(1, hold: .seconds(1))
@@ -53,10 +55,7 @@ struct GroupCommitTests {
     @Test("endHold sends a held batch at once, whether or not its flush is already waiting")
     func endHoldSendsAtOnce() async throws {
         let flushes = Flushes()
-        let commit = GroupCommit<Int, Int> { items in
-            flushes.batches.withLock { $0.append(items) }
-            return items
-        }
+        let commit = flushes.commit()
         let clock = ContinuousClock()
         let start = clock.now
         commit.enqueue(1, hold: .seconds(60))
