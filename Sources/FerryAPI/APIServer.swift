@@ -31,6 +31,8 @@ public enum APIServer {
         public var maxBodyBytes = 2 * 1_048_576
         /// Publishing settings (payload limit, dedup window, status).
         public var publishing = Publisher.Configuration()
+        /// Marks the dashboard's cookies `Secure` (`--secure-cookies`): for a server behind TLS.
+        public var secureCookies = false
 
         /// The defaults: loopback, port 8080, API keys required.
         public init() {}
@@ -90,7 +92,9 @@ public enum APIServer {
                 RateLimitMiddleware(limits: configuration.rateLimits, pool: connections),
                 AuditMiddleware(pool: connections),
             ])
-        try Dashboard(pool: connections, authenticator: authenticator, logger: logger).addRoutes(to: router)
+        try Dashboard(
+            pool: connections, authenticator: authenticator, secureCookies: configuration.secureCookies, logger: logger
+        ).addRoutes(to: router)
         return Application(
             router: router,
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "ferry"),

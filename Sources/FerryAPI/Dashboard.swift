@@ -27,9 +27,15 @@ struct Dashboard: Sendable {
 
     static let csrfCookie = "ferry_csrf"
 
-    init(pool: RedisConnectionPool, authenticator: Authenticator, logger: Logger) throws {
+    /// Whether cookies carry `Secure`, so a browser sends them over HTTPS only (`ferry serve
+    /// --secure-cookies`, for a dashboard served behind TLS; off by default so the dashboard
+    /// works over plain HTTP on loopback).
+    let secureCookies: Bool
+
+    init(pool: RedisConnectionPool, authenticator: Authenticator, secureCookies: Bool = false, logger: Logger) throws {
         self.pool = pool
         self.authenticator = authenticator
+        self.secureCookies = secureCookies
         self.logger = logger
         var library = MustacheLibrary()
         let templates: [(String, String)] = [
@@ -162,6 +168,16 @@ struct Dashboard: Sendable {
         }
     }
 
+    /// A `Set-Cookie` for the whole site, `SameSite=Strict`, `Secure` with ``secureCookies``;
+    /// `maxAge` nil for a cookie that ends with the browser session.
+    func setCookie(_ name: String, _ value: String, httpOnly: Bool = false, maxAge: Int64? = nil) -> HTTPField {
+        var text = "\(name)=\(value); Path=/; SameSite=Strict"
+        if httpOnly { text += "; HttpOnly" }
+        if secureCookies { text += "; Secure" }
+        if let maxAge { text += "; Max-Age=\(maxAge)" }
+        return HTTPField(name: .setCookie, value: text)
+    }
+
     /// Renders `template` inside the layout, with what every page shows.
     func render(_ template: String, _ values: [String: Any], _ visit: Visit, status: HTTPResponse.Status = .ok) -> Response {
         var context = values
@@ -175,7 +191,7 @@ struct Dashboard: Sendable {
         var headers = Self.pageHeaders
         headers[.contentType] = "text/html; charset=utf-8"
         if visit.newCSRF {
-            headers.append(HTTPField(name: .setCookie, value: "\(Self.csrfCookie)=\(visit.csrf); Path=/; SameSite=Strict"))
+            headers.append(setCookie(Self.csrfCookie, visit.csrf))
         }
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: html)))
     }
@@ -552,11 +568,8 @@ struct Dashboard: Sendable {
         let next = form["next"].flatMap(Self.localPath) ?? "/"
         var response = Self.redirect(next)
         response.headers.append(
-            HTTPField(
-                name: .setCookie,
-                value:
-                    "\(DashboardSessions.cookieName)=\(session); Path=/; HttpOnly; SameSite=Strict; Max-Age=\(DashboardSessions.lifetime.components.seconds)"
-            ))
+            setCookie(
+                DashboardSessions.cookieName, session, httpOnly: true, maxAge: DashboardSessions.lifetime.components.seconds))
         return response
     }
 
@@ -568,8 +581,7 @@ struct Dashboard: Sendable {
             try await authenticator.sessions.end(session)
         }
         var response = Self.redirect("/login")
-        response.headers.append(
-            HTTPField(name: .setCookie, value: "\(DashboardSessions.cookieName)=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"))
+        response.headers.append(setCookie(DashboardSessions.cookieName, "", httpOnly: true, maxAge: 0))
         return response
     }
 

@@ -68,6 +68,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Connections to Redis that requests take turns on.")
     var redisConnections = 4
 
+    @Flag(help: "Mark the dashboard's cookies Secure (browsers send them over HTTPS only): behind TLS.")
+    var secureCookies = false
+
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
@@ -121,6 +124,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.publishing.maxPayloadBytes = maxPayloadBytes
         configuration.jwt = try jwtConfiguration()
         configuration.rateLimits = try APIRateLimits(parsing: rateLimit)
+        configuration.secureCookies = secureCookies
         let logger = Logger(label: "ferry.api")
         var redisConfiguration = try redis.configuration()
         redisConfiguration.clientName = "ferry-serve"

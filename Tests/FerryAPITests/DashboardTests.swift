@@ -168,4 +168,31 @@ struct DashboardTests {
             #expect(signIn.standardOutput == "303 \(expected)", "next \(next): \(signIn.standardOutput)")
         }
     }
+
+    @Test("with --secure-cookies every dashboard cookie is Secure (sent over HTTPS only); without it, none is")
+    func secureCookies() async throws {
+        let curl = URL(fileURLWithPath: "/usr/bin/curl")
+        let key = try await APIKeys(connection: try await TestRedis.connection()).create(name: uniqueName("r"), scopes: [.read])
+            .token
+        for secure in [true, false] {
+            let server = try await APIServerProcess(secure ? ["--secure-cookies"] : [])
+            let page = try await runProcess(curl, ["-s", "-o", "/dev/null", "-D", "-", server.baseURL + "/login"])
+            let csrfCookie = try #require(
+                page.standardOutput.split(separator: "\r\n").first { $0.lowercased().hasPrefix("set-cookie: ferry_csrf=") },
+                "\(page.standardOutput)")
+            #expect(csrfCookie.contains("; Secure") == secure, "\(csrfCookie)")
+            let csrf = try #require(csrfCookie.split(separator: "=", maxSplits: 1).last?.split(separator: ";").first)
+            let signIn = try await runProcess(
+                curl,
+                [
+                    "-s", "-o", "/dev/null", "-D", "-", "-H", "Cookie: ferry_csrf=\(csrf)", "--data-urlencode", "csrf=\(csrf)",
+                    "--data-urlencode", "token=\(key)", server.baseURL + "/login",
+                ])
+            let session = try #require(
+                signIn.standardOutput.split(separator: "\r\n").first { $0.lowercased().hasPrefix("set-cookie: ferry_session=") },
+                "\(signIn.standardOutput)")
+            #expect(session.contains("; HttpOnly") && session.contains("; SameSite=Strict"), "\(session)")
+            #expect(session.contains("; Secure") == secure, "\(session)")
+        }
+    }
 }
