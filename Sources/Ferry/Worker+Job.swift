@@ -133,7 +133,7 @@ extension Worker {
         }
         do {
             let command = startBatchCommand(records, checking: checked, at: startedAt)
-            return startedBatch(try await control.connection.send(command))
+            return startedBatch(try await control.send(command))
         } catch {
             logger.info("could not start the batch in Redis; statuses catch up later", metadata: redisFailure(error))
             return []

@@ -474,8 +474,9 @@ public final class Worker: Sendable {
         ]
         // The flush's lowest and highest entry IDs: the range of its one ownership check.
         let ids = acks.map(\.entryID)
-        let low = ids.min { StreamEntry.isID($0, atOrBefore: $1) && $0 != $1 } ?? ""
-        let high = ids.max { StreamEntry.isID($0, atOrBefore: $1) && $0 != $1 } ?? ""
+        let before = { (a: String, b: String) in a != b && StreamEntry.isID(a, atOrBefore: b) }
+        let low = ids.min(by: before) ?? ""
+        let high = ids.max(by: before) ?? ""
         arguments += [.string(low), .string(high)]
         for ack in acks {
             arguments.append(.string(ack.entryID))

@@ -507,12 +507,21 @@ end
 local gathered_index
 local gathered_order
 
-local function write_index(set, gathered)
-  -- unpack() takes at most about 8,000 values: large batches go in parts.
-  local args = gathered.args
-  for first = 1, #args, 4000 do
-    redis.call(gathered.op, set, unpack(args, first, math.min(first + 3999, #args)))
+-- `op key [extra] values...` for a list of values of any length: unpack() takes at most about
+-- 8,000 values, so a long list goes in parts of 4,000 (a flush's XACK, an index set's ZADD).
+local function call_in_parts(op, key, extra, values)
+  for first = 1, #values, 4000 do
+    local last = math.min(first + 3999, #values)
+    if extra then
+      redis.call(op, key, extra, unpack(values, first, last))
+    else
+      redis.call(op, key, unpack(values, first, last))
+    end
   end
+end
+
+local function write_index(set, gathered)
+  call_in_parts(gathered.op, set, nil, gathered.args)
 end
 
 -- Starts gathering index moves until flush_index().
@@ -553,6 +562,20 @@ local function move_in_index(op, set, score, member)
   local args = gathered.args
   if score then args[#args + 1] = score end
   args[#args + 1] = member
+end
+
+-- What a group's running record holds besides its state (start_batch.lua, or ack.lua when the
+-- record is written with the job's outcome): the delivery attempt, the consumer, when it
+-- started, and for a retry an empty next_attempt_at (its time is past once it runs again; a
+-- first delivery has none to clear). Also the `from` set_status takes: 'none' for a first
+-- delivery, which has no state before it; nil for a later one, whose state is read.
+local function running_fields(attempt, consumer, started_at)
+  local fields = { 'attempts', attempt, 'consumer', consumer, 'started_at', started_at }
+  if attempt == '1' then
+    return fields, 'none'
+  end
+  fields[7], fields[8] = 'next_attempt_at', ''
+  return fields, nil
 end
 
 local function set_status(key, index, group, job_id, entry_id, state, now, keep, fields, shared, from)

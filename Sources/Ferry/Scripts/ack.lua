@@ -62,14 +62,8 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
       if started_at == '' then
         set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields, nil, 'running')
       else
-        -- The running record start_batch.lua would have written: a first delivery has no
-        -- state before it (as start_batch.lua assumes); a later one's is read.
-        local attempt = ARGV[i + 7]
-        local started = { 'attempts', attempt, 'consumer', ARGV[2], 'started_at', started_at }
-        if attempt ~= '1' then
-          started[7], started[8] = 'next_attempt_at', ''
-        end
-        local from = attempt == '1' and 'none' or nil
+        -- The running record start_batch.lua would have written.
+        local started, from = running_fields(ARGV[i + 7], ARGV[2], started_at)
         if events_enabled(ARGV[6]) then
           -- Two writes, so the event stream shows the start and then the outcome.
           set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, 'running', started_at, 0, started,
@@ -91,10 +85,7 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
   i = i + 8
 end
 for _, lane in ipairs(lanes) do
-  local ids = acks[lane]
-  for first = 1, #ids, 4000 do
-    redis.call('XACK', lane, ARGV[1], unpack(ids, first, math.min(first + 3999, #ids)))
-  end
+  call_in_parts('XACK', lane, ARGV[1], acks[lane])
 end
 flush_index()
 -- After the acknowledgements: passing an ordering key's turn asks whether its job is pending.

@@ -32,15 +32,9 @@ for k = 2, #KEYS do
   local at = base + (k - 2) * 4
   local job_id = ARGV[at]
   if not asked[job_id] then
-    local first = ARGV[at + 3] == '1'
-    local fields = { 'attempts', ARGV[at + 3], 'consumer', ARGV[2], 'started_at', ARGV[1] }
-    if not first then
-      -- A retry's time is past once it runs again; a first delivery has none to clear.
-      fields[#fields + 1] = 'next_attempt_at'
-      fields[#fields + 1] = ''
-    end
+    local fields, from = running_fields(ARGV[at + 3], ARGV[2], ARGV[1])
     local _, was_refused = set_status(KEYS[k], ARGV[4], ARGV[3], job_id, ARGV[at + 2], 'running', ARGV[1], 0, fields,
-      { 'type', ARGV[at + 1] }, first and 'none' or nil)
+      { 'type', ARGV[at + 1] }, from)
     if was_refused then
       refused[#refused + 1] = job_id
     end
