@@ -15,6 +15,8 @@ struct APIHandlers: APIProtocol {
     var connection: RedisConnection { pool.next }
     /// Settings every publish uses (payload limit, dedup window).
     let publishing: Publisher.Configuration
+    /// A reused `Idempotency-Key` is answered 409 even with the same body (`--reject-duplicates`).
+    var rejectsDuplicates = false
     /// One long-lived publisher per queue, as the library means them to be: each keeps the
     /// queue's bounds for a second and its retention schedule, instead of reading the bounds
     /// again for every request.
@@ -62,6 +64,12 @@ struct APIHandlers: APIProtocol {
             try await checkSameRequest(body, idempotencyKey: idempotencyKey, keys: keys)
         }
         let receipt = try await publishers.publisher(for: queue, pool: pool, configuration: publishing).publish(job)
+        if receipt.isDuplicate && rejectsDuplicates {
+            throw APIProblem(
+                .conflict,
+                "the Idempotency-Key was used before, by job \(receipt.jobID) (\(Self.statusURL(queue, receipt.jobID))); this server answers duplicates with 409 (--reject-duplicates): nothing new was published",
+                jobID: receipt.jobID)
+        }
         let accepted = accepted(receipt, job: job, queue: queue)
         return .accepted(
             .init(

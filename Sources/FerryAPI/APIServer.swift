@@ -33,6 +33,11 @@ public enum APIServer {
         public var publishing = Publisher.Configuration()
         /// Marks the dashboard's cookies `Secure` (`--secure-cookies`): for a server behind TLS.
         public var secureCookies = false
+        /// Answers a reused `Idempotency-Key` with 409 naming the first job, even when the body
+        /// is the same (`--reject-duplicates`): for services whose clients must learn that a
+        /// submission was a duplicate (the same document uploaded twice) rather than receive the
+        /// first job's answer again, which is the default (a safe retry of a lost response).
+        public var rejectsDuplicates = false
 
         /// The defaults: loopback, port 8080, API keys required.
         public init() {}
@@ -83,7 +88,8 @@ public enum APIServer {
         let authenticator = Authenticator(
             acceptsKeys: configuration.requiresAuthentication, pool: connections,
             jwt: configuration.requiresAuthentication ? jwt : nil, sessions: DashboardSessions(pool: connections))
-        let handlers = APIHandlers(pool: connections, publishing: configuration.publishing)
+        let handlers = APIHandlers(
+            pool: connections, publishing: configuration.publishing, rejectsDuplicates: configuration.rejectsDuplicates)
         try handlers.registerHandlers(
             on: router,
             middlewares: [

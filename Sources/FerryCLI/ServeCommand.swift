@@ -71,6 +71,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "Mark the dashboard's cookies Secure (browsers send them over HTTPS only): behind TLS.")
     var secureCookies = false
 
+    @Flag(
+        help:
+            "Answer a reused Idempotency-Key with 409 naming the first job, even with the same body (default: the first job's answer again)."
+    )
+    var rejectDuplicates = false
+
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
@@ -125,6 +131,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.jwt = try jwtConfiguration()
         configuration.rateLimits = try APIRateLimits(parsing: rateLimit)
         configuration.secureCookies = secureCookies
+        configuration.rejectsDuplicates = rejectDuplicates
         let logger = Logger(label: "ferry.api")
         var redisConfiguration = try redis.configuration()
         redisConfiguration.clientName = "ferry-serve"

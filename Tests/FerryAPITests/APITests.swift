@@ -90,6 +90,21 @@ struct APITests {
         #expect(try await setup.length(setup.keys.jobs) == 1)
     }
 
+    @Test("with --reject-duplicates, the same Idempotency-Key and body again is 409 naming the first job; one entry")
+    func rejectedDuplicate() async throws {
+        let server = try await APIServerProcess(["--reject-duplicates"])
+        let setup = try await TestQueue("api-dup")
+        let publisher = try await key([.publish])
+        let path = "/v1/queues/\(setup.name)/jobs"
+        let send = { try await server.send("POST", path, json: #"{"type": "t", "data": "a"}"#, key: publisher, headers: ["Idempotency-Key": "doc-1"]) }
+        let first = try await send()
+        let again = try await send()
+        #expect(first.status == 202, "\(first.text)")
+        #expect(again.status == 409 && again.problem == "conflict", "\(again.text)")
+        #expect(again.json?["job_id"] as? String == first.json?["job_id"] as? String)
+        #expect(try await setup.length(setup.keys.jobs) == 1)
+    }
+
     @Test("a full queue answers 503 and a key at its quota 429, both with Retry-After; nothing is written")
     func saturation() async throws {
         let server = try await APIServerProcess()
