@@ -2,7 +2,8 @@ import FerryRedis
 import Foundation
 
 /// A queue's event stream, `ferry:{Q}:events`: every change of a job's state in any group (and
-/// each publish, as `queued` with no group), appended by the same script that makes the change,
+/// each publish, as `queued` with no group, or `refused` when a bounded queue turned it away),
+/// appended by the same script that makes the change,
 /// so an event is never missing for a change that happened nor present for one that did not.
 /// What the HTTP API's server-sent events and the dashboard's live updates read.
 ///
@@ -27,12 +28,16 @@ public struct QueueEvents: QueueStore {
         public var jobID: String
         /// The consumer group whose state changed; nil for a publish.
         public var group: String?
-        /// The state it moved to.
+        /// The state it moved to; nil for a refused publish (``refusal``), or a state this
+        /// version does not know.
         public var state: JobState?
         /// The state it left; nil when it had none in the group.
         public var from: JobState?
         /// When, by the clock of the process that made the change.
         public var at: Date
+        /// Why the queue refused a publish (`queue_full`, `key_quota`: it was at its maximum
+        /// depth or the job's key at its quota), for a `refused` event; nil for a change of state.
+        public var refusal: String?
     }
 
     /// Turns events on (creates the empty stream). Returns false when they were on.
@@ -98,6 +103,7 @@ public struct QueueEvents: QueueStore {
             id: entry.id, jobID: text("job_id") ?? "", group: text("group"),
             state: text("state").flatMap(JobState.init(rawValue:)),
             from: text("from").flatMap(JobState.init(rawValue:)),
-            at: Date(millisecondsSince1970: text("at").flatMap { Int64($0) } ?? 0))
+            at: Date(millisecondsSince1970: text("at").flatMap { Int64($0) } ?? 0),
+            refusal: text("state") == "refused" ? text("reason") ?? "" : nil)
     }
 }

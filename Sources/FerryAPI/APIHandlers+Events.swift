@@ -82,7 +82,8 @@ extension APIHandlers {
 
     static func jobEvent(_ event: QueueEvents.Event) -> Components.Schemas.JobEvent {
         .init(
-            jobId: event.jobID, group: event.group, state: event.state.flatMap { .init(rawValue: $0.rawValue) } ?? .queued,
-            from: event.from.flatMap { .init(rawValue: $0.rawValue) }, at: event.at)
+            jobId: event.jobID, group: event.group,
+            state: event.refusal != nil ? .refused : event.state.flatMap { .init(rawValue: $0.rawValue) } ?? .queued,
+            from: event.from.flatMap { .init(rawValue: $0.rawValue) }, at: event.at, reason: event.refusal)
     }
 }

@@ -138,3 +138,34 @@ extension WorkerTests {
         #expect(second?.message.contains("try again in about") == true, "\(second?.message ?? "")")
     }
 }
+
+extension WorkerTests {
+    @Test(
+        "with events on, a refused publish is recorded as `refused` with its job id and why (queue_full, key_quota); a duplicate in the refused batch and an accepted publish are not"
+    )
+    func refusedPublishIsRecorded() async throws {
+        let setup = try await Setup("refused")
+        let events = QueueEvents(queue: setup.queue, connection: setup.redis)
+        try await events.enable()
+        let settings = QueueSettings(queue: setup.queue, connection: setup.redis)
+        try await settings.setMaxDepth(2)
+        try await settings.setMaxPendingPerKey(1)
+        _ = try await setup.publisher.publish(JobMessage(type: "t", jobID: "doc-1", idempotencyKey: "doc-1", key: "alice"))
+        await #expect(throws: FerryError.self) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", jobID: "doc-2", key: "alice"))
+        }
+        _ = try await setup.publisher.publish(JobMessage(type: "t", jobID: "doc-3"))
+        // Full: the new job is refused; the duplicate of doc-1 beside it takes no room and is not.
+        await #expect(throws: FerryError.self) {
+            _ = try await setup.publisher.publish([
+                JobMessage(type: "t", jobID: "doc-1", idempotencyKey: "doc-1", key: "alice"), JobMessage(type: "t", jobID: "doc-4"),
+            ])
+        }
+        let refused = try await events.read(after: "0-0").filter { $0.refusal != nil }
+        #expect(refused.map(\.jobID) == ["doc-2", "doc-4"])
+        #expect(refused.map(\.refusal) == ["key_quota", "queue_full"])
+        #expect(refused.allSatisfy { $0.group == nil && $0.state == nil })
+        let queued = try await events.read(after: "0-0").filter { $0.state == .queued }.map(\.jobID)
+        #expect(queued == ["doc-1", "doc-3"])
+    }
+}

@@ -491,8 +491,15 @@ local function events_enabled(index)
   return events_on
 end
 
-local function record_event(index, group, job_id, state, previous, now)
-  if events_enabled(index) then
+-- `reason` is only for a `refused` publish (publish_bounded.lua): why the queue turned it away.
+local function record_event(index, group, job_id, state, previous, now, reason)
+  if not events_enabled(index) then
+    return
+  end
+  if reason then
+    redis.call('XADD', events_key, 'MAXLEN', '~', 10000, '*', 'job_id', job_id, 'group', group, 'state', state,
+      'from', previous or '', 'at', now, 'reason', reason)
+  else
     redis.call('XADD', events_key, 'MAXLEN', '~', 10000, '*', 'job_id', job_id, 'group', group, 'state', state,
       'from', previous or '', 'at', now)
   end

@@ -25,7 +25,10 @@
 -- added do not fit, nothing is written.
 -- Returns {1, {job id, entry id or '', 1 added | 0 duplicate}...}; or {0, depth, added it asked
 -- for, retry-after ms or -1 when the drain rate is not known yet}; or {0, count, added it asked
--- for, -1, key set's index in KEYS} when a key's quota refused it.
+-- for, -1, key set's index in KEYS} when a key's quota refused it. A refusal is recorded in the
+-- queue's event stream while events are on: a `refused` event (no group) per job it turned away,
+-- with its job id ('' for one that would have been named by its entry) and `reason` queue_full or
+-- key_quota, so a submission's history shows it arrived and why it did not become a job.
 -- ferry:prelude
 -- The jobs of the batch, and which are duplicates.
 local jobs, adding, per_key = {}, 0, {}
@@ -43,6 +46,17 @@ while i <= #ARGV do
     end
   end
   i = i + 5 + count
+end
+
+local function refused(reason)
+  local index = string.sub(KEYS[1], 1, -5) .. 'idx:'  -- ferry:{Q}:jobs -> ferry:{Q}:idx:, as events_enabled reads it
+  local now
+  for _, job in ipairs(jobs) do
+    if not job.first then
+      now = now or now_ms()
+      record_event(index, '', job.job_id, 'refused', nil, now, reason)
+    end
+  end
 end
 
 if ARGV[1] ~= '' then
@@ -107,6 +121,7 @@ if ARGV[1] ~= '' then
         redis.call('PEXPIRE', KEYS[2], 300000)
       end
     end
+    refused('queue_full')
     return {0, depth, adding, retry_after}
   end
 end
@@ -124,6 +139,7 @@ if ARGV[4] ~= '' then
         end
       end
       if count + asked > most then
+        refused('key_quota')
         return {0, count, asked, -1, key_set}
       end
     end
