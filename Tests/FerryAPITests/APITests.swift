@@ -96,7 +96,10 @@ struct APITests {
         let setup = try await TestQueue("api-dup")
         let publisher = try await key([.publish])
         let path = "/v1/queues/\(setup.name)/jobs"
-        let send = { try await server.send("POST", path, json: #"{"type": "t", "data": "a"}"#, key: publisher, headers: ["Idempotency-Key": "doc-1"]) }
+        let send = {
+            try await server.send(
+                "POST", path, json: #"{"type": "t", "data": "a"}"#, key: publisher, headers: ["Idempotency-Key": "doc-1"])
+        }
         let first = try await send()
         let again = try await send()
         #expect(first.status == 202, "\(first.text)")

@@ -29,8 +29,11 @@ extension WorkerTests {
         }
         let ids = (0..<200).map { "s-\($0)" }
         _ = try await setup.publisher.publish(ids.map { JobMessage(type: "t", data: "", jobID: $0) })
-        let configure: (inout Worker.Configuration) -> Void = { $0.concurrency = 16; $0.lease = .seconds(1) }
-        try await running(setup.worker(["t": handler], configure: configure), setup.worker(["t": handler], configure: configure)) {
+        let configure: (inout Worker.Configuration) -> Void = {
+            $0.concurrency = 16; $0.lease = .seconds(1)
+        }
+        try await running(setup.worker(["t": handler], configure: configure), setup.worker(["t": handler], configure: configure))
+        {
             // 2.5 s: past the lease; 6 s: past the 5 s command timeout too.
             for pause in [2500, 6000] {
                 let before = seen.count

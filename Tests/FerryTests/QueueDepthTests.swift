@@ -158,7 +158,8 @@ extension WorkerTests {
         // Full: the new job is refused; the duplicate of doc-1 beside it takes no room and is not.
         await #expect(throws: FerryError.self) {
             _ = try await setup.publisher.publish([
-                JobMessage(type: "t", jobID: "doc-1", idempotencyKey: "doc-1", key: "alice"), JobMessage(type: "t", jobID: "doc-4"),
+                JobMessage(type: "t", jobID: "doc-1", idempotencyKey: "doc-1", key: "alice"),
+                JobMessage(type: "t", jobID: "doc-4"),
             ])
         }
         let refused = try await events.read(after: "0-0").filter { $0.refusal != nil }
