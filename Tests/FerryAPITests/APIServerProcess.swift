@@ -4,76 +4,33 @@ import Foundation
 import Logging
 import Testing
 
-#if canImport(FoundationNetworking)
-    import FoundationNetworking
-#endif
-
 /// A real `ferry serve` on a free loopback port (`--port 0`), against the test Redis, and a small
-/// HTTP client for it (URLSession, libcurl underneath on Linux).
+/// HTTP client for it (``sendHTTP(_:_:json:bearer:headers:)``).
 final class APIServerProcess: Sendable {
     let process: ChildProcess
     let baseURL: String
     let logPath: String
 
+    typealias Answer = HTTPAnswer
+
     /// Starts `ferry serve ARGUMENTS` (on the test Redis, or `redis`) and waits until it says where it listens.
     init(_ arguments: [String] = [], redis: String? = nil) async throws {
-        let output = FileManager.default.temporaryDirectory.appending(path: uniqueName("serve") + ".out").path()
-        logPath = output + ".err"
         var url = redis ?? ""
         if redis == nil { url = try await TestRedis.sharedURL() }
-        let errors = output + ".err"
-        let process = try ChildProcess(
-            try ferryExecutable(), ["serve", "--port", "0", "--redis", url] + arguments, standardOutput: output,
-            standardError: errors)
-        var base: String?
-        _ = await eventually(.seconds(60)) {
-            let text = (try? String(contentsOfFile: output, encoding: .utf8)) ?? ""
-            base = text.split(separator: "\n").first { $0.hasPrefix("listening on ") }.map { String($0.dropFirst(13)) }
-            return base != nil || !process.isRunning
-        }
-        guard let base else {
-            process.signal(SIGKILL)
-            throw APITestError("ferry serve did not start: \((try? String(contentsOfFile: errors, encoding: .utf8)) ?? "")")
-        }
-        self.process = process
-        baseURL = base
+        let server = try await ListeningProcess(
+            try ferryExecutable(), ["serve", "--port", "0", "--redis", url] + arguments, name: "serve")
+        process = server.process
+        baseURL = server.baseURL
+        logPath = server.errorPath
     }
 
     deinit { process.signal(SIGKILL) }
-
-    /// An answer: status, headers (lower-cased names) and the body, parsed when JSON.
-    struct Answer: Sendable {
-        var status: Int
-        var headers: [String: String]
-        var body: Data
-        var json: [String: any Sendable]? {
-            (try? JSONSerialization.jsonObject(with: body)) as? [String: any Sendable]
-        }
-        /// A problem's `type` without its prefix (`conflict`, `forbidden`, ...).
-        var problem: String? { (json?["type"] as? String).map { String($0.dropFirst("urn:ferry:problem:".count)) } }
-        var text: String { String(decoding: body, as: UTF8.self) }
-    }
 
     /// Sends a request with `body` as its JSON text.
     func send(
         _ method: String, _ path: String, json body: String? = nil, key: String? = nil, headers: [String: String] = [:]
     ) async throws -> Answer {
-        var request = URLRequest(url: URL(string: baseURL + path)!)
-        request.httpMethod = method
-        request.timeoutInterval = 120
-        if let body {
-            request.httpBody = Data(body.utf8)
-            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        }
-        if let key { request.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization") }
-        for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
-        let (data, response) = try await URLSession.shared.data(for: request)
-        let http = response as! HTTPURLResponse
-        var fields: [String: String] = [:]
-        for (name, value) in http.allHeaderFields {
-            if let name = name as? String, let value = value as? String { fields[name.lowercased()] = value }
-        }
-        return Answer(status: http.statusCode, headers: fields, body: data)
+        try await sendHTTP(method, baseURL + path, json: body, bearer: key, headers: headers)
     }
 }
 
