@@ -201,6 +201,12 @@ let package = Package(
             dependencies: ["FerryHTTP", "Ferry", "FerryRedis", "FerryTestSupport"],
             swiftSettings: swiftSettings
         ),
+        // The examples (examples/) driven end to end: real Redis, ferry serve, worker processes.
+        .testTarget(
+            name: "ExampleTests",
+            dependencies: ["Ferry", "FerryRedis", "FerryTestSupport"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "OpsTests",
             dependencies: ["Ferry", "FerryRedis", "FerryTestSupport"],

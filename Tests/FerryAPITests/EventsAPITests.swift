@@ -3,6 +3,7 @@ import FerryRedis
 import FerryTestSupport
 import Foundation
 import Logging
+import Synchronization
 import Testing
 
 /// Server-sent events of job transitions against a real `ferry serve`, read by curl as any
@@ -104,6 +105,32 @@ struct EventsAPITests {
         #expect(try await setup.ferry("queue", "events", setup.name, "off").status == 0)
         #expect(try await setup.redis.send(RedisCommand("EXISTS", [.string(setup.keys.events)])).integer == 0)
         #expect(try await server.send("GET", "/v1/queues/\(setup.name)/events").status == 409)
+    }
+
+    @Test(
+        "with events on, each job's history is queued, running, succeeded in that order, with a worker already waiting: the publish writes its queued record and event in the step that adds the entry"
+    )
+    func queuedComesFirst() async throws {
+        let setup = try await TestQueue("api-events-order")
+        try await QueueEvents(queue: setup.queue, connection: setup.redis).enable()
+        let done = Mutex(0)
+        try await withWorker(setup, handlers: ["t": JobHandlerClosure { _ in done.withLock { $0 += 1 } }]) {
+            for batch in 0..<10 {
+                // Ids of their own (a status hash each) and entry-ID jobs (no hash, an event only).
+                _ = try await setup.publisher.publish(
+                    (0..<10).map { JobMessage(type: "t", jobID: "o-\(batch)-\($0)") } + (0..<10).map { _ in JobMessage(type: "t") })
+            }
+            #expect(await eventually { done.withLock { $0 } == 200 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        let events = try await QueueEvents(queue: setup.queue, connection: setup.redis).read(after: "0-0", count: 5000)
+        let byJob = Dictionary(grouping: events, by: \.jobID)
+        #expect(byJob.count == 200)
+        for (jobID, history) in byJob {
+            #expect(history.map { $0.state?.rawValue ?? "?" } == ["queued", "running", "succeeded"], "\(jobID)")
+        }
+        let record = try await JobStatusRecord.load(jobID: "o-3-4", queue: setup.queue, connection: setup.redis)
+        #expect(record?.shared["queued_at"] != nil && record?.shared["type"] == "t", "\(String(describing: record))")
     }
 
     @Test("with events off (the default) a worker's jobs write no event stream")

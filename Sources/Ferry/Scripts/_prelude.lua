@@ -491,7 +491,7 @@ local function events_enabled(index)
   return events_on
 end
 
--- `reason` is only for a `refused` publish (publish_bounded.lua): why the queue turned it away.
+-- `reason` is only for a `refused` publish (publish_batch.lua): why the queue turned it away.
 local function record_event(index, group, job_id, state, previous, now, reason)
   if not events_enabled(index) then
     return
@@ -635,7 +635,7 @@ local function set_status(key, index, group, job_id, entry_id, state, now, keep,
     end
   elseif from ~= 'none' or job_id ~= entry_id then
     -- A first delivery of a job whose id is its entry ID has no hash before this write (its
-    -- publish writes none: queued.lua), so nothing to persist.
+    -- publish writes none: publish_batch.lua), so nothing to persist.
     redis.call('PERSIST', key)
   end
   record_event(index, group, job_id, state, previous, now)

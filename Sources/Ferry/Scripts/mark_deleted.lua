@@ -12,7 +12,7 @@
 -- The entry's fields are gone, so there is nothing to retry or dead-letter: the group's status
 -- says 'deleted', a terminal state, and expires like any finished job's. A status hash that does
 -- not exist is not created (status off, or a job whose id is not known here), but for a job
--- whose id is its entry ID: its publish wrote none (queued.lua). A workflow's step
+-- whose id is its entry ID: its publish wrote none (publish_batch.lua). A workflow's step
 -- (its job id `<workflow id>/<step>`, `#<run>`: both names are key-safe, so the id says which)
 -- ends as dead-lettered for its workflow, whose `on_failure` decides: no workflow waits on a
 -- step whose entry is gone. Returns how many statuses were written.

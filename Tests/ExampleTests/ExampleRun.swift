@@ -1,0 +1,42 @@
+import FerryTestSupport
+import Foundation
+
+/// One example of `examples/` as its test runs it: its `run.sh` with the settings the test
+/// chooses (a queue of its own on the test Redis, free ports, the `ferry` just built), so the test
+/// drives the same commands its README gives a person.
+struct ExampleRun: Sendable {
+    /// The example's directory.
+    let directory: URL
+    /// The environment every `run.sh` command gets: the test's own, and the example's settings.
+    var environment: [String: String]
+
+    /// `examples/<name>` on a new queue, with `settings` besides the defaults every test sets.
+    init(_ name: String, queue: String, settings: [String: String] = [:]) async throws {
+        directory = repositoryRoot.appending(path: "examples/\(name)")
+        environment = ProcessInfo.processInfo.environment.merging(
+            [
+                "FERRY": try ferryExecutable().path(), "REDIS_URL": try await TestRedis.sharedURL(), "QUEUE": queue,
+                "PORT": "0", "PARSER_PORT": "0",
+            ]
+        ) { $1 }
+        environment.merge(settings) { $1 }
+    }
+
+    var script: URL { directory.appending(path: "run.sh") }
+
+    /// `run.sh ARGUMENTS` to its end.
+    func run(_ arguments: String...) async throws -> ProcessResult {
+        try await runProcess(script, arguments, environment: environment)
+    }
+
+    /// `run.sh COMMAND` as a server that says where it listens.
+    func serve(_ command: String) async throws -> ListeningProcess {
+        try await ListeningProcess(script, [command], environment: environment, name: command)
+    }
+
+    /// `run.sh COMMAND` in the background (a worker), its output in a file of its own.
+    func start(_ command: String) throws -> ChildProcess {
+        let output = FileManager.default.temporaryDirectory.appending(path: "\(command)-\(UUID().uuidString).log").path()
+        return try ChildProcess(script, [command], environment: environment, standardOutput: output, standardError: output)
+    }
+}
