@@ -32,10 +32,13 @@ struct IngestionExampleTests {
 
     /// The job's status through the API: its group's state ('queued' before a group has it),
     /// the whole answer, and its Retry-After.
-    func status(_ jobID: String, _ api: ListeningProcess, queue: String, wait: String? = nil) async throws -> (
+    func status(
+        _ jobID: String, _ api: ListeningProcess, queue: String, wait: String? = nil
+    ) async throws -> (
         state: String, group: [String: Any], retryAfter: String?
     ) {
-        let answer = try await sendHTTP("GET", api.baseURL + "/v1/queues/\(queue)/jobs/\(jobID)" + (wait.map { "?wait=" + $0 } ?? ""))
+        let answer = try await sendHTTP(
+            "GET", api.baseURL + "/v1/queues/\(queue)/jobs/\(jobID)" + (wait.map { "?wait=" + $0 } ?? ""))
         let group = (answer.json?["groups"] as? [[String: Any]])?.first ?? [:]
         return (group["state"] as? String ?? "queued", group, answer.headers["retry-after"])
     }

@@ -118,7 +118,8 @@ struct EventsAPITests {
             for batch in 0..<10 {
                 // Ids of their own (a status hash each) and entry-ID jobs (no hash, an event only).
                 _ = try await setup.publisher.publish(
-                    (0..<10).map { JobMessage(type: "t", jobID: "o-\(batch)-\($0)") } + (0..<10).map { _ in JobMessage(type: "t") })
+                    (0..<10).map { JobMessage(type: "t", jobID: "o-\(batch)-\($0)") }
+                        + (0..<10).map { _ in JobMessage(type: "t") })
             }
             #expect(await eventually { done.withLock { $0 } == 200 })
             #expect(await eventually { try await setup.pendingCount() == 0 })
