@@ -34,9 +34,24 @@ struct ExampleRun: Sendable {
         try await ListeningProcess(script, [command], environment: environment, name: command)
     }
 
-    /// `run.sh COMMAND` in the background (a worker), its output in a file of its own.
-    func start(_ command: String) throws -> ChildProcess {
-        let output = FileManager.default.temporaryDirectory.appending(path: "\(command)-\(UUID().uuidString).log").path()
-        return try ChildProcess(script, [command], environment: environment, standardOutput: output, standardError: output)
+    /// `run.sh COMMAND` in the background (a worker), its output in files of its own.
+    func start(_ command: String) throws -> ChildProcess { try startLogged(command).process }
+
+    /// `run.sh COMMAND` in the background, and the files its standard output and error go to
+    /// (two: each is opened apart, so one file would have the two overwrite each other).
+    func startLogged(_ command: String) throws -> (process: ChildProcess, logs: [String]) {
+        let output = FileManager.default.temporaryDirectory.appending(path: "\(command)-\(UUID().uuidString)").path()
+        let process = try ChildProcess(
+            script, [command], environment: environment, standardOutput: output + ".out", standardError: output + ".err")
+        return (process, [output + ".out", output + ".err"])
+    }
+
+    /// The JSON objects among the lines of the files at `paths` (logs), in order per file.
+    static func jsonLines(_ paths: [String]) -> [[String: Any]] {
+        paths.flatMap { path in
+            ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { line in
+                (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+            }
+        }
     }
 }

@@ -48,12 +48,15 @@ public func sendHTTP(
 public struct ListeningProcess: Sendable {
     public let process: ChildProcess
     public let baseURL: String
+    /// Its standard output (the `listening on` line, then whatever it prints).
+    public let outputPath: String
     /// Its standard error, for a failure's message.
     public let errorPath: String
 
     /// Starts `executable ARGUMENTS` and waits (up to a minute) until it says where it listens.
     public init(_ executable: URL, _ arguments: [String], environment: [String: String]? = nil, name: String) async throws {
         let output = FileManager.default.temporaryDirectory.appending(path: "\(name)-\(UUID().uuidString).out").path()
+        outputPath = output
         errorPath = output + ".err"
         let process = try ChildProcess(
             executable, arguments, environment: environment, standardOutput: output, standardError: errorPath)
