@@ -29,6 +29,18 @@ struct ExampleRun: Sendable {
         try await runProcess(script, arguments, environment: environment)
     }
 
+    /// `run.sh COMMAND FILE` with `text` written to a new file, as a person hands an example a
+    /// document; a command that fails throws with its output.
+    func run(_ command: String, withFile text: String) async throws -> ProcessResult {
+        let file = FileManager.default.temporaryDirectory.appending(path: uniqueName(command) + ".txt")
+        try Data(text.utf8).write(to: file)
+        let result = try await run(command, file.path())
+        guard result.status == 0 else {
+            throw TestSupportError("run.sh \(command) failed: \(result.standardOutput) \(result.standardError)")
+        }
+        return result
+    }
+
     /// `run.sh COMMAND` as a server that says where it listens.
     func serve(_ command: String) async throws -> ListeningProcess {
         try await ListeningProcess(script, [command], environment: environment, name: command)

@@ -18,11 +18,9 @@ struct IngestionExampleTests {
 
     /// Writes `text` to a file and submits it as a person would: `run.sh submit FILE`.
     func submit(_ text: String, _ example: ExampleRun) async throws -> Submitted {
-        let file = FileManager.default.temporaryDirectory.appending(path: uniqueName("doc") + ".txt")
-        try Data(text.utf8).write(to: file)
-        let result = try await example.run("submit", file.path())
+        let result = try await example.run("submit", withFile: text)
         let lines = result.lines
-        guard result.status == 0, let status = lines.first.flatMap({ Int($0) }), lines.count >= 2 else {
+        guard let status = lines.first.flatMap({ Int($0) }), lines.count >= 2 else {
             throw TestSupportError("run.sh submit failed: \(result.standardOutput) \(result.standardError)")
         }
         let json = (try? JSONSerialization.jsonObject(with: Data(lines[1].utf8))) as? [String: Any] ?? [:]

@@ -11,10 +11,8 @@ import Testing
 struct ReviewExampleTests {
     /// Starts a review of `text` as a person would: `run.sh start FILE`. Returns the workflow id.
     func start(_ text: String, _ example: ExampleRun) async throws -> String {
-        let file = FileManager.default.temporaryDirectory.appending(path: uniqueName("contract") + ".txt")
-        try Data(text.utf8).write(to: file)
-        let result = try await example.run("start", file.path())
-        guard result.status == 0, let id = result.lines.first?.split(separator: " ").first else {
+        let result = try await example.run("start", withFile: text)
+        guard let id = result.lines.first?.split(separator: " ").first else {
             throw TestSupportError("run.sh start failed: \(result.standardOutput) \(result.standardError)")
         }
         return String(id)

@@ -21,12 +21,7 @@ extension WorkerTests {
         let setup = try await Setup("limit-stall", url: server.url)
         try await setLimits(setup, QueueLimit(name: "three", kind: .concurrency(3)))
         let counter = RunningCounter(), seen = Deliveries()
-        let handler = JobHandlerClosure { job in
-            counter.enter("all")
-            defer { counter.leave("all") }
-            seen.record(job)
-            try await Task.sleep(for: .milliseconds(30))
-        }
+        let handler = counter.handler(recording: seen, taking: .milliseconds(30))
         let ids = (0..<200).map { "s-\($0)" }
         _ = try await setup.publisher.publish(ids.map { JobMessage(type: "t", data: "", jobID: $0) })
         let configure: (inout Worker.Configuration) -> Void = {

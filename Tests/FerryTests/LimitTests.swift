@@ -22,6 +22,16 @@ final class RunningCounter: Sendable {
     func most(_ key: String) -> Int { state.withLock { $0.most[key] ?? 0 } }
     func running(_ key: String) -> Int { state.withLock { $0.running[key] ?? 0 } }
     func starts(_ key: String) -> [ContinuousClock.Instant] { state.withLock { $0.starts.filter { $0.0 == key }.map(\.1) } }
+
+    /// A handler that counts itself running under "all", records each job in `seen`, and takes `duration`.
+    func handler(recording seen: Deliveries, taking duration: Duration) -> JobHandlerClosure {
+        JobHandlerClosure { job in
+            self.enter("all")
+            defer { self.leave("all") }
+            seen.record(job)
+            try await Task.sleep(for: duration)
+        }
+    }
 }
 
 @Suite("Limits")
@@ -91,12 +101,7 @@ extension WorkerTests {
         let setup = try await Setup("limit-c")
         try await setLimits(setup, QueueLimit(name: "three", kind: .concurrency(3)))
         let counter = RunningCounter(), seen = Deliveries()
-        let handler = JobHandlerClosure { job in
-            counter.enter("all")
-            defer { counter.leave("all") }
-            seen.record(job)
-            try await Task.sleep(for: .milliseconds(30))
-        }
+        let handler = counter.handler(recording: seen, taking: .milliseconds(30))
         let ids = (0..<60).map { "c-\($0)" }
         _ = try await setup.publisher.publish(ids.map { JobMessage(type: "t", data: "", jobID: $0) })
         var sawWaiting = false

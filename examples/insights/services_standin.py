@@ -3,8 +3,8 @@
 and deterministic, so the example and its test run without the real services. Nothing of
 Ferry's is stood in.
 
-Every POST carries an Idempotency-Key: the same key answers the stored answer and does the work
-once; a request arriving while the first with its key is being worked on waits for it.
+Every POST carries an Idempotency-Key: its work is done once (examples/standin.py), and the same
+key again answers what was kept.
   POST /expand  {"product"}   its review ids: 5, or 20 for a product whose name has "big"
   POST /score   {"review"}    a score from 1 to 5 (the same for the same review). A review of a
                               product with "slow" in its name takes 0.2 s; with "stall", the
@@ -16,18 +16,20 @@ GET /stats: calls and done per key (done never above 1), and the results by run.
 Usage: services_standin.py PORT (0 picks a free one); prints "listening on http://127.0.0.1:PORT".
 """
 import hashlib
-import json
 import os
 import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from standin import JSONHandler, KeyedWork, serve  # noqa: E402
 
 STALL_SECONDS = float(os.environ.get("STALL_SECONDS", "8"))
+calls = KeyedWork()
 lock = threading.Lock()
-key_locks, answers, results = {}, {}, {}
-calls, done, reviews_seen = Counter(), Counter(), Counter()
+results = {}
+reviews_seen = Counter()
 
 
 def expand(body):
@@ -53,47 +55,21 @@ def store(body):
     return {"stored": True}
 
 
-class Services(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def answer(self, status, body):
-        data = json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            pass  # the caller went away (its worker was killed); what was done stays done
-
+class Services(JSONHandler):
     def do_GET(self):
         if self.path != "/stats":
             return self.answer(404, {"error": "no such path"})
         with lock:
-            self.answer(200, {"calls": calls, "done": done, "results": results})
+            self.answer(200, {**calls.stats(), "results": results})
 
     def do_POST(self):
         work = {"/expand": expand, "/score": score, "/results": store}.get(self.path)
         key = self.headers.get("Idempotency-Key")
         if not work or not key:
             return self.answer(404 if not work else 400, {"error": "no such path, or no Idempotency-Key"})
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))) or b"{}")
-        with lock:
-            calls[key] += 1
-            key_lock = key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with lock:
-                if key in answers:
-                    return self.answer(200, answers[key])
-            answer = work(body)
-            with lock:
-                answers[key] = answer
-                done[key] += 1
-        self.answer(200, answer)
+        body = self.json_body()
+        status, answer, _ = calls.run(key, lambda _: (200, work(body)))
+        self.answer(status, answer)
 
 
-server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 8092), Services)
-print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
-server.serve_forever()
+serve(Services, int(sys.argv[1]) if len(sys.argv) > 1 else 8092)

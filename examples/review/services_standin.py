@@ -6,8 +6,8 @@ Document store:
   PUT  /documents           the body is a document; stored once per content (SHA-256), answers
                             {"ref": "sha256:<hex>", "new": true|false}
   GET  /documents/<ref>     the document
-Language model (each call with an Idempotency-Key: the same key answers the stored result and
-does the work once; a request arriving while the first with its key is being worked on waits):
+Language model (each call with an Idempotency-Key: its work is done once, examples/standin.py, and
+the same key again answers what was kept):
   POST /extract  {"text"}   the contract's facts: {"amount", "months", "words"}. A text with
                             "flaky" fails (503) on its first call per key; one starting with
                             "slow" takes SLOW_SECONDS (3).
@@ -23,27 +23,32 @@ document ref, stored.
 Usage: services_standin.py PORT (0 picks a free one); prints "listening on http://127.0.0.1:PORT".
 """
 import hashlib
-import json
 import os
 import re
 import sys
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from standin import JSONHandler, KeyedWork, serve  # noqa: E402
 
 SLOW_SECONDS = float(os.environ.get("SLOW_SECONDS", "3"))
+model = KeyedWork()
 lock = threading.Lock()
-key_locks = {}
-documents, approvals, results = {}, {}, {}
-calls, done, stored, comparisons = Counter(), Counter(), Counter(), Counter()
+documents, approvals = {}, {}
+stored, comparisons = Counter(), Counter()
 
 
-def extract(text):
+def extract(text, call_number):
+    if "flaky" in text and call_number == 1:
+        return 503, {"error": "the model is overloaded; try again"}
+    if text.startswith("slow"):
+        time.sleep(SLOW_SECONDS)
     amount = re.search(r"amount (\d+)", text)
     months = re.search(r"(\d+) months", text)
-    return {"amount": int(amount.group(1)) if amount else 0, "months": int(months.group(1)) if months else 0,
-            "words": len(text.split())}
+    return 200, {"amount": int(amount.group(1)) if amount else 0, "months": int(months.group(1)) if months else 0,
+                 "words": len(text.split())}
 
 
 def compare(body):
@@ -52,37 +57,20 @@ def compare(body):
         comparisons[workflow] += 1
         seen = comparisons[workflow]
     if "hopeless" in text or ("ambiguous" in text and seen <= 2):
-        return {"verdict": "uncertain", "reasons": [f"comparison {seen} could not decide"]}
+        return 200, {"verdict": "uncertain", "reasons": [f"comparison {seen} could not decide"]}
     reasons = []
     if facts["amount"] > 10000:
         reasons.append(f"amount {facts['amount']} is over the policy's 10000")
     if facts["months"] > 24:
         reasons.append(f"{facts['months']} months is over the policy's 24")
-    return {"verdict": "mismatch" if reasons else "match", "reasons": reasons}
+    return 200, {"verdict": "mismatch" if reasons else "match", "reasons": reasons}
 
 
-class Services(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def answer(self, status, body, content_type="application/json"):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            pass  # the caller went away (its worker was killed); what was done stays done
-
-    def body(self):
-        return self.rfile.read(int(self.headers.get("Content-Length", "0")))
-
+class Services(JSONHandler):
     def do_GET(self):
         if self.path == "/stats":
             with lock:
-                return self.answer(200, {"calls": calls, "done": done, "stored": stored})
+                return self.answer(200, {**model.stats(), "stored": stored})
         if self.path.startswith("/documents/"):
             text = documents.get(self.path[len("/documents/"):])
             return self.answer(200, text, "text/plain") if text is not None else self.answer(404, {"error": "no such document"})
@@ -94,7 +82,7 @@ class Services(BaseHTTPRequestHandler):
     def do_PUT(self):
         if self.path != "/documents":
             return self.answer(404, {"error": "no such path"})
-        text = self.body()
+        text = self.raw_body()
         ref = "sha256:" + hashlib.sha256(text).hexdigest()
         with lock:
             new = ref not in documents
@@ -105,35 +93,17 @@ class Services(BaseHTTPRequestHandler):
 
     def do_POST(self):
         if self.path.startswith("/approvals/"):
-            approvals[self.path[len("/approvals/"):]] = json.loads(self.body() or b"{}").get("by", "someone")
+            approvals[self.path[len("/approvals/"):]] = self.json_body().get("by", "someone")
             return self.answer(200, {"approved": True})
-        work = {"/extract": lambda body: extract(body["text"]), "/compare": compare}.get(self.path)
-        if not work:
-            return self.answer(404, {"error": "no such path"})
         key = self.headers.get("Idempotency-Key")
-        if not key:
-            return self.answer(400, {"error": "an Idempotency-Key header is required"})
-        body = json.loads(self.body() or b"{}")
-        with lock:
-            calls[key] += 1
-            first_call = calls[key] == 1
-            key_lock = key_locks.setdefault(key, threading.Lock())
-        with key_lock:
-            with lock:
-                if key in results:
-                    return self.answer(200, results[key])
-            text = body.get("text", body.get("hint", ""))
-            if self.path == "/extract" and "flaky" in text and first_call:
-                return self.answer(503, {"error": "the model is overloaded; try again"})
-            if self.path == "/extract" and text.startswith("slow"):
-                time.sleep(SLOW_SECONDS)
-            result = work(body)
-            with lock:
-                results[key] = result
-                done[key] += 1
-        self.answer(200, result)
+        if self.path not in ("/extract", "/compare") or not key:
+            return self.answer(404, {"error": "POST /extract or /compare with an Idempotency-Key"})
+        body = self.json_body()
+        if self.path == "/extract":
+            status, answer, _ = model.run(key, lambda call_number: extract(body["text"], call_number))
+        else:
+            status, answer, _ = model.run(key, lambda _: compare(body))
+        self.answer(status, answer)
 
 
-server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 8091), Services)
-print(f"listening on http://127.0.0.1:{server.server_address[1]}", flush=True)
-server.serve_forever()
+serve(Services, int(sys.argv[1]) if len(sys.argv) > 1 else 8091)
