@@ -93,14 +93,16 @@ public struct JobIndex: Sendable {
     }
 
     /// A page of the group's jobs, newest published first, in `states` (every indexed state
-    /// when empty) and of `type` if given. A page may hold fewer than `limit` jobs with a
-    /// type filter (it looks at a bounded number of jobs); page on while ``Page/next`` is set.
+    /// when empty), of `type` and with the flow-control `key` if given (a key is known for jobs
+    /// with ids of their own, whose queued record keeps it). A page may hold fewer than `limit`
+    /// jobs with a filter (it looks at a bounded number of jobs); page on while ``Page/next`` is set.
     public func list(
-        group: String, states: [JobState] = [], type: String? = nil, limit: Int = 50, after cursor: Cursor? = nil
+        group: String, states: [JobState] = [], type: String? = nil, key: String? = nil, limit: Int = 50,
+        after cursor: Cursor? = nil
     ) async throws(FerryError) -> Page {
         guard limit > 0 else { throw FerryError(.invalidInput, "the page size must be at least 1; got \(limit)") }
         let chosen = (states.isEmpty ? Self.indexedStates : states).filter { $0 != .queued }
-        let budget = type == nil ? limit : min(limit * 20, 5000)
+        let budget = type == nil && key == nil ? limit : min(limit * 20, 5000)
         let reply: RedisReply
         do {
             reply = try await connection.run(
@@ -108,6 +110,7 @@ public struct JobIndex: Sendable {
                 arguments: [
                     .string(cursor?.score ?? "+inf"), .string(cursor?.member ?? ""), .integer(Int64(limit)),
                     .integer(Int64(budget)), .string(keys.jobStatusPrefix), .string(group), .string(type ?? ""),
+                    .string(key ?? ""),
                 ] + chosen.map { .string($0.rawValue) })
         } catch {
             throw FerryError(error)

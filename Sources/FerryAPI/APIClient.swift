@@ -28,4 +28,8 @@ struct APIClient: Sendable {
 
     /// Whether it may see `queue`.
     func sees(_ queue: String) -> Bool { queues?.contains(queue) ?? true }
+
+    /// Whether it may see a job whose status says `key` (its flow-control key): every job, unless
+    /// the caller is scoped to its own (``jobKey``).
+    func owns(jobKey key: String?) -> Bool { jobKey == nil || key == jobKey }
 }

@@ -130,6 +130,8 @@ struct APIHandlers: APIProtocol {
 
     /// The job with the caller's own key when its token names one (`--jwt-subject-is-key`): a
     /// caller cannot publish under another's key, so per-key limits hold per caller.
+    /// Such a job is also given an id of its own when it has none, so its queued record (which
+    /// keeps its key) exists from the start and the caller can find it, and only it.
     static func callersKey(_ job: JobMessage) throws -> JobMessage {
         guard let key = APIClient.current.jobKey else { return job }
         if let named = job.key, named != key {
@@ -137,7 +139,27 @@ struct APIHandlers: APIProtocol {
         }
         var keyed = job
         keyed.key = key
+        if keyed.jobID == nil { keyed.jobID = UUID().uuidString.lowercased() }
         return keyed
+    }
+
+    /// Refuses, as not found, a job that is not the caller's when the caller is scoped to its
+    /// own jobs (``APIClient/jobKey``): another's job, even its existence, stays hidden.
+    func requireOwnJob(_ jobID: String, queue: QueueName) async throws {
+        guard APIClient.current.jobKey != nil else { return }
+        let key: String?
+        if let record = try await JobStatusRecord.load(jobID: jobID, queue: queue, connection: connection) {
+            key = record.shared["key"]
+        } else {
+            key = try await JobLocator(queue: queue, connection: connection).find(jobID)?.entry.text(of: WireFormat.Field.key)
+        }
+        guard APIClient.current.owns(jobKey: key) else { throw Self.noJob(jobID, queue) }
+    }
+
+    /// The answer for a job the caller cannot see: as for one that does not exist.
+    static func noJob(_ jobID: String, _ queue: QueueName) -> APIProblem {
+        APIProblem(
+            .notFound, "no job \"\(jobID)\" in queue \(queue): no status (never recorded, or expired) and no entry with that id")
     }
 
     static func duration(_ text: String, field: String) throws -> Duration {
@@ -214,10 +236,14 @@ struct APIHandlers: APIProtocol {
         var type: String?
         var entryID: String?
         if let record = try await JobStatusRecord.load(jobID: jobID, queue: queue, connection: connection) {
+            guard APIClient.current.owns(jobKey: record.shared["key"]) else { throw Self.noJob(jobID, queue) }
             groups = record.groupNames(queueGroups: groupNames).map { Self.groupStatus(record.status(group: $0)) }
             type = record.shared["type"]
             entryID = record.shared["entry_id"]
         } else if let found = try await JobLocator(queue: queue, connection: connection).find(jobID) {
+            guard APIClient.current.owns(jobKey: found.entry.text(of: WireFormat.Field.key)) else {
+                throw Self.noJob(jobID, queue)
+            }
             groups = found.groups.sorted { $0.key < $1.key }.map { name, position in
                 switch position {
                 case .queued: .init(group: name, state: .queued)
@@ -229,9 +255,7 @@ struct APIHandlers: APIProtocol {
             type = found.entry.text(of: WireFormat.Field.type)
             entryID = found.entry.id
         } else {
-            throw APIProblem(
-                .notFound,
-                "no job \"\(jobID)\" in queue \(queue): no status (never recorded, or expired) and no entry with that id")
+            throw Self.noJob(jobID, queue)
         }
         if let group {
             groups = groups.filter { $0.group == group }
@@ -275,7 +299,7 @@ struct APIHandlers: APIProtocol {
         let cursor = try input.query.cursor.map { try JobIndex.Cursor($0) }
         let page = try await JobIndex(queue: queue, connection: connection).list(
             group: input.query.group ?? "workers", states: state.map { [$0] } ?? [], type: input.query._type,
-            limit: input.query.limit ?? 50, after: cursor)
+            key: APIClient.current.jobKey ?? input.query.key, limit: input.query.limit ?? 50, after: cursor)
         let rows = page.rows.map { row in
             Components.Schemas.JobRow(
                 jobId: row.jobID, state: .init(rawValue: row.state.rawValue) ?? .queued, _type: row.type,
@@ -288,6 +312,7 @@ struct APIHandlers: APIProtocol {
     func cancelJob(_ input: Operations.CancelJob.Input) async throws -> Operations.CancelJob.Output {
         let queue = try queueName(input.path.queue)
         let jobID = input.path.jobId
+        try await requireOwnJob(jobID, queue: queue)
         guard let before = try await JobStatus.requestCancellation(jobID: jobID, queue: queue, connection: connection) else {
             throw APIProblem(.notFound, "no job \"\(jobID)\" with a status in queue \(queue) (never recorded, or expired)")
         }
@@ -301,6 +326,7 @@ struct APIHandlers: APIProtocol {
     func retryJob(_ input: Operations.RetryJob.Input) async throws -> Operations.RetryJob.Output {
         let queue = try queueName(input.path.queue)
         let jobID = input.path.jobId
+        try await requireOwnJob(jobID, queue: queue)
         let deadLetters = DeadLetters(queue: queue, connection: connection)
         guard let letter = try await deadLetters.letter(jobID: jobID), try await deadLetters.redrive(letter) != nil else {
             throw APIProblem(.notFound, "job \"\(jobID)\" is not in the dead-letter stream of \(queue)")

@@ -79,6 +79,12 @@ struct AuthenticationMiddleware: ServerMiddleware {
         guard client.may(scope) else {
             throw APIProblem(.forbidden, "\(client.name) lacks the \(scope.rawValue) scope \(operationID) needs")
         }
+        if client.jobKey != nil, !OpenAPIDocument.keyedCallerOperations.contains(operationID) {
+            throw APIProblem(
+                .forbidden,
+                "\(client.name) is scoped to its own jobs (--jwt-subject-is-key): it may publish, read, list, cancel and retry them, not call \(operationID)"
+            )
+        }
         if let queue = metadata.pathParameters["queue"].map(String.init), let name = queue.removingPercentEncoding,
             !client.sees(name)
         {

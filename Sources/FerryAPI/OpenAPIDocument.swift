@@ -18,17 +18,25 @@ enum OpenAPIDocument {
 
     /// The scope each operation needs, by operation id. An operation without one is refused to
     /// every caller (the server fails closed).
-    static let scopes: [String: APIKeys.Scope] = {
-        var scopes: [String: APIKeys.Scope] = [:]
-        for case let operations as [String: Any] in (object()["paths"] as? [String: Any] ?? [:]).values {
-            for case let operation as [String: Any] in operations.values {
-                if let id = operation["operationId"] as? String,
-                    let scope = (operation["x-ferry-scope"] as? String).flatMap(APIKeys.Scope.init(rawValue:))
-                {
-                    scopes[id] = scope
-                }
+    static let scopes: [String: APIKeys.Scope] = Dictionary(
+        operations.compactMap { id, operation in
+            (operation["x-ferry-scope"] as? String).flatMap(APIKeys.Scope.init(rawValue:)).map { (id, $0) }
+        }
+    ) { first, _ in first }
+
+    /// The operations a caller scoped to its own jobs (a JWT subject that is its job key) may
+    /// call (`x-ferry-keyed-callers`); it is refused every other.
+    static let keyedCallerOperations: Set<String> = Set(
+        operations.compactMap { id, operation in operation["x-ferry-keyed-callers"] as? Bool == true ? id : nil })
+
+    /// Every operation of the document, by its id.
+    private static var operations: [(id: String, operation: [String: Any])] {
+        var found: [(String, [String: Any])] = []
+        for case let methods as [String: Any] in (object()["paths"] as? [String: Any] ?? [:]).values {
+            for case let operation as [String: Any] in methods.values {
+                if let id = operation["operationId"] as? String { found.append((id, operation)) }
             }
         }
-        return scopes
-    }()
+        return found
+    }
 }

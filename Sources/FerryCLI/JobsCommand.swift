@@ -34,6 +34,9 @@ struct JobsListCommand: AsyncParsableCommand {
     @Option(help: "Only jobs of this type.")
     var type: String?
 
+    @Option(help: "Only jobs with this flow-control key (known for jobs with ids of their own).")
+    var key: String?
+
     @Option(parsing: .unconditional, help: "Jobs per page.")
     var limit = 50
 
@@ -68,7 +71,7 @@ struct JobsListCommand: AsyncParsableCommand {
             throw FerryError(.notFound, "queue \(queue) has no group \(group); ferry inspect \(queue) shows its groups")
         }
         let page = try await JobIndex(queue: queueName, connection: connection).list(
-            group: group, states: state.compactMap(JobState.init(rawValue:)), type: type, limit: limit,
+            group: group, states: state.compactMap(JobState.init(rawValue:)), type: type, key: key, limit: limit,
             after: try cursor.map(JobIndex.Cursor.init))
         func time(_ milliseconds: Int64?) -> String? { milliseconds.map { Date(millisecondsSince1970: $0).rfc3339 } }
         if json {

@@ -147,6 +147,59 @@ struct JWTTests {
         #expect(refused.status == 401 && refused.problem == "unauthenticated", "\(refused.text)")
     }
 
+    @Test(
+        "with --jwt-subject-is-key a caller sees and acts on its own jobs only: another's is 404 to read, cancel and retry, listings hold its own, and queue-wide operations are refused"
+    )
+    func scopedToOwnJobs() async throws {
+        let secret = Array((0..<40).map { _ in UInt8.random(in: 0...255) })
+        let server = try await APIServerProcess([
+            "--jwt-secret-file", try Self.file("secret", secret), "--jwt-issuer", "https://id.example", "--jwt-audience", "ferry",
+            "--jwt-subject-is-key",
+        ])
+        let setup = try await TestQueue("api-own")
+        let signer = JWTKeyCollection()
+        await signer.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: .sha256)
+        let alice = try await signer.sign(Self.claims("alice", scope: "publish read admin"))
+        let bob = try await signer.sign(Self.claims("bob", scope: "publish read admin"))
+        let path = "/v1/queues/\(setup.name)/jobs"
+        let mine = try await server.send("POST", path, json: #"{"type": "t", "job_id": "alice-1"}"#, key: alice)
+        let unnamed = try await server.send("POST", path, json: #"{"type": "t"}"#, key: bob)
+        #expect(mine.status == 202 && unnamed.status == 202, "\(mine.text) \(unnamed.text)")
+        let bobsJob = try #require(unnamed.json?["job_id"] as? String)
+        #expect(bobsJob.count == 36, "a job without an id is given one (a UUID): \(bobsJob)")
+
+        #expect(try await server.send("GET", "\(path)/alice-1", key: alice).status == 200)
+        #expect(try await server.send("GET", "\(path)/\(bobsJob)", key: bob).status == 200)
+        let peek = try await server.send("GET", "\(path)/alice-1", key: bob)
+        #expect(peek.status == 404 && peek.problem == "not-found", "\(peek.text)")
+        #expect(try await server.send("POST", "\(path)/alice-1:cancel", key: bob).status == 404)
+        #expect(try await server.send("POST", "\(path)/alice-1:retry", key: bob).status == 404)
+
+        try await withWorker(setup, handlers: ["t": JobHandlerClosure { _ in }]) {
+            let reader = try await APIKeys(connection: setup.redis).create(name: uniqueName("k"), scopes: [.read]).token
+            #expect(
+                await eventually {
+                    let all = try await server.send("GET", path, key: reader)
+                    return (all.json?["jobs"] as? [[String: Any]])?.count == 2
+                }, "an API key sees every job")
+        }
+        let alicesList = try await server.send("GET", path, key: alice)
+        #expect(
+            (alicesList.json?["jobs"] as? [[String: Any]])?.compactMap { $0["job_id"] as? String } == ["alice-1"],
+            "\(alicesList.text)")
+        let bobsList = try await server.send("GET", "\(path)?key=alice", key: bob)
+        #expect(
+            (bobsList.json?["jobs"] as? [[String: Any]])?.compactMap { $0["job_id"] as? String } == [bobsJob], "\(bobsList.text)")
+
+        #expect(try await server.send("GET", "/v1/queues/\(setup.name)", key: alice).status == 200, "the queue's figures")
+        for refused in ["/v1/queues/\(setup.name)/dead-letters", "/v1/queues/\(setup.name)/events"] {
+            let answer = try await server.send("GET", refused, key: alice)
+            #expect(
+                answer.status == 403 && (answer.json?["detail"] as? String)?.contains("own jobs") == true,
+                "\(refused): \(answer.text)")
+        }
+    }
+
     @Test("a JWT secret under 32 bytes or an unreadable key file stops ferry serve with a message saying what to do")
     func badJWTSettings() async throws {
         let url = try await TestRedis.sharedURL()

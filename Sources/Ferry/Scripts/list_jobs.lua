@@ -9,7 +9,8 @@
 -- ARGV[5]   the status key prefix  ferry:{Q}:job:
 -- ARGV[6]   the group
 -- ARGV[7]   a job type to keep, or '' for every type
--- ARGV[8..] the state of each set, in the order of KEYS
+-- ARGV[8]   a flow-control key to keep (the status's `key`), or '' for every job
+-- ARGV[9..] the state of each set, in the order of KEYS
 --
 -- Members are ordered by (score, member) descending: the cursor (score, member) is the last one
 -- looked at, and the next page starts strictly after it. A job is in one set at a time and
@@ -21,7 +22,7 @@ local limit, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local candidates = {}
 local more = false
 for i, set in ipairs(KEYS) do
-  local state = ARGV[7 + i]
+  local state = ARGV[8 + i]
   local max = ARGV[1]
   if ARGV[2] ~= '' then
     local tied = redis.call('ZRANGE', set, ARGV[1], ARGV[1], 'BYSCORE', 'REV', 'WITHSCORES')
@@ -53,8 +54,8 @@ for _, candidate in ipairs(candidates) do
   last = candidate
   local prefix = ARGV[6] .. '.'
   local fields = redis.call('HMGET', ARGV[5] .. candidate[1], 'job_id', 'type', prefix .. 'attempts',
-    prefix .. 'error_class', prefix .. 'updated_at')
-  if ARGV[7] == '' or fields[2] == ARGV[7] then
+    prefix .. 'error_class', prefix .. 'updated_at', 'key')
+  if (ARGV[7] == '' or fields[2] == ARGV[7]) and (ARGV[8] == '' or fields[6] == ARGV[8]) then
     page[#page + 1] = { candidate[1], tostring(candidate[2]), candidate[3], fields[1] or candidate[1], fields[2] or '',
       fields[3] or '', fields[4] or '', fields[5] or '' }
   end

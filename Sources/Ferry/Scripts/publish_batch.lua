@@ -153,23 +153,32 @@ if ARGV[4] ~= '' then
   end
 end
 
--- The job's queued record: its own fields in its status hash (the type read from its fields), and
--- the `queued` event. A hash left by an earlier job with the same id keeps its fields and its
+-- The job's queued record: its own fields in its status hash (the type and the flow-control key
+-- read from its fields: the API shows a caller scoped to its key only its own jobs), and the
+-- `queued` event. A hash left by an earlier job with the same id keeps its fields and its
 -- expiry, lengthened to a queued record's if shorter.
 local function queued(job, job_id, entry_id)
   if job.status > 0 then
-    local job_type = ''
+    local job_type, job_key = '', nil
     for f = job.from, job.to - 1, 2 do
       if ARGV[f] == 'type' then
         job_type = ARGV[f + 1]
-        break
+      elseif ARGV[f] == 'key' then
+        job_key = ARGV[f + 1]
       end
     end
-    local key = KEYS[job.status]
-    if redis.call('HSET', key, 'queued_at', ARGV[7], 'job_id', job_id, 'type', job_type, 'entry_id', entry_id) == 4 then
-      redis.call('PEXPIRE', key, ARGV[6])
+    local status = KEYS[job.status]
+    local added
+    if job_key then
+      added = redis.call('HSET', status, 'queued_at', ARGV[7], 'job_id', job_id, 'type', job_type, 'entry_id', entry_id,
+        'key', job_key) == 5
     else
-      redis.call('PEXPIRE', key, ARGV[6], 'GT')
+      added = redis.call('HSET', status, 'queued_at', ARGV[7], 'job_id', job_id, 'type', job_type, 'entry_id', entry_id) == 4
+    end
+    if added then
+      redis.call('PEXPIRE', status, ARGV[6])
+    else
+      redis.call('PEXPIRE', status, ARGV[6], 'GT')
     end
   end
   record_event(index, '', job_id, 'queued', nil, ARGV[7])
