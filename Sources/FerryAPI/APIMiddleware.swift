@@ -72,18 +72,21 @@ struct AuthenticationMiddleware: ServerMiddleware {
         _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
         next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
     ) async throws -> (HTTPResponse, HTTPBody?) {
-        guard let scope = OpenAPIDocument.scopes[operationID] else {
+        guard var scope = OpenAPIDocument.scopes[operationID] else {
             throw APIProblem(.forbidden, "operation \(operationID) names no scope in the API document; no one may call it")
         }
         let client = try await authenticate(request)
+        if client.jobKey != nil {
+            guard let own = OpenAPIDocument.keyedCallerScopes[operationID] else {
+                throw APIProblem(
+                    .forbidden,
+                    "\(client.name) is scoped to its own jobs (--jwt-subject-is-key): it may publish, read, list, cancel and retry them, not call \(operationID)"
+                )
+            }
+            scope = own
+        }
         guard client.may(scope) else {
             throw APIProblem(.forbidden, "\(client.name) lacks the \(scope.rawValue) scope \(operationID) needs")
-        }
-        if client.jobKey != nil, !OpenAPIDocument.keyedCallerOperations.contains(operationID) {
-            throw APIProblem(
-                .forbidden,
-                "\(client.name) is scoped to its own jobs (--jwt-subject-is-key): it may publish, read, list, cancel and retry them, not call \(operationID)"
-            )
         }
         if let queue = metadata.pathParameters["queue"].map(String.init), let name = queue.removingPercentEncoding,
             !client.sees(name)

@@ -25,9 +25,13 @@ enum OpenAPIDocument {
     ) { first, _ in first }
 
     /// The operations a caller scoped to its own jobs (a JWT subject that is its job key) may
-    /// call (`x-ferry-keyed-callers`); it is refused every other.
-    static let keyedCallerOperations: Set<String> = Set(
-        operations.compactMap { id, operation in operation["x-ferry-keyed-callers"] as? Bool == true ? id : nil })
+    /// call, and the scope it needs for each (`x-ferry-keyed-callers`: `publish` to cancel or
+    /// retry its own jobs, as they are its own submissions); it is refused every other.
+    static let keyedCallerScopes: [String: APIKeys.Scope] = Dictionary(
+        operations.compactMap { id, operation in
+            (operation["x-ferry-keyed-callers"] as? String).flatMap(APIKeys.Scope.init(rawValue:)).map { (id, $0) }
+        }
+    ) { first, _ in first }
 
     /// Every operation of the document, by its id.
     private static var operations: [(id: String, operation: [String: Any])] {

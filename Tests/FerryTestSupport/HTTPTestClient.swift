@@ -19,9 +19,11 @@ public struct HTTPAnswer: Sendable {
 }
 
 /// Sends a request to a real server on loopback (URLSession, libcurl underneath on Linux), with
-/// `body` as its JSON text and `bearer` as its `Authorization`.
+/// `body` as its JSON text (or `bytes` as it is, its type in `headers`) and `bearer` as its
+/// `Authorization`.
 public func sendHTTP(
-    _ method: String, _ url: String, json body: String? = nil, bearer: String? = nil, headers: [String: String] = [:]
+    _ method: String, _ url: String, json body: String? = nil, bytes: Data? = nil, bearer: String? = nil,
+    headers: [String: String] = [:]
 ) async throws -> HTTPAnswer {
     guard let target = URL(string: url) else { throw TestSupportError("not a URL: \(url)") }
     var request = URLRequest(url: target)
@@ -31,6 +33,7 @@ public func sendHTTP(
         request.httpBody = Data(body.utf8)
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
     }
+    if let bytes { request.httpBody = bytes }
     if let bearer { request.setValue("Bearer \(bearer)", forHTTPHeaderField: "Authorization") }
     for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
     let (data, response) = try await URLSession.shared.data(for: request)
