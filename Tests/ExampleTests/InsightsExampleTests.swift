@@ -59,6 +59,13 @@ struct InsightsExampleTests {
         #expect(pullResult?["average"] as? Double == pushResult?["average"] as? Double, "\(results)")
         let status = try #require(try await ended(run + "-pull", queue: queue))
         #expect(status.fields["progress"] == "100" && status.fields["stage"] == "aggregation", "\(status.fields)")
+        // The same over HTTP, from ferry serve.
+        example.environment["PORT"] = "0"
+        let serve = try await example.serve("serve")
+        defer { serve.process.signal(SIGKILL) }
+        let overHTTP = try await sendHTTP("GET", serve.baseURL + "/v1/queues/\(queue)/jobs/\(run)-pull")
+        let group = (overHTTP.json?["groups"] as? [[String: Any]])?.first ?? [:]
+        #expect(group["state"] as? String == "succeeded" && group["stage"] as? String == "aggregation", "\(overHTTP.text)")
 
         // The lifecycle, in JSON lines: the worker's job events and the pipeline's step events.
         for id in [run + "-pull", run + "-push"] {

@@ -98,6 +98,13 @@ struct ReviewExampleTests {
         #expect(await eventually { try await workflows.status(overID)?.state == .succeeded })
         let result = try await workflows.status(overID)
         #expect(result?.steps.last?.runs == 2)
+        // The same over HTTP, from ferry serve.
+        example.environment["PORT"] = "0"
+        let serve = try await example.serve("serve")
+        defer { serve.process.signal(SIGKILL) }
+        let overHTTP = try await sendHTTP("GET", serve.baseURL + "/v1/queues/\(queue)/workflows/\(overID)")
+        #expect(overHTTP.json?["state"] as? String == "succeeded", "\(overHTTP.text)")
+        #expect((overHTTP.json?["steps"] as? [[String: Any]])?.last?["runs"] as? Int == 2, "\(overHTTP.text)")
 
         // A worker killed (kill -9) while extracting: the other takes the step after the lease,
         // and the model did the extraction once.

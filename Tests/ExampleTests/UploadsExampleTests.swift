@@ -123,6 +123,12 @@ struct UploadsExampleTests {
         let corrupt = Self.pdf("CORRUPT scan")
         let corruptID = try #require(try await upload(corrupt, front, token: bob).json?["job_id"] as? String)
         var delays: [Int64] = []
+        var shown: [String] = []  // the states the upload service showed, each the first time
+        let show = {
+            let answer = try await sendHTTP(
+                "GET", front.baseURL + "/uploads/\(corruptID)", headers: ["Authorization": "Bearer \(bob)"])
+            if let state = answer.json?["state"] as? String, !shown.contains(state) { shown.append(state) }
+        }
         #expect(
             await eventually(.seconds(60)) {
                 guard let now = try await status(corruptID) else { return false }
@@ -130,9 +136,12 @@ struct UploadsExampleTests {
                     let failedAt = Int64(now.fields["updated_at"] ?? ""), delays.count < (now.attempts ?? 0)
                 {
                     delays.append(next - failedAt)
+                    try await show()
                 }
                 return now.state == .dead
             })
+        try await show()
+        #expect(shown == ["retryable", "deadletter"], "\(shown)")
         #expect(delays.count == 2 && (2_900...3_300).contains(delays[0]) && (5_900...6_300).contains(delays[1]), "\(delays)")
         let dead = try await status(corruptID)
         #expect(dead?.attempts == 3 && dead?.fields["last_error"]?.contains("cannot be read") == true)

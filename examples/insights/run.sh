@@ -6,6 +6,7 @@
 #   SERVICES_PORT  8092 (the stand-ins)      SERVICES_URL  http://127.0.0.1:$SERVICES_PORT
 #   PUSH_PORT      8093 (the push handler)   PUSH_URL      http://127.0.0.1:$PUSH_PORT/
 #   LEASE          30s                       CONCURRENCY   4
+#   PORT           8080 (ferry serve, for the runs' status over HTTP; 0 picks a free one)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 FERRY=${FERRY:-ferry}
@@ -26,6 +27,10 @@ worker)
   exec "$FERRY" worker "$QUEUE" --redis "$REDIS_URL" $retries \
     --exec "python3 $here/exec_handler.py" --pass-env SERVICES_URL
   ;;
+serve)
+  # The runs' status over HTTP (GET /v1/queues/$QUEUE/jobs/RUN_ID); loopback, no keys.
+  exec "$FERRY" serve --no-auth --port "${PORT:-8080}" --redis "$REDIS_URL"
+  ;;
 push-handler)
   exec python3 "$here/push_handler.py" "${PUSH_PORT:-8093}"
   ;;
@@ -45,7 +50,7 @@ publish)
     --timeout "${RUN_TIMEOUT:-60s}" --data "$data" --redis "$REDIS_URL"
   ;;
 *)
-  echo "usage: run.sh services|worker|push-handler|push-worker|publish PRODUCT RUN_ID [QUEUE]" >&2
+  echo "usage: run.sh services|serve|worker|push-handler|push-worker|publish PRODUCT RUN_ID [QUEUE]" >&2
   exit 2
   ;;
 esac

@@ -5,6 +5,7 @@
 #   FERRY          ferry (the binary)         CONCURRENCY   4 (steps a worker runs at once)
 #   SERVICES_PORT  8091 (the stand-ins)       SERVICES_URL  http://127.0.0.1:$SERVICES_PORT
 #   LEASE          30s (how long a silent worker keeps a step before another takes it)
+#   PORT           8080 (ferry serve, for the workflows' status over HTTP; 0 picks a free one)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 FERRY=${FERRY:-ferry}
@@ -16,6 +17,10 @@ export SERVICES_URL
 case "${1:-}" in
 services)
   exec python3 "$here/services_standin.py" "${SERVICES_PORT:-8091}"
+  ;;
+serve)
+  # The workflows over HTTP (GET /v1/queues/$QUEUE/workflows/ID); loopback, no keys.
+  exec "$FERRY" serve --no-auth --port "${PORT:-8080}" --redis "$REDIS_URL"
   ;;
 worker)
   exec "$FERRY" worker "$QUEUE" --redis "$REDIS_URL" --concurrency "${CONCURRENCY:-4}" --lease "${LEASE:-30s}" \
@@ -42,7 +47,7 @@ approve)
   exec "$FERRY" workflow resume "$QUEUE" "$id" --from supervise --redis "$REDIS_URL"
   ;;
 *)
-  echo "usage: run.sh services|worker|start FILE|show ID|approve ID NAME" >&2
+  echo "usage: run.sh services|serve|worker|start FILE|show ID|approve ID NAME" >&2
   exit 2
   ;;
 esac
