@@ -1,5 +1,12 @@
 import FerryTestSupport
 import Foundation
+import Testing
+
+/// The examples' tests, one after another: each starts Redis clients, `ferry serve`, workers and
+/// stand-ins of its own, and together they would load a 2-core machine past the leases and
+/// timeouts they check.
+@Suite("Examples", .serialized)
+enum Examples {}
 
 /// One example of `examples/` as its test runs it: its `run.sh` with the settings the test
 /// chooses (a queue of its own on the test Redis, free ports, the `ferry` just built), so the test

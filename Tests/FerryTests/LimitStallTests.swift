@@ -22,15 +22,17 @@ extension WorkerTests {
         try await setLimits(setup, QueueLimit(name: "three", kind: .concurrency(3)))
         let counter = RunningCounter(), seen = Deliveries()
         let handler = counter.handler(recording: seen, taking: .milliseconds(30))
-        let ids = (0..<200).map { "s-\($0)" }
+        // Few enough that the jobs waiting on the limit (each parked and back about every lease)
+        // do not load a machine the rest of the suite shares.
+        let ids = (0..<60).map { "s-\($0)" }
         _ = try await setup.publisher.publish(ids.map { JobMessage(type: "t", data: "", jobID: $0) })
         let configure: (inout Worker.Configuration) -> Void = {
-            $0.concurrency = 16; $0.lease = .seconds(1)
+            $0.concurrency = 8; $0.lease = .seconds(2)
         }
         try await running(setup.worker(["t": handler], configure: configure), setup.worker(["t": handler], configure: configure))
         {
-            // 2.5 s: past the lease; 6 s: past the 5 s command timeout too.
-            for pause in [2500, 6000] {
+            // 3 s: past the lease; 6 s: past the 5 s command timeout too.
+            for pause in [3000, 6000] {
                 let before = seen.count
                 #expect(await eventually { seen.count > before + 5 && counter.running("all") > 0 }, "jobs were running")
                 server.pause()
