@@ -1,5 +1,6 @@
 import FerryTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 /// The examples' tests, one after another: each starts Redis clients, `ferry serve`, workers and
@@ -16,6 +17,8 @@ struct ExampleRun: Sendable {
     let directory: URL
     /// The environment every `run.sh` command gets: the test's own, and the example's settings.
     var environment: [String: String]
+    /// The processes its commands started, stopped together (``stopAll()``).
+    private let started = StartedProcesses()
 
     /// `examples/<name>` on a new queue, with `settings` besides the defaults every test sets.
     init(_ name: String, queue: String, settings: [String: String] = [:]) async throws {
@@ -48,9 +51,18 @@ struct ExampleRun: Sendable {
         return result
     }
 
-    /// `run.sh COMMAND` as a server that says where it listens.
-    func serve(_ command: String) async throws -> ListeningProcess {
-        try await ListeningProcess(script, [command], environment: environment, name: command)
+    /// `run.sh COMMAND` as a server that says where it listens; its URL goes to the commands
+    /// after it as `variable`, when given.
+    mutating func serve(_ command: String, exporting variable: String? = nil) async throws -> ListeningProcess {
+        let server = try await ListeningProcess(script, [command], environment: environment, name: command)
+        started.add(server.process)
+        if let variable { environment[variable] = server.baseURL }
+        return server
+    }
+
+    /// Kills (`SIGKILL`) every process the example's commands started.
+    func stopAll() {
+        for process in started.all { process.signal(SIGKILL) }
     }
 
     /// `run.sh COMMAND` in the background (a worker), its output in files of its own.
@@ -62,6 +74,7 @@ struct ExampleRun: Sendable {
         let output = FileManager.default.temporaryDirectory.appending(path: "\(command)-\(UUID().uuidString)").path()
         let process = try ChildProcess(
             script, [command], environment: environment, standardOutput: output + ".out", standardError: output + ".err")
+        started.add(process)
         return (process, [output + ".out", output + ".err"])
     }
 
@@ -73,4 +86,11 @@ struct ExampleRun: Sendable {
             }
         }
     }
+}
+
+/// The processes an example's commands started, from any task.
+final class StartedProcesses: Sendable {
+    private let list = Mutex<[ChildProcess]>([])
+    func add(_ process: ChildProcess) { list.withLock { $0.append(process) } }
+    var all: [ChildProcess] { list.withLock { $0 } }
 }

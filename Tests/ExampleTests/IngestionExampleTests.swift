@@ -57,16 +57,12 @@ extension Examples {
             let queue = uniqueName("ingest")
             var example = try await ExampleRun(
                 "ingestion", queue: queue, settings: ["MAX_DEPTH": "3", "LEASE": "2s", "SLOW_SECONDS": "2"])
+            defer { example.stopAll() }
             let setup = try await example.run("setup")
             #expect(setup.status == 0, "\(setup.standardError)")
-            let parser = try await example.serve("parser")
-            defer { parser.process.signal(SIGKILL) }
-            example.environment["PARSER_URL"] = parser.baseURL
-            let api = try await example.serve("serve")
-            defer { api.process.signal(SIGKILL) }
-            example.environment["API"] = api.baseURL
-            let workers = try [example.start("worker"), example.start("worker")]
-            defer { for worker in workers { worker.signal(SIGKILL) } }
+            let parser = try await example.serve("parser", exporting: "PARSER_URL")
+            let api = try await example.serve("serve", exporting: "API")
+            var workers = try [example.start("worker"), example.start("worker")]
 
             // A document: 202 with its queued status; polling follows it to its end.
             let first = try await submit("alpha beta gamma", example)
@@ -95,17 +91,17 @@ extension Examples {
             #expect((failed.group["last_error"] as? String)?.contains("unreadable document") == true, "\(failed.group)")
             #expect(failed.group["retryable"] as? Bool == false && failed.group["attempts"] as? Int == 1)
 
-            // At the depth limit (3 documents not yet done, the workers paused): 503 with
+            // At the depth limit (3 documents not yet done while no worker runs): 503 with
             // Retry-After, nothing written, and the refusal recorded in the queue's history.
-            let ferry = try ferryExecutable()
-            let redis = example.environment["REDIS_URL"] ?? ""
-            #expect(try await runProcess(ferry, ["queue", "pause", queue, "--redis", redis]).status == 0)
+            // The workers are stopped (SIGTERM) and gone first, so none takes a document meanwhile.
+            for worker in workers { worker.signal(SIGTERM) }
+            for worker in workers { #expect(await worker.waitForExit(killAfter: .seconds(30)) == 0) }
             var waiting: [String] = []
             for index in 0..<3 { waiting.append(try await submit("batch document \(index)", example).jobID) }
             let refused = try await submit("one document too many", example)
             #expect(refused.status == 503 && refused.retryAfter != nil, "\(refused.json)")
             #expect((refused.json["type"] as? String)?.hasSuffix("queue-full") == true)
-            #expect(try await runProcess(ferry, ["queue", "resume", queue, "--redis", redis]).status == 0)
+            workers = try [example.start("worker"), example.start("worker")]
             for jobID in waiting {
                 #expect(try await status(jobID, api, queue: queue, wait: "30s").state == "succeeded", "\(jobID)")
             }

@@ -37,15 +37,12 @@ extension Examples {
                 settings: [
                     "SERVICES_PORT": "0", "PUSH_PORT": "0", "LEASE": "2s", "STALL_SECONDS": "2", "PUSH_QUEUE": queue + "-push",
                 ])
-            let services = try await example.serve("services")
-            defer { services.process.signal(SIGKILL) }
-            example.environment["SERVICES_URL"] = services.baseURL
+            defer { example.stopAll() }
+            let services = try await example.serve("services", exporting: "SERVICES_URL")
             let push = try await example.serve("push-handler")
-            defer { push.process.signal(SIGKILL) }
             example.environment["PUSH_URL"] = push.baseURL + "/"
             let pulled = try [example.startLogged("worker"), example.startLogged("worker")]
             let pushed = try example.startLogged("push-worker")
-            defer { for worker in pulled.map(\.process) + [pushed.process] { worker.signal(SIGKILL) } }
             let logs = { ExampleRun.jsonLines(pulled.flatMap(\.logs) + pushed.logs + [push.outputPath]) }
             let run = uniqueName("run")
 
@@ -63,7 +60,6 @@ extension Examples {
             // The same over HTTP, from ferry serve.
             example.environment["PORT"] = "0"
             let serve = try await example.serve("serve")
-            defer { serve.process.signal(SIGKILL) }
             let overHTTP = try await sendHTTP("GET", serve.baseURL + "/v1/queues/\(queue)/jobs/\(run)-pull")
             let group = (overHTTP.json?["groups"] as? [[String: Any]])?.first ?? [:]
             #expect(group["state"] as? String == "succeeded" && group["stage"] as? String == "aggregation", "\(overHTTP.text)")

@@ -43,19 +43,14 @@ extension Examples {
             let queue = uniqueName("queries")
             var example = try await ExampleRun(
                 "queries", queue: queue, settings: ["SERVICES_PORT": "0", "FERRY_PORT": "0", "LEASE": "2s", "SLOW_SECONDS": "3"])
+            defer { example.stopAll() }
             let key = try await example.run("setup")
             #expect(key.status == 0, "\(key.standardError)")
             example.environment["FERRY_API_KEY"] = key.lines.first ?? ""
-            let services = try await example.serve("services")
-            defer { services.process.signal(SIGKILL) }
-            example.environment["SERVICES_URL"] = services.baseURL
-            let ferry = try await example.serve("serve")
-            defer { ferry.process.signal(SIGKILL) }
-            example.environment["FERRY_API"] = ferry.baseURL
+            let services = try await example.serve("services", exporting: "SERVICES_URL")
+            _ = try await example.serve("serve", exporting: "FERRY_API")
             let api = try await example.serve("api")
-            defer { api.process.signal(SIGKILL) }
             let workers = try [example.startLogged("worker"), example.startLogged("worker")]
-            defer { for worker in workers { worker.process.signal(SIGKILL) } }
             let logs = { ExampleRun.jsonLines(workers.flatMap(\.logs) + [api.outputPath]) }
             let modelStats = { try await sendHTTP("GET", services.baseURL + "/stats").json ?? [:] }
 

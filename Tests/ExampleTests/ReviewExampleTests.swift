@@ -32,11 +32,9 @@ extension Examples {
             let queue = uniqueName("reviews")
             var example = try await ExampleRun(
                 "review", queue: queue, settings: ["SERVICES_PORT": "0", "LEASE": "2s", "SLOW_SECONDS": "2"])
-            let services = try await example.serve("services")
-            defer { services.process.signal(SIGKILL) }
-            example.environment["SERVICES_URL"] = services.baseURL
+            defer { example.stopAll() }
+            let services = try await example.serve("services", exporting: "SERVICES_URL")
             let workers = try [example.start("worker"), example.start("worker")]
-            defer { for worker in workers { worker.signal(SIGKILL) } }
             let workflows = Workflows(queue: try QueueName(queue), connection: try await TestRedis.connection())
             func finished(_ id: String) async throws -> Workflows.Status {
                 var status: Workflows.Status?
@@ -104,7 +102,6 @@ extension Examples {
             // The same over HTTP, from ferry serve.
             example.environment["PORT"] = "0"
             let serve = try await example.serve("serve")
-            defer { serve.process.signal(SIGKILL) }
             let overHTTP = try await sendHTTP("GET", serve.baseURL + "/v1/queues/\(queue)/workflows/\(overID)")
             #expect(overHTTP.json?["state"] as? String == "succeeded", "\(overHTTP.text)")
             #expect((overHTTP.json?["steps"] as? [[String: Any]])?.last?["runs"] as? Int == 2, "\(overHTTP.text)")

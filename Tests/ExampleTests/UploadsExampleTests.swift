@@ -30,17 +30,12 @@ extension Examples {
             var example = try await ExampleRun(
                 "uploads", queue: queue,
                 settings: ["SERVICES_PORT": "0", "FERRY_PORT": "0", "LEASE": "2s", "SECRET": secret, "STAGE_SECONDS": "0.3"])
+            defer { example.stopAll() }
             #expect(try await example.run("setup").status == 0)
-            let services = try await example.serve("services")
-            defer { services.process.signal(SIGKILL) }
-            example.environment["SERVICES_URL"] = services.baseURL
-            let ferry = try await example.serve("serve")
-            defer { ferry.process.signal(SIGKILL) }
-            example.environment["FERRY_API"] = ferry.baseURL
+            let services = try await example.serve("services", exporting: "SERVICES_URL")
+            _ = try await example.serve("serve", exporting: "FERRY_API")
             let front = try await example.serve("front")
-            defer { front.process.signal(SIGKILL) }
             let workers = try [example.startLogged("worker"), example.startLogged("worker")]
-            defer { for worker in workers { worker.process.signal(SIGKILL) } }
             let token = { (user: String) in try await example.run("token", user).lines.first ?? "" }
             // Users of their own: limits are kept in Redis, which every run of the suite shares.
             let aliceName = uniqueName("alice")
@@ -83,12 +78,20 @@ extension Examples {
                 ids.append(try #require(answer.json?["job_id"] as? String))
             }
             var seen: [String] = []
+            var shownWorking: String?  // what the upload service showed while the job ran
             #expect(
                 await eventually(.seconds(60)) {
-                    let stage = try await status(ids[0])?.fields["stage"] ?? ""
+                    let now = try await status(ids[0])
+                    let stage = now?.fields["stage"] ?? ""
                     if !stage.isEmpty, seen.last != stage { seen.append(stage) }
-                    return try await status(ids[0])?.state == .succeeded
+                    if now?.state == .running, shownWorking == nil {
+                        let shown = try await sendHTTP(
+                            "GET", front.baseURL + "/uploads/\(ids[0])", headers: ["Authorization": "Bearer \(alice)"])
+                        shownWorking = shown.json?["state"] as? String
+                    }
+                    return now?.state == .succeeded
                 })
+            #expect(shownWorking == "working", "\(shownWorking ?? "never seen running")")
             let order = ["validated", "parsing", "parsed", "chunking", "chunked", "embedding", "embedded"]
             #expect(seen.allSatisfy(order.contains) && seen == order.filter(seen.contains), "stages in order: \(seen)")
             for id in ids { #expect(try await ended(id)?.state == .succeeded) }
