@@ -514,6 +514,20 @@ end
 local gathered_index
 local gathered_order
 
+-- The values of fields `first` and `second` among the name, value pairs list[from..to] (an
+-- entry's fields as XRANGE or a script's ARGV gives them); nil for one that is not there.
+local function two_fields(list, from, to, first, second)
+  local a, b
+  for i = from, to - 1, 2 do
+    if list[i] == first then
+      a = list[i + 1]
+    elseif list[i] == second then
+      b = list[i + 1]
+    end
+  end
+  return a, b
+end
+
 -- `op key [extra] values...` for a list of values of any length: unpack() takes at most about
 -- 8,000 values, so a long list goes in parts of 4,000 (a flush's XACK, an index set's ZADD).
 local function call_in_parts(op, key, extra, values)

@@ -63,14 +63,7 @@ if status_key then
   set_status(status_key, ARGV[6], ARGV[1], ARGV[7], ARGV[3], 'dead', ARGV[4], ARGV[5], status)
 end
 -- A workflow's step: its end moves its workflow in the same step (its `on_failure`).
-local workflow, step
-for i = 1, #fields - 1, 2 do
-  if fields[i] == 'workflow' then
-    workflow = fields[i + 1]
-  elseif fields[i] == 'step' then
-    step = fields[i + 1]
-  end
-end
+local workflow, step = two_fields(fields, 1, #fields, 'workflow', 'step')
 if workflow and step then
   workflow_step_ended(KEYS[1], ARGV[1], workflow, step, ARGV[7], 'dead', nil, nil, '', '', tonumber(ARGV[4]), ARGV[5],
     ARGV[5])

@@ -159,21 +159,12 @@ end
 -- expiry, lengthened to a queued record's if shorter.
 local function queued(job, job_id, entry_id)
   if job.status > 0 then
-    local job_type, job_key = '', nil
-    for f = job.from, job.to - 1, 2 do
-      if ARGV[f] == 'type' then
-        job_type = ARGV[f + 1]
-      elseif ARGV[f] == 'key' then
-        job_key = ARGV[f + 1]
-      end
-    end
+    local job_type, job_key = two_fields(ARGV, job.from, job.to, 'type', 'key')
     local status = KEYS[job.status]
-    local added
+    local added = redis.call('HSET', status, 'queued_at', ARGV[7], 'job_id', job_id, 'type', job_type or '',
+      'entry_id', entry_id) == 4
     if job_key then
-      added = redis.call('HSET', status, 'queued_at', ARGV[7], 'job_id', job_id, 'type', job_type, 'entry_id', entry_id,
-        'key', job_key) == 5
-    else
-      added = redis.call('HSET', status, 'queued_at', ARGV[7], 'job_id', job_id, 'type', job_type, 'entry_id', entry_id) == 4
+      redis.call('HSET', status, 'key', job_key)
     end
     if added then
       redis.call('PEXPIRE', status, ARGV[6])
