@@ -425,14 +425,17 @@ extension Array {
 /// over, so a client naming endless queues cannot grow it without bound).
 final class Publishers: Sendable {
     static let limit = 1000
-    private let byQueue = Mutex<[QueueName: Publisher]>([:])
+    private let byQueue = Mutex<[QueueName: SharedPublisher]>([:])
 
-    /// The publisher of `queue`, made on first use with a connection of `pool`.
-    func publisher(for queue: QueueName, pool: RedisConnectionPool, configuration: Publisher.Configuration) -> Publisher {
+    /// The publisher of `queue`, made on first use with a connection of `pool`: concurrent
+    /// requests' jobs go to Redis together.
+    func publisher(
+        for queue: QueueName, pool: RedisConnectionPool, configuration: Publisher.Configuration
+    ) -> SharedPublisher {
         byQueue.withLock { publishers in
             if let publisher = publishers[queue] { return publisher }
             if publishers.count >= Self.limit { publishers.removeAll() }
-            let publisher = Publisher(queue: queue, connection: pool.next, configuration: configuration)
+            let publisher = SharedPublisher(Publisher(queue: queue, connection: pool.next, configuration: configuration))
             publishers[queue] = publisher
             return publisher
         }

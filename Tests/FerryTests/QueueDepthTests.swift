@@ -10,6 +10,7 @@ import Testing
 final class PublishOutcomes: Sendable {
     let accepted = Mutex(0)
     let refused = Mutex(0)
+    let invalid = Mutex(0)
 }
 
 extension WorkerTests {
@@ -168,5 +169,40 @@ extension WorkerTests {
         #expect(refused.allSatisfy { $0.group == nil && $0.state == nil })
         let queued = try await events.read(after: "0-0").filter { $0.state == .queued }.map(\.jobID)
         #expect(queued == ["doc-1", "doc-3"])
+    }
+}
+
+extension WorkerTests {
+    @Test(
+        "a shared publisher writes concurrent calls together, and each keeps its own outcome: refused by the depth, invalid, or taken"
+    )
+    func sharedPublisherKeepsEachCallsOutcome() async throws {
+        let setup = try await Setup("shared-publisher")
+        try await QueueSettings(queue: setup.queue, connection: setup.redis).setMaxDepth(30)
+        let shared = SharedPublisher(Publisher(queue: setup.queue, connection: setup.redis))
+        let outcomes = PublishOutcomes()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<60 {
+                group.addTask {
+                    // Every tenth call is one a publisher must refuse (an empty type).
+                    let job = JobMessage(type: index % 10 == 0 ? "" : "t", data: "\(index)", jobID: "job-\(index)")
+                    do {
+                        let receipt = try await shared.publish(job)
+                        #expect(receipt.jobID == "job-\(index)")
+                        outcomes.accepted.withLock { $0 += 1 }
+                    } catch let error as FerryError where error.code == .queueFull {
+                        outcomes.refused.withLock { $0 += 1 }
+                    } catch let error as FerryError where error.code == .invalidInput {
+                        #expect(index % 10 == 0)
+                        outcomes.invalid.withLock { $0 += 1 }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(outcomes.invalid.withLock { $0 } == 6)
+        #expect(outcomes.accepted.withLock { $0 } == 30 && outcomes.refused.withLock { $0 } == 24)
+        #expect(try await setup.length(setup.keys.jobs) == 30)
+        #expect(shared.combinedWrites > 0, "60 calls at once shared no write")
     }
 }
