@@ -18,6 +18,7 @@ public struct JobIndex: Sendable {
 
     static let listScript = RedisScript(name: "list_jobs", source: EmbeddedLuaScripts.list_jobs)
     static let trimScript = RedisScript(name: "trim_index", source: EmbeddedLuaScripts.trim_index)
+    static let listQueuedScript = RedisScript(name: "list_queued", source: EmbeddedLuaScripts.list_queued)
 
     /// Reads through `connection`; nothing is sent until a method is called.
     public init(queue: QueueName, connection: RedisConnection) {
@@ -101,8 +102,16 @@ public struct JobIndex: Sendable {
         after cursor: Cursor? = nil
     ) async throws(FerryError) -> Page {
         guard limit > 0 else { throw FerryError(.invalidInput, "the page size must be at least 1; got \(limit)") }
-        let chosen = (states.isEmpty ? Self.indexedStates : states).filter { $0 != .queued }
         let budget = type == nil && key == nil ? limit : min(limit * 20, 5000)
+        if states.contains(.queued) {
+            guard states == [.queued] else {
+                throw FerryError(
+                    .invalidInput,
+                    "queued jobs are listed from the stream, on their own: ask for state queued alone, then for the others")
+            }
+            return try await queued(group: group, type: type, key: key, limit: limit, budget: budget, after: cursor)
+        }
+        let chosen = states.isEmpty ? Self.indexedStates : states
         let reply: RedisReply
         do {
             reply = try await connection.run(
@@ -127,6 +136,40 @@ public struct JobIndex: Sendable {
         if parts.count == 3, let score = parts[1].string, let member = parts[2].string {
             next = Cursor(score: score, member: member)
         }
+        return Page(rows: rows, next: next)
+    }
+
+    /// A page of the jobs the group has yet to read (``JobState/queued``), from the streams of
+    /// the queue's lanes (`list_queued.lua`): a queued job has no index entry. Its cursor is
+    /// the last entry looked at; a row's type and publish time come from its entry.
+    private func queued(
+        group: String, type: String?, key: String?, limit: Int, budget: Int, after cursor: Cursor?
+    ) async throws(FerryError) -> Page {
+        let streams = try await connection.laneStreams(of: keys)
+        let reply: RedisReply
+        do {
+            reply = try await connection.run(
+                Self.listQueuedScript, keys: streams.map { .string($0) },
+                arguments: [
+                    .string(group), .string(cursor?.member ?? ""), .integer(Int64(limit)), .integer(Int64(budget)),
+                    .string(type ?? ""), .string(key ?? ""),
+                ])
+        } catch {
+            throw FerryError(error)
+        }
+        let parts = reply.array ?? []
+        let rows = (parts.first?.array ?? []).compactMap { row -> Row? in
+            let cells = (row.array ?? []).map { $0.string ?? "" }
+            guard cells.count == 3, let published = StreamEntry.milliseconds(ofID: cells[0]) else { return nil }
+            return Row(
+                jobID: cells[1], state: .queued, type: cells[2].isEmpty ? nil : cells[2], publishedAt: published,
+                attempts: 0, errorClass: nil, updatedAt: nil)
+        }
+        let next =
+            parts.count == 2
+            ? parts[1].string.flatMap { id in
+                StreamEntry.milliseconds(ofID: id).map { Cursor(score: String($0), member: id) }
+            } : nil
         return Page(rows: rows, next: next)
     }
 

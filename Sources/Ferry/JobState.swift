@@ -39,7 +39,7 @@ public enum JobState: String, Sendable, Hashable, CaseIterable, Codable {
     }
 
     /// The states a job may move to from this one. A terminal job moves nowhere, except a dead
-    /// one that is redriven (`queued` again); a running job may be reported running again (a
+    /// one that is redriven and a cancelled one that is retried (`queued` again); a running job may be reported running again (a
     /// redelivery after a lost worker); a scheduled one becomes `queued` when it is due, and a
     /// queued one `scheduled` when its group reads it before its `deliver_at`; a job over a
     /// limit waits (`waiting`) whenever it would otherwise start, again while still over it.
@@ -50,8 +50,8 @@ public enum JobState: String, Sendable, Hashable, CaseIterable, Codable {
         case .waiting: [.waiting, .running, .succeeded, .dead, .cancelled, .deleted]
         case .retrying, .failed: [.waiting, .running, .succeeded, .dead, .cancelled, .deleted]
         case .running: [.running, .waiting, .retrying, .failed, .succeeded, .dead, .cancelled, .deleted]
-        case .dead: [.queued]
-        case .succeeded, .cancelled, .deleted: []
+        case .dead, .cancelled: [.queued]
+        case .succeeded, .deleted: []
         }
     }
 

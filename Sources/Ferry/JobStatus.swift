@@ -73,6 +73,92 @@ public struct JobStatus: Sendable, Hashable {
         return unfinished.contains { if case .pending = $0 { true } else { false } } ? .running : .queued
     }
 
+    static let retryCancelledScript = RedisScript(name: "retry_cancelled", source: EmbeddedLuaScripts.retry_cancelled)
+
+    /// What asking to run a cancelled job again did.
+    public enum RetryOutcome: Sendable, Hashable {
+        /// Back in the queue for the group, as this new entry.
+        case queued(entryID: String)
+        /// The group's job is not cancelled (nil: it has no status there); nothing changed.
+        case notCancelled(JobState?)
+        /// Its entry (this ID) is no longer in the stream (trimmed after the queue's retention,
+        /// or deleted), so its fields are not kept to run it again.
+        case entryGone(entryID: String)
+    }
+
+    /// Runs a job that `group` cancelled again, for that group only (its workers take it as a
+    /// new delivery; other groups' workers, which already finished it, acknowledge it unrun), as
+    /// a redrive does for a dead one: its stream entry is added again, its cancel request goes,
+    /// and its status shows `queued`, in one script (`retry_cancelled.lua`).
+    public static func retryCancelled(
+        jobID: String, queue: QueueName, group: String = "workers", connection: RedisConnection
+    ) async throws(FerryError) -> RetryOutcome {
+        let keys = QueueKeys(queue: queue)
+        let reply: RedisReply
+        do {
+            reply = try await connection.run(
+                retryCancelledScript,
+                keys: [.string(keys.jobs), .string(keys.jobStatus(jobID: jobID)), .string(keys.cancelRequests)],
+                arguments: [
+                    .string(group), .integer(Date().millisecondsSince1970), .string(keys.statusIndexPrefix), .string(jobID),
+                ])
+        } catch {
+            throw FerryError(error)
+        }
+        let parts = reply.array?.compactMap(\.string) ?? []
+        switch (parts.first, parts.count == 2 ? parts[1] : nil) {
+        case ("queued", let id?): return .queued(entryID: id)
+        case ("gone", let id?): return .entryGone(entryID: id)
+        case ("state", let state?): return .notCancelled(JobState(rawValue: state))
+        default: throw FerryError(.redis, "retry_cancelled.lua answered \(reply), which this version does not know")
+        }
+    }
+
+    /// What ``retry(jobID:queue:connection:)`` did, group by group.
+    public struct Retry: Sendable, Hashable {
+        /// A group the job runs again in.
+        public struct Requeued: Sendable, Hashable {
+            /// The group (nil for a dead letter written before groups were recorded).
+            public var group: String?
+            /// The job's new stream entry.
+            public var entryID: String
+            /// What it was there: ``JobState/dead`` or ``JobState/cancelled``.
+            public var from: JobState
+        }
+        /// Where it runs again.
+        public var requeued: [Requeued] = []
+        /// Why it could not in the other groups that have a status for it, by group: its state
+        /// there (not dead or cancelled), or that its entry is gone.
+        public var refused: [String: String] = [:]
+        /// Whether the job is known at all (a status, or a dead letter).
+        public var found: Bool { !requeued.isEmpty || !refused.isEmpty }
+    }
+
+    /// Runs a finished-but-failed job again, wherever it can: its dead letter redriven (to the
+    /// group that gave up on it) and, in each group that cancelled it, the cancelled job retried
+    /// (``retryCancelled(jobID:queue:group:connection:)``). A job that is queued, running or
+    /// succeeded is left as it is (``Retry/refused`` says so). For `ferry job retry` and the
+    /// API's `:retry`.
+    public static func retry(jobID: String, queue: QueueName, connection: RedisConnection) async throws(FerryError) -> Retry {
+        var retry = Retry()
+        let deadLetters = DeadLetters(queue: queue, connection: connection)
+        if let letter = try await deadLetters.letter(jobID: jobID), let entryID = try await deadLetters.redrive(letter) {
+            retry.requeued.append(.init(group: letter.sourceGroup, entryID: entryID, from: .dead))
+        }
+        let record = try await JobStatusRecord.load(jobID: jobID, queue: queue, connection: connection)
+        for (group, fields) in (record?.groups ?? [:]).sorted(by: { $0.key < $1.key }) {
+            guard !retry.requeued.contains(where: { $0.group == group }) else { continue }
+            switch try await retryCancelled(jobID: jobID, queue: queue, group: group, connection: connection) {
+            case .queued(let entryID): retry.requeued.append(.init(group: group, entryID: entryID, from: .cancelled))
+            case .entryGone(let entryID):
+                retry.refused[group] =
+                    "cancelled, but its entry \(entryID) is no longer in the stream (trimmed after the queue's retention): publish it anew"
+            case .notCancelled(let state): retry.refused[group] = state?.rawValue ?? fields["state"] ?? "unknown"
+            }
+        }
+        return retry
+    }
+
     private static func requestCancellationInScript(
         jobID: String, queue: QueueName, connection: RedisConnection, keepFor: Duration, evenIfUnknown: Bool
     ) async throws(FerryError) -> JobState? {

@@ -31,8 +31,54 @@ extension APIHandlers {
 
     func retryJobs(_ input: Operations.RetryJobs.Input) async throws -> Operations.RetryJobs.Output {
         let queue = try queueName(input.path.queue)
-        guard case .json(let body) = input.body else { throw APIProblem(.invalidRequest, "send the selection as JSON") }
+        guard case .json(var body) = input.body else { throw APIProblem(.invalidRequest, "send the selection as JSON") }
+        switch body.state {
+        case .cancelled?: return .ok(.init(body: .json(try await retryCancelled(body, queue: queue))))
+        case .dead?: body.state = nil
+        case nil: break
+        case let other?:
+            throw APIProblem(.invalidRequest, "only dead or cancelled jobs can be retried; state \(other.rawValue) cannot")
+        }
         return .ok(.init(body: .json(try await redrive(body, queue: queue))))
+    }
+
+    /// Runs the cancelled jobs `body` chooses again in their group (`jobs:retry` with state
+    /// `cancelled`): named by `job_ids`, or every cancelled job of the group (of `type`).
+    private func retryCancelled(
+        _ body: Components.Schemas.Selection, queue: QueueName
+    ) async throws
+        -> Components.Schemas.BulkResult
+    {
+        try Self.requireChoice(body)
+        if body.ids != nil || body.errorClass != nil || body.olderThan != nil {
+            throw APIProblem(
+                .invalidRequest,
+                "ids, error_class and older_than choose dead letters; cancelled jobs are chosen by job_ids, type and group")
+        }
+        let group = body.group ?? "workers"
+        let limit = body.limit ?? 1000
+        var (candidates, more) = (Array((body.jobIds ?? []).prefix(limit)), false)
+        if body.jobIds == nil {
+            (candidates, more) = try await jobIDs(
+                queue: queue, group: group, stateSets: [[.cancelled]], type: body._type, limit: limit)
+        }
+        var chosen: [String] = []
+        var missing: [String] = []
+        var changed = 0
+        for jobID in candidates {
+            if body.dryRun == true {
+                let state = try await JobStatus.load(jobID: jobID, queue: queue, group: group, connection: connection)?.state
+                if state == .cancelled { chosen.append(jobID) } else { missing.append(jobID) }
+                continue
+            }
+            switch try await JobStatus.retryCancelled(jobID: jobID, queue: queue, group: group, connection: connection) {
+            case .queued:
+                chosen.append(jobID)
+                changed += 1
+            case .notCancelled, .entryGone: missing.append(jobID)
+            }
+        }
+        return Self.result(body, jobIDs: chosen, changed: changed, missing: missing, more: more)
     }
 
     func redriveDeadLetters(
@@ -84,28 +130,24 @@ extension APIHandlers {
             candidates = named
         } else {
             let state = try body.state.map { state in
-                guard let known = JobState(rawValue: state.rawValue), unfinished.contains(known) else {
+                guard let known = JobState(rawValue: state.rawValue), known == .queued || unfinished.contains(known) else {
                     throw APIProblem(
                         .invalidRequest,
-                        "state \(state.rawValue) cannot be cancelled; choose waiting, running, retrying or failed")
+                        "state \(state.rawValue) cannot be cancelled; choose queued, waiting, running, retrying or failed")
                 }
                 return known
             }
-            let index = JobIndex(queue: queue, connection: connection)
-            var cursor: JobIndex.Cursor?
-            repeat {
-                let page = try await index.list(
-                    group: body.group ?? "workers", states: state.map { [$0] } ?? unfinished, type: body._type,
-                    limit: min(1000, limit + 1 - candidates.count), after: cursor)
-                candidates += page.rows.map(\.jobID)
-                cursor = page.next
-            } while cursor != nil && candidates.count <= limit
-            more = candidates.count > limit
-            candidates = Array(candidates.prefix(limit))
+            (candidates, more) = try await jobIDs(
+                queue: queue, group: body.group ?? "workers", stateSets: state.map { [[$0]] } ?? [[.queued], unfinished],
+                type: body._type, limit: limit)
         }
         var chosen: [String] = []
         var changed = 0
         for jobID in candidates {
+            if body.dryRun == true && body.jobIds == nil {
+                chosen.append(jobID)  // listed in a state that can be cancelled
+                continue
+            }
             if body.dryRun == true {
                 let record = try await JobStatusRecord.load(jobID: jobID, queue: queue, connection: connection)
                 guard let record else { missing.append(jobID); continue }
@@ -124,6 +166,26 @@ extension APIHandlers {
             }
         }
         return .ok(.init(body: .json(Self.result(body, jobIDs: chosen, changed: changed, missing: missing, more: more))))
+    }
+
+    /// The ids of the group's jobs in each set of states in turn (queued jobs, listed from the
+    /// stream, make a set of their own), of `type` if given: at most `limit`, and whether more
+    /// matched. For the bulk operations that choose by state.
+    private func jobIDs(
+        queue: QueueName, group: String, stateSets: [[JobState]], type: String?, limit: Int
+    ) async throws -> (ids: [String], more: Bool) {
+        let index = JobIndex(queue: queue, connection: connection)
+        var ids: [String] = []
+        for states in stateSets where ids.count <= limit {
+            var cursor: JobIndex.Cursor?
+            repeat {
+                let page = try await index.list(
+                    group: group, states: states, type: type, limit: min(1000, limit + 1 - ids.count), after: cursor)
+                ids += page.rows.map(\.jobID)
+                cursor = page.next
+            } while cursor != nil && ids.count <= limit
+        }
+        return (Array(ids.prefix(limit)), ids.count > limit)
     }
 
     /// The dead letters a selection names, refusing what does not apply to them.

@@ -327,9 +327,13 @@ struct APIHandlers: APIProtocol {
         let queue = try queueName(input.path.queue)
         let jobID = input.path.jobId
         try await requireOwnJob(jobID, queue: queue)
-        let deadLetters = DeadLetters(queue: queue, connection: connection)
-        guard let letter = try await deadLetters.letter(jobID: jobID), try await deadLetters.redrive(letter) != nil else {
-            throw APIProblem(.notFound, "job \"\(jobID)\" is not in the dead-letter stream of \(queue)")
+        let retry = try await JobStatus.retry(jobID: jobID, queue: queue, connection: connection)
+        guard !retry.requeued.isEmpty else {
+            guard retry.found else { throw Self.noJob(jobID, queue) }
+            let states = retry.refused.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")
+            throw APIProblem(
+                .conflict, "job \"\(jobID)\" is neither dead nor cancelled, so there is nothing to retry (\(states))",
+                jobID: jobID)
         }
         return .accepted(.init(body: .json(.init(jobId: jobID, state: .queued))))
     }

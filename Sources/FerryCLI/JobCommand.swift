@@ -210,11 +210,13 @@ struct JobCancelCommand: AsyncParsableCommand {
     }
 }
 
-/// `ferry job retry QUEUE JOB_ID`: redrive one dead-lettered job, found by its job id.
+/// `ferry job retry QUEUE JOB_ID`: run a dead or cancelled job again, found by its job id.
 struct JobRetryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "retry", abstract: "Put a dead-lettered job back on its queue (a redrive of one job).",
-        discussion: "Exits 1 when the job is not in the dead-letter stream.")
+        commandName: "retry",
+        abstract:
+            "Run a dead-lettered or cancelled job again (a redrive of one job; a cancelled one for the group that cancelled it).",
+        discussion: "Exits 1 when the job is neither dead nor cancelled in any group, saying where it is.")
 
     @OptionGroup var job: JobReference
 
@@ -222,16 +224,24 @@ struct JobRetryCommand: AsyncParsableCommand {
 
     func run() async throws {
         LogOutput.text.bootstrap()
-        let deadLetters = DeadLetters(
-            queue: try QueueName(job.queue), connection: try await redis.connect(clientName: "ferry-job"))
-        guard let letter = try await deadLetters.letter(jobID: job.jobID), let newID = try await deadLetters.redrive(letter)
-        else {
+        let retry = try await JobStatus.retry(
+            jobID: job.jobID, queue: try QueueName(job.queue), connection: try await redis.connect(clientName: "ferry-job"))
+        guard !retry.requeued.isEmpty else {
+            guard retry.found else {
+                throw FerryError(
+                    .notFound,
+                    "job \"\(job.jobID)\" has no status and no dead letter in \(job.queue); ferry job status \(job.queue) \(job.jobID) shows what is known"
+                )
+            }
+            let states = retry.refused.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "; ")
             throw FerryError(
-                .notFound,
-                "job \"\(job.jobID)\" is not in the dead-letter stream of \(job.queue); ferry job status \(job.queue) \(job.jobID) shows where it is"
+                .invalidInput, "job \"\(job.jobID)\" is neither dead nor cancelled, so there is nothing to retry (\(states))")
+        }
+        for requeued in retry.requeued {
+            print(
+                "job \(job.jobID) (\(requeued.from.rawValue)) is queued again as \(requeued.entryID) for group \(requeued.group ?? "-")"
             )
         }
-        print("job \(job.jobID) is queued again as \(newID) for group \(letter.sourceGroup ?? "-")")
     }
 }
 

@@ -17,8 +17,9 @@ struct JobsListCommand: AsyncParsableCommand {
         discussion: """
             Reads the index that workers keep with job status on (no stream scan): jobs a group has started, in \
             states running, retrying, failed, succeeded, dead, cancelled or deleted, while their status is kept \
-            (an hour after success, 7 days otherwise, by default). Jobs not yet delivered are counted by \
-            ferry inspect (LAG) and shown by ferry peek. A page that is not the last ends with the --cursor to pass \
+            (an hour after success, 7 days otherwise, by default). --state queued lists, on its own, the jobs the \
+            group has yet to read, from the stream (ferry inspect counts them as LAG); --state scheduled the due \
+            index. A page that is not the last ends with the --cursor to pass \
             for the next one; paging on while jobs change state lists each job once.
             """)
 
@@ -50,13 +51,14 @@ struct JobsListCommand: AsyncParsableCommand {
 
     func validate() throws {
         if limit < 1 || limit > 1000 { throw ValidationError("--limit must be 1 to 1000 (got \(limit))") }
-        for name in state where JobState(rawValue: name) == nil || name == JobState.queued.rawValue {
+        for name in state where JobState(rawValue: name) == nil {
             throw ValidationError(
-                "--state \(name) is not a listed state; use one of \((JobIndex.indexedStates + [.scheduled]).map(\.rawValue).joined(separator: ", ")) (queued jobs: ferry peek)"
-            )
+                "--state \(name) is not a state; use one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        if state.contains(JobState.scheduled.rawValue) && state.count > 1 {
-            throw ValidationError("--state scheduled lists the due index on its own; give it without other states")
+        for alone in [JobState.scheduled, .queued] where state.contains(alone.rawValue) && state.count > 1 {
+            throw ValidationError(
+                "--state \(alone.rawValue) lists \(alone == .queued ? "the stream" : "the due index") on its own; give it without other states"
+            )
         }
     }
 

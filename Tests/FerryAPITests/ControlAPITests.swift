@@ -161,3 +161,58 @@ struct ControlAPITests {
         #expect(try await server.send("POST", "/v1/queues/\(setup.name):pause", key: reader).status == 403)
     }
 }
+
+extension ControlAPITests {
+    @Test(
+        "queued jobs are listed and cancelled by filter; the cancelled ones are retried by filter and then run once; a succeeded one is not retried"
+    )
+    func cancelQueuedThenRetryCancelled() async throws {
+        let server = try await APIServerProcess(["--no-auth"])
+        let setup = try await TestQueue("api-cancel-queued")
+        let base = "/v1/queues/\(setup.name)"
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        let named = try await setup.publisher.publish((0..<3).map { JobMessage(type: "a", jobID: "q-\($0)") })
+        let unnamed = try await setup.publisher.publish((0..<2).map { JobMessage(type: "a", data: "\($0)") })
+        _ = try await setup.publisher.publish(JobMessage(type: "b", jobID: "other"))
+        let chosen = Set((named + unnamed).map(\.jobID))
+
+        let listed = try await server.send("GET", base + "/jobs?state=queued&type=a&limit=2")
+        #expect(listed.status == 200 && listed.json?["next_cursor"] as? String != nil, "\(listed.text)")
+        let dry = try await server.send(
+            "POST", base + "/jobs:cancel", json: #"{"all": true, "state": "queued", "type": "a", "dry_run": true}"#)
+        #expect(dry.json?["matched"] as? Int == 5 && dry.json?["changed"] as? Int == 0, "\(dry.text)")
+        #expect(Set(dry.json?["job_ids"] as? [String] ?? []) == chosen)
+        let cancelled = try await server.send(
+            "POST", base + "/jobs:cancel", json: #"{"all": true, "state": "queued", "type": "a"}"#)
+        #expect(cancelled.json?["changed"] as? Int == 5, "\(cancelled.text)")
+
+        let ran = Mutex<[String]>([])
+        let handler = JobHandlerClosure { job in ran.withLock { $0.append(job.id) } }
+        try await running(setup, handler: handler) {
+            #expect(await eventually { ran.withLock { $0 } == ["other"] })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+            for id in chosen {
+                #expect(
+                    await eventually {
+                        try await JobStatus.load(jobID: id, queue: setup.queue, connection: setup.redis)?.state == .cancelled
+                    }, "\(id)")
+            }
+        }
+        #expect(ran.withLock { $0 } == ["other"], "the cancelled jobs never ran")
+
+        let dryRetry = try await server.send(
+            "POST", base + "/jobs:retry", json: #"{"all": true, "state": "cancelled", "dry_run": true}"#)
+        #expect(Set(dryRetry.json?["job_ids"] as? [String] ?? []) == chosen, "\(dryRetry.text)")
+        let retried = try await server.send("POST", base + "/jobs:retry", json: #"{"all": true, "state": "cancelled"}"#)
+        #expect(retried.json?["changed"] as? Int == 5, "\(retried.text)")
+        let bad = try await server.send("POST", base + "/jobs:retry", json: #"{"all": true, "state": "running"}"#)
+        #expect(bad.status == 400, "\(bad.text)")
+        try await running(setup, handler: handler) {
+            #expect(await eventually { ran.withLock { $0.count } == 6 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(Set(ran.withLock { $0 }) == chosen.union(["other"]) && ran.withLock { $0.count } == 6, "each once")
+        let twice = try await server.send("POST", base + "/jobs/q-1:retry")
+        #expect(twice.status == 409 && twice.text.contains("succeeded"), "\(twice.text)")
+    }
+}

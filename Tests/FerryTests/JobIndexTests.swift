@@ -61,7 +61,8 @@ extension WorkerTests {
         let json = try await setup.ferry("jobs", "list", setup.name, "--group", "billing", "--state", "succeeded", "--json")
         let listing = try #require(try JSONSerialization.jsonObject(with: Data(json.outputBytes)) as? [String: Any])
         #expect((listing["jobs"] as? [[String: Any]])?.count == 5 && listing["next_cursor"] is NSNull)
-        #expect(try await setup.ferry("jobs", "list", setup.name, "--state", "queued").status == 2)
+        #expect(try await setup.ferry("jobs", "list", setup.name, "--state", "queued", "--state", "dead").status == 2)
+        #expect(try await setup.ferry("jobs", "list", setup.name, "--state", "bogus").status == 2)
         #expect(try await setup.ferry("jobs", "list", setup.name, "--group", "nope").status == 1)
         #expect(try await setup.ferry("jobs", "list", setup.name, "--group", "audit", "--cursor", "junk").status == 2)
         let unknown = try await setup.ferry("job", "status", setup.name, "fan-3", "--group", "nope")
@@ -147,5 +148,54 @@ extension WorkerTests {
             RedisCommand("PTTL", [.string(setup.keys.statusIndex(group: "workers", state: .succeeded))])
         ).integer
         #expect(ttl.map { $0 > 50_000 && $0 <= 60_000 } == true, "\(String(describing: ttl))")
+    }
+}
+
+extension WorkerTests {
+    @Test(
+        "queued jobs are listed from the streams of every lane, newest first, each once across pages, without those the group read, filtered by type"
+    )
+    func listQueuedJobs() async throws {
+        let setup = try await Setup("list-queued")
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        let normal = try await setup.publisher.publish(
+            (0..<100).map { JobMessage(type: $0 % 3 == 0 ? "pdf" : "t", data: "", jobID: "n-\($0)") })
+        let urgent = try await setup.publisher.publish(
+            (0..<10).map { index in
+                var job = JobMessage(type: index % 3 == 0 ? "pdf" : "t", data: "", jobID: "h-\(index)")
+                job.priority = .high
+                return job
+            })
+        // The group reads the five oldest normal entries: they are no longer queued.
+        _ = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "reader", "COUNT", "5", "STREAMS", .string(setup.keys.jobs), ">"]))
+        let index = JobIndex(queue: setup.queue, connection: setup.redis)
+        func all(type: String?, limit: Int) async throws -> [JobIndex.Row] {
+            var rows: [JobIndex.Row] = []
+            var cursor: JobIndex.Cursor?
+            var pages = 0
+            repeat {
+                let page = try await index.list(group: "workers", states: [.queued], type: type, limit: limit, after: cursor)
+                #expect(page.rows.count <= limit)
+                rows += page.rows
+                cursor = page.next
+                pages += 1
+            } while cursor != nil && pages < 100
+            return rows
+        }
+        let unread = (normal.dropFirst(5) + urgent).sorted {
+            StreamEntry.isID($1.entryID ?? "", atOrBefore: $0.entryID ?? "")
+        }
+        let listed = try await all(type: nil, limit: 7)
+        #expect(listed.map(\.jobID) == unread.map(\.jobID), "newest first, each once")
+        #expect(listed.allSatisfy { $0.state == .queued && $0.attempts == 0 })
+        let pdfs = try await all(type: "pdf", limit: 2)
+        #expect(pdfs.map(\.jobID) == listed.filter { $0.type == "pdf" }.map(\.jobID))
+        #expect(
+            pdfs.count == 34 + 4 - 2, "n-0 and n-3 were read; a filtered page looks at 40 entries a lane, so paging goes below it"
+        )
+        await #expect(throws: FerryError.self) { _ = try await index.list(group: "workers", states: [.queued, .running]) }
+        let shown = try await setup.ferry("jobs", "list", setup.name, "--state", "queued", "--type", "pdf", "--limit", "1000")
+        #expect(shown.status == 0 && shown.lines.filter { $0.contains("pdf") }.count == 36, "\(shown.lines)")
     }
 }

@@ -967,3 +967,63 @@ extension TestQueue {
             queue: queue, redis: redisConfiguration, handlers: handlers, configuration: configuration, logger: logger)
     }
 }
+
+extension WorkerTests {
+    @Test(
+        "a cancelled job retried runs again, once, in the group that cancelled it only; a running or succeeded job is not retried; a trimmed one says so"
+    )
+    func retryCancelledJob() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let handler = JobHandlerClosure { seen.record($0) }
+        // The audit group runs the job first; then it is cancelled before the workers group starts it.
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "export"))
+        try await running(setup.worker(["t": handler], group: "audit")) {
+            #expect(await eventually { seen.count == 1 })
+            #expect(await eventually { try await setup.pendingCount(group: "audit") == 0 })
+        }
+        #expect(
+            try await JobStatus.requestCancellation(jobID: "export", queue: setup.queue, connection: setup.redis) == .queued)
+        try await running(setup.worker(["t": handler])) {
+            #expect(
+                await eventually {
+                    try await JobStatus.load(jobID: "export", queue: setup.queue, connection: setup.redis)?.state == .cancelled
+                })
+        }
+        #expect(seen.count == 1, "the workers group acknowledged it unrun")
+        let retry = try await JobStatus.retry(jobID: "export", queue: setup.queue, connection: setup.redis)
+        #expect(retry.requeued.map(\.group) == ["workers"] && retry.requeued.first?.from == .cancelled, "\(retry)")
+        #expect(retry.refused == ["audit": "succeeded"])
+        #expect(try await JobStatus.load(jobID: "export", queue: setup.queue, connection: setup.redis)?.state == .queued)
+        let again = try await JobStatus.retry(jobID: "export", queue: setup.queue, connection: setup.redis)
+        #expect(again.requeued.isEmpty && again.refused["workers"] == "queued", "retried once only: \(again)")
+        try await running(setup.worker(["t": handler]), setup.worker(["t": handler], group: "audit")) {
+            #expect(await eventually { seen.count == 2 })
+            #expect(
+                await eventually {
+                    try await JobStatus.load(jobID: "export", queue: setup.queue, connection: setup.redis)?.state == .succeeded
+                })
+            #expect(await eventually { try await setup.pendingCount(group: "audit") == 0 })
+        }
+        #expect(seen.count == 2, "audit, which had run it, acknowledged the new entry unrun")
+        let status = try #require(try await JobStatus.load(jobID: "export", queue: setup.queue, connection: setup.redis))
+        #expect(status.fields["cancel_requested"] == nil && status.fields["redriven_at"] != nil, "\(status.fields)")
+
+        // Its entry trimmed: nothing to run again, and it says why.
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "gone"))
+        _ = try await JobStatus.requestCancellation(jobID: "gone", queue: setup.queue, connection: setup.redis)
+        try await running(setup.worker(["t": handler]), setup.worker(["t": handler], group: "audit")) {
+            #expect(
+                await eventually {
+                    try await JobStatus.load(jobID: "gone", queue: setup.queue, connection: setup.redis)?.state == .cancelled
+                })
+        }
+        let entryID = try #require(
+            try await setup.redis.send(RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: "gone")), "entry_id"])).string)
+        _ = try await setup.redis.send(RedisCommand("XDEL", [.string(setup.keys.jobs), .string(entryID)]))
+        let gone = try await JobStatus.retry(jobID: "gone", queue: setup.queue, connection: setup.redis)
+        #expect(gone.requeued.isEmpty && gone.refused["workers"]?.contains("no longer in the stream") == true, "\(gone)")
+        #expect(try await JobStatus.load(jobID: "gone", queue: setup.queue, connection: setup.redis)?.state == .cancelled)
+    }
+}

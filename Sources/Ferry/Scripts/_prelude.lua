@@ -201,6 +201,32 @@ local function add_job(stream, args, from, to)
   return id, lane
 end
 
+-- Adds a finished job's entry again (its fields `flat`, as XRANGE gives them) for `group` only:
+-- a new entry (a fresh delivery count) without the `dead_letter.*` fields, with `job_id` set to
+-- `source_id` when the job had none (its id survives), and with `redrive_group` naming `group`,
+-- so workers of other groups, which already ran it, acknowledge it unrun. A redrive and a
+-- cancelled job's retry. Returns the new entry ID.
+local function add_again(stream, flat, source_id, group)
+  local fields, has_job_id = {}, false
+  for i = 1, #flat, 2 do
+    local name = flat[i]
+    if string.sub(name, 1, 12) ~= 'dead_letter.' and name ~= 'redrive_group' then
+      if name == 'job_id' then has_job_id = true end
+      fields[#fields + 1] = name
+      fields[#fields + 1] = flat[i + 1]
+    end
+  end
+  if not has_job_id and source_id then
+    fields[#fields + 1] = 'job_id'
+    fields[#fields + 1] = source_id
+  end
+  if group then
+    fields[#fields + 1] = 'redrive_group'
+    fields[#fields + 1] = group
+  end
+  return add_job(stream, fields, 1, #fields)
+end
+
 -- Whether stream entry ID `a` comes before `b` (`<ms>-<seq>`, compared as numbers, as Redis orders them).
 local function id_before(a, b)
   local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
@@ -407,7 +433,8 @@ local function is_terminal(state)
 end
 
 -- The moves a group's state may make, ` from>to ` each (JobState.successors in Swift; a test
--- keeps them equal). A terminal state moves nowhere but `dead>queued` (a redrive).
+-- keeps them equal). A terminal state moves nowhere but `dead>queued` (a redrive) and
+-- `cancelled>queued` (a cancelled job retried).
 -- One literal, not a concatenation: this line runs on every script call.
 local moves = [[
  retrying>waiting retrying>running retrying>succeeded retrying>dead retrying>cancelled retrying>deleted 
@@ -416,7 +443,7 @@ local moves = [[
  queued>scheduled queued>waiting queued>running queued>succeeded queued>dead queued>cancelled queued>deleted 
  scheduled>queued scheduled>waiting scheduled>running scheduled>succeeded scheduled>dead scheduled>cancelled scheduled>deleted 
  running>running running>waiting running>retrying running>failed running>succeeded running>dead running>cancelled running>deleted 
- dead>queued 
+ dead>queued cancelled>queued 
 ]]
 local states = ' scheduled queued waiting running retrying failed succeeded dead cancelled deleted '
 

@@ -22,28 +22,15 @@ if not found[1] then
   return false
 end
 local flat = found[1][2]
-local fields, hasJobID, sourceID, sourceGroup = {}, false, nil, nil
+local sourceID, sourceGroup = nil, nil
 for i = 1, #flat, 2 do
-  local name, value = flat[i], flat[i + 1]
-  if name == 'dead_letter.source_id' then
-    sourceID = value
-  elseif name == 'dead_letter.source_group' then
-    sourceGroup = value
-  elseif string.sub(name, 1, 12) ~= 'dead_letter.' and name ~= 'redrive_group' then
-    if name == 'job_id' then hasJobID = true end
-    fields[#fields + 1] = name
-    fields[#fields + 1] = value
+  if flat[i] == 'dead_letter.source_id' then
+    sourceID = flat[i + 1]
+  elseif flat[i] == 'dead_letter.source_group' then
+    sourceGroup = flat[i + 1]
   end
 end
-if not hasJobID and sourceID then
-  fields[#fields + 1] = 'job_id'
-  fields[#fields + 1] = sourceID
-end
-if sourceGroup then
-  fields[#fields + 1] = 'redrive_group'
-  fields[#fields + 1] = sourceGroup
-end
-local id = add_job(KEYS[1], fields, 1, #fields)
+local id = add_again(KEYS[1], flat, sourceID, sourceGroup)
 redis.call('XDEL', KEYS[2], ARGV[1])
 if sourceGroup and redis.call('EXISTS', KEYS[3]) == 1 then
   set_status(KEYS[3], ARGV[3], sourceGroup, ARGV[4], id, 'queued', ARGV[2], 0,
