@@ -34,18 +34,22 @@ extension APIHandlers {
             } ?? false
         let start = resumeAfter ?? newest ?? "0-0"
         let (group, jobID) = (input.query.group, input.query.jobId)
+        let ownKey = APIClient.current.jobKey
+        let connection = connection
         let stream = AsyncThrowingStream<ServerSentEventWithJSONData<Components.Schemas.JobEvent>, any Error> { continuation in
             let producer = Task {
                 do {
+                    var owner = ownKey.map { EventOwners(key: $0, queue: queue, connection: connection) }
                     if gap { continuation.yield(.init(event: "gap", data: nil, id: start)) }
                     var last = start
                     let deadline = ContinuousClock.now + timeout
                     var quietSince = ContinuousClock.now
                     while !Task.isCancelled && ContinuousClock.now < deadline {
                         let batch = try await events.read(after: last, count: 500)
+                        let owned = try await owner?.owned(batch.map(\.jobID))
                         for event in batch
                         where (group == nil || event.group == nil || event.group == group)
-                            && (jobID == nil || event.jobID == jobID)
+                            && (jobID == nil || event.jobID == jobID) && (owned?.contains(event.jobID) ?? true)
                         {
                             continuation.yield(.init(event: "job", data: Self.jobEvent(event), id: event.id))
                             quietSince = .now
@@ -85,5 +89,36 @@ extension APIHandlers {
             jobId: event.jobID, group: event.group,
             state: event.refusal != nil ? .refused : event.state.flatMap { .init(rawValue: $0.rawValue) } ?? .queued,
             from: event.from.flatMap { .init(rawValue: $0.rawValue) }, at: event.at, reason: event.refusal)
+    }
+}
+
+/// Which jobs of an event stream are a keyed caller's (``APIClient/jobKey``): their status
+/// keeps their `key` (a keyed caller's jobs always have ids, so a status). Each job's answer is
+/// kept for the stream's life, so a job is looked up once (one pipelined `HGET` per new job in
+/// a batch), however many events it has.
+struct EventOwners {
+    let key: String
+    let keys: QueueKeys
+    let connection: RedisConnection
+    /// Jobs looked up, and whether each is the caller's (cleared past 100,000: a long stream
+    /// over a busy queue looks some up again rather than grow).
+    private var known: [String: Bool] = [:]
+
+    init(key: String, queue: QueueName, connection: RedisConnection) {
+        self.key = key
+        self.keys = QueueKeys(queue: queue)
+        self.connection = connection
+    }
+
+    /// The caller's jobs among `jobIDs`.
+    mutating func owned(_ jobIDs: [String]) async throws -> Set<String> {
+        let unknown = Array(Set(jobIDs.filter { known[$0] == nil }))
+        if !unknown.isEmpty {
+            if known.count + unknown.count > 100_000 { known.removeAll() }
+            let replies = try await connection.pipeline(
+                unknown.map { RedisCommand("HGET", [.string(keys.jobStatus(jobID: $0)), "key"]) })
+            for (jobID, reply) in zip(unknown, replies) { known[jobID] = reply.string == key }
+        }
+        return Set(jobIDs.filter { known[$0] == true })
     }
 }

@@ -192,12 +192,45 @@ struct JWTTests {
             (bobsList.json?["jobs"] as? [[String: Any]])?.compactMap { $0["job_id"] as? String } == [bobsJob], "\(bobsList.text)")
 
         #expect(try await server.send("GET", "/v1/queues/\(setup.name)", key: alice).status == 200, "the queue's figures")
-        for refused in ["/v1/queues/\(setup.name)/dead-letters", "/v1/queues/\(setup.name)/events"] {
-            let answer = try await server.send("GET", refused, key: alice)
-            #expect(
-                answer.status == 403 && (answer.json?["detail"] as? String)?.contains("own jobs") == true,
-                "\(refused): \(answer.text)")
+        let refused = try await server.send("GET", "/v1/queues/\(setup.name)/dead-letters", key: alice)
+        #expect(
+            refused.status == 403 && (refused.json?["detail"] as? String)?.contains("own jobs") == true, "\(refused.text)")
+    }
+
+    @Test("with --jwt-subject-is-key a caller's event stream holds its own jobs' events only")
+    func scopedEvents() async throws {
+        let secret = Array((0..<40).map { _ in UInt8.random(in: 0...255) })
+        let server = try await APIServerProcess([
+            "--jwt-secret-file", try Self.file("secret", secret), "--jwt-issuer", "https://id.example", "--jwt-audience", "ferry",
+            "--jwt-subject-is-key",
+        ])
+        let setup = try await TestQueue("api-own-events")
+        try await QueueEvents(queue: setup.queue, connection: setup.redis).enable()
+        let signer = JWTKeyCollection()
+        await signer.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: .sha256)
+        let alice = try await signer.sign(Self.claims("alice", scope: "publish read"))
+        let bob = try await signer.sign(Self.claims("bob", scope: "publish read"))
+        let path = "/v1/queues/\(setup.name)/jobs"
+        var published: [(caller: String, jobID: String)] = []
+        for (caller, token) in [("alice", alice), ("bob", bob), ("alice", alice)] {
+            let answer = try await server.send("POST", path, json: #"{"type": "t"}"#, key: token)
+            #expect(answer.status == 202, "\(caller): \(answer.text)")
+            published.append((caller, try #require(answer.json?["job_id"] as? String)))
         }
+        _ = try await setup.publisher.publish(JobMessage(type: "t", jobID: "unkeyed"))
+        try await withWorker(setup, handlers: ["t": JobHandlerClosure { _ in }]) {
+            for jobID in published.map(\.jobID) + ["unkeyed"] {
+                #expect(
+                    await eventually {
+                        try await JobStatus.load(jobID: jobID, queue: setup.queue, connection: setup.redis)?.state == .succeeded
+                    })
+            }
+        }
+        let alicesJobs = Set(published.filter { $0.caller == "alice" }.map(\.jobID))
+        let url = "\(server.baseURL)/v1/queues/\(setup.name)/events?after=0-0&timeout=1s"
+        let seen = try await EventsAPITests.curl(url, headers: ["Authorization: Bearer \(alice)"]).filter { $0.event == "job" }
+        #expect(Set(seen.compactMap { $0.data["job_id"] }) == alicesJobs, "\(seen)")
+        #expect(seen.filter { $0.data["state"] == "succeeded" }.count == 2)
     }
 
     @Test("a JWT secret under 32 bytes or an unreadable key file stops ferry serve with a message saying what to do")
