@@ -1,4 +1,5 @@
 import Ferry
+import Foundation
 
 /// Who is calling: the API key (or JWT subject) a request authenticated as, its scopes and the
 /// queues it may see. The authentication middleware sets it for the request's task; the
@@ -15,6 +16,9 @@ struct APIClient: Sendable {
     /// The flow-control key every job it publishes has (a JWT's subject, with
     /// `--jwt-subject-is-key`); nil when jobs name their own.
     var jobKey: String? = nil
+    /// When its credential stops being accepted (a JWT's `exp`); nil for an API key, which
+    /// lasts until revoked. A dashboard session made from it ends then too.
+    var expiresAt: Date? = nil
 
     /// Everything, for a server run with `--no-auth`.
     static let unrestricted = APIClient(

@@ -59,8 +59,9 @@ struct Authenticator: Sendable {
 
 /// The dashboard's sign-ins: a browser that presented an API key or a JWT once gets a random
 /// session id in an `HttpOnly`, `SameSite=Strict` cookie; Redis keeps, under the id's SHA-256,
-/// who it is for 12 hours (`ferry:dashboard:session:<sha256>`), so every `ferry serve` knows the
-/// session and signing out ends it everywhere. A session made with an API key ends when the key
+/// who it is for 12 hours, or until the JWT it was made from expires if that is sooner
+/// (`ferry:dashboard:session:<sha256>`), so every `ferry serve` knows the session and signing out
+/// ends it everywhere. A session made with an API key ends when the key
 /// is revoked: each use checks the key is still there.
 struct DashboardSessions: Sendable {
     static let cookieName = "ferry_session"
@@ -70,8 +71,17 @@ struct DashboardSessions: Sendable {
 
     static func key(_ session: String) -> String { "ferry:dashboard:session:" + APIKeys.sha256(session) }
 
-    /// Starts a session for `client`; returns its id, for the cookie.
-    func create(for client: APIClient) async throws -> String {
+    /// How long a session of `client` lasts: ``lifetime``, or less when its credential expires
+    /// sooner (a JWT's `exp`), so a session never outlives the token it was made from.
+    static func lifetime(of client: APIClient, now: Date = Date()) -> Duration {
+        guard let expiresAt = client.expiresAt else { return lifetime }
+        let left = Duration.milliseconds(max(0, expiresAt.millisecondsSince1970 - now.millisecondsSince1970))
+        return min(lifetime, left)
+    }
+
+    /// Starts a session for `client`; returns its id, for the cookie, and how long it lasts.
+    func create(for client: APIClient) async throws -> (id: String, lifetime: Duration) {
+        let lifetime = Self.lifetime(of: client)
         let session = APIKeys.randomHex(bytes: 32)
         var fields: [RedisArgument] = [
             "name", .string(client.name), "identity", .string(client.identity),
@@ -81,9 +91,9 @@ struct DashboardSessions: Sendable {
         if let jobKey = client.jobKey { fields += ["job_key", .string(jobKey)] }
         _ = try await connection.pipeline([
             RedisCommand("HSET", [.string(Self.key(session))] + fields),
-            RedisCommand("PEXPIRE", [.string(Self.key(session)), .integer(Self.lifetime.milliseconds)]),
+            RedisCommand("PEXPIRE", [.string(Self.key(session)), .integer(max(1, lifetime.milliseconds))]),
         ])
-        return session
+        return (session, lifetime)
     }
 
     /// The caller a session id stands for, or a refusal when it ended (expired, signed out, or

@@ -563,13 +563,13 @@ struct Dashboard: Sendable {
         } catch let problem as APIProblem {
             return try await login(request, error: problem.detail, status: .unauthorized)
         }
-        let session = try await authenticator.sessions.create(for: client)
+        let (session, lifetime) = try await authenticator.sessions.create(for: client)
         try await audit.record(actor: client.name, action: "sign_in", outcome: "signed in to the dashboard")
         let next = form["next"].flatMap(Self.localPath) ?? "/"
         var response = Self.redirect(next)
         response.headers.append(
             setCookie(
-                DashboardSessions.cookieName, session, httpOnly: true, maxAge: DashboardSessions.lifetime.components.seconds))
+                DashboardSessions.cookieName, session, httpOnly: true, maxAge: max(1, lifetime.components.seconds)))
         return response
     }
 

@@ -91,7 +91,7 @@ public struct JWTAuthenticator: Sendable {
         return APIClient(
             name: "token subject \(claims.sub.value)", identity: "sub:\(claims.sub.value)", scopes: Set(scopes),
             queues: claims.queues.map(Set.init),
-            jobKey: configuration.subjectIsKey ? claims.sub.value : nil)
+            jobKey: configuration.subjectIsKey ? claims.sub.value : nil, expiresAt: claims.exp.value)
     }
 
     /// What went wrong, in words a caller can act on (jwt-kit's reasons, without type names).

@@ -251,4 +251,40 @@ struct JWTTests {
         #expect(
             lonelyIssuer.status != 0 && lonelyIssuer.standardError.contains("need a JWT key"), "\(lonelyIssuer.standardError)")
     }
+
+    @Test("a dashboard session made from a JWT ends when the token expires, not 12 hours later")
+    func dashboardSessionEndsWithToken() async throws {
+        let secret = Array((0..<40).map { _ in UInt8.random(in: 0...255) })
+        let server = try await APIServerProcess([
+            "--jwt-secret-file", try Self.file("secret", secret), "--jwt-issuer", "https://id.example", "--jwt-audience", "ferry",
+        ])
+        let signer = JWTKeyCollection()
+        await signer.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: .sha256)
+        let token = try await signer.sign(Self.claims(uniqueName("viewer"), scope: "read", expiresIn: 8))
+        let curl = URL(fileURLWithPath: "/usr/bin/curl")
+        let jar = FileManager.default.temporaryDirectory.appending(path: uniqueName("jar")).path()
+        _ = try await runProcess(curl, ["-s", "-o", "/dev/null", "-c", jar, server.baseURL + "/login"])
+        let cookies = try String(contentsOfFile: jar, encoding: .utf8)
+        let csrf = try #require(cookies.split(separator: "\n").first { $0.contains("ferry_csrf") }?.split(separator: "\t").last)
+        let signIn = try await runProcess(
+            curl,
+            [
+                "-s", "-o", "/dev/null", "-D", "-", "-b", jar, "-c", jar, "--data-urlencode", "csrf=\(csrf)",
+                "--data-urlencode", "token=\(token)", server.baseURL + "/login",
+            ])
+        let session = try #require(
+            signIn.standardOutput.split(separator: "\r\n").first { $0.lowercased().hasPrefix("set-cookie: ferry_session=") },
+            "\(signIn.standardOutput)")
+        let maxAge = try #require(session.firstMatch(of: /Max-Age=(\d+)/).flatMap { Int($0.1) }, "\(session)")
+        #expect(maxAge <= 8, "the cookie lasts as long as the token: \(session)")
+        let cookie = try #require(session.split(separator: ";").first?.split(separator: " ", maxSplits: 1).last)
+        // The cookie is sent as is, past its Max-Age: the server's record of the session ends too.
+        func overview() async throws -> String {
+            try await runProcess(
+                curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Cookie: \(cookie)", server.baseURL + "/"]
+            ).standardOutput
+        }
+        #expect(try await overview() == "200", "signed in while the token is valid")
+        #expect(await eventually(.seconds(30)) { try await overview() == "303" }, "signed out when the token expired")
+    }
 }
