@@ -17,6 +17,8 @@ struct APIHandlers: APIProtocol {
     let publishing: Publisher.Configuration
     /// A reused `Idempotency-Key` is answered 409 even with the same body (`--reject-duplicates`).
     var rejectsDuplicates = false
+    /// The callers' rate limits, for a batch publish, which counts each of its jobs.
+    let limiter: RateLimiter
     /// One long-lived publisher per queue, as the library means them to be: each keeps the
     /// queue's bounds for a second and its retention schedule, instead of reading the bounds
     /// again for every request.
@@ -91,6 +93,7 @@ struct APIHandlers: APIProtocol {
                 throw APIProblem(.invalidRequest, "jobs[\(index)]: \(problem.detail); nothing was published")
             }
         }
+        try await limiter.charge(APIClient.current, .publish, weight: jobs.count)
         let receipts = try await publishers.publisher(for: queue, pool: pool, configuration: publishing).publish(jobs)
         return .accepted(
             .init(body: .json(.init(jobs: zip(receipts, jobs).map { accepted($0, job: $1, queue: queue) }))))

@@ -80,38 +80,62 @@ public struct APIRateLimits: Sendable, Equatable {
     }
 }
 
-/// Counts each request against its caller's limit (``APIRateLimits``); after authentication, so
-/// the caller is known, and before the handler, so a refused request does no work.
-struct RateLimitMiddleware: ServerMiddleware {
+/// Counts requests (or, for a batch publish, its jobs) against their caller's limit
+/// (``APIRateLimits``) in Redis (`rate_window.lua`), so every `ferry serve` shares it.
+struct RateLimiter: Sendable {
     let limits: APIRateLimits
     let pool: RedisConnectionPool
     static let script = RedisScript(name: "rate_window", source: EmbeddedAPIFiles.rate_window)
+
+    /// Counts `weight` against `client`'s limit of `routeClass` (per job for `poll`: `job`, as
+    /// `queue/job_id`), or refuses with 429 and `Retry-After`, counting nothing, when they do not
+    /// fit in the window. No limit for the class: nothing is counted.
+    func charge(_ client: APIClient, _ routeClass: APIRateLimits.RouteClass, job: String? = nil, weight: Int = 1) async throws {
+        guard let limit = limits.limits[routeClass] else { return }
+        let rate = QueueLimit.rateText(count: limit.count, period: limit.period)
+        let unit = routeClass == .publish && weight > 1 ? "published jobs" : "\(routeClass.rawValue) requests"
+        guard weight <= limit.count else {
+            throw APIProblem(
+                .rateLimited, "\(client.name) may make \(rate) \(unit); \(weight) at once can never fit: send fewer at a time")
+        }
+        var key = "ferry:api:rate:\(routeClass.rawValue):\(client.identity)"
+        if routeClass == .poll, let job { key += ":\(job)" }
+        let reply = try await pool.next.run(
+            Self.script, keys: [.string(key)],
+            arguments: [
+                .integer(Int64(limit.count)), .integer(limit.period.milliseconds), .string(UUID().uuidString),
+                .integer(Int64(weight)),
+            ])
+        let answer = reply.array?.compactMap(\.integer) ?? []
+        guard answer.count == 2 else { throw APIProblem(.internal, "the rate limit script answered \(reply)") }
+        if answer[0] == 0 {
+            throw APIProblem(
+                .rateLimited,
+                "\(client.name) may make \(rate) \(unit)\(routeClass == .poll ? " per job" : ""); "
+                    + "try again in \(Double(answer[1]) / 1000) s",
+                retryAfter: Int((answer[1] + 999) / 1000))
+        }
+    }
+}
+
+/// Counts each request against its caller's limit (``RateLimiter``); after authentication, so
+/// the caller is known, and before the handler, so a refused request does no work. A batch
+/// publish is counted by its handler instead, once per job, when it knows how many.
+struct RateLimitMiddleware: ServerMiddleware {
+    let limiter: RateLimiter
+    /// Operations whose handlers count themselves (by the jobs in their body).
+    static let countedByHandler: Set<String> = ["publishJobs"]
 
     func intercept(
         _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
         next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
     ) async throws -> (HTTPResponse, HTTPBody?) {
-        guard let scope = OpenAPIDocument.scopes[operationID] else { return try await next(request, body, metadata) }
-        let routeClass = APIRateLimits.routeClass(operationID: operationID, scope: scope)
-        guard let limit = limits.limits[routeClass] else { return try await next(request, body, metadata) }
-        let client = APIClient.current
-        var key = "ferry:api:rate:\(routeClass.rawValue):\(client.identity)"
-        if routeClass == .poll, let queue = metadata.pathParameters["queue"], let job = metadata.pathParameters["job_id"] {
-            key += ":\(queue)/\(job)"
+        guard let scope = OpenAPIDocument.scopes[operationID], !Self.countedByHandler.contains(operationID) else {
+            return try await next(request, body, metadata)
         }
-        let reply = try await pool.next.run(
-            Self.script, keys: [.string(key)],
-            arguments: [.integer(Int64(limit.count)), .integer(limit.period.milliseconds), .string(UUID().uuidString)])
-        let answer = reply.array?.compactMap(\.integer) ?? []
-        guard answer.count == 2 else { throw APIProblem(.internal, "the rate limit script answered \(reply)") }
-        if answer[0] == 0 {
-            let rate = QueueLimit.rateText(count: limit.count, period: limit.period)
-            throw APIProblem(
-                .rateLimited,
-                "\(client.name) may make \(rate) \(routeClass.rawValue) requests\(routeClass == .poll ? " per job" : ""); "
-                    + "try again in \(Double(answer[1]) / 1000) s",
-                retryAfter: Int((answer[1] + 999) / 1000))
-        }
+        let job = metadata.pathParameters["queue"].flatMap { queue in metadata.pathParameters["job_id"].map { "\(queue)/\($0)" } }
+        try await limiter.charge(
+            APIClient.current, APIRateLimits.routeClass(operationID: operationID, scope: scope), job: job)
         return try await next(request, body, metadata)
     }
 }

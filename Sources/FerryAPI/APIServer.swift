@@ -88,14 +88,16 @@ public enum APIServer {
         let authenticator = Authenticator(
             acceptsKeys: configuration.requiresAuthentication, pool: connections,
             jwt: configuration.requiresAuthentication ? jwt : nil, sessions: DashboardSessions(pool: connections))
+        let limiter = RateLimiter(limits: configuration.rateLimits, pool: connections)
         let handlers = APIHandlers(
-            pool: connections, publishing: configuration.publishing, rejectsDuplicates: configuration.rejectsDuplicates)
+            pool: connections, publishing: configuration.publishing, rejectsDuplicates: configuration.rejectsDuplicates,
+            limiter: limiter)
         try handlers.registerHandlers(
             on: router,
             middlewares: [
                 ProblemMiddleware(logger: logger),
                 AuthenticationMiddleware(authenticator: authenticator),
-                RateLimitMiddleware(limits: configuration.rateLimits, pool: connections),
+                RateLimitMiddleware(limiter: limiter),
                 AuditMiddleware(pool: connections),
             ])
         try Dashboard(

@@ -302,6 +302,19 @@ struct APITests {
         #expect(try await publish() == 429)
         #expect(await eventually(.seconds(60)) { try await publish() == 202 }, "the window lets the next in once it has passed")
         #expect(try await setup.length(setup.keys.jobs) == 3)
+
+        // A batch counts each of its jobs: two jobs fill the window another caller has to itself.
+        let third = try await key([.publish])
+        let batch = { (count: Int) async throws -> HTTPAnswer in
+            let jobs = (0..<count).map { _ in #"{"type": "t"}"# }.joined(separator: ", ")
+            return try await first.send("POST", job.dropLast() + ":batch", json: #"{"jobs": [\#(jobs)]}"#, key: third)
+        }
+        let tooMany = try await batch(3)
+        #expect(tooMany.status == 429 && tooMany.text.contains("never fit"), "\(tooMany.text)")
+        #expect(try await batch(2).status == 202)
+        let full = try await batch(1)
+        #expect(full.status == 429 && full.headers["retry-after"] != nil, "the window is full: \(full.text)")
+        #expect(try await setup.length(setup.keys.jobs) == 5, "only the batch that fit was published")
         let windows = try await setup.redis.scanKeys(matching: "ferry:api:rate:*")
         #expect(!windows.isEmpty)
         for window in windows {
