@@ -7,11 +7,13 @@ import Testing
 
 @Suite("Job states")
 struct JobStateTests {
-    @Test("terminal states move nowhere but a redrive of a dead job; the others may always be cancelled or deleted")
+    @Test(
+        "terminal states move nowhere but a redrive of a dead job and a retry of a cancelled one; the others may always be cancelled or deleted"
+    )
     func transitionTable() {
         #expect(Set(JobState.allCases.filter(\.isTerminal)) == [.succeeded, .dead, .cancelled, .deleted])
         for state in JobState.allCases where state.isTerminal {
-            #expect(state.successors == (state == .dead ? [.queued] : []), "\(state)")
+            #expect(state.successors == (state == .dead || state == .cancelled ? [.queued] : []), "\(state)")
         }
         for state in JobState.allCases where !state.isTerminal {
             #expect(state.mayMove(to: .cancelled) && state.mayMove(to: .deleted) && state.mayMove(to: .dead), "\(state)")
