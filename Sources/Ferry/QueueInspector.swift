@@ -103,9 +103,16 @@ public struct QueueInspector: Sendable {
         public var idleMilliseconds: Int
     }
 
-    /// Every queue's name, found with `SCAN` (never `KEYS`, which blocks Redis); on Redis
-    /// Cluster, on every primary node, since `SCAN` sees only the node it is sent to.
-    public func queues() async throws(FerryError) -> [QueueName] {
+    /// Every queue's name: those in the registry (``QueueRegistry``), and with `discover` those
+    /// a `SCAN` finds too (never `KEYS`, which blocks Redis; on Redis Cluster on every primary
+    /// node, since `SCAN` sees only the node it is sent to), which are added to the registry,
+    /// while registered names whose queue is gone (no job stream, dead letters or scheduled
+    /// jobs) are removed from it. An empty registry is always scanned (a Redis that only older
+    /// Ferry releases or plain `XADD`s wrote). `ferry inspect` discovers; `ferry serve`'s pages
+    /// read the registry, and its charts' sampler discovers every few minutes.
+    public func queues(discover: Bool = true) async throws(FerryError) -> [QueueName] {
+        let registered = try await QueueRegistry.names(connection: connection)
+        guard discover || registered.isEmpty else { return registered.sorted().compactMap { try? QueueName($0) } }
         let primaries: [RedisConfiguration]?
         do { primaries = try await connection.clusterPrimaries() } catch { throw FerryError(error) }
         var names: Set<String> = []
@@ -118,6 +125,25 @@ public struct QueueInspector: Sendable {
         } else {
             names = try await Self.queueNames(on: connection)
         }
+        try await QueueRegistry.add(names.subtracting(registered), connection: connection)
+        var gone: [String] = []
+        for name in registered.subtracting(names) {
+            guard let queue = try? QueueName(name) else {
+                gone.append(name)
+                continue
+            }
+            let keys = QueueKeys(queue: queue)
+            var exists = false
+            for key in [keys.deadLetter, keys.scheduled] where !exists {
+                do {
+                    exists = try await connection.send(RedisCommand("EXISTS", [.string(key)])).integer == 1
+                } catch {
+                    throw FerryError(error)
+                }
+            }
+            if exists { names.insert(name) } else { gone.append(name) }
+        }
+        try await QueueRegistry.remove(gone, connection: connection)
         return names.sorted().compactMap { try? QueueName($0) }
     }
 

@@ -30,7 +30,7 @@ struct APIHandlers: APIProtocol {
 
     func listQueues(_ input: Operations.ListQueues.Input) async throws -> Operations.ListQueues.Output {
         let client = APIClient.current
-        let names = try await QueueInspector(connection: connection).queues().map(\.rawValue).filter(client.sees)
+        let names = try await QueueInspector(connection: connection).queues(discover: false).map(\.rawValue).filter(client.sees)
         return .ok(.init(body: .json(.init(queues: names))))
     }
 

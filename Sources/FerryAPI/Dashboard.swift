@@ -222,7 +222,7 @@ struct Dashboard: Sendable {
     func queues(_ visit: Visit) async throws -> Response {
         let inspector = QueueInspector(connection: connection)
         var rows: [[String: Any]] = []
-        for queue in try await inspector.queues() where visit.client.sees(queue.rawValue) {
+        for queue in try await inspector.queues(discover: false) where visit.client.sees(queue.rawValue) {
             guard let report = try await inspector.report(queue) else { continue }
             let hour = try await lastHour(queue, height: 24)
             rows.append([
@@ -667,6 +667,9 @@ struct Dashboard: Sendable {
 public struct QueueHistorySampler: Service {
     let connection: RedisConnection
     let logger: Logger
+    /// How often it also scans for queues the registry misses (``QueueRegistry``): only plain
+    /// `XADD`s wrote them, and no worker has started on them yet.
+    static let discoveryInterval: Duration = .seconds(300)
 
     /// Samples through `connection`.
     public init(connection: RedisConnection, logger: Logger) {
@@ -676,9 +679,13 @@ public struct QueueHistorySampler: Service {
 
     /// Samples until the service group shuts down.
     public func run() async throws {
+        var discovered: ContinuousClock.Instant?
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             do {
-                for queue in try await QueueInspector(connection: connection).queues() {
+                // The registry each time; a scan for queues it misses every few minutes.
+                let discover = discovered.map { ContinuousClock.now - $0 >= Self.discoveryInterval } ?? true
+                if discover { discovered = .now }
+                for queue in try await QueueInspector(connection: connection).queues(discover: discover) {
                     try await QueueHistory(queue: queue, connection: connection).sample()
                 }
             } catch {

@@ -1,4 +1,6 @@
 import Ferry
+import FerryRedis
+import FerryTestSupport
 import Testing
 
 @Suite("Queue names and keys")
@@ -54,5 +56,32 @@ struct QueueNameAndKeysTests {
         #expect(QueueKeys.keyComponent("safe-id") == "safe-id")
         let hashed = QueueKeys.keyComponent("*")
         #expect(QueueKeys.keyComponent(hashed) != hashed, "a producer id that looks hashed is hashed again")
+    }
+}
+
+extension WorkerTests {
+    @Test(
+        "the queue registry: a publish lists its queue at once; a queue only XADD wrote is found by a discovering listing and registered; a gone queue leaves the registry"
+    )
+    func queueRegistry() async throws {
+        let setup = try await Setup("registry")
+        func registered(_ name: String) async throws -> Bool {
+            try await setup.redis.send(RedisCommand("SISMEMBER", [.string(QueueRegistry.key), .string(name)])).integer == 1
+        }
+        _ = try await setup.publisher.publish(JobMessage(type: "t"))
+        #expect(try await registered(setup.name), "the first publish registers the queue")
+        let inspector = QueueInspector(connection: setup.redis)
+        #expect(try await inspector.queues(discover: false).contains(setup.queue))
+
+        let raw = try QueueName(uniqueName("registry-raw"))
+        _ = try await setup.redis.send(
+            RedisCommand("XADD", [.string(QueueKeys(queue: raw).jobs), "*", "v", "1", "type", "t", "data", "x"]))
+        #expect(try await inspector.queues(discover: true).contains(raw), "a scan finds it")
+        #expect(try await registered(raw.rawValue), "and registers it")
+        #expect(try await inspector.queues(discover: false).contains(raw))
+
+        _ = try await setup.redis.send(RedisCommand("DEL", [.string(QueueKeys(queue: raw).jobs)]))
+        #expect(try await !inspector.queues(discover: true).contains(raw))
+        #expect(try await !registered(raw.rawValue), "a queue with no keys left leaves the registry")
     }
 }
