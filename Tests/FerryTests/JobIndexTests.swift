@@ -199,3 +199,41 @@ extension WorkerTests {
         #expect(shown.status == 0 && shown.lines.filter { $0.contains("pdf") }.count == 36, "\(shown.lines)")
     }
 }
+
+extension WorkerTests {
+    @Test(
+        "fan-out keep times: a group that succeeds after another dead-lettered the job does not cut the dead group's 7 days down to its own hour"
+    )
+    func fanOutKeepsTheLongestKeep() async throws {
+        let setup = try await Setup("fanout-keep")
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("billing")
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "kept"))
+        let index = JobIndex(queue: setup.queue, connection: setup.redis)
+        let failing = setup.worker(["t": JobHandlerClosure { _ in throw PermanentJobError("audit refused it") }], group: "audit")
+        try await running(failing) {
+            #expect(await eventually { try await index.counts(group: "audit")[.dead] == 1 })
+        }
+        let statusKey = setup.keys.jobStatus(jobID: "kept")
+        func ttl() async throws -> Int64 { try await setup.redis.send(RedisCommand("PTTL", [.string(statusKey)])).integer ?? -2 }
+        #expect(try await ttl() > 6 * 24 * 3600 * 1000, "dead: kept 7 days")
+        // Billing starts it (its running record removes the expiry) and succeeds (1 h keep).
+        try await running(setup.worker(["t": JobHandlerClosure { _ in }], group: "billing")) {
+            #expect(await eventually { try await index.counts(group: "billing")[.succeeded] == 1 })
+        }
+        #expect(try await ttl() > 6 * 24 * 3600 * 1000, "still 7 days: the later, shorter keep does not cut it")
+        let record = try #require(try await JobStatusRecord.load(jobID: "kept", queue: setup.queue, connection: setup.redis))
+        #expect(record.status(group: "audit").state == .dead && record.status(group: "billing").state == .succeeded)
+
+        // One group alone: a success keeps its hour.
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "short"))
+        try await running(
+            setup.worker(["t": JobHandlerClosure { _ in }], group: "audit"),
+            setup.worker(["t": JobHandlerClosure { _ in }], group: "billing")
+        ) {
+            #expect(await eventually { try await index.counts(group: "billing")[.succeeded] == 2 })
+            #expect(await eventually { try await index.counts(group: "audit")[.succeeded] == 1 })
+        }
+        let short = try await setup.redis.send(RedisCommand("PTTL", [.string(setup.keys.jobStatus(jobID: "short"))])).integer
+        #expect(short.map { $0 > 0 && $0 <= 3600 * 1000 } == true, "\(String(describing: short))")
+    }
+}

@@ -629,16 +629,31 @@ end
 local function set_status(key, index, group, job_id, entry_id, state, now, keep, fields, shared, from)
   local prefix = joined(group, '.')
   local previous = from
+  local terminal = is_terminal(state)
+  -- When the hash expires (ms): the latest any group's finish asked for, since a group still
+  -- running removes the expiry (PERSIST) and a later, shorter keep must not cut an earlier one.
+  local expires_at
   if not previous then
-    local current = redis.call('HMGET', key, joined(prefix, 'state'), 'entry_id')
+    local current = redis.call('HMGET', key, joined(prefix, 'state'), 'entry_id', 'expires_at')
     previous = current[1]
     if previous and current[2] == entry_id and not may_move(previous, state) then
       return previous, true
     end
+    expires_at = current[3]
   elseif previous == 'none' then
     previous = false
   end
   local values = { joined(prefix, 'state'), state, joined(prefix, 'updated_at'), now }
+  if terminal then
+    if not from then
+      expires_at = tonumber(expires_at or '0')
+    else
+      expires_at = tonumber(redis.call('HGET', key, 'expires_at') or '0')
+    end
+    expires_at = math.max(expires_at, tonumber(now) + tonumber(keep))
+    values[#values + 1] = 'expires_at'
+    values[#values + 1] = string.format('%.0f', expires_at)
+  end
   if from ~= 'running' then
     -- A job's own fields; a write after its start finds them there already.
     values[#values + 1] = 'job_id'
@@ -664,16 +679,10 @@ local function set_status(key, index, group, job_id, entry_id, state, now, keep,
   if not unindexed(state) then
     move_in_index('ZADD', joined(sets, state), string.match(entry_id, '^(%d+)'), member)
   end
-  if is_terminal(state) then
-    if from == 'none' and job_id ~= entry_id then
-      -- A first delivery's outcome written with its running record (ack.lua): the queued
-      -- record's publish-time expiry goes, as the running write would have removed it.
-      redis.call('PERSIST', key)
-    end
-    -- NX: the first group to finish sets the expiry; GT: a later one only lengthens it.
-    if redis.call('PEXPIRE', key, keep, 'NX') == 0 then
-      redis.call('PEXPIRE', key, keep, 'GT')
-    end
+  if terminal then
+    -- Replaces a queued record's publish-time expiry too (a first delivery's outcome written
+    -- with its running record, ack.lua).
+    redis.call('PEXPIREAT', key, string.format('%.0f', expires_at))
   elseif from ~= 'none' or job_id ~= entry_id then
     -- A first delivery of a job whose id is its entry ID has no hash before this write (its
     -- publish writes none: publish_batch.lua), so nothing to persist.
