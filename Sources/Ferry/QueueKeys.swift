@@ -204,6 +204,9 @@ public struct QueueKeys: Sendable, Hashable {
     public func apiRequestFingerprint(idempotencyKey: String) -> String {
         prefix + ":idem:api:" + Self.keyComponent(idempotencyKey)
     }
+    /// `ferry:{Q}:paused:seen:<group>`: when each worker of the group last confirmed it starts
+    /// nothing while paused (consumer name -> ms), for `ferry queue pause --wait`.
+    public func pauseSeen(group: String) -> String { prefix + ":paused:seen:" + Self.keyComponent(group) }
     /// `ferry:{Q}:idem:done:<key>`: set when a job with the key completed.
     public func completed(idempotencyKey: String) -> String { prefix + ":idem:done:" + Self.keyComponent(idempotencyKey) }
     /// `ferry:{Q}:idem:lock:<key>`: held while a job with the key runs.

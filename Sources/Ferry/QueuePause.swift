@@ -63,4 +63,64 @@ public struct QueuePause: QueueStore {
         }
         return (reply.array ?? []).contains { $0 != .null }
     }
+
+    /// Which workers confirmed a pause (``waitUntilConfirmed(group:timeout:liveWithin:)``), as
+    /// `<group>/<consumer>`.
+    public struct Confirmation: Sendable, Hashable {
+        /// Workers that start nothing new from now on.
+        public var confirmed: [String] = []
+        /// Live workers that did not say so in time: one may still start a job.
+        public var unconfirmed: [String] = []
+    }
+
+    /// Waits until every live worker of `group` (every group when nil) confirms that it starts
+    /// nothing while the queue is paused, so a caller can go on knowing no new job starts
+    /// (`ferry queue pause --wait`; running jobs go on). A worker confirms from the point where
+    /// no job of its can start without checking the pause first (``Worker``, within a quarter
+    /// second of the pause, and again every second while it lasts); earlier confirmations are
+    /// cleared first, so only fresh ones count. A worker is live when it read or claimed within
+    /// `liveWithin` (`XINFO CONSUMERS` idle time): a crashed worker's consumer is not waited for.
+    /// Call it after ``pause(group:)``.
+    public func waitUntilConfirmed(
+        group: String?, timeout: Duration, liveWithin: Duration = .seconds(10)
+    ) async throws(FerryError) -> Confirmation {
+        var groups = [group].compactMap { $0 }
+        if group == nil { groups = try await ConsumerGroups(queue: queue, connection: connection).names() }
+        guard !groups.isEmpty else { return Confirmation() }
+        var live: [(group: String, consumers: [String])] = []
+        do {
+            _ = try await connection.send(RedisCommand("DEL", groups.map { .string(keys.pauseSeen(group: $0)) }))
+            for name in groups {
+                let reply = try await connection.send(RedisCommand("XINFO", ["CONSUMERS", .string(keys.jobs), .string(name)]))
+                let consumers = (reply.array ?? []).map(QueueInspector.fields).filter {
+                    ($0["idle"]?.integer ?? .max) < liveWithin.milliseconds
+                }
+                live.append((name, consumers.compactMap { $0["name"]?.string }))
+            }
+        } catch {
+            throw FerryError(error)
+        }
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            var confirmation = Confirmation()
+            for (name, consumers) in live {
+                let seen: [String: RedisReply]
+                do {
+                    seen = QueueInspector.fields(
+                        try await connection.send(RedisCommand("HGETALL", [.string(keys.pauseSeen(group: name))])))
+                } catch {
+                    throw FerryError(error)
+                }
+                for consumer in consumers {
+                    if seen[consumer] != nil {
+                        confirmation.confirmed.append("\(name)/\(consumer)")
+                    } else {
+                        confirmation.unconfirmed.append("\(name)/\(consumer)")
+                    }
+                }
+            }
+            if confirmation.unconfirmed.isEmpty || ContinuousClock.now >= deadline { return confirmation }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+    }
 }

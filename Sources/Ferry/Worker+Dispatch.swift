@@ -43,6 +43,7 @@ extension Worker {
             }
             // Paused (ferry queue pause): nothing starts; the pause is read every quarter second.
             if groupReady && isPaused {
+                await confirmPause(control)
                 try? await Task.sleep(for: .milliseconds(100))
                 continue
             }
@@ -61,6 +62,13 @@ extension Worker {
                     } else {
                         try await ensureGroup(control, on: keys.jobs)
                     }
+                    // Listed as the group's consumer from the start, not from its first job
+                    // (Redis creates a blocked reader's consumer only once it is served), so a
+                    // pause's confirmation (ferry queue pause --wait) knows to wait for it.
+                    try await control.send(
+                        RedisCommand(
+                            "XGROUP CREATECONSUMER",
+                            [.string(keys.jobs), .string(configuration.group), .string(configuration.consumer)]))
                     groupReady = true
                     groupExisted = true
                     // A worker started on a paused or limited queue must not take a batch before it knows.

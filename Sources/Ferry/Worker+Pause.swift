@@ -1,3 +1,4 @@
+import FerryRedis
 import Foundation
 import Logging
 import Synchronization
@@ -18,6 +19,10 @@ extension Worker {
                 return state.paused != paused
             }
             metrics.paused(paused)
+            if !paused { state.withLock { $0.pauseConfirmed = nil } }
+            // Every slot busy: the read loop waits for one, and checks the pause before it
+            // starts anything, so nothing new starts here from now on.
+            if paused, let slots = state.withLock({ $0.slots }), slots.used >= slots.limit { await confirmPause(control) }
             if changed {
                 logger.info(
                     paused
@@ -26,6 +31,29 @@ extension Worker {
             }
         } catch {
             logger.debug("could not read whether the queue is paused", metadata: error.redisError.map(redisFailure) ?? [:])
+        }
+    }
+
+    /// Tells `ferry queue pause --wait` (``QueuePause/waitUntilConfirmed(group:since:timeout:)``)
+    /// that this worker starts nothing while the pause lasts: the time it saw it, in
+    /// `ferry:{Q}:paused:seen:<group>` (expires an hour after the last mark). Called where no job
+    /// can start after it without checking the pause first; at most once a second.
+    func confirmPause(_ control: ControlChannel) async {
+        let due = state.withLock { state -> Bool in
+            guard state.pauseConfirmed.map({ ContinuousClock.now - $0 >= .seconds(1) }) ?? true else { return false }
+            state.pauseConfirmed = .now
+            return true
+        }
+        guard due else { return }
+        let key = keys.pauseSeen(group: configuration.group)
+        do {
+            _ = try await control.connection.pipeline([
+                RedisCommand("HSET", [.string(key), .string(configuration.consumer), .integer(Date().millisecondsSince1970)]),
+                RedisCommand("PEXPIRE", [.string(key), .integer(3_600_000)]),
+            ])
+        } catch {
+            state.withLock { $0.pauseConfirmed = nil }
+            logger.debug("could not confirm the pause", metadata: redisFailure(error))
         }
     }
 

@@ -159,6 +159,8 @@ public final class Worker: Sendable {
         var refusal: FerryError?
         /// The queue or this group is paused (`ferry queue pause`): the read loop starts nothing.
         var paused = false
+        /// When this worker last confirmed the pause (``Worker/confirmPause(_:)``).
+        var pauseConfirmed: ContinuousClock.Instant?
         /// The queue's rate and concurrency limits (`ferry limit`), read every second, with
         /// the JSON each was stored as (which `acquire.lua` checks is still current).
         var limits: [(limit: QueueLimit, json: String)] = []

@@ -62,12 +62,24 @@ struct QueuePauseCommand: AsyncParsableCommand {
         commandName: "pause", abstract: "Stop the workers starting jobs; running ones finish, publishing goes on.",
         discussion: """
             Stored in Redis (ferry:{Q}:paused): every worker of the queue (or of --group) stops taking jobs within \
-            a quarter second, and so does one started while the pause lasts. ferry inspect shows it, and /metrics \
-            as ferry_queue_paused.
+            a quarter second, and so does one started while the pause lasts. With --wait, returns once every live \
+            worker has confirmed it starts nothing new (exits 1, naming the others, after --wait-timeout): for a \
+            script that goes on to a migration or a deploy. ferry inspect shows the pause, and /metrics as \
+            ferry_queue_paused.
             """)
 
     @OptionGroup var target: QueueTarget
+    @Flag(help: "Wait until every live worker confirms it starts nothing new.")
+    var wait = false
+    @Option(help: "How long --wait waits (such as 30s).")
+    var waitTimeout = "30s"
     @OptionGroup var redis: RedisOptions
+
+    func validate() throws {
+        guard Duration(ferryText: waitTimeout) != nil else {
+            throw ValidationError("--wait-timeout \(waitTimeout) is not a duration such as 30s or 2m")
+        }
+    }
 
     func run() async throws {
         LogOutput.text.bootstrap()
@@ -76,6 +88,16 @@ struct QueuePauseCommand: AsyncParsableCommand {
         print(
             "\(target.queue): \(target.what) \(changed ? "paused" : "was paused already"); ferry queue resume \(target.queue) goes on"
         )
+        guard wait else { return }
+        let confirmation = try await pause.waitUntilConfirmed(
+            group: target.group, timeout: Duration(ferryText: waitTimeout) ?? .seconds(30))
+        guard confirmation.unconfirmed.isEmpty else {
+            throw FerryError(
+                .invalidInput,
+                "\(confirmation.unconfirmed.count) live worker(s) did not confirm the pause within \(waitTimeout) and may still start a job: \(confirmation.unconfirmed.joined(separator: ", "))"
+            )
+        }
+        print("\(confirmation.confirmed.count) live worker(s) confirmed: no new job starts")
     }
 }
 

@@ -1,6 +1,7 @@
 import FerryRedis
 import FerryTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Ferry
@@ -58,5 +59,72 @@ extension WorkerTests {
             #expect(try await pause.resume(group: "a"))
             #expect(await eventually { a.count == 3 })
         }
+    }
+}
+
+extension WorkerTests {
+    @Test(
+        "ferry queue pause --wait returns once every live worker confirmed, one of them with every slot busy; a job published right after never starts"
+    )
+    func pauseWaitsForConfirmation() async throws {
+        let setup = try await Setup("pause-wait")
+        let seen = Deliveries()
+        let release = Mutex(false)
+        let busy = setup.worker(
+            [
+                "t": JobHandlerClosure { job in
+                    seen.record(job)
+                    while !release.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+                }
+            ]
+        ) {
+            $0.concurrency = 1
+            $0.consumer = "busy"
+        }
+        let idleLog = LogRecord()
+        let idle = setup.worker(["t": JobHandlerClosure { seen.record($0) }], logger: idleLog.logger()) {
+            $0.concurrency = 1
+            $0.consumer = "idle"
+        }
+        try await running(busy) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "long"))
+            #expect(await eventually { seen.count == 1 }, "the busy worker's only slot is taken")
+            try await running(idle) {
+                // The other worker reads (it has a free slot) before the pause.
+                #expect(
+                    await eventually {
+                        let consumers = try await setup.redis.send(
+                            RedisCommand("XINFO", ["CONSUMERS", .string(setup.keys.jobs), "workers"]))
+                        return consumers.array?.count == 2
+                    }, "\(idleLog.messages)")
+                let paused = try await setup.ferry("queue", "pause", setup.name, "--wait", "--wait-timeout", "20s")
+                #expect(paused.status == 0, "\(paused.standardError)")
+                #expect(paused.lines.contains { $0.contains("2 live worker(s) confirmed") }, "\(paused.lines)")
+                _ = try await setup.publisher.publish((0..<5).map { JobMessage(type: "t", data: "", jobID: "after-\($0)") })
+                release.withLock { $0 = true }
+                try await Task.sleep(for: .seconds(1))  // confirmed: nothing new may start, whatever the timing
+                #expect(seen.count == 1, "\(seen.all.map(\.id))")
+                #expect(try await QueuePause(queue: setup.queue, connection: setup.redis).resume())
+                #expect(await eventually { seen.count == 6 })
+            }
+        }
+    }
+}
+
+extension WorkerTests {
+    @Test("a pause's confirmation waits for live workers only: a consumer idle past the live window is not waited for")
+    func pauseConfirmationSkipsDeadConsumers() async throws {
+        let setup = try await Setup("pause-dead")
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        _ = try await setup.redis.send(RedisCommand("XGROUP", ["CREATECONSUMER", .string(setup.keys.jobs), "workers", "gone"]))
+        let pause = QueuePause(queue: setup.queue, connection: setup.redis)
+        try await pause.pause()
+        let waited = try await pause.waitUntilConfirmed(group: nil, timeout: .milliseconds(300))
+        #expect(waited.unconfirmed == ["workers/gone"] && waited.confirmed.isEmpty, "live within 10 s: waited for, in vain")
+        #expect(
+            await eventually {
+                try await pause.waitUntilConfirmed(group: "workers", timeout: .zero, liveWithin: .milliseconds(100)).unconfirmed
+                    .isEmpty
+            }, "idle past the window: not waited for")
     }
 }

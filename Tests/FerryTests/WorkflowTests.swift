@@ -273,7 +273,9 @@ extension WorkerTests {
         let handler = stepHandler(log) { job in
             if job.workflow?.step == "slow" { try await Task.sleep(for: .seconds(60)) }
         }
-        let definition = WorkflowDefinition("late", deadline: .seconds(10)) {
+        // Long enough that the step starts before it on a loaded 2-core machine (a full run here
+        // once took 5 s to create the worker's group and 8 more to start the step).
+        let definition = WorkflowDefinition("late", deadline: .seconds(20)) {
             WorkflowStep("slow", type: "t")
             WorkflowStep("after", type: "t")
         }
