@@ -15,16 +15,11 @@
 -- queue's lanes (add_job), so the page is the newest entries of every lane merged by ID, and
 -- the cursor (an entry ID) carries over. Returns { rows, next cursor or false } with each row
 -- { entry ID, job id, type }.
+-- ferry:prelude
 local limit, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 
--- Whether entry ID a comes after b (IDs are '<ms>-<seq>').
-local function after(a, b)
-  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
-  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
-  if #a_ms ~= #b_ms then return #a_ms > #b_ms end
-  if a_ms ~= b_ms then return a_ms > b_ms end
-  return tonumber(a_seq) > tonumber(b_seq)
-end
+-- Whether entry ID a comes after b.
+local function after(a, b) return id_before(b, a) end
 
 local candidates = {}
 -- The newest of the oldest entries looked at in each lane that had more than the budget: below
