@@ -71,8 +71,9 @@ public final class SharedPublisher: Sendable {
                     outcomes[index] = .success(Array(receipts.prefix(calls[index].count)))
                     receipts = receipts.dropFirst(calls[index].count)
                 }
-            } catch let error where error.code == .queueFull || error.code == .invalidInput {
-                // Refused as a whole, nothing written: each call on its own below.
+            } catch let error where error.code == .queueFull {
+                // Refused as a whole by the bounds, nothing written: each call on its own below.
+                // (Every job was validated above, so no other refusal can come from a write.)
             } catch {
                 for index in combined { outcomes[index] = .failure(error) }
             }

@@ -34,9 +34,9 @@ extension Worker {
         }
     }
 
-    /// Tells `ferry queue pause --wait` (``QueuePause/waitUntilConfirmed(group:since:timeout:)``)
-    /// that this worker starts nothing while the pause lasts: the time it saw it, in
-    /// `ferry:{Q}:paused:seen:<group>` (expires an hour after the last mark). Called where no job
+    /// Tells `ferry queue pause --wait` (``QueuePause/waitUntilConfirmed(group:timeout:liveWithin:)``)
+    /// that this worker starts nothing while the pause lasts: a mark (the time, for people
+    /// reading it) in `ferry:{Q}:paused:seen:<group>`, which expires an hour after the last. Called where no job
     /// can start after it without checking the pause first; at most once a second.
     func confirmPause(_ control: ControlChannel) async {
         let due = state.withLock { state -> Bool in

@@ -273,9 +273,8 @@ extension WorkerTests {
         let handler = stepHandler(log) { job in
             if job.workflow?.step == "slow" { try await Task.sleep(for: .seconds(60)) }
         }
-        // Long enough that the step starts before it on a loaded 2-core machine (a full run here
-        // once took 5 s to create the worker's group and 8 more to start the step).
-        let definition = WorkflowDefinition("late", deadline: .seconds(20)) {
+        // Long enough that the step starts before it on a loaded 2-core machine.
+        let definition = WorkflowDefinition("late", deadline: .seconds(30)) {
             WorkflowStep("slow", type: "t")
             WorkflowStep("after", type: "t")
         }
@@ -283,6 +282,14 @@ extension WorkerTests {
             try WorkflowDefinition(json: Array(#"{"name": "x", "deadline_ms": 500, "steps": [{"name": "a", "type": "t"}]}"#.utf8))
                 .deadlineMilliseconds == 500)
         try await running(setup.worker(["t": handler]) { $0.lease = .seconds(1) }) {
+            // The deadline counts from the start: start once the worker is ready to read (its
+            // consumer is made then), so a slow start on a loaded machine does not use it up.
+            #expect(
+                await eventually(.seconds(60)) {
+                    let consumers = try await setup.redis.send(
+                        RedisCommand("XINFO", ["CONSUMERS", .string(setup.keys.jobs), "workers"]))
+                    return consumers.array?.isEmpty == false
+                })
             try await workflows(setup).start(definition, id: "wf-late")
             #expect(await eventually(.seconds(60)) { log.count("slow") == 1 }, "the step started")
             #expect(await eventually(.seconds(30)) { try await state(setup, "wf-late") == .failed })
