@@ -77,11 +77,10 @@ public final class Publisher: Sendable {
     /// The queue's maximum depth and quota per key (`ferry:{Q}:settings`), and whether its
     /// events are on; read at most once a second.
     func settings() async throws(FerryError) -> PublishSettings {
-        if let read = settingsRead.withLock({ $0 }), ContinuousClock.now - read.at < .seconds(1) { return read.value }
-        if settingsRead.withLock({ $0 == nil }) {
-            // The first publish lists the queue among the Redis's queues (QueueRegistry).
-            try await QueueRegistry.register(queue, connection: connection)
-        }
+        let read = settingsRead.withLock { $0 }
+        if let read, ContinuousClock.now - read.at < .seconds(1) { return read.value }
+        // The first publish lists the queue among the Redis's queues (QueueRegistry).
+        if read == nil { try await QueueRegistry.register(queue, connection: connection) }
         let value = PublishSettings(
             bounds: try await QueueSettings(queue: queue, connection: connection).bounds(),
             eventsOn: try await QueueEvents(queue: queue, connection: connection).isEnabled())

@@ -23,7 +23,7 @@ public enum QueueFormat {
         ])
         if let failed = replies.lazy.compactMap(\.errorMessage).first { throw RedisError.server(failed, command: "HSETNX") }
         // Listed among the Redis's queues from the worker's start (QueueRegistry).
-        let registered = try await connection.send(RedisCommand("SADD", [.string(QueueRegistry.key), .string(queue.rawValue)]))
+        let registered = try await connection.send(QueueRegistry.adding([queue.rawValue]))
         if let failed = registered.errorMessage { throw RedisError.server(failed, command: "SADD") }
         return replies[1].string.flatMap { Int($0) } ?? 0
     }

@@ -132,16 +132,10 @@ public struct QueueInspector: Sendable {
                 gone.append(name)
                 continue
             }
+            // A queue's keys share its hash slot: one EXISTS asks for both.
             let keys = QueueKeys(queue: queue)
-            var exists = false
-            for key in [keys.deadLetter, keys.scheduled] where !exists {
-                do {
-                    exists = try await connection.send(RedisCommand("EXISTS", [.string(key)])).integer == 1
-                } catch {
-                    throw FerryError(error)
-                }
-            }
-            if exists { names.insert(name) } else { gone.append(name) }
+            let exists = try await send(RedisCommand("EXISTS", [.string(keys.deadLetter), .string(keys.scheduled)])).integer ?? 0
+            if exists > 0 { names.insert(name) } else { gone.append(name) }
         }
         try await QueueRegistry.remove(gone, connection: connection)
         return names.sorted().compactMap { try? QueueName($0) }

@@ -18,49 +18,29 @@ public struct QueuePause: QueueStore {
     /// Pauses `group`, or every group when nil. Returns false when it was paused already.
     @discardableResult
     public func pause(group: String? = nil) async throws(FerryError) -> Bool {
-        do {
-            let reply = try await connection.send(
-                RedisCommand(
-                    "HSETNX",
-                    [.string(keys.paused), .string(group ?? Self.allGroups), .integer(Date().millisecondsSince1970)]))
-            return reply.integer == 1
-        } catch {
-            throw FerryError(error)
-        }
+        try await send(
+            RedisCommand(
+                "HSETNX", [.string(keys.paused), .string(group ?? Self.allGroups), .integer(Date().millisecondsSince1970)])
+        ).integer == 1
     }
 
     /// Resumes `group`, or lifts the pause of every group when nil (a group paused on its own
     /// stays paused). Returns false when it was not paused.
     @discardableResult
     public func resume(group: String? = nil) async throws(FerryError) -> Bool {
-        do {
-            let reply = try await connection.send(RedisCommand("HDEL", [.string(keys.paused), .string(group ?? Self.allGroups)]))
-            return reply.integer == 1
-        } catch {
-            throw FerryError(error)
-        }
+        try await send(RedisCommand("HDEL", [.string(keys.paused), .string(group ?? Self.allGroups)])).integer == 1
     }
 
     /// What is paused: `*` for every group and each group paused on its own, to when.
     public func paused() async throws(FerryError) -> [String: Date] {
-        let reply: RedisReply
-        do {
-            reply = try await connection.send(RedisCommand("HGETALL", [.string(keys.paused)]))
-        } catch {
-            throw FerryError(error)
+        QueueInspector.fields(try await send(RedisCommand("HGETALL", [.string(keys.paused)]))).mapValues {
+            Date(millisecondsSince1970: $0.integer ?? 0)
         }
-        return QueueInspector.fields(reply).mapValues { Date(millisecondsSince1970: $0.integer ?? 0) }
     }
 
     /// Whether `group`'s workers are to start nothing: paused on its own or with every group.
     public func isPaused(group: String) async throws(FerryError) -> Bool {
-        let reply: RedisReply
-        do {
-            reply = try await connection.send(
-                RedisCommand("HMGET", [.string(keys.paused), .string(Self.allGroups), .string(group)]))
-        } catch {
-            throw FerryError(error)
-        }
+        let reply = try await send(RedisCommand("HMGET", [.string(keys.paused), .string(Self.allGroups), .string(group)]))
         return (reply.array ?? []).contains { $0 != .null }
     }
 
@@ -88,29 +68,19 @@ public struct QueuePause: QueueStore {
         if group == nil { groups = try await ConsumerGroups(queue: queue, connection: connection).names() }
         guard !groups.isEmpty else { return Confirmation() }
         var live: [(group: String, consumers: [String])] = []
-        do {
-            _ = try await connection.send(RedisCommand("DEL", groups.map { .string(keys.pauseSeen(group: $0)) }))
-            for name in groups {
-                let reply = try await connection.send(RedisCommand("XINFO", ["CONSUMERS", .string(keys.jobs), .string(name)]))
-                let consumers = (reply.array ?? []).map(QueueInspector.fields).filter {
-                    ($0["idle"]?.integer ?? .max) < liveWithin.milliseconds
-                }
-                live.append((name, consumers.compactMap { $0["name"]?.string }))
+        try await send(RedisCommand("DEL", groups.map { .string(keys.pauseSeen(group: $0)) }))
+        for name in groups {
+            let reply = try await send(RedisCommand("XINFO", ["CONSUMERS", .string(keys.jobs), .string(name)]))
+            let consumers = (reply.array ?? []).map(QueueInspector.fields).filter {
+                ($0["idle"]?.integer ?? .max) < liveWithin.milliseconds
             }
-        } catch {
-            throw FerryError(error)
+            live.append((name, consumers.compactMap { $0["name"]?.string }))
         }
         let deadline = ContinuousClock.now + timeout
         while true {
             var confirmation = Confirmation()
             for (name, consumers) in live {
-                let seen: [String: RedisReply]
-                do {
-                    seen = QueueInspector.fields(
-                        try await connection.send(RedisCommand("HGETALL", [.string(keys.pauseSeen(group: name))])))
-                } catch {
-                    throw FerryError(error)
-                }
+                let seen = QueueInspector.fields(try await send(RedisCommand("HGETALL", [.string(keys.pauseSeen(group: name))])))
                 for consumer in consumers {
                     if seen[consumer] != nil {
                         confirmation.confirmed.append("\(name)/\(consumer)")

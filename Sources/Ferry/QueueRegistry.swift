@@ -16,32 +16,35 @@ public enum QueueRegistry {
         try await add([queue.rawValue], connection: connection)
     }
 
+    /// The command that adds `names` to the set (for callers that send it themselves).
+    static func adding(_ names: some Collection<String>) -> RedisCommand {
+        RedisCommand("SADD", [.string(key)] + names.map { .string($0) })
+    }
+
     static func add(_ names: some Collection<String>, connection: RedisConnection) async throws(FerryError) {
         guard !names.isEmpty else { return }
-        do throws(RedisError) {
-            let reply = try await connection.send(RedisCommand("SADD", [.string(key)] + names.map { .string($0) }))
-            if let failed = reply.errorMessage { throw RedisError.server(failed, command: "SADD") }
-        } catch {
-            throw FerryError(error)
-        }
+        try await send(adding(names), connection: connection)
     }
 
     /// The names in the set.
     static func names(connection: RedisConnection) async throws(FerryError) -> Set<String> {
-        do throws(RedisError) {
-            let reply = try await connection.send(RedisCommand("SMEMBERS", [.string(key)]))
-            if let failed = reply.errorMessage { throw RedisError.server(failed, command: "SMEMBERS") }
-            return Set((reply.array ?? []).compactMap(\.string))
-        } catch {
-            throw FerryError(error)
-        }
+        let reply = try await send(RedisCommand("SMEMBERS", [.string(key)]), connection: connection)
+        return Set((reply.array ?? []).compactMap(\.string))
     }
 
     /// Removes names whose queue is gone.
     static func remove(_ names: some Collection<String>, connection: RedisConnection) async throws(FerryError) {
         guard !names.isEmpty else { return }
+        try await send(RedisCommand("SREM", [.string(key)] + names.map { .string($0) }), connection: connection)
+    }
+
+    /// Sends `command`; a failure, or an error reply, as a ``FerryError``.
+    @discardableResult
+    private static func send(_ command: RedisCommand, connection: RedisConnection) async throws(FerryError) -> RedisReply {
         do throws(RedisError) {
-            _ = try await connection.send(RedisCommand("SREM", [.string(key)] + names.map { .string($0) }))
+            let reply = try await connection.send(command)
+            if let failed = reply.errorMessage { throw RedisError.server(failed, command: command.name) }
+            return reply
         } catch {
             throw FerryError(error)
         }

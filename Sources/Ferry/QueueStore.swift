@@ -36,4 +36,10 @@ extension QueueStore {
     public var queue: QueueName { scope.queue }
     var keys: QueueKeys { scope.keys }
     var connection: RedisConnection { scope.connection }
+
+    /// Sends one command, its failure as a ``FerryError`` (which keeps Redis's error).
+    @discardableResult
+    func send(_ command: RedisCommand) async throws(FerryError) -> RedisReply {
+        do { return try await connection.send(command) } catch { throw FerryError(error) }
+    }
 }

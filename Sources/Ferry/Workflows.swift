@@ -381,13 +381,4 @@ public struct Workflows: QueueStore {
         }
         return removed
     }
-
-    @discardableResult
-    private func send(_ command: RedisCommand) async throws(FerryError) -> RedisReply {
-        do {
-            return try await connection.send(command)
-        } catch {
-            throw FerryError(error)
-        }
-    }
 }

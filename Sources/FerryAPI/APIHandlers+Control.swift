@@ -66,6 +66,10 @@ extension APIHandlers {
         var missing: [String] = []
         var changed = 0
         for jobID in candidates {
+            if body.dryRun == true && body.jobIds == nil {
+                chosen.append(jobID)  // listed as cancelled
+                continue
+            }
             if body.dryRun == true {
                 let state = try await JobStatus.load(jobID: jobID, queue: queue, group: group, connection: connection)?.state
                 if state == .cancelled { chosen.append(jobID) } else { missing.append(jobID) }
