@@ -115,7 +115,10 @@ extension Worker {
     /// the next lease extension) and the status catches up at the job's outcome.
     /// Returns the job ids to cancel.
     func startBatch(_ deliveries: [Delivery], cancelRequestsExist: Bool, control: ControlChannel) async -> Set<String> {
-        let runnable = deliveries.filter { if case .run = $0.plan { true } else { false } }
+        // A job about to be dead-lettered without running (an unknown type, too many deliveries)
+        // is asked about too: one someone asked to cancel ends cancelled, as it would have had
+        // it run, not dead with a reason no one needs to act on.
+        let runnable = deliveries.filter { if case .acknowledgeOnly = $0.plan { false } else { true } }
         let recorded = configuration.recordsStatus ? deliveries.filter { $0.unguardedMessage != nil } : []
         if recorded.isEmpty && (!cancelRequestsExist || runnable.isEmpty) { return [] }
         let checked = cancelRequestsExist ? runnable.map(\.jobID) : []
@@ -212,6 +215,10 @@ extension Worker {
             return .done
         case .deadLetter(let errorClass, let error):
             turn = orderingTurn(of: delivery)
+            if cancelRequested {
+                await cancel(jobID, entry: entry, attempt: attempt, control: control, logger: logger)
+                return .done
+            }
             deadLettering()
             deadLettered(
                 await deadLetter(

@@ -370,7 +370,9 @@ struct WorkerTests {
             }
         ]) {
             $0.lease = .milliseconds(200)
-            $0.retry = RetryPolicy(maxAttempts: 5, minimumBackoff: .milliseconds(1500), maximumBackoff: .milliseconds(1500))
+            // No jitter: the default (equal) would place the retry anywhere from 0.75 s to 1.5 s.
+            $0.retry = RetryPolicy(
+                maxAttempts: 5, minimumBackoff: .milliseconds(1500), maximumBackoff: .milliseconds(1500), jitter: .none)
         }
         try await running(worker) {
             _ = try await setup.publisher.publish(JobMessage(type: "t", data: ""))
@@ -888,6 +890,10 @@ struct WorkerTests {
         #expect(seen.all.map(\.id) != [unwanted.jobID], "the other job ran, not the cancelled one")
         #expect(
             try await JobStatus.load(jobID: unwanted.jobID, queue: setup.queue, connection: setup.redis)?.state == .cancelled)
+        // Its ids are written with the cancel, as a record at its start would have (a retry
+        // finds its entry by them).
+        let hash = try await setup.redis.send(RedisCommand("HMGET", [.string(statusKey), "job_id", "entry_id"]))
+        #expect(hash.array?.map(\.string) == [unwanted.jobID, unwanted.entryID])
         let finished = try #require(seen.all.first?.id)
         #expect(
             try await JobStatus.requestCancellation(jobID: finished, queue: setup.queue, connection: setup.redis)
@@ -895,6 +901,23 @@ struct WorkerTests {
         #expect(
             try await JobStatus.requestCancellation(jobID: "1-1", queue: setup.queue, connection: setup.redis) == nil,
             "no such entry: nothing recorded")
+    }
+
+    @Test(
+        "a job of a type no worker handles, cancelled before it is delivered, ends cancelled, not in the dead-letter stream")
+    func cancelBeforeStartOfUnknownType() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        _ = try await setup.publisher.publish(JobMessage(type: "nobody-handles", data: "", jobID: "orphan"))
+        _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "wanted"))
+        #expect(
+            try await JobStatus.requestCancellation(jobID: "orphan", queue: setup.queue, connection: setup.redis) == .queued)
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }])) {
+            #expect(await eventually { seen.count == 1 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(try await JobStatus.load(jobID: "orphan", queue: setup.queue, connection: setup.redis)?.state == .cancelled)
+        #expect(try await setup.deadEntries().isEmpty, "nothing to act on: it was cancelled")
     }
 
     @Test("a running job that is cancelled sees cancellation, and is acknowledged as cancelled, not retried")

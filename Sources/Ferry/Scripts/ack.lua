@@ -60,7 +60,10 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
       local keep = outcome == 'succeeded' and ARGV[4] or ARGV[5]
       local started_at = ARGV[i + 5]
       if started_at == '' then
-        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields, nil, 'running')
+        -- A success follows this worker's running record. A cancel may come before any (a job
+        -- cancelled before it started): its state is read, and its ids written with it.
+        set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields, nil,
+          outcome == 'succeeded' and 'running' or nil)
       else
         -- The running record start_batch.lua would have written.
         local started, from = running_fields(ARGV[i + 7], ARGV[2], started_at)
