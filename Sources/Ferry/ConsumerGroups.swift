@@ -157,10 +157,6 @@ public struct ConsumerGroups: QueueStore {
         _ command: RedisCommand, translating prefix: RedisErrorPrefix? = nil, into replacement: FerryError? = nil
     ) async throws(FerryError) -> RedisReply {
         if let prefix, let replacement { return try await connection.send(command, translating: prefix, into: replacement) }
-        do {
-            return try await connection.send(command)
-        } catch {
-            throw FerryError(error)
-        }
+        return try await connection.sendReportingFerryError(command)
     }
 }

@@ -6,21 +6,15 @@ import Foundation
 ///
 /// Each entry holds the job's original fields plus `dead_letter.*` fields saying where it came
 /// from and why it failed (docs/wire-format.md).
-public struct DeadLetters: Sendable {
-    /// The queue whose dead letters these are.
-    public let queue: QueueName
-    /// Its keys: the dead-letter stream, and the job stream redrives go back to.
-    public let keys: QueueKeys
-    private let connection: RedisConnection
+public struct DeadLetters: QueueStore {
+    /// The queue whose dead letters these are, and the connection, which may be shared with
+    /// other work.
+    public let scope: QueueScope
 
     static let redriveScript = RedisScript(name: "redrive", source: EmbeddedLuaScripts.redrive)
 
-    /// Reads and writes through `connection`, which may be shared with other work.
-    public init(queue: QueueName, connection: RedisConnection) {
-        self.queue = queue
-        self.keys = QueueKeys(queue: queue)
-        self.connection = connection
-    }
+    /// Reads and writes through `scope.connection`.
+    public init(_ scope: QueueScope) { self.scope = scope }
 
     /// One dead-lettered job.
     public struct Letter: Sendable, Hashable {
@@ -196,15 +190,5 @@ public struct DeadLetters: Sendable {
             try await send(
                 RedisCommand("XTRIM", [.string(keys.deadLetter), "MINID", .string("\(date.millisecondsSince1970)-0")])
             ).integer ?? 0)
-    }
-
-    private func send(_ command: RedisCommand) async throws(FerryError) -> RedisReply {
-        do { return try await connection.send(command) } catch { throw FerryError(error) }
-    }
-
-    private func send(
-        _ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument]
-    ) async throws(FerryError) -> RedisReply {
-        do { return try await connection.run(script, keys: keys, arguments: arguments) } catch { throw FerryError(error) }
     }
 }

@@ -3,7 +3,7 @@ import FerryRedis
 /// Finds a job that has no status hash (published by a plain `XADD`, or its status expired) in
 /// the job stream itself, and says where it is in each consumer group: so `ferry job status`
 /// answers for every job the stream holds, not only those published with status on.
-public struct JobLocator: Sendable {
+public struct JobLocator: QueueStore {
     /// Where a job is in one group.
     public enum Position: Sendable, Equatable {
         /// Not delivered to the group yet.
@@ -27,14 +27,11 @@ public struct JobLocator: Sendable {
     /// of job ids (the job store's index will be one), so older ones are not looked at.
     public static let searchLimit = 10_000
 
-    private let keys: QueueKeys
-    private let connection: RedisConnection
+    /// The queue whose stream is searched, and the connection.
+    public let scope: QueueScope
 
-    /// Searches `queue`'s stream on `connection`.
-    public init(queue: QueueName, connection: RedisConnection) {
-        self.keys = QueueKeys(queue: queue)
-        self.connection = connection
-    }
+    /// Searches `scope.queue`'s stream on `scope.connection`.
+    public init(_ scope: QueueScope) { self.scope = scope }
 
     /// The job whose entry ID is `id`, or whose `job_id` is `id` among the newest
     /// ``searchLimit`` entries of a priority lane; nil when no lane holds either.
@@ -80,13 +77,5 @@ public struct JobLocator: Sendable {
             end = "(" + last.id
         }
         return nil
-    }
-
-    private func send(_ command: RedisCommand) async throws(FerryError) -> RedisReply {
-        do {
-            return try await connection.send(command)
-        } catch {
-            throw FerryError(error)
-        }
     }
 }

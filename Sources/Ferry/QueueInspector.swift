@@ -326,10 +326,10 @@ public struct QueueInspector: Sendable {
     }
 
     private func send(_ command: RedisCommand) async throws(FerryError) -> RedisReply {
-        do { return try await connection.send(command) } catch { throw FerryError(error) }
+        try await connection.sendReportingFerryError(command)
     }
 
     private func pipeline(_ commands: [RedisCommand]) async throws(FerryError) -> [RedisReply] {
-        do { return try await connection.pipeline(commands) } catch { throw FerryError(error) }
+        try await connection.pipelineReportingFerryError(commands)
     }
 }

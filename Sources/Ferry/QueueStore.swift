@@ -40,6 +40,27 @@ extension QueueStore {
     /// Sends one command, its failure as a ``FerryError`` (which keeps Redis's error).
     @discardableResult
     func send(_ command: RedisCommand) async throws(FerryError) -> RedisReply {
-        do { return try await connection.send(command) } catch { throw FerryError(error) }
+        try await connection.sendReportingFerryError(command)
+    }
+
+    /// Runs one of Ferry's scripts, its failure as a ``FerryError``.
+    @discardableResult
+    func send(_ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument]) async throws(FerryError) -> RedisReply {
+        do { return try await connection.run(script, keys: keys, arguments: arguments) } catch { throw FerryError(error) }
+    }
+}
+
+extension RedisConnection {
+    /// Sends `command`, its failure as a ``FerryError`` (which keeps Redis's error code): what
+    /// the library's stores and inspectors throw, so a command-line tool or the HTTP API maps
+    /// it to an exit code or a status without knowing Redis's errors.
+    @discardableResult
+    nonisolated func sendReportingFerryError(_ command: RedisCommand) async throws(FerryError) -> RedisReply {
+        do { return try await send(command) } catch { throw FerryError(error) }
+    }
+
+    /// Sends `commands` in one pipeline, a failure as a ``FerryError``.
+    nonisolated func pipelineReportingFerryError(_ commands: [RedisCommand]) async throws(FerryError) -> [RedisReply] {
+        do { return try await pipeline(commands) } catch { throw FerryError(error) }
     }
 }
