@@ -118,10 +118,10 @@ extension Worker {
         // A job about to be dead-lettered without running (an unknown type, too many deliveries)
         // is asked about too: one someone asked to cancel ends cancelled, as it would have had
         // it run, not dead with a reason no one needs to act on.
-        let runnable = deliveries.filter { if case .acknowledgeOnly = $0.plan { false } else { true } }
+        let cancellable = deliveries.filter { if case .acknowledgeOnly = $0.plan { false } else { true } }
         let recorded = configuration.recordsStatus ? deliveries.filter { $0.unguardedMessage != nil } : []
-        if recorded.isEmpty && (!cancelRequestsExist || runnable.isEmpty) { return [] }
-        let checked = cancelRequestsExist ? runnable.map(\.jobID) : []
+        if recorded.isEmpty && (!cancelRequestsExist || cancellable.isEmpty) { return [] }
+        let checked = cancelRequestsExist ? cancellable.map(\.jobID) : []
         let startedAt = nowMilliseconds()
         let records = recorded.map { delivery in
             ControlChannel.RunningRecord(
