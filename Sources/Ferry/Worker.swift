@@ -479,19 +479,19 @@ public final class Worker: Sendable {
         let before = { (a: String, b: String) in a != b && StreamEntry.isID(a, atOrBefore: b) }
         let low = ids.min(by: before) ?? ""
         let high = ids.max(by: before) ?? ""
-        arguments += [.string(low), .string(high)]
+        arguments += [.string(low), .string(high), .integer(Int64(acks.count))]
         for ack in acks {
             arguments.append(.string(ack.entryID))
-            if let status = ack.status {
-                scriptKeys.append(.string(status.key))
-                arguments += [
-                    .integer(Int64(scriptKeys.count)),  // its index in KEYS, from 1
-                    .string(status.jobID), .string(status.outcome.rawValue),
-                ]
-            } else {
-                arguments += [0, "", ""]
+            guard let status = ack.status else {
+                // No status to write: the entry ends here.
+                arguments.append(0)
+                continue
             }
-            arguments.append(.integer(ack.processingMilliseconds))
+            scriptKeys.append(.string(status.key))
+            arguments += [
+                .integer(Int64(scriptKeys.count)),  // its index in KEYS, from 1
+                .string(status.jobID), .string(status.outcome.rawValue), .integer(ack.processingMilliseconds),
+            ]
             if let start = ack.start {
                 arguments += [.integer(start.startedAt), .string(start.type), .integer(Int64(start.attempt))]
             } else {
