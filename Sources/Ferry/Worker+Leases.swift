@@ -56,6 +56,9 @@ extension Worker {
                 try await cancelRequestedJobs(control, slots: slots)
             } catch {
                 logger.info("lease extension failed", metadata: redisFailure(error))
+                // Unextended, this worker's slots could lapse while their jobs run; a name
+                // reused after that would have the jobs' releases count off new slots.
+                if !limitSlots.isEmpty { renewSlotHolder(after: "an extension of concurrency slots") }
             }
         }
     }

@@ -62,6 +62,33 @@ extension Worker {
         }
     }
 
+    /// The name this worker's new concurrency slots are counted under in a limit's `:held` and
+    /// `:holders`: its consumer name, then `<consumer>#<n>` after the n-th write whose outcome it
+    /// could not know (``renewSlotHolder(after:)``).
+    ///
+    /// A slot write that timed out after Redis ran it (an `acquire.lua` whose reply was lost, a
+    /// release that failed) leaves a count no running job will release. Counted under the
+    /// worker's one name, that count would never lapse while the worker's other jobs keep the
+    /// name's lease extended: the limit would lose those slots for the worker's life. Under a
+    /// fresh name for later slots, the old name's lease is extended only while jobs that took
+    /// slots under it run, and lapses a lease after the last ends, freeing what was left.
+    var slotHolder: String {
+        let epoch = state.withLock(\.slotEpoch)
+        return epoch == 0 ? configuration.consumer : "\(configuration.consumer)#\(epoch)"
+    }
+
+    /// Counts this worker's later slots under a fresh holder name (``slotHolder``), because a
+    /// write of its slots may have landed or not: `what` is logged.
+    func renewSlotHolder(after what: String) {
+        let epoch = state.withLock { state in
+            state.slotEpoch += 1
+            return state.slotEpoch
+        }
+        logger.info(
+            "slot_holder_renewed: \(what) may or may not have reached Redis; this worker's new concurrency slots are counted under a new name, and what the old name holds lapses a lease after its last job ends",
+            metadata: ["ferry.slot_epoch": "\(epoch)"])
+    }
+
     /// A concurrency slot a running job holds, counted for this worker: released at its end,
     /// extended with the worker's leases.
     struct LimitSlot: Sendable, Hashable {
@@ -72,6 +99,8 @@ extension Worker {
         let waiting: String
         /// The limit's most slots, when the job took it.
         let most: Int
+        /// The name the slot is counted under (``Worker/slotHolder``, when the job took it).
+        let holder: String
 
         var keys: [RedisArgument] { [.string(held), .string(holders), .string(handed), .string(waiting)] }
     }
@@ -128,6 +157,7 @@ extension Worker {
     private func acquire(_ deliveries: [Delivery], control: ControlChannel, logger: Logger) async -> [Admission]? {
         let stored = state.withLock { Dictionary($0.limits.map { ($0.limit.name, $0.json) }) { first, _ in first } }
         let delayed = keys.delayed(group: configuration.group)
+        let holder = slotHolder
         var stateKeys: [RedisArgument] = []
         var stateArguments: [RedisArgument] = []
         var stateNumbers: [String: Int] = [:]  // by limit name, and key for a per-key limit
@@ -171,9 +201,9 @@ extension Worker {
                     case .concurrency(let most):
                         let slot = LimitSlot(
                             held: limitKeys.held, holders: limitKeys.holders, handed: limitKeys.handed,
-                            waiting: limitKeys.waiting, most: most)
+                            waiting: limitKeys.waiting, most: most, holder: holder)
                         stateKeys += slot.keys
-                        stateArguments += ["c", .string(limit.name), .integer(Int64(most)), "", json]
+                        stateArguments += ["c", .string(limit.name), .integer(Int64(most)), .string(holder), json]
                         slotsOf[number] = slot
                     case .rate(let count, let period, let burst):
                         // Four keys a state; a rate uses two (named twice: every key a script
@@ -212,6 +242,7 @@ extension Worker {
             reply = try await control.transition(Self.acquireScript, keys: scriptKeys, arguments: arguments).array ?? []
         } catch {
             logger.info("could not check the queue's limits; the jobs come back after the lease", metadata: redisFailure(error))
+            if !slotsOf.isEmpty { renewSlotHolder(after: "a concurrency check (acquire.lua)") }
             return deliveries.map { _ in .notRun }
         }
         if reply.first?.string == "stale" { return nil }
@@ -318,6 +349,7 @@ extension Worker {
                 logger.info(
                     "could not release the job's limit slots or ordering key; they free when their lease ends",
                     metadata: redisFailure(error))
+                if !held.isEmpty { renewSlotHolder(after: "a release of concurrency slots") }
             }
         }
     }
@@ -334,9 +366,11 @@ extension Worker {
         }
         var arguments: [RedisArgument] = [
             .integer(configuration.lease.milliseconds), .string(keys.delayedPrefix), .string(configuration.group),
-            .string(configuration.consumer), .integer(Int64(order.count)),
+            .integer(Int64(order.count)),
         ]
-        for slot in order { arguments += [.integer(Int64(slot.most)), .integer(Int64(ended[slot] ?? 0))] }
+        for slot in order {
+            arguments += [.integer(Int64(slot.most)), .integer(Int64(ended[slot] ?? 0)), .string(slot.holder)]
+        }
         var scriptKeys = order.flatMap(\.keys)
         let turns = releases.compactMap(\.turn)
         arguments.append(.integer(Int64(turns.count)))
@@ -354,12 +388,17 @@ extension Worker {
     }
 
     /// Extends this worker's slots with its leases (`extend_slots.lua`): one write per limit
-    /// state where its running jobs hold slots.
+    /// state and holder name under which its running jobs hold slots.
     func extendSlots(_ held: [LimitSlot], control: ControlChannel) async throws(RedisError) {
-        let holders = Set(held.map(\.holders))
-        guard !holders.isEmpty else { return }
+        struct Holding: Hashable, Comparable {
+            let holders: String
+            let holder: String
+            static func < (a: Holding, b: Holding) -> Bool { (a.holders, a.holder) < (b.holders, b.holder) }
+        }
+        let holdings = Set(held.map { Holding(holders: $0.holders, holder: $0.holder) }).sorted()
+        guard !holdings.isEmpty else { return }
         try await control.run(
-            Self.extendSlotsScript, keys: holders.sorted().map { .string($0) },
-            arguments: [.integer(configuration.lease.milliseconds), .string(configuration.consumer)])
+            Self.extendSlotsScript, keys: holdings.map { .string($0.holders) },
+            arguments: [.integer(configuration.lease.milliseconds)] + holdings.map { .string($0.holder) })
     }
 }

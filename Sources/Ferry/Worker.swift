@@ -169,6 +169,9 @@ public final class Worker: Sendable {
         var lastLimitWait: ContinuousClock.Instant?
         /// A finished job's slot went to a job of this group: look for it now.
         var slotHandedToGroup = false
+        /// Bumped when a write of this worker's concurrency slots may or may not have landed
+        /// (``Worker/slotHolder``): new slots are then counted under a fresh holder name.
+        var slotEpoch = 0
         /// The streams of the queue's priority lanes this group reads, the normal lane's first
         /// (``Worker/refreshLanes(_:)``); empty until first read.
         var laneStreams: [String] = []

@@ -266,4 +266,71 @@ extension WorkerTests {
         }
         #expect(seen.all.map(\.id) == ["first"])
     }
+
+    @Test(
+        "slots left counted by a write the worker could not confirm lapse once the jobs that took slots under that name end, though the worker keeps running limited jobs"
+    )
+    func uncertainSlotWriteLapses() async throws {
+        let setup = try await Setup("limit-orphan")
+        try await setLimits(setup, QueueLimit(name: "two", kind: .concurrency(2)))
+        let gates = Mutex<Set<String>>([]), started = Deliveries()
+        let handler = JobHandlerClosure { job in
+            started.record(job)
+            while !gates.withLock({ $0.contains(job.id) }) { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        let slots = setup.keys.limitState(name: "two", key: nil)
+        let worker = setup.worker(["t": handler], consumer: "orphan-c") { $0.lease = .seconds(3) }
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "first"))
+            #expect(await eventually { started.count == 1 })
+            // A write of the worker's slots it could not confirm: new slots go under a new name.
+            worker.renewSlotHolder(after: "a test's lost reply")
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "keeper"))
+            #expect(await eventually { started.count == 2 })
+            #expect(try await setup.redis.send(RedisCommand("HGET", [.string(slots.held), "orphan-c#1"])).string == "1")
+            // What that write left: a slot counted under the old name that no job of the worker holds.
+            try await setup.redis.send(RedisCommand("HINCRBY", [.string(slots.held), "orphan-c", 1]))
+            try await setup.redis.send(RedisCommand("HINCRBY", [.string(slots.held), "*", 1]))
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "next"))
+            #expect(
+                await eventually {
+                    try await JobStatus.load(jobID: "next", queue: setup.queue, connection: setup.redis)?.state == .waiting
+                }, "the limit is full")
+            gates.withLock { _ = $0.insert("first") }
+            // first's end leaves the orphaned count under the old name, which nothing extends now:
+            // it lapses a lease later, and next takes its slot while keeper still runs.
+            #expect(
+                await eventually(.seconds(30)) { started.all.contains { $0.id == "next" } },
+                "the orphaned slot lapsed while keeper kept the worker's new name extended")
+            #expect(gates.withLock { !$0.contains("keeper") }, "keeper was still running")
+            gates.withLock { $0.formUnion(["keeper", "next"]) }
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        let releasedAll = await eventually {
+            try await setup.redis.send(RedisCommand("HGET", [.string(slots.held), "*"])).string == "0"
+        }
+        let held = try await setup.redis.send(RedisCommand("HGETALL", [.string(slots.held)]))
+        #expect(releasedAll, "every slot was released: \(held)")
+    }
+
+    @Test("a failed concurrency check renews the name the worker's slots are counted under; its later jobs run")
+    func failedAcquireRenewsHolder() async throws {
+        let setup = try await Setup("limit-renew")
+        try await setLimits(setup, QueueLimit(name: "two", kind: .concurrency(2)))
+        let slots = setup.keys.limitState(name: "two", key: nil)
+        // A key of the wrong type makes acquire.lua fail with Redis's WRONGTYPE error.
+        try await setup.redis.send(RedisCommand("SET", [.string(slots.held), "not a hash"]))
+        let seen = Deliveries(), log = LogRecord()
+        let worker = setup.worker(["t": JobHandlerClosure { seen.record($0) }], consumer: "renew-c", logger: log.logger()) {
+            $0.lease = .seconds(2)
+        }
+        try await running(worker) {
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "j1"))
+            #expect(await eventually { log.messages.contains { $0.hasPrefix("slot_holder_renewed: ") } })
+            try await setup.redis.send(RedisCommand("DEL", [.string(slots.held)]))
+            #expect(await eventually(.seconds(30)) { seen.count == 1 }, "it came back after the lease and ran")
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(worker.slotHolder.hasPrefix("renew-c#"))
+    }
 }

@@ -372,9 +372,10 @@ end
 
 -- What a worker's flush releases after its jobs' outcomes: release.lua's work, also done at the
 -- end of ack.lua when a flush has both. Reads KEYS from `first_key` on and ARGV from `at` on:
---   ARGV: the lease (ms), the prefix of the groups' later deliveries, the worker's group and
---         consumer name, s, then for each of s limit states the limit's most slots and how many
---         of the worker's jobs holding one ended; then o, then for each of o ordering keys the
+--   ARGV: the lease (ms), the prefix of the groups' later deliveries, the worker's group, s,
+--         then for each of s limit states the limit's most slots, how many of the worker's jobs
+--         holding one ended, and the name their slots were counted under (a state appears once
+--         per name: Worker.slotHolder); then o, then for each of o ordering keys the
 --         entry ID of the job that ended, 'block' or 'release', the registry field, the key as
 --         given; then how long a key's state outlives its last change (ms)
 --   KEYS: for each limit state its held, holders, handed and waiting keys; then, when o > 0, the
@@ -384,20 +385,20 @@ end
 -- lapsed (it was cut off longer than its lease) frees nothing twice. Returns how many slots and
 -- turns went to waiting jobs of the worker's group, which it then looks for at once.
 local function release_slots(first_key, at)
-  local lease, delayed_prefix, group, consumer = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  local states = tonumber(ARGV[at + 4])
-  at = at + 5
+  local lease, delayed_prefix, group = tonumber(ARGV[at]), ARGV[at + 1], ARGV[at + 2]
+  local states = tonumber(ARGV[at + 3])
+  at = at + 4
   local now
   local own = 0
   local k = first_key
   for _ = 1, states do
-    local most, ended = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-    at = at + 2
-    local freed = math.min(ended, tonumber(redis.call('HGET', KEYS[k], consumer) or '0'))
+    local most, ended, holder = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), ARGV[at + 2]
+    at = at + 3
+    local freed = math.min(ended, tonumber(redis.call('HGET', KEYS[k], holder) or '0'))
     if freed > 0 then
-      if redis.call('HINCRBY', KEYS[k], consumer, -freed) <= 0 then
-        redis.call('HDEL', KEYS[k], consumer)
-        redis.call('ZREM', KEYS[k + 1], consumer)
+      if redis.call('HINCRBY', KEYS[k], holder, -freed) <= 0 then
+        redis.call('HDEL', KEYS[k], holder)
+        redis.call('ZREM', KEYS[k + 1], holder)
       end
       redis.call('HINCRBY', KEYS[k], '*', -freed)
     end

@@ -21,7 +21,9 @@
 -- ARGV[6]  the index prefix ferry:{Q}:idx:
 -- ARGV[7]  the prefix of the groups' later deliveries ferry:{Q}:delayed:
 -- ARGV[8]  s, the number of limit states; then five values each: 'c', the limit's name, its most
---          slots, '', its JSON as the worker read it; or 'r', its name, the spacing between
+--          slots, the name the worker's slots are counted under (its consumer name, or
+--          `<consumer>#<n>` after a slot write whose outcome it could not know: Worker.slotHolder),
+--          its JSON as the worker read it; or 'r', its name, the spacing between
 --          starts (µs), the burst, its JSON; or 'o', the ordering key, '', '', '' (its keys: the
 --          key's turn in the group ferry:{Q}:order:<group>:<key>, its :waiting, the key's list of
 --          published jobs ferry:{Q}:ordered:<key>, and the turn again)
@@ -86,6 +88,7 @@ local function state(i)
   st = { kind = ARGV[at], name = ARGV[at + 1], a = tonumber(ARGV[at + 2]), b = tonumber(ARGV[at + 3]) or 0,
     k1 = KEYS[k + 1], k2 = KEYS[k + 2], k3 = KEYS[k + 3], k4 = KEYS[k + 4], new = 0, moved = 0 }
   if st.kind == 'c' then
+    st.holder = ARGV[at + 3]
     st.held = tonumber(redis.call('HGET', st.k1, '*') or '0')
     -- Full, or jobs wait: free lapsed slots and serve the waiters first.
     if st.held >= st.a or redis.call('EXISTS', st.k4) == 1 then
@@ -259,11 +262,11 @@ end
 
 for _, st in pairs(states) do
   if st.new + st.moved > 0 then
-    redis.call('HINCRBY', st.k1, ARGV[2], st.new + st.moved)
+    redis.call('HINCRBY', st.k1, st.holder, st.new + st.moved)
     if st.new > 0 then
       redis.call('HINCRBY', st.k1, '*', st.new)
     end
-    redis.call('ZADD', st.k2, now + lease, ARGV[2])
+    redis.call('ZADD', st.k2, now + lease, st.holder)
     redis.call('PEXPIRE', st.k1, lease * 2 + idle_keep)
     redis.call('PEXPIRE', st.k2, lease * 2 + idle_keep)
   end

@@ -3,7 +3,8 @@
 --
 -- KEYS     the :holders keys of the limit states where the worker holds slots
 -- ARGV[1]  the lease, ms
--- ARGV[2]  this consumer's name
+-- ARGV[2..] for each key, the name the slots are counted under there (Worker.slotHolder: the
+--           consumer's name, or `<consumer>#<n>`; a key appears once per name)
 --
 -- XX: slots freed as lapsed (the worker was cut off longer than its lease) are not taken back,
 -- which could put the limit over. Returns how many were extended.
@@ -11,8 +12,8 @@
 local lease = tonumber(ARGV[1])
 local ends = now_ms() + lease
 local extended = 0
-for _, key in ipairs(KEYS) do
-  extended = extended + redis.call('ZADD', key, 'XX', 'CH', ends, ARGV[2])
+for i, key in ipairs(KEYS) do
+  extended = extended + redis.call('ZADD', key, 'XX', 'CH', ends, ARGV[i + 1])
   outlive(key, lease * 2 + 3600000)
 end
 return extended
