@@ -11,9 +11,17 @@ extension APIHandlers {
 
     func pauseQueue(_ input: Operations.PauseQueue.Input) async throws -> Operations.PauseQueue.Output {
         let queue = try queueName(input.path.queue)
+        let wait = try Self.wait(input.query.wait)
         let pause = QueuePause(queue: queue, connection: connection)
         try await pause.pause(group: input.query.group)
-        return .ok(.init(body: .json(try await paused(pause))))
+        var answer = try await paused(pause)
+        if wait > .zero {
+            // As `ferry queue pause --wait`: until every live worker starts nothing new.
+            let confirmation = try await pause.waitUntilConfirmed(group: input.query.group, timeout: wait)
+            answer.confirmed = confirmation.confirmed
+            answer.unconfirmed = confirmation.unconfirmed
+        }
+        return .ok(.init(body: .json(answer)))
     }
 
     func resumeQueue(_ input: Operations.ResumeQueue.Input) async throws -> Operations.ResumeQueue.Output {

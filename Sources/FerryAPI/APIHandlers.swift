@@ -172,6 +172,16 @@ struct APIHandlers: APIProtocol {
         return duration
     }
 
+    /// A request's `wait` (absent: none), at most ``longestWait``: a request held longer would
+    /// outlast the timeouts of most proxies and clients in front of the API.
+    static func wait(_ text: String?) throws -> Duration {
+        let wait = try text.map { try duration($0, field: "wait") } ?? .zero
+        guard wait <= longestWait else {
+            throw APIProblem(.invalidRequest, "wait is at most \(longestWait.milliseconds / 1000)s; got \(text ?? "")")
+        }
+        return wait
+    }
+
     /// Refuses an idempotency key used before with another body (409, naming the job it
     /// published): the first use records the body's SHA-256 for the dedup window.
     private func checkSameRequest(
@@ -217,11 +227,7 @@ struct APIHandlers: APIProtocol {
 
     func getJob(_ input: Operations.GetJob.Input) async throws -> Operations.GetJob.Output {
         let queue = try queueName(input.path.queue)
-        let wait = try input.query.wait.map { try Self.duration($0, field: "wait") } ?? .zero
-        guard wait <= Self.longestWait else {
-            throw APIProblem(
-                .invalidRequest, "wait is at most \(Self.longestWait.milliseconds / 1000)s; got \(input.query.wait ?? "")")
-        }
+        let wait = try Self.wait(input.query.wait)
         let deadline = ContinuousClock.now + wait
         var job = try await view(input.path.jobId, queue: queue, group: input.query.group)
         while !job.finished && ContinuousClock.now < deadline {

@@ -94,6 +94,33 @@ struct ControlAPITests {
         }
     }
 
+    @Test("a pause with wait answers once every live worker confirmed it starts nothing new, naming them; a wait over 60s is refused")
+    func pauseWaitsForWorkers() async throws {
+        let server = try await APIServerProcess(["--no-auth"])
+        let setup = try await TestQueue("api-pause-wait")
+        let base = "/v1/queues/\(setup.name)"
+        let started = Mutex(0)
+        try await running(setup, handler: JobHandlerClosure { _ in started.withLock { $0 += 1 } }) {
+            _ = try await setup.publisher.publish(JobMessage(type: "a", jobID: "before"))
+            #expect(await eventually { started.withLock { $0 } == 1 }, "the worker is live")
+            let paused = try await server.send("POST", base + ":pause?wait=30s")
+            #expect(paused.status == 200, "\(paused.text)")
+            let confirmed = paused.json?["confirmed"] as? [String] ?? []
+            #expect(confirmed.count == 1 && confirmed.first?.hasPrefix("workers/") == true, "\(paused.text)")
+            #expect(paused.json?["unconfirmed"] as? [String] == [], "\(paused.text)")
+            _ = try await setup.publisher.publish(JobMessage(type: "a", jobID: "after"))
+            let status = try await server.send("GET", base + "/jobs/after?wait=1s")
+            #expect(status.status == 200 && started.withLock { $0 } == 1, "a confirmed pause starts nothing: \(status.text)")
+            let resumed = try await server.send("POST", base + ":resume")
+            #expect(resumed.status == 200)
+            #expect(await eventually { started.withLock { $0 } == 2 })
+        }
+        let plain = try await server.send("POST", base + ":pause")
+        #expect(plain.json?["confirmed"] == nil, "without wait, nothing is waited for: \(plain.text)")
+        let tooLong = try await server.send("POST", base + ":pause?wait=90s")
+        #expect(tooLong.status == 400 && (tooLong.json?["detail"] as? String)?.contains("at most 60s") == true, "\(tooLong.text)")
+    }
+
     @Test("cron schedules and limits are set, listed, paused, resumed and deleted; bad ones are 400 and unknown ones 404")
     func cronAndLimits() async throws {
         let server = try await APIServerProcess(["--no-auth"])
