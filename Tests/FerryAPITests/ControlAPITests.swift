@@ -94,7 +94,9 @@ struct ControlAPITests {
         }
     }
 
-    @Test("a pause with wait answers once every live worker confirmed it starts nothing new, naming them; a wait over 60s is refused")
+    @Test(
+        "a pause with wait answers once every live worker confirmed it starts nothing new, naming them; a wait over 60s is refused"
+    )
     func pauseWaitsForWorkers() async throws {
         let server = try await APIServerProcess(["--no-auth"])
         let setup = try await TestQueue("api-pause-wait")
