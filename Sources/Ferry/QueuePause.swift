@@ -70,7 +70,13 @@ public struct QueuePause: QueueStore {
         var live: [(group: String, consumers: [String])] = []
         try await send(RedisCommand("DEL", groups.map { .string(keys.pauseSeen(group: $0)) }))
         for name in groups {
-            let reply = try await send(RedisCommand("XINFO", ["CONSUMERS", .string(keys.jobs), .string(name)]))
+            let reply: RedisReply
+            do {
+                reply = try await send(RedisCommand("XINFO", ["CONSUMERS", .string(keys.jobs), .string(name)]))
+            } catch  where error.redisError?.prefix == .noGroup || error.redisError?.message.contains("no such key") == true {
+                // A group (or queue) no worker has read yet may be paused ahead; it has no workers to wait for.
+                continue
+            }
             let consumers = (reply.array ?? []).map(QueueInspector.fields).filter {
                 ($0["idle"]?.integer ?? .max) < liveWithin.milliseconds
             }

@@ -129,4 +129,14 @@ extension WorkerTests {
                     .isEmpty
             }, "idle past the window: not waited for")
     }
+
+    @Test("a pause of a group, or of a queue, no worker has read yet waits for no one and is not an error")
+    func pauseConfirmationOfUnknownGroup() async throws {
+        let setup = try await Setup("pause-unknown")
+        let pause = QueuePause(queue: setup.queue, connection: setup.redis)
+        try await pause.pause(group: "later")
+        #expect(try await pause.waitUntilConfirmed(group: "later", timeout: .seconds(5)) == .init(), "no stream yet")
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        #expect(try await pause.waitUntilConfirmed(group: "later", timeout: .seconds(5)) == .init(), "no such group yet")
+    }
 }
