@@ -230,26 +230,54 @@ public struct JobStatusRecord: Sendable, Hashable {
         queueGroups + groups.keys.filter { !queueGroups.contains($0) }.sorted()
     }
 
-    /// Reads a job's status hash.
+    /// Reads a job's status hash, and for a job whose id is its entry ID, each group's packed
+    /// succeeded status (``QueueKeys/succeededStatuses(entryID:)``), as if in the hash.
     ///
     /// - Returns: nil when there is none.
     public static func load(
         jobID: String, queue: QueueName, connection: RedisConnection
     ) async throws(FerryError) -> JobStatusRecord? {
-        let reply: RedisReply
+        let keys = QueueKeys(queue: queue)
+        var hash: [String: String] = [:]
         do {
-            reply = try await connection.send(RedisCommand("HGETALL", [.string(QueueKeys(queue: queue).jobStatus(jobID: jobID))]))
+            let packedKey = keys.succeededStatuses(entryID: jobID)
+            var commands = [RedisCommand("HGETALL", [.string(keys.jobStatus(jobID: jobID))])]
+            if packedKey != nil { commands.append(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)])) }
+            let replies = try await connection.pipeline(commands)
+            let flat = replies[0].array ?? []
+            var index = 0
+            while index + 1 < flat.count {
+                hash[flat[index].string ?? ""] = flat[index + 1].string ?? ""
+                index += 2
+            }
+            // No stream (an error reply): no groups, nothing packed to look for.
+            let groups = replies.dropFirst().first?.array?.compactMap { QueueInspector.fields($0)["name"]?.string } ?? []
+            if let packedKey, !groups.isEmpty {
+                let packed = try await connection.send(
+                    RedisCommand("HMGET", [.string(packedKey)] + groups.map { .string($0 + "." + jobID) }))
+                for (group, value) in zip(groups, packed.array ?? []) {
+                    guard let value = value.string, let fields = unpack(value, jobID: jobID) else { continue }
+                    for (name, value) in fields.group { hash[group + "." + name] = value }
+                    for (name, value) in fields.shared where hash[name] == nil { hash[name] = value }
+                }
+            }
         } catch {
             throw FerryError(error)
         }
-        let flat = reply.array ?? []
-        guard !flat.isEmpty else { return nil }
-        var hash: [String: String] = [:]
-        var index = 0
-        while index + 1 < flat.count {
-            hash[flat[index].string ?? ""] = flat[index + 1].string ?? ""
-            index += 2
-        }
+        guard !hash.isEmpty else { return nil }
         return JobStatusRecord(jobID: jobID, hash: hash)
+    }
+
+    /// The fields a packed succeeded status stands for (`succeeded|<finished_at>|<started_at>|
+    /// <attempts>|<processing_ms>|<consumer>|<type>`, written by `pack_succeeded` in the scripts'
+    /// prelude): the group's, and the job's own. Nil for a value this version cannot read.
+    static func unpack(_ value: String, jobID: String) -> (group: [String: String], shared: [String: String])? {
+        let parts = value.split(separator: "|", maxSplits: 6, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 7, let state = JobState(rawValue: parts[0]) else { return nil }
+        let group = [
+            "state": state.rawValue, "finished_at": parts[1], "updated_at": parts[1], "started_at": parts[2],
+            "attempts": parts[3], "processing_ms": parts[4], "consumer": parts[5], "progress": "100", "retryable": "0",
+        ]
+        return (group, ["job_id": jobID, "entry_id": jobID, "type": parts[6]])
     }
 }

@@ -6,15 +6,18 @@ import FerryRedis
 ///
 /// Format 1 (Ferry before the job store) wrote no meta key and kept one status for every
 /// group; format 2 keeps each group's status apart (`<group>.<field>`) and an index of jobs by
-/// state. A worker of format 2 takes over a format-1 queue as it is: entries, pending lists, dead
-/// letters and idempotency keys are unchanged, and a format-1 status hash reads as every group's
-/// status until it expires.
+/// state; format 3 packs the common success (a first run of a job whose id is its entry ID) into
+/// a hash per minute of publishing (``QueueKeys/succeededStatuses(entryID:)``) instead of a key
+/// per job. A worker of format 3 takes over a queue of format 1 or 2 as it is: entries, pending
+/// lists, dead letters and idempotency keys are unchanged, and older status hashes read as they
+/// were until they expire. It marks the queue format 3, so a worker that cannot read packed
+/// statuses refuses it.
 public enum QueueFormat {
     /// The format this version writes.
-    public static let current = 2
+    public static let current = 3
 
     /// Marks the queue as written in ``current`` when it has no format yet (a new queue, or
-    /// one of format 1), and returns the format it is in.
+    /// one of format 1) or an older one it takes over, and returns the format it is in.
     public static func claim(_ queue: QueueName, connection: RedisConnection) async throws(RedisError) -> Int {
         let meta = QueueKeys(queue: queue).meta
         let replies = try await connection.pipeline([
@@ -25,7 +28,11 @@ public enum QueueFormat {
         // Listed among the Redis's queues from the worker's start (QueueRegistry).
         let registered = try await connection.send(QueueRegistry.adding([queue.rawValue]))
         if let failed = registered.errorMessage { throw RedisError.server(failed, command: "SADD") }
-        return replies[1].string.flatMap { Int($0) } ?? 0
+        let found = replies[1].string.flatMap { Int($0) } ?? 0
+        guard (1..<current).contains(found) else { return found }
+        let raised = try await connection.send(RedisCommand("HSET", [.string(meta), "format", .integer(Int64(current))]))
+        if let failed = raised.errorMessage { throw RedisError.server(failed, command: "HSET") }
+        return current
     }
 
     /// The refusal for a queue in a format this version does not know: both versions named,
@@ -33,7 +40,7 @@ public enum QueueFormat {
     static func refusal(_ queue: QueueName, found: Int) -> FerryError {
         FerryError(
             .invalidInput,
-            "queue \(queue) is in data format \(found) (ferry:{\(queue)}:meta), which this Ferry does not know: it reads formats 1 and \(current). Run a Ferry release that knows format \(found)."
+            "queue \(queue) is in data format \(found) (ferry:{\(queue)}:meta), which this Ferry does not know: it reads formats 1 to \(current). Run a Ferry release that knows format \(found)."
         )
     }
 }

@@ -76,6 +76,15 @@ public struct QueueKeys: Sendable, Hashable {
 
     /// `ferry:{Q}:payload:<sha256>`: a payload stored by reference (``PayloadReference``).
     public func payload(sha256: String) -> String { prefix + ":payload:" + sha256 }
+    /// `ferry:{Q}:succeeded:<minute>`: the packed succeeded statuses of the jobs published in
+    /// that minute whose ids are their entry IDs (data format 3, `pack_succeeded` in the
+    /// scripts' prelude); nil for a job id that is not an entry ID.
+    public func succeededStatuses(entryID: String) -> String? {
+        guard let dash = entryID.firstIndex(of: "-"), let milliseconds = Int64(entryID[..<dash]),
+            Int64(entryID[entryID.index(after: dash)...]) != nil
+        else { return nil }
+        return prefix + ":succeeded:" + String(milliseconds / 60_000)
+    }
 
     /// `ferry:{Q}:wf:<id>`: a workflow's state (hash), with `:results` (hash: step → result) and
     /// `:history` (stream) beside it. Workflow ids are checked to be key-safe (``Workflows``).

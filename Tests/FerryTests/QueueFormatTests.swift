@@ -62,12 +62,12 @@ extension WorkerTests {
     }
 
     @Test(
-        "a format-2 worker takes over a queue written in format 1: pending, unread, keyed and dead-lettered jobs each run (or skip) once, nothing acknowledged runs again"
+        "a worker of the current format takes over a queue written in format 1: pending, unread, keyed and dead-lettered jobs each run (or skip) once, nothing acknowledged runs again"
     )
     func upgradeFromFormat1() async throws {
         let setup = try await Setup("upgrade")
         let (_, deadLetter) = try await writeFormat1Queue(setup)
-        // Before any format-2 worker: the shared status reads as every group's.
+        // Before any newer worker: the shared status reads as every group's.
         let before = try #require(try await JobStatusRecord.load(jobID: "pending-1", queue: setup.queue, connection: setup.redis))
         #expect(before.status(group: "workers").state == .running && before.status(group: "audit").state == .running)
 
@@ -91,23 +91,58 @@ extension WorkerTests {
         }
         let done = try await JobStatus.load(jobID: "done-1", queue: setup.queue, connection: setup.redis)
         #expect(done?.state == .succeeded, "a format-1 status is read as it is until it expires")
-        #expect(try await setup.redis.send(RedisCommand("HGET", [.string(setup.keys.meta), "format"])).string == "2")
+        let format = try await setup.redis.send(RedisCommand("HGET", [.string(setup.keys.meta), "format"]))
+        #expect(format.string == String(QueueFormat.current))
         #expect(try await setup.deadEntries().isEmpty)
+    }
+
+    @Test(
+        "a worker of format 3 takes over a queue of format 2: a status hash written per group reads as it was, a new job's success reads beside it, and the queue is marked format 3"
+    )
+    func upgradeFromFormat2() async throws {
+        let setup = try await Setup("upgrade2")
+        try await setup.redis.send(RedisCommand("HSET", [.string(setup.keys.meta), "format", "2"]))
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        let old = try await setup.publisher.publish(JobMessage(type: "t", data: "old"))
+        try await setup.redis.send(
+            RedisCommand(
+                "HSET",
+                [
+                    .string(setup.keys.jobStatus(jobID: old.jobID)), "job_id", .string(old.jobID), "entry_id", .string(old.jobID),
+                    "type", "t", "workers.state", "succeeded", "workers.attempts", "1", "workers.finished_at", "1",
+                ]))
+        let read = try await setup.redis.send(
+            RedisCommand(
+                "XREADGROUP", ["GROUP", "workers", "old-worker", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), ">"]))
+        #expect(read != .null, "the old worker read it")
+        try await setup.redis.send(RedisCommand("XACK", [.string(setup.keys.jobs), "workers", .string(old.jobID)]))
+
+        let fresh = try await setup.publisher.publish(JobMessage(type: "t", data: "new"))
+        let runs = Deliveries()
+        try await running(setup.worker(["t": JobHandlerClosure { runs.record($0) }])) {
+            #expect(await eventually { try await setup.pendingCount() == 0 && runs.count == 1 })
+        }
+        #expect(runs.all.map(\.id) == [fresh.jobID], "what the old worker acknowledged does not run again")
+        #expect(try await setup.redis.send(RedisCommand("HGET", [.string(setup.keys.meta), "format"])).string == "3")
+        for receipt in [old, fresh] {
+            let status = try await JobStatus.load(jobID: receipt.jobID, queue: setup.queue, connection: setup.redis)
+            #expect(status?.state == .succeeded, "\(receipt.jobID): \(status?.fields ?? [:])")
+        }
     }
 
     @Test("a worker refuses a queue in a data format it does not know, naming both versions, before any job runs")
     func refusesUnknownFormat() async throws {
         let setup = try await Setup("format")
         _ = try await setup.publisher.publish(JobMessage(type: "t", data: ""))
-        try await setup.redis.send(RedisCommand("HSET", [.string(setup.keys.meta), "format", "3"]))
+        try await setup.redis.send(RedisCommand("HSET", [.string(setup.keys.meta), "format", "4"]))
         let runs = Deliveries()
         let worker = setup.worker(["t": JobHandlerClosure { runs.record($0) }])
         do {
             try await worker.run()
-            Issue.record("the worker ran on a queue of format 3")
+            Issue.record("the worker ran on a queue of format 4")
         } catch {
             #expect(error.code == .invalidInput)
-            #expect(error.message.contains("data format 3") && error.message.contains("formats 1 and 2"), "\(error)")
+            #expect(error.message.contains("data format 4") && error.message.contains("formats 1 to 3"), "\(error)")
         }
         #expect(runs.count == 0)
         #expect(

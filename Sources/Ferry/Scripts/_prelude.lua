@@ -627,6 +627,73 @@ local function running_fields(attempt, consumer, started_at)
   return fields, nil
 end
 
+-- Succeeded statuses kept without a key per job (data format 3): a job whose id is its entry
+-- ID, that a group ran once and that succeeded with its running record still unwritten (the
+-- common case), has its status in the hash of the minute it was published,
+-- ferry:{Q}:succeeded:<entry ms / 60000>, as field `<group>.<entry ID>` with the packed value
+-- `succeeded|<finished_at>|<started_at>|<attempts>|<processing_ms>|<consumer>|<type>`. Making
+-- a key costs Redis more than the dozen fields in it (docs/design.md, "Redis time per job"):
+-- a field in a shared hash costs a fraction. The job is found from its id (the minute is in
+-- it), and the hash expires at the latest time any of its jobs' statuses should go.
+local function succeeded_hash(index, entry_id)
+  return string.sub(index, 1, -5) .. 'succeeded:' .. math.floor(tonumber(string.match(entry_id, '^(%d+)')) / 60000)
+end
+
+-- A group's packed succeeded status of `entry_id` (see succeeded_hash), or nil when it has none:
+-- its finished_at, attempts and type.
+local function packed_succeeded(index, group, entry_id)
+  if not string.match(entry_id, '^%d+%-%d+$') then
+    return nil
+  end
+  local value = redis.call('HGET', succeeded_hash(index, entry_id), group .. '.' .. entry_id)
+  if not value then
+    return nil
+  end
+  local finished_at, attempts, job_type = string.match(value, '^succeeded|([^|]*)|[^|]*|([^|]*)|[^|]*|[^|]*|(.*)$')
+  return { finished_at = finished_at, attempts = attempts, type = job_type }
+end
+
+-- Whether a status can be packed: the consumer's name has no `|` (the type, last, may).
+local function packable(consumer)
+  return not string.find(consumer, '|', 1, true)
+end
+
+-- The packed statuses of a script call, by minute hash: one HSET per hash for the call.
+local packed_hashes, packed_order
+
+-- Records a group's succeeded status of a job packed (see succeeded_hash), and moves the job in
+-- the group's index as set_status would (a first delivery: no state before, no event).
+local function pack_succeeded(index, group, entry_id, now, started_at, attempt, processing_ms, consumer, job_type)
+  local name = succeeded_hash(index, entry_id)
+  packed_hashes = packed_hashes or {}
+  packed_order = packed_order or {}
+  local fields = packed_hashes[name]
+  if not fields then
+    fields = {}
+    packed_hashes[name] = fields
+    packed_order[#packed_order + 1] = name
+  end
+  fields[#fields + 1] = joined(group, '.') .. entry_id
+  fields[#fields + 1] = 'succeeded|' .. now .. '|' .. started_at .. '|' .. attempt .. '|' .. processing_ms .. '|' ..
+    consumer .. '|' .. job_type
+  move_in_index('ZADD', joined(joined(joined(index, group), ':'), 'succeeded'), string.match(entry_id, '^(%d+)'), entry_id)
+end
+
+-- Writes the packed statuses gathered by pack_succeeded, each minute hash kept `keep` ms from
+-- `now` at least (never shortened: NX sets a new hash's expiry, GT lengthens an older one's).
+local function flush_packed(now, keep)
+  if not packed_order then
+    return
+  end
+  local expires_at = string.format('%.0f', tonumber(now) + tonumber(keep))
+  for _, name in ipairs(packed_order) do
+    call_in_parts('HSET', name, nil, packed_hashes[name])
+    redis.call('PEXPIREAT', name, expires_at, 'NX')
+    redis.call('PEXPIREAT', name, expires_at, 'GT')
+  end
+  packed_hashes, packed_order = nil, nil
+end
+
 local function set_status(key, index, group, job_id, entry_id, state, now, keep, fields, shared, from)
   local prefix = joined(group, '.')
   local previous = from

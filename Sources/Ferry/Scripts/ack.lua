@@ -6,7 +6,8 @@
 -- ARGV[1]   the consumer group
 -- ARGV[2]   this consumer's name
 -- ARGV[3]   now, in milliseconds since the epoch
--- ARGV[4]   how long a succeeded job's status stays, in milliseconds
+-- ARGV[4]   how long a succeeded job's status stays, in milliseconds (a first run's success of
+--           a job whose id is its entry ID is packed in its minute's hash: pack_succeeded)
 -- ARGV[5]   how long a cancelled job's status stays, in milliseconds
 -- ARGV[6]   the index prefix  ferry:{Q}:idx:
 -- ARGV[7]   the lowest entry ID below, ARGV[8] the highest: one ownership check covers them
@@ -70,7 +71,11 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
       else
         -- The running record start_batch.lua would have written.
         local started, from = running_fields(ARGV[i + 7], ARGV[2], started_at)
-        if events_enabled(ARGV[6]) then
+        if outcome == 'succeeded' and from == 'none' and ARGV[i + 2] == id and not events_enabled(ARGV[6])
+            and packable(ARGV[2]) then
+          -- A first run's success of a job whose id is its entry ID: packed in its minute's hash.
+          pack_succeeded(ARGV[6], ARGV[1], id, ARGV[3], started_at, ARGV[i + 7], ARGV[i + 4], ARGV[2], ARGV[i + 6])
+        elseif events_enabled(ARGV[6]) then
           -- Two writes, so the event stream shows the start and then the outcome.
           set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, 'running', started_at, 0, started,
             { 'type', ARGV[i + 6] }, from)
@@ -94,6 +99,7 @@ for _, lane in ipairs(lanes) do
   call_in_parts('XACK', lane, ARGV[1], acks[lane])
 end
 flush_index()
+flush_packed(ARGV[3], ARGV[4])
 -- After the acknowledgements: passing an ordering key's turn asks whether its job is pending.
 if ARGV[i] == 'release' then
   lost[#lost + 1] = release_slots(tonumber(ARGV[i + 1]), i + 2)

@@ -18,14 +18,15 @@
 -- every lease extension (the handler is cancelled); expired requests are trimmed here. The
 -- status hash gets cancel_requested, for people reading it. A group with no state of its own in
 -- the hash has not started the job ('queued'; a hash written before data format 2 has one
--- state for every group). Returns the job's state before the request: when every group has
--- finished it ('succeeded', 'dead', 'cancelled', 'deleted') the job is left alone and the first
--- group's state is returned; otherwise the first state of a group that has not finished.
--- 'unknown' means the job has no status (nothing is written unless ARGV[4] is '1'). A job still
--- scheduled leaves the due index with its fields and never runs; its status says 'cancelled'
--- for every group, and 'scheduled' is returned. A group that parked the job for later (a retry,
--- a snooze, an early `deliver_at`, a wait for a limit: ferry:{Q}:delayed:<group>) has it taken out and recorded
--- 'cancelled' at once; only groups still to run it need the request.
+-- state for every group), unless its success is packed in its minute's hash (data format 3).
+-- Returns the job's state before the request: when every group has finished it ('succeeded',
+-- 'dead', 'cancelled', 'deleted') the job is left alone and the first group's state is
+-- returned; otherwise the first state of a group that has not finished. 'unknown' means the
+-- job has no status (nothing is written unless ARGV[4] is '1'). A job still scheduled leaves
+-- the due index with its fields and never runs; its status says 'cancelled' for every group,
+-- and 'scheduled' is returned. A group that parked the job for later (a retry, a snooze, an
+-- early `deliver_at`, a wait for a limit: ferry:{Q}:delayed:<group>) has it taken out and
+-- recorded 'cancelled' at once; only groups still to run it need the request.
 -- ferry:prelude
 if redis.call('ZREM', KEYS[3], string.match(KEYS[4], '}:scheduled:(.*)$')) == 1 then
   redis.call('DEL', KEYS[4])
@@ -45,7 +46,11 @@ if exists then
   local finished
   for i = 7, #ARGV do
     local group = ARGV[i]
-    local state = redis.call('HGET', KEYS[1], group .. '.state') or shared
+    local state = redis.call('HGET', KEYS[1], group .. '.state')
+    if not state and packed_succeeded(ARGV[6], group, entry_id or ARGV[3]) then
+      state = 'succeeded'
+    end
+    state = state or shared
     local parked = ARGV[5] .. group
     if (state == 'retrying' or state == 'scheduled' or state == 'waiting') and entry_id and redis.call('ZREM', parked, entry_id) == 1 then
       redis.call('HDEL', parked .. ':attempts', entry_id)

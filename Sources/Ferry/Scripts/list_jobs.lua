@@ -18,6 +18,7 @@
 -- lists each once. Returns { rows, next cursor score, next cursor member } with each row
 -- { member, score, state, job_id, type, attempts, error_class, updated_at }; the cursor is
 -- false when nothing is left.
+-- ferry:prelude
 local limit, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local candidates = {}
 local more = false
@@ -55,6 +56,13 @@ for _, candidate in ipairs(candidates) do
   local prefix = ARGV[6] .. '.'
   local fields = redis.call('HMGET', ARGV[5] .. candidate[1], 'job_id', 'type', prefix .. 'attempts',
     prefix .. 'error_class', prefix .. 'updated_at', 'key')
+  if not fields[5] and candidate[3] == 'succeeded' then
+    -- A success packed in its minute's hash (data format 3).
+    local packed = packed_succeeded(ARGV[5], ARGV[6], candidate[1])
+    if packed then
+      fields[2], fields[3], fields[5] = fields[2] or packed.type, packed.attempts, packed.finished_at
+    end
+  end
   if (ARGV[7] == '' or fields[2] == ARGV[7]) and (ARGV[8] == '' or fields[6] == ARGV[8]) then
     page[#page + 1] = { candidate[1], tostring(candidate[2]), candidate[3], fields[1] or candidate[1], fields[2] or '',
       fields[3] or '', fields[4] or '', fields[5] or '' }

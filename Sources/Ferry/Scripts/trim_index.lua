@@ -8,13 +8,15 @@
 -- ARGV[5]  how long an idle set of any other state stays (ms)
 -- ARGV[6..] the indexed states
 --
--- A job's status hash expires on its own (its keep time); its index entry goes here. Each set
+-- A job's status hash expires on its own (its keep time); its index entry goes here. A success
+-- packed in its minute's hash (data format 3) lives while its field there does. Each set
 -- of each group is read from its oldest member (published first, so expired first), a chunk at
 -- a time, for as long as chunks hold expired members; a chunk of live ones ends that set. Each
 -- set gets the expiry of its statuses (the keep time of failed jobs for running and retrying
 -- ones), renewed by every pass: the sets of a group that is deleted, or no longer worked,
 -- expire with the rest of what it left.
 -- Returns { members removed, 1 when the budget ran out before every set was done, else 0 }.
+-- ferry:prelude
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return { 0, 0 }
 end
@@ -42,7 +44,8 @@ for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
       budget = budget - #members
       local gone = {}
       for _, member in ipairs(members) do
-        if redis.call('EXISTS', ARGV[2] .. member) == 0 then
+        if redis.call('EXISTS', ARGV[2] .. member) == 0
+            and not (ARGV[s] == 'succeeded' and packed_succeeded(ARGV[1], name, member)) then
           gone[#gone + 1] = member
         end
       end

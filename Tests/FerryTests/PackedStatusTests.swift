@@ -1,0 +1,143 @@
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Testing
+
+@testable import Ferry
+
+/// Data format 3: the common success packed in its minute's hash instead of a key per job.
+extension WorkerTests {
+    /// Acknowledges `entryIDs` (delivered to `consumer`) as a worker's flush does when each
+    /// job's running record waited in the flush with its success: the case that is packed.
+    /// Called directly, so the test does not depend on how a loaded machine times the flushes.
+    private func ackFirstRuns(_ setup: Setup, _ entryIDs: [String], consumer: String, type: String) async throws {
+        let sorted = entryIDs.sorted { $0.compare($1, options: .numeric) == .orderedAscending }
+        var arguments: [RedisArgument] = [
+            "workers", .string(consumer), .integer(Date().millisecondsSince1970), 3_600_000, 60_000,
+            .string(setup.keys.statusIndexPrefix), .string(sorted[0]), .string(sorted[sorted.count - 1]),
+            .integer(Int64(entryIDs.count)),
+        ]
+        for (index, id) in entryIDs.enumerated() {
+            arguments += [
+                .string(id), .integer(Int64(index + 2)), .string(id), "succeeded", 7,
+                .integer(Date().millisecondsSince1970 - 7), .string(type), 1,
+            ]
+        }
+        let lost = try await setup.redis.run(
+            Worker.ackScript, keys: [.string(setup.keys.jobs)] + entryIDs.map { .string(setup.keys.jobStatus(jobID: $0)) },
+            arguments: arguments)
+        #expect(lost == .array([]), "every entry was the consumer's to acknowledge")
+    }
+
+    /// Asks to cancel a job every group finished: nothing is recorded, no request waits for it.
+    private func expectLeftAlone(_ setup: Setup, _ jobID: String) async throws {
+        let before = try await JobStatus.requestCancellation(jobID: jobID, queue: setup.queue, connection: setup.redis)
+        #expect(before == nil || before?.isTerminal == true, "\(String(describing: before))")
+        let request = try await setup.redis.send(RedisCommand("ZSCORE", [.string(setup.keys.cancelRequests), .string(jobID)]))
+        #expect(request == .null, "a job every group finished is left as it is")
+    }
+
+    @Test(
+        "a first run's success of a job whose id is its entry ID is packed in its minute's hash, no key per job: its status, listing and index trim read it, and the hash expires"
+    )
+    func packedSuccess() async throws {
+        let setup = try await Setup()
+        let receipts = try await setup.publisher.publish((0..<30).map { JobMessage(type: "t|x", data: "\($0)") })
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        _ = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "packer", "COUNT", "30", "STREAMS", .string(setup.keys.jobs), ">"]))
+        try await ackFirstRuns(setup, receipts.map(\.jobID), consumer: "packer", type: "t|x")
+        #expect(try await setup.pendingCount() == 0)
+        for receipt in receipts {
+            let status = try #require(try await JobStatus.load(jobID: receipt.jobID, queue: setup.queue, connection: setup.redis))
+            #expect(status.state == .succeeded && status.attempts == 1, "\(status.fields)")
+            #expect(status.fields["consumer"] == "packer" && status.fields["type"] == "t|x", "the type may hold a |")
+            #expect(status.fields["progress"] == "100" && status.fields["retryable"] == "0")
+            #expect(status.fields["entry_id"] == receipt.jobID && status.fields["processing_ms"] == "7")
+            #expect(Int64(status.fields["started_at"] ?? "") ?? 0 <= Int64(status.fields["finished_at"] ?? "") ?? -1)
+            let key = setup.keys.jobStatus(jobID: receipt.jobID)
+            #expect(try await setup.redis.send(RedisCommand("EXISTS", [.string(key)])).integer == 0, "no key of its own")
+        }
+        let minutes = Set(receipts.compactMap { setup.keys.succeededStatuses(entryID: $0.jobID) })
+        for minute in minutes {
+            let ttl = try await setup.redis.send(RedisCommand("PTTL", [.string(minute)])).integer ?? -1
+            #expect(ttl > 0 && ttl <= 3_600_000, "the minute's hash expires with its statuses' keep time: \(ttl)")
+        }
+
+        let index = JobIndex(queue: setup.queue, connection: setup.redis)
+        #expect(try await index.counts(group: "workers")[.succeeded] == 30)
+        #expect(
+            try await index.trimExpired(keepSucceeded: .seconds(3600), keepFailed: .seconds(3600)) == 0,
+            "a packed status keeps its index entry")
+        let page = try await index.list(group: "workers", states: [.succeeded], type: "t|x", limit: 50)
+        #expect(page.rows.count == 30 && page.rows.allSatisfy { $0.type == "t|x" && $0.attempts == 1 && $0.updatedAt != nil })
+        try await expectLeftAlone(setup, receipts[0].jobID)
+
+        // Once the minute's hash is gone, so are its jobs' statuses and index entries.
+        try await setup.redis.send(RedisCommand("DEL", minutes.map { .string($0) }))
+        #expect(try await index.trimExpired(keepSucceeded: .seconds(3600), keepFailed: .seconds(3600)) == 30)
+    }
+
+    @Test("a real worker's successes read the same, packed or not: how many are packed depends on the flushes' timing")
+    func workerSuccessesPackedOrNot() async throws {
+        let setup = try await Setup()
+        let seen = Deliveries()
+        let receipts = try await setup.publisher.publish((0..<30).map { JobMessage(type: "t", data: "\($0)") })
+        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }], consumer: "packer")) {
+            #expect(await eventually { try await setup.pendingCount() == 0 ? seen.count == 30 : false })
+        }
+        for receipt in receipts {
+            let status = try #require(try await JobStatus.load(jobID: receipt.jobID, queue: setup.queue, connection: setup.redis))
+            #expect(status.state == .succeeded && status.attempts == 1 && status.fields["consumer"] == "packer")
+        }
+        let index = JobIndex(queue: setup.queue, connection: setup.redis)
+        #expect(try await index.counts(group: "workers")[.succeeded] == 30)
+    }
+
+    @Test(
+        "packed and hashed statuses of one job read together: a group that succeeded on the first run and one that dead-lettered it"
+    )
+    func packedBesideHashedGroup() async throws {
+        let setup = try await Setup()
+        for group in ["audit", "workers"] {
+            try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create(group)
+        }
+        let receipt = try await setup.publisher.publish(JobMessage(type: "t", data: ""))
+        let audited = Deliveries()
+        try await running(setup.worker(["t": JobHandlerClosure { audited.record($0) }], group: "audit")) {
+            #expect(await eventually { try await setup.pendingCount(group: "audit") == 0 ? audited.count == 1 : false })
+        }
+        let failing = JobHandlerClosure { _ in throw PermanentJobError("no") }
+        try await running(setup.worker(["t": failing])) {
+            #expect(await eventually { try await setup.pendingCount() == 0 ? try await setup.deadEntries().count == 1 : false })
+        }
+        let record = try #require(
+            try await JobStatusRecord.load(jobID: receipt.jobID, queue: setup.queue, connection: setup.redis))
+        #expect(record.status(group: "audit").state == .succeeded, "\(record)")
+        #expect(record.status(group: "workers").state == .dead, "\(record)")
+        #expect(record.status(group: "workers").fields["error_class"] != nil)
+        try await expectLeftAlone(setup, receipt.jobID)
+    }
+
+    @Test("a job with an id of its own, a retried job and a job while events are on keep a status hash")
+    func unpackedSuccesses() async throws {
+        let setup = try await Setup()
+        let tries = Deliveries()
+        let handler = JobHandlerClosure { job in
+            tries.record(job)
+            if job.data == Array("flaky".utf8) && job.deliveryAttempt == 1 { throw PushBackError() }
+        }
+        let own = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "own-id"))
+        let flaky = try await setup.publisher.publish(JobMessage(type: "t", data: "flaky"))
+        try await running(setup.worker(["t": handler])) {
+            #expect(await eventually { try await setup.pendingCount() == 0 && tries.count == 3 })
+            _ = try await QueueEvents(queue: setup.queue, connection: setup.redis).enable()
+            let evented = try await setup.publisher.publish(JobMessage(type: "t", data: "evented"))
+            #expect(await eventually { try await setup.pendingCount() == 0 && tries.count == 4 })
+            for jobID in [own.jobID, flaky.jobID, evented.jobID] {
+                let key = setup.keys.jobStatus(jobID: jobID)
+                #expect(try await setup.redis.send(RedisCommand("HGET", [.string(key), "workers.state"])).string == "succeeded")
+            }
+        }
+    }
+}
