@@ -627,6 +627,18 @@ local function running_fields(attempt, consumer, started_at)
   return fields, nil
 end
 
+-- The list `lists[name]`, made (and `name` added to `order`) on first use: a script gathers
+-- what it writes by key, to write each key once, in the order the keys came.
+local function list_named(lists, order, name)
+  local list = lists[name]
+  if not list then
+    list = {}
+    lists[name] = list
+    order[#order + 1] = name
+  end
+  return list
+end
+
 -- Succeeded statuses kept without a key per job (data format 3): a job whose id is its entry
 -- ID, that a group ran once and that succeeded with its running record still unwritten (the
 -- common case), has its status in the hash of the minute it was published,
@@ -664,15 +676,9 @@ local packed_hashes, packed_order
 -- Records a group's succeeded status of a job packed (see succeeded_hash), and moves the job in
 -- the group's index as set_status would (a first delivery: no state before, no event).
 local function pack_succeeded(index, group, entry_id, now, started_at, attempt, processing_ms, consumer, job_type)
-  local name = succeeded_hash(index, entry_id)
   packed_hashes = packed_hashes or {}
   packed_order = packed_order or {}
-  local fields = packed_hashes[name]
-  if not fields then
-    fields = {}
-    packed_hashes[name] = fields
-    packed_order[#packed_order + 1] = name
-  end
+  local fields = list_named(packed_hashes, packed_order, succeeded_hash(index, entry_id))
   fields[#fields + 1] = joined(group, '.') .. entry_id
   fields[#fields + 1] = 'succeeded|' .. now .. '|' .. started_at .. '|' .. attempt .. '|' .. processing_ms .. '|' ..
     consumer .. '|' .. job_type

@@ -46,12 +46,7 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
   -- An entry named twice is acknowledged once, as when each XACK was sent at once.
   if record and not acked[id] then
     acked[id] = true
-    local ids = acks[lane]
-    if not ids then
-      ids = {}
-      acks[lane] = ids
-      lanes[#lanes + 1] = lane
-    end
+    local ids = list_named(acks, lanes, lane)
     ids[#ids + 1] = id
     if status > 0 then
       local outcome = ARGV[i + 3]
