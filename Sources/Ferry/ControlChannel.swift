@@ -32,6 +32,9 @@ struct ControlChannel: Sendable {
         let attempt: Int
         /// When its read batch started, in milliseconds since the epoch: its `started_at`.
         let startedAt: Int64
+        /// Its flow-control key ("" for none), kept in its status so a listing by key (an API
+        /// caller scoped to its key) finds a job whose status is first written when it starts.
+        var key = ""
     }
 
     /// The concurrency slots a finished job releases and the ordering key's turn it passes on

@@ -126,7 +126,7 @@ extension Worker {
         let records = recorded.map { delivery in
             ControlChannel.RunningRecord(
                 jobID: delivery.jobID, type: delivery.unguardedMessage?.type ?? "", entryID: delivery.entry.id,
-                attempt: delivery.attempt, startedAt: startedAt)
+                attempt: delivery.attempt, startedAt: startedAt, key: delivery.unguardedMessage?.key ?? "")
         }
         if checked.isEmpty {
             control.enqueueStart(records) { [self] result in
@@ -154,7 +154,10 @@ extension Worker {
         ]
         arguments += checked.map { .string($0) }
         for record in records {
-            arguments += [.string(record.jobID), .string(record.type), .string(record.entryID), .integer(Int64(record.attempt))]
+            arguments += [
+                .string(record.jobID), .string(record.type), .string(record.entryID), .integer(Int64(record.attempt)),
+                .string(record.key),
+            ]
         }
         let scriptKeys: [RedisArgument] =
             [.string(keys.cancelRequests)] + records.map { .string(keys.jobStatus(jobID: $0.jobID)) }

@@ -496,9 +496,9 @@ public final class Worker: Sendable {
                 .string(status.jobID), .string(status.outcome.rawValue), .integer(ack.processingMilliseconds),
             ]
             if let start = ack.start {
-                arguments += [.integer(start.startedAt), .string(start.type), .integer(Int64(start.attempt))]
+                arguments += [.integer(start.startedAt), .string(start.type), .integer(Int64(start.attempt)), .string(start.key)]
             } else {
-                arguments += ["", "", ""]
+                arguments += ["", "", "", ""]
             }
         }
         if !releasing.isEmpty {

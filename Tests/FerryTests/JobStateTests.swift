@@ -96,7 +96,7 @@ extension ScriptPreludeTests {
                 Worker.startBatchScript, keys: [.string(setup.keys.cancelRequests), .string(key)],
                 arguments: [
                     1_700_000_000_500, "c", "workers", .string(setup.keys.statusIndexPrefix), 0, "again", "t", .string(entryID),
-                    2,
+                    2, "",
                 ])
         }
         let stale = try await start("1700000000000-0")

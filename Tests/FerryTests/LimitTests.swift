@@ -163,7 +163,7 @@ extension WorkerTests {
         #expect(seen.all.allSatisfy { $0.attempt == 1 })
     }
 
-    @Test("a rate limit spaces starts: 40 jobs at 20/s take at least 39 × 50 ms from first start to last")
+    @Test("a rate limit spaces starts: 40 jobs at 20/s take about 39 × 50 ms from first start to last")
     func rateLimitSpacesStarts() async throws {
         let setup = try await Setup("limit-rate")
         try await setLimits(setup, QueueLimit(name: "twenty", kind: .rate(count: 20, period: .seconds(1), burst: 1)))
@@ -180,7 +180,10 @@ extension WorkerTests {
         }
         let starts = counter.starts("all")
         let span = try #require(starts.last) - (try #require(starts.first))
-        #expect(span >= .milliseconds(39 * 50 - 30), "\(span)")
+        // Each start waits for the time the limit gave it; a loaded machine may start the first
+        // one late (the span then shrinks by that much), never a later one early. Without the
+        // limit the 40 jobs start within a few milliseconds.
+        #expect(span >= .milliseconds(39 * 50 - 100), "\(span)")
         #expect(log.messages.contains { $0.hasPrefix("job_waiting") })
         #expect(seen.all.allSatisfy { $0.attempt == 1 })
     }

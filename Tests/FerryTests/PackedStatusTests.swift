@@ -1,6 +1,7 @@
 import FerryRedis
 import FerryTestSupport
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Ferry
@@ -10,7 +11,9 @@ extension WorkerTests {
     /// Acknowledges `entryIDs` (delivered to `consumer`) as a worker's flush does when each
     /// job's running record waited in the flush with its success: the case that is packed.
     /// Called directly, so the test does not depend on how a loaded machine times the flushes.
-    private func ackFirstRuns(_ setup: Setup, _ entryIDs: [String], consumer: String, type: String) async throws {
+    private func ackFirstRuns(
+        _ setup: Setup, _ entryIDs: [String], consumer: String, type: String, key: String = ""
+    ) async throws {
         let sorted = entryIDs.sorted { $0.compare($1, options: .numeric) == .orderedAscending }
         var arguments: [RedisArgument] = [
             "workers", .string(consumer), .integer(Date().millisecondsSince1970), 3_600_000, 60_000,
@@ -20,7 +23,7 @@ extension WorkerTests {
         for (index, id) in entryIDs.enumerated() {
             arguments += [
                 .string(id), .integer(Int64(index + 2)), .string(id), "succeeded", 7,
-                .integer(Date().millisecondsSince1970 - 7), .string(type), 1,
+                .integer(Date().millisecondsSince1970 - 7), .string(type), 1, .string(key),
             ]
         }
         let lost = try await setup.redis.run(
@@ -117,6 +120,43 @@ extension WorkerTests {
         #expect(record.status(group: "workers").state == .dead, "\(record)")
         #expect(record.status(group: "workers").fields["error_class"] != nil)
         try await expectLeftAlone(setup, receipt.jobID)
+    }
+
+    @Test(
+        "a job whose id is its entry ID keeps its flow-control key in its status, so a listing by key finds it running and finished; such a job is not packed"
+    )
+    func keyedEntryIDJobsListedByKey() async throws {
+        let setup = try await Setup()
+        let released = Mutex(false)
+        let started = Deliveries()
+        let handler = JobHandlerClosure { job in
+            started.record(job)
+            while !released.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        let slow = try await setup.publisher.publish(JobMessage(type: "t", data: Array("slow".utf8), key: "user-1"))
+        let index = JobIndex(queue: setup.queue, connection: setup.redis)
+        try await running(setup.worker(["t": handler])) {
+            #expect(await eventually { started.count == 1 })
+            #expect(
+                await eventually {
+                    try await index.list(group: "workers", states: [.running], key: "user-1", limit: 10).rows.map(\.jobID)
+                        == [slow.jobID]
+                }, "running, found by its key")
+            released.withLock { $0 = true }
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        let finished = try await index.list(group: "workers", states: [.succeeded], key: "user-1", limit: 10)
+        #expect(finished.rows.map(\.jobID) == [slow.jobID], "succeeded, found by its key")
+
+        // The merged write (running record and success in one flush) keeps the key too.
+        let quick = try await setup.publisher.publish(JobMessage(type: "t", data: Array("quick".utf8), key: "user-2"))
+        _ = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "packer", "COUNT", "1", "STREAMS", .string(setup.keys.jobs), ">"]))
+        try await ackFirstRuns(setup, [quick.jobID], consumer: "packer", type: "t", key: "user-2")
+        let merged = try await index.list(group: "workers", states: [.succeeded], key: "user-2", limit: 10)
+        #expect(merged.rows.map(\.jobID) == [quick.jobID])
+        let own = try await setup.redis.send(RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: quick.jobID)), "key"]))
+        #expect(own.string == "user-2", "a keyed job keeps a hash of its own")
     }
 
     @Test("a job with an id of its own, a retried job and a job while events are on keep a status hash")

@@ -550,7 +550,7 @@ struct WorkerTests {
             arguments: [
                 "workers", "zombie", 1_000, 60_000, 60_000, .string(setup.keys.statusIndexPrefix),
                 .string(receipt.jobID), .string(receipt.jobID), 1,
-                .string(receipt.jobID), 2, .string(receipt.jobID), "succeeded", 5, "", "", "",
+                .string(receipt.jobID), 2, .string(receipt.jobID), "succeeded", 5, "", "", "", "",
             ])
         #expect(ack == .array([.bulk(Array(receipt.jobID.utf8))]), "reported as lost, not acknowledged")
         let state = try await setup.redis.send(RedisCommand("HGET", [.string(statusKey), "workers.state"]))

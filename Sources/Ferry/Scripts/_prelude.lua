@@ -627,6 +627,15 @@ local function running_fields(attempt, consumer, started_at)
   return fields, nil
 end
 
+-- The job's own fields a running record writes: its type, and its flow-control key when it has
+-- one (a listing by key finds the job by it: its publish may have written no status).
+local function job_fields(job_type, key)
+  if key == '' then
+    return { 'type', job_type }
+  end
+  return { 'type', job_type, 'key', key }
+end
+
 -- The list `lists[name]`, made (and `name` added to `order`) on first use: a script gathers
 -- what it writes by key, to write each key once, in the order the keys came.
 local function list_named(lists, order, name)

@@ -17,9 +17,10 @@
 --           the outcome ('succeeded', or 'cancelled' for a job cancelled on request), how long
 --           its handler ran in milliseconds (processing_ms); then, when the job's running
 --           record was not written (it waited in the worker's flush with this outcome, so it is
---           written here in the same HSET), when it started (ms), its type and its delivery
---           attempt; else three ''. (Two values, not eight, for a job without a status: each
---           argument costs Redis's thread about 0.08 µs, and a status-off job needs none.)
+--           written here in the same HSET), when it started (ms), its type, its delivery
+--           attempt and its flow-control key ('' for none); else four ''. (Two values, not nine,
+--           for a job without a status: each argument costs Redis's thread about 0.08 µs, and a
+--           status-off job needs none.)
 -- then, optionally, 'release', the index in KEYS of the first limit-state key, and
 --           release.lua's arguments: finished jobs' concurrency slots are freed after the
 --           acknowledgements, in the same call (the worker's flush has one call fewer)
@@ -66,29 +67,29 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
       else
         -- The running record start_batch.lua would have written.
         local started, from = running_fields(ARGV[i + 7], ARGV[2], started_at)
-        if outcome == 'succeeded' and from == 'none' and ARGV[i + 2] == id and not events_enabled(ARGV[6])
-            and packable(ARGV[2]) then
+        if outcome == 'succeeded' and from == 'none' and ARGV[i + 2] == id and ARGV[i + 8] == ''
+            and not events_enabled(ARGV[6]) and packable(ARGV[2]) then
           -- A first run's success of a job whose id is its entry ID: packed in its minute's hash.
           pack_succeeded(ARGV[6], ARGV[1], id, ARGV[3], started_at, ARGV[i + 7], ARGV[i + 4], ARGV[2], ARGV[i + 6])
         elseif events_enabled(ARGV[6]) then
           -- Two writes, so the event stream shows the start and then the outcome.
           set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, 'running', started_at, 0, started,
-            { 'type', ARGV[i + 6] }, from)
+            job_fields(ARGV[i + 6], ARGV[i + 8]), from)
           set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields, nil, 'running')
         else
           -- One write for both.
           for k = 1, #started do
             fields[#fields + 1] = started[k]
           end
-          set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields, { 'type', ARGV[i + 6] },
-            from)
+          set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, outcome, ARGV[3], keep, fields,
+            job_fields(ARGV[i + 6], ARGV[i + 8]), from)
         end
       end
     end
   else
     lost[#lost + 1] = id
   end
-  i = i + (status > 0 and 8 or 2)
+  i = i + (status > 0 and 9 or 2)
 end
 for _, lane in ipairs(lanes) do
   call_in_parts('XACK', lane, ARGV[1], acks[lane])

@@ -9,7 +9,8 @@
 -- ARGV[4]   the index prefix  ferry:{Q}:idx:
 -- ARGV[5]   n, how many job ids follow to check for cancellation
 -- ARGV[6 .. 5+n]  those job ids
--- then, for each status hash in KEYS[2..], four values: job id, type, entry ID, delivery attempt
+-- then, for each status hash in KEYS[2..], five values: job id, type, entry ID, delivery attempt,
+--           flow-control key ('' for none)
 --
 -- One round trip per read batch instead of one or two per job: records every job as running
 -- but those someone asked to cancel (`ferry job cancel`). Returns {the job ids asked to cancel,
@@ -29,12 +30,12 @@ end
 local base = 6 + n
 gather_index()
 for k = 2, #KEYS do
-  local at = base + (k - 2) * 4
+  local at = base + (k - 2) * 5
   local job_id = ARGV[at]
   if not asked[job_id] then
     local fields, from = running_fields(ARGV[at + 3], ARGV[2], ARGV[1])
     local _, was_refused = set_status(KEYS[k], ARGV[4], ARGV[3], job_id, ARGV[at + 2], 'running', ARGV[1], 0, fields,
-      { 'type', ARGV[at + 1] }, from)
+      job_fields(ARGV[at + 1], ARGV[at + 4]), from)
     if was_refused then
       refused[#refused + 1] = job_id
     end
