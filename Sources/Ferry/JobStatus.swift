@@ -54,7 +54,8 @@ public struct JobStatus: Sendable, Hashable {
     ///   - evenIfUnknown: records the request for a job with no status too (one still to be
     ///     published, or published by a plain `XADD`); otherwise such a job is left alone.
     /// - Returns: the job's state before the request (of the first group that has not finished
-    ///   it), nil when none was recorded; a job every group has finished is left as it is.
+    ///   it), nil when none was recorded; a job every group has finished is left as it is, and
+    ///   a finished state is returned when one is kept.
     public static func requestCancellation(
         jobID: String, queue: QueueName, connection: RedisConnection, keepFor: Duration = .seconds(7 * 24 * 3600),
         evenIfUnknown: Bool = false
@@ -67,7 +68,12 @@ public struct JobStatus: Sendable, Hashable {
         // A job whose id is its entry ID has no status hash until a group starts it (its entry
         // is its queued record): the stream says whether a group has yet to finish it.
         let unfinished = found.groups.values.filter { $0 != .done }
-        guard found.groups.isEmpty || !unfinished.isEmpty else { return nil }
+        guard found.groups.isEmpty || !unfinished.isEmpty else {
+            // Every group finished it: its first group's state when one is kept (a packed
+            // success, data format 3), so a caller can say "already succeeded", not "unknown".
+            let record = try await JobStatusRecord.load(jobID: jobID, queue: queue, connection: connection)
+            return found.groups.keys.sorted().lazy.compactMap { record?.status(group: $0).state }.first { $0.isTerminal }
+        }
         _ = try await requestCancellationInScript(
             jobID: jobID, queue: queue, connection: connection, keepFor: keepFor, evenIfUnknown: true)
         return unfinished.contains { if case .pending = $0 { true } else { false } } ? .running : .queued

@@ -75,6 +75,9 @@ extension WorkerTests {
         let page = try await index.list(group: "workers", states: [.succeeded], type: "t|x", limit: 50)
         #expect(page.rows.count == 30 && page.rows.allSatisfy { $0.type == "t|x" && $0.attempts == 1 && $0.updatedAt != nil })
         try await expectLeftAlone(setup, receipts[0].jobID)
+        #expect(
+            try await JobStatus.requestCancellation(jobID: receipts[1].jobID, queue: setup.queue, connection: setup.redis)
+                == .succeeded, "a cancel of a packed success says it already succeeded (the API answers 409, not 404)")
 
         // Once the minute's hash is gone, so are its jobs' statuses and index entries.
         try await setup.redis.send(RedisCommand("DEL", minutes.map { .string($0) }))
