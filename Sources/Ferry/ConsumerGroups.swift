@@ -13,9 +13,12 @@ public struct ConsumerGroups: QueueStore {
     public func names() async throws(FerryError) -> [String] {
         let exists = try await send(RedisCommand("EXISTS", [.string(keys.jobs)])).integer == 1
         guard exists else { return [] }
-        return (try await send(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)])).array ?? []).compactMap {
-            QueueInspector.fields($0)["name"]?.string
-        }
+        return Self.names(inGroupsReply: try await send(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)])))
+    }
+
+    /// The group names of an `XINFO GROUPS` reply; none for an error reply (no stream).
+    static func names(inGroupsReply reply: RedisReply) -> [String] {
+        (reply.array ?? []).compactMap { QueueInspector.fields($0)["name"]?.string }
     }
 
     /// Creates `group`, delivering from `position` on (the stream is created if missing), on

@@ -250,14 +250,13 @@ public struct JobStatusRecord: Sendable, Hashable {
             var commands = [RedisCommand("HGETALL", [.string(keys.jobStatus(jobID: jobID))])]
             if packedKey != nil { commands.append(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)])) }
             let replies = try await connection.pipeline(commands)
-            let flat = replies[0].array ?? []
-            var index = 0
-            while index + 1 < flat.count {
-                hash[flat[index].string ?? ""] = flat[index + 1].string ?? ""
-                index += 2
-            }
-            // No stream (an error reply): no groups, nothing packed to look for.
-            let groups = replies.dropFirst().first?.array?.compactMap { QueueInspector.fields($0)["name"]?.string } ?? []
+            hash = QueueInspector.fields(replies[0]).compactMapValues(\.string)
+            // Only a group with no fields of its own may have a packed success; no stream (an
+            // error reply) has no groups.
+            let groups =
+                replies.dropFirst().first.map(ConsumerGroups.names(inGroupsReply:))?.filter {
+                    hash[$0 + ".state"] == nil
+                } ?? []
             if let packedKey, !groups.isEmpty {
                 let packed = try await connection.send(
                     RedisCommand("HMGET", [.string(packedKey)] + groups.map { .string($0 + "." + jobID) }))

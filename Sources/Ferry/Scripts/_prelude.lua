@@ -695,7 +695,8 @@ local function pack_succeeded(index, group, entry_id, now, started_at, attempt, 
 end
 
 -- Writes the packed statuses gathered by pack_succeeded, each minute hash kept `keep` ms from
--- `now` at least (never shortened: NX sets a new hash's expiry, GT lengthens an older one's).
+-- `now` at least (never shortened: GT lengthens a hash's expiry, and when it cannot, because the
+-- hash is new and has none, NX sets it; one call for a hash that already has one).
 local function flush_packed(now, keep)
   if not packed_order then
     return
@@ -703,8 +704,9 @@ local function flush_packed(now, keep)
   local expires_at = string.format('%.0f', tonumber(now) + tonumber(keep))
   for _, name in ipairs(packed_order) do
     call_in_parts('HSET', name, nil, packed_hashes[name])
-    redis.call('PEXPIREAT', name, expires_at, 'NX')
-    redis.call('PEXPIREAT', name, expires_at, 'GT')
+    if redis.call('PEXPIREAT', name, expires_at, 'GT') == 0 then
+      redis.call('PEXPIREAT', name, expires_at, 'NX')
+    end
   end
   packed_hashes, packed_order = nil, nil
 end

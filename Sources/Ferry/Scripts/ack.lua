@@ -37,6 +37,7 @@ local acks, lanes, acked = {}, {}, {}
 gather_index()
 local i = 10
 local in_range = owned_in_range(KEYS[1], ARGV[1], ARGV[2], ARGV[7], ARGV[8], tonumber(ARGV[9]))
+local consumer_packable = packable(ARGV[2])
 while i <= #ARGV and ARGV[i] ~= 'release' do
   local id = ARGV[i]
   local status = tonumber(ARGV[i + 1])
@@ -68,7 +69,7 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
         -- The running record start_batch.lua would have written.
         local started, from = running_fields(ARGV[i + 7], ARGV[2], started_at)
         if outcome == 'succeeded' and from == 'none' and ARGV[i + 2] == id and ARGV[i + 8] == ''
-            and not events_enabled(ARGV[6]) and packable(ARGV[2]) then
+            and consumer_packable and not events_enabled(ARGV[6]) then
           -- A first run's success of a job whose id is its entry ID: packed in its minute's hash.
           pack_succeeded(ARGV[6], ARGV[1], id, ARGV[3], started_at, ARGV[i + 7], ARGV[i + 4], ARGV[2], ARGV[i + 6])
         elseif events_enabled(ARGV[6]) then
