@@ -12,8 +12,8 @@ public struct CronSchedules: QueueStore {
     /// A store of `scope.queue`; nothing is sent until a method is called.
     public init(_ scope: QueueScope) { self.scope = scope }
 
-    static let setScript = RedisScript(name: "cron_set", source: EmbeddedLuaScripts.cron_set)
-    static let fireScript = RedisScript(name: "cron_fire", source: EmbeddedLuaScripts.cron_fire)
+    static let setScript = FerryScripts.script("cron_set", EmbeddedLuaScripts.cron_set)
+    static let fireScript = FerryScripts.script("cron_fire", EmbeddedLuaScripts.cron_fire)
 
     /// A stored schedule and what it has done.
     public struct Entry: Sendable, Hashable {

@@ -11,7 +11,7 @@ public struct DeadLetters: QueueStore {
     /// other work.
     public let scope: QueueScope
 
-    static let redriveScript = RedisScript(name: "redrive", source: EmbeddedLuaScripts.redrive)
+    static let redriveScript = FerryScripts.script("redrive", EmbeddedLuaScripts.redrive)
 
     /// Reads and writes through `scope.connection`.
     public init(_ scope: QueueScope) { self.scope = scope }

@@ -61,7 +61,7 @@ public struct GroupPosition: Sendable, Hashable, CustomStringConvertible {
     /// The arguments of `XGROUP CREATE` or `XGROUP SETID` after the group's name: the ID, then
     /// `ENTRIESREAD` when the position is mid-stream and its count is known.
     ///
-    /// The count is a nicety: if it fails (an ACL user without `EVALSHA`, say), the arguments
+    /// The count is a nicety: if it fails (an ACL user without `FCALL` or `EVALSHA`, say), the arguments
     /// leave it out and the group is placed all the same, its lag left to Redis.
     ///
     /// - Parameter mkstream: adds `MKSTREAM` (for `XGROUP CREATE`), before `ENTRIESREAD` as
@@ -111,7 +111,7 @@ public struct GroupPosition: Sendable, Hashable, CustomStringConvertible {
         return max(Int(added) - after, 0)
     }
 
-    static let countScript = RedisScript(name: "count_entries", source: EmbeddedLuaScripts.count_entries)
+    static let countScript = FerryScripts.script("count_entries", EmbeddedLuaScripts.count_entries)
 
     /// An entry ID's milliseconds and sequence number, in the order Redis sorts IDs.
     private static func parts(of id: String) -> (UInt64, UInt64)? {

@@ -16,9 +16,9 @@ public struct JobIndex: Sendable {
     private let keys: QueueKeys
     private let connection: RedisConnection
 
-    static let listScript = RedisScript(name: "list_jobs", source: EmbeddedLuaScripts.list_jobs)
-    static let trimScript = RedisScript(name: "trim_index", source: EmbeddedLuaScripts.trim_index)
-    static let listQueuedScript = RedisScript(name: "list_queued", source: EmbeddedLuaScripts.list_queued)
+    static let listScript = FerryScripts.script("list_jobs", EmbeddedLuaScripts.list_jobs)
+    static let trimScript = FerryScripts.script("trim_index", EmbeddedLuaScripts.trim_index)
+    static let listQueuedScript = FerryScripts.script("list_queued", EmbeddedLuaScripts.list_queued)
 
     /// Reads through `connection`; nothing is sent until a method is called.
     public init(queue: QueueName, connection: RedisConnection) {

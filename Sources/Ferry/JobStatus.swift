@@ -42,7 +42,7 @@ public struct JobStatus: Sendable, Hashable {
         try await JobStatusRecord.load(jobID: jobID, queue: queue, connection: connection)?.status(group: group)
     }
 
-    static let cancelScript = RedisScript(name: "cancel", source: EmbeddedLuaScripts.cancel)
+    static let cancelScript = FerryScripts.script("cancel", EmbeddedLuaScripts.cancel)
 
     /// Asks for a job to be cancelled: one that has not started is acknowledged as `cancelled`
     /// without running; a running one has its handler cancelled (an `--exec` command's process
@@ -79,7 +79,7 @@ public struct JobStatus: Sendable, Hashable {
         return unfinished.contains { if case .pending = $0 { true } else { false } } ? .running : .queued
     }
 
-    static let retryCancelledScript = RedisScript(name: "retry_cancelled", source: EmbeddedLuaScripts.retry_cancelled)
+    static let retryCancelledScript = FerryScripts.script("retry_cancelled", EmbeddedLuaScripts.retry_cancelled)
 
     /// What asking to run a cancelled job again did.
     public enum RetryOutcome: Sendable, Hashable {

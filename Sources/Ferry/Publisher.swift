@@ -66,10 +66,10 @@ public final class Publisher: Sendable {
         var eventsOn: Bool
     }
 
-    static let publishScript = RedisScript(name: "publish", source: EmbeddedLuaScripts.publish)
-    static let publishBatchScript = RedisScript(name: "publish_batch", source: EmbeddedLuaScripts.publish_batch)
-    static let publishPriorityScript = RedisScript(name: "publish_priority", source: EmbeddedLuaScripts.publish_priority)
-    static let publishOrderedScript = RedisScript(name: "publish_ordered", source: EmbeddedLuaScripts.publish_ordered)
+    static let publishScript = FerryScripts.script("publish", EmbeddedLuaScripts.publish)
+    static let publishBatchScript = FerryScripts.script("publish_batch", EmbeddedLuaScripts.publish_batch)
+    static let publishPriorityScript = FerryScripts.script("publish_priority", EmbeddedLuaScripts.publish_priority)
+    static let publishOrderedScript = FerryScripts.script("publish_ordered", EmbeddedLuaScripts.publish_ordered)
 
     /// How long a key's set of unfinished jobs outlives its last publish.
     static let keyJobsKeep: Duration = .seconds(7 * 24 * 3600)
@@ -163,7 +163,7 @@ public final class Publisher: Sendable {
         }
     }
     static let trimScript = Worker.trimScript
-    static let scheduleScript = RedisScript(name: "schedule", source: EmbeddedLuaScripts.schedule)
+    static let scheduleScript = FerryScripts.script("schedule", EmbeddedLuaScripts.schedule)
 
     /// When a scheduled job is to be delivered.
     public enum Due: Sendable, Hashable {
@@ -220,7 +220,7 @@ public final class Publisher: Sendable {
             for (job, reply) in zip(chunk, replies) {
                 if case .error(let message) = reply {
                     throw FerryError(
-                        RedisError.server(message, command: "EVALSHA", endpoint: connection.configuration.redactedURL))
+                        RedisError.server(message, command: "FCALL", endpoint: connection.configuration.redactedURL))
                 }
                 let parts = reply.array ?? []
                 receipts.append(

@@ -265,7 +265,7 @@ public struct QueueLimits: QueueStore {
         }
     }
 
-    static let limitWakeScript = RedisScript(name: "limit_wake", source: EmbeddedLuaScripts.limit_wake)
+    static let limitWakeScript = FerryScripts.script("limit_wake", EmbeddedLuaScripts.limit_wake)
 }
 
 extension JSONEncoder {

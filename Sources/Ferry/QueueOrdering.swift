@@ -84,5 +84,5 @@ public struct QueueOrdering: QueueStore {
         }
     }
 
-    static let resumeScript = RedisScript(name: "order_resume", source: EmbeddedLuaScripts.order_resume)
+    static let resumeScript = FerryScripts.script("order_resume", EmbeddedLuaScripts.order_resume)
 }

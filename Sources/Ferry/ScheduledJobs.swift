@@ -70,7 +70,7 @@ public struct ScheduledJobs: QueueStore {
         return madeDue
     }
 
-    static let moveDueScript = RedisScript(name: "move_due", source: EmbeddedLuaScripts.move_due)
+    static let moveDueScript = FerryScripts.script("move_due", EmbeddedLuaScripts.move_due)
 
     /// Moves up to `limit` due jobs into the stream in one script (`move_due.lua`): what every
     /// worker does every quarter second. Each job is moved once, whoever calls.

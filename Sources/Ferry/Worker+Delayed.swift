@@ -6,8 +6,8 @@ import Logging
 // wait in the group's own index (`ferry:{Q}:delayed:<group>`) and come back when due.
 
 extension Worker {
-    static let delayScript = RedisScript(name: "delay", source: EmbeddedLuaScripts.delay)
-    static let redeliverScript = RedisScript(name: "redeliver", source: EmbeddedLuaScripts.redeliver)
+    static let delayScript = FerryScripts.script("delay", EmbeddedLuaScripts.delay)
+    static let redeliverScript = FerryScripts.script("redeliver", EmbeddedLuaScripts.redeliver)
 
     /// Why a delivery is parked, which decides the attempts it carries and the status it shows.
     enum Parking {

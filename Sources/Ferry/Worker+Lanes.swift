@@ -8,7 +8,7 @@ import Synchronization
 // themselves (entry IDs are unique across lanes); the worker reads, reclaims and tends each lane.
 
 extension Worker {
-    static let readLanesScript = RedisScript(name: "read_lanes", source: EmbeddedLuaScripts.read_lanes)
+    static let readLanesScript = FerryScripts.script("read_lanes", EmbeddedLuaScripts.read_lanes)
 
     /// The queue's lanes as this worker last read them (``refreshLanes(_:)``): the normal lane's
     /// stream first, then the others most urgent first.

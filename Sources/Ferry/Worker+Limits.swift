@@ -6,9 +6,9 @@ import Synchronization
 // Rate and concurrency limits (`ferry limit`): a job over one waits, parked, spending nothing.
 
 extension Worker {
-    static let acquireScript = RedisScript(name: "acquire", source: EmbeddedLuaScripts.acquire)
-    static let releaseScript = RedisScript(name: "release", source: EmbeddedLuaScripts.release)
-    static let extendSlotsScript = RedisScript(name: "extend_slots", source: EmbeddedLuaScripts.extend_slots)
+    static let acquireScript = FerryScripts.script("acquire", EmbeddedLuaScripts.acquire)
+    static let releaseScript = FerryScripts.script("release", EmbeddedLuaScripts.release)
+    static let extendSlotsScript = FerryScripts.script("extend_slots", EmbeddedLuaScripts.extend_slots)
     private static let runReply = RedisReply.bulk(Array("run".utf8))
 
     /// The queue's limits as this worker last read them (every second, ``refreshLimits(_:)``).

@@ -5,7 +5,7 @@ import Logging
 // Job status hashes, cancel requests of running jobs, and the observer.
 
 extension Worker {
-    static let statusScript = RedisScript(name: "status", source: EmbeddedLuaScripts.status)
+    static let statusScript = FerryScripts.script("status", EmbeddedLuaScripts.status)
 
     /// How long a job's status stays once its group is done with it in `state`.
     func keep(after state: JobState) -> Duration {

@@ -6,7 +6,7 @@ import Logging
 // (`wf_step.lua`, or `deadletter.lua` for a dead letter).
 
 extension Worker {
-    static let stepScript = RedisScript(name: "wf_step", source: EmbeddedLuaScripts.wf_step)
+    static let stepScript = FerryScripts.script("wf_step", EmbeddedLuaScripts.wf_step)
 
     /// The context a step's handler gets: the workflow, the step, and the results its workflow's
     /// steps have kept so far (large ones fetched and checked); nil for a job that is no step.

@@ -180,20 +180,20 @@ public final class Worker: Sendable {
         var acknowledgementsAwaitingRetry = 0
     }
 
-    static let ackScript = RedisScript(name: "ack", source: EmbeddedLuaScripts.ack)
-    static let leaseScript = RedisScript(name: "lease", source: EmbeddedLuaScripts.lease)
-    static let claimScript = RedisScript(name: "claim", source: EmbeddedLuaScripts.claim)
-    static let deadLetterScript = RedisScript(name: "deadletter", source: EmbeddedLuaScripts.deadletter)
-    static let releaseConsumerScript = RedisScript(name: "release_consumer", source: EmbeddedLuaScripts.release_consumer)
-    static let beginScript = RedisScript(name: "begin", source: EmbeddedLuaScripts.begin)
-    static let completeScript = RedisScript(name: "complete", source: EmbeddedLuaScripts.complete)
-    static let extendLockScript = RedisScript(name: "extend_lock", source: EmbeddedLuaScripts.extend_lock)
-    static let markDeletedScript = RedisScript(name: "mark_deleted", source: EmbeddedLuaScripts.mark_deleted)
-    static let trimScript = RedisScript(name: "trim", source: EmbeddedLuaScripts.trim)
-    static let trimDeadScript = RedisScript(name: "trim_dead", source: EmbeddedLuaScripts.trim_dead)
-    static let pruneConsumersScript = RedisScript(name: "prune_consumers", source: EmbeddedLuaScripts.prune_consumers)
-    static let recreateGroupScript = RedisScript(name: "recreate_group", source: EmbeddedLuaScripts.recreate_group)
-    static let startBatchScript = RedisScript(name: "start_batch", source: EmbeddedLuaScripts.start_batch)
+    static let ackScript = FerryScripts.script("ack", EmbeddedLuaScripts.ack)
+    static let leaseScript = FerryScripts.script("lease", EmbeddedLuaScripts.lease)
+    static let claimScript = FerryScripts.script("claim", EmbeddedLuaScripts.claim)
+    static let deadLetterScript = FerryScripts.script("deadletter", EmbeddedLuaScripts.deadletter)
+    static let releaseConsumerScript = FerryScripts.script("release_consumer", EmbeddedLuaScripts.release_consumer)
+    static let beginScript = FerryScripts.script("begin", EmbeddedLuaScripts.begin)
+    static let completeScript = FerryScripts.script("complete", EmbeddedLuaScripts.complete)
+    static let extendLockScript = FerryScripts.script("extend_lock", EmbeddedLuaScripts.extend_lock)
+    static let markDeletedScript = FerryScripts.script("mark_deleted", EmbeddedLuaScripts.mark_deleted)
+    static let trimScript = FerryScripts.script("trim", EmbeddedLuaScripts.trim)
+    static let trimDeadScript = FerryScripts.script("trim_dead", EmbeddedLuaScripts.trim_dead)
+    static let pruneConsumersScript = FerryScripts.script("prune_consumers", EmbeddedLuaScripts.prune_consumers)
+    static let recreateGroupScript = FerryScripts.script("recreate_group", EmbeddedLuaScripts.recreate_group)
+    static let startBatchScript = FerryScripts.script("start_batch", EmbeddedLuaScripts.start_batch)
 
     /// - Parameters:
     ///   - handlers: by job type.
@@ -428,7 +428,7 @@ public final class Worker: Sendable {
                 func replied(_ at: Int) -> ControlChannel.Outcome {
                     let reply = replies[at]
                     if let failed = reply.errorMessage {
-                        return .replied(.failure(RedisError.server(failed, command: "EVALSHA")))
+                        return .replied(.failure(RedisError.server(failed, command: "FCALL")))
                     }
                     return .replied(.success(reply))
                 }
@@ -456,7 +456,7 @@ public final class Worker: Sendable {
     /// every entry when the group is gone; nil when the call failed (they are tried again).
     private func acknowledgedLost(_ reply: RedisReply?, _ acks: [ControlChannel.Acknowledgement]) -> Set<String>? {
         guard let failed = reply?.errorMessage else { return Set(reply?.array?.compactMap(\.string) ?? []) }
-        let error = RedisError.server(failed, command: "EVALSHA")
+        let error = RedisError.server(failed, command: "FCALL")
         if error.prefix == .noGroup {
             // The group is gone, and its pending entries with it: nothing to acknowledge.
             return Set(acks.map(\.entryID))

@@ -11,10 +11,10 @@ public struct Workflows: QueueStore {
     /// A store of `scope.queue`; nothing is sent until a method is called.
     public init(_ scope: QueueScope) { self.scope = scope }
 
-    static let startScript = RedisScript(name: "wf_start", source: EmbeddedLuaScripts.wf_start)
-    static let controlScript = RedisScript(name: "wf_control", source: EmbeddedLuaScripts.wf_control)
-    static let checkScript = RedisScript(name: "wf_check", source: EmbeddedLuaScripts.wf_check)
-    static let expireScript = RedisScript(name: "wf_expire", source: EmbeddedLuaScripts.wf_expire)
+    static let startScript = FerryScripts.script("wf_start", EmbeddedLuaScripts.wf_start)
+    static let controlScript = FerryScripts.script("wf_control", EmbeddedLuaScripts.wf_control)
+    static let checkScript = FerryScripts.script("wf_check", EmbeddedLuaScripts.wf_check)
+    static let expireScript = FerryScripts.script("wf_expire", EmbeddedLuaScripts.wf_expire)
 
     /// Where a workflow is.
     public enum State: String, Sendable, Hashable, Codable, CaseIterable {

@@ -2,11 +2,11 @@ import Ferry
 import FerryRedis
 import Foundation
 
-/// Redis server time by script, per job: `INFO commandstats` has one row for every `EVALSHA`,
+/// Redis server time by script, per job: `INFO commandstats` has one row for every `FCALL`,
 /// so the benchmarks time each call with Redis's slowlog instead, set to log every command for
 /// one run of their own (the log costs Redis time too, so the run whose totals are printed
 /// does not have it). A call's duration there is the one `commandstats` adds up, the script's
-/// commands included; each is named by its SHA1 (``ScriptNames``).
+/// commands included; each is named by its function's name, or an `EVALSHA` by its SHA1 (``FerryScripts``).
 struct ScriptTimeReport {
     /// Microseconds and calls by script name.
     let scripts: [String: (microseconds: Int64, calls: Int)]
@@ -58,7 +58,7 @@ struct ScriptTimeReport {
         try await connection.send(RedisCommand("SLOWLOG", ["RESET"]))
     }
 
-    /// Sums the `EVALSHA` and `EVAL` entries of a `SLOWLOG GET` reply (each `[id, time,
+    /// Sums the `FCALL`, `EVALSHA` and `EVAL` entries of a `SLOWLOG GET` reply (each `[id, time,
     /// duration µs, [command, args...], ...]`) by script.
     init(_ logged: [RedisReply], jobs: Int) {
         var scripts: [String: (microseconds: Int64, calls: Int)] = [:]
@@ -68,7 +68,8 @@ struct ScriptTimeReport {
             else { continue }
             let script: String
             switch name {
-            case "EVALSHA": script = command.dropFirst().first?.string.flatMap(ScriptNames.name(ofSHA1:)) ?? "other script"
+            case "FCALL": script = command.dropFirst().first?.string.flatMap(FerryScripts.name(ofFunction:)) ?? "other function"
+            case "EVALSHA": script = command.dropFirst().first?.string.flatMap(FerryScripts.name(ofSHA1:)) ?? "other script"
             case "EVAL": script = "EVAL (a script sent whole after NOSCRIPT)"
             default: continue
             }

@@ -13,7 +13,7 @@ public struct RedisCommand: Sendable, Hashable, CustomStringConvertible {
     /// The command's name, for error messages; never its arguments, which may hold secrets.
     public let name: String
 
-    /// The script an `EVALSHA` command runs, so `NOSCRIPT` can fall back to `EVAL`.
+    /// The script an `EVALSHA` or `FCALL` command runs, so a missing script can be loaded or sent as `EVAL`.
     var script: RedisScript?
 
     /// Starts a command; `name` may hold several words (`"XINFO GROUPS"`), each sent as its own argument.
@@ -89,10 +89,21 @@ public struct RedisCommand: Sendable, Hashable, CustomStringConvertible {
         buffer.append(contentsOf: body)
     }
 
-    /// This `EVALSHA <sha> ...` command as `EVAL <source> ...`, the same arguments after the SHA.
+    /// This `EVALSHA <sha> ...` (or `FCALL <function> ...`) command as `EVAL <source> ...`, the
+    /// same arguments after the SHA (or function name).
     func evalFallback() -> RedisCommand {
         var fallback = RedisCommand("EVAL")
         fallback.append(script?.source ?? "")
+        for argument in arguments.dropFirst(2) { fallback.append(bytes: argument) }
+        return fallback
+    }
+
+    /// This `FCALL <function> ...` command as `EVALSHA <sha> ...` of its script, the same
+    /// arguments after the function name: for a connection whose Redis refuses the library.
+    func evalSHAFallback() -> RedisCommand {
+        var fallback = RedisCommand("EVALSHA")
+        fallback.script = script.map { RedisScript(name: $0.name, source: $0.source) }
+        fallback.append(script?.sha1 ?? "")
         for argument in arguments.dropFirst(2) { fallback.append(bytes: argument) }
         return fallback
     }

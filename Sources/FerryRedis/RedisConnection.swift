@@ -36,6 +36,9 @@ public actor RedisConnection {
     private var redirectedEndpoint: RedisConfiguration.Endpoint?
     /// The context was dropped to follow a `MOVED`, not after a failure: the next dial is no reconnection.
     private var followingMove = false
+    /// Function libraries this connection's Redis would not load or call (an ACL without
+    /// `FUNCTION LOAD` or `FCALL`): their scripts go as `EVALSHA` from then on.
+    private var refusedLibraries: Set<RedisFunctionLibrary> = []
     /// Redirections one call follows before it returns the `MOVED` or `ASK` reply as it is: a
     /// cluster in the middle of resharding may redirect more than once, never for long.
     private static let maximumRedirections = 5
@@ -101,7 +104,8 @@ public actor RedisConnection {
     ///
     /// Error replies come back in place as ``RedisReply/error(_:)`` so one failed command does not
     /// hide the others' results. An `EVALSHA` built by ``RedisScript`` that meets `NOSCRIPT` (after
-    /// a restart or `SCRIPT FLUSH`) is sent again as `EVAL`: `NOSCRIPT` means it never ran.
+    /// a restart or `SCRIPT FLUSH`) is sent again as `EVAL`, and an `FCALL` of a function Redis
+    /// does not hold again once its library is loaded: neither error means the script ran.
     ///
     /// - Throws: ``RedisError`` when the exchange itself fails; then no reply is returned, and
     ///   any of the commands may or may not have been applied.
@@ -164,17 +168,80 @@ public actor RedisConnection {
         }
     }
 
-    /// One exchange, plus one more for any `EVALSHA` that met `NOSCRIPT`, sent as `EVAL`.
+    /// One exchange, plus one more for any script Redis did not have: an `EVALSHA` that met
+    /// `NOSCRIPT` goes again as `EVAL`; an `FCALL` of a missing function goes again once its
+    /// library is loaded, or as `EVAL` if Redis refuses the library or `FCALL` itself (then the
+    /// library's scripts go as `EVALSHA` on this connection from then on). None of those errors
+    /// means the script ran.
     private func exchangeLoadingScripts(_ commands: [RedisCommand], timeout: Duration?) throws(RedisError) -> [RedisReply] {
+        let commands =
+            refusedLibraries.isEmpty
+            ? commands
+            : commands.map { command in
+                command.script?.library.map(refusedLibraries.contains) == true ? command.evalSHAFallback() : command
+            }
         var replies = try exchange(commands, timeout: timeout)
         let missingScripts = commands.indices.filter { index in
-            commands[index].script != nil && replies[index].isNoScriptError
+            commands[index].script != nil
+                && (replies[index].isNoScriptError || replies[index].isMissingFunctionError
+                    || (commands[index].name == "FCALL" && replies[index].isNoPermissionError))
         }
         if !missingScripts.isEmpty {
-            let retried = try exchange(missingScripts.map { commands[$0].evalFallback() }, timeout: timeout)
+            var loaded: [RedisFunctionLibrary: Bool] = [:]
+            for index in missingScripts where commands[index].name == "FCALL" {
+                guard let library = commands[index].script?.library, loaded[library] == nil else { continue }
+                if case .error(let message) = replies[index], !replies[index].isMissingFunctionError {
+                    refuse(library, message)
+                    loaded[library] = false
+                } else {
+                    loaded[library] = try load(library, timeout: timeout)
+                }
+            }
+            let retried = try exchange(
+                missingScripts.map { index in
+                    let command = commands[index]
+                    return command.script?.library.flatMap { loaded[$0] } == true ? command : command.evalFallback()
+                },
+                timeout: timeout)
             for (index, reply) in zip(missingScripts, retried) { replies[index] = reply }
         }
         return replies
+    }
+
+    /// Loads `library` on this connection's node and keeps at most
+    /// ``RedisFunctionLibrary/keptVersions`` of its family there. True when Redis holds it now
+    /// (loaded here, or by another client first); false when Redis refused (an ACL without
+    /// `FUNCTION LOAD`, say), so its scripts go as `EVALSHA`.
+    private func load(_ library: RedisFunctionLibrary, timeout: Duration?) throws(RedisError) -> Bool {
+        let reply = try exchange([RedisCommand("FUNCTION LOAD", [.string(library.code)])], timeout: timeout)[0]
+        if case .error(let message) = reply, !message.contains("already exists") {
+            refuse(library, message)
+            return false
+        }
+        logger.info("Loaded a Redis function library", metadata: ["redis.library": "\(library.name)"])
+        // Older releases' libraries: any beyond the kept number go (a release still running loads its own again).
+        let listed = try exchange(
+            [RedisCommand("FUNCTION LIST", ["LIBRARYNAME", .string(library.family + "_*")])], timeout: timeout)[0]
+        let others = (listed.array ?? []).compactMap { entry -> String? in
+            guard let fields = entry.array, let at = fields.firstIndex(where: { $0.string == "library_name" }),
+                at + 1 < fields.count, let name = fields[at + 1].string,
+                name != library.name, name.hasPrefix(library.family + "_")
+            else { return nil }
+            return name
+        }
+        let surplus = others.count + 1 - RedisFunctionLibrary.keptVersions
+        if surplus > 0 {
+            _ = try exchange(others.prefix(surplus).map { RedisCommand("FUNCTION DELETE", [.string($0)]) }, timeout: timeout)
+        }
+        return true
+    }
+
+    /// Remembers that Redis refused `library` (its `FUNCTION LOAD` or `FCALL`), and says so once.
+    private func refuse(_ library: RedisFunctionLibrary, _ message: String) {
+        refusedLibraries.insert(library)
+        logger.warning(
+            "Redis refused a function library; its scripts go as EVALSHA on this connection, at more Redis time a call. Grant FCALL and FUNCTION LOAD (ops/redis/users.acl)",
+            metadata: ["redis.error": "\(message)", "redis.library": "\(library.name)"])
     }
 
     /// Sends each command after `ASKING` to the node importing its slot, on a connection dialled
@@ -420,6 +487,18 @@ extension RedisReply {
 
     var isNoScriptError: Bool {
         if case .error(let message) = self { return message.hasPrefix("NOSCRIPT") }
+        return false
+    }
+
+    /// A command the connection's ACL user may not run: `NOPERM`.
+    var isNoPermissionError: Bool {
+        if case .error(let message) = self { return message.hasPrefix("NOPERM") }
+        return false
+    }
+
+    /// `FCALL` of a function Redis does not hold: `ERR Function not found`.
+    var isMissingFunctionError: Bool {
+        if case .error(let message) = self { return message == "ERR Function not found" }
         return false
     }
 }

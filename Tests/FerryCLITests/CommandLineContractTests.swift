@@ -189,7 +189,7 @@ struct CommandLineContractTests {
         let cells = batched.components(separatedBy: "  ").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         #expect(cells.count == 6 && cells.dropFirst().allSatisfy { Double($0) != nil }, "rates, ratio and Redis time: \(batched)")
         let byCommand = try #require(result.lines.first { $0.contains("ferry batched, status on: ") })
-        #expect(byCommand.contains("evalsha") && byCommand.contains("xadd"), "the Redis time by command: \(byCommand)")
+        #expect(byCommand.contains("fcall") && byCommand.contains("xadd"), "the Redis time by command: \(byCommand)")
     }
 
     @Test(
@@ -208,7 +208,7 @@ struct CommandLineContractTests {
         #expect(result.status == 0, "\(result.standardError)")
         let heading = try #require(result.lines.firstIndex { $0.hasPrefix("By script") }, "\(result.standardOutput)")
         let byCommand = try #require(result.lines[..<heading].first { $0.hasPrefix("  ferry, concurrency 8, status on: ") })
-        #expect(byCommand.contains("evalsha") && byCommand.contains("hset"), "\(byCommand)")
+        #expect(byCommand.contains("fcall") && byCommand.contains("hset"), "\(byCommand)")
         let byScript = try #require(result.lines[heading...].first { $0.hasPrefix("  ferry, concurrency 8, status on: ") })
         let ack = try #require(byScript.firstMatch(of: /ack ([0-9.]+) µs \(([0-9.]+) calls\/job\)/), "\(byScript)")
         #expect(Double(ack.1) ?? 0 > 0 && Double(ack.2) ?? 0 > 0, "\(byScript)")

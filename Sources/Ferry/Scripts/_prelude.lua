@@ -1,6 +1,9 @@
 -- Ferry's shared script parts: the EmbedLuaScripts plugin puts this text where a script has the
 -- line `-- ferry:prelude`, so the ownership check and Redis's clock are written once. Files
--- whose names start with `_` are parts, not scripts of their own.
+-- whose names start with `_` are parts, not scripts of their own. Ferry itself calls the scripts
+-- as functions of one Redis function library, where this text runs once, at load (FerryScripts):
+-- a top-level variable declared without a value (`local names`) is one call's state, and each
+-- function sets it to nil before its body runs; any other top-level variable must be a constant.
 
 -- The pending-list record of `id` in `group` when `consumer` owns it, else nil: the check
 -- every transition of a delivered job makes first, so a worker that lost an entry (a zombie

@@ -30,6 +30,7 @@
 -- the new owner has not had yet. Returns the IDs that were NOT acked because another consumer
 -- owns them now (or they are no longer pending); their status is left alone. With slots to
 -- release, the reply ends with an integer: how many slots went to the group's waiting jobs.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local lost = {}
 -- One XACK per lane and one ZADD / ZREM per index set for the whole flush (see gather_index).

@@ -53,6 +53,7 @@
 -- in the group, which only its owner may do). A job that runs is not checked: the worker claimed
 -- or read it a moment ago, as start_batch.lua's running records assume, and its outcome is
 -- owner-checked as every job's is.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local s = tonumber(ARGV[8])
 local names, checked = {}, {}

@@ -20,6 +20,7 @@
 -- Returns {'skip'} when the key already completed (the entry is acknowledged here, without
 -- running, and its status says succeeded), {'run', token} (its status says running) when this delivery took the lock, {'busy'} when another delivery
 -- holds it, and {'lost'} when this consumer no longer owns the entry.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local pending, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 if not pending then

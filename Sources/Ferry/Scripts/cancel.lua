@@ -27,6 +27,7 @@
 -- and 'scheduled' is returned. A group that parked the job for later (a retry, a snooze, an
 -- early `deliver_at`, a wait for a limit: ferry:{Q}:delayed:<group>) has it taken out and
 -- recorded 'cancelled' at once; only groups still to run it need the request.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 if redis.call('ZREM', KEYS[3], string.match(KEYS[4], '}:scheduled:(.*)$')) == 1 then
   redis.call('DEL', KEYS[4])

@@ -12,6 +12,7 @@
 -- pending (trimmed, XDEL) from the pending list and returns nothing for it: such IDs are
 -- returned separately so the worker can count and log them.
 -- Returns { claimed entries as XCLAIM replies them, deleted IDs }.
+-- ferry:function-flags allow-oom
 local claimed, deleted = {}, {}
 for i = 4, #ARGV do
   local reply = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[i])

@@ -23,6 +23,7 @@
 -- ran, on a stalled machine, and another worker took the entry and parked it as busy), the
 -- handler did run to its end under the guard: the key is marked done and the lock released, so
 -- the parked delivery skips it instead of running it a second time once the lock lapses.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 if not record then

@@ -7,6 +7,7 @@
 --
 -- Returns {n, the last ID counted} ({0, ''} when there is none); the caller goes on after that
 -- ID while n is ARGV[3]. Counting here sends two values back instead of every entry's fields.
+-- ferry:function-flags allow-oom
 local entries = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
 if #entries == 0 then
   return {0, ''}

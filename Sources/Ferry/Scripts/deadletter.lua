@@ -25,6 +25,7 @@
 -- `workflow` and `step` fields) moves its workflow in the same step (workflow_step_ended). Other groups keep their own copy of
 -- the job: like Pub/Sub, dead-lettering acts on one subscription. Returns the dead letter's
 -- entry ID, or nil when this consumer no longer owns the entry (nothing is written then).
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 -- ferry:workflow
 local record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], ARGV[3])

@@ -26,6 +26,7 @@
 -- keeps from KEYS[4]'s oldest entry. A worker hands it back when due (redeliver.lua), with the
 -- attempt count carried. Returns {'parked', due}; {'due'} when ARGV[6] is '1' and the time has
 -- come (nothing is written: run it now); {'lost'} when this consumer no longer owns the entry.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 if not record then

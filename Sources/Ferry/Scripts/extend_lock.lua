@@ -6,6 +6,7 @@
 --
 -- A lock is extended only while it still holds its delivery's token. Returns the tokens of the
 -- locks that were, so the worker knows which of its jobs may go on running.
+-- ferry:function-flags allow-oom
 local extended = {}
 for i = 1, #KEYS do
   if redis.call('GET', KEYS[i]) == ARGV[i + 1] then

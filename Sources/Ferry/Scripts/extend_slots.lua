@@ -8,6 +8,7 @@
 --
 -- XX: slots freed as lapsed (the worker was cut off longer than its lease) are not taken back,
 -- which could put the limit over. Returns how many were extended.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local lease = tonumber(ARGV[1])
 local ends = now_ms() + lease

@@ -13,6 +13,7 @@
 -- the pending list. An ID no longer pending is left out: the worker's snapshot of its running
 -- jobs races its own acknowledgements, and a job acknowledged (or dead-lettered) while this call
 -- was on its way lost nothing. An entry of another priority's lane is found in its lane.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local lost, deleted = {}, {}
 for i = 4, #ARGV do

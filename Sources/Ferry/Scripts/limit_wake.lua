@@ -7,6 +7,7 @@
 --
 -- Running jobs keep their slots (:slots is left alone) and release them as they end.
 -- Returns how many waiting jobs were woken.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local now = now_ms()
 local woken = 0

@@ -18,6 +18,7 @@
 -- lists each once. Returns { rows, next cursor score, next cursor member } with each row
 -- { member, score, state, job_id, type, attempts, error_class, updated_at }; the cursor is
 -- false when nothing is left.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local limit, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local candidates = {}

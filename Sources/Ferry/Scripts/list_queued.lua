@@ -15,6 +15,7 @@
 -- queue's lanes (add_job), so the page is the newest entries of every lane merged by ID, and
 -- the cursor (an entry ID) carries over. Returns { rows, next cursor or false } with each row
 -- { entry ID, job id, type }.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local limit, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 

@@ -16,6 +16,7 @@
 -- (its job id `<workflow id>/<step>`, `#<run>`: both names are key-safe, so the id says which)
 -- ends as dead-lettered for its workflow, whose `on_failure` decides: no workflow waits on a
 -- step whose entry is gone. Returns how many statuses were written.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 -- ferry:workflow
 local written = 0

@@ -13,6 +13,7 @@
 -- worker ran for longer than their keep time) only leaves the index. A job without its own
 -- `published_at` gets the time it was moved. Its status, if kept, gets its entry ID and
 -- `queued_at`. Returns {jobs moved, 1 when more are due, else 0}.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local now = now_ms()
 local limit = tonumber(ARGV[3])

@@ -8,6 +8,7 @@
 --
 -- Returns the entry ID of the dead-lettered job that had stopped the key, or false when the key
 -- was not blocked.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local blocked = redis.call('HGET', KEYS[1], 'blocked')
 redis.call('HDEL', KEYS[3], ARGV[2])

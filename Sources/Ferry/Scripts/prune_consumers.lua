@@ -9,6 +9,7 @@
 -- Only a consumer that holds no pending entry is deleted: XGROUP DELCONSUMER would drop its
 -- pending entries, and nobody could reclaim them. The check and the deletion are one step.
 -- Returns the names deleted.
+-- ferry:function-flags allow-oom
 local deleted = {}
 for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
   local info = {}

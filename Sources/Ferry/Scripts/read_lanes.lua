@@ -16,6 +16,7 @@
 -- 4 urgent ones and nothing less urgent. Returns {{[stream, entries] as XREADGROUP replies them,
 -- for each lane read from}, 1 when a job may have been asked to cancel (the cancel requests
 -- exist), else 0, how many lanes other than normal the queue has}.
+-- ferry:function-flags allow-oom
 local levels = redis.call('SMEMBERS', KEYS[3])
 local present = { ['5'] = true }
 for _, level in ipairs(levels) do

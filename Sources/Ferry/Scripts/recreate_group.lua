@@ -13,6 +13,7 @@
 -- the stream's end ('$'). The check and the creation are one step, so a publish cannot fall
 -- between them. Returns {'start'}, or {position, first ID, last ID, number of entries}, or
 -- {'exists'} when another worker made the group first.
+-- ferry:function-flags allow-oom
 local length = redis.call('XLEN', KEYS[1])
 local position = '0'
 if length > 0 then

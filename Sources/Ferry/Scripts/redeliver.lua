@@ -16,6 +16,7 @@
 -- meanwhile (XDEL, a producer's MAXLEN) is not claimed and is returned apart.
 -- Returns {entries as XCLAIM replies them, their attempt numbers, deleted IDs, 1 when more are
 -- due, else 0}.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local limit = tonumber(ARGV[3])
 local due = redis.call('ZRANGE', KEYS[2], '-inf', now_ms(), 'BYSCORE', 'LIMIT', 0, limit)

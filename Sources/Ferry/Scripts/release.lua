@@ -7,5 +7,6 @@
 --
 -- Returns how many slots went to waiters of the releasing worker's group, which it then looks
 -- for at once instead of at its next quarter-second check.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 return release_slots(1, 1)

@@ -6,6 +6,7 @@
 --
 -- A consumer that still holds entries is never deleted: XGROUP DELCONSUMER would drop its
 -- pending entries, and nobody could reclaim them. Returns 1 when deleted, 0 otherwise.
+-- ferry:function-flags allow-oom
 local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
 if #pending > 0 then
   return 0

@@ -16,6 +16,7 @@
 -- but those someone asked to cancel (`ferry job cancel`). Returns {the job ids asked to cancel,
 -- the job ids whose running record was refused (their status had already moved on for this
 -- entry: see set_status)}.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local cancelled, asked, refused = {}, {}, {}
 local n = tonumber(ARGV[5])

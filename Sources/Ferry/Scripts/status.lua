@@ -10,6 +10,7 @@
 -- ARGV[6]   now, in milliseconds since the epoch
 -- ARGV[7]   how long the status stays if the state is terminal, in milliseconds
 -- ARGV[8..] the group's other fields and values
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local fields = {}
 for i = 8, #ARGV do

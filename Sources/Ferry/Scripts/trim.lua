@@ -12,6 +12,7 @@
 -- the first worker starts wait for it. XTRIM MINID removes only entries below the cut-off; the
 -- '~' lets Redis stop at a macro-node boundary, which may keep a few more, never fewer.
 -- Returns the number of entries removed.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 local function lower(a, b)
   if id_before(a, b) then

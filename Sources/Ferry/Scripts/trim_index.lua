@@ -16,6 +16,7 @@
 -- ones), renewed by every pass: the sets of a group that is deleted, or no longer worked,
 -- expire with the rest of what it left.
 -- Returns { members removed, 1 when the budget ran out before every set was done, else 0 }.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return { 0, 0 }

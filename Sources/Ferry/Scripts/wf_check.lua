@@ -8,6 +8,7 @@
 -- A queued step's job is alive while its entry is in a lane and the workflow's group has not read
 -- it yet, holds it pending, or has it parked for a later delivery. A workflow whose every step
 -- has ended but is still running is stuck too. Returns {{workflow id, step, why}...}.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 -- ferry:workflow
 local stuck = {}

@@ -13,6 +13,7 @@
 -- again from the named step (run again, with every step after it), or where it stopped: the
 -- blocked step run again when it was dead-lettered, its successors when its handler blocked.
 -- Returns {'ok'}, {'missing'}, {'ended', state}, {'not_blocked', state} or {'unknown_step', name}.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 -- ferry:workflow
 local state = redis.call('HGET', KEYS[2], 'state')

@@ -7,6 +7,7 @@
 -- Due means at or before Redis's clock (ferry:{Q}:wf:deadlines, id -> deadline ms). Each one still
 -- running or blocked fails with the reason "its deadline passed", its queued steps asked to
 -- cancel, in the same step as it leaves the deadlines. Returns the ids failed.
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 -- ferry:workflow
 local now = now_ms()

@@ -21,6 +21,7 @@
 --          reference: ARGV[16] the result, ARGV[17] its '<sha256> <size>'
 --
 -- Returns 1, or 0 when this consumer no longer owns the entry (nothing is written then).
+-- ferry:function-flags allow-oom
 -- ferry:prelude
 -- ferry:workflow
 local record, lane = owned_lane(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
