@@ -251,7 +251,7 @@ extension APIHandlers {
         let timing = try CronSchedule.timing(
             every: try body.every.map { try Self.duration($0, field: "every") }, cron: body.cron, timeZone: body.timezone)
         let schedule = CronSchedule(
-            name: input.path.name, timing: timing, job: try Self.message(from: body.job),
+            name: input.path.name, timing: timing, job: try Self.message(from: PublishBody(body.job)),
             catchUp: body.catchUp.flatMap { CronSchedule.CatchUp(rawValue: $0.rawValue) } ?? .skip,
             overlap: body.overlap.flatMap { CronSchedule.Overlap(rawValue: $0.rawValue) } ?? .allow)
         try schedule.validate()

@@ -59,12 +59,21 @@ struct APIHandlers: APIProtocol {
     func publishJob(_ input: Operations.PublishJob.Input) async throws -> Operations.PublishJob.Output {
         let queue = try queueName(input.path.queue)
         guard case .json(let body) = input.body else { throw APIProblem(.invalidRequest, "send the job as JSON") }
-        var job = try Self.callersKey(Self.message(from: body))
-        let keys = QueueKeys(queue: queue)
+        var job = try Self.callersKey(Self.message(from: PublishBody(body)))
         if let idempotencyKey = input.headers.idempotencyKey {
             job.idempotencyKey = idempotencyKey
-            try await checkSameRequest(body, idempotencyKey: idempotencyKey, keys: keys)
+            try await checkSameRequest(body, idempotencyKey: idempotencyKey, keys: QueueKeys(queue: queue))
         }
+        let accepted = try await publish(job, queue: queue)
+        return .accepted(
+            .init(
+                headers: .init(location: accepted.statusUrl, idempotentReplayed: accepted.duplicate ? "true" : nil),
+                body: .json(accepted)))
+    }
+
+    /// Publishes one job of a request (``publishJob(_:)``, or ``PublishRoute``'s quick path)
+    /// and says what the answer says of it.
+    func publish(_ job: JobMessage, queue: QueueName) async throws -> Components.Schemas.Accepted {
         let receipt = try await publishers.publisher(for: queue, pool: pool, configuration: publishing).publish(job)
         if receipt.isDuplicate && rejectsDuplicates {
             throw APIProblem(
@@ -72,11 +81,7 @@ struct APIHandlers: APIProtocol {
                 "the Idempotency-Key was used before, by job \(receipt.jobID) (\(Self.statusURL(queue, receipt.jobID))); this server answers duplicates with 409 (--reject-duplicates): nothing new was published",
                 jobID: receipt.jobID)
         }
-        let accepted = accepted(receipt, job: job, queue: queue)
-        return .accepted(
-            .init(
-                headers: .init(location: accepted.statusUrl, idempotentReplayed: receipt.isDuplicate ? "true" : nil),
-                body: .json(accepted)))
+        return accepted(receipt, job: job, queue: queue)
     }
 
     func publishJobs(_ input: Operations.PublishJobs.Input) async throws -> Operations.PublishJobs.Output {
@@ -88,7 +93,7 @@ struct APIHandlers: APIProtocol {
         var jobs: [JobMessage] = []
         for (index, job) in body.jobs.enumerated() {
             do {
-                jobs.append(try Self.callersKey(Self.message(from: job)))
+                jobs.append(try Self.callersKey(Self.message(from: PublishBody(job))))
             } catch let problem as APIProblem {
                 throw APIProblem(.invalidRequest, "jobs[\(index)]: \(problem.detail); nothing was published")
             }
@@ -100,17 +105,17 @@ struct APIHandlers: APIProtocol {
     }
 
     /// The job a request body describes, checked as `ferry publish` checks one.
-    static func message(from body: Components.Schemas.NewJob) throws -> JobMessage {
-        var job = JobMessage(type: body._type)
+    static func message(from body: PublishBody) throws -> JobMessage {
+        var job = JobMessage(type: body.type)
         switch (body.data, body.dataBase64) {
         case (.some, .some): throw APIProblem(.invalidRequest, "give the payload once: data or data_base64, not both")
-        case (let value?, nil): job.data = try RequestJSON.bytes(of: value)
+        case (let bytes?, nil): job.data = bytes
         case (nil, let encoded?):
             guard let bytes = Data(base64Encoded: encoded) else { throw APIProblem(.invalidRequest, "data_base64 is not base64") }
             job.data = Array(bytes)
         case (nil, nil): break
         }
-        job.attributes = body.attributes?.additionalProperties ?? [:]
+        job.attributes = body.attributes
         job.jobID = body.jobId
         job.key = body.key
         job.orderingKey = body.orderingKey
@@ -218,10 +223,19 @@ struct APIHandlers: APIProtocol {
     }
 
     static func pathComponent(_ text: String) -> String {
-        var allowed = CharacterSet.urlPathAllowed
-        allowed.remove(charactersIn: "/:")
-        return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+        // Most names and ids need no escape (queue names never do): no CharacterSet walk for them.
+        if text.utf8.allSatisfy({ $0 < 0x80 && Self.safeInPath[Int($0)] }) { return text }
+        return text.addingPercentEncoding(withAllowedCharacters: pathComponentAllowed) ?? text
     }
+
+    /// The ASCII bytes a path component keeps as they are: letters, digits, `-._~`.
+    private static let safeInPath: [Bool] = (0..<128).map { byte in
+        let character = Character(Unicode.Scalar(UInt8(byte)))
+        return character.isASCII && (character.isLetter || character.isNumber || "-._~".contains(character))
+    }
+
+    /// What a path component keeps unescaped: a URL path's characters but `/` and `:`.
+    private static let pathComponentAllowed = CharacterSet.urlPathAllowed.subtracting(CharacterSet(charactersIn: "/:"))
 
     // MARK: Jobs
 

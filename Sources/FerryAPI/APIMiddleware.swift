@@ -5,7 +5,7 @@ import HTTPTypes
 import Logging
 import OpenAPIRuntime
 
-/// Turns every error of an operation into an RFC 9457 problem (and writes `Location` as is): a request that does not decode
+/// Turns every error of an operation into an RFC 9457 problem: a request that does not decode
 /// (a missing field, a wrong type, malformed JSON) is `invalid-request`; a library error keeps its
 /// meaning (``APIProblem/init(_:)``); anything else is `internal`, logged, its text not shown.
 struct ProblemMiddleware: ServerMiddleware {
@@ -16,13 +16,7 @@ struct ProblemMiddleware: ServerMiddleware {
         next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
     ) async throws -> (HTTPResponse, HTTPBody?) {
         do {
-            var (response, responseBody) = try await next(request, body, metadata)
-            // The runtime writes header values percent-encoded (OpenAPI's simple style); a
-            // Location is a URI reference and goes as it is.
-            if let location = response.headerFields[.location] {
-                response.headerFields[.location] = location.removingPercentEncoding ?? location
-            }
-            return (response, responseBody)
+            return try await next(request, body, metadata)
         } catch {
             let problem = problem(for: error)
             if problem.kind == .internal {
@@ -65,6 +59,22 @@ struct ProblemMiddleware: ServerMiddleware {
 /// (``JWTAuthenticator``); the operation's scope
 /// (`x-ferry-scope` in the document) must be one of the key's, and a queue in the path one it
 /// may see. The caller is then ``APIClient/current`` for the handler.
+/// Writes a generated answer's `Location` as the URI reference it is: the runtime writes header
+/// values percent-encoded (OpenAPI's simple style), which would escape the reference's `/` and
+/// its escapes again.
+struct LocationHeaderMiddleware: ServerMiddleware {
+    func intercept(
+        _ request: HTTPRequest, body: HTTPBody?, metadata: ServerRequestMetadata, operationID: String,
+        next: @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+    ) async throws -> (HTTPResponse, HTTPBody?) {
+        var (response, responseBody) = try await next(request, body, metadata)
+        if let location = response.headerFields[.location] {
+            response.headerFields[.location] = location.removingPercentEncoding ?? location
+        }
+        return (response, responseBody)
+    }
+}
+
 struct AuthenticationMiddleware: ServerMiddleware {
     let authenticator: Authenticator
 

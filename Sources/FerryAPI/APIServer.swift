@@ -92,14 +92,19 @@ public enum APIServer {
         let handlers = APIHandlers(
             pool: connections, publishing: configuration.publishing, rejectsDuplicates: configuration.rejectsDuplicates,
             limiter: limiter)
-        try handlers.registerHandlers(
-            on: router,
-            middlewares: [
-                ProblemMiddleware(logger: logger),
-                AuthenticationMiddleware(authenticator: authenticator),
-                RateLimitMiddleware(limiter: limiter),
-                AuditMiddleware(pool: connections),
-            ])
+        let middlewares: [any ServerMiddleware] = [
+            ProblemMiddleware(logger: logger),
+            AuthenticationMiddleware(authenticator: authenticator),
+            RateLimitMiddleware(limiter: limiter),
+            AuditMiddleware(pool: connections),
+        ]
+        let routes = RoutesButPublish(router: router)
+        try handlers.registerHandlers(on: routes, middlewares: [LocationHeaderMiddleware()] + middlewares)
+        guard let generatedPublish = routes.publish else {
+            throw FerryError(.invalidInput, "the API document has no POST \(PublishRoute.path)")
+        }
+        let publish = PublishRoute(handlers: handlers, middlewares: middlewares, generated: generatedPublish)
+        router.post("/v1/queues/:queue/jobs") { request, context in try await publish.respond(to: request, context: context) }
         try Dashboard(
             pool: connections, authenticator: authenticator, secureCookies: configuration.secureCookies, logger: logger
         ).addRoutes(to: router)

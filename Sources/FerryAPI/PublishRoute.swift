@@ -1,0 +1,256 @@
+import Ferry
+import Foundation
+import HTTPTypes
+import Hummingbird
+import OpenAPIHummingbird
+import OpenAPIRuntime
+
+/// A publish request's body as the handlers use it, whichever way it was read: from the
+/// generated `NewJob`, or straight from the request's JSON by ``PublishRoute``.
+struct PublishBody: Sendable {
+    var type: String
+    /// The payload's JSON text (`data`), without whitespace: the client's own text when read
+    /// straight from the request, keys sorted when decoded by the generated code.
+    var data: [UInt8]?
+    var dataBase64: String?
+    var attributes: [String: String] = [:]
+    var jobId: String?
+    var key: String?
+    var orderingKey: String?
+    var maxAttempts: Int?
+    var priority: String?
+    var timeout: String?
+    var delay: String?
+    var deliverAt: Date?
+
+    /// The generated body, its `data` written as JSON text.
+    init(_ body: Components.Schemas.NewJob) throws {
+        type = body._type
+        data = try body.data.map(RequestJSON.bytes(of:))
+        dataBase64 = body.dataBase64
+        attributes = body.attributes?.additionalProperties ?? [:]
+        jobId = body.jobId
+        key = body.key
+        orderingKey = body.orderingKey
+        maxAttempts = body.maxAttempts
+        priority = body.priority
+        timeout = body.timeout
+        delay = body.delay
+        deliverAt = body.deliverAt
+    }
+
+    /// The body read straight from its JSON, or nil for anything this reader leaves to the
+    /// generated decoder, which answers it as the API document says (a field of the wrong type,
+    /// one it does not know, a `null`, `deliver_at`'s date, malformed JSON): a nil here is
+    /// never an answer of its own, so both readers answer every body alike.
+    init?(json bytes: [UInt8]) {
+        guard
+            let object = try? JSONSerialization.jsonObject(with: Data(bytes), options: []) as? [String: Any],
+            let type = object["type"] as? String
+        else { return nil }
+        self.type = type
+        for (name, value) in object {
+            switch name {
+            case "type": continue
+            case "data":
+                // The client's own text of the value (the body is valid JSON, as read above).
+                guard !(value is NSNull), let text = Self.compactText(ofMember: "data", in: bytes) else { return nil }
+                data = text
+            case "attributes":
+                guard let fields = value as? [String: Any] else { return nil }
+                for (field, value) in fields {
+                    guard let text = value as? String else { return nil }
+                    attributes[field] = text
+                }
+            case "max_attempts":
+                // A JSON number that is a whole number (`true` is a number to Foundation; not here).
+                guard let number = value as? NSNumber, String(cString: number.objCType) != "c",
+                    let count = Int(exactly: number.doubleValue)
+                else { return nil }
+                maxAttempts = count
+            default:
+                guard let text = value as? String else { return nil }
+                switch name {
+                case "data_base64": dataBase64 = text
+                case "job_id": jobId = text
+                case "key": key = text
+                case "ordering_key": orderingKey = text
+                case "priority": priority = text
+                case "timeout": timeout = text
+                case "delay": delay = text
+                default: return nil
+                }
+            }
+        }
+    }
+}
+
+extension PublishBody {
+    /// The text of the top-level object's member `name` in `json` (valid JSON), its whitespace
+    /// outside strings left out; nil when the object has no member spelled so (a name written
+    /// with escapes is not found here).
+    static func compactText(ofMember name: String, in json: [UInt8]) -> [UInt8]? {
+        let key = Array(name.utf8)
+        var depth = 0
+        var index = 0
+        var expectingKey = false
+        var lastString: Range<Int>?
+        while index < json.count {
+            switch json[index] {
+            case UInt8(ascii: "\""):
+                let start = index + 1
+                index = endOfString(json, from: start)
+                lastString = start..<index
+            case UInt8(ascii: "{"):
+                depth += 1
+                expectingKey = depth == 1
+            case UInt8(ascii: "["): depth += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            case UInt8(ascii: ","): expectingKey = depth == 1
+            case UInt8(ascii: ":") where depth == 1 && expectingKey:
+                expectingKey = false
+                if let found = lastString, json[found].elementsEqual(key) { return compactValue(json, from: index + 1) }
+            default: break
+            }
+            index += 1
+        }
+        return nil
+    }
+
+    /// The index of the `"` that ends the string whose text starts at `start`.
+    private static func endOfString(_ json: [UInt8], from start: Int) -> Int {
+        var index = start
+        while index < json.count && json[index] != UInt8(ascii: "\"") {
+            index += json[index] == UInt8(ascii: "\\") ? 2 : 1
+        }
+        return index
+    }
+
+    /// The value that starts after `start` (whitespace first), without whitespace outside its strings.
+    private static func compactValue(_ json: [UInt8], from start: Int) -> [UInt8] {
+        var text: [UInt8] = []
+        var depth = 0
+        var index = start
+        while index < json.count {
+            let byte = json[index]
+            switch byte {
+            case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"):
+                index += 1
+                continue
+            case UInt8(ascii: "\""):
+                let end = endOfString(json, from: index + 1)
+                text += json[index...min(end, json.count - 1)]
+                index = end + 1
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                text.append(byte)
+                index += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"), UInt8(ascii: ","):
+                if depth == 0 { return text }
+                if byte != UInt8(ascii: ",") { depth -= 1 }
+                text.append(byte)
+                index += 1
+            default:
+                text.append(byte)
+                index += 1
+            }
+            if depth == 0 && !text.isEmpty
+                && (byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]") || byte == UInt8(ascii: "\""))
+            {
+                return text
+            }
+        }
+        return text
+    }
+}
+
+/// `POST /v1/queues/{queue}/jobs`, the API's busiest route, served without the generated
+/// layers where they only cost time: the body is read once with Foundation's JSON reader
+/// (no `Codable` walk, no generic container for `data` to be encoded again) and the answer is
+/// written directly, while the same server middlewares run around it (problem answers,
+/// authentication and scopes, rate limits, audit) and the same handler code publishes. A
+/// request this path does not take (an `Idempotency-Key`, whose fingerprint is the generated
+/// body's; a body ``PublishBody/init(json:)`` leaves alone; not JSON) goes to the generated
+/// handler, so every answer is the document's. docs/design.md has the figures.
+struct PublishRoute: Sendable {
+    /// The route in the API document.
+    static let path = "/v1/queues/{queue}/jobs"
+    /// The handler behind it in the generated server, for the requests this path does not take.
+    typealias Generated = @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
+
+    let handlers: APIHandlers
+    /// The server middlewares the generated handler runs in, the first outermost.
+    let middlewares: [any ServerMiddleware]
+    let generated: Generated
+
+    func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+        var request = request
+        let bytes = Array(buffer: try await request.collectBody(upTo: .max))
+        let metadata = ServerRequestMetadata(pathParameters: ["queue": Substring(context.parameters.get("queue") ?? "")])
+        let isJSON = request.headers[.contentType].map { $0.lowercased().hasPrefix("application/json") } ?? false
+        guard isJSON, request.headers[.idempotencyKey] == nil, let body = PublishBody(json: bytes) else {
+            let (head, answer) = try await generated(request.head, HTTPBody(bytes), metadata)
+            return Response(status: head.status, headers: head.headerFields, body: try await Self.body(answer))
+        }
+        let publish: Generated = { _, _, metadata in
+            let queue = try handlers.queueName(
+                metadata.pathParameters["queue"].map { $0.removingPercentEncoding ?? String($0) } ?? "")
+            let accepted = try await handlers.publish(APIHandlers.callersKey(APIHandlers.message(from: body)), queue: queue)
+            var head = HTTPResponse(status: .accepted)
+            head.headerFields[.contentType] = "application/json; charset=utf-8"
+            head.headerFields[.location] = accepted.statusUrl
+            if accepted.duplicate { head.headerFields[.idempotentReplayed] = "true" }
+            return (head, HTTPBody(Self.json(accepted)))
+        }
+        let chain = middlewares.reversed().reduce(publish) { next, middleware in
+            { try await middleware.intercept($0, body: $1, metadata: $2, operationID: "publishJob", next: next) }
+        }
+        let (head, answer) = try await chain(request.head, nil, metadata)
+        return Response(status: head.status, headers: head.headerFields, body: try await Self.body(answer))
+    }
+
+    /// The answer as the document's `Accepted` (a test compares it with the generated encoding).
+    static func json(_ accepted: Components.Schemas.Accepted) -> [UInt8] {
+        var json = Array(#"{"job_id":"#.utf8)
+        JSONText.appendString(accepted.jobId, to: &json)
+        json += Array(#","state":"#.utf8)
+        JSONText.appendString(accepted.state.rawValue, to: &json)
+        json += Array(#","status_url":"#.utf8)
+        JSONText.appendString(accepted.statusUrl, to: &json)
+        json += Array((accepted.duplicate ? #","duplicate":true}"# : #","duplicate":false}"#).utf8)
+        return json
+    }
+
+    /// An answer's body as one buffer: these answers are small.
+    private static func body(_ body: HTTPBody?) async throws -> ResponseBody {
+        guard let body else { return ResponseBody(byteBuffer: ByteBuffer()) }
+        return ResponseBody(byteBuffer: ByteBuffer(bytes: try await [UInt8](collecting: body, upTo: .max)))
+    }
+}
+
+extension HTTPField.Name {
+    /// The request header naming a publish's idempotency key.
+    static let idempotencyKey = HTTPField.Name("Idempotency-Key")!
+    /// The answer header saying a publish was a replay of an earlier one.
+    static let idempotentReplayed = HTTPField.Name("Idempotent-Replayed")!
+}
+
+/// The server's routes as the generator registers them, but ``PublishRoute/path``'s `POST`,
+/// which is kept for ``PublishRoute`` to call.
+final class RoutesButPublish: ServerTransport, @unchecked Sendable {
+    let router: Router<BasicRequestContext>
+    /// Set by `registerHandlers`, before the server runs; read only after.
+    private(set) var publish: PublishRoute.Generated?
+
+    init(router: Router<BasicRequestContext>) { self.router = router }
+
+    func register(
+        _ handler: @escaping PublishRoute.Generated, method: HTTPRequest.Method, path: String
+    ) throws {
+        if method == .post && path == PublishRoute.path {
+            publish = handler
+        } else {
+            try router.register(handler, method: method, path: path)
+        }
+    }
+}

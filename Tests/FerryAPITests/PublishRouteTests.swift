@@ -1,0 +1,85 @@
+import Ferry
+import FerryRedis
+import FerryTestSupport
+import Foundation
+import Testing
+
+@testable import FerryAPI
+
+/// `POST /v1/queues/{queue}/jobs` is served by `PublishRoute`: bodies it reads itself, and the
+/// rest through the generated handler; both must answer as the document says.
+@Suite("HTTP API: the publish route's two paths")
+struct PublishRouteTests {
+    @Test(
+        "a member's text is found at the top level only and kept as written, whitespace outside strings removed",
+        arguments: [
+            (
+                #"{"type": "t", "data": {"b": [1, {"c": "x, y: }\" z"}], "a" : true }, "k": 1}"#,
+                #"{"b":[1,{"c":"x, y: }\" z"}],"a":true}"#
+            ),
+            (#"{"x": {"data": 1}, "data": "s \"q\" {"}"#, #""s \"q\" {""#),
+            (#"{"data":-1.5e3}"#, "-1.5e3"),
+            (#"{"data" : [ ] , "z": null}"#, "[]"),
+            (#"{"note": "data", "data": false}"#, "false"),
+        ])
+    func compactText(body: String, expected: String) {
+        #expect(PublishBody.compactText(ofMember: "data", in: Array(body.utf8)) == Array(expected.utf8))
+    }
+
+    @Test("a body without the member, or with it only in a nested object, has no text for it")
+    func missingMember() {
+        #expect(PublishBody.compactText(ofMember: "data", in: Array(#"{"x": {"data": 1}, "y": "data"}"#.utf8)) == nil)
+    }
+
+    @Test("the quick path's answer is the document's Accepted as the generated code encodes it")
+    func acceptedEncoding() throws {
+        let accepted = Components.Schemas.Accepted(
+            jobId: "a \"b\"\n", state: .scheduled, statusUrl: "/v1/queues/q/jobs/a%20%22b%22%0A", duplicate: true)
+        let quick = try JSONSerialization.jsonObject(with: Data(PublishRoute.json(accepted))) as? NSDictionary
+        let generated = try JSONSerialization.jsonObject(with: JSONEncoder().encode(accepted)) as? NSDictionary
+        #expect(quick == generated)
+    }
+
+    @Test(
+        "the same job published without and with an Idempotency-Key (the quick and the generated path) answers alike and stores the same payload; bodies the quick path leaves alone get the document's 400"
+    )
+    func bothPathsAnswerAlike() async throws {
+        let server = try await APIServerProcess()
+        let setup = try await TestQueue("api-paths")
+        let path = "/v1/queues/\(setup.name)/jobs"
+        let key = try await APIKeys(connection: setup.redis).create(name: uniqueName("paths"), scopes: [.publish]).token
+        let body =
+            #"{"type": "t", "data": {"b": [1, {"c": "x, y: }\" z"}], "a": true}, "attributes": {"k": "v"}, "max_attempts": 3, "job_id": "#
+        let quick = try await server.send("POST", path, json: body + #""id {1}"}"#, key: key)
+        let generated = try await server.send(
+            "POST", path, json: body + #""id {2}"}"#, key: key, headers: ["Idempotency-Key": "k-2"])
+        for (answer, id) in [(quick, "id {1}"), (generated, "id {2}")] {
+            #expect(answer.status == 202, "\(answer.text)")
+            #expect(answer.json?["job_id"] as? String == id && answer.json?["state"] as? String == "queued")
+            #expect(answer.json?["duplicate"] as? Bool == false)
+            let escaped = id.replacingOccurrences(of: " ", with: "%20").replacingOccurrences(of: "{", with: "%7B")
+                .replacingOccurrences(of: "}", with: "%7D")
+            #expect(answer.headers["location"] == "/v1/queues/\(setup.name)/jobs/\(escaped)", "\(answer.headers)")
+            #expect(answer.json?["status_url"] as? String == answer.headers["location"])
+        }
+        let entries = StreamEntry.entries(
+            from: try await setup.redis.send(RedisCommand("XRANGE", [.string(setup.keys.jobs), "-", "+"])))
+        #expect(entries.count == 2)
+        let payloads = try entries.map {
+            try JSONSerialization.jsonObject(with: Data($0.value(of: "data") ?? [])) as? NSDictionary
+        }
+        #expect(payloads[0] != nil && payloads[0] == payloads[1], "the same JSON value either way")
+        #expect(entries[0].value(of: "data") == Array(#"{"b":[1,{"c":"x, y: }\" z"}],"a":true}"#.utf8), "the client's text")
+        #expect(
+            entries.allSatisfy { $0.value(of: "attr.k") == Array("v".utf8) && $0.value(of: "max_attempts") == Array("3".utf8) })
+
+        for refused in [
+            #"{"type": "t", "extra": 1}"#, #"{"type": "t", "max_attempts": "3"}"#, #"{"type": 7}"#, #"{"data": 1}"#,
+            #"{"type": "t", "max_attempts": true}"#, #"{"type": "t""#,
+        ] {
+            let answer = try await server.send("POST", path, json: refused, key: key)
+            #expect(answer.status == 400 && answer.problem == "invalid-request", "\(refused): \(answer.text)")
+        }
+        #expect(try await setup.length(setup.keys.jobs) == 2, "nothing refused was written")
+    }
+}
