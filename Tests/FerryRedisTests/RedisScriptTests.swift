@@ -23,6 +23,11 @@ struct RedisScriptTests {
         #expect(reply == .array([.bulk(Array("k".utf8)), .integer(5)]))
 
         try await redis.send(RedisCommand("SCRIPT FLUSH"))
+        try await expectPipelineRuns(script, on: redis)
+    }
+
+    /// Two calls of `script` in one pipeline around a `PING` each answer as they would alone.
+    func expectPipelineRuns(_ script: RedisScript, on redis: RedisConnection) async throws {
         let replies = try await redis.pipeline([
             script.command(keys: ["a"], arguments: [1, 1]),
             RedisCommand("PING"),
@@ -70,12 +75,7 @@ struct RedisScriptTests {
         #expect(try await redis.run(script, keys: ["k"], arguments: [2, 3]) == .array([.bulk(Array("k".utf8)), .integer(5)]))
 
         try await redis.send(RedisCommand("FUNCTION FLUSH"))
-        let replies = try await redis.pipeline([
-            script.command(keys: ["a"], arguments: [1, 1]),
-            RedisCommand("PING"),
-            script.command(keys: ["b"], arguments: [10, 20]),
-        ])
-        #expect(replies == [.array([.bulk([97]), .integer(2)]), .status("PONG"), .array([.bulk([98]), .integer(30)])])
+        try await expectPipelineRuns(script, on: redis)
         let stats = try await redis.send(RedisCommand("INFO", ["commandstats"])).string ?? ""
         // Three calls met a missing library (the first, and both in the pipeline), and went again.
         #expect(stats.contains("cmdstat_fcall:calls=6,") && stats.contains("failed_calls=3"), "\(stats)")

@@ -659,8 +659,11 @@ end
 -- a key costs Redis more than the dozen fields in it (docs/design.md, "Redis time per job"):
 -- a field in a shared hash costs a fraction. The job is found from its id (the minute is in
 -- it), and the hash expires at the latest time any of its jobs' statuses should go.
+local function succeeded_hash_at(index, ms)
+  return joined(joined(string.sub(index, 1, -5), 'succeeded:'), math.floor(tonumber(ms) / 60000))
+end
 local function succeeded_hash(index, entry_id)
-  return string.sub(index, 1, -5) .. 'succeeded:' .. math.floor(tonumber(string.match(entry_id, '^(%d+)')) / 60000)
+  return succeeded_hash_at(index, string.match(entry_id, '^(%d+)'))
 end
 
 -- A group's packed succeeded status of `entry_id` (see succeeded_hash), or nil when it has none:
@@ -690,11 +693,12 @@ local packed_hashes, packed_order
 local function pack_succeeded(index, group, entry_id, now, started_at, attempt, processing_ms, consumer, job_type)
   packed_hashes = packed_hashes or {}
   packed_order = packed_order or {}
-  local fields = list_named(packed_hashes, packed_order, succeeded_hash(index, entry_id))
+  local ms = string.match(entry_id, '^(%d+)')
+  local fields = list_named(packed_hashes, packed_order, succeeded_hash_at(index, ms))
   fields[#fields + 1] = joined(group, '.') .. entry_id
   fields[#fields + 1] = 'succeeded|' .. now .. '|' .. started_at .. '|' .. attempt .. '|' .. processing_ms .. '|' ..
     consumer .. '|' .. job_type
-  move_in_index('ZADD', joined(joined(joined(index, group), ':'), 'succeeded'), string.match(entry_id, '^(%d+)'), entry_id)
+  move_in_index('ZADD', joined(joined(joined(index, group), ':'), 'succeeded'), ms, entry_id)
 end
 
 -- Writes the packed statuses gathered by pack_succeeded, each minute hash kept `keep` ms from

@@ -51,8 +51,14 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
     acked[id] = true
     local ids = list_named(acks, lanes, lane)
     ids[#ids + 1] = id
-    if status > 0 then
-      local outcome = ARGV[i + 3]
+    local outcome = status > 0 and ARGV[i + 3]
+    if outcome == 'succeeded' and ARGV[i + 7] == '1' and ARGV[i + 5] ~= '' and ARGV[i + 2] == id and ARGV[i + 8] == ''
+        and consumer_packable and not events_enabled(ARGV[6]) then
+      -- A first run's success of a job whose id is its entry ID, its running record not written
+      -- (it waited in the flush): packed in its minute's hash. Checked first, as most successes
+      -- are this, and it needs none of the tables a status hash's write builds.
+      pack_succeeded(ARGV[6], ARGV[1], id, ARGV[3], ARGV[i + 5], ARGV[i + 7], ARGV[i + 4], ARGV[2], ARGV[i + 6])
+    elseif status > 0 then
       local fields
       if outcome == 'succeeded' then
         fields = { 'progress', '100', 'finished_at', ARGV[3], 'processing_ms', ARGV[i + 4], 'retryable', '0' }
@@ -69,11 +75,7 @@ while i <= #ARGV and ARGV[i] ~= 'release' do
       else
         -- The running record start_batch.lua would have written.
         local started, from = running_fields(ARGV[i + 7], ARGV[2], started_at)
-        if outcome == 'succeeded' and from == 'none' and ARGV[i + 2] == id and ARGV[i + 8] == ''
-            and consumer_packable and not events_enabled(ARGV[6]) then
-          -- A first run's success of a job whose id is its entry ID: packed in its minute's hash.
-          pack_succeeded(ARGV[6], ARGV[1], id, ARGV[3], started_at, ARGV[i + 7], ARGV[i + 4], ARGV[2], ARGV[i + 6])
-        elseif events_enabled(ARGV[6]) then
+        if events_enabled(ARGV[6]) then
           -- Two writes, so the event stream shows the start and then the outcome.
           set_status(KEYS[status], ARGV[6], ARGV[1], ARGV[i + 2], id, 'running', started_at, 0, started,
             job_fields(ARGV[i + 6], ARGV[i + 8]), from)
