@@ -7,6 +7,12 @@ public enum JSONText {
     /// and non-ASCII included, is copied as UTF-8.
     public static func appendString(_ text: String, to json: inout [UInt8]) {
         json.append(UInt8(ascii: "\""))
+        // Most text needs no escape: copied whole.
+        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
+            json.append(contentsOf: text.utf8)
+            json.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
@@ -32,8 +38,18 @@ public enum JSONText {
     /// - Parameter integersAsNumbers: writes a value that is a decimal integer as a JSON number,
     ///   canonically (`"007"` as `7`), so log processors can compare it.
     public static func appendObject(_ fields: [String: String], integersAsNumbers: Bool = false, to json: inout [UInt8]) {
+        appendObject(
+            fields.sorted(by: { $0.key < $1.key }).map { (key: $0.key, value: $0.value) }, integersAsNumbers: integersAsNumbers,
+            to: &json)
+    }
+
+    /// Appends a JSON object of the fields in the order given (unique names, sorted by the caller
+    /// when equal objects must give equal bytes).
+    public static func appendObject(
+        _ fields: [(key: String, value: String)], integersAsNumbers: Bool = false, to json: inout [UInt8]
+    ) {
         json.append(UInt8(ascii: "{"))
-        for (index, (name, value)) in fields.sorted(by: { $0.key < $1.key }).enumerated() {
+        for (index, (name, value)) in fields.enumerated() {
             if index > 0 { json.append(UInt8(ascii: ",")) }
             appendString(name, to: &json)
             json.append(UInt8(ascii: ":"))

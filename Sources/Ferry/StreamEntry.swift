@@ -63,12 +63,30 @@ public struct StreamEntry: Sendable, Hashable {
 
     /// Whether entry ID `id` sorts at or before `other` (both `<ms>-<seq>`), as Redis orders them.
     public static func isID(_ id: String, atOrBefore other: String) -> Bool {
-        func parts(_ text: String) -> (UInt64, UInt64) {
-            let pieces = text.split(separator: "-", maxSplits: 1)
-            return (UInt64(pieces.first ?? "") ?? 0, pieces.count > 1 ? UInt64(pieces[1]) ?? 0 : 0)
+        order(of: id) <= order(of: other)
+    }
+
+    /// An entry ID `<ms>-<seq>` as a pair that compares as Redis orders the IDs (0 for a part
+    /// that is not a number). Read from the UTF-8 bytes: the worker compares a flush's IDs to
+    /// find their range, and splitting strings showed in its profile.
+    public static func order(of id: String) -> EntryOrder {
+        var parts: (UInt64, UInt64) = (0, 0)
+        var second = false
+        for byte in id.utf8 {
+            if byte == UInt8(ascii: "-") && !second {
+                second = true
+            } else if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
+                let digit = UInt64(byte - UInt8(ascii: "0"))
+                if second {
+                    parts.1 = parts.1 &* 10 &+ digit
+                } else {
+                    parts.0 = parts.0 &* 10 &+ digit
+                }
+            } else {
+                return EntryOrder(milliseconds: 0, sequence: 0)
+            }
         }
-        let (a, b) = (parts(id), parts(other))
-        return a.0 < b.0 || (a.0 == b.0 && a.1 <= b.1)
+        return EntryOrder(milliseconds: parts.0, sequence: parts.1)
     }
 
     /// Decodes the entry as a job; the job id falls back to the entry ID.
@@ -83,5 +101,15 @@ extension StreamEntry {
     /// Parses an `XRANGE` / `XREVRANGE` reply.
     public static func entries(from reply: RedisReply) -> [StreamEntry] {
         (reply.array ?? []).compactMap(StreamEntry.init(reply:))
+    }
+}
+
+/// Where an entry ID sorts in its stream: by milliseconds, then by sequence.
+public struct EntryOrder: Comparable, Sendable {
+    public let milliseconds: UInt64
+    public let sequence: UInt64
+
+    public static func < (left: Self, right: Self) -> Bool {
+        (left.milliseconds, left.sequence) < (right.milliseconds, right.sequence)
     }
 }

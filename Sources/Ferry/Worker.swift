@@ -478,10 +478,9 @@ public final class Worker: Sendable {
             .string(keys.statusIndexPrefix),
         ]
         // The flush's lowest and highest entry IDs: the range of its one ownership check.
-        let ids = acks.map(\.entryID)
-        let before = { (a: String, b: String) in a != b && StreamEntry.isID(a, atOrBefore: b) }
-        let low = ids.min(by: before) ?? ""
-        let high = ids.max(by: before) ?? ""
+        let ordered = acks.map { (order: StreamEntry.order(of: $0.entryID), id: $0.entryID) }
+        let low = ordered.min { $0.order < $1.order }?.id ?? ""
+        let high = ordered.max { $0.order < $1.order }?.id ?? ""
         arguments += [.string(low), .string(high), .integer(Int64(acks.count))]
         for ack in acks {
             arguments.append(.string(ack.entryID))
