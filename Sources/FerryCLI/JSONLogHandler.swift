@@ -36,7 +36,11 @@ struct JSONLogHandler: LogHandler {
         func add(_ key: String, _ value: Logger.MetadataValue) {
             let name = key.hasPrefix("ferry.") ? String(key.dropFirst("ferry.".count)) : key
             let text = value.description
-            if let at = fields.firstIndex(where: { $0.key == name }) { fields[at].value = text } else { fields.append((name, text)) }
+            if let at = fields.firstIndex(where: { $0.key == name }) {
+                fields[at].value = text
+            } else {
+                fields.append((name, text))
+            }
         }
         for (key, value) in metadata where event.metadata?[key] == nil { add(key, value) }
         for (key, value) in event.metadata ?? [:] { add(key, value) }

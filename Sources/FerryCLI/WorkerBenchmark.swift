@@ -2,6 +2,7 @@ import ArgumentParser
 import Ferry
 import FerryRedis
 import Foundation
+import Logging
 import Subprocess
 import Synchronization
 
@@ -112,7 +113,26 @@ struct WorkerBenchmark: AsyncParsableCommand {
                 try await cleanUp(logged, connection: connection)
             }
         }
+        // The job store issue's figure: a worker as deployed (the defaults, JSON logs at info)
+        // beside status off at concurrency 256 without logs, in the same run.
+        var defaultsLine: String?
+        if logFormat == .none, let index = rows.firstIndex(where: { $0[0] == "ferry, concurrency 256, status off" }),
+            let fastest = Double(rows[index][1])
+        {
+            let queue = try QueueName("ferry-bench-\(getpid())-defaults")
+            let sink = FileHandle(forWritingAtPath: "/dev/null") ?? .standardError
+            let rate = try await throughput(
+                queue, concurrency: Worker.Configuration().concurrency, status: true, connection: connection,
+                redis: redisConfiguration,
+                logger: Logger(label: "ferry.worker") { _ in JSONLogHandler(logLevel: .info, output: sink) })
+            try await cleanUp(queue, connection: connection)
+            defaultsLine = String(
+                format:
+                    "A worker with the defaults (concurrency %d, status on, JSON logs at info into /dev/null): %.0f jobs/s, %.2f of status off at concurrency 256 without logs",
+                Worker.Configuration().concurrency, rate, rate / fastest)
+        }
         printTable(rows)
+        if let defaultsLine { print(defaultsLine) }
         if baseline == nil { print("python3 with redis-py was not found; no baseline measured (pip install redis).") }
         print(
             "Redis time covers publish, delivery and acknowledgement of every job. By command, µs per job (from INFO commandstats; a script's row includes the commands it calls, which also have rows of their own):"
@@ -140,10 +160,11 @@ struct WorkerBenchmark: AsyncParsableCommand {
     /// Publishes `jobs` jobs to `queue` and runs a worker on them until all are handled; returns
     /// jobs per second of the worker. Leaves the queue's keys for the caller to remove.
     private func throughput(
-        _ queue: QueueName, concurrency: Int, status: Bool, connection: RedisConnection, redis: RedisConfiguration
+        _ queue: QueueName, concurrency: Int, status: Bool, connection: RedisConnection, redis: RedisConfiguration,
+        logger: Logger = Logger(label: "ferry.worker")
     ) async throws -> Double {
         try await Self.throughput(
-            queue, jobs: jobs, concurrency: concurrency, status: status, connection: connection, redis: redis)
+            queue, jobs: jobs, concurrency: concurrency, status: status, connection: connection, redis: redis, logger: logger)
     }
 
     /// Publishes `jobs` no-op jobs to `queue` (inside the measurement: the Redis time per job
@@ -151,7 +172,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
     /// worker's jobs per second. Leaves the queue's keys for the caller to remove.
     static func throughput(
         _ queue: QueueName, jobs: Int, concurrency: Int, status: Bool, connection: RedisConnection,
-        redis: RedisConfiguration
+        redis: RedisConfiguration, logger: Logger = Logger(label: "ferry.worker")
     ) async throws -> Double {
         var publishing = Publisher.Configuration()
         publishing.recordsStatus = status
@@ -168,7 +189,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
         configuration.consumer = "bench"
         let worker = Worker(
             queue: queue, redis: redis, handlers: ["noop": JobHandlerClosure { _ in tally.record(latency: nil) }],
-            configuration: configuration)
+            configuration: configuration, logger: logger)
         let start = ContinuousClock.now
         let running = Task { try await worker.run() }
         while tally.count < jobs { try await Task.sleep(for: .milliseconds(5)) }

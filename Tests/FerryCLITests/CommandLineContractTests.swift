@@ -193,7 +193,7 @@ struct CommandLineContractTests {
     }
 
     @Test(
-        "bench worker prints Redis time per job by command and by script, the scripts timed by Redis's slowlog, whose settings it puts back"
+        "bench worker prints Redis time per job by command and by script, the scripts timed by Redis's slowlog, whose settings it puts back, and the defaults' rate beside status off at 256"
     )
     func benchWorkerByScript() async throws {
         // A server of its own: the slowlog and INFO count every client's commands.
@@ -202,10 +202,14 @@ struct CommandLineContractTests {
         let result = try await runProcess(
             try ferryExecutable(),
             [
-                "bench", "worker", "--jobs", "400", "--baseline-jobs", "400", "--concurrency", "8", "--latency-seconds", "1",
-                "--rate", "50",
+                "bench", "worker", "--jobs", "400", "--baseline-jobs", "400", "--concurrency", "8", "--concurrency", "256",
+                "--latency-seconds", "1", "--rate", "50",
             ], environment: ["FERRY_REDIS_URL": server.url])
         #expect(result.status == 0, "\(result.standardError)")
+        // The job store issue's figure, in the same run: the defaults with JSON logs against 256 without.
+        let defaults = try #require(result.lines.first { $0.hasPrefix("A worker with the defaults") }, "\(result.standardOutput)")
+        #expect(
+            defaults.firstMatch(of: /: \d+ jobs\/s, [0-9.]+ of status off at concurrency 256 without logs/) != nil, "\(defaults)")
         let heading = try #require(result.lines.firstIndex { $0.hasPrefix("By script") }, "\(result.standardOutput)")
         let byCommand = try #require(result.lines[..<heading].first { $0.hasPrefix("  ferry, concurrency 8, status on: ") })
         #expect(byCommand.contains("fcall") && byCommand.contains("hset"), "\(byCommand)")
