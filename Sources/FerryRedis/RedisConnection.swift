@@ -184,7 +184,7 @@ public actor RedisConnection {
         let missingScripts = commands.indices.filter { index in
             commands[index].script != nil
                 && (replies[index].isNoScriptError || replies[index].isMissingFunctionError
-                    || (commands[index].name == "FCALL" && replies[index].isNoPermissionError))
+                    || (commands[index].name == "FCALL" && replies[index].isRefusedFunctionCall))
         }
         if !missingScripts.isEmpty {
             var loaded: [RedisFunctionLibrary: Bool] = [:]
@@ -490,9 +490,10 @@ extension RedisReply {
         return false
     }
 
-    /// A command the connection's ACL user may not run: `NOPERM`.
-    var isNoPermissionError: Bool {
-        if case .error(let message) = self { return message.hasPrefix("NOPERM") }
+    /// `FCALL` itself refused by the user's ACL (`NOPERM ... run the 'fcall' command`), not one
+    /// of its keys (`NOPERM ... access one of the keys`: the script would be refused them too).
+    var isRefusedFunctionCall: Bool {
+        if case .error(let message) = self { return message.hasPrefix("NOPERM") && message.contains("'fcall'") }
         return false
     }
 

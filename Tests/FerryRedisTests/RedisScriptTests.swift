@@ -123,9 +123,22 @@ struct RedisScriptTests {
                         == .integer(Int64(round + 1)))
             }
         }
+        // A key the user may not touch is refused as a key, not taken for a refused library.
+        try await admin.send(
+            RedisCommand("ACL SETUSER", ["keys-a", "on", ">pw", "~a*", "resetchannels", "-@all", "+fcall", "+function|load"]))
+        let limited = try RedisConnection(url: server.url.replacingOccurrences(of: "redis://", with: "redis://keys-a:pw@"))
+        let keyed = RedisScript(name: "echo_sum", source: script.source, library: Self.library(family: "keys"))
+        await #expect {
+            try await limited.run(keyed, keys: ["b"], arguments: [1, 1])
+        } throws: { ($0 as? RedisError)?.prefix == .noPerm }
+        #expect(try await limited.run(keyed, keys: ["a"], arguments: [1, 1]).array?.last == .integer(2))
         let stats = try await admin.send(RedisCommand("INFO", ["commandstats"])).string ?? ""
         // Each user: the refused call, EVAL once, then EVALSHA for the other two rounds.
         #expect(stats.contains("cmdstat_evalsha:calls=4,"), "\(stats)")
         #expect(stats.contains("cmdstat_eval:calls=2,"), "\(stats)")
+        // Run: no-load's first call (its library missing), keys-a's call on `a` and its retry after
+        // the load. Refused by the ACL before running: no-fcall's call, keys-a's call on `b`.
+        #expect(stats.contains("cmdstat_fcall:calls=3,") && stats.contains("rejected_calls=2"), "\(stats)")
+
     }
 }
