@@ -237,9 +237,9 @@ extension HTTPField.Name {
 
 /// The server's routes as the generator registers them, but ``PublishRoute/path``'s `POST`,
 /// which is kept for ``PublishRoute`` to call.
-final class RoutesButPublish: ServerTransport, @unchecked Sendable {
+final class RoutesButPublish: ServerTransport {
     let router: Router<BasicRequestContext>
-    /// Set by `registerHandlers`, before the server runs; read only after.
+    /// The generated handler of the publish route, once `registerHandlers` has run.
     private(set) var publish: PublishRoute.Generated?
 
     init(router: Router<BasicRequestContext>) { self.router = router }
@@ -250,7 +250,7 @@ final class RoutesButPublish: ServerTransport, @unchecked Sendable {
         if method == .post && path == PublishRoute.path {
             publish = handler
         } else {
-            try router.register(handler, method: method, path: path)
+            router.register(handler, method: method, path: path)
         }
     }
 }
