@@ -74,13 +74,30 @@ struct WorkerBenchmark: AsyncParsableCommand {
         var scripts: [(String, ScriptTimeReport?)] = []
         var baseline: Double?
         let baselineTime = try await RedisTimeReport.measure(connection, jobs: baselineJobs) {
-            baseline = try await pythonBaseline()
+            baseline = try await pythonBaseline(jobs: baselineJobs, perRead: 100)
         }
         // Outside the measurement: deleting a stream is no part of a job's cost.
         try await connection.send(RedisCommand("UNLINK", [.string("ferry-bench:\(getpid()):baseline")]))
         let baselineName = "redis-py: XADD pipelined; XACK pipelined with the next XREADGROUP COUNT 100 (baseline)"
         rows.append([baselineName, baseline.map { String(format: "%.0f", $0) } ?? "-", baselineTime.cell, "1"])
         breakdowns.append((baselineName, baselineTime))
+        if concurrencies.contains(1), baseline != nil {
+            // What one job a read costs Redis even without Ferry: the figure to read concurrency 1's beside.
+            let jobs = min(baselineJobs, 20_000)
+            var single: Double?
+            let singleTime = try await RedisTimeReport.measure(connection, jobs: jobs) {
+                single = try await pythonBaseline(jobs: jobs, perRead: 1)
+            }
+            try await connection.send(RedisCommand("UNLINK", [.string("ferry-bench:\(getpid()):baseline")]))
+            let name = "redis-py, one job a read: XACK pipelined with the next XREADGROUP COUNT 1"
+            rows.append([
+                name, single.map { String(format: "%.0f", $0) } ?? "-", singleTime.cell,
+                String(
+                    format: "%.2f jobs/s, %.2f× Redis time", (single ?? 0) / (baseline ?? 1),
+                    singleTime.microsecondsPerJob / max(baselineTime.microsecondsPerJob, 0.001)),
+            ])
+            breakdowns.append((name, singleTime))
+        }
         for status in [false, true] {
             for concurrency in concurrencies {
                 var rate = 0.0
@@ -233,12 +250,14 @@ struct WorkerBenchmark: AsyncParsableCommand {
     /// The strongest plain redis-py consumer-group loop: the hiredis parser, and one round trip
     /// per batch (the previous batch's `XACK` pipelined with the next `XREADGROUP COUNT 100`),
     /// over `baselineJobs` jobs so its run is not a fraction of a second.
-    private func pythonBaseline() async throws -> Double? {
+    /// The plain loop over `jobs` jobs, reading `perRead` at a time; its jobs/s, nil without
+    /// python3 and redis-py.
+    private func pythonBaseline(jobs: Int, perRead: Int) async throws -> Double? {
         let script = """
             import sys, time, redis
             from redis.utils import HIREDIS_AVAILABLE
             r = redis.Redis.from_url(sys.argv[1])
-            stream, n = sys.argv[2], int(sys.argv[3])
+            stream, n, per_read = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
             r.delete(stream)
             pipe = r.pipeline(transaction=False)
             for i in range(n):
@@ -250,7 +269,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
             while acked < n:
                 pipe = r.pipeline(transaction=False)
                 if ids: pipe.xack(stream, "g", *ids)
-                pipe.xreadgroup("g", "c", {stream: ">"}, count=100, block=1000)
+                pipe.xreadgroup("g", "c", {stream: ">"}, count=per_read, block=1000)
                 replies = pipe.execute()
                 if ids: acked += len(ids)
                 reply = replies[-1]
@@ -262,7 +281,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
         let stream = "ferry-bench:\(getpid()):baseline"
         guard
             let result = try? await Subprocess.run(
-                .name("python3"), arguments: ["-c", script, redis.resolvedURL, stream, String(baselineJobs)],
+                .name("python3"), arguments: ["-c", script, redis.resolvedURL, stream, String(jobs), String(perRead)],
                 output: .string(limit: 4096), error: .discarded)
         else { return nil }
         let words = result.standardOutput.split(separator: " ").map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }

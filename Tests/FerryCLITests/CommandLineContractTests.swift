@@ -202,10 +202,15 @@ struct CommandLineContractTests {
         let result = try await runProcess(
             try ferryExecutable(),
             [
-                "bench", "worker", "--jobs", "400", "--baseline-jobs", "400", "--concurrency", "8", "--concurrency", "256",
+                "bench", "worker", "--jobs", "400", "--baseline-jobs", "400", "--concurrency", "1", "--concurrency", "8",
+                "--concurrency", "256",
                 "--latency-seconds", "1", "--rate", "50",
             ], environment: ["FERRY_REDIS_URL": server.url])
         #expect(result.status == 0, "\(result.standardError)")
+        // With concurrency 1 measured, the plain loop reading one job at a time too, as its yardstick.
+        #expect(
+            result.lines.contains { $0.hasPrefix("redis-py, one job a read") && $0.contains("× Redis time") },
+            "\(result.standardOutput)")
         // The job store issue's figure, in the same run: the defaults with JSON logs against 256 without.
         let defaults = try #require(result.lines.first { $0.hasPrefix("A worker with the defaults") }, "\(result.standardOutput)")
         #expect(
