@@ -106,9 +106,12 @@ extension StreamEntry {
 
 /// Where an entry ID sorts in its stream: by milliseconds, then by sequence.
 public struct EntryOrder: Comparable, Sendable {
+    /// The ID's first part: the entry's time in milliseconds since the epoch.
     public let milliseconds: UInt64
+    /// The ID's second part: its place among the entries of the same millisecond.
     public let sequence: UInt64
 
+    /// Redis's order: by time, then by sequence.
     public static func < (left: Self, right: Self) -> Bool {
         (left.milliseconds, left.sequence) < (right.milliseconds, right.sequence)
     }

@@ -98,6 +98,7 @@ public struct RedisFunctionLibrary: Sendable, Hashable {
 
     /// Libraries compare by name: the name carries the code's hash.
     public static func == (left: Self, right: Self) -> Bool { left.name == right.name }
+    /// Hashes the name only: the code is long, and the name stands for it.
     public func hash(into hasher: inout Hasher) { hasher.combine(name) }
 
     /// The lowercase hex SHA1 of `text`'s UTF-8 bytes.
