@@ -102,7 +102,7 @@ public struct RedisCommand: Sendable, Hashable, CustomStringConvertible {
     /// arguments after the function name: for a connection whose Redis refuses the library.
     func evalSHAFallback() -> RedisCommand {
         var fallback = RedisCommand("EVALSHA")
-        fallback.script = script.map { RedisScript(name: $0.name, source: $0.source) }
+        fallback.script = script?.withoutLibrary
         fallback.append(script?.sha1 ?? "")
         for argument in arguments.dropFirst(2) { fallback.append(bytes: argument) }
         return fallback

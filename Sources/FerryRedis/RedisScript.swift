@@ -18,7 +18,9 @@ public struct RedisScript: Sendable, Hashable, CustomStringConvertible {
     public let sha1: String
     /// The library holding this script as a function, called with `FCALL`; nil for a script
     /// sent with `EVALSHA`.
-    public let library: RedisFunctionLibrary?
+    public private(set) var library: RedisFunctionLibrary?
+    /// The name of this script's function in its library (`ferry_ack_1a2b3c4d5e6f`), made once.
+    public private(set) var functionName: String?
 
     /// Computes the SHA1 once; nothing is sent to Redis until the script runs. With a
     /// `library`, calls go to its function for `name` (the library must register one).
@@ -27,10 +29,17 @@ public struct RedisScript: Sendable, Hashable, CustomStringConvertible {
         self.source = source
         self.sha1 = RedisFunctionLibrary.sha1(of: source)
         self.library = library
+        self.functionName = library?.functionName(name)
     }
 
-    /// The name of this script's function in its library (`ferry_ack_1a2b3c4d5e6f`).
-    public var functionName: String? { library?.functionName(name) }
+    /// The same script sent with `EVALSHA` (its SHA1 kept, not computed again): for a
+    /// connection whose Redis refuses its library.
+    var withoutLibrary: RedisScript {
+        var script = self
+        script.library = nil
+        script.functionName = nil
+        return script
+    }
 
     /// The `EVALSHA` (or `FCALL`) command for one call, to send alone or inside a pipeline.
     public func command(keys: [RedisArgument], arguments: [RedisArgument]) -> RedisCommand {

@@ -46,8 +46,9 @@ for url in scripts where url.lastPathComponent.hasPrefix("_") && url.pathExtensi
 // The same scripts as one Redis function library (`FUNCTION LOAD`): the parts once, at the
 // library's top level, and each script a function whose body is the script's own text. The
 // parts read `KEYS` and `ARGV` as the script's globals; in the library they are upvalues each
-// call sets first (with the parts' per-call state, below). `FERRY_LIBRARY_VERSION` stands for the version the Swift side derives from
-// this text (its SHA1), so a library's name and its functions' names change with its code.
+// call sets first (with the parts' per-call state, below). `FERRY_LIBRARY_VERSION` stands for
+// the version the Swift side derives from this text (its SHA1), so a library's name and its
+// functions' names change with its code.
 // A script's `-- ferry:function-flags <flags>` line gives its function Redis's script flags.
 // A part's top-level variable declared without a value (`local names`) holds one call's state:
 // in a script it starts as nil on every call, but a library's top level lives as long as the
@@ -58,12 +59,16 @@ let callState = parts.values.flatMap { text in
     }.flatMap { $0.dropFirst("local ".count).split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
 }.sorted()
 var libraryFunctions: [String] = []
-func libraryFunction(_ name: String, _ url: URL) -> String {
-    let lines = ((try? String(contentsOf: url, encoding: .utf8)) ?? "").split(separator: "\n", omittingEmptySubsequences: false)
+/// Whether `line` asks for a part (`-- ferry:prelude`), not a setting (`-- ferry:function-flags x`).
+func isPartLine(_ line: Substring) -> Bool { line.hasPrefix("-- ferry:") && !line.dropFirst(9).contains(" ") }
+
+/// The script `name` (its own text, parts not put in) as a function of the library.
+func libraryFunction(_ name: String, _ text: String) -> String {
+    let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
     let flags =
         lines.first { $0.hasPrefix("-- ferry:function-flags ") }
         .map { $0.dropFirst("-- ferry:function-flags ".count).split(separator: " ").map { "'\($0)'" } } ?? []
-    let body = lines.filter { !($0.hasPrefix("-- ferry:") && !$0.dropFirst(9).contains(" ")) }.joined(separator: "\n")
+    let body = lines.filter { !isPartLine($0) }.joined(separator: "\n")
     return """
         redis.register_function{function_name = 'ferry_\(name)_FERRY_LIBRARY_VERSION', flags = {\(flags.joined(separator: ", "))},
         callback = function(keys, args)
@@ -74,8 +79,9 @@ func libraryFunction(_ name: String, _ url: URL) -> String {
         """
 }
 for url in scripts where !url.lastPathComponent.hasPrefix("_") || url.pathExtension != "lua" {
-    var source = try String(contentsOf: url, encoding: .utf8)
-    for line in source.split(separator: "\n") where line.hasPrefix("-- ferry:") && !line.dropFirst(9).contains(" ") {
+    let written = try String(contentsOf: url, encoding: .utf8)
+    var source = written
+    for line in written.split(separator: "\n") where isPartLine(line) {
         let part = String(line.dropFirst("-- ferry:".count))
         guard let text = parts[part] else {
             FileHandle.standardError.write(Data("\(url.path()) asks for _\(part).lua, which is missing\n".utf8))
@@ -85,7 +91,7 @@ for url in scripts where !url.lastPathComponent.hasPrefix("_") || url.pathExtens
     }
     let name = url.deletingPathExtension().lastPathComponent.replacingOccurrences(of: "-", with: "_")
     names.append(name)
-    if url.pathExtension == "lua" { libraryFunctions.append(libraryFunction(name, url)) }
+    if url.pathExtension == "lua" { libraryFunctions.append(libraryFunction(name, written)) }
     generated += constant(name, source)
 }
 if !parts.isEmpty {
