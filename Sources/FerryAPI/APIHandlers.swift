@@ -228,6 +228,14 @@ struct APIHandlers: APIProtocol {
         return text.addingPercentEncoding(withAllowedCharacters: pathComponentAllowed) ?? text
     }
 
+    /// A path component (or header value) with its percent escapes decoded; the text as it is
+    /// when it has none or they are malformed. Names and ids seldom carry escapes, and
+    /// Foundation's decoding goes through `CFString` even then: 3-4% of a publish's CPU, twice.
+    static func percentDecoded(_ text: some StringProtocol) -> String {
+        guard text.utf8.contains(UInt8(ascii: "%")) else { return String(text) }
+        return text.removingPercentEncoding ?? String(text)
+    }
+
     /// The ASCII bytes a path component keeps as they are: letters, digits, `-._~`.
     private static let safeInPath: [Bool] = (0..<128).map { byte in
         let character = Character(Unicode.Scalar(UInt8(byte)))

@@ -69,7 +69,7 @@ struct LocationHeaderMiddleware: ServerMiddleware {
     ) async throws -> (HTTPResponse, HTTPBody?) {
         var (response, responseBody) = try await next(request, body, metadata)
         if let location = response.headerFields[.location] {
-            response.headerFields[.location] = location.removingPercentEncoding ?? location
+            response.headerFields[.location] = APIHandlers.percentDecoded(location)
         }
         return (response, responseBody)
     }
@@ -98,9 +98,7 @@ struct AuthenticationMiddleware: ServerMiddleware {
         guard client.may(scope) else {
             throw APIProblem(.forbidden, "\(client.name) lacks the \(scope.rawValue) scope \(operationID) needs")
         }
-        if let queue = metadata.pathParameters["queue"].map(String.init), let name = queue.removingPercentEncoding,
-            !client.sees(name)
-        {
+        if let name = metadata.pathParameters["queue"].map(APIHandlers.percentDecoded), !client.sees(name) {
             throw APIProblem(.forbidden, "\(client.name) may not use queue \(name)")
         }
         return try await APIClient.$current.withValue(client) { try await next(request, body, metadata) }
@@ -130,7 +128,7 @@ struct AuditMiddleware: ServerMiddleware {
     ) async throws -> (HTTPResponse, HTTPBody?) {
         guard OpenAPIDocument.scopes[operationID] == .admin else { return try await next(request, body, metadata) }
         let parameters = metadata.pathParameters
-        let queue = parameters["queue"].map { String($0).removingPercentEncoding ?? String($0) } ?? ""
+        let queue = parameters["queue"].map(APIHandlers.percentDecoded) ?? ""
         let target = (parameters["job_id"] ?? parameters["name"] ?? parameters["workflow_id"]).map(String.init) ?? ""
         let actor = APIClient.current.name
         do {

@@ -592,8 +592,7 @@ struct Dashboard: Sendable {
     }
 
     static func parameter(_ context: BasicRequestContext, _ name: String) -> String {
-        let raw = context.parameters.get(name) ?? ""
-        return raw.removingPercentEncoding ?? raw
+        APIHandlers.percentDecoded(context.parameters.get(name) ?? "")
     }
 
     /// A form post's fields (`application/x-www-form-urlencoded`, at most 64 KiB).

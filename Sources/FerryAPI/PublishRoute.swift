@@ -194,7 +194,7 @@ struct PublishRoute: Sendable {
         }
         let publish: Generated = { _, _, metadata in
             let queue = try handlers.queueName(
-                metadata.pathParameters["queue"].map { $0.removingPercentEncoding ?? String($0) } ?? "")
+                metadata.pathParameters["queue"].map(APIHandlers.percentDecoded) ?? "")
             let accepted = try await handlers.publish(APIHandlers.callersKey(APIHandlers.message(from: body)), queue: queue)
             var head = HTTPResponse(status: .accepted)
             head.headerFields[.contentType] = "application/json; charset=utf-8"

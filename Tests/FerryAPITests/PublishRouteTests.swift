@@ -31,6 +31,14 @@ struct PublishRouteTests {
         #expect(PublishBody.compactText(ofMember: "data", in: Array(#"{"x": {"data": 1}, "y": "data"}"#.utf8)) == nil)
     }
 
+    @Test(
+        "percent escapes in a path component are decoded; text without any, or with a malformed one, is kept as it is",
+        arguments: [("a%2Fb%20c", "a/b c"), ("plain-name_1", "plain-name_1"), ("bad%zz", "bad%zz"), ("%E2%9C%93", "\u{2713}")])
+    func percentDecoded(text: String, expected: String) {
+        #expect(APIHandlers.percentDecoded(text) == expected)
+        #expect(APIHandlers.percentDecoded(Substring(text)) == expected)
+    }
+
     @Test("the quick path's answer is the document's Accepted as the generated code encodes it")
     func acceptedEncoding() throws {
         let accepted = Components.Schemas.Accepted(
