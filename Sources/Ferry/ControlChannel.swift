@@ -19,8 +19,9 @@ struct ControlChannel: Sendable {
         var status: Status?
         /// How long the handler ran, for the status's `processing_ms`.
         var processingMilliseconds: Int64 = 0
-        /// The job's running record, when it was still waiting in the same flush as this
-        /// acknowledgement: written with the outcome instead (set by the flush).
+        /// The job's running record, when it had not been written yet: still held for the
+        /// outcome (``HeldRunningRecords``), or waiting in the same flush (set by the flush).
+        /// Written with the outcome instead.
         var start: RunningRecord?
     }
 
@@ -60,10 +61,10 @@ struct ControlChannel: Sendable {
         case status([RedisCommand])
         /// A transition script whose reply its caller awaits.
         case transition(RedisCommand)
-        /// A read batch's running records (`start_batch.lua`, built at the flush): a record
-        /// whose job's acknowledgement is in the same flush is written with it instead, one
-        /// status write and one index move where there were two each, and no reader could
-        /// have seen the `running` between them. The reply is `start_batch.lua`'s.
+        /// Running records no outcome took while they were held (``HeldRunningRecords``):
+        /// `start_batch.lua`, built at the flush. A record whose job's acknowledgement is in
+        /// the same flush is still written with it instead, one status write and one index
+        /// move where there were two each. The reply is `start_batch.lua`'s.
         case start([RunningRecord])
         case acknowledgement(Acknowledgement)
         /// A finished job's limit slots; the reply is `release.lua`'s.
@@ -83,15 +84,43 @@ struct ControlChannel: Sendable {
 
     /// Flushes ``Write``s, one ``Outcome`` each.
     let writes: GroupCommit<Write, Outcome>
+    /// Running records waiting for their jobs' outcomes (``enqueueStart(_:)``).
+    let heldRecords: HeldRunningRecords
+
+    /// - Parameter startReplies: hears `start_batch.lua`'s reply to each write of running records.
+    init(
+        connection: RedisConnection, writes: GroupCommit<Write, Outcome>,
+        startReplies: @escaping @Sendable (Result<RedisReply, RedisError>) -> Void
+    ) {
+        self.connection = connection
+        self.writes = writes
+        heldRecords = HeldRunningRecords(hold: Self.runningRecordHold) { records in
+            writes.enqueue(.start(records)) { outcome in
+                guard case .replied(let result) = outcome else { return }
+                startReplies(result)
+            }
+        }
+    }
+
+    /// Enqueues `write` behind every running record held: a job's later writes never land
+    /// before its record.
+    private func enqueueBehindRecords(_ write: Write, then: (@Sendable (Outcome) -> Void)? = nil) {
+        heldRecords.releasingAll { writes.enqueue(write, then: then) }
+    }
+
+    /// ``enqueueBehindRecords(_:then:)``, waiting for the write's outcome.
+    private func submitBehindRecords(_ write: Write) async -> Outcome {
+        await withCheckedContinuation { done in enqueueBehindRecords(write) { done.resume(returning: $0) } }
+    }
 
     /// Adds status commands to the next flush without waiting for it.
     func enqueueStatus(_ commands: [RedisCommand]) {
-        writes.enqueue(.status(commands))
+        enqueueBehindRecords(.status(commands))
     }
 
     /// Returns once the commands, and every write enqueued before them, are flushed.
     func writeStatus(_ commands: [RedisCommand]) async {
-        _ = await writes.submit(.status(commands))
+        _ = await submitBehindRecords(.status(commands))
     }
 
     /// Runs a transition script in the next flush, after every write submitted before it, and
@@ -99,33 +128,41 @@ struct ControlChannel: Sendable {
     func transition(
         _ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument]
     ) async throws(RedisError) -> RedisReply {
-        guard case .replied(let result) = await writes.submit(.transition(script.command(keys: keys, arguments: arguments)))
+        guard case .replied(let result) = await submitBehindRecords(.transition(script.command(keys: keys, arguments: arguments)))
         else { throw RedisError.server("ERR the write batcher gave no reply for a transition") }
         return try result.get()
     }
 
     /// Runs a transition script in the next flush without waiting; `then` gets its reply.
     func enqueueTransition(_ command: RedisCommand, then: @escaping @Sendable (Result<RedisReply, RedisError>) -> Void) {
-        writes.enqueue(.transition(command)) { outcome in
+        enqueueBehindRecords(.transition(command)) { outcome in
             guard case .replied(let result) = outcome else { return }
             then(result)
         }
     }
 
-    /// How long a flush holding running records waits for more writes: a job that ends
-    /// sooner has its running record written with its outcome (``Write/start(_:)``), one
-    /// status write instead of two, and a worker reading one or two jobs at a time sends one
-    /// flush for both. The hold ends sooner when no handler is running (``JobSlots``), so a
-    /// worker's last job never waits for it. A `running` status shows at most this much later.
-    static let runningRecordHold: Duration = .milliseconds(1)
+    /// How long a running record waits for its job's outcome (``HeldRunningRecords``): a job
+    /// that ends sooner has its record written with its outcome, one status write instead of
+    /// two (and a quick success packed), and a worker reading one or two jobs at a time sends
+    /// one flush for both. Long enough for a read batch of hundreds of quick jobs to run on a
+    /// loaded machine; no other write waits for it. A `running` status shows at most this late.
+    static let runningRecordHold: Duration = .milliseconds(20)
 
-    /// Records a read batch's jobs as running in the next flush without waiting (see
-    /// ``Write/start(_:)``, ``runningRecordHold``); `then` gets `start_batch.lua`'s reply.
-    func enqueueStart(_ records: [RunningRecord], then: @escaping @Sendable (Result<RedisReply, RedisError>) -> Void) {
-        writes.enqueue(.start(records), hold: Self.runningRecordHold) { outcome in
-            guard case .replied(let result) = outcome else { return }
-            then(result)
-        }
+    /// Records a read batch's jobs as running: held for their outcomes, then written
+    /// (``HeldRunningRecords``, ``runningRecordHold``); `start_batch.lua`'s replies go to the
+    /// channel's `startReplies`.
+    func enqueueStart(_ records: [RunningRecord]) {
+        heldRecords.add(records)
+    }
+
+    /// The acknowledgement with its job's held running record, which its outcome writes.
+    private func withRecord(_ acknowledgement: Acknowledgement) -> Acknowledgement {
+        guard acknowledgement.status != nil, acknowledgement.start == nil,
+            let record = heldRecords.take(acknowledgement.entryID)
+        else { return acknowledgement }
+        var acknowledgement = acknowledgement
+        acknowledgement.start = record
+        return acknowledgement
     }
 
     /// Releases limit slots in the next flush without waiting; `then` gets `release.lua`'s reply.
@@ -138,13 +175,14 @@ struct ControlChannel: Sendable {
 
     /// Acknowledges in the next flush and waits for the outcome (see ``writes``).
     func acknowledge(_ acknowledgement: Acknowledgement) async -> Bool? {
-        guard case .acknowledged(let acknowledged) = await writes.submit(.acknowledgement(acknowledgement)) else { return nil }
+        guard case .acknowledged(let acknowledged) = await writes.submit(.acknowledgement(withRecord(acknowledgement)))
+        else { return nil }
         return acknowledged
     }
 
     /// Acknowledges in the next flush without waiting; `then` gets the outcome (see ``writes``).
     func enqueueAcknowledgement(_ acknowledgement: Acknowledgement, then: @escaping @Sendable (Bool?) -> Void) {
-        writes.enqueue(.acknowledgement(acknowledgement)) { outcome in
+        writes.enqueue(.acknowledgement(withRecord(acknowledgement))) { outcome in
             guard case .acknowledged(let acknowledged) = outcome else { return then(nil) }
             then(acknowledged)
         }

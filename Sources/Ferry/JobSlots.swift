@@ -52,13 +52,9 @@ final class JobSlots: Sendable {
 
     let limit: Int
     private let state = Mutex(State())
-    /// Called when the last running handler ends: no outcome is on its way that a write
-    /// waiting for one could be joined with (``ControlChannel/runningRecordHold``).
-    private let handlersIdle: @Sendable () -> Void
 
-    init(limit: Int, handlersIdle: @escaping @Sendable () -> Void = {}) {
+    init(limit: Int) {
         self.limit = limit
-        self.handlersIdle = handlersIdle
     }
 
     /// Handlers running now.
@@ -87,13 +83,10 @@ final class JobSlots: Sendable {
             // The task cannot finish before it is registered: its last step takes this lock.
             let task = Task {
                 let exit = await body()
-                var idle = false
                 self.update(entryID) { state in
                     state.used -= 1
-                    idle = state.used == 0
                     if exit == .acknowledging { state.acknowledging += 1 } else { state.forget(entryID) }
                 }
-                if idle { self.handlersIdle() }
             }
             state.running[entryID] = Running(jobID: jobID, task: task)
             return true

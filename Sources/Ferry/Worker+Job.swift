@@ -129,9 +129,7 @@ extension Worker {
                 attempt: delivery.attempt, startedAt: startedAt, key: delivery.unguardedMessage?.key ?? "")
         }
         if checked.isEmpty {
-            control.enqueueStart(records) { [self] result in
-                if case .success(let reply) = result { _ = startedBatch(reply) }
-            }
+            control.enqueueStart(records)
             return []
         }
         do {

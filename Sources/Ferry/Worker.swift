@@ -144,6 +144,9 @@ public final class Worker: Sendable {
     let observer: (any JobEventObserver)?
     let logger: Logger
     let metrics: WorkerMetrics
+    /// This consumer's quick successes may be packed (``packedSuccess(_:_:finishedAt:)``): its
+    /// name has no `|`, the packed value's separator.
+    let consumerPackable: Bool
     let state = Mutex(State())
 
     struct State {
@@ -218,6 +221,7 @@ public final class Worker: Sendable {
         self.handlers = handlers.mapValues(wrapped)
         self.fallbackHandler = fallbackHandler.map(wrapped)
         self.configuration = configuration
+        self.consumerPackable = !configuration.consumer.contains("|")
         var logger = logger
         logger[metadataKey: "ferry.queue"] = "\(queue)"
         logger[metadataKey: "ferry.group"] = "\(configuration.group)"
@@ -299,8 +303,7 @@ public final class Worker: Sendable {
         try configuration.validate()
         let reader = RedisConnection(configuration: connectionConfiguration(role: "read"), logger: logger)
         let control = makeControlChannel(RedisConnection(configuration: connectionConfiguration(role: "control"), logger: logger))
-        // With no handler running, no outcome can join the running records a flush holds.
-        let slots = JobSlots(limit: configuration.concurrency) { control.writes.endHold() }
+        let slots = JobSlots(limit: configuration.concurrency)
         logger.info("worker_started", metadata: ["ferry.concurrency": "\(configuration.concurrency)"])
         state.withLock {
             $0.running = true
@@ -388,7 +391,7 @@ public final class Worker: Sendable {
                             commands.append(startBatchCommand(kept, at: kept[0].startedAt))
                         }
                     case .acknowledgement(var ack):
-                        ack.start = starts[ack.entryID]
+                        if let start = starts[ack.entryID] { ack.start = start }
                         acks.append(ack)
                     case .release(let release): releases.append(release)
                     }
@@ -449,6 +452,9 @@ public final class Worker: Sendable {
                     case .acknowledgement(let ack): return .acknowledged(lostIDs.map { !$0.contains(ack.entryID) })
                     }
                 }
+            },
+            startReplies: { [self] result in
+                if case .success(let reply) = result { _ = startedBatch(reply) }
             })
     }
 
@@ -471,9 +477,10 @@ public final class Worker: Sendable {
     func acknowledgeCommand(
         _ acks: [ControlChannel.Acknowledgement], releasing: [ControlChannel.SlotRelease] = []
     ) -> RedisCommand {
+        let now = nowMilliseconds()
         var scriptKeys: [RedisArgument] = [.string(keys.jobs)]
         var arguments: [RedisArgument] = [
-            .string(configuration.group), .string(configuration.consumer), now(),
+            .string(configuration.group), .string(configuration.consumer), .integer(now),
             .integer(configuration.keepSucceeded.milliseconds), .integer(configuration.keepFailed.milliseconds),
             .string(keys.statusIndexPrefix),
         ]
@@ -490,9 +497,14 @@ public final class Worker: Sendable {
                 continue
             }
             scriptKeys.append(.string(status.key))
+            let keyIndex = Int64(scriptKeys.count)  // its index in KEYS, from 1
+            if let packed = packedSuccess(ack, status, finishedAt: now) {
+                arguments += [.integer(-keyIndex), .string(packed)]
+                continue
+            }
             arguments += [
-                .integer(Int64(scriptKeys.count)),  // its index in KEYS, from 1
-                .string(status.jobID), .string(status.outcome.rawValue), .integer(ack.processingMilliseconds),
+                .integer(keyIndex), .string(status.jobID), .string(status.outcome.rawValue),
+                .integer(ack.processingMilliseconds),
             ]
             if let start = ack.start {
                 arguments += [.integer(start.startedAt), .string(start.type), .integer(Int64(start.attempt)), .string(start.key)]
@@ -506,6 +518,21 @@ public final class Worker: Sendable {
             scriptKeys += release.keys
         }
         return Self.ackScript.command(keys: scriptKeys, arguments: arguments)
+    }
+
+    /// The packed status (data format 3, `pack_succeeded` in the scripts) of a success `ack.lua`
+    /// keeps in its minute's hash, or nil when the job needs a status hash of its own: the first
+    /// run's success of a job whose id is its entry ID and which has no flow-control key, its
+    /// running record still waiting in the flush, by a consumer whose name has no `|` (the
+    /// value's last part, the type, may have one).
+    private func packedSuccess(
+        _ ack: ControlChannel.Acknowledgement, _ status: ControlChannel.Acknowledgement.Status, finishedAt: Int64
+    ) -> String? {
+        guard status.outcome == .succeeded, status.jobID == ack.entryID, let start = ack.start, start.attempt == 1,
+            start.key.isEmpty, consumerPackable
+        else { return nil }
+        let times = "\(finishedAt)|\(start.startedAt)|1|\(ack.processingMilliseconds)"
+        return "succeeded|\(times)|\(configuration.consumer)|\(start.type)"
     }
 
     func connectionConfiguration(role: String) -> RedisConfiguration {

@@ -9,26 +9,21 @@ import Testing
 /// Data format 3: the common success packed in its minute's hash instead of a key per job.
 extension WorkerTests {
     /// Acknowledges `entryIDs` (delivered to `consumer`) as a worker's flush does when each
-    /// job's running record waited in the flush with its success: the case that is packed.
-    /// Called directly, so the test does not depend on how a loaded machine times the flushes.
+    /// job's running record waited in the flush with its success: the case that is packed. The
+    /// worker's own `ack.lua` call, sent directly, so the test does not depend on how a loaded
+    /// machine times the flushes.
     private func ackFirstRuns(
         _ setup: Setup, _ entryIDs: [String], consumer: String, type: String, key: String = ""
     ) async throws {
-        let sorted = entryIDs.sorted { $0.compare($1, options: .numeric) == .orderedAscending }
-        var arguments: [RedisArgument] = [
-            "workers", .string(consumer), .integer(Date().millisecondsSince1970), 3_600_000, 60_000,
-            .string(setup.keys.statusIndexPrefix), .string(sorted[0]), .string(sorted[sorted.count - 1]),
-            .integer(Int64(entryIDs.count)),
-        ]
-        for (index, id) in entryIDs.enumerated() {
-            arguments += [
-                .string(id), .integer(Int64(index + 2)), .string(id), "succeeded", 7,
-                .integer(Date().millisecondsSince1970 - 7), .string(type), 1, .string(key),
-            ]
+        let worker = setup.worker([:], consumer: consumer) { $0.keepSucceeded = .seconds(3600) }
+        let startedAt = Date().millisecondsSince1970 - 7
+        let acks = entryIDs.map { id in
+            ControlChannel.Acknowledgement(
+                entryID: id, status: .init(key: setup.keys.jobStatus(jobID: id), jobID: id, outcome: .succeeded),
+                processingMilliseconds: 7,
+                start: .init(jobID: id, type: type, entryID: id, attempt: 1, startedAt: startedAt, key: key))
         }
-        let lost = try await setup.redis.run(
-            Worker.ackScript, keys: [.string(setup.keys.jobs)] + entryIDs.map { .string(setup.keys.jobStatus(jobID: $0)) },
-            arguments: arguments)
+        let lost = try await setup.redis.send(worker.acknowledgeCommand(acks))
         #expect(lost == .array([]), "every entry was the consumer's to acknowledge")
     }
 
@@ -160,6 +155,32 @@ extension WorkerTests {
         #expect(merged.rows.map(\.jobID) == [quick.jobID])
         let own = try await setup.redis.send(RedisCommand("HGET", [.string(setup.keys.jobStatus(jobID: quick.jobID)), "key"]))
         #expect(own.string == "user-2", "a keyed job keeps a hash of its own")
+    }
+
+    @Test(
+        "a success the worker sends packed while the queue's events are on gets a status hash instead, and the event stream shows its start and then its outcome"
+    )
+    func packedWhileEventsOn() async throws {
+        let setup = try await Setup()
+        let receipts = try await setup.publisher.publish((0..<3).map { JobMessage(type: "t|x", data: "\($0)") })
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        _ = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "packer", "COUNT", "3", "STREAMS", .string(setup.keys.jobs), ">"]))
+        let events = QueueEvents(queue: setup.queue, connection: setup.redis)
+        _ = try await events.enable()
+        try await ackFirstRuns(setup, receipts.map(\.jobID), consumer: "packer", type: "t|x")
+        #expect(try await setup.pendingCount() == 0)
+        let transitions = try await events.read(after: "0")
+        for receipt in receipts {
+            let key = setup.keys.jobStatus(jobID: receipt.jobID)
+            let fields = QueueInspector.fields(try await setup.redis.send(RedisCommand("HGETALL", [.string(key)])))
+                .compactMapValues(\.string)
+            #expect(fields["workers.state"] == "succeeded" && fields["workers.attempts"] == "1", "\(fields)")
+            #expect(fields["type"] == "t|x" && fields["workers.processing_ms"] == "7" && fields["workers.consumer"] == "packer")
+            #expect(fields["workers.started_at"] != nil && fields["workers.finished_at"] != nil)
+            let states = transitions.filter { $0.jobID == receipt.jobID }.map(\.state)
+            #expect(states == [.running, .succeeded], "\(transitions)")
+        }
     }
 
     @Test("a job with an id of its own, a retried job and a job while events are on keep a status hash")

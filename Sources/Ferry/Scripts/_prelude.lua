@@ -680,24 +680,19 @@ local function packed_succeeded(index, group, entry_id)
   return { finished_at = finished_at, attempts = attempts, type = job_type }
 end
 
--- Whether a status can be packed: the consumer's name has no `|` (the type, last, may).
-local function packable(consumer)
-  return not string.find(consumer, '|', 1, true)
-end
-
 -- The packed statuses of a script call, by minute hash: one HSET per hash for the call.
 local packed_hashes, packed_order
 
--- Records a group's succeeded status of a job packed (see succeeded_hash), and moves the job in
--- the group's index as set_status would (a first delivery: no state before, no event).
-local function pack_succeeded(index, group, entry_id, now, started_at, attempt, processing_ms, consumer, job_type)
+-- Records a group's succeeded status of a job packed (see succeeded_hash): `value` is the packed
+-- value the worker built. Moves the job in the group's index as set_status would (a first
+-- delivery: no state before, no event).
+local function pack_succeeded(index, group, entry_id, value)
   packed_hashes = packed_hashes or {}
   packed_order = packed_order or {}
   local ms = string.match(entry_id, '^(%d+)')
   local fields = list_named(packed_hashes, packed_order, succeeded_hash_at(index, ms))
   fields[#fields + 1] = joined(group, '.') .. entry_id
-  fields[#fields + 1] = 'succeeded|' .. now .. '|' .. started_at .. '|' .. attempt .. '|' .. processing_ms .. '|' ..
-    consumer .. '|' .. job_type
+  fields[#fields + 1] = value
   move_in_index('ZADD', joined(joined(joined(index, group), ':'), 'succeeded'), ms, entry_id)
 end
 
