@@ -113,4 +113,54 @@ struct RunningRecordTests {
         let running = setup.keys.statusIndex(group: "workers", state: .running)
         #expect(try await setup.redis.send(RedisCommand("ZCARD", [.string(running)])).integer == 0)
     }
+    @Test(
+        "a job that reports progress and then succeeds at once reads succeeded, with its stage and every field of its start and its end"
+    )
+    func progressLandsBehindRunningRecord() async throws {
+        let setup = try await TestQueue("progress-order")
+        let receipts = try await setup.publisher.publish((0..<20).map { JobMessage(type: "t", data: "\($0)") })
+        let done = Mutex(0)
+        let handler = JobHandlerClosure { job in
+            await job.reportProgress(50, stage: "half")
+            done.withLock { $0 += 1 }
+        }
+        let worker = setup.worker(["t": handler], consumer: "reporter") { $0.concurrency = 8 }
+        let task = Task { try await worker.run() }
+        #expect(await eventually { try await setup.pendingCount() == 0 && done.withLock { $0 } == 20 })
+        worker.stop()
+        try await task.value
+        for receipt in receipts {
+            let status = try #require(try await JobStatus.load(jobID: receipt.jobID, queue: setup.queue, connection: setup.redis))
+            #expect(status.state == .succeeded, "\(status.fields)")
+            #expect(
+                status.fields["started_at"] != nil && status.fields["consumer"] == "reporter" && status.fields["stage"] == "half")
+            #expect(status.fields["progress"] == "100" && status.fields["finished_at"] != nil)
+        }
+    }
+
+    @Test(
+        "a job that fails at once is left retrying: its running record, held for the outcome, lands before the retry, never after it"
+    )
+    func retryLandsBehindRunningRecord() async throws {
+        let setup = try await TestQueue("retry-order")
+        let receipts = try await setup.publisher.publish((0..<20).map { JobMessage(type: "t", data: "\($0)") })
+        let failed = Mutex(0)
+        let handler = JobHandlerClosure { _ in
+            failed.withLock { $0 += 1 }
+            throw PushBackError()
+        }
+        let worker = setup.worker(["t": handler], consumer: "failer") {
+            $0.concurrency = 8
+            $0.retry = RetryPolicy(maxAttempts: 5, minimumBackoff: .seconds(60), maximumBackoff: .seconds(60))
+        }
+        let task = Task { try await worker.run() }
+        #expect(await eventually { try await setup.pendingCount() == 0 && failed.withLock { $0 } == 20 })
+        worker.stop()
+        try await task.value  // every record held is written by now
+        for receipt in receipts {
+            let status = try #require(try await JobStatus.load(jobID: receipt.jobID, queue: setup.queue, connection: setup.redis))
+            #expect(status.state == .retrying, "\(status.fields)")
+            #expect(status.fields["started_at"] != nil && status.fields["next_attempt_at"] != nil)
+        }
+    }
 }
