@@ -27,6 +27,18 @@ extension WorkerTests {
         #expect(lost == .array([]), "every entry was the consumer's to acknowledge")
     }
 
+    /// Publishes `count` jobs of type `t|x` and delivers them to consumer `packer` of group
+    /// `workers`, as a worker's read would.
+    private func deliveredToPacker(_ setup: Setup, count: Int) async throws -> [PublishReceipt] {
+        let receipts = try await setup.publisher.publish((0..<count).map { JobMessage(type: "t|x", data: "\($0)") })
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        _ = try await setup.redis.send(
+            RedisCommand(
+                "XREADGROUP",
+                ["GROUP", "workers", "packer", "COUNT", .integer(Int64(count)), "STREAMS", .string(setup.keys.jobs), ">"]))
+        return receipts
+    }
+
     /// Asks to cancel a job every group finished: nothing is recorded, no request waits for it.
     private func expectLeftAlone(_ setup: Setup, _ jobID: String) async throws {
         let before = try await JobStatus.requestCancellation(jobID: jobID, queue: setup.queue, connection: setup.redis)
@@ -40,10 +52,7 @@ extension WorkerTests {
     )
     func packedSuccess() async throws {
         let setup = try await Setup()
-        let receipts = try await setup.publisher.publish((0..<30).map { JobMessage(type: "t|x", data: "\($0)") })
-        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
-        _ = try await setup.redis.send(
-            RedisCommand("XREADGROUP", ["GROUP", "workers", "packer", "COUNT", "30", "STREAMS", .string(setup.keys.jobs), ">"]))
+        let receipts = try await deliveredToPacker(setup, count: 30)
         try await ackFirstRuns(setup, receipts.map(\.jobID), consumer: "packer", type: "t|x")
         #expect(try await setup.pendingCount() == 0)
         for receipt in receipts {
@@ -162,10 +171,7 @@ extension WorkerTests {
     )
     func packedWhileEventsOn() async throws {
         let setup = try await Setup()
-        let receipts = try await setup.publisher.publish((0..<3).map { JobMessage(type: "t|x", data: "\($0)") })
-        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
-        _ = try await setup.redis.send(
-            RedisCommand("XREADGROUP", ["GROUP", "workers", "packer", "COUNT", "3", "STREAMS", .string(setup.keys.jobs), ">"]))
+        let receipts = try await deliveredToPacker(setup, count: 3)
         let events = QueueEvents(queue: setup.queue, connection: setup.redis)
         _ = try await events.enable()
         try await ackFirstRuns(setup, receipts.map(\.jobID), consumer: "packer", type: "t|x")

@@ -37,6 +37,33 @@ struct RunningRecordTests {
         }
     }
 
+    /// Publishes `count` jobs of type `t` (`jobID` names each, nil for its entry ID), runs a
+    /// worker of consumer `consumer` with `handle` until each has been handled once and none is
+    /// pending, stops it (which flushes every write it held), and returns each job's status.
+    func statusesAfterOneRun(
+        _ setup: TestQueue, jobs count: Int, consumer: String, jobID: (Int) -> String? = { _ in nil },
+        configure: (inout Worker.Configuration) -> Void, handle: @escaping @Sendable (Job) async throws -> Void
+    ) async throws -> [JobStatus] {
+        let receipts = try await setup.publisher.publish(
+            (0..<count).map { JobMessage(type: "t", data: "\($0)", jobID: jobID($0)) })
+        let handled = Mutex(0)
+        let handler = JobHandlerClosure { job in
+            defer { handled.withLock { $0 += 1 } }
+            try await handle(job)
+        }
+        let worker = setup.worker(["t": handler], consumer: consumer, configure: configure)
+        let task = Task { try await worker.run() }
+        #expect(await eventually { try await setup.pendingCount() == 0 && handled.withLock { $0 } >= count })
+        worker.stop()
+        try await task.value
+        var statuses: [JobStatus] = []
+        for receipt in receipts {
+            statuses.append(
+                try #require(try await JobStatus.load(jobID: receipt.jobID, queue: setup.queue, connection: setup.redis)))
+        }
+        return statuses
+    }
+
     @Test(
         "the outcome carries the running record: every field of both, in the succeeded index only, with the succeeded keep time (a queued record's expiry replaced)"
     )
@@ -93,19 +120,10 @@ struct RunningRecordTests {
     @Test("many quick jobs end with the same complete status whether their running record went alone or with the outcome")
     func quickJobsHaveCompleteStatuses() async throws {
         let setup = try await TestQueue("quick")
-        let receipts = try await setup.publisher.publish(
-            (0..<300).map { JobMessage(type: "t", data: "", jobID: $0.isMultiple(of: 2) ? "quick-\($0)" : nil) })
-        let done = Mutex(0)
-        let worker = setup.worker(["t": JobHandlerClosure { _ in done.withLock { $0 += 1 } }], consumer: "quick") {
-            $0.concurrency = 64
-        }
-        let task = Task { try await worker.run() }
-        #expect(await eventually { try await setup.pendingCount() == 0 && done.withLock { $0 } == 300 })
-        worker.stop()
-        try await task.value
-        for receipt in receipts {
-            let status = try #require(
-                try await JobStatus.load(jobID: receipt.jobID, queue: setup.queue, connection: setup.redis))
+        let statuses = try await statusesAfterOneRun(
+            setup, jobs: 300, consumer: "quick", jobID: { $0.isMultiple(of: 2) ? "quick-\($0)" : nil },
+            configure: { $0.concurrency = 64 }, handle: { _ in })
+        for status in statuses {
             #expect(status.state == .succeeded)
             #expect(status.fields["attempts"] == "1" && status.fields["consumer"] == "quick")
             #expect(status.fields["started_at"] != nil && status.fields["type"] == "t")
@@ -118,19 +136,10 @@ struct RunningRecordTests {
     )
     func progressLandsBehindRunningRecord() async throws {
         let setup = try await TestQueue("progress-order")
-        let receipts = try await setup.publisher.publish((0..<20).map { JobMessage(type: "t", data: "\($0)") })
-        let done = Mutex(0)
-        let handler = JobHandlerClosure { job in
-            await job.reportProgress(50, stage: "half")
-            done.withLock { $0 += 1 }
-        }
-        let worker = setup.worker(["t": handler], consumer: "reporter") { $0.concurrency = 8 }
-        let task = Task { try await worker.run() }
-        #expect(await eventually { try await setup.pendingCount() == 0 && done.withLock { $0 } == 20 })
-        worker.stop()
-        try await task.value
-        for receipt in receipts {
-            let status = try #require(try await JobStatus.load(jobID: receipt.jobID, queue: setup.queue, connection: setup.redis))
+        let statuses = try await statusesAfterOneRun(
+            setup, jobs: 20, consumer: "reporter", configure: { $0.concurrency = 8 },
+            handle: { await $0.reportProgress(50, stage: "half") })
+        for status in statuses {
             #expect(status.state == .succeeded, "\(status.fields)")
             #expect(
                 status.fields["started_at"] != nil && status.fields["consumer"] == "reporter" && status.fields["stage"] == "half")
@@ -143,22 +152,13 @@ struct RunningRecordTests {
     )
     func retryLandsBehindRunningRecord() async throws {
         let setup = try await TestQueue("retry-order")
-        let receipts = try await setup.publisher.publish((0..<20).map { JobMessage(type: "t", data: "\($0)") })
-        let failed = Mutex(0)
-        let handler = JobHandlerClosure { _ in
-            failed.withLock { $0 += 1 }
-            throw PushBackError()
-        }
-        let worker = setup.worker(["t": handler], consumer: "failer") {
-            $0.concurrency = 8
-            $0.retry = RetryPolicy(maxAttempts: 5, minimumBackoff: .seconds(60), maximumBackoff: .seconds(60))
-        }
-        let task = Task { try await worker.run() }
-        #expect(await eventually { try await setup.pendingCount() == 0 && failed.withLock { $0 } == 20 })
-        worker.stop()
-        try await task.value  // every record held is written by now
-        for receipt in receipts {
-            let status = try #require(try await JobStatus.load(jobID: receipt.jobID, queue: setup.queue, connection: setup.redis))
+        let statuses = try await statusesAfterOneRun(
+            setup, jobs: 20, consumer: "failer",
+            configure: {
+                $0.concurrency = 8
+                $0.retry = RetryPolicy(maxAttempts: 5, minimumBackoff: .seconds(60), maximumBackoff: .seconds(60))
+            }, handle: { _ in throw PushBackError() })
+        for status in statuses {
             #expect(status.state == .retrying, "\(status.fields)")
             #expect(status.fields["started_at"] != nil && status.fields["next_attempt_at"] != nil)
         }
