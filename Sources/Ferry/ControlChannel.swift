@@ -102,43 +102,42 @@ struct ControlChannel: Sendable {
         }
     }
 
-    /// Enqueues `write` behind every running record held: a job's later writes never land
-    /// before its record.
-    private func enqueueBehindRecords(_ write: Write, then: (@Sendable (Outcome) -> Void)? = nil) {
-        heldRecords.releasingAll { writes.enqueue(write, then: then) }
+    /// Enqueues `write` behind the held running records of the entries in `entryIDs` (every
+    /// held record for nil): a job's later writes never land before its record.
+    private func enqueue(
+        _ write: Write, about entryIDs: [String]?, then: (@Sendable (Outcome) -> Void)? = nil
+    ) {
+        heldRecords.releasing(entryIDs) { writes.enqueue(write, then: then) }
     }
 
-    /// ``enqueueBehindRecords(_:then:)``, waiting for the write's outcome.
-    private func submitBehindRecords(_ write: Write) async -> Outcome {
-        await withCheckedContinuation { done in enqueueBehindRecords(write) { done.resume(returning: $0) } }
+    /// ``enqueue(_:about:then:)``, waiting for the write's outcome.
+    private func submit(_ write: Write, about entryIDs: [String]?) async -> Outcome {
+        await withCheckedContinuation { done in enqueue(write, about: entryIDs) { done.resume(returning: $0) } }
     }
 
-    /// Adds status commands to the next flush without waiting for it.
-    func enqueueStatus(_ commands: [RedisCommand]) {
-        enqueueBehindRecords(.status(commands))
+    /// Adds status commands to the next flush without waiting for it. `entryIDs`: the entries
+    /// whose jobs the commands are about (nil for any), whose running records go first.
+    func enqueueStatus(_ commands: [RedisCommand], about entryIDs: [String]?) {
+        enqueue(.status(commands), about: entryIDs)
     }
 
     /// Returns once the commands, and every write enqueued before them, are flushed.
-    func writeStatus(_ commands: [RedisCommand]) async {
-        _ = await submitBehindRecords(.status(commands))
+    /// `entryIDs` as for ``enqueueStatus(_:about:)``.
+    func writeStatus(_ commands: [RedisCommand], about entryIDs: [String]?) async {
+        _ = await submit(.status(commands), about: entryIDs)
     }
 
     /// Runs a transition script in the next flush, after every write submitted before it, and
-    /// returns its reply.
+    /// returns its reply. `entryIDs`: the entries whose jobs it moves (nil for any), whose
+    /// running records go first.
     func transition(
-        _ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument]
+        _ script: RedisScript, keys: [RedisArgument], arguments: [RedisArgument], about entryIDs: [String]?
     ) async throws(RedisError) -> RedisReply {
-        guard case .replied(let result) = await submitBehindRecords(.transition(script.command(keys: keys, arguments: arguments)))
-        else { throw RedisError.server("ERR the write batcher gave no reply for a transition") }
-        return try result.get()
-    }
-
-    /// Runs a transition script in the next flush without waiting; `then` gets its reply.
-    func enqueueTransition(_ command: RedisCommand, then: @escaping @Sendable (Result<RedisReply, RedisError>) -> Void) {
-        enqueueBehindRecords(.transition(command)) { outcome in
-            guard case .replied(let result) = outcome else { return }
-            then(result)
+        let write = Write.transition(script.command(keys: keys, arguments: arguments))
+        guard case .replied(let result) = await submit(write, about: entryIDs) else {
+            throw RedisError.server("ERR the write batcher gave no reply for a transition")
         }
+        return try result.get()
     }
 
     /// How long a running record waits for its job's outcome (``HeldRunningRecords``): a job

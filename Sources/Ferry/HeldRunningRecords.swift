@@ -12,9 +12,9 @@ import Synchronization
 ///
 /// A job's writes must land in the order it made them (``ControlChannel/Write``): its record
 /// before its progress, a retry or a dead letter. So any write other than an outcome that
-/// takes its record goes behind every held record (``releasingAll(then:)``): held records are
-/// released and the write enqueued in one step under this lock, which the deadline's release
-/// takes too.
+/// takes its record goes behind the records of the jobs it is about (``releasing(_:then:)``):
+/// those are released and the write enqueued in one step under this lock, which the
+/// deadline's release takes too.
 final class HeldRunningRecords: Sendable {
     private struct State {
         /// By entry ID.
@@ -90,11 +90,13 @@ final class HeldRunningRecords: Sendable {
         state.withLock { $0.records.removeValue(forKey: entryID) }
     }
 
-    /// Releases every held record to the batcher, then runs `enqueue` (a write that must land
-    /// behind them), in one step.
-    func releasingAll<T>(then enqueue: () -> T) -> T {
+    /// Releases the held records of the entries in `entryIDs` (every held record for nil) to the
+    /// batcher, then runs `enqueue` (a write about those entries' jobs, which must land behind
+    /// their records), in one step. Other jobs' records stay held: a write orders only its own
+    /// job's writes.
+    func releasing<T>(_ entryIDs: [String]?, then enqueue: () -> T) -> T {
         state.withLock { state in
-            let records = state.takeDue(at: nil)
+            let records = entryIDs.map { $0.compactMap { state.records.removeValue(forKey: $0) } } ?? state.takeDue(at: nil)
             if !records.isEmpty { release(records) }
             return enqueue()
         }

@@ -97,7 +97,9 @@ extension Worker {
         }
         if let lock { scriptKeys.append(.string(lock.key)) }
         do {
-            let reply = try await control.transition(Self.delayScript, keys: scriptKeys, arguments: arguments).array ?? []
+            let reply =
+                try await control.transition(Self.delayScript, keys: scriptKeys, arguments: arguments, about: [entryID]).array
+                ?? []
             switch reply.first?.string {
             case "parked": return .parked(dueAt: reply.dropFirst().first?.integer ?? 0)
             case "due": return .due

@@ -203,7 +203,8 @@ extension Worker {
         /// and the block that follows it.
         func deadLettering() {
             if let turn, configuration.orderingOnDead == .block {
-                control.enqueueStatus([RedisCommand("HSET", [.string(turn.turn), "ending", .string(turn.entryID)])])
+                control.enqueueStatus(
+                    [RedisCommand("HSET", [.string(turn.turn), "ending", .string(turn.entryID)])], about: [turn.entryID])
             }
         }
 
@@ -281,7 +282,7 @@ extension Worker {
                 // Waited for: a job with an idempotency key records its success in `complete.lua`,
                 // sent outside the batcher, and a progress write still queued could land after it
                 // (and clear its expiry).
-                await recordProgress(jobID, fields: fields, control: control)
+                await recordProgress(jobID, entryID: entry.id, fields: fields, control: control)
             })
         // A workflow's step logs step_started / step_completed / step_failed with its workflow and step.
         let lifecycle = message.workflowStep == nil ? "job" : "step"
@@ -494,7 +495,7 @@ extension Worker {
                 reply =
                     try await control.transition(
                         Self.beginScript, keys: scriptKeys,
-                        arguments: arguments + (statusArguments.isEmpty ? [] : [now()] + statusArguments)
+                        arguments: arguments + (statusArguments.isEmpty ? [] : [now()] + statusArguments), about: [entryID]
                     ).array ?? []
             } catch {
                 logger.info("idempotency check failed; the job comes back after the lease", metadata: redisFailure(error))
@@ -566,7 +567,7 @@ extension Worker {
         defer { if retries > 0 { acknowledgementRetryEnded() } }
         while true {
             do {
-                let ended = try await control.transition(script, keys: scriptKeys, arguments: arguments)
+                let ended = try await control.transition(script, keys: scriptKeys, arguments: arguments, about: [entryID])
                 if ended.integer == 1 { return true }
                 logLeaseLostAfterRun(entryID, logger)
                 return false
@@ -655,7 +656,8 @@ extension Worker {
             processing.map { .integer($0.milliseconds) } ?? "", .string(lock?.token ?? ""),
         ]
         do {
-            let moved = try await control.transition(Self.deadLetterScript, keys: scriptKeys, arguments: arguments + fields)
+            let moved = try await control.transition(
+                Self.deadLetterScript, keys: scriptKeys, arguments: arguments + fields, about: [entry.id])
             if moved.string != nil {
                 logger.info("dead_lettered", metadata: ["ferry.error_class": "\(errorClass)"])
                 metrics.job(.deadLettered, type: entry.text(of: WireFormat.Field.type))
@@ -678,8 +680,11 @@ extension Worker {
             let sha256 = entry.text(of: WireFormat.Field.dataSHA256), sha256.count == 64, sha256.allSatisfy(\.isHexDigit)
         else { return }
         let key = keys.payload(sha256: sha256)
-        control.enqueueStatus([
-            configuration.deadLetterRetention.map { PayloadReference.renew(key, $0) } ?? RedisCommand("PERSIST", [.string(key)])
-        ])
+        control.enqueueStatus(
+            [
+                configuration.deadLetterRetention.map { PayloadReference.renew(key, $0) }
+                    ?? RedisCommand("PERSIST", [.string(key)])
+            ],
+            about: [])  // no job's status
     }
 }

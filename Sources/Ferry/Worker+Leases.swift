@@ -84,7 +84,7 @@ extension Worker {
                 arguments: [
                     now(), .integer(configuration.keepFailed.milliseconds), .string(configuration.group),
                     .string(keys.statusIndexPrefix), .string(keys.jobs), configuration.recordsStatus ? "1" : "0",
-                ] + entries.flatMap { [.string($0.entryID), .string($0.jobID ?? $0.entryID)] })
+                ] + entries.flatMap { [.string($0.entryID), .string($0.jobID ?? $0.entryID)] }, about: entries.map(\.entryID))
         } catch {
             logger.info("the deleted jobs' statuses were not recorded", metadata: redisFailure(error))
         }

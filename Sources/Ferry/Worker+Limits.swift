@@ -239,7 +239,10 @@ extension Worker {
             ] + stateArguments + jobArguments
         let reply: [RedisReply]
         do {
-            reply = try await control.transition(Self.acquireScript, keys: scriptKeys, arguments: arguments).array ?? []
+            reply =
+                try await control.transition(
+                    Self.acquireScript, keys: scriptKeys, arguments: arguments, about: deliveries.map(\.entry.id)
+                ).array ?? []
         } catch {
             logger.info("could not check the queue's limits; the jobs come back after the lease", metadata: redisFailure(error))
             if !slotsOf.isEmpty { renewSlotHolder(after: "a concurrency check (acquire.lua)") }

@@ -18,15 +18,16 @@ extension Worker {
     ///
     /// Returns once the write is flushed, so it cannot land after the success that
     /// `complete.lua` records outside the write batcher.
-    func recordProgress(_ jobID: String, fields: [String: RedisArgument], control: ControlChannel) async {
+    func recordProgress(_ jobID: String, entryID: String, fields: [String: RedisArgument], control: ControlChannel) async {
         guard configuration.recordsStatus else { return }
         let prefix = configuration.group + "."
-        await control.writeStatus([
-            RedisCommand(
-                "HSET",
-                [.string(keys.jobStatus(jobID: jobID)), .string(prefix + "updated_at"), now(), "updated_at", now()]
-                    + fields.sorted(by: { $0.key < $1.key }).flatMap { [RedisArgument.string(prefix + $0.key), $0.value] })
-        ])
+        await control.writeStatus(
+            [
+                RedisCommand(
+                    "HSET",
+                    [.string(keys.jobStatus(jobID: jobID)), .string(prefix + "updated_at"), now(), "updated_at", now()]
+                        + fields.sorted(by: { $0.key < $1.key }).flatMap { [RedisArgument.string(prefix + $0.key), $0.value] })
+            ], about: [entryID])
     }
 
     /// Records a state of the job in this group when no entry moves with it (`status.lua`): a
@@ -41,14 +42,15 @@ extension Worker {
         var all = fields
         all["attempts"] = .integer(Int64(attempt))
         all["consumer"] = .string(configuration.consumer)
-        control.enqueueStatus([
-            Self.statusScript.command(
-                keys: [.string(keys.jobStatus(jobID: jobID))],
-                arguments: [
-                    .string(keys.statusIndexPrefix), .string(configuration.group), .string(jobID), .string(entryID),
-                    .string(state.rawValue), now(), .integer(keep(after: state).milliseconds),
-                ] + all.sorted(by: { $0.key < $1.key }).flatMap { [RedisArgument.string($0.key), $0.value] })
-        ])
+        control.enqueueStatus(
+            [
+                Self.statusScript.command(
+                    keys: [.string(keys.jobStatus(jobID: jobID))],
+                    arguments: [
+                        .string(keys.statusIndexPrefix), .string(configuration.group), .string(jobID), .string(entryID),
+                        .string(state.rawValue), now(), .integer(keep(after: state).milliseconds),
+                    ] + all.sorted(by: { $0.key < $1.key }).flatMap { [RedisArgument.string($0.key), $0.value] })
+            ], about: [entryID])
     }
 
     /// Acknowledges a job cancelled on request and records it `cancelled`, in one step.

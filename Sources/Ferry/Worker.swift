@@ -340,7 +340,7 @@ public final class Worker: Sendable {
         } onGracefulShutdown: { [self] in
             stop()
         }
-        await control.writeStatus([])  // every write enqueued before is flushed
+        await control.writeStatus([], about: nil)  // every write enqueued before, and every record held, is flushed
         await releaseConsumer(control)
         let (interrupted, refusal) = state.withLock { ($0.interruptedAtShutdown, $0.refusal) }
         logger.info(

@@ -66,17 +66,22 @@ struct GroupCommitTests {
         #expect(await eventually { released.withLock { $0.last } == "2-0" }, "a record held after the timer ended gets one")
     }
 
-    @Test("a write that must land behind the held records releases them all first, in one step")
+    @Test(
+        "a write about some jobs releases their held records first, in one step, and leaves the others held; a write about any job releases them all"
+    )
     func writeBehindHeldRecords() async throws {
         let log = Mutex<[String]>([])
         let held = HeldRunningRecords(hold: .seconds(60)) { records in
             log.withLock { $0 += records.map { "record \($0.entryID)" } }
         }
-        held.add(["1-0", "1-1"].map(Self.record))
+        held.add(["1-0", "1-1", "1-2", "1-3"].map(Self.record))
         _ = held.take("1-0")
-        held.releasingAll { log.withLock { $0.append("progress of 1-1") } }
-        #expect(log.withLock { $0 } == ["record 1-1", "progress of 1-1"])
-        held.releasingAll { log.withLock { $0.append("another write") } }
+        held.releasing(["1-1", "1-0"]) { log.withLock { $0.append("progress of 1-1") } }
+        #expect(log.withLock { $0 } == ["record 1-1", "progress of 1-1"], "1-0 was taken by its outcome")
+        #expect(held.count == 2, "the other jobs' records stay held")
+        held.releasing(nil) { log.withLock { $0.append("a write about any job") } }
+        #expect(log.withLock { $0 }.suffix(3) == ["record 1-2", "record 1-3", "a write about any job"])
+        held.releasing(nil) { log.withLock { $0.append("another write") } }
         #expect(log.withLock { $0 }.last == "another write" && held.count == 0, "nothing held, nothing released")
     }
 }
