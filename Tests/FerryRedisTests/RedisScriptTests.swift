@@ -16,8 +16,8 @@ struct RedisScriptTests {
 
     @Test("a script missing from the cache (SCRIPT FLUSH) runs through the EVAL fallback, alone and in a pipeline")
     func noScriptFallback() async throws {
-        let server = try await RedisServerProcess()
-        let redis = try RedisConnection(url: server.url)
+        let own = try await OwnRedis()
+        let redis = own.connection
         try await redis.send(RedisCommand("SCRIPT FLUSH"))
         let reply = try await redis.run(script, keys: ["k"], arguments: [2, 3])
         #expect(reply == .array([.bulk(Array("k".utf8)), .integer(5)]))
@@ -47,6 +47,23 @@ struct RedisScriptTests {
         }
     }
 
+    /// A Redis server for one test (its scripts and functions flushed or loaded by the test
+    /// alone), and a connection to it; the server stops when the test lets go of it.
+    struct OwnRedis {
+        let server: RedisServerProcess
+        let connection: RedisConnection
+
+        init() async throws {
+            server = try await RedisServerProcess()
+            connection = try RedisConnection(url: server.url)
+        }
+    }
+
+    /// The script above as the function of `library` (``library(family:salt:)``).
+    func echoSum(in library: RedisFunctionLibrary) -> RedisScript {
+        RedisScript(name: "echo_sum", source: script.source, library: library)
+    }
+
     /// A library of one function, `<family>_echo_sum_<version>`, as the script above; `salt`
     /// makes another version of it.
     static func library(family: String, salt: String = "") -> RedisFunctionLibrary {
@@ -66,10 +83,10 @@ struct RedisScriptTests {
         "a library's script is called with FCALL; a missing library (a first call, FUNCTION FLUSH) is loaded and the call goes again, alone and in a pipeline"
     )
     func functionLibraryLoadedOnDemand() async throws {
-        let server = try await RedisServerProcess()
-        let redis = try RedisConnection(url: server.url)
+        let own = try await OwnRedis()
+        let redis = own.connection
         let library = Self.library(family: "lib")
-        let script = RedisScript(name: "echo_sum", source: script.source, library: library)
+        let script = echoSum(in: library)
         #expect(script.command(keys: ["k"], arguments: [2, 3]).name == "FCALL")
         #expect(library.scriptName(ofFunction: script.functionName ?? "") == "echo_sum")
         #expect(try await redis.run(script, keys: ["k"], arguments: [2, 3]) == .array([.bulk(Array("k".utf8)), .integer(5)]))
@@ -87,14 +104,14 @@ struct RedisScriptTests {
         "a connection that loads its library leaves at most four of its family in Redis, its own among them, and no other family's"
     )
     func oldLibrariesPruned() async throws {
-        let server = try await RedisServerProcess()
-        let redis = try RedisConnection(url: server.url)
+        let own = try await OwnRedis()
+        let redis = own.connection
         let other = Self.library(family: "other")
         try await redis.send(RedisCommand("FUNCTION LOAD", [.string(other.code)]))
         var last = other
         for release in 1...6 {
             last = Self.library(family: "lib", salt: "release \(release)")
-            let script = RedisScript(name: "echo_sum", source: script.source, library: last)
+            let script = echoSum(in: last)
             #expect(try await redis.run(script, keys: ["k"], arguments: [1, 2]).array?.last == .integer(3))
         }
         let listed = try await redis.send(RedisCommand("FUNCTION LIST")).array ?? []
@@ -116,7 +133,7 @@ struct RedisScriptTests {
                     [.string(user), "on", ">pw", "~*", "resetchannels", "-@all", "+evalsha", "+eval", "+info"]
                         + commands.map { .string($0) }))
             let redis = try RedisConnection(url: server.url.replacingOccurrences(of: "redis://", with: "redis://\(user):pw@"))
-            let script = RedisScript(name: "echo_sum", source: script.source, library: Self.library(family: user))
+            let script = echoSum(in: Self.library(family: user))
             for round in 1...3 {
                 #expect(
                     try await redis.run(script, keys: ["k"], arguments: [.integer(Int64(round)), 1]).array?.last
@@ -127,7 +144,7 @@ struct RedisScriptTests {
         try await admin.send(
             RedisCommand("ACL SETUSER", ["keys-a", "on", ">pw", "~a*", "resetchannels", "-@all", "+fcall", "+function|load"]))
         let limited = try RedisConnection(url: server.url.replacingOccurrences(of: "redis://", with: "redis://keys-a:pw@"))
-        let keyed = RedisScript(name: "echo_sum", source: script.source, library: Self.library(family: "keys"))
+        let keyed = echoSum(in: Self.library(family: "keys"))
         await #expect {
             try await limited.run(keyed, keys: ["b"], arguments: [1, 1])
         } throws: { ($0 as? RedisError)?.prefix == .noPerm }
