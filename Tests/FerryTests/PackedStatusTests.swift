@@ -13,9 +13,10 @@ extension WorkerTests {
     /// worker's own `ack.lua` call, sent directly, so the test does not depend on how a loaded
     /// machine times the flushes.
     private func ackFirstRuns(
-        _ setup: Setup, _ entryIDs: [String], consumer: String, type: String, key: String = ""
+        _ setup: Setup, _ entryIDs: [String], consumer: String, type: String, key: String = "",
+        keep: Duration = .seconds(3600)
     ) async throws {
-        let worker = setup.worker([:], consumer: consumer) { $0.keepSucceeded = .seconds(3600) }
+        let worker = setup.worker([:], consumer: consumer) { $0.keepSucceeded = keep }
         let startedAt = Date().millisecondsSince1970 - 7
         let acks = entryIDs.map { id in
             ControlChannel.Acknowledgement(
@@ -37,6 +38,20 @@ extension WorkerTests {
                 "XREADGROUP",
                 ["GROUP", "workers", "packer", "COUNT", .integer(Int64(count)), "STREAMS", .string(setup.keys.jobs), ">"]))
         return receipts
+    }
+
+    /// Adds plain entries with IDs of their own (`type` t) and delivers them to consumer `packer`
+    /// of group `workers`; returns the IDs.
+    private func deliveredToPacker(_ setup: Setup, ids: [String]) async throws -> [String] {
+        for id in ids {
+            try await setup.redis.send(RedisCommand("XADD", [.string(setup.keys.jobs), .string(id), "type", "t", "data", "x"]))
+        }
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        _ = try await setup.redis.send(
+            RedisCommand(
+                "XREADGROUP",
+                ["GROUP", "workers", "packer", "COUNT", .integer(Int64(ids.count)), "STREAMS", .string(setup.keys.jobs), ">"]))
+        return ids
     }
 
     /// Asks to cancel a job every group finished: nothing is recorded, no request waits for it.
@@ -95,13 +110,7 @@ extension WorkerTests {
         let setup = try await Setup()
         // Plain XADDs with IDs of their own: two minutes apart, as a flush's jobs can be when
         // a backlog drains. Jobs end (and are acknowledged) in any order: minute 2, 1, then 2.
-        let ids = ["60000-1", "180000-1", "180000-2"]
-        for id in ids {
-            try await setup.redis.send(RedisCommand("XADD", [.string(setup.keys.jobs), .string(id), "type", "t", "data", "x"]))
-        }
-        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
-        _ = try await setup.redis.send(
-            RedisCommand("XREADGROUP", ["GROUP", "workers", "packer", "COUNT", "3", "STREAMS", .string(setup.keys.jobs), ">"]))
+        let ids = try await deliveredToPacker(setup, ids: ["60000-1", "180000-1", "180000-2"])
         try await ackFirstRuns(setup, [ids[1], ids[0], ids[2]], consumer: "packer", type: "t")
         #expect(try await setup.pendingCount() == 0)
         for id in ids {
@@ -118,6 +127,21 @@ extension WorkerTests {
         #expect(try await fields(third) == ["workers.180000-1", "workers.180000-2"])
         let index = JobIndex(queue: setup.queue, connection: setup.redis)
         #expect(try await index.counts(group: "workers")[.succeeded] == 3)
+    }
+
+    @Test("a minute's hash of packed statuses expires as late as its longest-kept status asks: a shorter keep never cuts it")
+    func packedHashExpiryOnlyGrows() async throws {
+        let setup = try await Setup()
+        let ids = try await deliveredToPacker(setup, ids: ["120000-1", "120000-2", "120000-3"])
+        let hash = try #require(setup.keys.succeededStatuses(entryID: ids[0]))
+        let ttl = { try await setup.redis.send(RedisCommand("PTTL", [.string(hash)])).integer ?? -3 }
+        try await ackFirstRuns(setup, [ids[0]], consumer: "packer", type: "t", keep: .seconds(3600))
+        #expect((3_500_000...3_600_000).contains(try await ttl()), "a new hash gets its first status's keep time")
+        try await ackFirstRuns(setup, [ids[1]], consumer: "packer", type: "t", keep: .seconds(60))
+        #expect(try await ttl() > 3_500_000, "a shorter keep does not cut it")
+        try await ackFirstRuns(setup, [ids[2]], consumer: "packer", type: "t", keep: .seconds(7200))
+        #expect(try await ttl() > 7_100_000, "a longer one lengthens it")
+        #expect(try await setup.redis.send(RedisCommand("HLEN", [.string(hash)])).integer == 3)
     }
 
     @Test("a real worker's successes read the same, packed or not: how many are packed depends on the flushes' timing")

@@ -2,8 +2,9 @@
 -- line `-- ferry:prelude`, so the ownership check and Redis's clock are written once. Files
 -- whose names start with `_` are parts, not scripts of their own. Ferry itself calls the scripts
 -- as functions of one Redis function library, where this text runs once, at load (FerryScripts):
--- a top-level variable declared without a value (`local names`) is one call's state, and each
--- function sets it to nil before its body runs; any other top-level variable must be a constant.
+-- a top-level variable declared without a value (`local events_on`) is one call's state, and
+-- each function sets it to nil before its body runs; any other top-level variable must be a
+-- constant, or a cache of values that depend only on their inputs (joined's names).
 
 -- The pending-list record of `id` in `group` when `consumer` owns it, else nil: the check
 -- every transition of a delivered job makes first, so a worker that lost an entry (a zombie
@@ -490,22 +491,45 @@ local function unindexed(state)
   return state == 'queued' or state == 'scheduled'
 end
 
--- Names built once per script call and reused for every job in it (a batch's acknowledgements
--- share their group): Lua makes a new string for every concatenation.
-local names
+-- Names built from their parts (a group's index sets, a minute's hash of packed statuses, the
+-- queue's event stream) and kept for later calls: Lua makes a new string for every
+-- concatenation, and a call that moves one job would otherwise build each of them again. A
+-- name depends on nothing but its parts, so keeping it across calls is safe (a library loaded
+-- again starts empty; a script sent with EVAL keeps them for its call). At most
+-- `most_names` are kept: then the cache starts again, so the library's memory stays bounded
+-- however many queues, groups and minutes it has seen.
+local name_cache, cached_names, most_names = {}, 0, 10000
 local function joined(first, second)
-  names = names or {}
-  local by_first = names[first]
+  local by_first = name_cache[first]
   if not by_first then
+    if cached_names >= most_names then
+      name_cache, cached_names = {}, 0
+    end
     by_first = {}
-    names[first] = by_first
+    name_cache[first] = by_first
   end
   local name = by_first[second]
   if not name then
     name = first .. second
     by_first[second] = name
+    cached_names = cached_names + 1
   end
   return name
+end
+
+-- The queue's key prefix `ferry:{Q}:` from its index prefix `ferry:{Q}:idx:` (kept, as joined's names).
+local queue_prefixes, cached_prefixes = {}, 0
+local function queue_prefix(index)
+  local prefix = queue_prefixes[index]
+  if not prefix then
+    if cached_prefixes >= most_names then
+      queue_prefixes, cached_prefixes = {}, 0
+    end
+    prefix = string.sub(index, 1, -5)
+    queue_prefixes[index] = prefix
+    cached_prefixes = cached_prefixes + 1
+  end
+  return prefix
 end
 
 -- Appends one transition to the queue's event stream ferry:{Q}:events, when it exists (`ferry
@@ -516,7 +540,7 @@ local events_key, events_on
 -- Whether the queue's event stream is on (asked once per script call); `index` is its index prefix.
 local function events_enabled(index)
   if events_on == nil then
-    events_key = string.sub(index, 1, -5) .. 'events'
+    events_key = joined(queue_prefix(index), 'events')
     events_on = redis.call('EXISTS', events_key) == 1
   end
   return events_on
@@ -660,7 +684,7 @@ end
 -- a field in a shared hash costs a fraction. The job is found from its id (the minute is in
 -- it), and the hash expires at the latest time any of its jobs' statuses should go.
 local function succeeded_hash_of_minute(index, minute)
-  return joined(joined(string.sub(index, 1, -5), 'succeeded:'), minute)
+  return joined(joined(queue_prefix(index), 'succeeded:'), minute)
 end
 local function minute_of(ms)
   return math.floor(tonumber(ms) / 60000)
@@ -712,17 +736,20 @@ local function pack_succeeded(index, group, entry_id, value)
 end
 
 -- Writes the packed statuses gathered by pack_succeeded, each minute hash kept `keep` ms from
--- `now` at least (never shortened: GT lengthens a hash's expiry, and when it cannot, because the
--- hash is new and has none, NX sets it; one call for a hash that already has one).
+-- `now` at least (never shortened). Its expiry is read first (PEXPIRETIME, -1 for a new hash)
+-- and written only when it must grow: workers' calls often share a millisecond, and a
+-- PEXPIREAT GT that cannot lengthen cannot tell a hash with an expiry from a new one without
+-- (which a second call, NX, then had to set).
 local function flush_packed(now, keep)
   if not packed_order then
     return
   end
-  local expires_at = string.format('%.0f', tonumber(now) + tonumber(keep))
+  local expires_at = tonumber(now) + tonumber(keep)
   for _, name in ipairs(packed_order) do
     call_in_parts('HSET', name, nil, packed_hashes[name])
-    if redis.call('PEXPIREAT', name, expires_at, 'GT') == 0 then
-      redis.call('PEXPIREAT', name, expires_at, 'NX')
+    local current = redis.call('PEXPIRETIME', name)
+    if current < expires_at then
+      redis.call('PEXPIREAT', name, string.format('%.0f', expires_at))
     end
   end
   packed_hashes, packed_order, packed_minute, packed_fields, packed_set, packed_prefix = nil
