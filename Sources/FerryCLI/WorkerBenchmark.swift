@@ -22,6 +22,15 @@ struct WorkerBenchmark: AsyncParsableCommand {
     @Option(name: .customLong("concurrency"), help: "Worker concurrency to measure; repeat for several.")
     var concurrencies = [1, 16, 256]
 
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "Workers sharing the queue in each throughput run, each with --concurrency.",
+            discussion:
+                "Several workers at concurrency 1 read and acknowledge one or two jobs at a time while keeping Redis busy, as a fleet of containers running slow handlers does: what a job costs Redis at small batches when Redis, not the workers, is the limit."
+        ))
+    var workers = 1
+
     @Option(parsing: .unconditional, help: "Seconds of steady publishing at --rate for the latency measurement.")
     var latencySeconds = 5
 
@@ -47,6 +56,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
         guard concurrencies.allSatisfy({ (1...1000).contains($0) }) else {
             throw ValidationError("--concurrency must be 1 to 1000")
         }
+        guard (1...256).contains(workers) else { throw ValidationError("--workers must be 1 to 256") }
     }
 
     /// Counts handled jobs and collects start latencies, from any handler task.
@@ -98,6 +108,22 @@ struct WorkerBenchmark: AsyncParsableCommand {
             ])
             breakdowns.append((name, singleTime))
         }
+        if concurrencies.contains(1), workers > 1 {
+            // Workers at concurrency 1 beside as many plain loops reading one job at a time.
+            let jobs = jobs
+            var rate = 0.0
+            let time = try await RedisTimeReport.measure(connection, jobs: jobs) {
+                rate = try await Self.plainLoops(jobs: jobs, loops: workers, redis: redisConfiguration)
+            }
+            let name = "\(workers) plain loops, one job a read: XACK pipelined with the next XREADGROUP COUNT 1"
+            rows.append([
+                name, String(format: "%.0f", rate), time.cell,
+                String(
+                    format: "%.2f jobs/s, %.2f× Redis time", rate / (baseline ?? rate),
+                    time.microsecondsPerJob / max(baselineTime.microsecondsPerJob, 0.001)),
+            ])
+            breakdowns.append((name, time))
+        }
         for status in [false, true] {
             for concurrency in concurrencies {
                 var rate = 0.0
@@ -107,7 +133,10 @@ struct WorkerBenchmark: AsyncParsableCommand {
                         queue, concurrency: concurrency, status: status, connection: connection, redis: redisConfiguration)
                 }
                 try await cleanUp(queue, connection: connection)  // outside the measurement
-                let name = "ferry, concurrency \(concurrency), status \(status ? "on" : "off")"
+                let name =
+                    (workers > 1
+                        ? "ferry, \(workers) workers at concurrency \(concurrency)" : "ferry, concurrency \(concurrency)")
+                    + ", status \(status ? "on" : "off")"
                 let ratio = baseline.map { String(format: "%.2f jobs/s, ", rate / $0) } ?? ""
                 rows.append([
                     name, String(format: "%.0f", rate), time.cell,
@@ -181,14 +210,16 @@ struct WorkerBenchmark: AsyncParsableCommand {
         logger: Logger = Logger(label: "ferry.worker")
     ) async throws -> Double {
         try await Self.throughput(
-            queue, jobs: jobs, concurrency: concurrency, status: status, connection: connection, redis: redis, logger: logger)
+            queue, jobs: jobs, concurrency: concurrency, workers: workers, status: status, connection: connection, redis: redis,
+            logger: logger)
     }
 
     /// Publishes `jobs` no-op jobs to `queue` (inside the measurement: the Redis time per job
-    /// covers the whole cycle) and runs a worker on them until all are handled; returns the
-    /// worker's jobs per second. Leaves the queue's keys for the caller to remove.
+    /// covers the whole cycle) and runs `workers` workers (consumers of one group) on them until
+    /// all are handled; returns their jobs per second. Leaves the queue's keys for the caller to
+    /// remove.
     static func throughput(
-        _ queue: QueueName, jobs: Int, concurrency: Int, status: Bool, connection: RedisConnection,
+        _ queue: QueueName, jobs: Int, concurrency: Int, workers: Int = 1, status: Bool, connection: RedisConnection,
         redis: RedisConfiguration, logger: Logger = Logger(label: "ferry.worker")
     ) async throws -> Double {
         var publishing = Publisher.Configuration()
@@ -200,20 +231,79 @@ struct WorkerBenchmark: AsyncParsableCommand {
             published += try await publisher.publish(Array(repeating: job, count: min(1000, jobs - published))).count
         }
         let tally = Tally()
-        var configuration = Worker.Configuration()
-        configuration.concurrency = concurrency
-        configuration.recordsStatus = status
-        configuration.consumer = "bench"
-        let worker = Worker(
-            queue: queue, redis: redis, handlers: ["noop": JobHandlerClosure { _ in tally.record(latency: nil) }],
-            configuration: configuration, logger: logger)
+        let fleet = (0..<workers).map { number in
+            var configuration = Worker.Configuration()
+            configuration.concurrency = concurrency
+            configuration.recordsStatus = status
+            configuration.consumer = workers == 1 ? "bench" : "bench-\(number)"
+            return Worker(
+                queue: queue, redis: redis, handlers: ["noop": JobHandlerClosure { _ in tally.record(latency: nil) }],
+                configuration: configuration, logger: logger)
+        }
         let start = ContinuousClock.now
-        let running = Task { try await worker.run() }
+        let running = fleet.map { worker in Task { try await worker.run() } }
         while tally.count < jobs { try await Task.sleep(for: .milliseconds(5)) }
         let elapsed = secondsSince(start)
-        worker.stop()
-        try await running.value
+        for worker in fleet { worker.stop() }
+        for task in running { try await task.value }
         return Double(jobs) / elapsed
+    }
+
+    /// How far the plain loops got: jobs acknowledged, and when the last one was.
+    private final class LoopProgress: Sendable {
+        let acknowledged = Atomic(0)
+        let finished = Mutex<ContinuousClock.Instant?>(nil)
+    }
+
+    /// `loops` tasks, each with a connection of its own, running the plain consumer-group loop
+    /// one job a read (the previous job's `XACK` pipelined with the next `XREADGROUP COUNT 1`)
+    /// over `jobs` plain entries published first: what reading one job at a time costs Redis
+    /// without Ferry, with as many readers as the workers beside it. Returns jobs per second.
+    static func plainLoops(jobs: Int, loops: Int, redis: RedisConfiguration) async throws -> Double {
+        let stream = "ferry-bench:\(getpid()):plain-loops"
+        let connection = RedisConnection(configuration: redis)
+        try await connection.send(RedisCommand("DEL", [.string(stream)]))
+        for first in stride(from: 0, to: jobs, by: 1000) {
+            _ = try await connection.pipeline(
+                (first..<min(first + 1000, jobs)).map { _ in
+                    RedisCommand("XADD", [.string(stream), "*", "type", "noop", "data", "{}"])
+                })
+        }
+        try await connection.send(RedisCommand("XGROUP", ["CREATE", .string(stream), "g", "0"]))
+        let progress = LoopProgress()
+        let start = ContinuousClock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for number in 0..<loops {
+                group.addTask {
+                    let reader = RedisConnection(configuration: redis)
+                    var previous: [RedisArgument] = []
+                    repeat {
+                        var commands: [RedisCommand] = []
+                        if !previous.isEmpty { commands.append(RedisCommand("XACK", [.string(stream), "g"] + previous)) }
+                        commands.append(
+                            RedisCommand(
+                                "XREADGROUP",
+                                [
+                                    "GROUP", "g", .string("c\(number)"), "COUNT", "1", "BLOCK", "100", "STREAMS", .string(stream),
+                                    ">",
+                                ]))
+                        let replies = try await reader.pipeline(commands, timeout: .seconds(5))
+                        if !previous.isEmpty, progress.acknowledged.add(previous.count, ordering: .relaxed).newValue == jobs {
+                            progress.finished.withLock { $0 = .now }
+                        }
+                        // [[stream, [[id, fields]]]], or nil once the stream is drained.
+                        let entries = replies.last?.array?.first?.array?.last?.array ?? []
+                        previous = entries.compactMap { $0.array?.first?.string }.map { .string($0) }
+                    } while !previous.isEmpty
+                    await reader.close()
+                }
+            }
+            try await group.waitForAll()
+        }
+        try await connection.send(RedisCommand("UNLINK", [.string(stream)]))
+        await connection.close()
+        let end = progress.finished.withLock { $0 } ?? .now
+        return Double(jobs) / Double((end - start) / .milliseconds(1)) * 1000
     }
 
     private func startLatency(connection: RedisConnection, redis: RedisConfiguration) async throws -> [Double] {

@@ -226,6 +226,33 @@ struct CommandLineContractTests {
         #expect(threshold == "10000", "the server's own setting is back")
     }
 
+    @Test(
+        "bench worker --workers runs that many workers on each queue, beside as many plain loops reading one job at a time, every job handled"
+    )
+    func benchWorkerFleet() async throws {
+        let server = try await RedisServerProcess()
+        defer { Task { await server.stop() } }
+        let result = try await runProcess(
+            try ferryExecutable(),
+            [
+                "bench", "worker", "--jobs", "300", "--baseline-jobs", "300", "--concurrency", "1", "--workers", "3",
+                "--latency-seconds", "1", "--rate", "50",
+            ], environment: ["FERRY_REDIS_URL": server.url])
+        #expect(result.status == 0, "\(result.standardError)")
+        for run in [
+            "3 plain loops, one job a read: XACK pipelined with the next XREADGROUP COUNT 1",
+            "ferry, 3 workers at concurrency 1, status off",
+            "ferry, 3 workers at concurrency 1, status on",
+        ] {
+            let line = try #require(result.lines.first { $0.hasPrefix(run) }, "\(result.standardOutput)")
+            let cells = line.dropFirst(run.count).split(separator: " ").prefix(2).map { Double($0) }
+            #expect(cells.count == 2 && cells.allSatisfy { ($0 ?? 0) > 0 }, "jobs/s and Redis µs a job: \(line)")
+        }
+        let breakdown = try #require(result.lines.first { $0.hasPrefix("  3 plain loops, one job a read") })
+        #expect(breakdown.contains("xreadgroup") && breakdown.contains("(1.00/job)"), "one read a job: \(breakdown)")
+        #expect(try await ferry("bench", "worker", "--workers", "0").status == 2, "--workers must be 1 to 256")
+    }
+
     @Test("bench memory prints bytes per job held at a steady rate, status off (the baseline) and on, and the sizing formula")
     func benchMemory() async throws {
         let result = try await ferry("bench", "memory", "--rate", "200", "--keep", "1s", "--duration", "3s")
