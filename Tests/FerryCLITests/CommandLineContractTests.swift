@@ -192,21 +192,26 @@ struct CommandLineContractTests {
         #expect(byCommand.contains("fcall") && byCommand.contains("xadd"), "the Redis time by command: \(byCommand)")
     }
 
+    /// Runs a short `ferry bench worker` (`jobs` jobs a run and for the baseline, one second of
+    /// latency at 50 jobs/s) with `arguments` against `server`, a server of the test's own: the
+    /// slowlog and INFO count every client's commands. Expects it to exit 0.
+    private func benchWorker(on server: RedisServerProcess, jobs: Int, _ arguments: [String]) async throws -> ProcessResult {
+        let result = try await runProcess(
+            try ferryExecutable(),
+            ["bench", "worker", "--jobs", "\(jobs)", "--baseline-jobs", "\(jobs)", "--latency-seconds", "1", "--rate", "50"]
+                + arguments, environment: ["FERRY_REDIS_URL": server.url])
+        #expect(result.status == 0, "\(result.standardError)")
+        return result
+    }
+
     @Test(
         "bench worker prints Redis time per job by command and by script, the scripts timed by Redis's slowlog, whose settings it puts back, and the defaults' rate beside status off at 256"
     )
     func benchWorkerByScript() async throws {
-        // A server of its own: the slowlog and INFO count every client's commands.
         let server = try await RedisServerProcess()
         defer { Task { await server.stop() } }
-        let result = try await runProcess(
-            try ferryExecutable(),
-            [
-                "bench", "worker", "--jobs", "400", "--baseline-jobs", "400", "--concurrency", "1", "--concurrency", "8",
-                "--concurrency", "256",
-                "--latency-seconds", "1", "--rate", "50",
-            ], environment: ["FERRY_REDIS_URL": server.url])
-        #expect(result.status == 0, "\(result.standardError)")
+        let result = try await benchWorker(
+            on: server, jobs: 400, ["--concurrency", "1", "--concurrency", "8", "--concurrency", "256"])
         // With concurrency 1 measured, the plain loop reading one job at a time too, as its yardstick.
         #expect(
             result.lines.contains { $0.hasPrefix("redis-py, one job a read") && $0.contains("× Redis time") },
@@ -232,13 +237,7 @@ struct CommandLineContractTests {
     func benchWorkerFleet() async throws {
         let server = try await RedisServerProcess()
         defer { Task { await server.stop() } }
-        let result = try await runProcess(
-            try ferryExecutable(),
-            [
-                "bench", "worker", "--jobs", "300", "--baseline-jobs", "300", "--concurrency", "1", "--workers", "3",
-                "--latency-seconds", "1", "--rate", "50",
-            ], environment: ["FERRY_REDIS_URL": server.url])
-        #expect(result.status == 0, "\(result.standardError)")
+        let result = try await benchWorker(on: server, jobs: 300, ["--concurrency", "1", "--workers", "3"])
         for run in [
             "3 plain loops, one job a read: XACK pipelined with the next XREADGROUP COUNT 1",
             "ferry, 3 workers at concurrency 1, status off",
