@@ -144,6 +144,51 @@ extension WorkerTests {
         #expect(try await setup.redis.send(RedisCommand("HLEN", [.string(hash)])).integer == 3)
     }
 
+    @Test(
+        "the names scripts keep across calls stay bounded: packing into 25,000 minutes grows Redis's Lua memory by what 10,000 names hold, and every status still reads right"
+    )
+    func keptNamesBounded() async throws {
+        // A server of the test's own: another test loading a library would move the Lua heap.
+        let server = try await RedisServerProcess()
+        defer { Task { await server.stop() } }
+        let setup = try await Setup("names", url: server.url)
+        // A library of the test's own in the same Lua state as Ferry's: a full collection, then the heap in KB.
+        let probe =
+            "#!lua name=ferrytest_heap_\(getpid())\nredis.register_function('ferrytest_heap_\(getpid())', "
+            + "function() collectgarbage('collect') return tostring(collectgarbage('count')) end)"
+        try await setup.redis.send(RedisCommand("FUNCTION LOAD", ["REPLACE", .string(probe)]))
+        defer { Task { try? await setup.redis.send(RedisCommand("FUNCTION DELETE", [.string("ferrytest_heap_\(getpid())")])) } }
+        let heap = {
+            Double(try await setup.redis.send(RedisCommand("FCALL", [.string("ferrytest_heap_\(getpid())"), 0])).string ?? "")
+                ?? 0
+        }
+        // Entries a minute apart: each success packs into a minute hash of its own, a name each.
+        let ids = (1...25_000).map { "\($0 * 60_000)-1" }
+        for chunk in stride(from: 0, to: ids.count, by: 1000) {
+            _ = try await setup.redis.pipeline(
+                ids[chunk..<chunk + 1000].map {
+                    RedisCommand("XADD", [.string(setup.keys.jobs), .string($0), "type", "t", "data", "x"])
+                })
+        }
+        try await ConsumerGroups(queue: setup.queue, connection: setup.redis).create("workers")
+        _ = try await setup.redis.send(
+            RedisCommand(
+                "XREADGROUP", ["GROUP", "workers", "packer", "COUNT", "25000", "STREAMS", .string(setup.keys.jobs), ">"]))
+        try await ackFirstRuns(setup, Array(ids[0..<1000]), consumer: "packer", type: "t")
+        let before = try await heap()
+        for chunk in stride(from: 1000, to: ids.count, by: 1000) {
+            try await ackFirstRuns(setup, Array(ids[chunk..<chunk + 1000]), consumer: "packer", type: "t")
+        }
+        let grown = try await heap() - before
+        // 24,000 names kept would hold about 3 MB; at most 10,000 (then the cache starts again) about 1.2.
+        #expect(grown < 2_000, "Lua heap grew by \(grown) KB")
+        #expect(try await setup.pendingCount() == 0)
+        for id in [ids[0], ids[9_999], ids[10_000], ids[24_999]] {
+            let status = try #require(try await JobStatus.load(jobID: id, queue: setup.queue, connection: setup.redis))
+            #expect(status.state == .succeeded, "\(id): \(status.fields)")
+        }
+    }
+
     @Test("a real worker's successes read the same, packed or not: how many are packed depends on the flushes' timing")
     func workerSuccessesPackedOrNot() async throws {
         let setup = try await Setup()

@@ -501,19 +501,20 @@ end
 local name_cache, cached_names, most_names = {}, 0, 10000
 local function joined(first, second)
   local by_first = name_cache[first]
+  local name = by_first and by_first[second]
+  if name then
+    return name
+  end
+  if cached_names >= most_names then
+    name_cache, cached_names, by_first = {}, 0, nil
+  end
   if not by_first then
-    if cached_names >= most_names then
-      name_cache, cached_names = {}, 0
-    end
     by_first = {}
     name_cache[first] = by_first
   end
-  local name = by_first[second]
-  if not name then
-    name = first .. second
-    by_first[second] = name
-    cached_names = cached_names + 1
-  end
+  name = first .. second
+  by_first[second] = name
+  cached_names = cached_names + 1
   return name
 end
 
