@@ -247,6 +247,8 @@ struct CommandLineContractTests {
             let cells = line.dropFirst(run.count).split(separator: " ").prefix(2).map { Double($0) }
             #expect(cells.count == 2 && cells.allSatisfy { ($0 ?? 0) > 0 }, "jobs/s and Redis µs a job: \(line)")
         }
+        let fleet = try #require(result.lines.first { $0.hasPrefix("ferry, 3 workers at concurrency 1, status on") })
+        #expect(fleet.firstMatch(of: /; [0-9.]+× the plain loops' Redis time$/) != nil, "\(fleet)")
         let breakdown = try #require(result.lines.first { $0.hasPrefix("  3 plain loops, one job a read") })
         #expect(breakdown.contains("xreadgroup") && breakdown.contains("(1.00/job)"), "one read a job: \(breakdown)")
         #expect(try await ferry("bench", "worker", "--workers", "0").status == 2, "--workers must be 1 to 256")
