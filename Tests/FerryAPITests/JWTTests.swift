@@ -38,6 +38,13 @@ struct JWTTests {
             aud: audience.map { .init(value: [$0]) }, scope: scope, queues: queues)
     }
 
+    /// 40 random bytes for an HS256 secret, none of them a line end: the server drops line ends
+    /// at the end of a secret file, so a secret that happened to end in one would differ there
+    /// (the tests failed 1 run in 128).
+    static func secret() -> [UInt8] {
+        (0..<40).map { _ in UInt8.random(in: 0...255) }.map { $0 == 0x0A || $0 == 0x0D ? 0x41 : $0 }
+    }
+
     /// A file in a fresh temporary directory with `contents`.
     static func file(_ name: String, _ contents: some DataProtocol) throws -> String {
         let directory = FileManager.default.temporaryDirectory.appending(path: uniqueName("jwt"))
@@ -51,9 +58,7 @@ struct JWTTests {
         "HS256: a token publishes with its subject as the job's key; expired, wrong issuer or audience, another secret, a missing scope, another queue or another's key are refused"
     )
     func sharedSecret() async throws {
-        // Random bytes, but none a line end: the server drops line ends at the file's end, so a
-        // secret that happened to end in one would differ there (a flaky test, 1 run in 128).
-        let secret = Array((0..<40).map { _ in UInt8.random(in: 0...255) }.map { $0 == 0x0A || $0 == 0x0D ? 0x41 : $0 })
+        let secret = Self.secret()
         // A trailing newline, as `echo` or an editor leaves it, is not part of the secret.
         let secretFile = try Self.file("secret", secret + [0x0A])
         let server = try await APIServerProcess([
@@ -153,9 +158,7 @@ struct JWTTests {
         "with --jwt-subject-is-key a caller sees and acts on its own jobs only: another's is 404 to read, cancel and retry, listings hold its own, and queue-wide operations are refused"
     )
     func scopedToOwnJobs() async throws {
-        // Random bytes, but none a line end: the server drops line ends at the file's end, so a
-        // secret that happened to end in one would differ there (a flaky test, 1 run in 128).
-        let secret = Array((0..<40).map { _ in UInt8.random(in: 0...255) }.map { $0 == 0x0A || $0 == 0x0D ? 0x41 : $0 })
+        let secret = Self.secret()
         let server = try await APIServerProcess([
             "--jwt-secret-file", try Self.file("secret", secret), "--jwt-issuer", "https://id.example", "--jwt-audience", "ferry",
             "--jwt-subject-is-key",
@@ -203,9 +206,7 @@ struct JWTTests {
 
     @Test("with --jwt-subject-is-key a caller's event stream holds its own jobs' events only")
     func scopedEvents() async throws {
-        // Random bytes, but none a line end: the server drops line ends at the file's end, so a
-        // secret that happened to end in one would differ there (a flaky test, 1 run in 128).
-        let secret = Array((0..<40).map { _ in UInt8.random(in: 0...255) }.map { $0 == 0x0A || $0 == 0x0D ? 0x41 : $0 })
+        let secret = Self.secret()
         let server = try await APIServerProcess([
             "--jwt-secret-file", try Self.file("secret", secret), "--jwt-issuer", "https://id.example", "--jwt-audience", "ferry",
             "--jwt-subject-is-key",
@@ -260,9 +261,7 @@ struct JWTTests {
 
     @Test("a dashboard session made from a JWT ends when the token expires, not 12 hours later")
     func dashboardSessionEndsWithToken() async throws {
-        // Random bytes, but none a line end: the server drops line ends at the file's end, so a
-        // secret that happened to end in one would differ there (a flaky test, 1 run in 128).
-        let secret = Array((0..<40).map { _ in UInt8.random(in: 0...255) }.map { $0 == 0x0A || $0 == 0x0D ? 0x41 : $0 })
+        let secret = Self.secret()
         let server = try await APIServerProcess([
             "--jwt-secret-file", try Self.file("secret", secret), "--jwt-issuer", "https://id.example", "--jwt-audience", "ferry",
         ])
