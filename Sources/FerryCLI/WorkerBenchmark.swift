@@ -91,6 +91,11 @@ struct WorkerBenchmark: AsyncParsableCommand {
         let baselineName = "redis-py: XADD pipelined; XACK pipelined with the next XREADGROUP COUNT 100 (baseline)"
         rows.append([baselineName, baseline.map { String(format: "%.0f", $0) } ?? "-", baselineTime.cell, "1"])
         breakdowns.append((baselineName, baselineTime))
+        // The ratio column: a run's jobs/s (when the baseline ran) and Redis time against the baseline's.
+        func againstBaseline(rate: Double, time: RedisTimeReport) -> String {
+            (baseline.map { String(format: "%.2f jobs/s, ", rate / $0) } ?? "")
+                + String(format: "%.2f× Redis time", time.microsecondsPerJob / max(baselineTime.microsecondsPerJob, 0.001))
+        }
         if concurrencies.contains(1), baseline != nil {
             // What one job a read costs Redis even without Ferry: the figure to read concurrency 1's beside.
             let jobs = min(baselineJobs, 20_000)
@@ -102,9 +107,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
             let name = "redis-py, one job a read: XACK pipelined with the next XREADGROUP COUNT 1"
             rows.append([
                 name, single.map { String(format: "%.0f", $0) } ?? "-", singleTime.cell,
-                String(
-                    format: "%.2f jobs/s, %.2f× Redis time", (single ?? 0) / (baseline ?? 1),
-                    singleTime.microsecondsPerJob / max(baselineTime.microsecondsPerJob, 0.001)),
+                againstBaseline(rate: single ?? 0, time: singleTime),
             ])
             breakdowns.append((name, singleTime))
         }
@@ -117,12 +120,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
                 rate = try await Self.plainLoops(jobs: jobs, loops: workers, redis: redisConfiguration)
             }
             let name = "\(workers) plain loops, one job a read: XACK pipelined with the next XREADGROUP COUNT 1"
-            rows.append([
-                name, String(format: "%.0f", rate), time.cell,
-                String(
-                    format: "%.2f jobs/s, %.2f× Redis time", rate / (baseline ?? rate),
-                    time.microsecondsPerJob / max(baselineTime.microsecondsPerJob, 0.001)),
-            ])
+            rows.append([name, String(format: "%.0f", rate), time.cell, againstBaseline(rate: rate, time: time)])
             breakdowns.append((name, time))
             plainLoopsTime = time
         }
@@ -139,7 +137,6 @@ struct WorkerBenchmark: AsyncParsableCommand {
                     (workers > 1
                         ? "ferry, \(workers) workers at concurrency \(concurrency)" : "ferry, concurrency \(concurrency)")
                     + ", status \(status ? "on" : "off")"
-                let ratio = baseline.map { String(format: "%.2f jobs/s, ", rate / $0) } ?? ""
                 // A fleet at one job a read is also set beside its own yardstick, the plain loops.
                 let besideLoops =
                     concurrency == 1
@@ -150,10 +147,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
                     } ?? "" : ""
                 rows.append([
                     name, String(format: "%.0f", rate), time.cell,
-                    ratio
-                        + String(
-                            format: "%.2f× Redis time", time.microsecondsPerJob / max(baselineTime.microsecondsPerJob, 0.001))
-                        + besideLoops,
+                    againstBaseline(rate: rate, time: time) + besideLoops,
                 ])
                 breakdowns.append((name, time))
                 // A run of its own with every command logged: where the scripts' time went.
