@@ -292,7 +292,8 @@ extension WorkerTests {
                 })
             try await workflows(setup).start(definition, id: "wf-late")
             #expect(await eventually(.seconds(60)) { log.count("slow") == 1 }, "the step started")
-            #expect(await eventually(.seconds(30)) { try await state(setup, "wf-late") == .failed })
+            // The 30 s deadline counts from the start, before the step was seen: wait past it.
+            #expect(await eventually(.seconds(90)) { try await state(setup, "wf-late") == .failed })
             #expect(
                 await eventually(.seconds(30)) {
                     try await JobStatus.load(jobID: "wf-late/slow", queue: setup.queue, connection: setup.redis)?.state
