@@ -86,14 +86,19 @@ struct ControlChannel: Sendable {
     let writes: GroupCommit<Write, Outcome>
     /// Running records waiting for their jobs' outcomes (``enqueueStart(_:)``).
     let heldRecords: HeldRunningRecords
+    /// The read loop's read that the next flush of ``writes`` carries, if it waits for one.
+    let carriedRead: CarriedRead
 
-    /// - Parameter startReplies: hears `start_batch.lua`'s reply to each write of running records.
+    /// - Parameters:
+    ///   - carriedRead: the read that `writes`' flushes take (``CarriedRead/take()``).
+    ///   - startReplies: hears `start_batch.lua`'s reply to each write of running records.
     init(
-        connection: RedisConnection, writes: GroupCommit<Write, Outcome>,
+        connection: RedisConnection, writes: GroupCommit<Write, Outcome>, carriedRead: CarriedRead,
         startReplies: @escaping @Sendable (Result<RedisReply, RedisError>) -> Void
     ) {
         self.connection = connection
         self.writes = writes
+        self.carriedRead = carriedRead
         heldRecords = HeldRunningRecords(hold: Self.runningRecordHold) { records in
             writes.enqueue(.start(records)) { outcome in
                 guard case .replied(let result) = outcome else { return }

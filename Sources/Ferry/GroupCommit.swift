@@ -13,11 +13,18 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
     }
     private let state = Mutex(State())
     private let flush: @Sendable ([Item]) async -> [Outcome]
+    private let whenIdle: (@Sendable () -> Void)?
 
-    /// - Parameter flush: does the work for a batch and returns one outcome per item, in order.
-    init(flush: @escaping @Sendable ([Item]) async -> [Outcome]) {
+    /// - Parameters:
+    ///   - whenIdle: runs each time the last batch is flushed and nothing waits.
+    ///   - flush: does the work for a batch and returns one outcome per item, in order.
+    init(whenIdle: (@Sendable () -> Void)? = nil, flush: @escaping @Sendable ([Item]) async -> [Outcome]) {
         self.flush = flush
+        self.whenIdle = whenIdle
     }
+
+    /// Whether a flush is under way or about to start: a batch will still be flushed.
+    var isFlushing: Bool { state.withLock { $0.flushing } }
 
     /// Waits until the item's batch is flushed and returns its outcome.
     func submit(_ item: Item) async -> Outcome {
@@ -50,7 +57,10 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
                 if batch.isEmpty { state.flushing = false }
                 return batch
             }
-            if batch.isEmpty { return }
+            if batch.isEmpty {
+                whenIdle?()
+                return
+            }
             let outcomes = await flush(batch.map(\.item))
             for (waiting, outcome) in zip(batch, outcomes) {
                 waiting.then?(outcome)

@@ -52,9 +52,13 @@ final class JobSlots: Sendable {
 
     let limit: Int
     private let state = Mutex(State())
+    private let changed: (@Sendable () -> Void)?
 
-    init(limit: Int) {
+    /// - Parameter changed: runs (outside the lock) each time a job ends or an acknowledgement
+    ///   lands, for a read waiting on a flush (``CarriedRead/slotsChanged()``).
+    init(limit: Int, changed: (@Sendable () -> Void)? = nil) {
         self.limit = limit
+        self.changed = changed
     }
 
     /// Handlers running now.
@@ -156,6 +160,7 @@ final class JobSlots: Sendable {
         }
         slotWaiter?.resume()
         idleWaiters.forEach { $0.resume() }
+        changed?()
     }
 
     /// Whether the entry is running (or acknowledging) here.

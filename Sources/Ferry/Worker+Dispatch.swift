@@ -24,30 +24,57 @@ extension Worker {
         let block = min(configuration.readBlock, configuration.reclaimInterval, Self.dueCheckInterval)
 
         var readsPaused = false
+        // The last read took all it asked for: more entries wait, and the next read may ride
+        // on the flush that acknowledges the jobs in flight (CarriedRead).
+        var lastReadFull = false
         while !isStopping && !Task.isCancelled {
             loopTurned()
-            let free = await slots.waitForFreeSlots()
-            if isStopping || Task.isCancelled { break }
-            // Redis refuses acknowledgements: new work would only run and fail to be acknowledged too.
-            if acknowledgementsFailing {
-                if !readsPaused {
-                    logger.warning("reads_paused: acknowledgements are failing; no new jobs are taken until they land")
-                    readsPaused = true
+            var carried: Read?
+            var carriedFailure: RedisError?
+            if lastReadFull && groupReady && waitingForPreviousRun.isEmpty {
+                let now = ContinuousClock.now
+                let due =
+                    now >= nextReclaim || now >= nextRedelivery || now >= nextRetention
+                    || (configuration.pruneIdleConsumersAfter != nil && now >= nextPrune)
+                if !due {
+                    switch await carriedRead(control: control, slots: slots) {
+                    case .read(let read, let asked) where !read.entries.isEmpty:
+                        carried = read
+                        lastReadFull = read.entries.count == asked
+                    case .read: lastReadFull = false
+                    case .failed(let error): carriedFailure = error
+                    case .notCarried: break
+                    }
                 }
-                try? await Task.sleep(for: .milliseconds(100))
-                continue
             }
-            if readsPaused {
-                logger.warning("reads_resumed: acknowledgements land again")
-                readsPaused = false
+            // A carried read's entries are this consumer's now: they run (or go back, when
+            // paused) whatever the loop would have checked before reading itself.
+            let reading = carried == nil && carriedFailure == nil
+            let free = reading ? await slots.waitForFreeSlots() : carried?.entries.count ?? 1
+            if reading {
+                if isStopping || Task.isCancelled { break }
+                // Redis refuses acknowledgements: new work would only run and fail to be acknowledged too.
+                if acknowledgementsFailing {
+                    if !readsPaused {
+                        logger.warning("reads_paused: acknowledgements are failing; no new jobs are taken until they land")
+                        readsPaused = true
+                    }
+                    try? await Task.sleep(for: .milliseconds(100))
+                    continue
+                }
+                if readsPaused {
+                    logger.warning("reads_resumed: acknowledgements land again")
+                    readsPaused = false
+                }
+                // Paused (ferry queue pause): nothing starts; the pause is read every quarter second.
+                if groupReady && isPaused {
+                    await confirmPause(control)
+                    try? await Task.sleep(for: .milliseconds(100))
+                    continue
+                }
             }
-            // Paused (ferry queue pause): nothing starts; the pause is read every quarter second.
-            if groupReady && isPaused {
-                await confirmPause(control)
-                try? await Task.sleep(for: .milliseconds(100))
-                continue
-            }
-            do {
+            do throws(RedisError) {
+                if let carriedFailure { throw carriedFailure }
                 if !groupReady {
                     let format = try await QueueFormat.claim(queue, connection: control.connection)
                     guard format == QueueFormat.current else {
@@ -90,13 +117,13 @@ extension Worker {
                 var handedBack = Set(delivered.map(\.0.id))  // parked deliveries that came due
                 // Reclaims are rare; after one, look for cancel requests without asking first.
                 var cancelRequestsExist = true
-                if delivered.count < free && ContinuousClock.now >= nextReclaim {
+                if reading && delivered.count < free && ContinuousClock.now >= nextReclaim {
                     delivered += try await reclaim(control, cursor: &reclaimCursor, count: free - delivered.count, slots: slots)
                     // A pass that stopped part-way through the pending list goes on at once.
                     nextReclaim = reclaimCursor.atStart ? .now + configuration.reclaimInterval : .now
                 }
-                if takeSlotHandedToGroup() { nextRedelivery = .now }  // a finished job's slot went to one of ours
-                if delivered.count < free && ContinuousClock.now >= nextRedelivery {
+                if reading && takeSlotHandedToGroup() { nextRedelivery = .now }  // a finished job's slot went to one of ours
+                if reading && delivered.count < free && ContinuousClock.now >= nextRedelivery {
                     let due = try await redeliverDue(control, count: free - delivered.count)
                     delivered += due.deliveries
                     handedBack.formUnion(due.deliveries.map(\.0.id))
@@ -107,10 +134,16 @@ extension Worker {
                     // While jobs wait on limits, slots handed to them are looked for every 50 ms.
                     let lanes = laneStreams
                     let blockFor = limitWaitsRecently ? min(block, .milliseconds(50)) : block
-                    let read =
-                        lanes.count > 1
-                        ? try await readLanes(reader, lanes, count: free, block: blockFor, control: control)
-                        : try await read(reader, count: free, block: blockFor)
+                    let read: Read
+                    if let carried {
+                        read = carried
+                    } else if lanes.count > 1 {
+                        read = try await readLanes(reader, lanes, count: free, block: blockFor, control: control)
+                        lastReadFull = false  // lanes are read by a script, not carried
+                    } else {
+                        read = try await self.read(reader, count: free, block: blockFor)
+                        lastReadFull = read.entries.count == free && !limitWaitsRecently
+                    }
                     delivered = read.entries.map { ($0, 1) }
                     if let last = read.entries.map(\.id).max(by: { !StreamEntry.isID($1, atOrBefore: $0) }) { lastReadID = last }
                     // A lane this worker does not read yet: read it from the next batch on.
@@ -164,6 +197,19 @@ extension Worker {
                 errorBackoff = min(errorBackoff * 2, .seconds(5))
             }
         }
+    }
+
+    /// Waits for the write batcher's next flush to carry the loop's read (``CarriedRead``): as
+    /// many entries as slots are free when the flush is built. Called off while the worker
+    /// stops, pauses, waits on limits or its acknowledgements fail, and when a slot is free with
+    /// no flush under way.
+    private func carriedRead(control: ControlChannel, slots: JobSlots) async -> CarriedRead.Outcome {
+        guard configuration.carriesReads, laneStreams.count == 1 else { return .notCarried }
+        return await control.carriedRead.next(
+            count: { [self] in
+                isStopping || isPaused || acknowledgementsFailing || limitWaitsRecently ? nil : slots.limit - slots.used
+            },
+            flushing: { control.writes.isFlushing })
     }
 
     /// Creates the group at the start of the stream (`0`) or lane, so jobs published before the
@@ -293,18 +339,27 @@ extension Worker {
     /// (Redis runs the `EXISTS` once the blocked read returns), so a batch only pays for the
     /// cancel check when there is something to find, and how many priority lanes there are.
     func read(_ reader: RedisConnection, count: Int, block: Duration) async throws(RedisError) -> Read {
+        let replies = try await reader.pipeline(readCommands(count: count, block: block), timeout: block + redis.commandTimeout)
+        return try readReplies(replies[...])
+    }
+
+    /// A read of up to `count` new entries of the normal lane (blocking for `block`, or not at
+    /// all for nil), then whether cancel requests exist and how many other lanes there are.
+    func readCommands(count: Int, block: Duration?) -> [RedisCommand] {
         precondition(count > 0, "XREADGROUP COUNT 0 reads the whole stream")
+        let blocking: [RedisArgument] = block.map { ["BLOCK", .integer($0.milliseconds)] } ?? []
         let read = RedisCommand(
             "XREADGROUP",
-            [
-                "GROUP", .string(configuration.group), .string(configuration.consumer), "COUNT", .integer(Int64(count)),
-                "BLOCK", .integer(block.milliseconds), "STREAMS", .string(keys.jobs), ">",
-            ])
-        let replies = try await reader.pipeline(
-            [read, RedisCommand("EXISTS", [.string(keys.cancelRequests)]), RedisCommand("SCARD", [.string(keys.lanes)])],
-            timeout: block + redis.commandTimeout)
+            ["GROUP", .string(configuration.group), .string(configuration.consumer), "COUNT", .integer(Int64(count))]
+                + blocking + ["STREAMS", .string(keys.jobs), ">"])
+        return [read, RedisCommand("EXISTS", [.string(keys.cancelRequests)]), RedisCommand("SCARD", [.string(keys.lanes)])]
+    }
+
+    /// What the replies to ``readCommands(count:block:)`` say.
+    func readReplies(_ replies: ArraySlice<RedisReply>) throws(RedisError) -> Read {
+        let replies = Array(replies)
         if case .error(let message) = replies[0] {
-            throw RedisError.server(message, command: read.name, endpoint: redis.redactedURL)
+            throw RedisError.server(message, command: "XREADGROUP", endpoint: redis.redactedURL)
         }
         let cancelRequestsExist = replies[1] != .integer(0)  // an error reply counts as "maybe"
         let lanes = Int(replies[2].integer ?? 0)

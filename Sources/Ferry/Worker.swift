@@ -49,6 +49,11 @@ public final class Worker: Sendable {
         public var priorityMode = PriorityMode.strict
         /// The longest `XREADGROUP BLOCK`; shorter when the lease asks for more frequent reclaims.
         public var readBlock: Duration = .seconds(2)
+        /// While entries wait and jobs are in flight, the next read rides on the flush that
+        /// acknowledges them: one round trip a round instead of two (docs/design.md, "Reads
+        /// carried by the flush"). Off, every read goes on the reader's own connection, as
+        /// `ferry bench worker --compare-carried-reads` measures.
+        public var carriesReads = true
         /// The largest `data` a job may have; larger entries are dead-lettered as malformed.
         public var maxPayloadBytes = WireFormat.defaultMaxPayloadBytes
         /// How long a payload stored by reference (``PayloadReference``) lives after a delivery
@@ -303,7 +308,7 @@ public final class Worker: Sendable {
         try configuration.validate()
         let reader = RedisConnection(configuration: connectionConfiguration(role: "read"), logger: logger)
         let control = makeControlChannel(RedisConnection(configuration: connectionConfiguration(role: "control"), logger: logger))
-        let slots = JobSlots(limit: configuration.concurrency)
+        let slots = JobSlots(limit: configuration.concurrency) { control.carriedRead.slotsChanged() }
         logger.info("worker_started", metadata: ["ferry.concurrency": "\(configuration.concurrency)"])
         state.withLock {
             $0.running = true
@@ -360,9 +365,10 @@ public final class Worker: Sendable {
 
     /// The control channel for one run, its batcher bound to `connection`.
     func makeControlChannel(_ connection: RedisConnection) -> ControlChannel {
-        ControlChannel(
+        let carriedRead = CarriedRead()
+        return ControlChannel(
             connection: connection,
-            writes: GroupCommit { [self] writes in
+            writes: GroupCommit(whenIdle: carriedRead.flushesEnded) { [self] writes in
                 var commands: [RedisCommand] = []
                 var transitionAt: [Int: Int] = [:]  // write index -> its command's index
                 var acks: [ControlChannel.Acknowledgement] = []
@@ -406,10 +412,22 @@ public final class Worker: Sendable {
                     let release = releaseArguments(releases)
                     commands.append(Self.releaseScript.command(keys: release.keys, arguments: release.arguments))
                 }
+                // The read loop's next read, after everything that frees slots for it.
+                let read = carriedRead.take()
+                let readAt = commands.count
+                if let read { commands += readCommands(count: read.count, block: nil) }
                 let replies: [RedisReply]
                 do throws(RedisError) {
                     replies = try await connection.pipeline(commands)
+                    if let read {
+                        do throws(RedisError) {
+                            read.deliver(.read(try readReplies(replies[readAt...]), asked: read.count))
+                        } catch {
+                            read.deliver(.failed(error))
+                        }
+                    }
                 } catch {
+                    read?.deliver(.failed(error))
                     logger.warning(
                         "acks, transitions and job statuses not written; acks are tried again after a backoff",
                         metadata: redisFailure(error))
@@ -453,6 +471,7 @@ public final class Worker: Sendable {
                     }
                 }
             },
+            carriedRead: carriedRead,
             startReplies: { [self] result in
                 if case .success(let reply) = result { _ = startedBatch(reply) }
             })

@@ -47,6 +47,12 @@ struct WorkerBenchmark: AsyncParsableCommand {
     @Option(help: "Worker logs: none, or json (info lines as a production worker writes them, into /dev/null).")
     var logFormat = Logs.none
 
+    @Flag(
+        help:
+            "Also run each row with reads on the reader's own connection only, never carried by the flush that acknowledges the jobs in flight: what carried reads change, in the same run."
+    )
+    var compareCarriedReads = false
+
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
@@ -150,6 +156,26 @@ struct WorkerBenchmark: AsyncParsableCommand {
                     againstBaseline(rate: rate, time: time) + besideLoops,
                 ])
                 breakdowns.append((name, time))
+                if compareCarriedReads {
+                    // The same run with every read on the reader's connection, set beside it.
+                    var ownRate = 0.0
+                    let own = try QueueName("ferry-bench-\(getpid())-\(concurrency)-\(status)-own-reads")
+                    let ownTime = try await RedisTimeReport.measure(connection, jobs: jobs) {
+                        ownRate = try await throughput(
+                            own, concurrency: concurrency, status: status, carriesReads: false, connection: connection,
+                            redis: redisConfiguration)
+                    }
+                    try await cleanUp(own, connection: connection)
+                    let ownName = name + ", reads on the reader only"
+                    rows.append([
+                        ownName, String(format: "%.0f", ownRate), ownTime.cell,
+                        againstBaseline(rate: ownRate, time: ownTime)
+                            + String(
+                                format: "; carried reads: %.2f× its jobs/s, %.2f× its Redis time", rate / max(ownRate, 0.001),
+                                time.microsecondsPerJob / max(ownTime.microsecondsPerJob, 0.001)),
+                    ])
+                    breakdowns.append((ownName, ownTime))
+                }
                 // A run of its own with every command logged: where the scripts' time went.
                 let logged = try QueueName("ferry-bench-\(getpid())-\(concurrency)-\(status)-scripts")
                 scripts.append(
@@ -211,12 +237,12 @@ struct WorkerBenchmark: AsyncParsableCommand {
     /// Publishes `jobs` jobs to `queue` and runs a worker on them until all are handled; returns
     /// jobs per second of the worker. Leaves the queue's keys for the caller to remove.
     private func throughput(
-        _ queue: QueueName, concurrency: Int, status: Bool, connection: RedisConnection, redis: RedisConfiguration,
-        logger: Logger = Logger(label: "ferry.worker")
+        _ queue: QueueName, concurrency: Int, status: Bool, carriesReads: Bool = true, connection: RedisConnection,
+        redis: RedisConfiguration, logger: Logger = Logger(label: "ferry.worker")
     ) async throws -> Double {
         try await Self.throughput(
-            queue, jobs: jobs, concurrency: concurrency, workers: workers, status: status, connection: connection, redis: redis,
-            logger: logger)
+            queue, jobs: jobs, concurrency: concurrency, workers: workers, status: status, carriesReads: carriesReads,
+            connection: connection, redis: redis, logger: logger)
     }
 
     /// Publishes `jobs` no-op jobs to `queue` (inside the measurement: the Redis time per job
@@ -224,8 +250,8 @@ struct WorkerBenchmark: AsyncParsableCommand {
     /// all are handled; returns their jobs per second. Leaves the queue's keys for the caller to
     /// remove.
     static func throughput(
-        _ queue: QueueName, jobs: Int, concurrency: Int, workers: Int = 1, status: Bool, connection: RedisConnection,
-        redis: RedisConfiguration, logger: Logger = Logger(label: "ferry.worker")
+        _ queue: QueueName, jobs: Int, concurrency: Int, workers: Int = 1, status: Bool, carriesReads: Bool = true,
+        connection: RedisConnection, redis: RedisConfiguration, logger: Logger = Logger(label: "ferry.worker")
     ) async throws -> Double {
         var publishing = Publisher.Configuration()
         publishing.recordsStatus = status
@@ -240,6 +266,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
             var configuration = Worker.Configuration()
             configuration.concurrency = concurrency
             configuration.recordsStatus = status
+            configuration.carriesReads = carriesReads
             configuration.consumer = workers == 1 ? "bench" : "bench-\(number)"
             return Worker(
                 queue: queue, redis: redis, handlers: ["noop": JobHandlerClosure { _ in tally.record(latency: nil) }],
