@@ -232,16 +232,18 @@ struct CommandLineContractTests {
     }
 
     @Test(
-        "bench worker --workers runs that many workers on each queue, beside as many plain loops reading one job at a time, every job handled"
+        "bench worker --workers runs that many workers on each queue, beside as many plain loops reading one job at a time, every job handled; --compare-carried-reads runs each row again with reads on the reader only"
     )
     func benchWorkerFleet() async throws {
         let server = try await RedisServerProcess()
         defer { Task { await server.stop() } }
-        let result = try await benchWorker(on: server, jobs: 300, ["--concurrency", "1", "--workers", "3"])
+        let result = try await benchWorker(
+            on: server, jobs: 300, ["--concurrency", "1", "--workers", "3", "--compare-carried-reads"])
         for run in [
             "3 plain loops, one job a read: XACK pipelined with the next XREADGROUP COUNT 1",
             "ferry, 3 workers at concurrency 1, status off",
             "ferry, 3 workers at concurrency 1, status on",
+            "ferry, 3 workers at concurrency 1, status on, reads on the reader only",
         ] {
             let line = try #require(result.lines.first { $0.hasPrefix(run) }, "\(result.standardOutput)")
             let cells = line.dropFirst(run.count).split(separator: " ").prefix(2).map { Double($0) }
@@ -249,6 +251,8 @@ struct CommandLineContractTests {
         }
         let fleet = try #require(result.lines.first { $0.hasPrefix("ferry, 3 workers at concurrency 1, status on") })
         #expect(fleet.firstMatch(of: /; [0-9.]+× the plain loops' Redis time$/) != nil, "\(fleet)")
+        let own = try #require(result.lines.first { $0.hasPrefix("ferry, 3 workers at concurrency 1, status off, reads on") })
+        #expect(own.firstMatch(of: /; carried reads: [0-9.]+× its jobs\/s, [0-9.]+× its Redis time$/) != nil, "\(own)")
         let breakdown = try #require(result.lines.first { $0.hasPrefix("  3 plain loops, one job a read") })
         #expect(breakdown.contains("xreadgroup") && breakdown.contains("(1.00/job)"), "one read a job: \(breakdown)")
         #expect(try await ferry("bench", "worker", "--workers", "0").status == 2, "--workers must be 1 to 256")
