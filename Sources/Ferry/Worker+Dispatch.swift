@@ -139,7 +139,7 @@ extension Worker {
                         read = carried
                     } else if lanes.count > 1 {
                         read = try await readLanes(reader, lanes, count: free, block: blockFor, control: control)
-                        lastReadFull = false  // lanes are read by a script, not carried
+                        lastReadFull = read.entries.count == free && !limitWaitsRecently
                     } else {
                         read = try await self.read(reader, count: free, block: blockFor)
                         lastReadFull = read.entries.count == free && !limitWaitsRecently
@@ -204,7 +204,7 @@ extension Worker {
     /// stops, pauses, waits on limits or its acknowledgements fail, and when a slot is free with
     /// no flush under way.
     private func carriedRead(control: ControlChannel, slots: JobSlots) async -> CarriedRead.Outcome {
-        guard configuration.carriesReads, laneStreams.count == 1 else { return .notCarried }
+        guard configuration.carriesReads else { return .notCarried }
         return await control.carriedRead.next(
             count: { [self] in
                 isStopping || isPaused || acknowledgementsFailing || limitWaitsRecently ? nil : slots.limit - slots.used

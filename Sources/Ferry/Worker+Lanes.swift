@@ -60,6 +60,27 @@ extension Worker {
         return priority
     }
 
+    /// The `read_lanes.lua` call that reads up to `count` new entries from the lanes in `order`
+    /// (``readOrder(_:)``), without blocking.
+    func readLanesCommand(_ order: [String], count: Int) -> RedisCommand {
+        let levels = configuration.priorityMode == .weighted ? order.map { "\(priority(ofLane: $0).level)" } : []
+        return Self.readLanesScript.command(
+            keys: [.string(keys.jobs), .string(keys.cancelRequests), .string(keys.lanes)],
+            arguments: [
+                .string(configuration.group), .string(configuration.consumer), .integer(Int64(count)),
+                .string(levels.joined(separator: ",")),
+            ])
+    }
+
+    /// What a `read_lanes.lua` reply says.
+    func lanesRead(_ reply: RedisReply) throws(RedisError) -> Read {
+        if let failed = reply.errorMessage { throw RedisError.server(failed, command: "FCALL", endpoint: redis.redactedURL) }
+        let parts = reply.array ?? []
+        let taken = (parts.first?.array ?? []).flatMap { lane in StreamEntry.entries(from: lane.array?.last ?? .null) }
+        return Read(
+            entries: taken, cancelRequestsExist: parts.dropFirst().first != .integer(0), lanes: Int(parts.last?.integer ?? 0))
+    }
+
     /// Reads up to `count` new entries from the lanes (`read_lanes.lua`, without blocking, in
     /// ``readOrder(_:)``; the script reads a lane this worker does not know yet too); when none
     /// has any, blocks on all of them at once. A blocked read that
@@ -69,19 +90,8 @@ extension Worker {
         _ reader: RedisConnection, _ streams: [String], count: Int, block: Duration, control: ControlChannel
     ) async throws(RedisError) -> Read {
         let order = readOrder(streams)
-        let levels = configuration.priorityMode == .weighted ? order.map { "\(priority(ofLane: $0).level)" } : []
-        let quick = try await reader.run(
-            Self.readLanesScript, keys: [.string(keys.jobs), .string(keys.cancelRequests), .string(keys.lanes)],
-            arguments: [
-                .string(configuration.group), .string(configuration.consumer), .integer(Int64(count)),
-                .string(levels.joined(separator: ",")),
-            ])
-        let parts = quick.array ?? []
-        let lanes = Int(parts.last?.integer ?? 0)
-        let taken = (parts.first?.array ?? []).flatMap { lane in StreamEntry.entries(from: lane.array?.last ?? .null) }
-        if !taken.isEmpty {
-            return Read(entries: taken, cancelRequestsExist: parts.dropFirst().first != .integer(0), lanes: lanes)
-        }
+        let quick = try lanesRead(try await reader.send(readLanesCommand(order, count: count)))
+        if !quick.entries.isEmpty { return quick }
 
         let read = RedisCommand(
             "XREADGROUP",

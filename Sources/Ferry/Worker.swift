@@ -412,16 +412,24 @@ public final class Worker: Sendable {
                     let release = releaseArguments(releases)
                     commands.append(Self.releaseScript.command(keys: release.keys, arguments: release.arguments))
                 }
-                // The read loop's next read, after everything that frees slots for it.
+                // The read loop's next read, after everything that frees slots for it: the
+                // normal lane's, or every lane's (most urgent first, or weighted) when there are several.
                 let read = carriedRead.take()
                 let readAt = commands.count
-                if let read { commands += readCommands(count: read.count, block: nil) }
+                let lanes = read == nil ? [] : laneStreams
+                if let read {
+                    commands +=
+                        lanes.count > 1
+                        ? [readLanesCommand(readOrder(lanes), count: read.count)]
+                        : readCommands(count: read.count, block: nil)
+                }
                 let replies: [RedisReply]
                 do throws(RedisError) {
                     replies = try await connection.pipeline(commands)
                     if let read {
                         do throws(RedisError) {
-                            read.deliver(.read(try readReplies(replies[readAt...]), asked: read.count))
+                            let entries = lanes.count > 1 ? try lanesRead(replies[readAt]) : try readReplies(replies[readAt...])
+                            read.deliver(.read(entries, asked: read.count))
                         } catch {
                             read.deliver(.failed(error))
                         }

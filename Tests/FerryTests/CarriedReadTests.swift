@@ -12,23 +12,27 @@ extension WorkerTests {
     /// slowlog logs every command, and returns how many `XREADGROUP`s each of the worker's
     /// connections sent (by client name: `read` or `control`), once every job is acknowledged.
     private func readsByConnection(
-        count: Int, configure: @escaping (inout Worker.Configuration) -> Void
+        count: Int, priorities: [JobPriority?] = [nil], configure: @escaping (inout Worker.Configuration) -> Void
     ) async throws -> (reader: Int, control: Int, seen: Int) {
         let server = try await RedisServerProcess()
         defer { Task { await server.stop() } }
         let setup = try await Setup("carried", url: server.url)
         try await setup.redis.send(RedisCommand("CONFIG SET", ["slowlog-log-slower-than", "0", "slowlog-max-len", "100000"]))
-        _ = try await setup.publisher.publish((0..<count).map { JobMessage(type: "t", data: "\($0)") })
+        _ = try await setup.publisher.publish(
+            (0..<count).map { JobMessage(type: "t", data: Array("\($0)".utf8), priority: priorities[$0 % priorities.count]) })
         let seen = Deliveries()
         try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }], configure: configure)) {
             #expect(await eventually { seen.count == count ? try await setup.pendingCount() == 0 : false })
         }
         var reads = (reader: 0, control: 0, seen: seen.count)
         for entry in try await setup.redis.send(RedisCommand("SLOWLOG", ["GET", "-1"])).array ?? [] {
+            // A read: an XREADGROUP, or the lanes' script (read_lanes.lua, a function of Ferry's library).
             let parts = entry.array ?? []
-            guard parts.count >= 6, parts[3].array?.first?.string?.uppercased() == "XREADGROUP",
-                let client = parts[5].string
-            else { continue }
+            let command = parts.count >= 6 ? parts[3].array?.compactMap(\.string) ?? [] : []
+            let isRead =
+                command.first?.uppercased() == "XREADGROUP"
+                || (command.first?.uppercased() == "FCALL" && command.dropFirst().first?.hasPrefix("ferry_read_lanes") == true)
+            guard isRead, let client = parts[5].string else { continue }
             if client.hasPrefix("ferry-worker-read-") { reads.reader += 1 }
             if client.hasPrefix("ferry-worker-control-") { reads.control += 1 }
         }
@@ -36,7 +40,7 @@ extension WorkerTests {
     }
 
     @Test(
-        "with a backlog, most reads ride on the flush that acknowledges the jobs in flight (the control connection), every job runs once; with carried reads off, none do"
+        "with a backlog, most reads ride on the flush that acknowledges the jobs in flight (the control connection), a queue with priority lanes' too, every job runs once; with carried reads off, none do"
     )
     func readsRideOnFlushes() async throws {
         let carried = try await readsByConnection(count: 2000) { $0.concurrency = 8 }
@@ -48,6 +52,10 @@ extension WorkerTests {
         }
         #expect(own.seen == 500)
         #expect(own.control == 0 && own.reader > 0, "\(own)")
+        // A queue with priority lanes: its lanes' script rides on the flush the same way.
+        let lanes = try await readsByConnection(count: 2000, priorities: [.high, nil, .low]) { $0.concurrency = 8 }
+        #expect(lanes.seen == 2000, "each job ran once")
+        #expect(lanes.control > lanes.reader, "lane reads on the flush: \(lanes.control), on the reader: \(lanes.reader)")
     }
 
     @Test(
