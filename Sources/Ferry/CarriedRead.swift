@@ -12,8 +12,8 @@ import Synchronization
 /// is called off (``Outcome/notCarried``), and the loop reads on its own connection as before,
 /// when a slot is free and no flush is under way to carry it (``slotsChanged()``,
 /// ``flushesEnded()``: a job that ended without a write, or whose transition's flush was built
-/// while it still held its slot), or when the worker pauses, stops or its acknowledgements fail
-/// (the count is nil then). While every slot is taken and no flush is under way, it waits for a
+/// while it still held its slot), or when the worker pauses, stops, waits on limits or its
+/// acknowledgements fail (the count is nil then). While every slot is taken and no flush is under way, it waits for a
 /// job to end, as the loop waits for a free slot.
 final class CarriedRead: Sendable {
     /// How a wait for a carried read ended.
