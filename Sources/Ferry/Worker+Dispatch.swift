@@ -357,14 +357,15 @@ extension Worker {
 
     /// What the replies to ``readCommands(count:block:)`` say.
     func readReplies(_ replies: ArraySlice<RedisReply>) throws(RedisError) -> Read {
-        let replies = Array(replies)
-        if case .error(let message) = replies[0] {
+        let at = replies.startIndex  // a flush's replies: the read's are its last three
+        let (read, cancelRequests, laneCount) = (replies[at], replies[at + 1], replies[at + 2])
+        if case .error(let message) = read {
             throw RedisError.server(message, command: "XREADGROUP", endpoint: redis.redactedURL)
         }
-        let cancelRequestsExist = replies[1] != .integer(0)  // an error reply counts as "maybe"
-        let lanes = Int(replies[2].integer ?? 0)
+        let cancelRequestsExist = cancelRequests != .integer(0)  // an error reply counts as "maybe"
+        let lanes = Int(laneCount.integer ?? 0)
         // [[stream, [[id, [field, value, ...]], ...]]], or nil when BLOCK timed out.
-        guard let streams = replies[0].array, let first = streams.first?.array, first.count == 2 else {
+        guard let streams = read.array, let first = streams.first?.array, first.count == 2 else {
             return Read(entries: [], cancelRequestsExist: cancelRequestsExist, lanes: lanes)
         }
         return Read(entries: StreamEntry.entries(from: first[1]), cancelRequestsExist: cancelRequestsExist, lanes: lanes)
