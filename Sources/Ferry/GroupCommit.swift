@@ -4,8 +4,9 @@ import Synchronization
 /// once; items submitted while it is in flight go together in the next one. A lone item waits
 /// for no timer, and a busy worker pays one round trip for many items instead of one each.
 /// The worker uses it for acknowledgements and status writes: one pipeline for many jobs (see
-/// ``ControlChannel/writes``).
-final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
+/// ``ControlChannel/writes``); ``SharedPublisher`` for concurrent callers' jobs; the HTTP API for
+/// the checks of its requests' idempotency keys.
+public final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
     private typealias Waiting = (item: Item, then: (@Sendable (Outcome) -> Void)?)
     private struct State {
         var waiting: [Waiting] = []
@@ -18,7 +19,7 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
     /// - Parameters:
     ///   - whenIdle: runs each time the last batch is flushed and nothing waits.
     ///   - flush: does the work for a batch and returns one outcome per item, in order.
-    init(whenIdle: (@Sendable () -> Void)? = nil, flush: @escaping @Sendable ([Item]) async -> [Outcome]) {
+    public init(whenIdle: (@Sendable () -> Void)? = nil, flush: @escaping @Sendable ([Item]) async -> [Outcome]) {
         self.flush = flush
         self.whenIdle = whenIdle
     }
@@ -27,7 +28,7 @@ final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
     var isFlushing: Bool { state.withLock { $0.flushing } }
 
     /// Waits until the item's batch is flushed and returns its outcome.
-    func submit(_ item: Item) async -> Outcome {
+    public func submit(_ item: Item) async -> Outcome {
         await withCheckedContinuation { done in enqueue(item) { done.resume(returning: $0) } }
     }
 

@@ -1,4 +1,3 @@
-import Crypto
 import Ferry
 import FerryRedis
 import Foundation
@@ -62,7 +61,7 @@ struct APIHandlers: APIProtocol {
         var job = try Self.callersKey(Self.message(from: PublishBody(body)))
         if let idempotencyKey = input.headers.idempotencyKey {
             job.idempotencyKey = idempotencyKey
-            try await checkSameRequest(body, idempotencyKey: idempotencyKey, keys: QueueKeys(queue: queue))
+            try await checkSameRequest(body, idempotencyKey: idempotencyKey, queue: queue)
         }
         let accepted = try await publish(job, queue: queue)
         return .accepted(
@@ -188,27 +187,13 @@ struct APIHandlers: APIProtocol {
     }
 
     /// Refuses an idempotency key used before with another body (409, naming the job it
-    /// published): the first use records the body's SHA-256 for the dedup window.
+    /// published): the first use records the body's fingerprint for the dedup window, in one
+    /// round trip with other requests' checks (``RequestFingerprints``).
     private func checkSameRequest(
-        _ body: Components.Schemas.NewJob, idempotencyKey: String, keys: QueueKeys
+        _ body: Components.Schemas.NewJob, idempotencyKey: String, queue: QueueName
     ) async throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
-        let fingerprint = SHA256.hash(data: try encoder.encode(body)).map { String(format: "%02x", $0) }.joined()
-        let key = keys.apiRequestFingerprint(idempotencyKey: idempotencyKey)
-        let replies = try await connection.pipeline([
-            RedisCommand(
-                "SET", [.string(key), .string(fingerprint), "NX", "GET", "PX", .integer(publishing.dedupWindow.milliseconds)]),
-            RedisCommand("GET", [.string(keys.publishDedup(idempotencyKey: idempotencyKey))]),
-        ])
-        if case .error(let message) = replies[0] { throw RedisError.server(message, command: "SET") }
-        if let first = replies[0].string, first != fingerprint {
-            let jobID = replies[1].string
-            throw APIProblem(
-                .conflict,
-                "the Idempotency-Key was used with another request body\(jobID.map { " (job \($0))" } ?? ""); use a new key for a new job",
-                jobID: jobID)
-        }
+        try await publishers.fingerprints(for: queue, pool: pool, configuration: publishing).check(
+            RequestFingerprints.fingerprint(of: body), idempotencyKey: idempotencyKey)
     }
 
     private func accepted(_ receipt: PublishReceipt, job: JobMessage, queue: QueueName) -> Components.Schemas.Accepted {
@@ -457,22 +442,41 @@ extension Array {
 }
 
 /// The API's publishers, one per queue published to (at most ``limit``; past it the set starts
-/// over, so a client naming endless queues cannot grow it without bound).
+/// over, so a client naming endless queues cannot grow it without bound), each with the checks
+/// of its idempotency keys' request bodies.
 final class Publishers: Sendable {
     static let limit = 1000
-    private let byQueue = Mutex<[QueueName: SharedPublisher]>([:])
+    private let byQueue = Mutex<[QueueName: (publisher: SharedPublisher, fingerprints: RequestFingerprints)]>([:])
 
     /// The publisher of `queue`, made on first use with a connection of `pool`: concurrent
     /// requests' jobs go to Redis together.
     func publisher(
         for queue: QueueName, pool: RedisConnectionPool, configuration: Publisher.Configuration
     ) -> SharedPublisher {
-        byQueue.withLock { publishers in
-            if let publisher = publishers[queue] { return publisher }
-            if publishers.count >= Self.limit { publishers.removeAll() }
-            let publisher = SharedPublisher(Publisher(queue: queue, connection: pool.next, configuration: configuration))
-            publishers[queue] = publisher
-            return publisher
+        entry(for: queue, pool: pool, configuration: configuration).publisher
+    }
+
+    /// The checks of `queue`'s idempotency keys, made with its publisher: concurrent requests'
+    /// checks go to Redis together.
+    func fingerprints(
+        for queue: QueueName, pool: RedisConnectionPool, configuration: Publisher.Configuration
+    ) -> RequestFingerprints {
+        entry(for: queue, pool: pool, configuration: configuration).fingerprints
+    }
+
+    private func entry(
+        for queue: QueueName, pool: RedisConnectionPool, configuration: Publisher.Configuration
+    ) -> (publisher: SharedPublisher, fingerprints: RequestFingerprints) {
+        byQueue.withLock { entries in
+            if let entry = entries[queue] { return entry }
+            if entries.count >= Self.limit { entries.removeAll() }
+            let entry = (
+                publisher: SharedPublisher(Publisher(queue: queue, connection: pool.next, configuration: configuration)),
+                fingerprints: RequestFingerprints(
+                    queue: queue, connection: pool.next, window: configuration.dedupWindow)
+            )
+            entries[queue] = entry
+            return entry
         }
     }
 }

@@ -39,6 +39,48 @@ struct PublishRouteTests {
         #expect(APIHandlers.percentDecoded(Substring(text)) == expected)
     }
 
+    @Test(
+        "idempotency keys' body checks made at once share round trips, each keeps its own answer: a new key or the same body is accepted, another body is 409; the first body is kept for the dedup window"
+    )
+    func fingerprintsShareRoundTrips() async throws {
+        let setup = try await TestQueue("api-fingerprints")
+        let window = Duration.seconds(300)
+        let checks = RequestFingerprints(queue: setup.queue, connection: setup.redis, window: window)
+        let keys = (0..<30).map { "order-\($0)" }
+        // Each call's own outcome: nil accepted, else the problem's kind.
+        func checkAll(_ fingerprint: String) async -> [String?] {
+            await withTaskGroup(of: (Int, String?).self) { group in
+                for (index, key) in keys.enumerated() {
+                    group.addTask {
+                        do {
+                            try await checks.check(fingerprint, idempotencyKey: key)
+                            return (index, nil)
+                        } catch let problem as APIProblem {
+                            return (index, problem.kind.rawValue)
+                        } catch {
+                            return (index, "\(error)")
+                        }
+                    }
+                }
+                var outcomes = [String?](repeating: "missing", count: keys.count)
+                for await (index, outcome) in group { outcomes[index] = outcome }
+                return outcomes
+            }
+        }
+        #expect(await checkAll("body-a").allSatisfy { $0 == nil }, "new keys are accepted")
+        #expect(await checkAll("body-a").allSatisfy { $0 == nil }, "the same body again is accepted")
+        #expect(await checkAll("body-b").allSatisfy { $0 == "conflict" }, "another body is 409")
+        #expect(checks.combinedRoundTrips > 0, "90 checks at once shared no round trip")
+        let stored = try await setup.redis.send(
+            RedisCommand("GET", [.string(setup.keys.apiRequestFingerprint(idempotencyKey: "order-7"))]))
+        #expect(stored.string == "body-a", "the first body stays the key's")
+        let ttl =
+            try await setup.redis.send(
+                RedisCommand("PTTL", [.string(setup.keys.apiRequestFingerprint(idempotencyKey: "order-7"))])
+            ).integer ?? -1
+        #expect(ttl > 0 && ttl <= window.milliseconds, "kept for the dedup window: \(ttl) ms")
+    }
+
     @Test("the quick path's answer is the document's Accepted as the generated code encodes it")
     func acceptedEncoding() throws {
         let accepted = Components.Schemas.Accepted(
