@@ -49,7 +49,7 @@ public struct PayloadReference: Sendable, Hashable {
 
     /// The SHA-256 of `bytes` in lower-case hex.
     static func sha256(_ bytes: [UInt8]) -> String {
-        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: bytes).hexText
     }
 
     /// The command that fetches the bytes (renewing a `redis` payload's life by `ttl` when it would

@@ -61,7 +61,8 @@ struct APIHandlers: APIProtocol {
         var job = try Self.callersKey(Self.message(from: PublishBody(body)))
         if let idempotencyKey = input.headers.idempotencyKey {
             job.idempotencyKey = idempotencyKey
-            try await checkSameRequest(body, idempotencyKey: idempotencyKey, queue: queue)
+            try await checkSameRequest(
+                fingerprint: RequestFingerprints.fingerprint(of: body), idempotencyKey: idempotencyKey, queue: queue)
         }
         let accepted = try await publish(job, queue: queue)
         return .accepted(
@@ -189,11 +190,9 @@ struct APIHandlers: APIProtocol {
     /// Refuses an idempotency key used before with another body (409, naming the job it
     /// published): the first use records the body's fingerprint for the dedup window, in one
     /// round trip with other requests' checks (``RequestFingerprints``).
-    private func checkSameRequest(
-        _ body: Components.Schemas.NewJob, idempotencyKey: String, queue: QueueName
-    ) async throws {
+    func checkSameRequest(fingerprint: String, idempotencyKey: String, queue: QueueName) async throws {
         try await publishers.fingerprints(for: queue, pool: pool, configuration: publishing).check(
-            RequestFingerprints.fingerprint(of: body), idempotencyKey: idempotencyKey)
+            fingerprint, idempotencyKey: idempotencyKey)
     }
 
     private func accepted(_ receipt: PublishReceipt, job: JobMessage, queue: QueueName) -> Components.Schemas.Accepted {

@@ -112,11 +112,11 @@ public struct APIKeys: Sendable {
     /// secrets, dashboard sessions and CSRF tokens.
     static func randomHex(bytes: Int) -> String {
         var generator = SystemRandomNumberGenerator()
-        return (0..<bytes).map { _ in String(format: "%02x", UInt8.random(in: .min ... .max, using: &generator)) }.joined()
+        return (0..<bytes).map { _ in UInt8.random(in: .min ... .max, using: &generator) }.hexText
     }
 
     static func sha256(_ text: String) -> String {
-        SHA256.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
+        SHA256.hash(data: Array(text.utf8)).hexText
     }
 
     @discardableResult

@@ -169,9 +169,11 @@ extension PublishBody {
 /// (no `Codable` walk, no generic container for `data` to be encoded again) and the answer is
 /// written directly, while the same server middlewares run around it (problem answers,
 /// authentication and scopes, rate limits, audit) and the same handler code publishes. A
-/// request this path does not take (an `Idempotency-Key`, whose fingerprint is the generated
-/// body's; a body ``PublishBody/init(json:)`` leaves alone; not JSON) goes to the generated
-/// handler, so every answer is the document's. docs/design.md has the figures.
+/// request this path does not take (a body ``PublishBody/init(json:)`` leaves alone; not JSON;
+/// an `Idempotency-Key` with a percent escape or a comma, which the generated handler decodes)
+/// goes to the generated handler, so every answer is the document's. An `Idempotency-Key`'s
+/// body check uses the generated body's fingerprint, so the two paths agree on every key.
+/// docs/design.md has the figures.
 struct PublishRoute: Sendable {
     /// The route in the API document.
     static let path = "/v1/queues/{queue}/jobs"
@@ -188,14 +190,22 @@ struct PublishRoute: Sendable {
         let bytes = Array(buffer: try await request.collectBody(upTo: .max))
         let metadata = ServerRequestMetadata(pathParameters: ["queue": Substring(context.parameters.get("queue") ?? "")])
         let isJSON = request.headers[.contentType].map { $0.lowercased().hasPrefix("application/json") } ?? false
-        guard isJSON, request.headers[.idempotencyKey] == nil, let body = PublishBody(json: bytes) else {
+        let idempotencyKey = request.headers[.idempotencyKey]
+        guard isJSON, idempotencyKey.map(Self.needsNoDecoding) ?? true, let body = PublishBody(json: bytes),
+            let fingerprint = try Self.fingerprint(of: bytes, idempotencyKey: idempotencyKey)
+        else {
             let (head, answer) = try await generated(request.head, HTTPBody(bytes), metadata)
             return Response(status: head.status, headers: head.headerFields, body: try await Self.body(answer))
         }
         let publish: Generated = { _, _, metadata in
             let queue = try handlers.queueName(
                 metadata.pathParameters["queue"].map(APIHandlers.percentDecoded) ?? "")
-            let accepted = try await handlers.publish(APIHandlers.callersKey(APIHandlers.message(from: body)), queue: queue)
+            var job = try APIHandlers.callersKey(APIHandlers.message(from: body))
+            if let idempotencyKey {
+                job.idempotencyKey = idempotencyKey
+                try await handlers.checkSameRequest(fingerprint: fingerprint, idempotencyKey: idempotencyKey, queue: queue)
+            }
+            let accepted = try await handlers.publish(job, queue: queue)
             var head = HTTPResponse(status: .accepted)
             head.headerFields[.contentType] = "application/json; charset=utf-8"
             head.headerFields[.location] = accepted.statusUrl
@@ -207,6 +217,22 @@ struct PublishRoute: Sendable {
         }
         let (head, answer) = try await chain(request.head, nil, metadata)
         return Response(status: head.status, headers: head.headerFields, body: try await Self.body(answer))
+    }
+
+    /// The body's fingerprint for an `Idempotency-Key`'s check, as the generated handler computes
+    /// it (``RequestFingerprints/fingerprint(of:)`` of its `NewJob`, decoded from the same
+    /// bytes): "" without a key, nil when the bytes do not decode (the generated handler answers).
+    private static func fingerprint(of bytes: [UInt8], idempotencyKey: String?) throws -> String? {
+        guard idempotencyKey != nil else { return "" }
+        guard let body = try? JSONDecoder().decode(Components.Schemas.NewJob.self, from: Data(bytes)) else { return nil }
+        return try RequestFingerprints.fingerprint(of: body)
+    }
+
+    /// Whether a header value reads the same undecoded: the generated handler reads an
+    /// `Idempotency-Key` as OpenAPI's simple style (percent escapes decoded, commas meaningful),
+    /// so a key with either goes to it, and both paths agree on every key.
+    private static func needsNoDecoding(_ value: String) -> Bool {
+        !value.utf8.contains { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: ",") }
     }
 
     /// The answer as the document's `Accepted` (a test compares it with the generated encoding).

@@ -72,7 +72,7 @@ final class RequestFingerprints: Sendable {
     static func fingerprint(of body: Components.Schemas.NewJob) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        return SHA256.hash(data: try encoder.encode(body)).map { String(format: "%02x", $0) }.joined()
+        return SHA256.hash(data: try encoder.encode(body)).hexText
     }
 
     /// One pipeline for the batch, two commands a check, in the checks' order.

@@ -91,7 +91,7 @@ struct PublishRouteTests {
     }
 
     @Test(
-        "the same job published without and with an Idempotency-Key (the quick and the generated path) answers alike and stores the same payload; bodies the quick path leaves alone get the document's 400"
+        "the same job published by the quick and the generated path (an Idempotency-Key with an escape) answers alike and stores the same payload; bodies the quick path leaves alone get the document's 400"
     )
     func bothPathsAnswerAlike() async throws {
         let server = try await APIServerProcess()
@@ -102,7 +102,7 @@ struct PublishRouteTests {
             #"{"type": "t", "data": {"b": [1, {"c": "x, y: }\" z"}], "a": true}, "attributes": {"k": "v"}, "max_attempts": 3, "job_id": "#
         let quick = try await server.send("POST", path, json: body + #""id {1}"}"#, key: key)
         let generated = try await server.send(
-            "POST", path, json: body + #""id {2}"}"#, key: key, headers: ["Idempotency-Key": "k-2"])
+            "POST", path, json: body + #""id {2}"}"#, key: key, headers: ["Idempotency-Key": "k%2D2"])
         for (answer, id) in [(quick, "id {1}"), (generated, "id {2}")] {
             #expect(answer.status == 202, "\(answer.text)")
             #expect(answer.json?["job_id"] as? String == id && answer.json?["state"] as? String == "queued")
@@ -131,5 +131,37 @@ struct PublishRouteTests {
             #expect(answer.status == 400 && answer.problem == "invalid-request", "\(refused): \(answer.text)")
         }
         #expect(try await setup.length(setup.keys.jobs) == 2, "nothing refused was written")
+    }
+
+    @Test(
+        "an Idempotency-Key's body check agrees across the two paths: a key first used through the generated handler (spelled with an escape) replays on the quick path with the same body, and is 409 with another"
+    )
+    func idempotencyAcrossPaths() async throws {
+        let server = try await APIServerProcess()
+        let setup = try await TestQueue("api-idem-paths")
+        let path = "/v1/queues/\(setup.name)/jobs"
+        let key = try await APIKeys(connection: setup.redis).create(name: uniqueName("idem-paths"), scopes: [.publish]).token
+        let body = #"{"type": "t", "data": {"b": 1, "a": [true, "x"]}, "attributes": {"k": "v"}}"#
+        let first = try await server.send("POST", path, json: body, key: key, headers: ["Idempotency-Key": "order%2D9"])
+        #expect(first.status == 202 && first.headers["idempotent-replayed"] == nil, "\(first.text)")
+        let again = try await server.send("POST", path, json: body, key: key, headers: ["Idempotency-Key": "order-9"])
+        #expect(again.status == 202 && again.headers["idempotent-replayed"] == "true", "\(again.text)")
+        #expect(again.json?["job_id"] as? String == first.json?["job_id"] as? String)
+        let other = try await server.send(
+            "POST", path, json: #"{"type": "t", "data": {"b": 2}}"#, key: key, headers: ["Idempotency-Key": "order-9"])
+        #expect(other.status == 409 && other.problem == "conflict", "\(other.text)")
+        #expect(other.json?["job_id"] as? String == first.json?["job_id"] as? String)
+        // The quick path's own: a new key, then the same body again, then another body.
+        let quick = try await server.send("POST", path, json: body, key: key, headers: ["Idempotency-Key": "order-10"])
+        let replay = try await server.send("POST", path, json: body, key: key, headers: ["Idempotency-Key": "order-10"])
+        #expect(quick.status == 202 && replay.headers["idempotent-replayed"] == "true", "\(replay.text)")
+        #expect(replay.json?["job_id"] as? String == quick.json?["job_id"] as? String)
+        #expect(try await setup.length(setup.keys.jobs) == 2, "one entry per key")
+        // Which path wrote each: the generated one sorts the payload's keys, the quick one keeps the client's text.
+        let entries = StreamEntry.entries(
+            from: try await setup.redis.send(RedisCommand("XRANGE", [.string(setup.keys.jobs), "-", "+"])))
+        #expect(
+            entries.map { $0.value(of: "data") }
+                == [#"{"a":[true,"x"],"b":1}"#, #"{"b":1,"a":[true,"x"]}"#].map { Array($0.utf8) })
     }
 }

@@ -25,3 +25,14 @@ struct JSONTextTests {
         #expect(String(decoding: json, as: UTF8.self) == #"{"a":"b\"c","z":"1"}"#)
     }
 }
+
+@Suite("Hex text")
+struct HexTextTests {
+    @Test("bytes are written as two lowercase hex digits each, as printf's %02x writes them")
+    func hexDigits() {
+        #expect([UInt8]([0, 9, 10, 15, 16, 0xa5, 255]).hexText == "00090a0f10a5ff")
+        #expect([UInt8]().hexText == "")
+        let every = [UInt8](0...255)
+        #expect(every.hexText == every.map { String(format: "%02x", $0) }.joined())
+    }
+}
