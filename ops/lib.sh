@@ -5,8 +5,8 @@
 ferry_install_dependencies() {
   # stunnel4 and openssl: the TLS sidecar test; prometheus: promtool for the alert rules; curl:
   # the admin endpoint tests; tzdata: cron schedules in a time zone (--tz); chromium: the
-  # dashboard's tests in a real headless browser.
-  local wanted=(libhiredis-dev libcurl4-openssl-dev redis-server redis-tools stunnel4 openssl prometheus curl tzdata chromium)
+  # dashboard's tests in a real headless browser; wrk: ferry bench api's load.
+  local wanted=(libhiredis-dev libcurl4-openssl-dev redis-server redis-tools stunnel4 openssl prometheus curl tzdata chromium wrk)
   local missing=()
   local package
   for package in "${wanted[@]}"; do

@@ -92,28 +92,54 @@ struct APIBenchmark: AsyncParsableCommand {
             guard ContinuousClock.now < deadline else { throw BaselineFailure("the servers did not start listening") }
             try await Task.sleep(for: .milliseconds(20))
         }
-        let script = FileManager.default.temporaryDirectory.appending(path: "ferry-bench-api-\(getpid()).lua").path()
-        try Data(
-            """
+        let request = """
             wrk.method = "POST"
             wrk.body = '{"type": "bench", "data": {"page": 7}}'
             wrk.headers["Content-Type"] = "application/json"
-            """.utf8
-        ).write(to: URL(fileURLWithPath: script))
+
+            """
+        let script = FileManager.default.temporaryDirectory.appending(path: "ferry-bench-api-\(getpid()).lua").path()
+        try Data(request.utf8).write(to: URL(fileURLWithPath: script))
         defer { try? FileManager.default.removeItem(atPath: script) }
+        // The same request with an Idempotency-Key of its own each: a prefix per run (wrk's
+        // argument) and thread, then a count.
+        let keyed = FileManager.default.temporaryDirectory.appending(path: "ferry-bench-api-\(getpid())-keyed.lua").path()
+        try Data(
+            (request + """
+                local threads = 0
+                function setup(thread)
+                  threads = threads + 1
+                  thread:set("thread_number", threads)
+                end
+                function init(args)
+                  prefix = args[1] .. "-" .. thread_number .. "-"
+                  count = 0
+                end
+                function request()
+                  count = count + 1
+                  wrk.headers["Idempotency-Key"] = prefix .. count
+                  return wrk.format()
+                end
+                """).utf8
+        ).write(to: URL(fileURLWithPath: keyed))
+        defer { try? FileManager.default.removeItem(atPath: keyed) }
 
         var trivialRuns: [Run] = []
         var apiRuns: [Run] = []
+        var keyedRuns: [Run] = []
         var redisTimes: [RedisTimeReport] = []
-        for _ in 0..<rounds {
+        let publishURL = "http://127.0.0.1:\(ports.get("api")!)/v1/queues/\(queue)/jobs"
+        for round in 0..<rounds {
             trivialRuns.append(try await wrk("http://127.0.0.1:\(ports.get("trivial")!)/trivial", script: script))
             var run: Run?
             let time = try await RedisTimeReport.measure(connection, jobs: 1) {
-                run = try await wrk("http://127.0.0.1:\(ports.get("api")!)/v1/queues/\(queue)/jobs", script: script)
+                run = try await wrk(publishURL, script: script)
             }
             guard let run else { continue }
             apiRuns.append(run)
             redisTimes.append(RedisTimeReport(usage: time.usage, jobs: run.requests))
+            try await cleanUp(queue, connection: connection)
+            keyedRuns.append(try await wrk(publishURL, script: keyed, arguments: ["\(getpid())-\(round)"]))
             try await cleanUp(queue, connection: connection)
         }
         await group.triggerGracefulShutdown()
@@ -128,9 +154,15 @@ struct APIBenchmark: AsyncParsableCommand {
         printTable([
             ["", "requests/s", "p50 ms", "p99 ms"], row("trivial Hummingbird route", trivialRuns),
             row("POST /v1/queues/Q/jobs (publish)", apiRuns),
+            row("the same, an Idempotency-Key each", keyedRuns),
         ])
         let ratio = median(zip(apiRuns, trivialRuns).map { $0.rate / $1.rate })
         print(String(format: "ratio publish/trivial: %.2f (goal 0.5 or better)", ratio))
+        print(
+            String(
+                format:
+                    "ratio publish with an Idempotency-Key/trivial: %.2f (each request's body checked against its key's first)",
+                median(zip(keyedRuns, trivialRuns).map { $0.rate / $1.rate })))
         if let time = redisTimes.sorted(by: { $0.microsecondsPerJob < $1.microsecondsPerJob }).dropFirst(redisTimes.count / 2)
             .first
         {
@@ -138,12 +170,14 @@ struct APIBenchmark: AsyncParsableCommand {
         }
     }
 
-    /// Runs wrk against `url` with `script` and reads its figures; refuses a run with any
+    /// Runs wrk against `url` with `script` (given `arguments`) and reads its figures; refuses a run with any
     /// answer that is not 2xx (a benchmark of errors measures nothing).
-    private func wrk(_ url: String, script: String) async throws -> Run {
+    private func wrk(_ url: String, script: String, arguments: [String] = []) async throws -> Run {
         let result = try await Subprocess.run(
             .name("wrk"),
-            arguments: ["-t", String(threads), "-c", String(connections), "-d", "\(seconds)s", "--latency", "-s", script, url],
+            arguments: Arguments(
+                ["-t", String(threads), "-c", String(connections), "-d", "\(seconds)s", "--latency", "-s", script, url]
+                    + (arguments.isEmpty ? [] : ["--"] + arguments)),
             output: .string(limit: 1 << 20), error: .string(limit: 1 << 16))
         let text = result.standardOutput
         guard result.terminationStatus.isSuccess, !text.contains("Non-2xx or 3xx responses") else {

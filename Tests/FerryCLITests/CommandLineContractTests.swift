@@ -241,6 +241,28 @@ struct CommandLineContractTests {
     }
 
     @Test(
+        "bench api runs wrk against a trivial route, the publish route and the publish route with an Idempotency-Key each, every answer 2xx, and prints each rate and its ratio to the trivial route"
+    )
+    func benchAPI() async throws {
+        let server = try await RedisServerProcess()
+        defer { Task { await server.stop() } }
+        let result = try await runProcess(
+            try ferryExecutable(),
+            ["bench", "api", "--seconds", "1", "--rounds", "1", "--connections", "4", "--threads", "1"],
+            environment: ["FERRY_REDIS_URL": server.url])
+        #expect(result.status == 0, "\(result.standardError)")
+        for run in ["trivial Hummingbird route", "POST /v1/queues/Q/jobs (publish)", "the same, an Idempotency-Key each"] {
+            let line = try #require(result.lines.first { $0.hasPrefix(run) }, "\(result.standardOutput)")
+            let cells = line.dropFirst(run.count).split(separator: " ").map { Double($0) }
+            #expect(cells.count == 3 && cells.allSatisfy { ($0 ?? 0) > 0 }, "requests/s, p50 and p99: \(line)")
+        }
+        for ratio in ["ratio publish/trivial: ", "ratio publish with an Idempotency-Key/trivial: "] {
+            let line = try #require(result.lines.first { $0.hasPrefix(ratio) }, "\(result.standardOutput)")
+            #expect((Double(line.dropFirst(ratio.count).prefix { $0 != " " }) ?? 0) > 0, "\(line)")
+        }
+    }
+
+    @Test(
         "bench worker --workers runs that many workers on each queue, beside as many plain loops reading one job at a time, every job handled; --compare-carried-reads runs each row again with reads on the reader only"
     )
     func benchWorkerFleet() async throws {
