@@ -88,7 +88,7 @@ struct PublishBody: Sendable {
 extension PublishBody {
     /// The text of the top-level object's member `name` in `json` (valid JSON), its whitespace
     /// outside strings left out; nil when the object has no member spelled so (a name written
-    /// with escapes is not found here).
+    /// with escapes is not found here), or when its value holds a trailing comma.
     static func compactText(ofMember name: String, in json: [UInt8]) -> [UInt8]? {
         let key = Array(name.utf8)
         var depth = 0
@@ -126,8 +126,10 @@ extension PublishBody {
         return index
     }
 
-    /// The value that starts after `start` (whitespace first), without whitespace outside its strings.
-    private static func compactValue(_ json: [UInt8], from start: Int) -> [UInt8] {
+    /// The value that starts after `start` (whitespace first), without whitespace outside its
+    /// strings; nil when an array or object in it ends after a comma, which Foundation's reader
+    /// lets through (`[1,]`) and which would make the job's payload no JSON for its consumers.
+    private static func compactValue(_ json: [UInt8], from start: Int) -> [UInt8]? {
         var text: [UInt8] = []
         var depth = 0
         var index = start
@@ -147,7 +149,10 @@ extension PublishBody {
                 index += 1
             case UInt8(ascii: "}"), UInt8(ascii: "]"), UInt8(ascii: ","):
                 if depth == 0 { return text }
-                if byte != UInt8(ascii: ",") { depth -= 1 }
+                if byte != UInt8(ascii: ",") {
+                    if text.last == UInt8(ascii: ",") { return nil }
+                    depth -= 1
+                }
                 text.append(byte)
                 index += 1
             default:

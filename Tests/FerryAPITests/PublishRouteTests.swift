@@ -26,9 +26,15 @@ struct PublishRouteTests {
         #expect(PublishBody.compactText(ofMember: "data", in: Array(body.utf8)) == Array(expected.utf8))
     }
 
-    @Test("a body without the member, or with it only in a nested object, has no text for it")
+    @Test(
+        "a body without the member, or with it only in a nested object, has no text for it; nor has a value with a trailing comma, which Foundation's reader lets through"
+    )
     func missingMember() {
         #expect(PublishBody.compactText(ofMember: "data", in: Array(#"{"x": {"data": 1}, "y": "data"}"#.utf8)) == nil)
+        for lenient in [#"{"data": [1, ]}"#, #"{"data": {"a": 1,}}"#, #"{"data": {"a": [{"b": 2,}]}}"#] {
+            #expect(PublishBody.compactText(ofMember: "data", in: Array(lenient.utf8)) == nil, "\(lenient)")
+        }
+        #expect(PublishBody.compactText(ofMember: "data", in: Array(#"{"data": ",]", "t": 1,}"#.utf8)) == Array(#"",]""#.utf8))
     }
 
     @Test(
@@ -125,12 +131,21 @@ struct PublishRouteTests {
 
         for refused in [
             #"{"type": "t", "extra": 1}"#, #"{"type": "t", "max_attempts": "3"}"#, #"{"type": 7}"#, #"{"data": 1}"#,
-            #"{"type": "t", "max_attempts": true}"#, #"{"type": "t""#,
+            #"{"type": "t", "max_attempts": true}"#, #"{"type": "t""#, #"{"type": "t", "data": {"a": tru}}"#,
+            #"{"type": "t", "attributes": {"k": 1}}"#,
         ] {
             let answer = try await server.send("POST", path, json: refused, key: key)
             #expect(answer.status == 400 && answer.problem == "invalid-request", "\(refused): \(answer.text)")
         }
         #expect(try await setup.length(setup.keys.jobs) == 2, "nothing refused was written")
+        // Foundation's readers let a trailing comma through; the payload a job gets is JSON all the same.
+        let lenient = try await server.send("POST", path, json: #"{"type": "t", "data": {"a": [1, 2,],}}"#, key: key)
+        #expect(lenient.status == 202, "\(lenient.text)")
+        let last = StreamEntry.entries(
+            from: try await setup.redis.send(RedisCommand("XREVRANGE", [.string(setup.keys.jobs), "+", "-", "COUNT", "1"])))
+        #expect(
+            last.first?.value(of: "data") == Array(#"{"a":[1,2]}"#.utf8),
+            "\(String(decoding: last.first?.value(of: "data") ?? [], as: UTF8.self))")
     }
 
     @Test(
