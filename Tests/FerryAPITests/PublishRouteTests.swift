@@ -100,10 +100,7 @@ struct PublishRouteTests {
         "the same job published by the quick and the generated path (an Idempotency-Key with an escape) answers alike and stores the same payload; bodies the quick path leaves alone get the document's 400"
     )
     func bothPathsAnswerAlike() async throws {
-        let server = try await APIServerProcess()
-        let setup = try await TestQueue("api-paths")
-        let path = "/v1/queues/\(setup.name)/jobs"
-        let key = try await APIKeys(connection: setup.redis).create(name: uniqueName("paths"), scopes: [.publish]).token
+        let (server, setup, path, key) = try await publishing("api-paths")
         let body =
             #"{"type": "t", "data": {"b": [1, {"c": "x, y: }\" z"}], "a": true}, "attributes": {"k": "v"}, "max_attempts": 3, "job_id": "#
         let quick = try await server.send("POST", path, json: body + #""id {1}"}"#, key: key)
@@ -152,10 +149,7 @@ struct PublishRouteTests {
         "an Idempotency-Key's body check agrees across the two paths: a key first used through the generated handler (spelled with an escape) replays on the quick path with the same body, and is 409 with another"
     )
     func idempotencyAcrossPaths() async throws {
-        let server = try await APIServerProcess()
-        let setup = try await TestQueue("api-idem-paths")
-        let path = "/v1/queues/\(setup.name)/jobs"
-        let key = try await APIKeys(connection: setup.redis).create(name: uniqueName("idem-paths"), scopes: [.publish]).token
+        let (server, setup, path, key) = try await publishing("api-idem-paths")
         let body = #"{"type": "t", "data": {"b": 1, "a": [true, "x"]}, "attributes": {"k": "v"}}"#
         let first = try await server.send("POST", path, json: body, key: key, headers: ["Idempotency-Key": "order%2D9"])
         #expect(first.status == 202 && first.headers["idempotent-replayed"] == nil, "\(first.text)")
@@ -178,5 +172,13 @@ struct PublishRouteTests {
         #expect(
             entries.map { $0.value(of: "data") }
                 == [#"{"a":[true,"x"],"b":1}"#, #"{"b":1,"a":[true,"x"]}"#].map { Array($0.utf8) })
+    }
+
+    /// A server, a queue of the test's own, its publish path and a key that may publish to it.
+    private func publishing(_ prefix: String) async throws -> (APIServerProcess, TestQueue, String, String) {
+        let server = try await APIServerProcess()
+        let setup = try await TestQueue(prefix)
+        let key = try await APIKeys(connection: setup.redis).create(name: uniqueName(prefix), scopes: [.publish]).token
+        return (server, setup, "/v1/queues/\(setup.name)/jobs", key)
     }
 }

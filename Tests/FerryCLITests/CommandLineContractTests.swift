@@ -196,10 +196,15 @@ struct CommandLineContractTests {
     /// latency at 50 jobs/s) with `arguments` against `server`, a server of the test's own: the
     /// slowlog and INFO count every client's commands. Expects it to exit 0.
     private func benchWorker(on server: RedisServerProcess, jobs: Int, _ arguments: [String]) async throws -> ProcessResult {
+        try await bench(
+            on: server,
+            ["worker", "--jobs", "\(jobs)", "--baseline-jobs", "\(jobs)", "--latency-seconds", "1", "--rate", "50"] + arguments)
+    }
+
+    /// Runs `ferry bench` with `arguments` against `server`; expects it to exit 0.
+    private func bench(on server: RedisServerProcess, _ arguments: [String]) async throws -> ProcessResult {
         let result = try await runProcess(
-            try ferryExecutable(),
-            ["bench", "worker", "--jobs", "\(jobs)", "--baseline-jobs", "\(jobs)", "--latency-seconds", "1", "--rate", "50"]
-                + arguments, environment: ["FERRY_REDIS_URL": server.url])
+            try ferryExecutable(), ["bench"] + arguments, environment: ["FERRY_REDIS_URL": server.url])
         #expect(result.status == 0, "\(result.standardError)")
         return result
     }
@@ -246,11 +251,8 @@ struct CommandLineContractTests {
     func benchAPI() async throws {
         let server = try await RedisServerProcess()
         defer { Task { await server.stop() } }
-        let result = try await runProcess(
-            try ferryExecutable(),
-            ["bench", "api", "--seconds", "1", "--rounds", "1", "--connections", "4", "--threads", "1"],
-            environment: ["FERRY_REDIS_URL": server.url])
-        #expect(result.status == 0, "\(result.standardError)")
+        let result = try await bench(
+            on: server, ["api", "--seconds", "1", "--rounds", "1", "--connections", "4", "--threads", "1"])
         for run in ["trivial Hummingbird route", "POST /v1/queues/Q/jobs (publish)", "the same, an Idempotency-Key each"] {
             let line = try #require(result.lines.first { $0.hasPrefix(run) }, "\(result.standardOutput)")
             let cells = line.dropFirst(run.count).split(separator: " ").map { Double($0) }
