@@ -137,11 +137,11 @@ extension Worker {
                     let read: Read
                     if let carried {
                         read = carried
-                    } else if lanes.count > 1 {
-                        read = try await readLanes(reader, lanes, count: free, block: blockFor, control: control)
-                        lastReadFull = read.entries.count == free && !limitWaitsRecently
                     } else {
-                        read = try await self.read(reader, count: free, block: blockFor)
+                        read =
+                            lanes.count > 1
+                            ? try await readLanes(reader, lanes, count: free, block: blockFor, control: control)
+                            : try await self.read(reader, count: free, block: blockFor)
                         lastReadFull = read.entries.count == free && !limitWaitsRecently
                     }
                     delivered = read.entries.map { ($0, 1) }
