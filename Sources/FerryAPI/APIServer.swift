@@ -123,9 +123,6 @@ struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response
     {
-        let tooLarge = APIProblem(
-            .payloadTooLarge, "the request body is over \(maxBytes) bytes; send large payloads by reference (docs/wire-format.md)"
-        )
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBytes {
             return Self.response(tooLarge)
         }
@@ -136,6 +133,13 @@ struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
             return Self.response(tooLarge)
         }
         return try await next(request, context)
+    }
+
+    /// The answer to a body over the limit (made only then: every request passes here).
+    private var tooLarge: APIProblem {
+        APIProblem(
+            .payloadTooLarge, "the request body is over \(maxBytes) bytes; send large payloads by reference (docs/wire-format.md)"
+        )
     }
 
     static func response(_ problem: APIProblem) -> Response {

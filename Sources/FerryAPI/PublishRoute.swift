@@ -41,137 +41,62 @@ struct PublishBody: Sendable {
 
     /// The body read straight from its JSON, or nil for anything this reader leaves to the
     /// generated decoder, which answers it as the API document says (a field of the wrong type,
-    /// one it does not know, a `null`, `deliver_at`'s date, malformed JSON): a nil here is
-    /// never an answer of its own, so both readers answer every body alike.
+    /// one it does not know or twice, a `null`, `deliver_at`'s date, a number with a fraction
+    /// for `max_attempts`, text that is not JSON): a nil here is never an answer of its own, so
+    /// both readers answer every body alike. `data` keeps the client's text, checked as JSON.
     init?(json bytes: [UInt8]) {
-        guard
-            let object = try? JSONSerialization.jsonObject(with: Data(bytes), options: []) as? [String: Any],
-            let type = object["type"] as? String
-        else { return nil }
-        self.type = type
-        for (name, value) in object {
-            switch name {
-            case "type": continue
-            case "data":
-                // The client's own text of the value (the body is valid JSON, as read above).
-                guard !(value is NSNull), let text = Self.compactText(ofMember: "data", in: bytes) else { return nil }
-                data = text
-            case "attributes":
-                guard let fields = value as? [String: Any] else { return nil }
-                for (field, value) in fields {
-                    guard let text = value as? String else { return nil }
-                    attributes[field] = text
+        var scanner = JSONScanner(bytes)
+        var type: String?
+        var seen: Set<String> = []
+        guard scanner.take(UInt8(ascii: "{")) else { return nil }
+        if !scanner.take(UInt8(ascii: "}")) {
+            repeat {
+                guard let name = scanner.string(), scanner.take(UInt8(ascii: ":")), seen.insert(name).inserted else {
+                    return nil
                 }
-            case "max_attempts":
-                // A JSON number that is a whole number (`true` is a number to Foundation; not here).
-                guard let number = value as? NSNumber, String(cString: number.objCType) != "c",
-                    let count = Int(exactly: number.doubleValue)
-                else { return nil }
-                maxAttempts = count
-            default:
-                guard let text = value as? String else { return nil }
                 switch name {
-                case "data_base64": dataBase64 = text
-                case "job_id": jobId = text
-                case "key": key = text
-                case "ordering_key": orderingKey = text
-                case "priority": priority = text
-                case "timeout": timeout = text
-                case "delay": delay = text
-                default: return nil
+                case "data":
+                    var text: [UInt8] = []
+                    guard scanner.value(into: &text), text != Array("null".utf8) else { return nil }
+                    data = text
+                case "attributes":
+                    guard scanner.take(UInt8(ascii: "{")) else { return nil }
+                    if !scanner.take(UInt8(ascii: "}")) {
+                        repeat {
+                            guard let field = scanner.string(), scanner.take(UInt8(ascii: ":")), let text = scanner.string(),
+                                attributes.updateValue(text, forKey: field) == nil
+                            else { return nil }
+                        } while scanner.take(UInt8(ascii: ","))
+                        guard scanner.take(UInt8(ascii: "}")) else { return nil }
+                    }
+                case "max_attempts":
+                    guard let count = scanner.integer() else { return nil }
+                    maxAttempts = count
+                default:
+                    guard let text = scanner.string() else { return nil }
+                    switch name {
+                    case "type": type = text
+                    case "data_base64": dataBase64 = text
+                    case "job_id": jobId = text
+                    case "key": key = text
+                    case "ordering_key": orderingKey = text
+                    case "priority": priority = text
+                    case "timeout": timeout = text
+                    case "delay": delay = text
+                    default: return nil
+                    }
                 }
-            }
+            } while scanner.take(UInt8(ascii: ","))
+            guard scanner.take(UInt8(ascii: "}")) else { return nil }
         }
-    }
-}
-
-extension PublishBody {
-    /// The text of the top-level object's member `name` in `json` (valid JSON), its whitespace
-    /// outside strings left out; nil when the object has no member spelled so (a name written
-    /// with escapes is not found here), or when its value holds a trailing comma.
-    static func compactText(ofMember name: String, in json: [UInt8]) -> [UInt8]? {
-        let key = Array(name.utf8)
-        var depth = 0
-        var index = 0
-        var expectingKey = false
-        var lastString: Range<Int>?
-        while index < json.count {
-            switch json[index] {
-            case UInt8(ascii: "\""):
-                let start = index + 1
-                index = endOfString(json, from: start)
-                lastString = start..<index
-            case UInt8(ascii: "{"):
-                depth += 1
-                expectingKey = depth == 1
-            case UInt8(ascii: "["): depth += 1
-            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
-            case UInt8(ascii: ","): expectingKey = depth == 1
-            case UInt8(ascii: ":") where depth == 1 && expectingKey:
-                expectingKey = false
-                if let found = lastString, json[found].elementsEqual(key) { return compactValue(json, from: index + 1) }
-            default: break
-            }
-            index += 1
-        }
-        return nil
-    }
-
-    /// The index of the `"` that ends the string whose text starts at `start`.
-    private static func endOfString(_ json: [UInt8], from start: Int) -> Int {
-        var index = start
-        while index < json.count && json[index] != UInt8(ascii: "\"") {
-            index += json[index] == UInt8(ascii: "\\") ? 2 : 1
-        }
-        return index
-    }
-
-    /// The value that starts after `start` (whitespace first), without whitespace outside its
-    /// strings; nil when an array or object in it ends after a comma, which Foundation's reader
-    /// lets through (`[1,]`) and which would make the job's payload no JSON for its consumers.
-    private static func compactValue(_ json: [UInt8], from start: Int) -> [UInt8]? {
-        var text: [UInt8] = []
-        var depth = 0
-        var index = start
-        while index < json.count {
-            let byte = json[index]
-            switch byte {
-            case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\n"), UInt8(ascii: "\r"):
-                index += 1
-                continue
-            case UInt8(ascii: "\""):
-                let end = endOfString(json, from: index + 1)
-                text += json[index...min(end, json.count - 1)]
-                index = end + 1
-            case UInt8(ascii: "{"), UInt8(ascii: "["):
-                depth += 1
-                text.append(byte)
-                index += 1
-            case UInt8(ascii: "}"), UInt8(ascii: "]"), UInt8(ascii: ","):
-                if depth == 0 { return text }
-                if byte != UInt8(ascii: ",") {
-                    if text.last == UInt8(ascii: ",") { return nil }
-                    depth -= 1
-                }
-                text.append(byte)
-                index += 1
-            default:
-                text.append(byte)
-                index += 1
-            }
-            if depth == 0 && !text.isEmpty
-                && (byte == UInt8(ascii: "}") || byte == UInt8(ascii: "]") || byte == UInt8(ascii: "\""))
-            {
-                return text
-            }
-        }
-        return text
+        guard let type, scanner.isAtEnd() else { return nil }
+        self.type = type
     }
 }
 
 /// `POST /v1/queues/{queue}/jobs`, the API's busiest route, served without the generated
-/// layers where they only cost time: the body is read once with Foundation's JSON reader
-/// (no `Codable` walk, no generic container for `data` to be encoded again) and the answer is
+/// layers where they only cost time: the body is read once by a strict scanner (``JSONScanner``:
+/// no `Codable` walk, no object tree, no generic container for `data` to be encoded again) and the answer is
 /// written directly, while the same server middlewares run around it (problem answers,
 /// authentication and scopes, rate limits, audit) and the same handler code publishes. A
 /// request this path does not take (a body ``PublishBody/init(json:)`` leaves alone; not JSON;

@@ -11,30 +11,76 @@ import Testing
 @Suite("HTTP API: the publish route's two paths")
 struct PublishRouteTests {
     @Test(
-        "a member's text is found at the top level only and kept as written, whitespace outside strings removed",
+        "the quick reader keeps data's text as written, whitespace outside strings removed, and reads the members it knows",
         arguments: [
             (
-                #"{"type": "t", "data": {"b": [1, {"c": "x, y: }\" z"}], "a" : true }, "k": 1}"#,
+                #"{"type": "t", "data": {"b": [1, {"c": "x, y: }\" z"}], "a" : true }, "job_id": "j"}"#,
                 #"{"b":[1,{"c":"x, y: }\" z"}],"a":true}"#
             ),
-            (#"{"x": {"data": 1}, "data": "s \"q\" {"}"#, #""s \"q\" {""#),
-            (#"{"data":-1.5e3}"#, "-1.5e3"),
-            (#"{"data" : [ ] , "z": null}"#, "[]"),
-            (#"{"note": "data", "data": false}"#, "false"),
+            (#"{"job_id": "data", "data": "s \"q\" {\u00e9\ud83d\ude00", "type": "t"}"#, #""s \"q\" {\u00e9\ud83d\ude00""#),
+            (#"{"type":"t","data":-1.5e3}"#, "-1.5e3"),
+            (#" { "data" : [ ] , "type": "t" } "#, "[]"),
+            (#"{"type": "t", "data": [0, -0.25, 1E+2, false, null, {}, "\u0000"]}"#, #"[0,-0.25,1E+2,false,null,{},"\u0000"]"#),
         ])
-    func compactText(body: String, expected: String) {
-        #expect(PublishBody.compactText(ofMember: "data", in: Array(body.utf8)) == Array(expected.utf8))
+    func quickReader(body: String, expected: String) throws {
+        let read = try #require(PublishBody(json: Array(body.utf8)))
+        #expect(read.type == "t")
+        #expect(read.data == Array(expected.utf8))
+        // The text kept is the same JSON value as the client's.
+        let kept = try JSONSerialization.jsonObject(with: Data(read.data ?? []), options: .fragmentsAllowed) as? NSObject
+        let sent = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+        #expect(kept == sent?["data"] as? NSObject)
+    }
+
+    @Test("the quick reader decodes the strings it reads, and the envelope's members")
+    func quickReaderMembers() throws {
+        let body = #"""
+            {"type": "caf\u00e9 \ud83d\ude00 \"t\"\n", "attributes": {"a\/b": "v\tw", "e": ""}, "max_attempts": 12,
+             "job_id": "j", "key": "k", "ordering_key": "o", "priority": "high", "timeout": "5s", "delay": "1m",
+             "data_base64": "aGk="}
+            """#
+        let read = try #require(PublishBody(json: Array(body.utf8)))
+        #expect(read.type == "caf\u{e9} \u{1F600} \"t\"\n")
+        #expect(read.attributes == ["a/b": "v\tw", "e": ""])
+        #expect(read.maxAttempts == 12 && read.jobId == "j" && read.key == "k" && read.orderingKey == "o")
+        #expect(read.priority == "high" && read.timeout == "5s" && read.delay == "1m" && read.dataBase64 == "aGk=")
+        #expect(read.data == nil)
     }
 
     @Test(
-        "a body without the member, or with it only in a nested object, has no text for it; nor has a value with a trailing comma, which Foundation's reader lets through"
-    )
-    func missingMember() {
-        #expect(PublishBody.compactText(ofMember: "data", in: Array(#"{"x": {"data": 1}, "y": "data"}"#.utf8)) == nil)
-        for lenient in [#"{"data": [1, ]}"#, #"{"data": {"a": 1,}}"#, #"{"data": {"a": [{"b": 2,}]}}"#] {
-            #expect(PublishBody.compactText(ofMember: "data", in: Array(lenient.utf8)) == nil, "\(lenient)")
-        }
-        #expect(PublishBody.compactText(ofMember: "data", in: Array(#"{"data": ",]", "t": 1,}"#.utf8)) == Array(#"",]""#.utf8))
+        "the quick reader leaves to the generated decoder every body that is not strict JSON or not a plain envelope",
+        arguments: [
+            // Not JSON, though Foundation's reader lets some through.
+            #"{"type": "t", "data": [1, ]}"#, #"{"type": "t", "data": {"a": 1,}}"#, #"{"type": "t",}"#,
+            #"{"type": "t", "data": {"a": [{"b": 2,}]}}"#, #"{"type": "t", "data": 01}"#, #"{"type": "t", "data": 1.}"#,
+            #"{"type": "t", "data": .5}"#, #"{"type": "t", "data": -}"#, #"{"type": "t", "data": 1e}"#,
+            #"{"type": "t", "data": NaN}"#, #"{"type": "t", "data": tru}"#, #"{"type": "t", "data": "a\x"}"#,
+            #"{"type": "t", "data": "\ud800"}"#, #"{"type": "t", "data": "\udc00"}"#, #"{"type": "t", "data": "\u12"}"#,
+            "{\"type\": \"t\", \"data\": \"a\u{1}b\"}", "{\"type\": \"a\tb\"}", #"{"type": "t"} x"#,
+            #"{"type": "t""#, #"{"type": "t", "data": [1, 2"#, #"{"type": 't'}"#, #"{type: "t"}"#, #"["t"]"#, "",
+            // JSON the generated decoder answers: nulls, wrong types, unknown or repeated members.
+            #"{"data": 1}"#, #"{"type": null}"#, #"{"type": "t", "data": null}"#, #"{"type": 7}"#,
+            #"{"type": "t", "max_attempts": 3.0}"#, #"{"type": "t", "max_attempts": "3"}"#,
+            #"{"type": "t", "max_attempts": true}"#, #"{"type": "t", "attributes": {"k": 1}}"#,
+            #"{"type": "t", "attributes": {"k": "a", "k": "b"}}"#, #"{"type": "t", "type": "u"}"#,
+            #"{"type": "t", "extra": 1}"#, #"{"type": "t", "deliver_at": "2026-01-01T00:00:00Z"}"#,
+        ])
+    func quickReaderRefuses(body: String) {
+        #expect(PublishBody(json: Array(body.utf8)) == nil)
+    }
+
+    @Test("the quick reader refuses bytes that are not UTF-8 and values nested past its depth")
+    func quickReaderRefusesBytes() {
+        #expect(PublishBody(json: Array(#"{"type": ""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)) == nil)
+        #expect(PublishBody(json: Array(#"{"type": "t", "data": ""#.utf8) + [0xFF] + Array(#""}"#.utf8)) == nil)
+        let deep =
+            String(repeating: "[", count: JSONScanner.maximumDepth + 1)
+            + String(repeating: "]", count: JSONScanner.maximumDepth + 1)
+        #expect(PublishBody(json: Array(#"{"type": "t", "data": \#(deep)}"#.utf8)) == nil)
+        let deepest =
+            String(repeating: "[", count: JSONScanner.maximumDepth)
+            + String(repeating: "]", count: JSONScanner.maximumDepth)
+        #expect(PublishBody(json: Array(#"{"type": "t", "data": \#(deepest)}"#.utf8))?.data == Array(deepest.utf8))
     }
 
     @Test(
