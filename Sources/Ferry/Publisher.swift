@@ -59,6 +59,8 @@ public final class Publisher: Sendable {
     /// after a second, so a change (`ferry queue set`, `ferry queue events on`) reaches every
     /// publisher within one.
     private let settingsRead = Mutex<(value: PublishSettings, at: ContinuousClock.Instant)?>(nil)
+    /// Whether this publisher has listed its queue in ``QueueRegistry``.
+    private let registered = Atomic(false)
 
     /// What decides how a batch is published.
     struct PublishSettings: Sendable {
@@ -79,8 +81,6 @@ public final class Publisher: Sendable {
     func settings() async throws(FerryError) -> PublishSettings {
         let read = settingsRead.withLock { $0 }
         if let read, ContinuousClock.now - read.at < .seconds(1) { return read.value }
-        // The first publish lists the queue among the Redis's queues (QueueRegistry).
-        if read == nil { try await QueueRegistry.register(queue, connection: connection) }
         let value = PublishSettings(
             bounds: try await QueueSettings(queue: queue, connection: connection).bounds(),
             eventsOn: try await QueueEvents(queue: queue, connection: connection).isEnabled())
@@ -314,6 +314,13 @@ public final class Publisher: Sendable {
                 receipts.append(try receipt(for: job, command: command, reply: reply))
             }
             start += chunk.count
+        }
+        // The first publish lists the queue among the Redis's queues (QueueRegistry), once its
+        // stream exists: a listing that prunes names without a stream never sees this one
+        // registered and streamless, and removes it while its first jobs are on their way.
+        if !registered.load(ordering: .relaxed) {
+            try await QueueRegistry.register(queue, connection: connection)
+            registered.store(true, ordering: .relaxed)
         }
         try await enforceRetentionIfDue()
         return receipts

@@ -25,9 +25,6 @@ public enum QueueFormat {
             RedisCommand("HGET", [.string(meta), "format"]),
         ])
         if let failed = replies.lazy.compactMap(\.errorMessage).first { throw RedisError.server(failed, command: "HSETNX") }
-        // Listed among the Redis's queues from the worker's start (QueueRegistry).
-        let registered = try await connection.send(QueueRegistry.adding([queue.rawValue]))
-        if let failed = registered.errorMessage { throw RedisError.server(failed, command: "SADD") }
         let found = replies[1].string.flatMap { Int($0) } ?? 0
         guard (1..<current).contains(found) else { return found }
         let raised = try await connection.send(RedisCommand("HSET", [.string(meta), "format", .integer(Int64(current))]))

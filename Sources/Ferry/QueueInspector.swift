@@ -132,9 +132,14 @@ public struct QueueInspector: Sendable {
                 gone.append(name)
                 continue
             }
-            // A queue's keys share its hash slot: one EXISTS asks for both.
+            // A queue's keys share its hash slot: one EXISTS asks for them all. The job stream
+            // is asked again: one made since the SCAN began (a worker lists its queue before its
+            // group makes the stream) may not be in its answer.
             let keys = QueueKeys(queue: queue)
-            let exists = try await send(RedisCommand("EXISTS", [.string(keys.deadLetter), .string(keys.scheduled)])).integer ?? 0
+            let exists =
+                try await send(
+                    RedisCommand("EXISTS", [.string(keys.jobs), .string(keys.deadLetter), .string(keys.scheduled)])
+                ).integer ?? 0
             if exists > 0 { names.insert(name) } else { gone.append(name) }
         }
         try await QueueRegistry.remove(gone, connection: connection)

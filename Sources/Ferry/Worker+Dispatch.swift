@@ -96,6 +96,10 @@ extension Worker {
                         RedisCommand(
                             "XGROUP CREATECONSUMER",
                             [.string(keys.jobs), .string(configuration.group), .string(configuration.consumer)]))
+                    // Listed among the Redis's queues (QueueRegistry) from the worker's start,
+                    // once its stream exists, as a publisher lists it: a listing that prunes
+                    // names without a stream never sees this one registered and streamless.
+                    try await control.send(QueueRegistry.adding([queue.rawValue]))
                     groupReady = true
                     groupExisted = true
                     // A worker started on a paused or limited queue must not take a batch before it knows.

@@ -84,4 +84,46 @@ extension WorkerTests {
         #expect(try await !inspector.queues(discover: true).contains(raw))
         #expect(try await !registered(raw.rawValue), "a queue with no keys left leaves the registry")
     }
+
+    @Test(
+        "a queue is registered only once its job stream exists, by a first publish and by a worker's start, so a discovering listing, which prunes registered names without keys, never removes one on its way"
+    )
+    func registeredOnlyWithItsStream() async throws {
+        let setup = try await Setup("registry-order")
+        // Watches a new queue until it is registered, each time reading the registry and the
+        // stream in one step (MULTI), and says whether it was ever registered without its stream.
+        func registeredWithoutStream(_ queue: QueueName) async throws -> Bool {
+            let watcher = RedisConnection(configuration: setup.redisConfiguration)
+            let deadline = ContinuousClock.now + .seconds(30)
+            var seen: [Int64] = []
+            while seen.first != 1 && ContinuousClock.now < deadline {
+                let replies = try await watcher.pipeline([
+                    RedisCommand("MULTI", []),
+                    RedisCommand("SISMEMBER", [.string(QueueRegistry.key), .string(queue.rawValue)]),
+                    RedisCommand("EXISTS", [.string(QueueKeys(queue: queue).jobs)]), RedisCommand("EXEC", []),
+                ])
+                seen = replies[3].array?.compactMap(\.integer) ?? []
+            }
+            await watcher.close()
+            #expect(seen.first == 1, "\(queue) was never registered")
+            return seen == [1, 0]
+        }
+        for _ in 0..<20 {
+            let queue = try QueueName(uniqueName("registry-order"))
+            let publishing = Task {
+                let connection = RedisConnection(configuration: setup.redisConfiguration)
+                _ = try await Publisher(queue: queue, connection: connection).publish(JobMessage(type: "t"))
+                await connection.close()
+            }
+            #expect(try await !registeredWithoutStream(queue), "a first publish registered \(queue) before its stream existed")
+            try await publishing.value
+            _ = try await setup.redis.send(RedisCommand("DEL", [.string(QueueKeys(queue: queue).jobs)]))
+        }
+        let workerQueue = try await TestQueue("registry-order-worker")
+        let worker = workerQueue.worker([:])
+        let working = Task { try await worker.run() }
+        #expect(try await !registeredWithoutStream(workerQueue.queue), "a worker registered its queue before its stream existed")
+        worker.stop()
+        try await working.value
+    }
 }
