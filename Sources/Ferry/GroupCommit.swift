@@ -7,7 +7,20 @@ import Synchronization
 /// ``ControlChannel/writes``); ``SharedPublisher`` for concurrent callers' jobs; the HTTP API for
 /// the checks of its requests' idempotency keys.
 public final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
-    private typealias Waiting = (item: Item, then: (@Sendable (Outcome) -> Void)?)
+    private typealias Waiting = (item: Item, then: Waiter)
+    /// Who learns an item's outcome: a task suspended in ``submit(_:)`` (resumed directly, with
+    /// no closure made for it), or an ``enqueue(_:then:)`` caller's callback, if any.
+    private enum Waiter {
+        case task(CheckedContinuation<Outcome, Never>)
+        case callback((@Sendable (Outcome) -> Void)?)
+
+        func resume(returning outcome: Outcome) {
+            switch self {
+            case .task(let continuation): continuation.resume(returning: outcome)
+            case .callback(let then): then?(outcome)
+            }
+        }
+    }
     private struct State {
         var waiting: [Waiting] = []
         var flushing = false
@@ -29,7 +42,7 @@ public final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
 
     /// Waits until the item's batch is flushed and returns its outcome.
     public func submit(_ item: Item) async -> Outcome {
-        await withCheckedContinuation { done in enqueue(item) { done.resume(returning: $0) } }
+        await withCheckedContinuation { done in add((item, .task(done))) }
     }
 
     /// Adds the item to the next batch without waiting for it. Batches are flushed in order, so
@@ -39,8 +52,12 @@ public final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
     ///   that flushed it, so it must be quick): a caller that need not wait learns the outcome
     ///   without a task of its own sleeping on it.
     func enqueue(_ item: Item, then: (@Sendable (Outcome) -> Void)? = nil) {
+        add((item, .callback(then)))
+    }
+
+    private func add(_ waiting: Waiting) {
         let startsFlush = state.withLock { state -> Bool in
-            state.waiting.append((item, then))
+            state.waiting.append(waiting)
             if state.flushing { return false }
             state.flushing = true
             return true
@@ -64,7 +81,7 @@ public final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
             }
             let outcomes = await flush(batch.map(\.item))
             for (waiting, outcome) in zip(batch, outcomes) {
-                waiting.then?(outcome)
+                waiting.then.resume(returning: outcome)
             }
         }
     }

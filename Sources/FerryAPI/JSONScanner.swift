@@ -100,7 +100,9 @@ struct JSONScanner {
     /// The value that comes next (after whitespace), checked and appended to `text` as it is
     /// written but for the whitespace outside its strings; false when it is not valid JSON.
     mutating func value(into text: inout [UInt8]) -> Bool {
-        value(into: &text, depth: 0)
+        // At most the rest of the text: one allocation, where growing would make several.
+        text.reserveCapacity(text.count + bytes.count - index)
+        return value(into: &text, depth: 0)
     }
 
     private mutating func value(into text: inout [UInt8], depth: Int) -> Bool {

@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import OpenAPIHummingbird
 import OpenAPIRuntime
+import Synchronization
 
 /// A publish request's body as the handlers use it, whichever way it was read: from the
 /// generated `NewJob`, or straight from the request's JSON by ``PublishRoute``.
@@ -111,9 +112,61 @@ struct PublishRoute: Sendable {
     typealias Generated = @Sendable (HTTPRequest, HTTPBody?, ServerRequestMetadata) async throws -> (HTTPResponse, HTTPBody?)
 
     let handlers: APIHandlers
-    /// The server middlewares the generated handler runs in, the first outermost.
-    let middlewares: [any ServerMiddleware]
     let generated: Generated
+    /// The server middlewares around the quick path's publish, built once: a request's own
+    /// part (its body and key) reaches the innermost step as ``Call/current``.
+    private let chain: Generated
+
+    /// - Parameter middlewares: the server middlewares the generated handler runs in, the first
+    ///   outermost.
+    init(handlers: APIHandlers, middlewares: [any ServerMiddleware], generated: @escaping Generated) {
+        self.handlers = handlers
+        self.generated = generated
+        let publish: Generated = { _, _, metadata in
+            guard let call = Call.current else { throw APIProblem(.internal, "a quick publish ran without its request") }
+            return try await call.publish(metadata: metadata, handlers: handlers)
+        }
+        chain = middlewares.reversed().reduce(publish) { next, middleware in
+            { try await middleware.intercept($0, body: $1, metadata: $2, operationID: "publishJob", next: next) }
+        }
+    }
+
+    /// One request on the quick path: what its publish needs, and the answer's bytes, which the
+    /// publish leaves here rather than in an `HTTPBody` that would be collected again.
+    private final class Call: Sendable {
+        @TaskLocal static var current: Call?
+
+        let body: PublishBody
+        let idempotencyKey: String?
+        let fingerprint: String
+        /// The `Accepted` answer's JSON, once the publish has made it.
+        let answer = Mutex<[UInt8]?>(nil)
+
+        init(body: PublishBody, idempotencyKey: String?, fingerprint: String) {
+            self.body = body
+            self.idempotencyKey = idempotencyKey
+            self.fingerprint = fingerprint
+        }
+
+        /// The innermost step: publishes the job, answers 202 with no body (the bytes are in
+        /// ``answer``) or throws for the problem middleware to answer.
+        func publish(metadata: ServerRequestMetadata, handlers: APIHandlers) async throws -> (HTTPResponse, HTTPBody?) {
+            let queue = try handlers.queueName(metadata.pathParameters["queue"].map(APIHandlers.percentDecoded) ?? "")
+            var job = try APIHandlers.callersKey(APIHandlers.message(from: body))
+            if let idempotencyKey {
+                job.idempotencyKey = idempotencyKey
+                try await handlers.checkSameRequest(fingerprint: fingerprint, idempotencyKey: idempotencyKey, queue: queue)
+            }
+            let accepted = try await handlers.publish(job, queue: queue)
+            var fields = HTTPFields()
+            fields.reserveCapacity(3)
+            fields.append(HTTPField(name: .contentType, value: "application/json; charset=utf-8"))
+            fields.append(HTTPField(name: .location, value: accepted.statusUrl))
+            if accepted.duplicate { fields.append(HTTPField(name: .idempotentReplayed, value: "true")) }
+            answer.withLock { $0 = PublishRoute.json(accepted) }
+            return (HTTPResponse(status: .accepted, headerFields: fields), nil)
+        }
+    }
 
     func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
         var request = request
@@ -127,25 +180,13 @@ struct PublishRoute: Sendable {
             let (head, answer) = try await generated(request.head, HTTPBody(bytes), metadata)
             return Response(status: head.status, headers: head.headerFields, body: try await Self.body(answer))
         }
-        let publish: Generated = { _, _, metadata in
-            let queue = try handlers.queueName(
-                metadata.pathParameters["queue"].map(APIHandlers.percentDecoded) ?? "")
-            var job = try APIHandlers.callersKey(APIHandlers.message(from: body))
-            if let idempotencyKey {
-                job.idempotencyKey = idempotencyKey
-                try await handlers.checkSameRequest(fingerprint: fingerprint, idempotencyKey: idempotencyKey, queue: queue)
-            }
-            let accepted = try await handlers.publish(job, queue: queue)
-            var head = HTTPResponse(status: .accepted)
-            head.headerFields[.contentType] = "application/json; charset=utf-8"
-            head.headerFields[.location] = accepted.statusUrl
-            if accepted.duplicate { head.headerFields[.idempotentReplayed] = "true" }
-            return (head, HTTPBody(Self.json(accepted)))
+        let call = Call(body: body, idempotencyKey: idempotencyKey, fingerprint: fingerprint)
+        let (head, answer) = try await Call.$current.withValue(call) { try await chain(request.head, nil, metadata) }
+        // The publish's own answer comes without a body, its bytes in the call; every other
+        // answer (a problem from a middleware) has its body.
+        if answer == nil, let bytes = call.answer.withLock({ $0 }) {
+            return Response(status: head.status, headers: head.headerFields, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         }
-        let chain = middlewares.reversed().reduce(publish) { next, middleware in
-            { try await middleware.intercept($0, body: $1, metadata: $2, operationID: "publishJob", next: next) }
-        }
-        let (head, answer) = try await chain(request.head, nil, metadata)
         return Response(status: head.status, headers: head.headerFields, body: try await Self.body(answer))
     }
 
@@ -167,13 +208,16 @@ struct PublishRoute: Sendable {
 
     /// The answer as the document's `Accepted` (a test compares it with the generated encoding).
     static func json(_ accepted: Components.Schemas.Accepted) -> [UInt8] {
-        var json = Array(#"{"job_id":"#.utf8)
+        var json: [UInt8] = []
+        // Room for the text and a few escapes: one allocation.
+        json.reserveCapacity(80 + accepted.jobId.utf8.count + accepted.statusUrl.utf8.count)
+        json.append(contentsOf: #"{"job_id":"#.utf8)
         JSONText.appendString(accepted.jobId, to: &json)
-        json += Array(#","state":"#.utf8)
+        json.append(contentsOf: #","state":"#.utf8)
         JSONText.appendString(accepted.state.rawValue, to: &json)
-        json += Array(#","status_url":"#.utf8)
+        json.append(contentsOf: #","status_url":"#.utf8)
         JSONText.appendString(accepted.statusUrl, to: &json)
-        json += Array((accepted.duplicate ? #","duplicate":true}"# : #","duplicate":false}"#).utf8)
+        json.append(contentsOf: (accepted.duplicate ? #","duplicate":true}"# : #","duplicate":false}"#).utf8)
         return json
     }
 
