@@ -417,7 +417,8 @@ public final class Publisher: Sendable {
                 keys: [.string(keys.jobs), .string(keys.publishDedup(idempotencyKey: idempotencyKey))],
                 arguments: [.integer(configuration.dedupWindow.milliseconds), .string(job.jobID ?? "")])
         } else {
-            command = RedisCommand("XADD", reservingCapacity: job.data.count + 160)
+            // Room for the entry's usual fields too (about 200 bytes of RESP): one allocation.
+            command = RedisCommand("XADD", reservingCapacity: job.data.count + job.type.utf8.count + 256)
             command.append(keys.jobs)
             command.append("*")
         }

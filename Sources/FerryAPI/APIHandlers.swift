@@ -203,7 +203,15 @@ struct APIHandlers: APIProtocol {
     }
 
     static func statusURL(_ queue: QueueName, _ jobID: String) -> String {
-        "/v1/queues/\(pathComponent(queue.rawValue))/jobs/\(pathComponent(jobID))"
+        let queue = pathComponent(queue.rawValue)
+        let job = pathComponent(jobID)
+        // Every publish answers with one: the text in one allocation, not one per part.
+        var url = "/v1/queues/"
+        url.reserveCapacity(17 + queue.utf8.count + job.utf8.count)
+        url += queue
+        url += "/jobs/"
+        url += job
+        return url
     }
 
     static func pathComponent(_ text: String) -> String {

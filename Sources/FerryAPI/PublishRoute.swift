@@ -40,6 +40,12 @@ struct PublishBody: Sendable {
         deliverAt = body.deliverAt
     }
 
+    /// The members ``init(json:)`` reads.
+    private static let members = [
+        "type", "data", "attributes", "max_attempts", "data_base64", "job_id", "key", "ordering_key", "priority", "timeout",
+        "delay",
+    ]
+
     /// The body read straight from its JSON, or nil for anything this reader leaves to the
     /// generated decoder, which answers it as the API document says (a field of the wrong type,
     /// one it does not know or twice, a `null`, `deliver_at`'s date, a number with a fraction
@@ -48,13 +54,15 @@ struct PublishBody: Sendable {
     init?(json bytes: [UInt8]) {
         var scanner = JSONScanner(bytes)
         var type: String?
-        var seen: Set<String> = []
+        var seen: UInt16 = 0
         guard scanner.take(UInt8(ascii: "{")) else { return nil }
         if !scanner.take(UInt8(ascii: "}")) {
             repeat {
-                guard let name = scanner.string(), scanner.take(UInt8(ascii: ":")), seen.insert(name).inserted else {
-                    return nil
-                }
+                // A member the envelope does not know, or one given twice, is the generated decoder's.
+                guard let name = scanner.string(), scanner.take(UInt8(ascii: ":")),
+                    let bit = Self.members.firstIndex(of: name).map({ UInt16(1) << $0 }), seen & bit == 0
+                else { return nil }
+                seen |= bit
                 switch name {
                 case "data":
                     var text: [UInt8] = []
@@ -172,7 +180,7 @@ struct PublishRoute: Sendable {
         var request = request
         let bytes = Array(buffer: try await request.collectBody(upTo: .max))
         let metadata = ServerRequestMetadata(pathParameters: ["queue": Substring(context.parameters.get("queue") ?? "")])
-        let isJSON = request.headers[.contentType].map { $0.lowercased().hasPrefix("application/json") } ?? false
+        let isJSON = request.headers[.contentType].map(Self.isJSON) ?? false
         let idempotencyKey = request.headers[.idempotencyKey]
         guard isJSON, idempotencyKey.map(Self.needsNoDecoding) ?? true, let body = PublishBody(json: bytes),
             let fingerprint = try Self.fingerprint(of: bytes, idempotencyKey: idempotencyKey)
@@ -197,6 +205,17 @@ struct PublishRoute: Sendable {
         guard idempotencyKey != nil else { return "" }
         guard let body = try? JSONDecoder().decode(Components.Schemas.NewJob.self, from: Data(bytes)) else { return nil }
         return try RequestFingerprints.fingerprint(of: body)
+    }
+
+    /// Whether a `Content-Type` names JSON (`application/json`, in any case, with parameters or
+    /// not), compared byte by byte rather than lowercased into a new string.
+    static func isJSON(_ contentType: String) -> Bool {
+        let expected = "application/json".utf8
+        let given = contentType.utf8
+        return given.count >= expected.count
+            && zip(given, expected).allSatisfy { byte, wanted in
+                (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte) ? byte | 0x20 == wanted : byte == wanted
+            }
     }
 
     /// Whether a header value reads the same undecoded: the generated handler reads an

@@ -69,6 +69,16 @@ struct PublishRouteTests {
         #expect(PublishBody(json: Array(body.utf8)) == nil)
     }
 
+    @Test(
+        "a Content-Type names JSON in any case, with parameters or not",
+        arguments: [
+            ("application/json", true), ("Application/JSON; charset=utf-8", true), ("APPLICATION/json", true),
+            ("application/js", false), ("text/json", false), ("", false), ("application/xml", false),
+        ])
+    func contentTypeIsJSON(value: String, expected: Bool) {
+        #expect(PublishRoute.isJSON(value) == expected)
+    }
+
     @Test("the quick reader refuses bytes that are not UTF-8 and values nested past its depth")
     func quickReaderRefusesBytes() {
         #expect(PublishBody(json: Array(#"{"type": ""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)) == nil)
