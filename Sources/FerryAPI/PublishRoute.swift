@@ -66,7 +66,7 @@ struct PublishBody: Sendable {
                 switch name {
                 case "data":
                     var text: [UInt8] = []
-                    guard scanner.value(into: &text), text != Array("null".utf8) else { return nil }
+                    guard scanner.value(into: &text), !text.elementsEqual("null".utf8) else { return nil }
                     data = text
                 case "attributes":
                     guard scanner.take(UInt8(ascii: "{")) else { return nil }
