@@ -107,27 +107,27 @@ extension Date {
         let (year, month, day) = Self.civilDate(daysSince1970: days)
         guard (0...9999).contains(year) else { return Self.rfc3339Style.format(self) }
         let ofDay = Int(milliseconds - days * dayLength)
-        var text: [UInt8] = []
-        text.reserveCapacity(24)
-        func append(_ value: Int, digits: Int, then separator: Character?) {
-            var divisor = 1
-            for _ in 1..<digits { divisor *= 10 }
-            var rest = value
-            while divisor > 0 {
-                text.append(UInt8(ascii: "0") + UInt8(rest / divisor))
-                rest %= divisor
-                divisor /= 10
+        // Written straight into the string's storage: one allocation (a log line's time is this).
+        return String(unsafeUninitializedCapacity: 24) { text in
+            var at = 0
+            func append(_ value: Int, digits: Int, then separator: UInt8) {
+                var rest = value
+                for place in stride(from: at + digits - 1, through: at, by: -1) {
+                    text[place] = UInt8(ascii: "0") + UInt8(rest % 10)
+                    rest /= 10
+                }
+                text[at + digits] = separator
+                at += digits + 1
             }
-            if let separator { text.append(separator.asciiValue ?? 0) }
+            append(Int(year), digits: 4, then: UInt8(ascii: "-"))
+            append(month, digits: 2, then: UInt8(ascii: "-"))
+            append(day, digits: 2, then: UInt8(ascii: "T"))
+            append(ofDay / 3_600_000, digits: 2, then: UInt8(ascii: ":"))
+            append(ofDay / 60_000 % 60, digits: 2, then: UInt8(ascii: ":"))
+            append(ofDay / 1000 % 60, digits: 2, then: UInt8(ascii: "."))
+            append(ofDay % 1000, digits: 3, then: UInt8(ascii: "Z"))
+            return at
         }
-        append(Int(year), digits: 4, then: "-")
-        append(month, digits: 2, then: "-")
-        append(day, digits: 2, then: "T")
-        append(ofDay / 3_600_000, digits: 2, then: ":")
-        append(ofDay / 60_000 % 60, digits: 2, then: ":")
-        append(ofDay / 1000 % 60, digits: 2, then: ".")
-        append(ofDay % 1000, digits: 3, then: "Z")
-        return String(decoding: text, as: UTF8.self)
     }
 
     /// Year, month and day of the proleptic Gregorian calendar for a count of days since
