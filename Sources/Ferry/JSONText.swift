@@ -6,14 +6,27 @@ public enum JSONText {
     /// and control characters (`\n`, `\r`, `\t`, others as `\u00XX`). Everything else, slashes
     /// and non-ASCII included, is copied as UTF-8.
     public static func appendString(_ text: String, to json: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { appendString(utf8: $0, to: &json) }
+    }
+
+    /// ``appendString(_:to:)`` for a part of a string (a log field's name without its prefix).
+    public static func appendString(_ text: Substring, to json: inout [UInt8]) {
+        var text = text
+        text.withUTF8 { appendString(utf8: $0, to: &json) }
+    }
+
+    /// Scans the UTF-8 bytes in place and copies the runs between escapes whole: through
+    /// `String.UTF8View`'s iterator, this was the largest of a logging worker's own symbols in a
+    /// profile (docs/design.md, "A log line's cost").
+    private static func appendString(utf8 bytes: UnsafeBufferPointer<UInt8>, to json: inout [UInt8]) {
         json.append(UInt8(ascii: "\""))
-        // Most text needs no escape: copied whole.
-        if text.utf8.allSatisfy({ $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") }) {
-            json.append(contentsOf: text.utf8)
-            json.append(UInt8(ascii: "\""))
-            return
-        }
-        for byte in text.utf8 {
+        var runStart = 0
+        for index in bytes.indices {
+            let byte = bytes[index]
+            guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+            json.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
+            runStart = index + 1
             switch byte {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"):
                 json.append(UInt8(ascii: "\\"))
@@ -21,15 +34,28 @@ public enum JSONText {
             case UInt8(ascii: "\n"): json.append(contentsOf: #"\n"#.utf8)
             case UInt8(ascii: "\r"): json.append(contentsOf: #"\r"#.utf8)
             case UInt8(ascii: "\t"): json.append(contentsOf: #"\t"#.utf8)
-            case 0..<0x20:
+            default:
                 json.append(contentsOf: #"\u00"#.utf8)
                 json.append(hexDigits[Int(byte >> 4)])
                 json.append(hexDigits[Int(byte & 0xf)])
-            default:
-                json.append(byte)
             }
         }
+        json.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart...]))
         json.append(UInt8(ascii: "\""))
+    }
+
+    /// Appends `value` as a JSON number when it is a decimal integer (canonically: `"007"` as
+    /// `7`), else as a JSON string: what log processors compare as numbers.
+    public static func appendNumberOrString(_ value: String, to json: inout [UInt8]) {
+        // Most values are not numbers: the first byte says so before any parse.
+        if let first = value.utf8.first,
+            first == UInt8(ascii: "-") || first == UInt8(ascii: "+") || (0x30...0x39).contains(first),
+            let number = Int64(value)
+        {
+            json.append(contentsOf: String(number).utf8)
+        } else {
+            appendString(value, to: &json)
+        }
     }
 
     /// Appends a JSON object of string values, keys sorted so equal objects give equal bytes
@@ -53,8 +79,8 @@ public enum JSONText {
             if index > 0 { json.append(UInt8(ascii: ",")) }
             appendString(name, to: &json)
             json.append(UInt8(ascii: ":"))
-            if integersAsNumbers, let number = Int64(value) {
-                json.append(contentsOf: String(number).utf8)
+            if integersAsNumbers {
+                appendNumberOrString(value, to: &json)
             } else {
                 appendString(value, to: &json)
             }

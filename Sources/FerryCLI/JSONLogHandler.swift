@@ -29,28 +29,28 @@ struct JSONLogHandler: LogHandler {
     /// dictionary, and the line goes to the file descriptor with one `write`, not through `Data`
     /// and `FileHandle`: a profile of a logging worker had this function at a fifth of its CPU.
     func log(event: LogEvent) {
-        // Reserved before the first field: a literal would allocate, and the reservation again.
-        var fields: [(key: String, value: String)] = []
+        // The fields in one array, each ranked by where it came from so that a later source
+        // wins a name (the event's metadata over the handler's over ts, level and event), then
+        // sorted by name and rank: no dictionary lookups and no search per field, and names cut
+        // from their `ferry.` prefix in UTF-8, not by `Character` (both showed in a profile).
+        var fields: [LogField] = []
         fields.reserveCapacity(3 + (event.metadata?.count ?? 0) + metadata.count)
-        fields.append(("ts", Date().rfc3339))
-        fields.append(("level", event.level.rawValue))
-        fields.append(("event", event.message.description))
-        func add(_ key: String, _ value: Logger.MetadataValue) {
-            let name = key.hasPrefix("ferry.") ? String(key.dropFirst("ferry.".count)) : key
-            let text = value.description
-            if let at = fields.firstIndex(where: { $0.key == name }) {
-                fields[at].value = text
-            } else {
-                fields.append((name, text))
-            }
-        }
-        for (key, value) in metadata where event.metadata?[key] == nil { add(key, value) }
-        for (key, value) in event.metadata ?? [:] { add(key, value) }
-        fields.sort { $0.key < $1.key }
+        fields.append(LogField(name: "ts", value: Date().rfc3339, rank: 0))
+        fields.append(LogField(name: "level", value: event.level.rawValue, rank: 0))
+        fields.append(LogField(name: "event", value: event.message.description, rank: 0))
+        for (key, value) in metadata { fields.append(LogField(key: key, value: value, rank: 1)) }
+        for (key, value) in event.metadata ?? [:] { fields.append(LogField(key: key, value: value, rank: 2)) }
+        fields.sort { $0.precedes($1) }
         var line: [UInt8] = []
         line.reserveCapacity(512)
-        JSONText.appendObject(fields, integersAsNumbers: true, to: &line)
-        line.append(UInt8(ascii: "\n"))
+        line.append(UInt8(ascii: "{"))
+        for (index, field) in fields.enumerated() where index + 1 == fields.count || !fields[index + 1].hasName(of: field) {
+            if line.count > 1 { line.append(UInt8(ascii: ",")) }
+            JSONText.appendString(field.name, to: &line)
+            line.append(UInt8(ascii: ":"))
+            JSONText.appendNumberOrString(field.value, to: &line)
+        }
+        line.append(contentsOf: "}\n".utf8)
         let descriptor = output.fileDescriptor
         Self.writing.withLock { _ in
             line.withUnsafeBytes { bytes in
@@ -67,5 +67,49 @@ struct JSONLogHandler: LogHandler {
                 }
             }
         }
+    }
+}
+
+/// One field of a log line: its name (a metadata key without its `ferry.` prefix), its value as
+/// text, and the rank of where it came from (a higher rank wins a name).
+private struct LogField {
+    let name: Substring
+    let value: String
+    let rank: Int
+    /// The name's first eight bytes, big-endian, zero-padded: names compare as integers, and as
+    /// strings only when these are equal (`Substring` comparison led a profile of a logging worker).
+    let order: UInt64
+
+    init(name: Substring, value: String, rank: Int) {
+        self.name = name
+        self.value = value
+        self.rank = rank
+        var name = name
+        self.order = name.withUTF8 { bytes in
+            var order: UInt64 = 0
+            for at in 0..<8 { order = order << 8 | UInt64(at < bytes.count ? bytes[at] : 0) }
+            return order
+        }
+    }
+
+    init(key: String, value: Logger.MetadataValue, rank: Int) {
+        var key = key
+        let prefixed = key.withUTF8 { $0.count >= 6 && $0[5] == UInt8(ascii: ".") && $0.starts(with: "ferry.".utf8) }
+        let name = prefixed ? Substring(key.utf8.dropFirst(6)) : Substring(key)
+        let text: String
+        if case .string(let string) = value { text = string } else { text = value.description }
+        self.init(name: name, value: text, rank: rank)
+    }
+
+    /// Whether this field sorts before `other`: by name in UTF-8 byte order, then by rank.
+    func precedes(_ other: LogField) -> Bool {
+        if order != other.order { return order < other.order }
+        if !hasName(of: other) { return name.utf8.lexicographicallyPrecedes(other.name.utf8) }
+        return rank < other.rank
+    }
+
+    /// Whether `other` has this field's name.
+    func hasName(of other: LogField) -> Bool {
+        order == other.order && (name.utf8.count <= 8 && other.name.utf8.count <= 8 || name == other.name)
     }
 }

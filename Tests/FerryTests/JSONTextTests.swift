@@ -24,6 +24,21 @@ struct JSONTextTests {
         JSONText.appendObject(["z": "1", "a": "b\"c"], to: &json)
         #expect(String(decoding: json, as: UTF8.self) == #"{"a":"b\"c","z":"1"}"#)
     }
+
+    @Test("a value is a number when it is a decimal integer, written canonically; anything else stays a string")
+    func numbersOrStrings() {
+        func written(_ value: String) -> String {
+            var json: [UInt8] = []
+            JSONText.appendNumberOrString(value, to: &json)
+            return String(decoding: json, as: UTF8.self)
+        }
+        #expect(written("007") == "7" && written("-12") == "-12" && written("+5") == "5" && written("-0") == "0")
+        #expect(written("1.5") == #""1.5""# && written("12a") == #""12a""# && written("") == #""""#)
+        #expect(written("99999999999999999999") == #""99999999999999999999""#, "past Int64: text, not a rounded number")
+        var json: [UInt8] = []
+        JSONText.appendString("ferry.a\"b".dropFirst(6), to: &json)
+        #expect(String(decoding: json, as: UTF8.self) == #""a\"b""#, "a substring is written from its own bytes")
+    }
 }
 
 @Suite("Hex text")
