@@ -108,8 +108,10 @@ private struct LogField {
         return rank < other.rank
     }
 
-    /// Whether `other` has this field's name.
+    /// Whether `other` has this field's name, byte for byte.
     func hasName(of other: LogField) -> Bool {
-        order == other.order && (name.utf8.count <= 8 && other.name.utf8.count <= 8 || name == other.name)
+        let count = name.utf8.count
+        return order == other.order && count == other.name.utf8.count
+            && (count <= 8 || name.utf8.elementsEqual(other.name.utf8))
     }
 }

@@ -19,6 +19,8 @@ struct JSONLogHandlerTests {
         handler[metadataKey: "ferry.job_id"] = "from-the-logger"
         handler[metadataKey: "trace.traceparent"] = "00-abc-01"
         handler[metadataKey: "ferry.level"] = "not the level"
+        handler[metadataKey: "a\u{0}"] = "a name that differs from the next only past its end"
+        handler[metadataKey: "a"] = "another field"
         handler.log(
             event: LogEvent(
                 level: .info, message: "job_completed",
@@ -31,7 +33,7 @@ struct JSONLogHandlerTests {
         let ts = try #require(line.firstMatch(of: /"ts":"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z)"/)?.1, "\(line)")
         #expect(
             line
-                == #"{"attempt":-2,"event":"job_completed","job_id":"from-the-event","latency_ms":7,"level":"not the level","#
+                == #"{"a":"another field","a\u0000":"a name that differs from the next only past its end","attempt":-2,"event":"job_completed","job_id":"from-the-event","latency_ms":7,"level":"not the level","#
                 + #""note":"a \"quoted\" \\ line\nnext\u0001 naïve ☃","queue":"emails","ratio":"+1.5","#
                 + #""trace.traceparent":"00-abc-01","ts":"\#(ts)"}"# + "\n")
         let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
