@@ -94,7 +94,7 @@ private struct LogField {
 
     init(key: String, value: Logger.MetadataValue, rank: Int) {
         var key = key
-        let prefixed = key.withUTF8 { $0.count >= 6 && $0[5] == UInt8(ascii: ".") && $0.starts(with: "ferry.".utf8) }
+        let prefixed = key.withUTF8 { $0.starts(with: "ferry.".utf8) }
         let name = prefixed ? Substring(key.utf8.dropFirst(6)) : Substring(key)
         let text: String
         if case .string(let string) = value { text = string } else { text = value.description }
