@@ -62,6 +62,16 @@ struct WorkerBenchmark: AsyncParsableCommand {
         ))
     var defaultsRounds = 3
 
+    @Option(
+        name: .customLong("defaults-at"),
+        parsing: .singleValue,
+        help: ArgumentHelp(
+            "Also measure the defaults figure with this concurrency instead of the default's (everything else as deployed); repeat for several.",
+            discussion:
+                "Where the figure's ceiling is: at concurrency 256 a worker's batches are as large as they come, so no read-ahead or pipelining at a lower concurrency can beat the same status and logs there."
+        ))
+    var defaultsAt: [Int] = []
+
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
@@ -73,6 +83,9 @@ struct WorkerBenchmark: AsyncParsableCommand {
         }
         guard (1...256).contains(workers) else { throw ValidationError("--workers must be 1 to 256") }
         guard (1...25).contains(defaultsRounds) else { throw ValidationError("--defaults-rounds must be 1 to 25") }
+        guard defaultsAt.allSatisfy({ (1...1000).contains($0) }) else {
+            throw ValidationError("--defaults-at must be 1 to 1000")
+        }
     }
 
     /// Counts handled jobs and collects start latencies, from any handler task.
@@ -201,33 +214,42 @@ struct WorkerBenchmark: AsyncParsableCommand {
             }
         }
         // The job store issue's figure: a worker as deployed (the defaults, JSON logs at info)
-        // beside status off at concurrency 256 without logs, the two back to back in each round.
-        var defaultsLine: String?
+        // beside status off at concurrency 256 without logs, the two back to back in each round;
+        // then the same worker at each --defaults-at concurrency, measured the same way.
+        var defaultsLines: [String] = []
         if logFormat == .none, concurrencies.contains(256) {
             let sink = FileHandle(forWritingAtPath: "/dev/null") ?? .standardError
             let defaults = Worker.Configuration().concurrency
-            var rates: [Double] = []
-            var ratios: [Double] = []
-            for round in 0..<defaultsRounds {
-                let fastestQueue = try QueueName("ferry-bench-\(getpid())-defaults-\(round)-256")
-                let fastest = try await throughput(
-                    fastestQueue, concurrency: 256, status: false, connection: connection, redis: redisConfiguration)
-                try await cleanUp(fastestQueue, connection: connection)
-                let queue = try QueueName("ferry-bench-\(getpid())-defaults-\(round)")
-                let rate = try await throughput(
-                    queue, concurrency: defaults, status: true, connection: connection, redis: redisConfiguration,
-                    logger: Logger(label: "ferry.worker") { _ in JSONLogHandler(logLevel: .info, output: sink) })
-                try await cleanUp(queue, connection: connection)
-                rates.append(rate)
-                ratios.append(rate / max(fastest, 0.001))
+            for (index, concurrency) in ([defaults] + defaultsAt).enumerated() {
+                var rates: [Double] = []
+                var ratios: [Double] = []
+                for round in 0..<defaultsRounds {
+                    let fastestQueue = try QueueName("ferry-bench-\(getpid())-defaults-\(index)-\(round)-256")
+                    let fastest = try await throughput(
+                        fastestQueue, concurrency: 256, status: false, connection: connection, redis: redisConfiguration)
+                    try await cleanUp(fastestQueue, connection: connection)
+                    let queue = try QueueName("ferry-bench-\(getpid())-defaults-\(index)-\(round)")
+                    let rate = try await throughput(
+                        queue, concurrency: concurrency, status: true, connection: connection, redis: redisConfiguration,
+                        logger: Logger(label: "ferry.worker") { _ in JSONLogHandler(logLevel: .info, output: sink) })
+                    try await cleanUp(queue, connection: connection)
+                    rates.append(rate)
+                    ratios.append(rate / max(fastest, 0.001))
+                }
+                let worker =
+                    index == 0
+                    ? "A worker with the defaults (concurrency \(concurrency), status on, JSON logs at info into /dev/null)"
+                    : "The same worker at concurrency \(concurrency)"
+                defaultsLines.append(
+                    worker
+                        + String(
+                            format:
+                                ": %.0f jobs/s, %.2f of status off at concurrency 256 without logs (the median of %d rounds, each the two back to back; %.2f-%.2f)",
+                            median(rates), median(ratios), defaultsRounds, ratios.min() ?? 0, ratios.max() ?? 0))
             }
-            defaultsLine = String(
-                format:
-                    "A worker with the defaults (concurrency %d, status on, JSON logs at info into /dev/null): %.0f jobs/s, %.2f of status off at concurrency 256 without logs (the median of %d rounds, each the two back to back; %.2f-%.2f)",
-                defaults, median(rates), median(ratios), defaultsRounds, ratios.min() ?? 0, ratios.max() ?? 0)
         }
         printTable(rows)
-        if let defaultsLine { print(defaultsLine) }
+        for line in defaultsLines { print(line) }
         if baseline == nil { print("python3 with redis-py was not found; no baseline measured (pip install redis).") }
         print(
             "Redis time covers publish, delivery and acknowledgement of every job. By command, µs per job (from INFO commandstats; a script's row includes the commands it calls, which also have rows of their own):"

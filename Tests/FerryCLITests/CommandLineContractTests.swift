@@ -210,14 +210,17 @@ struct CommandLineContractTests {
     }
 
     @Test(
-        "bench worker prints Redis time per job by command and by script, the scripts timed by Redis's slowlog, whose settings it puts back, and the defaults' rate beside status off at 256"
+        "bench worker prints Redis time per job by command and by script, the scripts timed by Redis's slowlog, whose settings it puts back, and the defaults' rate beside status off at 256, also at another concurrency (--defaults-at)"
     )
     func benchWorkerByScript() async throws {
         let server = try await RedisServerProcess()
         defer { Task { await server.stop() } }
         let result = try await benchWorker(
             on: server, jobs: 400,
-            ["--concurrency", "1", "--concurrency", "8", "--concurrency", "256", "--defaults-rounds", "2"])
+            [
+                "--concurrency", "1", "--concurrency", "8", "--concurrency", "256", "--defaults-rounds", "2", "--defaults-at",
+                "32",
+            ])
         // With concurrency 1 measured, the plain loop reading one job at a time too, as its yardstick.
         #expect(
             result.lines.contains { $0.hasPrefix("redis-py, one job a read") && $0.contains("× Redis time") },
@@ -234,6 +237,17 @@ struct CommandLineContractTests {
                     /#), "\(defaults)")
         let (ratio, lowest, highest) = (Double(figure.1) ?? -1, Double(figure.2) ?? -1, Double(figure.3) ?? -1)
         #expect(ratio > 0 && lowest <= ratio && ratio <= highest, "\(defaults)")
+        // The same worker at another concurrency (--defaults-at), measured the same way, on the next line.
+        let at = try #require(result.lines.firstIndex { $0.hasPrefix("A worker with the defaults") })
+        let other = result.lines[at + 1]
+        let otherFigure = try #require(
+            other.firstMatch(
+                of:
+                    #/
+                    ^The\ same\ worker\ at\ concurrency\ 32:\ \d+\ jobs/s,\ ([0-9.]+)\ of\ status\ off\ at\ concurrency\ 256\ without\ logs
+                    \ \(the\ median\ of\ 2\ rounds,\ each\ the\ two\ back\ to\ back;\ [0-9.]+-[0-9.]+\)$
+                    /#), "\(result.standardOutput)")
+        #expect((Double(otherFigure.1) ?? -1) > 0, "\(other)")
         let heading = try #require(result.lines.firstIndex { $0.hasPrefix("By script") }, "\(result.standardOutput)")
         let byCommand = try #require(result.lines[..<heading].first { $0.hasPrefix("  ferry, concurrency 8, status on: ") })
         #expect(byCommand.contains("fcall") && byCommand.contains("hset"), "\(byCommand)")
@@ -295,6 +309,7 @@ struct CommandLineContractTests {
         #expect(breakdown.contains("xreadgroup") && breakdown.contains("(1.00/job)"), "one read a job: \(breakdown)")
         #expect(try await ferry("bench", "worker", "--workers", "0").status == 2, "--workers must be 1 to 256")
         #expect(try await ferry("bench", "worker", "--defaults-rounds", "0").status == 2, "--defaults-rounds must be 1 to 25")
+        #expect(try await ferry("bench", "worker", "--defaults-at", "0").status == 2, "--defaults-at must be 1 to 1000")
     }
 
     @Test("bench memory prints bytes per job held at a steady rate, status off (the baseline) and on, and the sizing formula")
