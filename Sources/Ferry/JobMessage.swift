@@ -7,27 +7,154 @@ import Foundation
 /// complete job; Ferry's own publisher adds `published_at` and `v`. Fields Ferry does not know are
 /// kept in ``otherFields`` and written back unchanged, so a redriven job loses nothing.
 public struct JobMessage: Sendable, Hashable {
+    /// The fields, in one copy-on-write box: a job is handed from the read to its task, its
+    /// handler, its outcome and its log lines, and a copy of the box is one reference count where
+    /// a copy of the fields was one for each of its strings, arrays and dictionaries.
+    private var storage: Storage
+
+    /// Mutable only while uniquely referenced (``uniqueStorage()``): shared boxes are never
+    /// written, so handing one to another task is safe.
+    private final class Storage: @unchecked Sendable {
+        var type: String
+        var data: [UInt8]
+        var dataReference: PayloadReference?
+        var jobID: String?
+        var idempotencyKey: String?
+        var key: String?
+        var orderingKey: String?
+        var priority: JobPriority?
+        var workflowID: String?
+        var step: String?
+        var attributes: [String: String]
+        var publishedAt: Date?
+        var traceparent: String?
+        var maxAttempts: Int?
+        var timeout: Duration?
+        var deliverAt: Date?
+        var backoff: Duration?
+        var delay: Duration?
+        var otherFields: [JobField]
+
+        init(type: String, data: [UInt8], attributes: [String: String], otherFields: [JobField]) {
+            self.type = type
+            self.data = data
+            self.attributes = attributes
+            self.otherFields = otherFields
+        }
+
+        func copy() -> Storage {
+            let copy = Storage(type: type, data: data, attributes: attributes, otherFields: otherFields)
+            copy.dataReference = dataReference
+            copy.jobID = jobID
+            copy.idempotencyKey = idempotencyKey
+            copy.key = key
+            copy.orderingKey = orderingKey
+            copy.priority = priority
+            copy.workflowID = workflowID
+            copy.step = step
+            copy.publishedAt = publishedAt
+            copy.traceparent = traceparent
+            copy.maxAttempts = maxAttempts
+            copy.timeout = timeout
+            copy.deliverAt = deliverAt
+            copy.backoff = backoff
+            copy.delay = delay
+            return copy
+        }
+
+        /// Every field, for equality and hashing.
+        func sameFields(as other: Storage) -> Bool {
+            type == other.type && data == other.data && dataReference == other.dataReference && jobID == other.jobID
+                && idempotencyKey == other.idempotencyKey && key == other.key && orderingKey == other.orderingKey
+                && priority == other.priority && workflowID == other.workflowID && step == other.step
+                && attributes == other.attributes && publishedAt == other.publishedAt && traceparent == other.traceparent
+                && maxAttempts == other.maxAttempts && timeout == other.timeout && deliverAt == other.deliverAt
+                && backoff == other.backoff && delay == other.delay && otherFields == other.otherFields
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(type)
+            hasher.combine(data)
+            hasher.combine(dataReference)
+            hasher.combine(jobID)
+            hasher.combine(idempotencyKey)
+            hasher.combine(key)
+            hasher.combine(orderingKey)
+            hasher.combine(priority)
+            hasher.combine(workflowID)
+            hasher.combine(step)
+            hasher.combine(attributes)
+            hasher.combine(publishedAt)
+            hasher.combine(traceparent)
+            hasher.combine(maxAttempts)
+            hasher.combine(timeout)
+            hasher.combine(deliverAt)
+            hasher.combine(backoff)
+            hasher.combine(delay)
+            hasher.combine(otherFields)
+        }
+    }
+
+    /// The box, copied first if another message shares it.
+    private mutating func uniqueStorage() -> Storage {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        return storage
+    }
+
+    /// Two messages are equal when every field is: the same box, or boxes with equal fields.
+    public static func == (lhs: JobMessage, rhs: JobMessage) -> Bool {
+        lhs.storage === rhs.storage || lhs.storage.sameFields(as: rhs.storage)
+    }
+
+    /// Hashes every field, as equality compares them.
+    public func hash(into hasher: inout Hasher) { storage.hash(into: &hasher) }
+
     /// Routes the job to a handler. Non-empty UTF-8.
-    public var type: String
+    public var type: String {
+        get { storage.type }
+        set { uniqueStorage().type = newValue }
+    }
     /// The payload: JSON by convention, but any bytes, possibly empty.
-    public var data: [UInt8]
+    public var data: [UInt8] {
+        get { storage.data }
+        _modify { yield &uniqueStorage().data }
+        set { uniqueStorage().data = newValue }
+    }
     /// Where the payload is instead, when it was stored by reference (`data_ref`): a worker
     /// fetches and checks it into ``data`` before the handler runs.
-    public var dataReference: PayloadReference?
+    public var dataReference: PayloadReference? {
+        get { storage.dataReference }
+        set { uniqueStorage().dataReference = newValue }
+    }
     /// A stable id chosen by the producer; when nil the stream entry ID serves as the job id.
-    public var jobID: String?
+    public var jobID: String? {
+        get { storage.jobID }
+        set { uniqueStorage().jobID = newValue }
+    }
     /// Publishing twice with the same key within the dedup window adds one entry; a worker runs
     /// a key that already completed at most once.
-    public var idempotencyKey: String?
+    public var idempotencyKey: String? {
+        get { storage.idempotencyKey }
+        set { uniqueStorage().idempotencyKey = newValue }
+    }
     /// The job's flow-control key (`key`: a user id, a tenant): a per-key limit counts the jobs
     /// of each key apart ("2 running jobs per user"). Non-empty UTF-8.
-    public var key: String?
+    public var key: String? {
+        get { storage.key }
+        set { uniqueStorage().key = newValue }
+    }
     /// Pub/Sub's ordering key (`ordering_key`): jobs with the same one run one at a time, in
     /// publish order, in each consumer group; a retry keeps the key's place. Non-empty UTF-8.
-    public var orderingKey: String?
+    public var orderingKey: String? {
+        get { storage.orderingKey }
+        set { uniqueStorage().orderingKey = newValue }
+    }
     /// How urgent the job is (`priority`); nil is normal. ``Publisher`` writes the job to its
     /// priority's lane, read before less urgent ones (``JobPriority``).
-    public var priority: JobPriority?
+    public var priority: JobPriority? {
+        get { storage.priority }
+        set { uniqueStorage().priority = newValue }
+    }
     /// The workflow whose step this job runs (`workflow`), and the step (`step`): both or none.
     /// Written by the workflow scripts (``Workflows``), not by producers.
     public var workflowStep: (workflow: String, step: String)? {
@@ -35,30 +162,65 @@ public struct JobMessage: Sendable, Hashable {
         return (workflow, step)
     }
     /// The `workflow` field: the workflow whose step this job runs.
-    public var workflowID: String?
+    public var workflowID: String? {
+        get { storage.workflowID }
+        set { uniqueStorage().workflowID = newValue }
+    }
     /// The `step` field: the workflow step this job runs.
-    public var step: String?
+    public var step: String? {
+        get { storage.step }
+        set { uniqueStorage().step = newValue }
+    }
     /// Free-form string attributes, like Pub/Sub message attributes (`attr.<name>` fields).
-    public var attributes: [String: String]
+    public var attributes: [String: String] {
+        get { storage.attributes }
+        _modify { yield &uniqueStorage().attributes }
+        set { uniqueStorage().attributes = newValue }
+    }
     /// When the producer published the job (`published_at`, milliseconds since the epoch).
-    public var publishedAt: Date?
+    public var publishedAt: Date? {
+        get { storage.publishedAt }
+        set { uniqueStorage().publishedAt = newValue }
+    }
     /// W3C trace context, carried through to handlers.
-    public var traceparent: String?
+    public var traceparent: String? {
+        get { storage.traceparent }
+        set { uniqueStorage().traceparent = newValue }
+    }
     /// Overrides the worker's maximum delivery attempts for this job.
-    public var maxAttempts: Int?
+    public var maxAttempts: Int? {
+        get { storage.maxAttempts }
+        set { uniqueStorage().maxAttempts = newValue }
+    }
     /// Overrides the worker's job timeout for this job (`timeout_ms`).
-    public var timeout: Duration?
+    public var timeout: Duration? {
+        get { storage.timeout }
+        set { uniqueStorage().timeout = newValue }
+    }
     /// When the job is to run (`deliver_at`): a worker that reads it earlier parks it until then,
     /// without running it or spending an attempt. ``Publisher`` keeps such a job out of the
     /// stream until it is due instead (``Publisher/schedule(_:_:)``).
-    public var deliverAt: Date?
+    public var deliverAt: Date? {
+        get { storage.deliverAt }
+        set { uniqueStorage().deliverAt = newValue }
+    }
     /// The base of this job's retry backoff (`backoff_ms`), in place of the worker's minimum.
-    public var backoff: Duration?
+    public var backoff: Duration? {
+        get { storage.backoff }
+        set { uniqueStorage().backoff = newValue }
+    }
     /// Deliver the job this long after Redis receives it: ``Publisher`` schedules it
     /// (``Publisher/schedule(_:_:)`` with `.after`). Not a wire field: the due index holds the time.
-    public var delay: Duration?
+    public var delay: Duration? {
+        get { storage.delay }
+        set { uniqueStorage().delay = newValue }
+    }
     /// Fields outside the format, and known fields whose value Ferry could not use, as given.
-    public var otherFields: [JobField]
+    public var otherFields: [JobField] {
+        get { storage.otherFields }
+        _modify { yield &uniqueStorage().otherFields }
+        set { uniqueStorage().otherFields = newValue }
+    }
 
     /// A job to publish. Nothing is checked here; ``Publisher`` validates before it writes.
     public init(
@@ -67,21 +229,18 @@ public struct JobMessage: Sendable, Hashable {
         maxAttempts: Int? = nil, timeout: Duration? = nil, deliverAt: Date? = nil, backoff: Duration? = nil,
         key: String? = nil, orderingKey: String? = nil, priority: JobPriority? = nil, otherFields: [JobField] = []
     ) {
-        self.priority = priority
-        self.key = key
-        self.orderingKey = orderingKey
-        self.type = type
-        self.data = data
-        self.jobID = jobID
-        self.idempotencyKey = idempotencyKey
-        self.attributes = attributes
-        self.publishedAt = publishedAt
-        self.traceparent = traceparent
-        self.maxAttempts = maxAttempts
-        self.timeout = timeout
-        self.deliverAt = deliverAt
-        self.backoff = backoff
-        self.otherFields = otherFields
+        storage = Storage(type: type, data: data, attributes: attributes, otherFields: otherFields)
+        storage.priority = priority
+        storage.key = key
+        storage.orderingKey = orderingKey
+        storage.jobID = jobID
+        storage.idempotencyKey = idempotencyKey
+        storage.publishedAt = publishedAt
+        storage.traceparent = traceparent
+        storage.maxAttempts = maxAttempts
+        storage.timeout = timeout
+        storage.deliverAt = deliverAt
+        storage.backoff = backoff
     }
 
     /// Convenience for text payloads such as JSON.

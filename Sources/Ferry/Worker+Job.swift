@@ -18,11 +18,30 @@ extension Worker {
             case run(JobMessage, any JobHandler)
         }
 
-        let entry: StreamEntry
-        let attempt: Int
+        /// What a delivery is from the read on, in one box: a delivery is copied into the read
+        /// loop's batch, its task, its admission and its outcome's writes, and a copy of the box
+        /// is one reference count where a copy of these fields was one for each of their strings,
+        /// arrays and the handler (docs/design.md, "Where a worker's CPU goes").
+        private final class Core: Sendable {
+            let entry: StreamEntry
+            let attempt: Int
+            let jobID: String
+            let plan: Plan
+
+            init(entry: StreamEntry, attempt: Int, jobID: String, plan: Plan) {
+                self.entry = entry
+                self.attempt = attempt
+                self.jobID = jobID
+                self.plan = plan
+            }
+        }
+
+        private let core: Core
+        var entry: StreamEntry { core.entry }
+        var attempt: Int { core.attempt }
         /// The producer's `job_id`, or the entry ID when there is none (or it is unreadable).
-        let jobID: String
-        let plan: Plan
+        var jobID: String { core.jobID }
+        var plan: Plan { core.plan }
         /// Taken from the group's later deliveries: its time has come (or someone made it due).
         var handedBack = false
         /// The rate and concurrency limits that cover the job (``QueueLimit/covers(_:)``): it
@@ -35,6 +54,10 @@ extension Worker {
         /// call for the batch, running while the read loop reads on) and its place in it; nil
         /// when it was not asked there (no limits, or it waits for its `deliver_at` first).
         var admission: BatchAdmission?
+
+        init(entry: StreamEntry, attempt: Int, jobID: String, plan: Plan) {
+            core = Core(entry: entry, attempt: attempt, jobID: jobID, plan: plan)
+        }
 
         /// Whether the read loop admits it under its limits before its task starts: a job that
         /// first waits for its `deliver_at` is admitted once that has come.

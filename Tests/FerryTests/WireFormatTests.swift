@@ -19,6 +19,54 @@ struct WireFormatTests {
         #expect(empty.data.isEmpty)
     }
 
+    @Test(
+        "a message is a value: a copy changed in any field, or in place in its payload, attributes or other fields, leaves the original as it was; equality and hashing compare fields"
+    )
+    func valueSemantics() throws {
+        let original = try JobMessage(
+            decoding: fields([
+                ("type", "export"), ("data", "x"), ("job_id", "j-1"), ("attr.tenant", "acme"), ("custom", "kept"),
+            ]))
+        let snapshot = (original.type, original.data, original.jobID, original.attributes, original.otherFields)
+        var copy = original
+        #expect(copy == original)
+        copy.data.append(UInt8(ascii: "y"))  // in place, through the copy's own box
+        copy.attributes["region"] = "eu"
+        copy.otherFields.append(JobField("more", "1"))
+        copy.type = "import"
+        copy.jobID = nil
+        copy.idempotencyKey = "k"
+        copy.key = "user-1"
+        copy.orderingKey = "o"
+        copy.priority = .high
+        copy.maxAttempts = 3
+        copy.timeout = .seconds(1)
+        copy.backoff = .seconds(2)
+        copy.delay = .seconds(3)
+        copy.deliverAt = Date(timeIntervalSince1970: 5)
+        copy.publishedAt = Date(timeIntervalSince1970: 6)
+        copy.traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        #expect((original.type, original.data, original.jobID) == (snapshot.0, snapshot.1, snapshot.2))
+        #expect(original.attributes == snapshot.3 && original.otherFields == snapshot.4)
+        #expect(
+            original.idempotencyKey == nil && original.key == nil && original.orderingKey == nil && original.priority == nil
+                && original.maxAttempts == nil && original.timeout == nil && original.backoff == nil
+                && original.delay == nil && original.deliverAt == nil && original.publishedAt == nil
+                && original.traceparent == nil)
+        #expect(copy.data == Array("xy".utf8) && copy.attributes == ["tenant": "acme", "region": "eu"])
+        #expect(copy != original)
+        // Two messages made apart with the same fields are equal and hash alike; one field apart, not.
+        let twin = try JobMessage(
+            decoding: fields([
+                ("type", "export"), ("data", "x"), ("job_id", "j-1"), ("attr.tenant", "acme"), ("custom", "kept"),
+            ]))
+        #expect(twin == original && twin.hashValue == original.hashValue)
+        #expect(Set([original, twin, copy]).count == 2)
+        var apart = twin
+        apart.delay = .seconds(1)
+        #expect(apart != twin)
+    }
+
     @Test("every known field is read, and unknown fields are kept in order")
     func allFields() throws {
         let job = try JobMessage(
