@@ -9,11 +9,19 @@ struct ControlChannel: Sendable {
     /// An entry to acknowledge, and the status to record with it, if any.
     struct Acknowledgement: Sendable {
         /// The job status an acknowledgement records.
-        struct Status: Sendable {
+        /// A class, as ``RunningRecord`` is: acknowledgements are copied through the batcher and
+        /// its flush, and a copy of a reference is one count where its strings were one each.
+        final class Status: Sendable {
             let key: String
             let jobID: String
             /// `succeeded`, or `cancelled` for a job cancelled on request.
             let outcome: JobState
+
+            init(key: String, jobID: String, outcome: JobState) {
+                self.key = key
+                self.jobID = jobID
+                self.outcome = outcome
+            }
         }
         let entryID: String
         var status: Status?
@@ -25,8 +33,11 @@ struct ControlChannel: Sendable {
         var start: RunningRecord?
     }
 
-    /// A delivered job to record as `running` in its group (`start_batch.lua`).
-    struct RunningRecord: Sendable {
+    /// A delivered job to record as `running` in its group (`start_batch.lua`). A class, never
+    /// changed once made: a record is copied from its batch into the held records, the flush and
+    /// its job's acknowledgement, and a copy of a reference is one count where its four strings
+    /// were one each (docs/design.md, "Reference counting a job").
+    final class RunningRecord: Sendable {
         let jobID: String
         let type: String
         let entryID: String
@@ -35,7 +46,16 @@ struct ControlChannel: Sendable {
         let startedAt: Int64
         /// Its flow-control key ("" for none), kept in its status so a listing by key (an API
         /// caller scoped to its key) finds a job whose status is first written when it starts.
-        var key = ""
+        let key: String
+
+        init(jobID: String, type: String, entryID: String, attempt: Int, startedAt: Int64, key: String = "") {
+            self.jobID = jobID
+            self.type = type
+            self.entryID = entryID
+            self.attempt = attempt
+            self.startedAt = startedAt
+            self.key = key
+        }
     }
 
     /// The concurrency slots a finished job releases and the ordering key's turn it passes on
