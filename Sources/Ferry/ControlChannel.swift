@@ -8,9 +8,9 @@ struct ControlChannel: Sendable {
     let connection: RedisConnection
     /// An entry to acknowledge, and the status to record with it, if any.
     struct Acknowledgement: Sendable {
-        /// The job status an acknowledgement records.
-        /// A class, as ``RunningRecord`` is: acknowledgements are copied through the batcher and
-        /// its flush, and a copy of a reference is one count where its strings were one each.
+        /// The job status an acknowledgement records. A class, as ``RunningRecord`` is: an
+        /// acknowledgement is copied through the batcher and its flush, and a copy of a reference
+        /// is one count where its strings were one each.
         final class Status: Sendable {
             let key: String
             let jobID: String

@@ -21,7 +21,7 @@ extension Worker {
         /// What a delivery is from the read on, in one box: a delivery is copied into the read
         /// loop's batch, its task, its admission and its outcome's writes, and a copy of the box
         /// is one reference count where a copy of these fields was one for each of their strings,
-        /// arrays and the handler (docs/design.md, "Where a worker's CPU goes").
+        /// arrays and the handler (docs/design.md, "Reference counting a job").
         private final class Core: Sendable {
             let entry: StreamEntry
             let attempt: Int
