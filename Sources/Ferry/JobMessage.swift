@@ -12,148 +12,95 @@ public struct JobMessage: Sendable, Hashable {
     /// a copy of the fields was one for each of its strings, arrays and dictionaries.
     private var storage: Storage
 
-    /// Mutable only while uniquely referenced (``uniqueStorage()``): shared boxes are never
-    /// written, so handing one to another task is safe.
-    private final class Storage: @unchecked Sendable {
+    /// Every stored field, in one value: its equality and hashing are the message's.
+    private struct Fields: Hashable, Sendable {
         var type: String
         var data: [UInt8]
-        var dataReference: PayloadReference?
-        var jobID: String?
-        var idempotencyKey: String?
-        var key: String?
-        var orderingKey: String?
-        var priority: JobPriority?
-        var workflowID: String?
-        var step: String?
+        var dataReference: PayloadReference? = nil
+        var jobID: String? = nil
+        var idempotencyKey: String? = nil
+        var key: String? = nil
+        var orderingKey: String? = nil
+        var priority: JobPriority? = nil
+        var workflowID: String? = nil
+        var step: String? = nil
         var attributes: [String: String]
-        var publishedAt: Date?
-        var traceparent: String?
-        var maxAttempts: Int?
-        var timeout: Duration?
-        var deliverAt: Date?
-        var backoff: Duration?
-        var delay: Duration?
+        var publishedAt: Date? = nil
+        var traceparent: String? = nil
+        var maxAttempts: Int? = nil
+        var timeout: Duration? = nil
+        var deliverAt: Date? = nil
+        var backoff: Duration? = nil
+        var delay: Duration? = nil
         var otherFields: [JobField]
+    }
 
-        init(type: String, data: [UInt8], attributes: [String: String], otherFields: [JobField]) {
-            self.type = type
-            self.data = data
-            self.attributes = attributes
-            self.otherFields = otherFields
-        }
-
-        func copy() -> Storage {
-            let copy = Storage(type: type, data: data, attributes: attributes, otherFields: otherFields)
-            copy.dataReference = dataReference
-            copy.jobID = jobID
-            copy.idempotencyKey = idempotencyKey
-            copy.key = key
-            copy.orderingKey = orderingKey
-            copy.priority = priority
-            copy.workflowID = workflowID
-            copy.step = step
-            copy.publishedAt = publishedAt
-            copy.traceparent = traceparent
-            copy.maxAttempts = maxAttempts
-            copy.timeout = timeout
-            copy.deliverAt = deliverAt
-            copy.backoff = backoff
-            copy.delay = delay
-            return copy
-        }
-
-        /// Every field, for equality and hashing.
-        func sameFields(as other: Storage) -> Bool {
-            type == other.type && data == other.data && dataReference == other.dataReference && jobID == other.jobID
-                && idempotencyKey == other.idempotencyKey && key == other.key && orderingKey == other.orderingKey
-                && priority == other.priority && workflowID == other.workflowID && step == other.step
-                && attributes == other.attributes && publishedAt == other.publishedAt && traceparent == other.traceparent
-                && maxAttempts == other.maxAttempts && timeout == other.timeout && deliverAt == other.deliverAt
-                && backoff == other.backoff && delay == other.delay && otherFields == other.otherFields
-        }
-
-        func hash(into hasher: inout Hasher) {
-            hasher.combine(type)
-            hasher.combine(data)
-            hasher.combine(dataReference)
-            hasher.combine(jobID)
-            hasher.combine(idempotencyKey)
-            hasher.combine(key)
-            hasher.combine(orderingKey)
-            hasher.combine(priority)
-            hasher.combine(workflowID)
-            hasher.combine(step)
-            hasher.combine(attributes)
-            hasher.combine(publishedAt)
-            hasher.combine(traceparent)
-            hasher.combine(maxAttempts)
-            hasher.combine(timeout)
-            hasher.combine(deliverAt)
-            hasher.combine(backoff)
-            hasher.combine(delay)
-            hasher.combine(otherFields)
-        }
+    /// Written only while uniquely referenced (``uniqueStorage()``): a shared box is never
+    /// changed, so handing one to another task is safe.
+    private final class Storage: @unchecked Sendable {
+        var fields: Fields
+        init(_ fields: Fields) { self.fields = fields }
     }
 
     /// The box, copied first if another message shares it.
     private mutating func uniqueStorage() -> Storage {
-        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        if !isKnownUniquelyReferenced(&storage) { storage = Storage(storage.fields) }
         return storage
     }
 
     /// Two messages are equal when every field is: the same box, or boxes with equal fields.
     public static func == (lhs: JobMessage, rhs: JobMessage) -> Bool {
-        lhs.storage === rhs.storage || lhs.storage.sameFields(as: rhs.storage)
+        lhs.storage === rhs.storage || lhs.storage.fields == rhs.storage.fields
     }
 
     /// Hashes every field, as equality compares them.
-    public func hash(into hasher: inout Hasher) { storage.hash(into: &hasher) }
+    public func hash(into hasher: inout Hasher) { hasher.combine(storage.fields) }
 
     /// Routes the job to a handler. Non-empty UTF-8.
     public var type: String {
-        get { storage.type }
-        set { uniqueStorage().type = newValue }
+        get { storage.fields.type }
+        set { uniqueStorage().fields.type = newValue }
     }
     /// The payload: JSON by convention, but any bytes, possibly empty.
     public var data: [UInt8] {
-        get { storage.data }
-        _modify { yield &uniqueStorage().data }
-        set { uniqueStorage().data = newValue }
+        get { storage.fields.data }
+        _modify { yield &uniqueStorage().fields.data }
+        set { uniqueStorage().fields.data = newValue }
     }
     /// Where the payload is instead, when it was stored by reference (`data_ref`): a worker
     /// fetches and checks it into ``data`` before the handler runs.
     public var dataReference: PayloadReference? {
-        get { storage.dataReference }
-        set { uniqueStorage().dataReference = newValue }
+        get { storage.fields.dataReference }
+        set { uniqueStorage().fields.dataReference = newValue }
     }
     /// A stable id chosen by the producer; when nil the stream entry ID serves as the job id.
     public var jobID: String? {
-        get { storage.jobID }
-        set { uniqueStorage().jobID = newValue }
+        get { storage.fields.jobID }
+        set { uniqueStorage().fields.jobID = newValue }
     }
     /// Publishing twice with the same key within the dedup window adds one entry; a worker runs
     /// a key that already completed at most once.
     public var idempotencyKey: String? {
-        get { storage.idempotencyKey }
-        set { uniqueStorage().idempotencyKey = newValue }
+        get { storage.fields.idempotencyKey }
+        set { uniqueStorage().fields.idempotencyKey = newValue }
     }
     /// The job's flow-control key (`key`: a user id, a tenant): a per-key limit counts the jobs
     /// of each key apart ("2 running jobs per user"). Non-empty UTF-8.
     public var key: String? {
-        get { storage.key }
-        set { uniqueStorage().key = newValue }
+        get { storage.fields.key }
+        set { uniqueStorage().fields.key = newValue }
     }
     /// Pub/Sub's ordering key (`ordering_key`): jobs with the same one run one at a time, in
     /// publish order, in each consumer group; a retry keeps the key's place. Non-empty UTF-8.
     public var orderingKey: String? {
-        get { storage.orderingKey }
-        set { uniqueStorage().orderingKey = newValue }
+        get { storage.fields.orderingKey }
+        set { uniqueStorage().fields.orderingKey = newValue }
     }
     /// How urgent the job is (`priority`); nil is normal. ``Publisher`` writes the job to its
     /// priority's lane, read before less urgent ones (``JobPriority``).
     public var priority: JobPriority? {
-        get { storage.priority }
-        set { uniqueStorage().priority = newValue }
+        get { storage.fields.priority }
+        set { uniqueStorage().fields.priority = newValue }
     }
     /// The workflow whose step this job runs (`workflow`), and the step (`step`): both or none.
     /// Written by the workflow scripts (``Workflows``), not by producers.
@@ -163,63 +110,63 @@ public struct JobMessage: Sendable, Hashable {
     }
     /// The `workflow` field: the workflow whose step this job runs.
     public var workflowID: String? {
-        get { storage.workflowID }
-        set { uniqueStorage().workflowID = newValue }
+        get { storage.fields.workflowID }
+        set { uniqueStorage().fields.workflowID = newValue }
     }
     /// The `step` field: the workflow step this job runs.
     public var step: String? {
-        get { storage.step }
-        set { uniqueStorage().step = newValue }
+        get { storage.fields.step }
+        set { uniqueStorage().fields.step = newValue }
     }
     /// Free-form string attributes, like Pub/Sub message attributes (`attr.<name>` fields).
     public var attributes: [String: String] {
-        get { storage.attributes }
-        _modify { yield &uniqueStorage().attributes }
-        set { uniqueStorage().attributes = newValue }
+        get { storage.fields.attributes }
+        _modify { yield &uniqueStorage().fields.attributes }
+        set { uniqueStorage().fields.attributes = newValue }
     }
     /// When the producer published the job (`published_at`, milliseconds since the epoch).
     public var publishedAt: Date? {
-        get { storage.publishedAt }
-        set { uniqueStorage().publishedAt = newValue }
+        get { storage.fields.publishedAt }
+        set { uniqueStorage().fields.publishedAt = newValue }
     }
     /// W3C trace context, carried through to handlers.
     public var traceparent: String? {
-        get { storage.traceparent }
-        set { uniqueStorage().traceparent = newValue }
+        get { storage.fields.traceparent }
+        set { uniqueStorage().fields.traceparent = newValue }
     }
     /// Overrides the worker's maximum delivery attempts for this job.
     public var maxAttempts: Int? {
-        get { storage.maxAttempts }
-        set { uniqueStorage().maxAttempts = newValue }
+        get { storage.fields.maxAttempts }
+        set { uniqueStorage().fields.maxAttempts = newValue }
     }
     /// Overrides the worker's job timeout for this job (`timeout_ms`).
     public var timeout: Duration? {
-        get { storage.timeout }
-        set { uniqueStorage().timeout = newValue }
+        get { storage.fields.timeout }
+        set { uniqueStorage().fields.timeout = newValue }
     }
     /// When the job is to run (`deliver_at`): a worker that reads it earlier parks it until then,
     /// without running it or spending an attempt. ``Publisher`` keeps such a job out of the
     /// stream until it is due instead (``Publisher/schedule(_:_:)``).
     public var deliverAt: Date? {
-        get { storage.deliverAt }
-        set { uniqueStorage().deliverAt = newValue }
+        get { storage.fields.deliverAt }
+        set { uniqueStorage().fields.deliverAt = newValue }
     }
     /// The base of this job's retry backoff (`backoff_ms`), in place of the worker's minimum.
     public var backoff: Duration? {
-        get { storage.backoff }
-        set { uniqueStorage().backoff = newValue }
+        get { storage.fields.backoff }
+        set { uniqueStorage().fields.backoff = newValue }
     }
     /// Deliver the job this long after Redis receives it: ``Publisher`` schedules it
     /// (``Publisher/schedule(_:_:)`` with `.after`). Not a wire field: the due index holds the time.
     public var delay: Duration? {
-        get { storage.delay }
-        set { uniqueStorage().delay = newValue }
+        get { storage.fields.delay }
+        set { uniqueStorage().fields.delay = newValue }
     }
     /// Fields outside the format, and known fields whose value Ferry could not use, as given.
     public var otherFields: [JobField] {
-        get { storage.otherFields }
-        _modify { yield &uniqueStorage().otherFields }
-        set { uniqueStorage().otherFields = newValue }
+        get { storage.fields.otherFields }
+        _modify { yield &uniqueStorage().fields.otherFields }
+        set { uniqueStorage().fields.otherFields = newValue }
     }
 
     /// A job to publish. Nothing is checked here; ``Publisher`` validates before it writes.
@@ -229,18 +176,11 @@ public struct JobMessage: Sendable, Hashable {
         maxAttempts: Int? = nil, timeout: Duration? = nil, deliverAt: Date? = nil, backoff: Duration? = nil,
         key: String? = nil, orderingKey: String? = nil, priority: JobPriority? = nil, otherFields: [JobField] = []
     ) {
-        storage = Storage(type: type, data: data, attributes: attributes, otherFields: otherFields)
-        storage.priority = priority
-        storage.key = key
-        storage.orderingKey = orderingKey
-        storage.jobID = jobID
-        storage.idempotencyKey = idempotencyKey
-        storage.publishedAt = publishedAt
-        storage.traceparent = traceparent
-        storage.maxAttempts = maxAttempts
-        storage.timeout = timeout
-        storage.deliverAt = deliverAt
-        storage.backoff = backoff
+        storage = Storage(
+            Fields(
+                type: type, data: data, jobID: jobID, idempotencyKey: idempotencyKey, key: key, orderingKey: orderingKey,
+                priority: priority, attributes: attributes, publishedAt: publishedAt, traceparent: traceparent,
+                maxAttempts: maxAttempts, timeout: timeout, deliverAt: deliverAt, backoff: backoff, otherFields: otherFields))
     }
 
     /// Convenience for text payloads such as JSON.
