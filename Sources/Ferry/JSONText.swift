@@ -65,18 +65,22 @@ public enum JSONText {
     ///   canonically (`"007"` as `7`), so log processors can compare it.
     public static func appendObject(_ fields: [String: String], integersAsNumbers: Bool = false, to json: inout [UInt8]) {
         appendObject(
-            fields.sorted(by: { $0.key < $1.key }).map { (key: $0.key, value: $0.value) }, integersAsNumbers: integersAsNumbers,
-            to: &json)
+            fields.sorted(by: { $0.key < $1.key }).lazy.map { (key: Substring($0.key), value: $0.value) },
+            integersAsNumbers: integersAsNumbers, to: &json)
     }
 
     /// Appends a JSON object of the fields in the order given (unique names, sorted by the caller
-    /// when equal objects must give equal bytes).
-    public static func appendObject(
-        _ fields: [(key: String, value: String)], integersAsNumbers: Bool = false, to json: inout [UInt8]
-    ) {
+    /// when equal objects must give equal bytes). Inlinable, so a log line's fields, filtered
+    /// lazily as they are written, are not walked through a generic sequence's witnesses.
+    @inlinable
+    public static func appendObject<Fields: Sequence>(
+        _ fields: Fields, integersAsNumbers: Bool = false, to json: inout [UInt8]
+    ) where Fields.Element == (key: Substring, value: String) {
         json.append(UInt8(ascii: "{"))
-        for (index, (name, value)) in fields.enumerated() {
-            if index > 0 { json.append(UInt8(ascii: ",")) }
+        var first = true
+        for (name, value) in fields {
+            if !first { json.append(UInt8(ascii: ",")) }
+            first = false
             appendString(name, to: &json)
             json.append(UInt8(ascii: ":"))
             if integersAsNumbers {

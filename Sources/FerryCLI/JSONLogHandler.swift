@@ -43,14 +43,12 @@ struct JSONLogHandler: LogHandler {
         fields.sort { $0.precedes($1) }
         var line: [UInt8] = []
         line.reserveCapacity(512)
-        line.append(UInt8(ascii: "{"))
-        for (index, field) in fields.enumerated() where index + 1 == fields.count || !fields[index + 1].hasName(of: field) {
-            if line.count > 1 { line.append(UInt8(ascii: ",")) }
-            JSONText.appendString(field.name, to: &line)
-            line.append(UInt8(ascii: ":"))
-            JSONText.appendNumberOrString(field.value, to: &line)
-        }
-        line.append(contentsOf: "}\n".utf8)
+        // Of fields with one name, the last (highest rank) is written.
+        let members = fields.indices.lazy
+            .filter { $0 + 1 == fields.count || !fields[$0 + 1].hasName(of: fields[$0]) }
+            .map { (key: fields[$0].name, value: fields[$0].value) }
+        JSONText.appendObject(members, integersAsNumbers: true, to: &line)
+        line.append(UInt8(ascii: "\n"))
         let descriptor = output.fileDescriptor
         Self.writing.withLock { _ in
             line.withUnsafeBytes { bytes in
