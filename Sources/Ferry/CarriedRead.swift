@@ -6,11 +6,11 @@ import Synchronization
 /// one round trip a round as a plain `XACK` + `XREADGROUP` loop has, instead of a flush and then
 /// a read on the reader's connection (docs/design.md, "Reads carried by the flush").
 ///
-/// The read loop waits here (``next(count:flushing:)``) instead of for a free slot while its
+/// The read loop waits here (``next(count:idle:flushing:)``) instead of for a free slot while its
 /// last read was full. The flush built next takes the read (``take()``) when at least one slot
 /// is free, asks for as many entries as are free then, and hands the reply back. A waiting read
 /// is called off (``Outcome/notCarried``), and the loop reads on its own connection as before,
-/// when a slot is free and no flush is under way to carry it (``slotsChanged()``,
+/// when a handler slot would sit idle and no flush is under way to carry it (``slotsChanged()``,
 /// ``flushesEnded()``: a job that ended without a write, or whose transition's flush was built
 /// while it still held its slot), or when the worker pauses, stops, waits on limits or its
 /// acknowledgements fail (the count is nil then). While every slot is taken and no flush is under way, it waits for a
@@ -29,6 +29,10 @@ final class CarriedRead: Sendable {
     private struct Waiter {
         /// How many entries a read may take now: nil calls the read off, 0 leaves it for a later flush.
         let count: @Sendable () -> Int?
+        /// Whether a handler slot is free with no job read ahead to take it: only then is a read
+        /// that no flush carries worth making on the loop's own connection (room to read ahead
+        /// alone waits for the next job's end, whose flush carries it).
+        let idle: @Sendable () -> Bool
         /// Whether a flush is under way (or about to start): the batcher will build another.
         let flushing: @Sendable () -> Bool
         let done: CheckedContinuation<Outcome, Never>
@@ -36,11 +40,14 @@ final class CarriedRead: Sendable {
 
     private let waiter = Mutex<Waiter?>(nil)
 
-    /// Waits for the next flush to carry a read. `count` and `flushing` as in ``Waiter``; they
-    /// are called under this type's lock and must take no lock that waits for it.
-    func next(count: @escaping @Sendable () -> Int?, flushing: @escaping @Sendable () -> Bool) async -> Outcome {
+    /// Waits for the next flush to carry a read. `count`, `idle` and `flushing` as in
+    /// ``Waiter``; they are called under this type's lock and must take no lock that waits for it.
+    func next(
+        count: @escaping @Sendable () -> Int?, idle: @escaping @Sendable () -> Bool,
+        flushing: @escaping @Sendable () -> Bool
+    ) async -> Outcome {
         await withCheckedContinuation { done in
-            waiter.withLock { $0 = Waiter(count: count, flushing: flushing, done: done) }
+            waiter.withLock { $0 = Waiter(count: count, idle: idle, flushing: flushing, done: done) }
             // Slots may have freed before the read waited, with no flush left to carry it.
             slotsChanged()
         }
@@ -68,16 +75,16 @@ final class CarriedRead: Sendable {
         return (count, { left.done.resume(returning: $0) })
     }
 
-    /// The batcher has nothing left to flush: a read still waiting is called off if a slot is
-    /// free (no flush is left to carry it).
+    /// The batcher has nothing left to flush: a read still waiting is called off if a handler
+    /// slot would sit idle (no flush is left to carry it).
     func flushesEnded() { slotsChanged() }
 
-    /// A job ended or an acknowledgement landed: a read still waiting is called off when a slot
-    /// is free and no flush is under way to carry it.
+    /// A job ended or an acknowledgement landed: a read still waiting is called off when a
+    /// handler slot would sit idle and no flush is under way to carry it.
     func slotsChanged() {
         let calledOff = waiter.withLock { waiter -> CheckedContinuation<Outcome, Never>? in
             guard let current = waiter else { return nil }
-            if let count = current.count(), count == 0 || current.flushing() { return nil }
+            if current.count() != nil && (!current.idle() || current.flushing()) { return nil }
             waiter = nil
             return current.done
         }

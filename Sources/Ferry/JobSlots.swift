@@ -13,6 +13,13 @@ import Synchronization
 /// ``running`` (its lease extended) until ``finishAcknowledging(_:)``. Such jobs are bounded
 /// too: the read loop waits while `limit` of them are outstanding.
 ///
+/// Read-ahead (``Worker/Configuration/readAhead``): the read loop may take more jobs than
+/// `limit`, up to what this worker starts in ``readAheadHorizon`` at its recent rate, and at most
+/// `readAhead` more. A job taken beyond the limit waits in line here for a handler slot
+/// (``start(entryID:jobID:ahead:_:)``) before anything of it is written, so a worker at a small concurrency
+/// starts its next jobs while the read that replaces them is on its way (docs/design.md,
+/// "Read-ahead").
+///
 /// A lock rather than an actor: it is touched twice per job on the hot path, and an actor hop
 /// there cost a thread wake-up each time (measured with `ferry bench worker` under `perf`).
 final class JobSlots: Sendable {
@@ -30,11 +37,38 @@ final class JobSlots: Sendable {
         var entryDeleted = false
         /// The concurrency slots of limits it holds, extended with its lease.
         var limitSlots: [Worker.LimitSlot] = []
+        /// Taken ahead: how its wait for a handler slot ended, when that was decided before its
+        /// task waited (nil: in line, or not taken ahead).
+        var turn: Turn?
+    }
+
+    /// How a job taken ahead's wait for a handler slot ended.
+    enum Turn: Sendable, Equatable {
+        /// A handler slot is the job's: it runs.
+        case run
+        /// The worker stops or pauses: the job goes back to the group, unrun and unwritten.
+        case handBack
+        /// Someone asked to cancel the job (``cancelOnRequest(_:)``): it is settled as cancelled,
+        /// without a handler slot.
+        case cancelled
     }
 
     private struct State {
-        /// Handlers running.
+        /// Jobs taken: running, or waiting for a handler slot.
         var used = 0
+        /// Jobs holding a handler slot.
+        var handlers = 0
+        /// Jobs taken ahead still in line for a handler slot, in the order they were read.
+        var line: [String] = []
+        /// The tasks of jobs in line that wait for their turn, by entry ID.
+        var turnWaiters: [String: CheckedContinuation<Turn, Never>] = [:]
+        /// How many jobs beyond the limit the read loop may take now.
+        var readAhead = 0
+        /// Whether the read loop may read ahead at all (``allowReadAhead(_:)``).
+        var readsAhead = true
+        /// Handler slots taken since `windowStart`: the rate read-ahead follows.
+        var startsInWindow = 0
+        var windowStart = ContinuousClock.now
         /// Jobs whose acknowledgement is on its way.
         var acknowledging = 0
         var slotWaiter: CheckedContinuation<Void, Never>?
@@ -43,29 +77,110 @@ final class JobSlots: Sendable {
         /// delivery of the entry here starts with a fresh one.
         var running: [String: Running] = [:]
 
-        func hasFreeSlot(limit: Int) -> Bool { used < limit && acknowledging < limit }
+        func hasFreeSlot(limit: Int) -> Bool { used < limit + readAhead && acknowledging < limit }
+
+        /// Takes a handler slot, counting it in the rate read-ahead follows.
+        mutating func takeHandlerSlot() {
+            handlers += 1
+            startsInWindow += 1
+        }
+
+        /// Gives free handler slots to the jobs in line, first read first; returns the waiting
+        /// tasks to resume (outside the lock).
+        mutating func grantTurns(limit: Int) -> [CheckedContinuation<Turn, Never>] {
+            var granted: [CheckedContinuation<Turn, Never>] = []
+            while handlers < limit && !line.isEmpty {
+                let next = line.removeFirst()
+                takeHandlerSlot()
+                if let waiter = decide(next, .run) { granted.append(waiter) }
+            }
+            return granted
+        }
+
+        /// Takes a job out of the line with `turn`; returns its task's waiter to resume, if it waits.
+        mutating func leaveLine(_ entryID: String, _ turn: Turn) -> CheckedContinuation<Turn, Never>? {
+            guard let at = line.firstIndex(of: entryID) else { return nil }
+            line.remove(at: at)
+            return decide(entryID, turn)
+        }
+
+        /// Ends the wait of a job taken out of the line: its waiter, or its record's `turn` for
+        /// its task to find.
+        mutating func decide(_ entryID: String, _ turn: Turn) -> CheckedContinuation<Turn, Never>? {
+            if let waiter = turnWaiters.removeValue(forKey: entryID) { return waiter }
+            running[entryID]?.turn = turn
+            return nil
+        }
+
+        /// Sets the read-ahead from the handler slots taken in the last window: as many jobs
+        /// as start in ``JobSlots/readAheadHorizon`` at that rate, at most `cap`. A window ends
+        /// after ``JobSlots/readAheadWindow``; one that saw no start ends the read-ahead.
+        mutating func followRate(cap: Int, now: ContinuousClock.Instant) {
+            let elapsed = now - windowStart
+            guard elapsed >= JobSlots.readAheadWindow else { return }
+            let perHorizon = Double(startsInWindow) * (JobSlots.readAheadHorizon / elapsed)
+            readAhead = readsAhead ? min(cap, Int(perHorizon)) : 0
+            startsInWindow = 0
+            windowStart = now
+        }
 
         mutating func forget(_ entryID: String) {
             running.removeValue(forKey: entryID)
         }
     }
 
+    /// Handlers that may run at once: the worker's concurrency.
     let limit: Int
+    /// The most jobs the read loop may take beyond `limit`.
+    let readAheadCap: Int
+    /// How far ahead the read loop reads: the jobs this worker starts in this time at its
+    /// recent rate. Short enough that a job taken ahead waits about as long as a read's round
+    /// trip under load, so no other worker would have started it sooner.
+    static let readAheadHorizon = Duration.milliseconds(50)
+    /// How often the read-ahead follows the rate.
+    static let readAheadWindow = Duration.milliseconds(100)
     private let state = Mutex(State())
     private let changed: (@Sendable () -> Void)?
 
-    /// - Parameter changed: runs (outside the lock) each time a job ends or an acknowledgement
-    ///   lands, for a read waiting on a flush (``CarriedRead/slotsChanged()``).
-    init(limit: Int, changed: (@Sendable () -> Void)? = nil) {
+    /// - Parameters:
+    ///   - readAhead: the most jobs the read loop may take beyond `limit` (0: none).
+    ///   - changed: runs (outside the lock) each time a job ends or an acknowledgement lands,
+    ///     for a read waiting on a flush (``CarriedRead/slotsChanged()``).
+    init(limit: Int, readAhead: Int = 0, changed: (@Sendable () -> Void)? = nil) {
         self.limit = limit
+        self.readAheadCap = readAhead
         self.changed = changed
     }
 
-    /// Handlers running now.
+    /// Jobs taken now: running, or waiting for a handler slot.
     var used: Int { state.withLock { $0.used } }
 
-    /// Whether a job may start now, without waiting (``waitForFreeSlots()`` waits for it).
+    /// Whether a job may be taken now, without waiting (``waitForFreeSlots()`` waits for it).
     var hasFreeSlot: Bool { state.withLock { $0.hasFreeSlot(limit: limit) } }
+
+    /// How many jobs a read carried by a flush may take (0 when none): acknowledgements on
+    /// their way do not count, as that flush lands them before its read.
+    var free: Int {
+        state.withLock { state in
+            state.followRate(cap: readAheadCap, now: .now)
+            return max(limit + state.readAhead - state.used, 0)
+        }
+    }
+
+    /// Lets the read loop read ahead, or stops it at once: on a queue with priority lanes (an
+    /// urgent job published next would wait behind the jobs read ahead), and for jobs under
+    /// limits or ordering keys (admitted in one call for the batch they were read in, which a
+    /// job read ahead, starting later, would make one call of its own).
+    func allowReadAhead(_ allowed: Bool) {
+        state.withLock { state in
+            state.readsAhead = allowed
+            if !allowed { state.readAhead = 0 }
+        }
+    }
+
+    /// How many of the next jobs taken hold a handler slot from their start: the free handler
+    /// slots, when no job waits for one (jobs get theirs in the order they were read).
+    var freeHandlerSlots: Int { state.withLock { $0.line.isEmpty ? max(limit - $0.handlers, 0) : 0 } }
 
     /// What a job's task leaves behind when it ends.
     enum Exit: Sendable {
@@ -76,25 +191,61 @@ final class JobSlots: Sendable {
     }
 
     /// Takes a slot and starts `body` as the job's task, which gives the slot back when it ends.
+    /// A job started `ahead` takes no handler slot: its task first waits in line for one, and
+    /// `body` is told how that ended (``Turn``); other jobs' `body` is told ``Turn/run``.
     /// Returns false, starting nothing, when the entry is already running (or acknowledging)
     /// here: this worker reclaimed its own entry after a lease extension failed (a Redis
     /// hiccup), and running it twice at once would be worse than letting the first copy finish.
     @discardableResult
-    func start(entryID: String, jobID: String, _ body: @escaping @Sendable () async -> Exit) -> Bool {
-        state.withLock { state in
-            if state.running[entryID] != nil { return false }
+    func start(
+        entryID: String, jobID: String, ahead: Bool = false, _ body: @escaping @Sendable (Turn) async -> Exit
+    ) -> Bool {
+        let granted = state.withLock { state -> [CheckedContinuation<Turn, Never>]? in
+            if state.running[entryID] != nil { return nil }
             state.used += 1
+            if !ahead { state.takeHandlerSlot() }
             // The task cannot finish before it is registered: its last step takes this lock.
             let task = Task {
-                let exit = await body()
+                // Whether it holds a handler slot is the task's to know: its record may go
+                // before it ends (an acknowledgement that lands first).
+                let turn = ahead ? await self.waitForTurn(entryID) : .run
+                let exit = await body(turn)
                 self.update(entryID) { state in
                     state.used -= 1
+                    if turn == .run { state.handlers -= 1 }
                     if exit == .acknowledging { state.acknowledging += 1 } else { state.forget(entryID) }
                 }
             }
             state.running[entryID] = Running(jobID: jobID, task: task)
-            return true
+            guard ahead else { return [] }
+            state.line.append(entryID)
+            return state.grantTurns(limit: limit)
         }
+        granted?.forEach { $0.resume(returning: .run) }
+        return granted != nil
+    }
+
+    /// Waits until the job taken ahead (``start(entryID:jobID:ahead:_:)``) has a handler slot,
+    /// after the jobs read before it, or leaves the line without one.
+    private func waitForTurn(_ entryID: String) async -> Turn {
+        await withCheckedContinuation { waiter in
+            let decided = state.withLock { state -> Turn? in
+                if let turn = state.running[entryID]?.turn { return turn }
+                state.turnWaiters[entryID] = waiter
+                return nil
+            }
+            if let decided { waiter.resume(returning: decided) }
+        }
+    }
+
+    /// Hands every job in line for a handler slot back (``Turn/handBack``): the worker stops or pauses.
+    func handBackWaiting() {
+        let waiters = state.withLock { state in
+            let line = state.line
+            state.line = []
+            return line.compactMap { state.decide($0, .handBack) }
+        }
+        waiters.forEach { $0.resume(returning: .handBack) }
     }
 
     /// The acknowledgement of a job whose task ended with ``Exit/acknowledging`` was flushed.
@@ -106,12 +257,14 @@ final class JobSlots: Sendable {
     }
 
     /// Cancels the entry's handler because someone asked, and remembers that it was asked (see
-    /// ``wasCancelledOnRequest(_:)``). Nothing happens when the entry is no longer here.
+    /// ``wasCancelledOnRequest(_:)``); a job waiting for a handler slot stops waiting
+    /// (``Turn/cancelled``). Nothing happens when the entry is no longer here.
     func cancelOnRequest(_ entryID: String) {
-        let task = state.withLock { state -> Task<Void, Never>? in
+        let (task, waiting) = state.withLock { state -> (Task<Void, Never>?, CheckedContinuation<Turn, Never>?) in
             state.running[entryID]?.cancelledOnRequest = true
-            return state.running[entryID]?.task
+            return (state.running[entryID]?.task, state.leaveLine(entryID, .cancelled))
         }
+        waiting?.resume(returning: .cancelled)
         task?.cancel()
     }
 
@@ -150,14 +303,16 @@ final class JobSlots: Sendable {
     }
 
     private func update(_ entryID: String, _ change: (inout State) -> Void) {
-        let (slotWaiter, idleWaiters) = state.withLock { state in
+        let (slotWaiter, idleWaiters, turns) = state.withLock { state in
             change(&state)
+            let turns = state.grantTurns(limit: limit)
             var slotWaiter: CheckedContinuation<Void, Never>?
             if state.hasFreeSlot(limit: limit) { swap(&slotWaiter, &state.slotWaiter) }
             var idleWaiters: [CheckedContinuation<Void, Never>] = []
             if state.running.isEmpty { swap(&idleWaiters, &state.idleWaiters) }
-            return (slotWaiter, idleWaiters)
+            return (slotWaiter, idleWaiters, turns)
         }
+        turns.forEach { $0.resume(returning: .run) }
         slotWaiter?.resume()
         idleWaiters.forEach { $0.resume() }
         changed?()
@@ -169,14 +324,17 @@ final class JobSlots: Sendable {
     /// The running and acknowledging jobs, by entry ID.
     var running: [String: Running] { state.withLock { $0.running } }
 
-    /// Waits until a job may start, and returns how many may start now (at least one).
+    /// Waits until a job may be taken, and returns how many may be taken now (at least one).
     ///
     /// Only the read loop starts jobs, but jobs that end while it reads raise the count of
     /// acknowledgements on their way; so the count is taken here, in one step with the wait,
     /// and never read again separately (an `XREADGROUP COUNT 0` would read the whole stream).
     func waitForFreeSlots() async -> Int {
         while true {
-            let free = state.withLock { $0.hasFreeSlot(limit: limit) ? limit - $0.used : 0 }
+            let free = state.withLock { state in
+                state.followRate(cap: readAheadCap, now: .now)
+                return state.hasFreeSlot(limit: limit) ? limit + state.readAhead - state.used : 0
+            }
             if free > 0 { return free }
             await withCheckedContinuation { waiter in
                 let free = state.withLock { state in
@@ -202,8 +360,10 @@ final class JobSlots: Sendable {
         }
     }
 
-    /// Cancels every running job's task (the shutdown grace is over, or the worker's task was cancelled).
+    /// Cancels every running job's task (the shutdown grace is over, or the worker's task was
+    /// cancelled), and hands back those waiting for a handler slot.
     func cancelAll() {
+        handBackWaiting()
         state.withLock { $0.running }.values.forEach { $0.task.cancel() }
     }
 }

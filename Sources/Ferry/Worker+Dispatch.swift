@@ -174,17 +174,31 @@ extension Worker {
                         metadata: ["ferry.entry_id": "\(entry.id)"])
                     return false
                 }.map { plan($0.0, attempt: $0.1, handedBack: handedBack.contains($0.0.id)) }
+                // Jobs beyond the free handler slots were read ahead: each waits in line for
+                // one, and nothing of it is written before (runInTurn).
+                let ahead = Array(deliveries.dropFirst(slots.freeHandlerSlots))
+                deliveries.removeLast(ahead.count)
                 // Jobs under rate or concurrency limits run only once admitted: one call for the
                 // batch, which their tasks await while this loop reads on.
                 if deliveries.contains(where: \.admittedInBatch) { deliveries = askingAdmission(deliveries, control: control) }
-                if deliveries.isEmpty && !waitingForPreviousRun.isEmpty {
+                // Not on a queue with priority lanes (an urgent job published next would wait
+                // behind jobs read ahead), nor for jobs admitted in batches (limits, ordering keys).
+                slots.allowReadAhead(laneStreams.count == 1 && !(deliveries + ahead).contains(where: \.admittedInBatch))
+                if deliveries.isEmpty && ahead.isEmpty && !waitingForPreviousRun.isEmpty {
                     try? await Task.sleep(for: .milliseconds(5))  // the previous run is ending; no read blocked meanwhile
                 }
                 let cancelled = await startBatch(deliveries, cancelRequestsExist: cancelRequestsExist, control: control)
                 for delivery in deliveries {
                     let cancelRequested = cancelled.contains(delivery.jobID)
-                    slots.start(entryID: delivery.entry.id, jobID: delivery.jobID) {
+                    slots.start(entryID: delivery.entry.id, jobID: delivery.jobID) { _ in
                         await self.process(delivery, cancelRequested: cancelRequested, control: control, slots: slots)
+                    }
+                }
+                let checksCancels = cancelRequestsExist
+                for delivery in ahead {
+                    slots.start(entryID: delivery.entry.id, jobID: delivery.jobID, ahead: true) { turn in
+                        await self.runInTurn(
+                            delivery, turn: turn, cancelRequestsExist: checksCancels, control: control, slots: slots)
                     }
                 }
                 errorBackoff = .milliseconds(100)
@@ -211,9 +225,9 @@ extension Worker {
         guard configuration.carriesReads else { return .notCarried }
         return await control.carriedRead.next(
             count: { [self] in
-                isStopping || isPaused || acknowledgementsFailing || limitWaitsRecently ? nil : slots.limit - slots.used
+                isStopping || isPaused || acknowledgementsFailing || limitWaitsRecently ? nil : slots.free
             },
-            flushing: { control.writes.isFlushing })
+            idle: { slots.freeHandlerSlots > 0 }, flushing: { control.writes.isFlushing })
     }
 
     /// Creates the group at the start of the stream (`0`) or lane, so jobs published before the

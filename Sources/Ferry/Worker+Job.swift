@@ -197,6 +197,28 @@ extension Worker {
         return Set(parts.first?.array?.compactMap(\.string) ?? [])
     }
 
+    /// Runs a delivery read ahead (``Configuration/readAhead``) once its wait for a handler slot
+    /// ended (`turn`): its start and admission are the batch's of one, as the read loop makes
+    /// them for a batch. The worker stopping or pausing first hands it back to the group, unrun,
+    /// with nothing of it written; a cancel request ends it cancelled without running.
+    func runInTurn(
+        _ delivery: Delivery, turn: JobSlots.Turn, cancelRequestsExist: Bool, control: ControlChannel, slots: JobSlots
+    ) async -> JobSlots.Exit {
+        switch turn {
+        case .cancelled:
+            return await process(delivery, cancelRequested: true, control: control, slots: slots)
+        case .run where !isStopping && !isPaused:
+            let asking = delivery.admittedInBatch ? askingAdmission([delivery], control: control) : [delivery]
+            let cancelled = await startBatch(asking, cancelRequestsExist: cancelRequestsExist, control: control)
+            return await process(
+                asking[0], cancelRequested: cancelled.contains(delivery.jobID), control: control, slots: slots)
+        case .run, .handBack:
+            await putBack([(delivery.entry, delivery.attempt)], control: control)
+            logger.info("read_ahead_put_back", metadata: ["ferry.entry_id": "\(delivery.entry.id)"])
+            return .done
+        }
+    }
+
     /// Runs one delivery to its outcome. Returns ``JobSlots/Exit/acknowledging`` when the job
     /// succeeded and its acknowledgement, batched with others' and not waited for, is on its way.
     func process(

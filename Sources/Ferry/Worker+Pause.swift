@@ -20,9 +20,12 @@ extension Worker {
             }
             metrics.paused(paused)
             if !paused { state.withLock { $0.pauseConfirmed = nil } }
-            // Every slot busy: the read loop waits for one, and checks the pause before it
-            // starts anything, so nothing new starts here from now on.
-            if paused, let slots = state.withLock({ $0.slots }), slots.used >= slots.limit { await confirmPause(control) }
+            // Jobs read ahead go back. Every slot busy: the read loop waits for one, and checks
+            // the pause before it starts anything, so nothing new starts here from now on.
+            if paused, let slots = state.withLock({ $0.slots }) {
+                slots.handBackWaiting()
+                if !slots.hasFreeSlot { await confirmPause(control) }
+            }
             if changed {
                 logger.info(
                     paused
@@ -61,11 +64,17 @@ extension Worker {
     /// (`delay.lua`, due at once, no attempt spent, status untouched): they run on resume, on
     /// whichever worker takes them first.
     func putBack(_ entries: [StreamEntry], control: ControlChannel) async {
-        for entry in entries {
-            _ = await park(
-                entry.id, jobID: entry.jobID, type: entry.text(of: WireFormat.Field.type) ?? "", attempt: 1, until: .after(.zero),
-                why: .putBack, control: control, logger: logger)
-        }
+        await putBack(entries.map { ($0, 1) }, control: control)
         logger.info("paused_read_put_back", metadata: ["ferry.count": "\(entries.count)"])
+    }
+
+    /// Hands deliveries back to the group unrun (`delay.lua`, due at once, the attempt not
+    /// spent, status untouched), for whichever worker takes them first.
+    func putBack(_ deliveries: [(StreamEntry, attempt: Int)], control: ControlChannel) async {
+        for (entry, attempt) in deliveries {
+            _ = await park(
+                entry.id, jobID: entry.jobID, type: entry.text(of: WireFormat.Field.type) ?? "", attempt: attempt,
+                until: .after(.zero), why: .putBack, control: control, logger: logger)
+        }
     }
 }

@@ -28,8 +28,18 @@ public final class Worker: Sendable {
         public var group = "workers"
         /// Unique per process by default (host name and pid), so scaled containers need no setup.
         public var consumer = Worker.defaultConsumerName()
-        /// Jobs run at once, 1 to 1000; the worker never reads more entries than it can start.
+        /// Jobs run at once, 1 to 1000: handlers running together.
         public var concurrency = 16
+        /// The most jobs the worker takes from the group beyond ``concurrency``, 0 to 10,000, to
+        /// start as handler slots free without a read's round trip between one job and the next
+        /// (Pub/Sub's outstanding messages beyond its callbacks, Celery's prefetch). Only as
+        /// many as this worker starts in 50 ms at its recent rate: none while jobs run slowly,
+        /// so a slow worker holds no job another could start; none on a queue with priority
+        /// lanes, or while jobs ask for admission under limits or ordering keys. A job read
+        /// ahead is written as running only
+        /// once it has its slot, and goes back to the group unrun at a stop or a pause. 0 reads
+        /// only what can start at once.
+        public var readAhead = 256
         /// How long an entry may sit idle before another worker reclaims it (Pub/Sub's ack deadline).
         public var lease: Duration = .seconds(30)
         /// When a failed job comes back and when it is dead-lettered; a job's `max_attempts`
@@ -112,6 +122,7 @@ public final class Worker: Sendable {
         public func validate() throws(FerryError) {
             func invalid(_ message: String) -> FerryError { FerryError(.invalidInput, message) }
             guard (1...1000).contains(concurrency) else { throw invalid("concurrency must be 1 to 1000 (got \(concurrency))") }
+            guard (0...10_000).contains(readAhead) else { throw invalid("read-ahead must be 0 to 10000 (got \(readAhead))") }
             guard !group.isEmpty, !consumer.isEmpty else { throw invalid("the group and consumer names must not be empty") }
             guard lease >= .milliseconds(100) else { throw invalid("the lease must be at least 100ms") }
             for (type, policy) in [("", retry)] + retryByType.sorted(by: { $0.key < $1.key }) {
@@ -308,7 +319,9 @@ public final class Worker: Sendable {
         try configuration.validate()
         let reader = RedisConnection(configuration: connectionConfiguration(role: "read"), logger: logger)
         let control = makeControlChannel(RedisConnection(configuration: connectionConfiguration(role: "control"), logger: logger))
-        let slots = JobSlots(limit: configuration.concurrency) { control.carriedRead.slotsChanged() }
+        let slots = JobSlots(limit: configuration.concurrency, readAhead: configuration.readAhead) {
+            control.carriedRead.slotsChanged()
+        }
         logger.info("worker_started", metadata: ["ferry.concurrency": "\(configuration.concurrency)"])
         state.withLock {
             $0.running = true
@@ -326,6 +339,7 @@ public final class Worker: Sendable {
                     group.addTask { await self.maintainLeases(control, slots: slots) }
                     group.addTask { await self.moveDueJobs(control) }
                     await dispatch(reader: reader, control: control, slots: slots)
+                    slots.handBackWaiting()  // jobs read ahead go back to the group unrun
                     inFlightAtStop = slots.running.count
                     logger.info("worker_stopping", metadata: ["ferry.in_flight": "\(inFlightAtStop)"])
                     group.addTask {

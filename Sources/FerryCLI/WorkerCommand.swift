@@ -46,6 +46,18 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(parsing: .unconditional, help: "Jobs run at once, 1 to 1000 (default 16).")
     var concurrency: String?
 
+    @Option(
+        parsing: .unconditional,
+        help: ArgumentHelp(
+            "Most jobs taken beyond --concurrency to start as slots free, 0 to 10000 (default 256).",
+            discussion: """
+                Only as many as the worker starts in 50 ms at its recent rate (none while jobs run \
+                slowly, on a queue with priority lanes, or for jobs under limits or ordering keys); \
+                they go back to the group unrun at a stop or a pause. 0 takes only what can start \
+                at once.
+                """))
+    var readAhead: String?
+
     @Option(parsing: .unconditional, help: "Idle time after which another worker reclaims a job (default 30s).")
     var lease: String?
 
@@ -194,6 +206,8 @@ struct WorkerCommand: AsyncParsableCommand {
         configuration.consumer = settings.string(consumer, variable: "FERRY_CONSUMER", default: configuration.consumer)
         configuration.concurrency = try settings.integer(
             concurrency, option: "concurrency", variable: "FERRY_CONCURRENCY", default: configuration.concurrency)
+        configuration.readAhead = try settings.integer(
+            readAhead, option: "read-ahead", variable: "FERRY_READ_AHEAD", default: configuration.readAhead)
         configuration.lease = try settings.duration(lease, option: "lease", variable: "FERRY_LEASE", default: configuration.lease)
         configuration.retry.maxAttempts = try settings.integer(
             maxAttempts, option: "max-attempts", variable: "FERRY_MAX_ATTEMPTS", default: configuration.retry.maxAttempts)

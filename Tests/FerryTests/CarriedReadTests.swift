@@ -84,18 +84,19 @@ extension WorkerTests {
     }
 
     @Test(
-        "a read waiting on a flush is called off when nothing would carry it, and carried with as many entries as slots are free")
+        "a read waiting on a flush is called off when nothing would carry it and a slot would sit idle, and carried with as many entries as slots are free"
+    )
     func carriedReadWaits() async throws {
         // Slots free and no flush under way: called off at once.
         let idle = CarriedRead()
-        guard case .notCarried = await idle.next(count: { 4 }, flushing: { false }) else {
+        guard case .notCarried = await idle.next(count: { 4 }, idle: { true }, flushing: { false }) else {
             Issue.record("a read nothing would carry waited")
             return
         }
         // A flush under way takes it, asking for the free slots, and hands the reply back.
         let busy = CarriedRead()
         let flushing = Mutex(true)
-        let waiting = Task { await busy.next(count: { 3 }, flushing: { flushing.withLock { $0 } }) }
+        let waiting = Task { await busy.next(count: { 3 }, idle: { true }, flushing: { flushing.withLock { $0 } }) }
         #expect(await eventually { busy.isWaiting })
         let taken = busy.take()
         #expect(taken?.count == 3)
@@ -111,7 +112,10 @@ extension WorkerTests {
         let full = CarriedRead()
         let free = Mutex(0)
         let underWay = Mutex(true)
-        let left = Task { await full.next(count: { free.withLock { $0 } }, flushing: { underWay.withLock { $0 } }) }
+        let left = Task {
+            await full.next(
+                count: { free.withLock { $0 } }, idle: { free.withLock { $0 } > 0 }, flushing: { underWay.withLock { $0 } })
+        }
         #expect(await eventually { full.isWaiting })
         #expect(full.take() == nil, "no slot free: not taken")
         underWay.withLock { $0 = false }
@@ -123,9 +127,24 @@ extension WorkerTests {
             Issue.record("a read no flush would carry waited on")
             return
         }
+        // Room to read ahead but every handler slot busy, no flush under way: it waits for a
+        // job's end, whose flush carries it with the room it has then.
+        let ahead = CarriedRead()
+        let room = Task { await ahead.next(count: { 5 }, idle: { false }, flushing: { false }) }
+        #expect(await eventually { ahead.isWaiting })
+        ahead.slotsChanged()
+        ahead.flushesEnded()
+        #expect(ahead.isWaiting, "called off with no slot idle")
+        let readAhead = ahead.take()
+        #expect(readAhead?.count == 5)
+        readAhead?.deliver(.read(Worker.Read(entries: [], cancelRequestsExist: false, lanes: 0), asked: 5))
+        guard case .read(_, asked: 5) = await room.value else {
+            Issue.record("the read ahead's reply did not reach the loop")
+            return
+        }
         // Paused or stopping (the count is nil): called off instead of carried.
         let paused = CarriedRead()
-        let stopped = Task { await paused.next(count: { nil }, flushing: { true }) }
+        let stopped = Task { await paused.next(count: { nil }, idle: { true }, flushing: { true }) }
         #expect(await eventually { if case .notCarried = await stopped.value { true } else { false } })
         #expect(paused.take() == nil)
     }

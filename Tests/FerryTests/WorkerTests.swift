@@ -214,8 +214,10 @@ struct WorkerTests {
         #expect(Set(billing.all.map(\.id)) == Set(audit.all.map(\.id)))
     }
 
-    @Test("with thousands of jobs waiting, a worker holds at most its concurrency running plus as many acknowledging")
-    func readsNoMoreThanItCanStart() async throws {
+    @Test(
+        "with thousands of jobs waiting, a worker holds at most its concurrency running plus as many acknowledging, plus its read-ahead",
+        arguments: [0, 20])
+    func readsNoMoreThanItCanStart(readAhead: Int) async throws {
         let setup = try await Setup()
         var published = 0
         while published < 3000 {
@@ -223,14 +225,79 @@ struct WorkerTests {
         }
         let seen = Deliveries()
         var mostPending: Int64 = 0
-        try await running(setup.worker(["t": JobHandlerClosure { seen.record($0) }]) { $0.concurrency = 4 }) {
+        let worker = setup.worker(["t": JobHandlerClosure { seen.record($0) }]) {
+            $0.concurrency = 4
+            $0.readAhead = readAhead
+        }
+        try await running(worker) {
             let deadline = ContinuousClock.now + .seconds(60)
             while seen.count < 3000 && ContinuousClock.now < deadline {
                 mostPending = max(mostPending, (try? await setup.pendingCount()) ?? 0)  // NOGROUP until the worker starts
             }
         }
         #expect(seen.count == 3000)
-        #expect(mostPending <= 8, "the most entries pending at once was \(mostPending)")
+        #expect(Set(seen.all.map(\.id)).count == 3000 && seen.all.allSatisfy { $0.attempt == 1 }, "each ran once")
+        #expect(mostPending <= 8 + Int64(readAhead), "the most entries pending at once was \(mostPending)")
+        // Quick jobs: the worker reads ahead of its free slots.
+        if readAhead > 0 { #expect(mostPending > 8, "the most entries pending at once was \(mostPending)") }
+    }
+
+    @Test("a worker whose jobs run slowly reads none ahead: it holds no job another worker could start")
+    func slowJobsNotReadAhead() async throws {
+        let setup = try await Setup()
+        _ = try await setup.publisher.publish((0..<24).map { JobMessage(type: "t", data: "\($0)") })
+        let seen = Deliveries()
+        var mostPending: Int64 = 0
+        let worker = setup.worker(
+            [
+                "t": JobHandlerClosure { job in
+                    seen.record(job)
+                    try await Task.sleep(for: .milliseconds(150))
+                }
+            ]
+        ) { $0.concurrency = 2 }
+        try await running(worker) {
+            let deadline = ContinuousClock.now + .seconds(60)
+            while seen.count < 24 && ContinuousClock.now < deadline {
+                mostPending = max(mostPending, (try? await setup.pendingCount()) ?? 0)
+                try await Task.sleep(for: .milliseconds(5))
+            }
+        }
+        #expect(seen.count == 24)
+        // About 13 starts a second: under one job in the read-ahead's 50 ms.
+        #expect(mostPending <= 4, "the most entries pending at once was \(mostPending)")
+    }
+
+    @Test(
+        "at a stop, the jobs a worker read ahead go back to the group unrun: none stays pending, and another worker runs each once at attempt 1"
+    )
+    func readAheadHandedBackAtStop() async throws {
+        let setup = try await Setup()
+        var published = 0
+        while published < 3000 {
+            published += try await setup.publisher.publish((0..<500).map { JobMessage(type: "t", data: "\($0)") }).count
+        }
+        let first = Deliveries(), second = Deliveries()
+        let stopping = setup.worker(["t": JobHandlerClosure { first.record($0) }]) {
+            $0.concurrency = 2
+            $0.readAhead = 200
+        }
+        try await running(stopping) {
+            #expect(await eventually { first.count >= 500 }, "the worker is well under way")
+        }
+        #expect(first.count < 3000, "stopped part-way: \(first.count) ran")
+        #expect(try await setup.pendingCount() == 0, "nothing left pending on the stopped worker")
+        let due = setup.keys.delayed(group: "workers").due
+        #expect(
+            try await setup.redis.send(RedisCommand("ZCARD", [.string(due)])).integer ?? 0 > 0,
+            "jobs read ahead were handed back")
+        try await running(setup.worker(["t": JobHandlerClosure { second.record($0) }])) {
+            #expect(await eventually { first.count + second.count >= 3000 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        let all = first.all + second.all
+        #expect(all.count == 3000 && Set(all.map(\.id)).count == 3000, "each ran once")
+        #expect(all.allSatisfy { $0.attempt == 1 }, "no attempt was spent on a job handed back")
     }
 
     @Test("workers of one group share the jobs: each runs once")
@@ -388,27 +455,27 @@ struct WorkerTests {
         let slots = JobSlots(limit: 4)
         let release = AsyncStream<Void>.makeStream()
         #expect(
-            slots.start(entryID: "1-0", jobID: "j") {
+            slots.start(entryID: "1-0", jobID: "j") { _ in
                 for await _ in release.stream {}
                 return .done
             })
-        #expect(!slots.start(entryID: "1-0", jobID: "j") { .done }, "a reclaim of its own running entry starts nothing")
+        #expect(!slots.start(entryID: "1-0", jobID: "j") { _ in .done }, "a reclaim of its own running entry starts nothing")
         #expect(slots.used == 1)
         release.continuation.finish()
         await slots.waitUntilIdle()
-        #expect(slots.start(entryID: "1-0", jobID: "j") { .done }, "once finished, a later delivery runs")
+        #expect(slots.start(entryID: "1-0", jobID: "j") { _ in .done }, "once finished, a later delivery runs")
         await slots.waitUntilIdle()
     }
 
     @Test("a job whose acknowledgement is on its way frees its slot but stays running; such jobs are bounded too")
     func acknowledgingJobs() async throws {
         let slots = JobSlots(limit: 2)
-        #expect(slots.start(entryID: "2-0", jobID: "j") { .acknowledging })
+        #expect(slots.start(entryID: "2-0", jobID: "j") { _ in .acknowledging })
         #expect(await eventually { slots.used == 0 }, "the handler returned")
         #expect(await slots.waitForFreeSlots() == 2, "the handler is done, so the next read may overlap the acknowledgement")
         #expect(slots.running["2-0"] != nil, "its lease is still extended until it is acknowledged")
-        #expect(!slots.start(entryID: "2-0", jobID: "j") { .done }, "and a reclaim of it starts nothing")
-        #expect(slots.start(entryID: "3-0", jobID: "k") { .acknowledging })
+        #expect(!slots.start(entryID: "2-0", jobID: "j") { _ in .done }, "and a reclaim of it starts nothing")
+        #expect(slots.start(entryID: "3-0", jobID: "k") { _ in .acknowledging })
         #expect(await eventually { slots.used == 0 }, "the second handler returned")
         #expect(!slots.hasFreeSlot, "as many acknowledgements outstanding as the limit: nothing more is read")
         let waiting = Task { await slots.waitForFreeSlots() }
@@ -423,7 +490,7 @@ struct WorkerTests {
     func cancelRequestForgotten() async throws {
         let slots = JobSlots(limit: 2)
         // Asked while the acknowledgement is on its way: the handler has returned already.
-        #expect(slots.start(entryID: "4-0", jobID: "j") { .acknowledging })
+        #expect(slots.start(entryID: "4-0", jobID: "j") { _ in .acknowledging })
         #expect(await eventually { slots.used == 0 }, "the handler returned")
         slots.cancelOnRequest("4-0")
         #expect(slots.wasCancelledOnRequest("4-0"))
@@ -432,7 +499,7 @@ struct WorkerTests {
         // Asked while running, by a handler that finishes anyway.
         let release = AsyncStream<Void>.makeStream()
         #expect(
-            slots.start(entryID: "5-0", jobID: "k") {
+            slots.start(entryID: "5-0", jobID: "k") { _ in
                 for await _ in release.stream {}
                 return .done
             })
