@@ -72,6 +72,15 @@ struct WorkerBenchmark: AsyncParsableCommand {
         ))
     var defaultsAt: [Int] = []
 
+    @Option(
+        name: .customLong("read-ahead"),
+        help: ArgumentHelp(
+            "The read-ahead of every measured worker (default: a worker's default, 256).",
+            discussion:
+                "0 measures workers that take only what they can start at once: what read-ahead changes, run beside a default run."
+        ))
+    var readAhead: Int?
+
     @OptionGroup var redis: RedisOptions
 
     func validate() throws {
@@ -85,6 +94,9 @@ struct WorkerBenchmark: AsyncParsableCommand {
         guard (1...25).contains(defaultsRounds) else { throw ValidationError("--defaults-rounds must be 1 to 25") }
         guard defaultsAt.allSatisfy({ (1...1000).contains($0) }) else {
             throw ValidationError("--defaults-at must be 1 to 1000")
+        }
+        guard readAhead.map({ (0...10_000).contains($0) }) ?? true else {
+            throw ValidationError("--read-ahead must be 0 to 10000")
         }
     }
 
@@ -106,7 +118,8 @@ struct WorkerBenchmark: AsyncParsableCommand {
         let connection = try await redis.connect(clientName: "ferry-bench")
         print(
             "Worker benchmark against \(redisConfiguration.redactedURL): \(jobs) jobs per run, no-op Swift handler, "
-                + (logFormat == .json ? "JSON info logs into /dev/null" : "no logs"))
+                + (logFormat == .json ? "JSON info logs into /dev/null" : "no logs")
+                + ", read-ahead \(readAhead ?? Worker.Configuration().readAhead)")
 
         var rows: [[String]] = [["run", "jobs/s", "Redis CPU µs/job", "ratio to baseline"]]
         var breakdowns: [(String, RedisTimeReport)] = []
@@ -282,16 +295,17 @@ struct WorkerBenchmark: AsyncParsableCommand {
     ) async throws -> Double {
         try await Self.throughput(
             queue, jobs: jobs, concurrency: concurrency, workers: workers, status: status, carriesReads: carriesReads,
-            connection: connection, redis: redis, logger: logger)
+            readAhead: readAhead, connection: connection, redis: redis, logger: logger)
     }
 
     /// Publishes `jobs` no-op jobs to `queue` (inside the measurement: the Redis time per job
     /// covers the whole cycle) and runs `workers` workers (consumers of one group) on them until
     /// all are handled; returns their jobs per second. Leaves the queue's keys for the caller to
-    /// remove.
+    /// remove. `readAhead` nil leaves the workers' default.
     static func throughput(
         _ queue: QueueName, jobs: Int, concurrency: Int, workers: Int = 1, status: Bool, carriesReads: Bool = true,
-        connection: RedisConnection, redis: RedisConfiguration, logger: Logger = Logger(label: "ferry.worker")
+        readAhead: Int? = nil, connection: RedisConnection, redis: RedisConfiguration,
+        logger: Logger = Logger(label: "ferry.worker")
     ) async throws -> Double {
         var publishing = Publisher.Configuration()
         publishing.recordsStatus = status
@@ -307,6 +321,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
             configuration.concurrency = concurrency
             configuration.recordsStatus = status
             configuration.carriesReads = carriesReads
+            if let readAhead { configuration.readAhead = readAhead }
             configuration.consumer = workers == 1 ? "bench" : "bench-\(number)"
             return Worker(
                 queue: queue, redis: redis, handlers: ["noop": JobHandlerClosure { _ in tally.record(latency: nil) }],
