@@ -11,14 +11,15 @@ import Synchronization
 /// A job whose handler has returned but whose acknowledgement is still on its way gives its
 /// slot back at once, so the next read overlaps the acknowledgement's round trip; it stays in
 /// ``running`` (its lease extended) until ``finishAcknowledging(_:)``. Such jobs are bounded
-/// too: the read loop waits while `limit` of them are outstanding.
+/// too: the read loop waits while `limit` of them (with the read-ahead's, as many more) are
+/// outstanding.
 ///
 /// Read-ahead (``Worker/Configuration/readAhead``): the read loop may take more jobs than
-/// `limit`, up to what this worker starts in ``readAheadHorizon`` at its recent rate, and at most
+/// `limit`, as many as this worker starts in ``readAheadHorizon`` at its recent rate, at most
 /// `readAhead` more. A job taken beyond the limit waits in line here for a handler slot
-/// (``start(entryID:jobID:ahead:_:)``) before anything of it is written, so a worker at a small concurrency
-/// starts its next jobs while the read that replaces them is on its way (docs/design.md,
-/// "Read-ahead").
+/// (``start(entryID:jobID:ahead:_:)``) before anything of it is written, so a worker at a small
+/// concurrency starts its next jobs while the read that replaces them is on its way
+/// (docs/design.md, "Read-ahead: jobs in line for a handler slot").
 ///
 /// A lock rather than an actor: it is touched twice per job on the hot path, and an actor hop
 /// there cost a thread wake-up each time (measured with `ferry bench worker` under `perf`).
@@ -77,7 +78,10 @@ final class JobSlots: Sendable {
         /// delivery of the entry here starts with a fresh one.
         var running: [String: Running] = [:]
 
-        func hasFreeSlot(limit: Int) -> Bool { used < limit + readAhead && acknowledging < limit }
+        func hasFreeSlot(limit: Int) -> Bool { used < limit + readAhead && acknowledging < limit + readAhead }
+
+        /// How many more jobs may be taken, acknowledgements on their way aside.
+        func room(limit: Int) -> Int { max(limit + readAhead - used, 0) }
 
         /// Takes a handler slot, counting it in the rate read-ahead follows.
         mutating func takeHandlerSlot() {
@@ -159,11 +163,14 @@ final class JobSlots: Sendable {
     var hasFreeSlot: Bool { state.withLock { $0.hasFreeSlot(limit: limit) } }
 
     /// How many jobs a read carried by a flush may take (0 when none): acknowledgements on
-    /// their way do not count, as that flush lands them before its read.
+    /// their way do not count, as that flush lands them before its read. While `limit` jobs or
+    /// more wait in line, none until half the read-ahead is free: reads ahead come in batches,
+    /// not one for every flush's few ended jobs.
     var free: Int {
         state.withLock { state in
             state.followRate(cap: readAheadCap, now: .now)
-            return max(limit + state.readAhead - state.used, 0)
+            let room = state.room(limit: limit)
+            return state.line.count >= limit && room < state.readAhead / 2 ? 0 : room
         }
     }
 
@@ -238,14 +245,17 @@ final class JobSlots: Sendable {
         }
     }
 
-    /// Hands every job in line for a handler slot back (``Turn/handBack``): the worker stops or pauses.
-    func handBackWaiting() {
-        let waiters = state.withLock { state in
+    /// Hands every job in line for a handler slot back (``Turn/handBack``): the worker stops or
+    /// pauses. Returns how many there were.
+    @discardableResult
+    func handBackWaiting() -> Int {
+        let (count, waiters) = state.withLock { state in
             let line = state.line
             state.line = []
-            return line.compactMap { state.decide($0, .handBack) }
+            return (line.count, line.compactMap { state.decide($0, .handBack) })
         }
         waiters.forEach { $0.resume(returning: .handBack) }
+        return count
     }
 
     /// The acknowledgement of a job whose task ended with ``Exit/acknowledging`` was flushed.
@@ -333,7 +343,7 @@ final class JobSlots: Sendable {
         while true {
             let free = state.withLock { state in
                 state.followRate(cap: readAheadCap, now: .now)
-                return state.hasFreeSlot(limit: limit) ? limit + state.readAhead - state.used : 0
+                return state.hasFreeSlot(limit: limit) ? state.room(limit: limit) : 0
             }
             if free > 0 { return free }
             await withCheckedContinuation { waiter in

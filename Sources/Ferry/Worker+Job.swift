@@ -214,7 +214,7 @@ extension Worker {
                 asking[0], cancelRequested: cancelled.contains(delivery.jobID), control: control, slots: slots)
         case .run, .handBack:
             await putBack([(delivery.entry, delivery.attempt)], control: control)
-            logger.info("read_ahead_put_back", metadata: ["ferry.entry_id": "\(delivery.entry.id)"])
+            logger.debug("read_ahead_put_back", metadata: ["ferry.entry_id": "\(delivery.entry.id)"])
             return .done
         }
     }

@@ -23,7 +23,7 @@ extension Worker {
             // Jobs read ahead go back. Every slot busy: the read loop waits for one, and checks
             // the pause before it starts anything, so nothing new starts here from now on.
             if paused, let slots = state.withLock({ $0.slots }) {
-                slots.handBackWaiting()
+                logHandedBack(slots.handBackWaiting())
                 if !slots.hasFreeSlot { await confirmPause(control) }
             }
             if changed {
@@ -66,6 +66,11 @@ extension Worker {
     func putBack(_ entries: [StreamEntry], control: ControlChannel) async {
         await putBack(entries.map { ($0, 1) }, control: control)
         logger.info("paused_read_put_back", metadata: ["ferry.count": "\(entries.count)"])
+    }
+
+    /// Says how many jobs read ahead went back to the group (``JobSlots/handBackWaiting()``), if any.
+    func logHandedBack(_ count: Int) {
+        if count > 0 { logger.info("read_ahead_handed_back", metadata: ["ferry.count": "\(count)"]) }
     }
 
     /// Hands deliveries back to the group unrun (`delay.lua`, due at once, the attempt not

@@ -339,7 +339,7 @@ public final class Worker: Sendable {
                     group.addTask { await self.maintainLeases(control, slots: slots) }
                     group.addTask { await self.moveDueJobs(control) }
                     await dispatch(reader: reader, control: control, slots: slots)
-                    slots.handBackWaiting()  // jobs read ahead go back to the group unrun
+                    logHandedBack(slots.handBackWaiting())  // jobs read ahead go back to the group unrun
                     inFlightAtStop = slots.running.count
                     logger.info("worker_stopping", metadata: ["ferry.in_flight": "\(inFlightAtStop)"])
                     group.addTask {
