@@ -46,14 +46,22 @@ struct JobSlotsTests {
         }
     }
 
-    @Test("jobs taken ahead run one handler slot at a time, in the order they were read; the slots never exceed the limit")
-    func turnsInReadOrder() async throws {
+    /// Slots for one handler with a read-ahead of 10, the handler slot taken by job "a" until
+    /// the gate returned opens.
+    func oneSlotTaken() -> (JobSlots, Gate) {
         let slots = JobSlots(limit: 1, readAhead: 10)
-        let running = Gate(), turns = Turns()
+        let running = Gate()
         slots.start(entryID: "a", jobID: "a") { _ in
             await running.wait()
             return .done
         }
+        return (slots, running)
+    }
+
+    @Test("jobs taken ahead run one handler slot at a time, in the order they were read; the slots never exceed the limit")
+    func turnsInReadOrder() async throws {
+        let (slots, running) = oneSlotTaken()
+        let turns = Turns()
         #expect(slots.freeHandlerSlots == 0)
         let gates = (0..<3).map { _ in Gate() }
         for (index, id) in ["b", "c", "d"].enumerated() { startAhead(slots, id, turns, gate: gates[index]) }
@@ -74,12 +82,8 @@ struct JobSlotsTests {
 
     @Test("at a stop or pause the jobs in line go back without a slot; a cancel request takes one job out of line")
     func leavingTheLine() async throws {
-        let slots = JobSlots(limit: 1, readAhead: 10)
-        let running = Gate(), turns = Turns()
-        slots.start(entryID: "a", jobID: "a") { _ in
-            await running.wait()
-            return .done
-        }
+        let (slots, running) = oneSlotTaken()
+        let turns = Turns()
         for id in ["b", "c", "d"] { startAhead(slots, id, turns) }
         slots.cancelOnRequest("c")
         #expect(await eventually { turns.all.count == 1 })
