@@ -109,6 +109,56 @@ extension WorkerTests {
             }
         }
     }
+
+    @Test(
+        "a pause hands back the jobs a worker read ahead: a job published after the pause is confirmed never starts, and resume runs every job once at attempt 1"
+    )
+    func pauseHandsBackReadAhead() async throws {
+        let setup = try await Setup("pause-ahead")
+        var published = 0
+        while published < 3000 {
+            published += try await setup.publisher.publish((0..<500).map { JobMessage(type: "t", data: "\($0)") }).count
+        }
+        let seen = Deliveries()
+        // Slowed once under way, so that jobs wait in line when the pause comes.
+        let slow = Mutex(false)
+        let worker = setup.worker(
+            [
+                "t": JobHandlerClosure { job in
+                    seen.record(job)
+                    if slow.withLock({ $0 }) { try await Task.sleep(for: .milliseconds(20)) }
+                }
+            ]
+        ) {
+            $0.concurrency = 2
+            $0.readAhead = 200
+        }
+        try await running(worker) {
+            #expect(await eventually { seen.count >= 300 }, "the worker is well under way")
+            slow.withLock { $0 = true }
+            let paused = try await setup.ferry("queue", "pause", setup.name, "--wait", "--wait-timeout", "20s")
+            #expect(paused.status == 0, "\(paused.standardError)")
+            let ranBeforePause = seen.count
+            let due = setup.keys.delayed(group: "workers").due
+            // Each job in line parks itself back, as its task ends after the confirmation.
+            #expect(
+                await eventually(.seconds(10)) {
+                    try await setup.redis.send(RedisCommand("ZCARD", [.string(due)])).integer ?? 0 > 0
+                }, "jobs read ahead were handed back")
+            _ = try await setup.publisher.publish(JobMessage(type: "t", data: "", jobID: "after-pause"))
+            try await Task.sleep(for: .seconds(1))  // confirmed: nothing new may start, whatever the timing
+            #expect(!seen.all.contains { $0.id == "after-pause" })
+            // At most the two given a handler slot before the pause start after it: none of the line.
+            #expect(seen.count <= ranBeforePause + 2, "\(seen.count - ranBeforePause) started after the pause was confirmed")
+            #expect(seen.count < 3000, "paused part-way: \(seen.count) ran")
+            slow.withLock { $0 = false }
+            #expect(try await QueuePause(queue: setup.queue, connection: setup.redis).resume())
+            #expect(await eventually { seen.count >= 3001 })
+            #expect(await eventually { try await setup.pendingCount() == 0 })
+        }
+        #expect(seen.count == 3001 && Set(seen.all.map(\.id)).count == 3001, "each ran once")
+        #expect(seen.all.allSatisfy { $0.attempt == 1 }, "no attempt was spent on a job handed back")
+    }
 }
 
 extension WorkerTests {

@@ -278,7 +278,15 @@ struct WorkerTests {
             published += try await setup.publisher.publish((0..<500).map { JobMessage(type: "t", data: "\($0)") }).count
         }
         let first = Deliveries(), second = Deliveries()
-        let stopping = setup.worker(["t": JobHandlerClosure { first.record($0) }]) {
+        // Slowed once under way, so that jobs wait in line when the stop comes.
+        let stopping = setup.worker(
+            [
+                "t": JobHandlerClosure { job in
+                    first.record(job)
+                    if first.count > 500 { try await Task.sleep(for: .milliseconds(20)) }
+                }
+            ]
+        ) {
             $0.concurrency = 2
             $0.readAhead = 200
         }
