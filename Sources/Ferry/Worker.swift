@@ -370,8 +370,9 @@ public final class Worker: Sendable {
         if let refusal { throw refusal }
     }
 
-    /// Records the jobs running (or being acknowledged) now in `ferry_jobs_in_flight`, so a
-    /// scrape reads the exact count rather than the one of the last lease extension.
+    /// Records the jobs held now (running, read ahead, or being acknowledged) in
+    /// `ferry_jobs_in_flight`, so a scrape reads the exact count rather than the one of the last
+    /// lease extension.
     public func recordInFlight() {
         guard let slots = state.withLock({ $0.slots }) else { return }
         metrics.inFlight(slots.running.count)

@@ -29,7 +29,7 @@ public struct FerryMetricsFactory: MetricsFactory {
         "ferry_step_duration_seconds": "How long the runs that ended workflow steps took, by step name.",
         "ferry_workflows": "Workflows of the queue by state (sampled every --sample-interval).",
         "ferry_job_start_latency_seconds": "From publish (published_at, else the entry ID's time) to the handler starting.",
-        "ferry_jobs_in_flight": "Jobs running or being acknowledged by this worker, exact at scrape time.",
+        "ferry_jobs_in_flight": "Jobs this worker holds (running, read ahead, being acknowledged), exact at scrape time.",
         "ferry_reclaims_total": "Entries whose lease expired (a crashed or frozen worker's) that this worker claimed.",
         "ferry_lease_extensions_total": "Leases of running jobs extended, so slow jobs are not reclaimed.",
         "ferry_redis_errors_total": "Redis errors met by the worker, by error prefix (or kind when Redis sent none).",
