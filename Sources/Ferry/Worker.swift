@@ -35,10 +35,9 @@ public final class Worker: Sendable {
         /// (Pub/Sub's outstanding messages beyond its callbacks, Celery's prefetch). Only as
         /// many as this worker starts in 50 ms at its recent rate: none while jobs run slowly,
         /// so a slow worker holds no job another could start; none on a queue with priority
-        /// lanes, or while jobs ask for admission under limits or ordering keys. A job read
-        /// ahead is written as running only
-        /// once it has its slot, and goes back to the group unrun at a stop or a pause. 0 reads
-        /// only what can start at once.
+        /// lanes, or while jobs ask for admission under limits or ordering keys. A job read ahead
+        /// is written as running only once it has its slot, and goes back to the group unrun at
+        /// a stop or a pause. 0 reads only what can start at once.
         public var readAhead = 256
         /// How long an entry may sit idle before another worker reclaims it (Pub/Sub's ack deadline).
         public var lease: Duration = .seconds(30)
@@ -322,7 +321,11 @@ public final class Worker: Sendable {
         let slots = JobSlots(limit: configuration.concurrency, readAhead: configuration.readAhead) {
             control.carriedRead.slotsChanged()
         }
-        logger.info("worker_started", metadata: ["ferry.concurrency": "\(configuration.concurrency)"])
+        logger.info(
+            "worker_started",
+            metadata: [
+                "ferry.concurrency": "\(configuration.concurrency)", "ferry.read_ahead": "\(configuration.readAhead)",
+            ])
         state.withLock {
             $0.running = true
             $0.lastLoopTurn = .now
