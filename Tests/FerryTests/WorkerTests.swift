@@ -278,21 +278,25 @@ struct WorkerTests {
             published += try await setup.publisher.publish((0..<500).map { JobMessage(type: "t", data: "\($0)") }).count
         }
         let first = Deliveries(), second = Deliveries()
-        // Slowed once under way, so that jobs wait in line when the stop comes.
+        // Past the 2,000th job both handlers wait until the stop: the jobs read ahead by then
+        // (the rate of 2,000 quick starts) stay in line.
+        let held = JobSlotsTests.Gate()
         let stopping = setup.worker(
             [
                 "t": JobHandlerClosure { job in
                     first.record(job)
-                    if first.count > 500 { try await Task.sleep(for: .milliseconds(20)) }
+                    if first.count > 2000 { await held.wait() }
                 }
             ]
         ) {
             $0.concurrency = 2
             $0.readAhead = 200
         }
-        try await running(stopping) {
-            #expect(await eventually { first.count >= 500 }, "the worker is well under way")
-        }
+        let run = Task { try await stopping.run() }
+        #expect(await eventually { first.count >= 2002 }, "both handlers wait")
+        stopping.stop()
+        held.open()
+        try await run.value
         #expect(first.count < 3000, "stopped part-way: \(first.count) ran")
         #expect(try await setup.pendingCount() == 0, "nothing left pending on the stopped worker")
         let due = setup.keys.delayed(group: "workers").due
