@@ -174,6 +174,9 @@ extension Worker {
                         metadata: ["ferry.entry_id": "\(entry.id)"])
                     return false
                 }.map { plan($0.0, attempt: $0.1, handedBack: handedBack.contains($0.0.id)) }
+                // No read-ahead on a queue with priority lanes (an urgent job published next would
+                // wait behind jobs read ahead), nor for jobs admitted in batches (limits, ordering keys).
+                slots.allowReadAhead(laneStreams.count == 1 && !deliveries.contains(where: \.admittedInBatch))
                 // Jobs beyond the free handler slots were read ahead: each waits in line for
                 // one, and nothing of it is written before (runInTurn).
                 let ahead = Array(deliveries.dropFirst(slots.freeHandlerSlots))
@@ -181,9 +184,6 @@ extension Worker {
                 // Jobs under rate or concurrency limits run only once admitted: one call for the
                 // batch, which their tasks await while this loop reads on.
                 if deliveries.contains(where: \.admittedInBatch) { deliveries = askingAdmission(deliveries, control: control) }
-                // Not on a queue with priority lanes (an urgent job published next would wait
-                // behind jobs read ahead), nor for jobs admitted in batches (limits, ordering keys).
-                slots.allowReadAhead(laneStreams.count == 1 && !(deliveries + ahead).contains(where: \.admittedInBatch))
                 if deliveries.isEmpty && ahead.isEmpty && !waitingForPreviousRun.isEmpty {
                     try? await Task.sleep(for: .milliseconds(5))  // the previous run is ending; no read blocked meanwhile
                 }

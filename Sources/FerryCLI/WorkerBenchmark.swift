@@ -68,7 +68,7 @@ struct WorkerBenchmark: AsyncParsableCommand {
         help: ArgumentHelp(
             "Also measure the defaults figure with this concurrency instead of the default's (everything else as deployed); repeat for several.",
             discussion:
-                "Where the figure's ceiling is: at concurrency 256 a worker's batches are as large as they come, so no read-ahead or pipelining at a lower concurrency can beat the same status and logs there."
+                "Where the figure's ceiling is: at concurrency 256 a worker's batches are as large as they come, so a lower concurrency, read-ahead and all, can at best run as the same status and logs do there."
         ))
     var defaultsAt: [Int] = []
 
