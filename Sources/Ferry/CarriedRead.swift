@@ -8,7 +8,10 @@ import Synchronization
 ///
 /// The read loop waits here (``next(count:idle:flushing:)``) instead of for a free slot while its
 /// last read was full. The flush built next takes the read (``take()``) when at least one slot
-/// is free, asks for as many entries as are free then, and hands the reply back. A waiting read
+/// is free, asks for as many entries as are free then, and hands the reply back. The read goes
+/// first in the flush's pipeline and its reply comes back as soon as it is read
+/// (``RedisConnection/EarlyReplies``), so the jobs it brings run while Redis still runs the
+/// acknowledgements behind it. A waiting read
 /// is called off (``Outcome/notCarried``), and the loop reads on its own connection as before,
 /// when a handler slot would sit idle and no flush is under way to carry it (``slotsChanged()``,
 /// ``flushesEnded()``: a job that ended without a write, or whose transition's flush was built
@@ -57,7 +60,8 @@ final class CarriedRead: Sendable {
     var isWaiting: Bool { waiter.withLock { $0 != nil } }
 
     /// The flush being built takes the waiting read, if a slot is free for it: how many
-    /// entries to ask for, and where the outcome goes.
+    /// entries to ask for, and where the outcome goes (the first outcome given counts; later
+    /// ones are ignored, as a read delivered early needs no second delivery when the flush ends).
     func take() -> (count: Int, deliver: @Sendable (Outcome) -> Void)? {
         // The waiter leaves under the lock, taken or called off; it is resumed outside it.
         let (left, count) = waiter.withLock { waiter -> (Waiter?, Int?) in
@@ -72,7 +76,15 @@ final class CarriedRead: Sendable {
             left.done.resume(returning: .notCarried)
             return nil
         }
-        return (count, { left.done.resume(returning: $0) })
+        let once = Once(left.done)
+        return (count, { once.take()?.resume(returning: $0) })
+    }
+
+    /// A continuation resumed once, whoever comes first.
+    private final class Once: Sendable {
+        private let continuation: Mutex<CheckedContinuation<Outcome, Never>?>
+        init(_ continuation: CheckedContinuation<Outcome, Never>) { self.continuation = Mutex(continuation) }
+        func take() -> CheckedContinuation<Outcome, Never>? { continuation.withLock { $0.take() } }
     }
 
     /// The batcher has nothing left to flush: a read still waiting is called off if a handler

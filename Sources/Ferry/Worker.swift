@@ -387,7 +387,31 @@ public final class Worker: Sendable {
         return ControlChannel(
             connection: connection,
             writes: GroupCommit(whenIdle: carriedRead.flushesEnded) { [self] writes in
+                // The read loop's next read goes first, and its reply on as soon as it is read:
+                // the worker starts the jobs it brings while Redis acknowledges the jobs before
+                // them. It asks for the slots free now; acknowledgements on their way never count
+                // against those, so it needs nothing after it in the pipeline to land first. The
+                // normal lane's read, or every lane's (most urgent first, or weighted) when there are several.
+                let read = carriedRead.take()
+                let lanes = read == nil ? [] : laneStreams
                 var commands: [RedisCommand] = []
+                if let read {
+                    commands =
+                        lanes.count > 1
+                        ? [readLanesCommand(readOrder(lanes), count: read.count)]
+                        : readCommands(count: read.count, block: nil)
+                }
+                let readReplyCount = commands.count
+                // What the read brought, taken from its replies once (early, or with the rest).
+                let deliverRead: @Sendable ([RedisReply]) -> Void = { [self] replies in
+                    guard let read else { return }
+                    do throws(RedisError) {
+                        read.deliver(
+                            .read(lanes.count > 1 ? try lanesRead(replies[0]) : try readReplies(replies[...]), asked: read.count))
+                    } catch {
+                        read.deliver(.failed(error))
+                    }
+                }
                 var transitionAt: [Int: Int] = [:]  // write index -> its command's index
                 var acks: [ControlChannel.Acknowledgement] = []
                 var releases: [ControlChannel.SlotRelease] = []
@@ -430,28 +454,13 @@ public final class Worker: Sendable {
                     let release = releaseArguments(releases)
                     commands.append(Self.releaseScript.command(keys: release.keys, arguments: release.arguments))
                 }
-                // The read loop's next read, after everything that frees slots for it: the
-                // normal lane's, or every lane's (most urgent first, or weighted) when there are several.
-                let read = carriedRead.take()
-                let readAt = commands.count
-                let lanes = read == nil ? [] : laneStreams
-                if let read {
-                    commands +=
-                        lanes.count > 1
-                        ? [readLanesCommand(readOrder(lanes), count: read.count)]
-                        : readCommands(count: read.count, block: nil)
-                }
                 let replies: [RedisReply]
                 do throws(RedisError) {
-                    replies = try await connection.pipeline(commands)
-                    if let read {
-                        do throws(RedisError) {
-                            let entries = lanes.count > 1 ? try lanesRead(replies[readAt]) : try readReplies(replies[readAt...])
-                            read.deliver(.read(entries, asked: read.count))
-                        } catch {
-                            read.deliver(.failed(error))
-                        }
-                    }
+                    replies = try await connection.pipeline(
+                        commands,
+                        early: read == nil ? nil : RedisConnection.EarlyReplies(count: readReplyCount, deliver: deliverRead))
+                    // A read that could not go early (an error reply) goes now; one that did ignores this.
+                    deliverRead(Array(replies.prefix(readReplyCount)))
                 } catch {
                     read?.deliver(.failed(error))
                     logger.warning(

@@ -100,6 +100,27 @@ public actor RedisConnection {
         return reply
     }
 
+    /// The first replies of a pipeline, handed on as soon as they are read, while Redis may still
+    /// be running the commands after them: a pipeline that starts with a read and goes on with
+    /// writes lets its caller act on the read meanwhile (the worker starts the jobs it read while
+    /// Redis acknowledges the jobs before them).
+    public struct EarlyReplies: Sendable {
+        /// How many replies, from the first.
+        public let count: Int
+        /// Runs at most once, on the connection's thread (it must be quick), with the first
+        /// `count` replies; never when one of them is an error (which may be a redirection or a
+        /// missing script, answered again later) or the exchange fails before they are all read.
+        public let deliver: @Sendable ([RedisReply]) -> Void
+
+        /// - Parameters:
+        ///   - count: how many replies, from the first, go to `deliver` early.
+        ///   - deliver: what takes them (see ``deliver``).
+        public init(count: Int, deliver: @escaping @Sendable ([RedisReply]) -> Void) {
+            self.count = count
+            self.deliver = deliver
+        }
+    }
+
     /// Sends every command, then reads every reply: one round trip for the lot.
     ///
     /// Error replies come back in place as ``RedisReply/error(_:)`` so one failed command does not
@@ -107,10 +128,14 @@ public actor RedisConnection {
     /// a restart or `SCRIPT FLUSH`) is sent again as `EVAL`, and an `FCALL` of a function Redis
     /// does not hold again once its library is loaded: neither error means the script ran.
     ///
+    /// - Parameter early: hands the first replies on as soon as they are read (``EarlyReplies``);
+    ///   the replies returned hold them too, whether or not it took them.
     /// - Throws: ``RedisError`` when the exchange itself fails; then no reply is returned, and
-    ///   any of the commands may or may not have been applied.
-    public func pipeline(_ commands: [RedisCommand], timeout: Duration? = nil) throws(RedisError) -> [RedisReply] {
-        var replies = try exchangeLoadingScripts(commands, timeout: timeout)
+    ///   any of the commands may or may not have been applied (`early` may have taken the first).
+    public func pipeline(
+        _ commands: [RedisCommand], timeout: Duration? = nil, early: EarlyReplies? = nil
+    ) throws(RedisError) -> [RedisReply] {
+        var replies = try exchangeLoadingScripts(commands, timeout: timeout, early: early)
         for _ in 0..<Self.maximumRedirections {
             // Lazily: on the hot path no reply is a redirection, and nothing is built to find that out.
             let current = redirectedEndpoint ?? configuration.endpoint
@@ -173,14 +198,16 @@ public actor RedisConnection {
     /// library is loaded, or as `EVAL` if Redis refuses the library or `FCALL` itself (then the
     /// library's scripts go as `EVALSHA` on this connection from then on). None of those errors
     /// means the script ran.
-    private func exchangeLoadingScripts(_ commands: [RedisCommand], timeout: Duration?) throws(RedisError) -> [RedisReply] {
+    private func exchangeLoadingScripts(
+        _ commands: [RedisCommand], timeout: Duration?, early: EarlyReplies? = nil
+    ) throws(RedisError) -> [RedisReply] {
         let commands =
             refusedLibraries.isEmpty
             ? commands
             : commands.map { command in
                 command.script?.library.map(refusedLibraries.contains) == true ? command.evalSHAFallback() : command
             }
-        var replies = try exchange(commands, timeout: timeout)
+        var replies = try exchange(commands, timeout: timeout, early: early)
         let missingScripts = commands.indices.filter { index in
             commands[index].script != nil
                 && (replies[index].isNoScriptError || replies[index].isMissingFunctionError
@@ -269,11 +296,14 @@ public actor RedisConnection {
 
     // MARK: - Exchange
 
-    private func exchange(_ commands: [RedisCommand], timeout: Duration?) throws(RedisError) -> [RedisReply] {
+    private func exchange(
+        _ commands: [RedisCommand], timeout: Duration?, early: EarlyReplies? = nil
+    ) throws(RedisError) -> [RedisReply] {
         if commands.isEmpty { return [] }
         let context = try connectedContext()
         do {
-            return try roundTrip(commands, on: context.pointer, timeout: timeout ?? configuration.commandTimeout)
+            return try roundTrip(
+                commands, on: context.pointer, timeout: timeout ?? configuration.commandTimeout, early: early)
         } catch {
             dropContext()
             logger.info("Redis connection dropped; it will be re-dialled", metadata: ["redis.error": "\(error.message)"])
@@ -283,7 +313,8 @@ public actor RedisConnection {
 
     /// Writes the commands and reads one reply for each, on a context known to be healthy.
     private func roundTrip(
-        _ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>, timeout: Duration
+        _ commands: [RedisCommand], on context: UnsafeMutablePointer<redisContext>, timeout: Duration,
+        early: EarlyReplies? = nil
     ) throws(RedisError) -> [RedisReply] {
         guard let firstName = commands.first?.name else { return [] }
         if socketTimeout != timeout {
@@ -311,6 +342,9 @@ public actor RedisConnection {
             }
             replies.append(RedisReply(copying: reply))
             freeReplyObject(reply)
+            if let early, replies.count == early.count, !replies.contains(where: { $0.errorMessage != nil }) {
+                early.deliver(replies)
+            }
         }
         return replies
     }
