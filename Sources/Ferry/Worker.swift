@@ -401,15 +401,15 @@ public final class Worker: Sendable {
                         ? [readLanesCommand(readOrder(lanes), count: read.count)]
                         : readCommands(count: read.count, block: nil)
                 }
-                let readReplyCount = commands.count
-                // What the read brought, taken from its replies once (early, or with the rest).
-                let deliverRead: @Sendable ([RedisReply]) -> Void = { [self] replies in
-                    guard let read else { return }
-                    do throws(RedisError) {
-                        read.deliver(
-                            .read(lanes.count > 1 ? try lanesRead(replies[0]) : try readReplies(replies[...]), asked: read.count))
-                    } catch {
-                        read.deliver(.failed(error))
+                // What the read brought, handed on from its replies once: early, or with the rest.
+                let early = read.map { read in
+                    RedisConnection.EarlyReplies(count: commands.count) { [self] replies in
+                        do throws(RedisError) {
+                            let entries = lanes.count > 1 ? try lanesRead(replies[0]) : try readReplies(replies[...])
+                            read.deliver(.read(entries, asked: read.count))
+                        } catch {
+                            read.deliver(.failed(error))
+                        }
                     }
                 }
                 var transitionAt: [Int: Int] = [:]  // write index -> its command's index
@@ -456,11 +456,9 @@ public final class Worker: Sendable {
                 }
                 let replies: [RedisReply]
                 do throws(RedisError) {
-                    replies = try await connection.pipeline(
-                        commands,
-                        early: read == nil ? nil : RedisConnection.EarlyReplies(count: readReplyCount, deliver: deliverRead))
+                    replies = try await connection.pipeline(commands, early: early)
                     // A read that could not go early (an error reply) goes now; one that did ignores this.
-                    deliverRead(Array(replies.prefix(readReplyCount)))
+                    if let early { early.deliver(Array(replies.prefix(early.count))) }
                 } catch {
                     read?.deliver(.failed(error))
                     logger.warning(
