@@ -12,13 +12,11 @@ struct ControlChannel: Sendable {
         /// acknowledgement is copied through the batcher and its flush, and a copy of a reference
         /// is one count where its strings were one each.
         final class Status: Sendable {
-            let key: String
             let jobID: String
             /// `succeeded`, or `cancelled` for a job cancelled on request.
             let outcome: JobState
 
-            init(key: String, jobID: String, outcome: JobState) {
-                self.key = key
+            init(jobID: String, outcome: JobState) {
                 self.jobID = jobID
                 self.outcome = outcome
             }
@@ -89,6 +87,12 @@ struct ControlChannel: Sendable {
         case acknowledgement(Acknowledgement)
         /// A finished job's limit slots; the reply is `release.lua`'s.
         case release(SlotRelease)
+
+        /// Whether it is ``start(_:)``.
+        var isStart: Bool {
+            if case .start = self { return true }
+            return false
+        }
     }
 
     /// What a flushed ``Write`` came to.

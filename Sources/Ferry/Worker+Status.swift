@@ -79,7 +79,7 @@ extension Worker {
         ControlChannel.Acknowledgement(
             entryID: entryID,
             status: configuration.recordsStatus
-                ? .init(key: keys.jobStatus(jobID: jobID), jobID: jobID, outcome: outcome) : nil,
+                ? .init(jobID: jobID, outcome: outcome) : nil,
             processingMilliseconds: processing.milliseconds)
     }
 

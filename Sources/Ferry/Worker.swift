@@ -417,9 +417,13 @@ public final class Worker: Sendable {
                 var releases: [ControlChannel.SlotRelease] = []
                 // Acknowledgements with a status, by entry: a running record waiting in this
                 // flush for one of them is written with it instead (ControlChannel.Write.start).
+                // Made only for a flush with such records: most acknowledgements took theirs
+                // when they were enqueued (ControlChannel.enqueueAcknowledgement).
                 var recordedAcks: Set<String> = []
-                for write in writes {
-                    if case .acknowledgement(let ack) = write, ack.status != nil { recordedAcks.insert(ack.entryID) }
+                if writes.contains(where: \.isStart) {
+                    for write in writes {
+                        if case .acknowledgement(let ack) = write, ack.status != nil { recordedAcks.insert(ack.entryID) }
+                    }
                 }
                 var starts: [String: ControlChannel.RunningRecord] = [:]
                 for (index, write) in writes.enumerated() {
@@ -548,14 +552,14 @@ public final class Worker: Sendable {
                 arguments.append(0)
                 continue
             }
-            scriptKeys.append(.string(status.key))
-            let keyIndex = Int64(scriptKeys.count)  // its index in KEYS, from 1
             if let packed = packedSuccess(ack, status, finishedAt: now) {
-                arguments += [.integer(-keyIndex), .string(packed)]
+                // No key: the script names the status hash itself in the rare case it needs one.
+                arguments += [-1, .string(packed)]
                 continue
             }
+            scriptKeys.append(.string(keys.jobStatus(jobID: status.jobID)))
             arguments += [
-                .integer(keyIndex), .string(status.jobID), .string(status.outcome.rawValue),
+                .integer(Int64(scriptKeys.count)), .string(status.jobID), .string(status.outcome.rawValue),
                 .integer(ack.processingMilliseconds),
             ]
             if let start = ack.start {

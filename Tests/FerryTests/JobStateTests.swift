@@ -107,3 +107,25 @@ extension ScriptPreludeTests {
         #expect(try await JobStatus.load(jobID: "again", queue: setup.queue, connection: setup.redis)?.state == .running)
     }
 }
+
+extension ScriptPreludeTests {
+    @Test(
+        "the library's shared parts name each top-level local once, so no part shadows another's function for the scripts loaded after it"
+    )
+    func partsDoNotShadowEachOther() throws {
+        // In the function library every part runs in one scope: a second `local function f` would
+        // silently replace the first for every script registered after it (and not under EVAL).
+        let scripts = repositoryRoot.appending(path: "Sources/Ferry/Scripts")
+        var definedIn: [String: [String]] = [:]
+        for name in try FileManager.default.contentsOfDirectory(atPath: scripts.path())
+        where name.hasPrefix("_") && name.hasSuffix(".lua") {
+            let text = try String(contentsOf: scripts.appending(path: name), encoding: .utf8)
+            for match in text.matches(of: /(?m)^local (?:function )?([A-Za-z_][A-Za-z0-9_]*)/) {
+                definedIn[String(match.1), default: []].append(name)
+            }
+        }
+        #expect(definedIn.count > 10, "the parts were read")
+        let repeated = definedIn.filter { $0.value.count > 1 }
+        #expect(repeated.isEmpty, "defined more than once: \(repeated)")
+    }
+}

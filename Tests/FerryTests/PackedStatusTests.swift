@@ -20,7 +20,7 @@ extension WorkerTests {
         let startedAt = Date().millisecondsSince1970 - 7
         let acks = entryIDs.map { id in
             ControlChannel.Acknowledgement(
-                entryID: id, status: .init(key: setup.keys.jobStatus(jobID: id), jobID: id, outcome: .succeeded),
+                entryID: id, status: .init(jobID: id, outcome: .succeeded),
                 processingMilliseconds: 7,
                 start: .init(jobID: id, type: type, entryID: id, attempt: 1, startedAt: startedAt, key: key))
         }

@@ -30,7 +30,7 @@ struct RunningRecordTests {
         receipts.map { receipt in
             ControlChannel.Acknowledgement(
                 entryID: receipt.entryID ?? "",
-                status: .init(key: setup.keys.jobStatus(jobID: receipt.jobID), jobID: receipt.jobID, outcome: .succeeded),
+                status: .init(jobID: receipt.jobID, outcome: .succeeded),
                 processingMilliseconds: 7,
                 start: .init(
                     jobID: receipt.jobID, type: "resize", entryID: receipt.entryID ?? "", attempt: 1, startedAt: startedAt))

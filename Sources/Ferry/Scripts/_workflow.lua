@@ -10,8 +10,11 @@
 -- `s.<name>.state` (waiting, queued, succeeded, dead, cancelled),
 -- `.met` (dependencies ended), `.runs`, `.job_id`, `.entry_id`, `.finished_at`.
 
--- The queue's key prefix (ferry:{Q}) from its job stream's key.
-local function queue_prefix(stream)
+-- The queue's key prefix (ferry:{Q}, no colon) from its job stream's key. Not `queue_prefix`
+-- (the prelude's, from the index prefix, with the colon): in the function library every part
+-- shares one scope, so a second function of that name would take the first's place for every
+-- script after it.
+local function key_prefix_of(stream)
   return string.sub(stream, 1, -6)
 end
 
@@ -25,7 +28,7 @@ end
 -- end, its finish time and the expiry of its keys (`keep` ms).
 local function workflow_set_state(stream, wf, id, to, now, keep)
   local from = redis.call('HGET', wf, 'state')
-  local index = queue_prefix(stream) .. ':wf:idx:'
+  local index = key_prefix_of(stream) .. ':wf:idx:'
   if from then
     redis.call('ZREM', index .. from, id)
   end
@@ -33,7 +36,7 @@ local function workflow_set_state(stream, wf, id, to, now, keep)
   redis.call('HSET', wf, 'state', to, 'updated_at', now)
   if to == 'succeeded' or to == 'failed' or to == 'cancelled' then
     redis.call('HSET', wf, 'finished_at', now)
-    redis.call('ZREM', queue_prefix(stream) .. ':wf:deadlines', id)
+    redis.call('ZREM', key_prefix_of(stream) .. ':wf:deadlines', id)
     for _, key in ipairs({ wf, wf .. ':results', wf .. ':history', wf .. ':payloads' }) do
       redis.call('PEXPIRE', key, keep)
     end
@@ -98,7 +101,7 @@ end
 -- Asks every step of the workflow whose job is queued to be cancelled (ferry job cancel's request:
 -- a worker acknowledges it unrun, or cancels it running), and marks waiting ones cancelled.
 local function workflow_cancel_steps(stream, wf, now)
-  local cancel_requests = queue_prefix(stream) .. ':cancel_requests'
+  local cancel_requests = key_prefix_of(stream) .. ':cancel_requests'
   local all = redis.call('HGETALL', wf)
   for i = 1, #all, 2 do
     local name = string.match(all[i], '^s%.(.+)%.state$')
@@ -199,7 +202,7 @@ end
 -- history only.
 local function workflow_step_ended(stream, group, id, name, job_id, outcome, result, result_ref, decision, detail, now,
                                    keep_ok, keep_failed)
-  local wf = queue_prefix(stream) .. ':wf:' .. id
+  local wf = key_prefix_of(stream) .. ':wf:' .. id
   local state, owner = unpack(redis.call('HMGET', wf, 'state', 'group'))
   if not state or owner ~= group then
     return

@@ -12,7 +12,7 @@
 -- ferry:prelude
 -- ferry:workflow
 local stuck = {}
-local prefix = queue_prefix(KEYS[1])
+local prefix = key_prefix_of(KEYS[1])
 local lanes = lane_streams(KEYS[1])
 for _, id in ipairs(redis.call('ZRANGE', prefix .. ':wf:idx:running', 0, tonumber(ARGV[2]) - 1)) do
   local wf = prefix .. ':wf:' .. id

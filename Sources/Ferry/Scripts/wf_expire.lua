@@ -11,10 +11,10 @@
 -- ferry:prelude
 -- ferry:workflow
 local now = now_ms()
-local deadlines = queue_prefix(KEYS[1]) .. ':wf:deadlines'
+local deadlines = key_prefix_of(KEYS[1]) .. ':wf:deadlines'
 local failed = {}
 for _, id in ipairs(redis.call('ZRANGE', deadlines, '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))) do
-  local wf = queue_prefix(KEYS[1]) .. ':wf:' .. id
+  local wf = key_prefix_of(KEYS[1]) .. ':wf:' .. id
   local state = redis.call('HGET', wf, 'state')
   if state == 'running' or state == 'blocked' then
     redis.call('HSET', wf, 'reason', 'its deadline passed')

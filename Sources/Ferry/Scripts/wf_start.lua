@@ -40,7 +40,7 @@ else
 end
 if ARGV[7] ~= '' then
   redis.call('HSET', KEYS[2], 'deadline_at', now + tonumber(ARGV[7]))
-  redis.call('ZADD', queue_prefix(KEYS[1]) .. ':wf:deadlines', now + tonumber(ARGV[7]), ARGV[1])
+  redis.call('ZADD', key_prefix_of(KEYS[1]) .. ':wf:deadlines', now + tonumber(ARGV[7]), ARGV[1])
 end
 for i = 9, #ARGV, 2 do
   redis.call('HSET', KEYS[2], 'step.' .. ARGV[i], ARGV[i + 1], 's.' .. ARGV[i] .. '.state', 'waiting',
