@@ -41,10 +41,16 @@ struct RedisTimeReport {
         usage.commands.filter { $0.key != "info" && Double($0.value.microseconds) / Double(max(jobs, 1)) >= atLeast }
             .sorted { $0.value.microseconds > $1.value.microseconds }.prefix(top)
             .map { name, command in
-                String(
-                    format: "%@ %.2f µs (%.2f/job)", name, Double(command.microseconds) / Double(max(jobs, 1)),
-                    Double(command.calls) / Double(max(jobs, 1)))
+                String(format: "%@ %.2f µs", name, Double(command.microseconds) / Double(max(jobs, 1)))
+                    + " (\(Self.rate(calls: command.calls, jobs: jobs)))"
             }.joined(separator: ", ")
+    }
+
+    /// `1.00/job` for a command called about once a job or more often; `1 per 240 jobs` for one
+    /// called once a batch, whose rate would print as `0.00/job` and hide how large its batches are.
+    static func rate(calls: Int, jobs: Int) -> String {
+        let perJob = Double(calls) / Double(max(jobs, 1))
+        return perJob >= 0.1 || calls == 0 ? String(format: "%.2f/job", perJob) : "1 per \(Int((1 / perJob).rounded())) jobs"
     }
 
     /// Loads ``FerryScripts/library`` unless Redis holds it; a Redis that refuses it (an ACL

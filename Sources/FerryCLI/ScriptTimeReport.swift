@@ -80,14 +80,14 @@ struct ScriptTimeReport {
         self.jobs = jobs
     }
 
-    /// `ack 6.10 µs (0.04 calls/job), start_batch 3.20 µs (0.04 calls/job), …`: per job, most first.
+    /// `ack 6.10 µs (1 per 25 jobs), start_batch 3.20 µs (1 per 25 jobs), …`: per job, most first.
     var breakdown: String {
         let perJob = Double(max(jobs, 1))
         // Scripts of the worker's periodic passes (retention, due jobs) cost nothing per job.
         return scripts.filter { Double($0.value.microseconds) / perJob >= 0.01 }
             .sorted { $0.value.microseconds > $1.value.microseconds }.map { name, time in
-                String(
-                    format: "%@ %.2f µs (%.2f calls/job)", name, Double(time.microseconds) / perJob, Double(time.calls) / perJob)
+                String(format: "%@ %.2f µs", name, Double(time.microseconds) / perJob)
+                    + " (\(RedisTimeReport.rate(calls: time.calls, jobs: jobs)))"
             }.joined(separator: ", ")
     }
 }
