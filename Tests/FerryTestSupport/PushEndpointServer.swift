@@ -26,6 +26,9 @@ public final class PushEndpointServer: Sendable {
         public var message: [String: Any]? { json?["message"] as? [String: Any] }
     }
 
+    /// Where its files go: this path with `.port`, `.log` and `.err`.
+    private let scratch: String
+
     /// Whether the server speaks HTTPS (with a certificate no client trusts by default).
     public let isTLS: Bool
 
@@ -33,6 +36,7 @@ public final class PushEndpointServer: Sendable {
     public init(secret: String? = nil, tls: (certificate: String, key: String)? = nil) async throws {
         isTLS = tls != nil
         let scratch = FileManager.default.temporaryDirectory.appending(path: "ferry-push-\(UUID().uuidString)").path()
+        self.scratch = scratch
         let portFile = scratch + ".port"
         logPath = scratch + ".log"
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
@@ -63,8 +67,11 @@ public final class PushEndpointServer: Sendable {
         return text.split(separator: "\n").compactMap { try? JSONDecoder().decode(Request.self, from: Data($0.utf8)) }
     }
 
+    /// Stops the server and removes its files (port, request log, standard error), so test
+    /// runs do not pile them up in the temporary directory.
     public func stop() async {
         process.signal(SIGKILL)
         _ = await process.waitForExit()
+        for suffix in [".port", ".log", ".err"] { try? FileManager.default.removeItem(atPath: scratch + suffix) }
     }
 }
