@@ -120,8 +120,11 @@ extension ScriptPreludeTests {
         for name in try FileManager.default.contentsOfDirectory(atPath: scripts.path())
         where name.hasPrefix("_") && name.hasSuffix(".lua") {
             let text = try String(contentsOf: scripts.appending(path: name), encoding: .utf8)
-            for match in text.matches(of: /(?m)^local (?:function )?([A-Za-z_][A-Za-z0-9_]*)/) {
-                definedIn[String(match.1), default: []].append(name)
+            // `local function f(`, and every name of `local a, b, c = …`.
+            for match in text.matches(of: /(?m)^local (?:function )?([A-Za-z_]\w*(?:, *[A-Za-z_]\w*)*)/) {
+                for local in match.1.split(separator: ",") {
+                    definedIn[local.trimmingCharacters(in: .whitespaces), default: []].append(name)
+                }
             }
         }
         #expect(definedIn.count > 10, "the parts were read")
