@@ -176,12 +176,13 @@ struct PublishRoute: Sendable {
         }
     }
 
-    func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+    /// Answers a publish to `queue`, the path's segment as the client sent it.
+    func respond(to request: Request, queue: Substring) async throws -> Response {
         var request = request
         let bytes = Array(buffer: try await request.collectBody(upTo: .max))
-        let metadata = ServerRequestMetadata(pathParameters: ["queue": Substring(context.parameters.get("queue") ?? "")])
-        let isJSON = request.headers[.contentType].map(Self.isJSON) ?? false
-        let idempotencyKey = request.headers[.idempotencyKey]
+        let metadata = ServerRequestMetadata(pathParameters: ["queue": queue])
+        let isJSON = request.headers.value(of: .contentType).map(Self.isJSON) ?? false
+        let idempotencyKey = request.headers.value(of: .idempotencyKey)
         guard isJSON, idempotencyKey.map(Self.needsNoDecoding) ?? true, let body = PublishBody(json: bytes),
             let fingerprint = try Self.fingerprint(of: bytes, idempotencyKey: idempotencyKey)
         else {
@@ -244,6 +245,16 @@ struct PublishRoute: Sendable {
     private static func body(_ body: HTTPBody?) async throws -> ResponseBody {
         guard let body else { return ResponseBody(byteBuffer: ByteBuffer()) }
         return ResponseBody(byteBuffer: ByteBuffer(bytes: try await [UInt8](collecting: body, upTo: .max)))
+    }
+}
+
+extension HTTPFields {
+    /// What `self[name]` is (every value of the field, joined by ", "), without the subscript's
+    /// joining into a new string when the field comes once, as a request's headers mostly do.
+    func value(of name: HTTPField.Name) -> String? {
+        guard let first = firstIndex(where: { $0.name == name }) else { return nil }
+        guard !self[index(after: first)...].contains(where: { $0.name == name }) else { return self[name] }
+        return self[first].value
     }
 }
 

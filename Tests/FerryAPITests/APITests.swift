@@ -333,18 +333,29 @@ struct APITests {
     )
     func probesAndMetrics() async throws {
         let redis = try await RedisServerProcess()
-        let server = try await APIServerProcess(["--no-auth"], redis: redis.url)
+        let server = try await APIServerProcess(["--no-auth", "--max-body-bytes", "4096"], redis: redis.url)
         let ready = try await server.send("GET", "/readyz")
         #expect(ready.status == 200 && ready.text == "ready\n", "\(ready.text)")
         #expect(try await server.send("GET", "/healthz").status == 200)
         #expect(try await server.send("GET", "/v1/queues/q-1/jobs/j-1").status == 404)
         #expect(try await server.send("GET", "/v1/queues/q-2/jobs/j-2").status == 404)
+        // A publish taken before the router, and one the router resolves (a trailing slash): one
+        // route. An answer streamed (the 413's problem) is counted once written.
+        for path in ["/v1/queues/q-3/jobs", "/v1/queues/q-3/jobs/"] {
+            let published = try await server.send("POST", path, json: #"{"type": "t"}"#)
+            #expect(published.status == 202, "\(path): \(published.text)")
+        }
+        let tooLarge = try await server.send(
+            "POST", "/v1/queues/q-3/jobs", json: #"{"type": "t", "data": "\#(String(repeating: "x", count: 5000))"}"#)
+        #expect(tooLarge.status == 413, "\(tooLarge.text)")
         var scrape = ""
         #expect(
             await eventually {
                 scrape = try await server.send("GET", "/metrics").text
                 return scrape.contains(
                     #"ferry_api_requests_total{route="/v1/queues/{queue}/jobs/{job_id}",method="GET",status="404"} 2"#)
+                    && scrape.contains(#"ferry_api_requests_total{route="/v1/queues/{queue}/jobs",method="POST",status="202"} 2"#)
+                    && scrape.contains(#"ferry_api_requests_total{route="/v1/queues/{queue}/jobs",method="POST",status="413"} 1"#)
             }, "\(scrape)")
         #expect(scrape.contains("ferry_api_request_duration_seconds_bucket"))
         #expect(!scrape.contains("q-1"), "route templates, not the queues and jobs asked for")

@@ -94,6 +94,18 @@ struct PublishRouteTests {
     }
 
     @Test(
+        "the publish path taken before the router is /v1/queues/{queue}/jobs exactly; any other spelling is left to the router",
+        arguments: [
+            ("/v1/queues/q/jobs", "q"), ("/v1/queues/a%2Fb:pause/jobs", "a%2Fb:pause"), ("/v1/queues//jobs", nil),
+            ("/v1/queues/q/jobs/", nil), ("//v1/queues/q/jobs", nil), ("/v1/queues/a/b/jobs", nil),
+            ("/v1/queues/q/jobs:batch", nil),
+            ("/v1/queues/jobs", nil), ("/v1/queues/q/jobs/j-1", nil),
+        ] as [(String, String?)])
+    func publishPathBeforeTheRouter(path: String, queue: String?) {
+        #expect(PublishFirstResponder.publishQueue(inPath: path).map(String.init) == queue)
+    }
+
+    @Test(
         "percent escapes in a path component are decoded; text without any, or with a malformed one, is kept as it is",
         arguments: [("a%2Fb%20c", "a/b c"), ("plain-name_1", "plain-name_1"), ("bad%zz", "bad%zz"), ("%E2%9C%93", "\u{2713}")])
     func percentDecoded(text: String, expected: String) {
