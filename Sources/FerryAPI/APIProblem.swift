@@ -86,6 +86,12 @@ struct APIProblem: Error, Sendable, CustomStringConvertible {
     /// The response: status, `Content-Type: application/problem+json`, `Retry-After` when
     /// known, `WWW-Authenticate` for a missing or refused credential.
     func response() -> (HTTPResponse, HTTPBody) {
+        let (head, bytes) = parts()
+        return (head, HTTPBody(bytes))
+    }
+
+    /// The answer's head and its body's bytes.
+    func parts() -> (HTTPResponse, [UInt8]) {
         var response = HTTPResponse(status: kind.status)
         response.headerFields[.contentType] = "application/problem+json"
         if let retryAfter { response.headerFields[.retryAfter] = "\(retryAfter)" }
@@ -94,6 +100,6 @@ struct APIProblem: Error, Sendable, CustomStringConvertible {
             type: "urn:ferry:problem:\(kind.rawValue)", title: kind.status.reasonPhrase, status: kind.status.code,
             detail: detail, jobID: jobID)
         let bytes = (try? JSONEncoder().encode(body)).map(Array.init) ?? Array(#"{"type":"urn:ferry:problem:internal"}"#.utf8)
-        return (response, HTTPBody(bytes))
+        return (response, bytes)
     }
 }

@@ -198,9 +198,7 @@ struct BodyLimitMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 
     static func response(_ problem: APIProblem) -> Response {
-        let (head, body) = problem.response()
-        return Response(
-            status: head.status, headers: head.headerFields,
-            body: .init(asyncSequence: body.map { ByteBuffer(bytes: $0) }))
+        let (head, bytes) = problem.parts()
+        return Response(status: head.status, headers: head.headerFields, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 }

@@ -187,7 +187,7 @@ struct PublishRoute: Sendable {
             let fingerprint = try Self.fingerprint(of: bytes, idempotencyKey: idempotencyKey)
         else {
             let (head, answer) = try await generated(request.head, HTTPBody(bytes), metadata)
-            return Response(status: head.status, headers: head.headerFields, body: try await Self.body(answer))
+            return try await Response(head: head, answer: answer)
         }
         let call = Call(body: body, idempotencyKey: idempotencyKey, fingerprint: fingerprint)
         let (head, answer) = try await Call.$current.withValue(call) { try await chain(request.head, nil, metadata) }
@@ -196,7 +196,7 @@ struct PublishRoute: Sendable {
         if answer == nil, let bytes = call.answer.withLock({ $0 }) {
             return Response(status: head.status, headers: head.headerFields, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         }
-        return Response(status: head.status, headers: head.headerFields, body: try await Self.body(answer))
+        return try await Response(head: head, answer: answer)
     }
 
     /// The body's fingerprint for an `Idempotency-Key`'s check, as the generated handler computes
@@ -240,11 +240,21 @@ struct PublishRoute: Sendable {
         json.append(contentsOf: (accepted.duplicate ? #","duplicate":true}"# : #","duplicate":false}"#).utf8)
         return json
     }
+}
 
-    /// An answer's body as one buffer: these answers are small.
-    private static func body(_ body: HTTPBody?) async throws -> ResponseBody {
-        guard let body else { return ResponseBody(byteBuffer: ByteBuffer()) }
-        return ResponseBody(byteBuffer: ByteBuffer(bytes: try await [UInt8](collecting: body, upTo: .max)))
+extension Response {
+    /// A generated handler's answer as Hummingbird writes it in one step: a body of known length
+    /// (every answer of the API but the events stream) collected into one buffer, so its head,
+    /// body and end go to the connection together instead of as three writes, each a hop to the
+    /// event loop and a flush. A body of unknown length stays a stream.
+    init(head: HTTPResponse, answer: HTTPBody?) async throws {
+        let body: ResponseBody
+        switch answer?.length {
+        case nil: body = ResponseBody(byteBuffer: ByteBuffer())
+        case .known?: body = ResponseBody(byteBuffer: ByteBuffer(bytes: try await [UInt8](collecting: answer!, upTo: .max)))
+        case .unknown?: body = ResponseBody(asyncSequence: answer!.map { ByteBuffer(bytes: $0) })
+        }
+        self.init(status: head.status, headers: head.headerFields, body: body)
     }
 }
 
@@ -279,8 +289,16 @@ final class RoutesButPublish: ServerTransport {
     ) throws {
         if method == .post && path == PublishRoute.path {
             publish = handler
-        } else {
-            router.register(handler, method: method, path: path)
+            return
+        }
+        // As swift-openapi-hummingbird registers a handler, but with the answer in one write
+        // (``Response/init(head:answer:)``), where its transport streams every body.
+        router.on(RouterPath(path), method: method) { request, context in
+            let length = request.headers.value(of: .contentLength).flatMap(Int64.init).map(HTTPBody.Length.known) ?? .unknown
+            let body = HTTPBody(request.body.map { [UInt8](buffer: $0) }, length: length, iterationBehavior: .single)
+            let parameters = [String: Substring](context.parameters.map { (String($0.0), $0.1) }) { first, _ in first }
+            let (head, answer) = try await handler(request.head, body, ServerRequestMetadata(pathParameters: parameters))
+            return try await Response(head: head, answer: answer)
         }
     }
 }

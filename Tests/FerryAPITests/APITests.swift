@@ -340,7 +340,7 @@ struct APITests {
         #expect(try await server.send("GET", "/v1/queues/q-1/jobs/j-1").status == 404)
         #expect(try await server.send("GET", "/v1/queues/q-2/jobs/j-2").status == 404)
         // A publish taken before the router, and one the router resolves (a trailing slash): one
-        // route. An answer streamed (the 413's problem) is counted once written.
+        // route; and one refused by the body limit before any handler.
         for path in ["/v1/queues/q-3/jobs", "/v1/queues/q-3/jobs/"] {
             let published = try await server.send("POST", path, json: #"{"type": "t"}"#)
             #expect(published.status == 202, "\(path): \(published.text)")

@@ -99,6 +99,20 @@ struct EventsAPITests {
         try await setup.redis.send(RedisCommand("XTRIM", [.string(setup.keys.events), "MAXLEN", "1"]))
         let gapped = try await Self.curl(url + "?timeout=500ms", headers: ["Last-Event-ID: \(third)"])
         #expect(gapped.first?.event == "gap", "\(gapped)")
+        // Three streams have ended (1 s, 1 s, 500 ms): each counted, and timed to its end.
+        let labels = #"{route="/v1/queues/{queue}/events",method="GET",status="200"}"#
+        var timed: (count: Double, seconds: Double) = (0, 0)
+        #expect(
+            await eventually {
+                let scrape = try await server.send("GET", "/metrics").text
+                func value(_ name: String) -> Double {
+                    scrape.split(separator: "\n").first { $0.hasPrefix(name + labels + " ") }
+                        .flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+                }
+                timed = (value("ferry_api_requests_total"), value("ferry_api_request_duration_seconds_sum"))
+                return timed.count >= 3
+            }, "\(timed)")
+        #expect(timed.seconds >= 2.4, "a stream is timed when it ends, not when its handler returns: \(timed)")
         let bad = try await server.send("GET", "/v1/queues/\(setup.name)/events", headers: ["Last-Event-ID": "yesterday"])
         #expect(bad.status == 400, "\(bad.text)")
 
