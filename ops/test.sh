@@ -12,6 +12,18 @@ ferry_install_dependencies
 ferry_start_redis
 export FERRY_TEST_REDIS_URL="$FERRY_REDIS_URL"
 
+# The tests' own files (servers' output, browser profiles, keys, scratch directories, some
+# 1,500 a run) and the build's (SwiftPM leaves empty TemporaryDirectory.* behind) go to a
+# directory of this run's, removed with the Redis server on every exit, so runs do not fill
+# the machine's /tmp.
+FERRY_TEST_TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/ferry-tests.XXXXXX")
+ferry_stop_test_run() {
+  ferry_stop_redis
+  rm -rf "$FERRY_TEST_TMPDIR"
+}
+trap ferry_stop_test_run EXIT
+export TMPDIR="$FERRY_TEST_TMPDIR"
+
 swift build --build-tests
 # At most 24 tests at a time (Swift Testing starts every test at once otherwise). The suite's
 # first seconds start dozens of `ferry`, `redis-server` and Python processes; with all 340 tests
