@@ -10,10 +10,14 @@ public struct ConsumerGroups: QueueStore {
     public init(_ scope: QueueScope) { self.scope = scope }
 
     /// The names of the queue's groups; none when its stream does not exist yet.
+    /// One round trip: a job's status (the API's `GET .../jobs/{id}`, polled often) asks it first.
     public func names() async throws(FerryError) -> [String] {
-        let exists = try await send(RedisCommand("EXISTS", [.string(keys.jobs)])).integer == 1
-        guard exists else { return [] }
-        return Self.names(inGroupsReply: try await send(RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)])))
+        let replies = try await connection.pipelineReportingFerryError([
+            RedisCommand("EXISTS", [.string(keys.jobs)]), RedisCommand("XINFO", ["GROUPS", .string(keys.jobs)]),
+        ])
+        guard replies[0].integer == 1 else { return [] }
+        if let message = replies[1].errorMessage { throw FerryError(RedisError.server(message, command: "XINFO GROUPS")) }
+        return Self.names(inGroupsReply: replies[1])
     }
 
     /// The group names of an `XINFO GROUPS` reply; none for an error reply (no stream).

@@ -25,6 +25,21 @@ struct ConsumerGroupsTests {
         await #expect { try await groups.pendingCount("audit") } throws: { ($0 as? FerryError)?.code == .notFound }
     }
 
+    @Test(
+        "group names in one round trip: none before the stream exists, each group's after; a key of the wrong type is an error, not no groups"
+    )
+    func groupNames() async throws {
+        let setup = try await TestQueue("group-names")
+        let groups = ConsumerGroups(queue: setup.queue, connection: setup.redis)
+        #expect(try await groups.names() == [])
+        try await groups.create("audit", at: .start)
+        try await groups.create("billing", at: .start)
+        #expect(try await groups.names().sorted() == ["audit", "billing"])
+        _ = try await setup.redis.send(RedisCommand("DEL", [.string(setup.keys.jobs)]))
+        _ = try await setup.redis.send(RedisCommand("SET", [.string(setup.keys.jobs), "not a stream"]))
+        await #expect { try await groups.names() } throws: { "\($0)".contains("WRONGTYPE") }
+    }
+
     @Test("a pending list joins each entry with its job, and says when the entry was deleted")
     func pendingJoined() async throws {
         let setup = try await TestQueue("pending")
