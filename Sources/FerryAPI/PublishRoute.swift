@@ -249,10 +249,11 @@ extension Response {
     /// event loop and a flush. A body of unknown length stays a stream.
     init(head: HTTPResponse, answer: HTTPBody?) async throws {
         let body: ResponseBody
-        switch answer?.length {
+        switch answer.map({ ($0, $0.length) }) {
         case nil: body = ResponseBody(byteBuffer: ByteBuffer())
-        case .known?: body = ResponseBody(byteBuffer: ByteBuffer(bytes: try await [UInt8](collecting: answer!, upTo: .max)))
-        case .unknown?: body = ResponseBody(asyncSequence: answer!.map { ByteBuffer(bytes: $0) })
+        case let (answer, .known)?:
+            body = ResponseBody(byteBuffer: ByteBuffer(bytes: try await [UInt8](collecting: answer, upTo: .max)))
+        case let (answer, .unknown)?: body = ResponseBody(asyncSequence: answer.map { ByteBuffer(bytes: $0) })
         }
         self.init(status: head.status, headers: head.headerFields, body: body)
     }

@@ -9,10 +9,10 @@ import Synchronization
 /// answer's body as the handler made it. Hummingbird's wraps every body in a closure to record
 /// once it is written, which turns the server's one write of a buffered answer (head, body and
 /// end together) into three, each a hop to the connection's event loop and a flush of its own:
-/// that cost a publish about a fifth of its throughput (docs/design.md has the figures). Here an
-/// answer whose length is known (every answer but a stream) is recorded when the handler returns
-/// it, since writing it takes no time worth timing, and a stream (server-sent events) when it
-/// ends, as Hummingbird's does.
+/// that took about an eighth off the publish route's throughput (docs/design.md has the
+/// figures). Here an answer whose length is known (every answer but a stream) is recorded when
+/// the handler returns it, since writing it takes no time worth timing, and a stream
+/// (server-sent events) when it ends, as Hummingbird's does.
 struct RequestMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
     private let cache = RequestMetrics()
 
